@@ -1,0 +1,347 @@
+//! The validated spec: types that can only hold a checked state (built by `spec::load`).
+//! Must not do I/O; everything here is plain data with small helpers.
+
+use crate::diag::Location;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+
+/// A whole repository's desired state, validated.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Repository root (absolute).
+    pub root: PathBuf,
+    pub stores: BTreeMap<String, StoreConfig>,
+    pub catalogue: ScopeCatalogue,
+    pub policy: Policy,
+    pub delivery: DeliveryConfig,
+    /// People and services, by id. Teams are expanded into their members where used.
+    pub principals: BTreeMap<String, Principal>,
+    pub teams: BTreeMap<String, Team>,
+    /// Desired keys, sorted by (store, name).
+    pub keys: Vec<DesiredKey>,
+}
+
+impl Spec {
+    pub fn key(&self, store: &str, name: &str) -> Option<&DesiredKey> {
+        self.keys.iter().find(|k| k.store == store && k.name == name)
+    }
+    pub fn keys_in<'a>(&'a self, store: &'a str) -> impl Iterator<Item = &'a DesiredKey> + 'a {
+        self.keys.iter().filter(move |k| k.store == store)
+    }
+}
+
+/// A configured live store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub name: String,
+    pub kind: StoreKind,
+    pub environment: String,
+    pub location: Option<Location>,
+}
+
+impl StoreConfig {
+    pub fn is_production(&self) -> bool {
+        self.environment == "production"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Embedded SQLite file; path is absolute (resolved against the repo root).
+    Sqlite { path: PathBuf },
+    /// keyward's store protocol over HTTP.
+    Http { url: String, token_env: Option<String> },
+}
+
+/// The scope catalogue: API areas and ordered access levels (a later level implies earlier ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeCatalogue {
+    pub areas: Vec<String>,
+    pub levels: Vec<String>,
+}
+
+impl Default for ScopeCatalogue {
+    fn default() -> Self {
+        Self {
+            areas: [
+                "acquisitions",
+                "analytics",
+                "bibs",
+                "configuration",
+                "courses",
+                "electronic",
+                "resource-sharing",
+                "task-lists",
+                "users",
+            ]
+            .map(String::from)
+            .to_vec(),
+            levels: vec!["read".into(), "write".into()],
+        }
+    }
+}
+
+impl ScopeCatalogue {
+    pub fn level_rank(&self, level: &str) -> Option<usize> {
+        self.levels.iter().position(|l| l == level)
+    }
+    /// Does `have` grant everything `want` asks for (same area, level at least as high)?
+    pub fn implies(&self, have: &Scope, want: &Scope) -> bool {
+        have.area == want.area
+            && match (self.level_rank(&have.level), self.level_rank(&want.level)) {
+                (Some(h), Some(w)) => h >= w,
+                _ => false,
+            }
+    }
+}
+
+/// One granted scope `area:level`. Sets of scopes are normalised: one entry per area, at the
+/// highest level asked for (write implies read).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Scope {
+    pub area: String,
+    pub level: String,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        let (a, l) = s.split_once(':')?;
+        if a.is_empty() || l.is_empty() {
+            return None;
+        }
+        Some(Scope { area: a.to_string(), level: l.to_string() })
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.area, self.level)
+    }
+}
+
+/// A span of time in whole seconds, written `90d`, `12h`, `30m`, `2w`, `1y` (=365d).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Span {
+    pub seconds: i64,
+}
+
+impl Span {
+    pub fn days(d: i64) -> Span {
+        Span { seconds: d * 86_400 }
+    }
+    pub fn to_chrono(self) -> chrono::Duration {
+        chrono::Duration::seconds(self.seconds)
+    }
+    /// Parse `90d`, `12h`, `30m`, `45s`, `2w`, `1y`. Returns None when malformed.
+    pub fn parse(s: &str) -> Option<Span> {
+        let s = s.trim();
+        if s.len() < 2 || !s.is_ascii() {
+            return None;
+        }
+        let (num, unit) = s.split_at(s.len() - 1);
+        let n: i64 = num.parse().ok().filter(|n: &i64| *n >= 0)?;
+        let mult = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            "y" => 365 * 86_400,
+            _ => return None,
+        };
+        let seconds = n.checked_mul(mult)?;
+        // Bound to ~1000 years so date arithmetic can never overflow.
+        (seconds <= 1000 * 365 * 86_400).then_some(Span { seconds })
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.seconds;
+        if s % 86_400 == 0 {
+            write!(f, "{}d", s / 86_400)
+        } else if s % 3_600 == 0 {
+            write!(f, "{}h", s / 3_600)
+        } else if s % 60 == 0 {
+            write!(f, "{}m", s / 60)
+        } else {
+            write!(f, "{s}s")
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub default_lifetime: Option<Span>,
+    pub max_lifetime: Option<Span>,
+    pub max_keys_per_owner: usize,
+    pub min_recipients: usize,
+    pub forbid: Vec<ForbiddenScope>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            default_lifetime: None,
+            max_lifetime: None,
+            max_keys_per_owner: 10,
+            min_recipients: 1,
+            forbid: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForbiddenScope {
+    pub scope: Scope,
+    pub reason: String,
+    /// Restrict the rule to these stores; empty = everywhere.
+    pub stores: Vec<String>,
+    pub location: Option<Location>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// Outbox directory, absolute.
+    pub outbox: PathBuf,
+    pub retain: Span,
+}
+
+/// A person or a service that can receive secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+    pub kind: PrincipalKind,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// Parsed public recipients (age X25519 or SSH). At least one.
+    pub recipients: Vec<RecipientKey>,
+    /// Scopes this person may grant (bounds keys they own). None = unbounded.
+    pub may_grant: Option<Vec<Scope>>,
+    pub location: Option<Location>,
+}
+
+impl Principal {
+    /// Short stable fingerprint over all of this principal's public keys (sorted), so a
+    /// changed key shows as a recipient change.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut fps: Vec<&str> = self.recipients.iter().map(|r| r.fingerprint.as_str()).collect();
+        fps.sort();
+        let mut h = Sha256::new();
+        for f in fps {
+            h.update(f.as_bytes());
+            h.update(b"\n");
+        }
+        hex::encode(&h.finalize()[..8])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalKind {
+    Person,
+    Service,
+}
+
+/// One public recipient string, already checked to parse as an age or SSH recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientKey {
+    /// The public recipient text (`age1...` or `ssh-ed25519 AAAA... comment`).
+    pub text: String,
+    /// `sha256:` + first 16 hex chars of SHA-256 over the key material (without SSH comment).
+    pub fingerprint: String,
+}
+
+impl RecipientKey {
+    pub fn new(text: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let text = text.trim().to_string();
+        // Fingerprint the key material, not an SSH comment.
+        let material: String = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        let fp = hex::encode(&Sha256::digest(material.as_bytes())[..8]);
+        RecipientKey { text, fingerprint: format!("sha256:{fp}") }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    pub id: String,
+    pub members: Vec<String>,
+    pub location: Option<Location>,
+}
+
+/// When a key expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Expiry {
+    /// A fixed instant (`expires: 2027-06-30` means the end of that day, UTC).
+    At(DateTime<Utc>),
+    /// Relative to the moment the key is created or rotated (fixed then, so plans stay stable).
+    Lifetime(Span),
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Active,
+    Disabled,
+    Revoked,
+    /// Tombstone: delete the live key (needs to be explicit).
+    Deleted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rotation {
+    pub every: Option<Span>,
+    pub grace: Span,
+    pub generation: u32,
+    /// Rotate right away when a recipient is added (otherwise they get the next generation).
+    pub rotate_on_recipient_added: bool,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self { every: None, grace: Span::days(7), generation: 1, rotate_on_recipient_added: false }
+    }
+}
+
+/// A daily call quota enforced by the store's verify endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Quota {
+    pub per_day: u64,
+}
+
+/// One desired key, validated. Recipients are expanded to principal ids (teams resolved,
+/// owner included unless `include_owner: false`), sorted and deduplicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredKey {
+    pub name: String,
+    pub store: String,
+    pub environment: String,
+    pub owner: String,
+    pub purpose: Option<String>,
+    /// Normalised: one scope per area at its highest level, sorted.
+    pub scopes: BTreeSet<Scope>,
+    pub expiry: Expiry,
+    pub recipients: BTreeSet<String>,
+    pub rotation: Rotation,
+    pub quota: Option<Quota>,
+    pub labels: BTreeMap<String, String>,
+    pub state: DesiredState,
+    pub protected: bool,
+    /// Where the key is defined (its `name:` value).
+    pub location: Location,
+    /// Locations of individual fields, by field name, for policy diagnostics.
+    pub field_locations: BTreeMap<String, Location>,
+}
+
+impl DesiredKey {
+    pub fn field_location(&self, field: &str) -> Location {
+        self.field_locations.get(field).cloned().unwrap_or_else(|| self.location.clone())
+    }
+}
