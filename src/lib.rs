@@ -1,7 +1,13 @@
 //! keyward: API keys the GitOps way. Data flows one way:
 //! spec -> policy -> observe (store) -> diff -> plan -> apply -> deliver.
 
+pub mod apply;
+pub mod cli;
+pub mod deliver;
 pub mod diag;
+pub mod diff;
+pub mod plan;
+pub mod policy;
 pub mod recipient;
 pub mod secret;
 pub mod spec;
