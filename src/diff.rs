@@ -1,1 +1,1269 @@
-//! diff (being written).
+//! The diff: a pure function of (validated spec, observed live keys, now) to changes, each
+//! with its reasons, the fields it touches and the escalations it carries.
+//! Must not do I/O, read the clock or generate secrets: apply does those.
+
+use crate::spec::{DesiredKey, DesiredState, Expiry, Scope, ScopeCatalogue, Spec};
+use crate::store::{KeyPatch, KeyStatus, LiveKey};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What happens to one key. The order of the variants is the order of execution in a plan:
+/// new secrets are delivered before anything is taken away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Replace,
+    Rotate,
+    Update,
+    Disable,
+    Revoke,
+    Delete,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Rotate => "↻",
+            Action::Replace => "-/+",
+            Action::Disable => "⏸",
+            Action::Revoke => "-",
+            Action::Delete => "✗",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Rotate => "rotate",
+            Action::Replace => "replace",
+            Action::Disable => "disable",
+            Action::Revoke => "revoke",
+            Action::Delete => "delete",
+        }
+    }
+    pub const ALL: [Action; 7] = [
+        Action::Create,
+        Action::Replace,
+        Action::Rotate,
+        Action::Update,
+        Action::Disable,
+        Action::Revoke,
+        Action::Delete,
+    ];
+}
+
+/// One changed field, rendered as text (never a secret: specs hold none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    /// This field cannot change in place and forces a replacement.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forces_replacement: bool,
+}
+
+/// A change that widens what a key can do or who holds it: called out for reviewers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Escalation {
+    /// read -> write (or any higher level) on an area.
+    LevelRaised {
+        area: String,
+        from: String,
+        to: String,
+    },
+    /// An area the key could not reach before.
+    NewArea { area: String },
+    /// A key moves from a non-production to a production store.
+    ToProduction { from: String, to: String },
+    /// The key lives longer than before.
+    LongerLifetime {
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// Someone new will hold the secret.
+    NewRecipient { id: String },
+}
+
+impl std::fmt::Display for Escalation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Escalation::LevelRaised { area, from, to } => write!(f, "{area}: {from} -> {to}"),
+            Escalation::NewArea { area } => write!(f, "new area {area}"),
+            Escalation::ToProduction { from, to } => write!(f, "{from} -> {to} (production)"),
+            Escalation::LongerLifetime { from, to } => write!(
+                f,
+                "longer lifetime: {} -> {}",
+                from.as_deref().unwrap_or("never"),
+                to.as_deref().unwrap_or("never")
+            ),
+            Escalation::NewRecipient { id } => write!(f, "new recipient {id}"),
+        }
+    }
+}
+
+/// One planned change to one key.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub action: Action,
+    pub store: String,
+    pub name: String,
+    /// The live key acted on (update, rotate, replace's old key, disable, revoke, delete).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The live version seen when planning (optimistic concurrency at apply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    pub reasons: Vec<String>,
+    pub fields: Vec<FieldChange>,
+    /// Number of fields shown nowhere because they do not change.
+    pub unchanged_fields: usize,
+    pub escalations: Vec<Escalation>,
+    /// The change restores something edited outside keyward.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub drift: bool,
+    /// In-place patch to apply (update, and the metadata part of rotate/disable).
+    #[serde(skip)]
+    pub patch: KeyPatch,
+    /// Status to set in place (enable), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_status: Option<KeyStatus>,
+    /// Generation the new secret gets (create, replace, rotate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_generation: Option<u32>,
+    /// Recipients of the new secret (create, replace, rotate).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deliver_to: Vec<String>,
+    /// Who the plan knows as the key's owner (desired, else live).
+    pub owner: String,
+    /// Environment of the store acted on.
+    pub environment: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
+}
+
+/// Something a reviewer should see that is not a change (a protected key kept, an
+/// unmanaged name clash, a recipient who gets the secret at the next rotation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub store: String,
+    pub name: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiffResult {
+    pub changes: Vec<Change>,
+    pub notes: Vec<Note>,
+}
+
+/// Scopes of a desired key as the strings a store keeps.
+pub fn scope_strings(scopes: &BTreeSet<Scope>) -> Vec<String> {
+    scopes.iter().map(ToString::to_string).collect()
+}
+
+/// Expiry instant for a key issued at `anchor`.
+pub fn expires_at(expiry: &Expiry, anchor: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match expiry {
+        Expiry::At(t) => Some(*t),
+        Expiry::Lifetime(span) => Some(anchor + span.to_chrono()),
+        Expiry::Never => None,
+    }
+}
+
+/// The lifetime string kept on a live key for relative expiry.
+pub fn lifetime_string(expiry: &Expiry) -> Option<String> {
+    match expiry {
+        Expiry::Lifetime(span) => Some(span.to_string()),
+        _ => None,
+    }
+}
+
+/// Recipients of the secret as a store records them: principal id -> key fingerprint.
+pub fn recipient_map(spec: &Spec, key: &DesiredKey) -> BTreeMap<String, String> {
+    key.recipients
+        .iter()
+        .map(|id| {
+            let fp = spec
+                .principals
+                .get(id)
+                .map(|p| p.fingerprint())
+                .unwrap_or_default();
+            (id.clone(), fp)
+        })
+        .collect()
+}
+
+fn fmt_time(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+fn fmt_list<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I) -> String {
+    let v: Vec<String> = items
+        .into_iter()
+        .map(|s| format!("\"{}\"", s.as_ref()))
+        .collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn fmt_labels(l: &BTreeMap<String, String>) -> String {
+    let v: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{{{}}}", v.join(", "))
+}
+
+fn same_instant(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> bool {
+    a.map(|t| t.timestamp()) == b.map(|t| t.timestamp())
+}
+
+/// Escalations between live and desired scopes.
+fn scope_escalations(
+    cat: &ScopeCatalogue,
+    live: &[String],
+    desired: &BTreeSet<Scope>,
+) -> Vec<Escalation> {
+    let live: BTreeMap<String, String> = live
+        .iter()
+        .filter_map(|s| Scope::parse(s))
+        .map(|s| (s.area, s.level))
+        .collect();
+    let mut out = Vec::new();
+    for s in desired {
+        match live.get(&s.area) {
+            None => out.push(Escalation::NewArea {
+                area: s.area.clone(),
+            }),
+            Some(level) => {
+                let (from, to) = (cat.level_rank(level), cat.level_rank(&s.level));
+                if let (Some(f), Some(t)) = (from, to)
+                    && t > f
+                {
+                    out.push(Escalation::LevelRaised {
+                        area: s.area.clone(),
+                        from: level.clone(),
+                        to: s.level.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn longer(before: Option<DateTime<Utc>>, after: Option<DateTime<Utc>>) -> bool {
+    match (before, after) {
+        (Some(_), None) => true,
+        (Some(b), Some(a)) => a.timestamp() > b.timestamp(),
+        _ => false,
+    }
+}
+
+struct Ctx<'a> {
+    spec: &'a Spec,
+    now: DateTime<Utc>,
+    out: DiffResult,
+}
+
+/// Compute the changes that turn `observed` (every key listed from each store, managed or
+/// not) into `spec`. Stores missing from `observed` are treated as empty.
+pub fn diff(
+    spec: &Spec,
+    observed: &BTreeMap<String, Vec<LiveKey>>,
+    now: DateTime<Utc>,
+) -> DiffResult {
+    let mut cx = Ctx {
+        spec,
+        now,
+        out: DiffResult::default(),
+    };
+    let empty = Vec::new();
+
+    // Managed live keys per (store, name); unmanaged names per store.
+    let mut managed: BTreeMap<(&str, &str), Vec<&LiveKey>> = BTreeMap::new();
+    let mut unmanaged: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for (store, keys) in observed {
+        for k in keys {
+            if k.is_managed() {
+                managed
+                    .entry((store.as_str(), k.name.as_str()))
+                    .or_default()
+                    .push(k);
+            } else {
+                unmanaged.insert((store.as_str(), k.name.as_str()));
+            }
+        }
+    }
+
+    // Creates that might pair with a revoke in another store (a store change = replace).
+    let mut unmatched_desired: Vec<&DesiredKey> = Vec::new();
+    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+
+    for d in &spec.keys {
+        seen.insert((d.store.as_str(), d.name.as_str()));
+        let lives = managed
+            .get(&(d.store.as_str(), d.name.as_str()))
+            .unwrap_or(&empty);
+        let (current, others) = pick_current(lives, d);
+        // Duplicates left by an interrupted replace: revoke all but the current one.
+        for o in others {
+            if o.status != KeyStatus::Revoked {
+                cx.push_remove(
+                    o,
+                    &d.store,
+                    Action::Revoke,
+                    format!(
+                        "duplicate of the current key {}",
+                        current.map(|c| c.id.as_str()).unwrap_or("-")
+                    ),
+                );
+            }
+        }
+        match d.state {
+            DesiredState::Deleted => {
+                if d.protected {
+                    if !lives.is_empty() {
+                        cx.note(
+                            d,
+                            "protected: true; the tombstone (state: deleted) is ignored",
+                        );
+                    }
+                    continue;
+                }
+                for l in lives.iter() {
+                    cx.push_remove(l, &d.store, Action::Delete, "state: deleted".into());
+                }
+            }
+            DesiredState::Revoked => {
+                if let Some(l) = current.filter(|l| l.status != KeyStatus::Revoked) {
+                    if d.protected {
+                        cx.note(d, "protected: true; state: revoked is not applied");
+                    } else {
+                        cx.push_remove(l, &d.store, Action::Revoke, "state: revoked".into());
+                    }
+                }
+            }
+            DesiredState::Active | DesiredState::Disabled => match current {
+                Some(l) if l.status != KeyStatus::Revoked => cx.compare(d, l),
+                revoked => {
+                    if unmanaged.contains(&(d.store.as_str(), d.name.as_str())) {
+                        cx.note(
+                            d,
+                            "a key with this name exists in the store but is not managed by keyward; \
+                             adopt it with `keyward import` or choose another name",
+                        );
+                        continue;
+                    }
+                    if revoked.is_none() {
+                        unmatched_desired.push(d);
+                    } else {
+                        cx.push_create(d, revoked, "the previous key was revoked".into());
+                    }
+                }
+            },
+        }
+    }
+
+    // Live managed keys no longer in the spec: revoke (protected ones are kept), or pair
+    // with a create of the same name in another store (replace).
+    let mut removed: Vec<(&str, &LiveKey)> = Vec::new();
+    for ((store, name), lives) in &managed {
+        if seen.contains(&(*store, *name)) {
+            continue;
+        }
+        for l in lives {
+            if l.status != KeyStatus::Revoked {
+                removed.push((store, l));
+            }
+        }
+    }
+    for d in unmatched_desired {
+        let pair = removed
+            .iter()
+            .position(|(s, l)| l.name == d.name && *s != d.store && !l.protected);
+        match pair {
+            Some(i) => {
+                let (old_store, old) = removed.remove(i);
+                cx.push_replace(
+                    d,
+                    old,
+                    old_store,
+                    vec![FieldChange {
+                        field: "store".into(),
+                        before: Some(old_store.to_string()),
+                        after: Some(d.store.clone()),
+                        forces_replacement: true,
+                    }],
+                );
+            }
+            None => cx.push_create(d, None, "new key".into()),
+        }
+    }
+    for (store, l) in removed {
+        if l.protected {
+            cx.out.notes.push(Note {
+                store: store.to_string(),
+                name: l.name.clone(),
+                message: "removed from the spec but protected: true; kept as is".into(),
+            });
+        } else {
+            cx.push_remove(l, store, Action::Revoke, "removed from spec".into());
+        }
+    }
+
+    let mut out = cx.out;
+    out.changes
+        .sort_by(|a, b| (&a.store, a.action, &a.name).cmp(&(&b.store, b.action, &b.name)));
+    out.notes
+        .sort_by(|a, b| (&a.store, &a.name, &a.message).cmp(&(&b.store, &b.name, &b.message)));
+    out
+}
+
+/// Among live managed keys of one name, the one that represents the desired key: the
+/// newest non-revoked one (else the newest revoked one). The rest are duplicates.
+fn pick_current<'a>(
+    lives: &[&'a LiveKey],
+    _d: &DesiredKey,
+) -> (Option<&'a LiveKey>, Vec<&'a LiveKey>) {
+    let mut sorted: Vec<&LiveKey> = lives.to_vec();
+    sorted.sort_by(|a, b| {
+        let ra = a.status == KeyStatus::Revoked;
+        let rb = b.status == KeyStatus::Revoked;
+        (ra, std::cmp::Reverse(a.created_at), &a.id).cmp(&(
+            rb,
+            std::cmp::Reverse(b.created_at),
+            &b.id,
+        ))
+    });
+    let mut it = sorted.into_iter();
+    let current = it.next();
+    let others: Vec<&LiveKey> = it.filter(|k| k.status != KeyStatus::Revoked).collect();
+    (current, others)
+}
+
+impl Ctx<'_> {
+    fn note(&mut self, d: &DesiredKey, msg: &str) {
+        self.out.notes.push(Note {
+            store: d.store.clone(),
+            name: d.name.clone(),
+            message: msg.to_string(),
+        });
+    }
+
+    fn environment_of(&self, store: &str) -> String {
+        self.spec
+            .stores
+            .get(store)
+            .map(|s| s.environment.clone())
+            .unwrap_or_default()
+    }
+
+    /// Fields a new key shows in a plan.
+    fn creation_fields(&self, d: &DesiredKey) -> Vec<FieldChange> {
+        let add = |field: &str, v: String| FieldChange {
+            field: field.into(),
+            before: None,
+            after: Some(v),
+            forces_replacement: false,
+        };
+        let mut f = vec![
+            add("owner", d.owner.clone()),
+            add("environment", d.environment.clone()),
+            add("scopes", fmt_list(scope_strings(&d.scopes))),
+            add(
+                "expires",
+                match d.expiry {
+                    Expiry::At(t) => fmt_time(Some(t)).unwrap_or_default(),
+                    Expiry::Lifetime(s) => format!("{s} after creation"),
+                    Expiry::Never => "never".into(),
+                },
+            ),
+            add("recipients", fmt_list(&d.recipients)),
+        ];
+        if let Some(p) = &d.purpose {
+            f.push(add("purpose", p.clone()));
+        }
+        if !d.labels.is_empty() {
+            f.push(add("labels", fmt_labels(&d.labels)));
+        }
+        if let Some(q) = d.quota {
+            f.push(add("quota", format!("{}/day", q.per_day)));
+        }
+        if d.state == DesiredState::Disabled {
+            f.push(add("status", "disabled".into()));
+        }
+        if d.protected {
+            f.push(add("protected", "true".into()));
+        }
+        if let Some(every) = d.rotation.every {
+            f.push(add(
+                "rotation",
+                format!("every {every}, grace {}", d.rotation.grace),
+            ));
+        }
+        f
+    }
+
+    fn push_create(&mut self, d: &DesiredKey, previous: Option<&LiveKey>, reason: String) {
+        let fields = self.creation_fields(d);
+        self.out.changes.push(Change {
+            action: Action::Create,
+            store: d.store.clone(),
+            name: d.name.clone(),
+            key_id: None,
+            version: None,
+            reasons: vec![reason],
+            fields,
+            unchanged_fields: 0,
+            escalations: Vec::new(),
+            drift: false,
+            patch: KeyPatch::default(),
+            set_status: None,
+            new_generation: Some(previous.map(|p| p.generation + 1).unwrap_or(1)),
+            deliver_to: d.recipients.iter().cloned().collect(),
+            owner: d.owner.clone(),
+            environment: d.environment.clone(),
+            protected: d.protected,
+        });
+    }
+
+    fn push_replace(
+        &mut self,
+        d: &DesiredKey,
+        old: &LiveKey,
+        old_store: &str,
+        mut forcing: Vec<FieldChange>,
+    ) {
+        let mut escalations = scope_escalations(&self.spec.catalogue, &old.scopes, &d.scopes);
+        let old_env = old.environment.clone();
+        if d.environment == "production" && old_env != "production" {
+            escalations.push(Escalation::ToProduction {
+                from: old_env,
+                to: d.environment.clone(),
+            });
+        }
+        for r in &d.recipients {
+            if !old.recipients.contains_key(r) {
+                escalations.push(Escalation::NewRecipient { id: r.clone() });
+            }
+        }
+        let reasons = forcing
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} changed: {} -> {}",
+                    f.field,
+                    f.before.as_deref().unwrap_or("-"),
+                    f.after.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        let mut fields = self.creation_fields(d);
+        fields.retain(|f| !forcing.iter().any(|x| x.field == f.field));
+        forcing.extend(fields);
+        self.out.changes.push(Change {
+            action: Action::Replace,
+            store: d.store.clone(),
+            name: d.name.clone(),
+            key_id: Some(old.id.clone()),
+            version: Some(old.version),
+            reasons,
+            fields: forcing,
+            unchanged_fields: 0,
+            escalations,
+            drift: false,
+            patch: KeyPatch::default(),
+            set_status: None,
+            new_generation: Some(old.generation + 1),
+            deliver_to: d.recipients.iter().cloned().collect(),
+            owner: d.owner.clone(),
+            environment: d.environment.clone(),
+            protected: d.protected,
+        });
+        // The old key lives in another store when the store changed: remember where.
+        if old_store != d.store
+            && let Some(c) = self.out.changes.last_mut()
+        {
+            c.reasons
+                .push(format!("the old key is revoked in {old_store}"));
+        }
+    }
+
+    fn push_remove(&mut self, l: &LiveKey, store: &str, action: Action, reason: String) {
+        let status_after = match action {
+            Action::Delete => None,
+            Action::Revoke => Some("revoked".to_string()),
+            _ => Some(l.status.as_str().to_string()),
+        };
+        self.out.changes.push(Change {
+            action,
+            store: store.to_string(),
+            name: l.name.clone(),
+            key_id: Some(l.id.clone()),
+            version: Some(l.version),
+            reasons: vec![reason],
+            fields: vec![FieldChange {
+                field: "status".into(),
+                before: Some(l.status.as_str().into()),
+                after: status_after,
+                forces_replacement: false,
+            }],
+            unchanged_fields: 0,
+            escalations: Vec::new(),
+            drift: false,
+            patch: KeyPatch::default(),
+            set_status: None,
+            new_generation: None,
+            deliver_to: Vec::new(),
+            owner: l.owner.clone(),
+            environment: self.environment_of(store),
+            protected: l.protected,
+        });
+    }
+
+    /// Compare a desired key with its live, non-revoked counterpart.
+    fn compare(&mut self, d: &DesiredKey, l: &LiveKey) {
+        let spec = self.spec;
+        // Fields that cannot change in place.
+        let mut forcing = Vec::new();
+        if l.owner != d.owner {
+            forcing.push(FieldChange {
+                field: "owner".into(),
+                before: Some(l.owner.clone()),
+                after: Some(d.owner.clone()),
+                forces_replacement: true,
+            });
+        }
+        if l.environment != d.environment {
+            forcing.push(FieldChange {
+                field: "environment".into(),
+                before: Some(l.environment.clone()),
+                after: Some(d.environment.clone()),
+                forces_replacement: true,
+            });
+        }
+        if !forcing.is_empty() {
+            self.push_replace(d, l, &d.store.clone(), forcing);
+            return;
+        }
+
+        let mut fields = Vec::new();
+        let mut patch = KeyPatch::default();
+        let mut reasons = Vec::new();
+        let mut escalations = Vec::new();
+        let total_fields: usize = 9;
+
+        let scopes = scope_strings(&d.scopes);
+        if scopes != l.scopes {
+            escalations.extend(scope_escalations(&spec.catalogue, &l.scopes, &d.scopes));
+            fields.push(FieldChange {
+                field: "scopes".into(),
+                before: Some(fmt_list(&l.scopes)),
+                after: Some(fmt_list(&scopes)),
+                forces_replacement: false,
+            });
+            patch.scopes = Some(scopes);
+            reasons.push("scopes changed".to_string());
+        }
+        if l.purpose != d.purpose {
+            fields.push(FieldChange {
+                field: "purpose".into(),
+                before: l.purpose.clone(),
+                after: d.purpose.clone(),
+                forces_replacement: false,
+            });
+            patch.purpose = Some(d.purpose.clone());
+            reasons.push("purpose changed".into());
+        }
+        if l.labels != d.labels {
+            fields.push(FieldChange {
+                field: "labels".into(),
+                before: Some(fmt_labels(&l.labels)),
+                after: Some(fmt_labels(&d.labels)),
+                forces_replacement: false,
+            });
+            patch.labels = Some(d.labels.clone());
+            reasons.push("labels changed".into());
+        }
+        let want_exp = expires_at(&d.expiry, l.issued_at);
+        if !same_instant(want_exp, l.expires_at) {
+            if longer(l.expires_at, want_exp) {
+                escalations.push(Escalation::LongerLifetime {
+                    from: fmt_time(l.expires_at),
+                    to: fmt_time(want_exp),
+                });
+            }
+            fields.push(FieldChange {
+                field: "expires".into(),
+                before: fmt_time(l.expires_at).or(Some("never".into())),
+                after: fmt_time(want_exp).or(Some("never".into())),
+                forces_replacement: false,
+            });
+            patch.expires_at = Some(want_exp);
+            reasons.push(
+                if longer(l.expires_at, want_exp) {
+                    "expiry extended"
+                } else {
+                    "expiry shortened"
+                }
+                .into(),
+            );
+        }
+        let want_lifetime = lifetime_string(&d.expiry);
+        if want_lifetime != l.lifetime {
+            patch.lifetime = Some(want_lifetime);
+        }
+        let want_quota = d.quota.map(|q| q.per_day);
+        if want_quota != l.quota_per_day {
+            let show = |q: Option<u64>| {
+                Some(
+                    q.map(|q| format!("{q}/day"))
+                        .unwrap_or_else(|| "none".into()),
+                )
+            };
+            fields.push(FieldChange {
+                field: "quota".into(),
+                before: show(l.quota_per_day),
+                after: show(want_quota),
+                forces_replacement: false,
+            });
+            patch.quota_per_day = Some(want_quota);
+            reasons.push("quota changed".into());
+        }
+        if l.protected != d.protected {
+            fields.push(FieldChange {
+                field: "protected".into(),
+                before: Some(l.protected.to_string()),
+                after: Some(d.protected.to_string()),
+                forces_replacement: false,
+            });
+            patch.protected = Some(d.protected);
+            reasons.push("protection changed".into());
+        }
+
+        // Status.
+        let mut action = Action::Update;
+        let mut set_status = None;
+        match (d.state, l.status) {
+            (DesiredState::Disabled, KeyStatus::Active) => {
+                action = Action::Disable;
+                reasons.insert(0, "state: disabled".into());
+                fields.push(FieldChange {
+                    field: "status".into(),
+                    before: Some("active".into()),
+                    after: Some("disabled".into()),
+                    forces_replacement: false,
+                });
+            }
+            (DesiredState::Active, KeyStatus::Disabled) => {
+                set_status = Some(KeyStatus::Active);
+                reasons.push("state: active (enable)".into());
+                fields.push(FieldChange {
+                    field: "status".into(),
+                    before: Some("disabled".into()),
+                    after: Some("active".into()),
+                    forces_replacement: false,
+                });
+            }
+            _ => {}
+        }
+
+        // Rotation triggers.
+        let want_recipients = recipient_map(spec, d);
+        let mut rotate_reasons = Vec::new();
+        if d.rotation.generation > l.spec_generation {
+            rotate_reasons.push(format!(
+                "generation {} -> {}",
+                l.spec_generation, d.rotation.generation
+            ));
+        }
+        if let Some(every) = d.rotation.every
+            && self.now >= l.issued_at + every.to_chrono()
+        {
+            rotate_reasons.push(format!(
+                "due: rotate every {every} (issued {})",
+                l.issued_at.format("%Y-%m-%d")
+            ));
+        }
+        for (id, fp) in &l.recipients {
+            match want_recipients.get(id) {
+                None => {
+                    rotate_reasons.push(format!("recipient removed: {id} holds the current secret"))
+                }
+                Some(new_fp) if new_fp != fp => {
+                    rotate_reasons.push(format!("recipient key changed: {id}"))
+                }
+                Some(_) => {}
+            }
+        }
+        let added: Vec<&String> = want_recipients
+            .keys()
+            .filter(|id| !l.recipients.contains_key(*id))
+            .collect();
+        for id in &added {
+            escalations.push(Escalation::NewRecipient { id: (*id).clone() });
+        }
+        if !added.is_empty() {
+            if d.rotation.rotate_on_recipient_added {
+                rotate_reasons.push(format!(
+                    "recipient added: {} (on_recipient_added: rotate)",
+                    added
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            } else if rotate_reasons.is_empty() {
+                self.note(
+                    d,
+                    &format!(
+                        "{} will receive the secret at the next rotation \
+                         (bump rotation.generation or set on_recipient_added: rotate to deliver now)",
+                        added.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+        if !rotate_reasons.is_empty() {
+            if action == Action::Disable {
+                self.note(
+                    d,
+                    &format!(
+                        "rotation deferred while disabled: {}",
+                        rotate_reasons.join("; ")
+                    ),
+                );
+                rotate_reasons.clear();
+            } else {
+                action = Action::Rotate;
+            }
+        }
+        if action == Action::Rotate {
+            fields.push(FieldChange {
+                field: "generation".into(),
+                before: Some(l.generation.to_string()),
+                after: Some((l.generation + 1).to_string()),
+                forces_replacement: false,
+            });
+            if l.recipients.keys().ne(want_recipients.keys()) {
+                fields.push(FieldChange {
+                    field: "recipients".into(),
+                    before: Some(fmt_list(l.recipients.keys())),
+                    after: Some(fmt_list(want_recipients.keys())),
+                    forces_replacement: false,
+                });
+            }
+            let mut r = rotate_reasons;
+            r.extend(reasons);
+            reasons = r;
+        }
+
+        if fields.is_empty() && patch.is_empty() {
+            return;
+        }
+        if fields.is_empty() {
+            // Only bookkeeping (e.g. the lifetime string): apply quietly as an update.
+            reasons.push("bookkeeping".into());
+        }
+        let unchanged = total_fields.saturating_sub(fields.len());
+        let rotating = action == Action::Rotate;
+        self.out.changes.push(Change {
+            action,
+            store: d.store.clone(),
+            name: d.name.clone(),
+            key_id: Some(l.id.clone()),
+            version: Some(l.version),
+            reasons,
+            fields,
+            unchanged_fields: unchanged,
+            escalations,
+            drift: false,
+            patch,
+            set_status,
+            new_generation: rotating.then_some(l.generation + 1),
+            deliver_to: if rotating {
+                want_recipients.keys().cloned().collect()
+            } else {
+                Vec::new()
+            },
+            owner: d.owner.clone(),
+            environment: d.environment.clone(),
+            protected: d.protected,
+        });
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::diag::Location;
+    use crate::spec::*;
+    use crate::store::MANAGED_BY;
+    use chrono::TimeZone;
+    use std::path::PathBuf;
+
+    pub fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()
+    }
+
+    fn principal(id: &str, key: &str) -> Principal {
+        Principal {
+            id: id.into(),
+            kind: PrincipalKind::Person,
+            name: None,
+            email: None,
+            recipients: vec![RecipientKey::new(key)],
+            may_grant: None,
+            location: None,
+        }
+    }
+
+    pub fn spec(keys: Vec<DesiredKey>) -> Spec {
+        let mut stores = BTreeMap::new();
+        for (n, env) in [("prod", "production"), ("sbx", "sandbox")] {
+            stores.insert(
+                n.to_string(),
+                StoreConfig {
+                    name: n.into(),
+                    kind: StoreKind::Sqlite {
+                        path: PathBuf::from(format!("/tmp/{n}.db")),
+                    },
+                    environment: env.into(),
+                    location: None,
+                },
+            );
+        }
+        let mut principals = BTreeMap::new();
+        for (id, k) in [
+            ("jdoe", "age1jdoe"),
+            ("asmith", "age1asmith"),
+            ("svc", "age1svc"),
+        ] {
+            principals.insert(id.to_string(), principal(id, k));
+        }
+        let mut keys = keys;
+        keys.sort_by(|a, b| (&a.store, &a.name).cmp(&(&b.store, &b.name)));
+        Spec {
+            root: PathBuf::from("/tmp"),
+            stores,
+            catalogue: ScopeCatalogue::default(),
+            policy: Policy::default(),
+            delivery: DeliveryConfig {
+                outbox: PathBuf::from("/tmp/deliveries"),
+                retain: Span::days(7),
+            },
+            principals,
+            teams: BTreeMap::new(),
+            keys,
+        }
+    }
+
+    pub fn key(store: &str, name: &str, scopes: &[&str]) -> DesiredKey {
+        DesiredKey {
+            name: name.into(),
+            store: store.into(),
+            environment: if store == "prod" {
+                "production".into()
+            } else {
+                "sandbox".into()
+            },
+            owner: "jdoe".into(),
+            purpose: Some("test".into()),
+            scopes: scopes.iter().map(|s| Scope::parse(s).unwrap()).collect(),
+            expiry: Expiry::Lifetime(Span::days(90)),
+            recipients: ["jdoe".to_string()].into_iter().collect(),
+            rotation: Rotation::default(),
+            quota: None,
+            labels: BTreeMap::new(),
+            state: DesiredState::Active,
+            protected: false,
+            location: Location::new("keys/a.yaml", 1, 1),
+            field_locations: BTreeMap::new(),
+        }
+    }
+
+    /// What a store would hold after creating `d` at `at` (the reference semantics apply uses).
+    pub fn live_from(spec: &Spec, d: &DesiredKey, id: &str, at: DateTime<Utc>) -> LiveKey {
+        LiveKey {
+            id: id.into(),
+            name: d.name.clone(),
+            environment: d.environment.clone(),
+            owner: d.owner.clone(),
+            purpose: d.purpose.clone(),
+            scopes: scope_strings(&d.scopes),
+            labels: d.labels.clone(),
+            status: if d.state == DesiredState::Disabled {
+                KeyStatus::Disabled
+            } else {
+                KeyStatus::Active
+            },
+            issued_at: at,
+            created_at: at,
+            updated_at: at,
+            expires_at: expires_at(&d.expiry, at),
+            lifetime: lifetime_string(&d.expiry),
+            version: 1,
+            generation: 1,
+            spec_generation: d.rotation.generation,
+            previous_valid_until: None,
+            recipients: recipient_map(spec, d),
+            quota_per_day: d.quota.map(|q| q.per_day),
+            protected: d.protected,
+            managed_by: Some(MANAGED_BY.into()),
+        }
+    }
+
+    fn observed(store: &str, keys: Vec<LiveKey>) -> BTreeMap<String, Vec<LiveKey>> {
+        [(store.to_string(), keys)].into_iter().collect()
+    }
+
+    #[test]
+    fn a_new_key_is_created_with_generation_one_and_its_recipients() {
+        let s = spec(vec![key("prod", "ill", &["bibs:read"])]);
+        let r = diff(&s, &BTreeMap::new(), now());
+        assert_eq!(r.changes.len(), 1);
+        let c = &r.changes[0];
+        assert_eq!((c.action, c.new_generation), (Action::Create, Some(1)));
+        assert_eq!(c.deliver_to, vec!["jdoe".to_string()]);
+        assert!(
+            c.fields
+                .iter()
+                .any(|f| f.field == "scopes" && f.after.as_deref() == Some("[\"bibs:read\"]"))
+        );
+    }
+
+    #[test]
+    fn an_applied_key_has_no_changes() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s = spec(vec![d.clone()]);
+        let live = live_from(&s, &d, "id1", now() - chrono::Duration::days(3));
+        assert!(
+            diff(&s, &observed("prod", vec![live]), now())
+                .changes
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn read_to_write_and_a_new_area_update_in_place_and_are_escalations() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s0 = spec(vec![d.clone()]);
+        let live = live_from(&s0, &d, "id1", now());
+        let s = spec(vec![key("prod", "ill", &["bibs:write", "users:read"])]);
+        let r = diff(&s, &observed("prod", vec![live]), now());
+        let c = &r.changes[0];
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(
+            c.patch.scopes,
+            Some(vec!["bibs:write".to_string(), "users:read".to_string()])
+        );
+        assert!(c.escalations.contains(&Escalation::LevelRaised {
+            area: "bibs".into(),
+            from: "read".into(),
+            to: "write".into()
+        }));
+        assert!(c.escalations.contains(&Escalation::NewArea {
+            area: "users".into()
+        }));
+        assert_eq!(c.reasons, vec!["scopes changed".to_string()]);
+    }
+
+    #[test]
+    fn an_owner_change_replaces() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s0 = spec(vec![d.clone()]);
+        let live = live_from(&s0, &d, "id1", now());
+        let mut d2 = d.clone();
+        d2.owner = "asmith".into();
+        let s = spec(vec![d2]);
+        let c = &diff(&s, &observed("prod", vec![live]), now()).changes[0];
+        assert_eq!(c.action, Action::Replace);
+        assert_eq!(c.new_generation, Some(2));
+        assert!(
+            c.fields
+                .iter()
+                .any(|f| f.field == "owner" && f.forces_replacement)
+        );
+    }
+
+    #[test]
+    fn a_removed_key_is_revoked_unless_protected() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let mut p = key("prod", "keep", &["bibs:read"]);
+        p.protected = true;
+        let s0 = spec(vec![d.clone(), p.clone()]);
+        let lives = vec![
+            live_from(&s0, &d, "id1", now()),
+            live_from(&s0, &p, "id2", now()),
+        ];
+        let r = diff(&spec(vec![]), &observed("prod", lives), now());
+        assert_eq!(r.changes.len(), 1);
+        assert_eq!(
+            (r.changes[0].action, r.changes[0].name.as_str()),
+            (Action::Revoke, "ill")
+        );
+        assert_eq!(r.changes[0].reasons, vec!["removed from spec".to_string()]);
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.name == "keep" && n.message.contains("protected"))
+        );
+    }
+
+    #[test]
+    fn deletion_needs_a_tombstone() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s0 = spec(vec![d.clone()]);
+        let live = live_from(&s0, &d, "id1", now());
+        let mut t = d.clone();
+        t.state = DesiredState::Deleted;
+        let r = diff(&spec(vec![t]), &observed("prod", vec![live]), now());
+        assert_eq!(r.changes[0].action, Action::Delete);
+    }
+
+    #[test]
+    fn unmanaged_keys_are_never_touched() {
+        let d = key("prod", "console-made", &["bibs:read"]);
+        let s0 = spec(vec![d.clone()]);
+        let mut live = live_from(&s0, &d, "id1", now());
+        live.managed_by = None;
+        let r = diff(&spec(vec![]), &observed("prod", vec![live.clone()]), now());
+        assert!(r.changes.is_empty());
+        // Same name in the spec: no second key, a note pointing at import.
+        let r = diff(&s0, &observed("prod", vec![live]), now());
+        assert!(r.changes.is_empty());
+        assert!(r.notes[0].message.contains("keyward import"));
+    }
+
+    #[test]
+    fn generation_bump_and_due_rotation_rotate() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s0 = spec(vec![d.clone()]);
+        let live = live_from(&s0, &d, "id1", now());
+        let mut d2 = d.clone();
+        d2.rotation.generation = 2;
+        let c = &diff(
+            &spec(vec![d2]),
+            &observed("prod", vec![live.clone()]),
+            now(),
+        )
+        .changes[0];
+        assert_eq!((c.action, c.new_generation), (Action::Rotate, Some(2)));
+        assert_eq!(c.reasons[0], "generation 1 -> 2");
+
+        let mut d3 = d.clone();
+        d3.rotation.every = Some(Span::days(30));
+        let later = now() + chrono::Duration::days(31);
+        let c = &diff(&spec(vec![d3]), &observed("prod", vec![live]), later).changes[0];
+        assert_eq!(c.action, Action::Rotate);
+        assert!(c.reasons[0].starts_with("due: rotate every 30d"));
+    }
+
+    #[test]
+    fn removing_a_recipient_rotates_and_adding_one_waits_for_the_next_rotation() {
+        let mut d = key("prod", "ill", &["bibs:read"]);
+        d.recipients.insert("asmith".into());
+        let s0 = spec(vec![d.clone()]);
+        let live = live_from(&s0, &d, "id1", now());
+        let mut less = d.clone();
+        less.recipients.remove("asmith");
+        let c = &diff(
+            &spec(vec![less]),
+            &observed("prod", vec![live.clone()]),
+            now(),
+        )
+        .changes[0];
+        assert_eq!(c.action, Action::Rotate);
+        assert_eq!(c.deliver_to, vec!["jdoe".to_string()]);
+
+        let mut more = d.clone();
+        more.recipients.insert("svc".into());
+        let r = diff(
+            &spec(vec![more.clone()]),
+            &observed("prod", vec![live.clone()]),
+            now(),
+        );
+        assert!(r.changes.is_empty());
+        assert!(
+            r.notes[0]
+                .message
+                .contains("svc will receive the secret at the next rotation")
+        );
+        more.rotation.rotate_on_recipient_added = true;
+        let r = diff(&spec(vec![more]), &observed("prod", vec![live]), now());
+        assert_eq!(r.changes[0].action, Action::Rotate);
+        assert!(
+            r.changes[0]
+                .escalations
+                .contains(&Escalation::NewRecipient { id: "svc".into() })
+        );
+    }
+
+    #[test]
+    fn a_store_change_is_a_replace_and_moving_to_production_escalates() {
+        let d = key("sbx", "ill", &["bibs:read"]);
+        let s0 = spec(vec![d.clone()]);
+        let live = live_from(&s0, &d, "id1", now());
+        let s = spec(vec![key("prod", "ill", &["bibs:read"])]);
+        let r = diff(&s, &observed("sbx", vec![live]), now());
+        assert_eq!(r.changes.len(), 1, "{:?}", r.changes);
+        let c = &r.changes[0];
+        assert_eq!(c.action, Action::Replace);
+        assert!(
+            c.escalations
+                .iter()
+                .any(|e| matches!(e, Escalation::ToProduction { .. }))
+        );
+    }
+
+    #[test]
+    fn extending_a_fixed_expiry_is_an_escalation_and_shortening_is_not() {
+        let mut d = key("prod", "ill", &["bibs:read"]);
+        d.expiry = Expiry::At(now() + chrono::Duration::days(100));
+        let s0 = spec(vec![d.clone()]);
+        let live = live_from(&s0, &d, "id1", now());
+        let mut longer_key = d.clone();
+        longer_key.expiry = Expiry::At(now() + chrono::Duration::days(200));
+        let c = &diff(
+            &spec(vec![longer_key]),
+            &observed("prod", vec![live.clone()]),
+            now(),
+        )
+        .changes[0];
+        assert!(matches!(
+            c.escalations[0],
+            Escalation::LongerLifetime { .. }
+        ));
+        let mut shorter = d.clone();
+        shorter.expiry = Expiry::At(now() + chrono::Duration::days(50));
+        let c = &diff(&spec(vec![shorter]), &observed("prod", vec![live]), now()).changes[0];
+        assert!(c.escalations.is_empty());
+        assert_eq!(c.reasons, vec!["expiry shortened".to_string()]);
+    }
+
+    #[test]
+    fn disable_and_enable() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s0 = spec(vec![d.clone()]);
+        let live = live_from(&s0, &d, "id1", now());
+        let mut off = d.clone();
+        off.state = DesiredState::Disabled;
+        let c = &diff(
+            &spec(vec![off]),
+            &observed("prod", vec![live.clone()]),
+            now(),
+        )
+        .changes[0];
+        assert_eq!(c.action, Action::Disable);
+        let mut disabled = live;
+        disabled.status = KeyStatus::Disabled;
+        let c = &diff(&s0, &observed("prod", vec![disabled]), now()).changes[0];
+        assert_eq!(
+            (c.action, c.set_status),
+            (Action::Update, Some(KeyStatus::Active))
+        );
+    }
+}

@@ -29,7 +29,9 @@ pub fn looks_private(text: &str) -> bool {
 
 /// Remove the Unicode isolation marks the age crate puts in its messages.
 pub fn clean_age_message(s: &str) -> String {
-    s.chars().filter(|c| !matches!(c, '\u{2068}' | '\u{2069}')).collect()
+    s.chars()
+        .filter(|c| !matches!(c, '\u{2068}' | '\u{2069}'))
+        .collect()
 }
 
 /// A parsed recipient ready to encrypt to.
@@ -70,17 +72,21 @@ pub fn parse(text: &str) -> Result<Parsed, RecipientError> {
             .map_err(|e| RecipientError::InvalidAge(clean_age_message(e)));
     }
     if t.starts_with("ssh-ed25519 ") || t.starts_with("ssh-rsa ") {
-        return age::ssh::Recipient::from_str(t).map(Parsed::Ssh).map_err(|e| {
-            use age::ssh::ParseRecipientKeyError as E;
-            RecipientError::InvalidSsh(match e {
-                E::Ignore => "ignored key type".into(),
-                E::Invalid(m) => clean_age_message(m),
-                E::RsaModulusTooLarge => "RSA modulus too large".into(),
-                E::RsaModulusTooSmall => "RSA modulus too small (use at least 2048 bits)".into(),
-                E::Unsupported(kind) => format!("unsupported SSH key type {kind}"),
-                _ => "unrecognised SSH key".into(),
-            })
-        });
+        return age::ssh::Recipient::from_str(t)
+            .map(Parsed::Ssh)
+            .map_err(|e| {
+                use age::ssh::ParseRecipientKeyError as E;
+                RecipientError::InvalidSsh(match e {
+                    E::Ignore => "ignored key type".into(),
+                    E::Invalid(m) => clean_age_message(m),
+                    E::RsaModulusTooLarge => "RSA modulus too large".into(),
+                    E::RsaModulusTooSmall => {
+                        "RSA modulus too small (use at least 2048 bits)".into()
+                    }
+                    E::Unsupported(kind) => format!("unsupported SSH key type {kind}"),
+                    _ => "unrecognised SSH key".into(),
+                })
+            });
     }
     Err(RecipientError::Unsupported)
 }
@@ -102,8 +108,14 @@ mod tests {
         let id = age::x25519::Identity::generate();
         let public = id.to_public().to_string();
         assert!(matches!(parse(&public), Ok(Parsed::X25519(_))));
-        assert!(matches!(parse("age1notvalid"), Err(RecipientError::InvalidAge(_))));
+        assert!(matches!(
+            parse("age1notvalid"),
+            Err(RecipientError::InvalidAge(_))
+        ));
         assert!(matches!(parse("pgp:123"), Err(RecipientError::Unsupported)));
-        assert!(matches!(parse("ssh-ed25519 AAAAnot"), Err(RecipientError::InvalidSsh(_))));
+        assert!(matches!(
+            parse("ssh-ed25519 AAAAnot"),
+            Err(RecipientError::InvalidSsh(_))
+        ));
     }
 }

@@ -67,8 +67,16 @@ pub fn env_tag(environment: &str) -> String {
         "production" => "prod".into(),
         "sandbox" => "sbx".into(),
         other => {
-            let t: String = other.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
-            if t.is_empty() { "env".into() } else { t.to_ascii_lowercase() }
+            let t: String = other
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(8)
+                .collect();
+            if t.is_empty() {
+                "env".into()
+            } else {
+                t.to_ascii_lowercase()
+            }
         }
     }
 }
@@ -114,14 +122,20 @@ pub fn parse(presented: &str) -> Option<Parsed> {
         return None;
     }
     let ok_chars = |x: &str| x.bytes().all(|b| ALPHABET.contains(&b));
-    if !ok_chars(id) || !ok_chars(&tail[..BODY_LEN]) || !env.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !ok_chars(id)
+        || !ok_chars(&tail[..BODY_LEN])
+        || !env.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return None;
     }
     let (head, crc) = s.split_at(s.len() - CRC_LEN);
     if checksum(head) != crc {
         return None;
     }
-    Some(Parsed { env_tag: env.to_string(), id: id.to_string() })
+    Some(Parsed {
+        env_tag: env.to_string(),
+        id: id.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -159,6 +173,9 @@ mod tests {
     #[test]
     fn two_secrets_differ() {
         let id = new_key_id();
-        assert_ne!(generate("production", &id).expose(), generate("production", &id).expose());
+        assert_ne!(
+            generate("production", &id).expose(),
+            generate("production", &id).expose()
+        );
     }
 }
