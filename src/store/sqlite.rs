@@ -1,1 +1,1147 @@
-//! The embedded SQLite store.
+//! The embedded SQLite store (`SqliteStore`): owns one database file with the keys, the
+//! append-only audit log, the apply lease and daily quota counters, plus its pepper sidecar.
+//! It must not see a plaintext secret, must not store a plain `SecretHash` (only
+//! `HMAC-SHA256(pepper, hash)`), must not put secrets or hashes in events or errors, and
+//! knows nothing about specs, plans or deliveries.
+//!
+//! # Files
+//!
+//! * `<path>` — the SQLite database (WAL mode, so also `<path>-wal` and `<path>-shm`).
+//! * `<path>.pepper` — 32 random bytes, mode 0600, created atomically with the database.
+//!   Losing it makes every stored secret unverifiable, so a database whose schema exists
+//!   but whose pepper is missing is refused instead of silently getting a new pepper.
+//!   A fingerprint of the pepper is kept in `meta` to detect a pepper from another file.
+//!
+//! # Migrations
+//!
+//! `schema::MIGRATIONS` is an ordered, append-only list of SQL scripts. The schema version
+//! is `PRAGMA user_version`: `open` applies every script past it in one IMMEDIATE
+//! transaction (so two processes opening a new file at once cannot both migrate) and sets
+//! `user_version` to the new count. A database with a `user_version` higher than this
+//! binary knows is refused with `StoreError::Refused` and left untouched. To change the
+//! schema, append a new script; never edit a released one.
+//!
+//! # Concurrency
+//!
+//! The connection sits in an `Arc<Mutex<Connection>>`; every call runs its database work
+//! in `tokio::task::spawn_blocking` (any runtime flavour), or inline when called outside a
+//! tokio runtime. Writes use IMMEDIATE transactions with a 5 s busy timeout, so several
+//! processes can share one file; optimistic `version` checks catch lost updates.
+
+mod pepper;
+mod rows;
+mod schema;
+
+pub use schema::SCHEMA_VERSION;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use self::pepper::Pepper;
+use self::rows::{EVENT_COLUMNS, KEY_COLUMNS, STORED_COLUMNS, StoredKey, check_ts, opt_ts, ts};
+use super::{
+    Actor, Capabilities, Event, KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY,
+    NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifiedKey, VerifyReason,
+};
+use crate::secret;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest page `list` and `events` return.
+pub const MAX_PAGE: usize = 1000;
+const CURSOR_PREFIX: &str = "c1.";
+/// Quota counters older than this many days are pruned.
+const QUOTA_KEEP_DAYS: i64 = 7;
+
+/// Map rusqlite errors to `StoreError::Backend` with a short context.
+trait DbResult<T> {
+    fn db(self, what: &str) -> StoreResult<T>;
+}
+
+impl<T> DbResult<T> for rusqlite::Result<T> {
+    fn db(self, what: &str) -> StoreResult<T> {
+        self.map_err(|e| StoreError::Backend(format!("{what}: {e}")))
+    }
+}
+
+/// The embedded default store. Cheap to clone (shares the connection).
+#[derive(Clone)]
+pub struct SqliteStore {
+    name: String,
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+    pepper: Arc<Pepper>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open (or create) the store at `path`: creates parent directories, the database and
+    /// its pepper, sets WAL / busy timeout / foreign keys, and applies pending migrations.
+    pub fn open(name: &str, path: &Path) -> StoreResult<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Backend(format!("cannot create directory {}: {e}", parent.display()))
+            })?;
+        }
+        let mut conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT).db("set busy timeout")?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .db("enable foreign keys")?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .db("enable WAL")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "cannot enable WAL on {} (journal mode is {mode})",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .db("set synchronous")?;
+
+        let version = schema::user_version(&conn)?;
+        schema::check_supported(version)?;
+        let pepper_path = pepper::path_for(path);
+        let pepper = match pepper::load(&pepper_path)? {
+            Some(p) => p,
+            None if version > 0 => {
+                return Err(StoreError::Refused(format!(
+                    "database {} exists but its pepper file {} is missing; restore the pepper \
+                     from a backup (without it no stored secret can be verified)",
+                    path.display(),
+                    pepper_path.display()
+                )));
+            }
+            None => pepper::create(&pepper_path)?,
+        };
+        schema::migrate(&mut conn)?;
+        check_pepper(&conn, &pepper, &pepper_path)?;
+
+        Ok(SqliteStore {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            conn: Arc::new(Mutex::new(conn)),
+            pepper: Arc::new(pepper),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` with the connection on a blocking thread (inline outside a tokio runtime).
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Pepper) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let pepper = Arc::clone(&self.pepper);
+        let job = move || {
+            // A panic while holding the lock rolled its transaction back on unwind, so the
+            // connection is still consistent: recover it instead of failing forever.
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard, &pepper)
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn_blocking(job)
+                .await
+                .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?,
+            Err(_) => job(),
+        }
+    }
+
+    /// Register a key as if it had been made in a vendor console: `managed_by` is taken
+    /// from `key` except that `Some("keyward")` is stored as `None`. Such keys are listed
+    /// as unmanaged and refused by every mutating call until adopted.
+    pub async fn insert_unmanaged(&self, mut key: NewKey) -> StoreResult<LiveKey> {
+        if key.managed_by.as_deref() == Some(MANAGED_BY) {
+            key.managed_by = None;
+        }
+        let actor = Actor {
+            who: "console".into(),
+            commit: None,
+        };
+        self.insert(key, actor, "console_create").await
+    }
+
+    /// Remove the apply lease whoever holds it; returns the lease that was removed.
+    /// Recorded in the audit log.
+    pub async fn force_unlock(&self) -> StoreResult<Option<Lease>> {
+        self.run(|conn, _| {
+            let tx = immediate(conn)?;
+            let lease = tx
+                .query_row(
+                    "DELETE FROM locks WHERE slot = 1 RETURNING id, holder, expires_at",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    },
+                )
+                .optional()
+                .db("remove lease")?;
+            let lease = match lease {
+                None => None,
+                Some((id, holder, until)) => {
+                    let expires_at = rows::parse_ts(&until, "locks.expires_at")?;
+                    let actor = Actor {
+                        who: "force-unlock".into(),
+                        commit: None,
+                    };
+                    let detail = json!({ "holder": holder, "expires_at": ts(&expires_at) });
+                    append_event(&tx, &actor, "lock_force_release", None, None, &detail)?;
+                    Some(Lease {
+                        id,
+                        holder,
+                        expires_at,
+                    })
+                }
+            };
+            tx.commit().db("commit")?;
+            Ok(lease)
+        })
+        .await
+    }
+
+    async fn insert(
+        &self,
+        key: NewKey,
+        actor: Actor,
+        action: &'static str,
+    ) -> StoreResult<LiveKey> {
+        let key = validate_new(key)?;
+        self.run(move |conn, pepper| {
+            let mac = pepper.mac(&key.secret_hash)?;
+            let tx = immediate(conn)?;
+            let exists = tx
+                .query_row("SELECT 1 FROM keys WHERE id = ?1", [&key.id], |_| Ok(()))
+                .optional()
+                .db("look up key")?
+                .is_some();
+            if exists {
+                return Err(StoreError::AlreadyExists(key.id));
+            }
+            let now = Utc::now();
+            let live = LiveKey {
+                id: key.id,
+                name: key.name,
+                environment: key.environment,
+                owner: key.owner,
+                purpose: key.purpose,
+                scopes: key.scopes,
+                labels: key.labels,
+                status: key.status,
+                issued_at: key.issued_at,
+                created_at: now,
+                updated_at: now,
+                expires_at: key.expires_at,
+                lifetime: key.lifetime,
+                version: 1,
+                generation: key.generation,
+                spec_generation: key.spec_generation,
+                previous_valid_until: None,
+                recipients: key.recipients,
+                quota_per_day: key.quota_per_day,
+                protected: key.protected,
+                managed_by: key.managed_by,
+            };
+            let stored = StoredKey {
+                key: live,
+                mac,
+                previous_mac: None,
+            };
+            insert_row(&tx, &stored)?;
+            let k = &stored.key;
+            let detail = json!({
+                "environment": k.environment,
+                "owner": k.owner,
+                "status": k.status,
+                "scopes": k.scopes,
+                "generation": k.generation,
+                "spec_generation": k.spec_generation,
+                "expires_at": opt_ts(&k.expires_at),
+                "recipients": k.recipients.keys().collect::<Vec<_>>(),
+                "managed_by": k.managed_by,
+            });
+            append_event(&tx, &actor, action, Some(&k.id), Some(&k.name), &detail)?;
+            tx.commit().db("commit")?;
+            Ok(stored.key)
+        })
+        .await
+    }
+
+    /// Load key `id` at `version` in an IMMEDIATE transaction and let `op` change it.
+    /// `op` returns `None` for "nothing to change" (no version bump, no event), or the
+    /// event action and detail; the version and `updated_at` are bumped here.
+    async fn mutate<F>(&self, id: &str, version: u64, actor: &Actor, op: F) -> StoreResult<LiveKey>
+    where
+        F: FnOnce(
+                &mut StoredKey,
+                &Pepper,
+            ) -> StoreResult<Option<(&'static str, serde_json::Value)>>
+            + Send
+            + 'static,
+    {
+        let id = id.to_owned();
+        let actor = actor.clone();
+        self.run(move |conn, pepper| {
+            let tx = immediate(conn)?;
+            let mut stored = load_checked(&tx, &id, version)?;
+            let Some((action, detail)) = op(&mut stored, pepper)? else {
+                return Ok(stored.key);
+            };
+            stored.key.version = stored
+                .key
+                .version
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Backend("version overflow".into()))?;
+            stored.key.updated_at = Utc::now().max(stored.key.updated_at);
+            update_row(&tx, &stored)?;
+            let k = &stored.key;
+            append_event(&tx, &actor, action, Some(&k.id), Some(&k.name), &detail)?;
+            tx.commit().db("commit")?;
+            Ok(stored.key)
+        })
+        .await
+    }
+
+    async fn set_status(
+        &self,
+        id: &str,
+        version: u64,
+        to: KeyStatus,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
+        self.mutate(id, version, actor, move |s, _| {
+            let k = &mut s.key;
+            require_managed(k)?;
+            let from = k.status;
+            if from == to {
+                return Ok(None);
+            }
+            if from == KeyStatus::Revoked {
+                return Err(StoreError::Refused(format!(
+                    "key {} is revoked; a revoked key cannot be {}",
+                    k.id,
+                    if to == KeyStatus::Active {
+                        "enabled"
+                    } else {
+                        "changed"
+                    }
+                )));
+            }
+            if to == KeyStatus::Revoked && k.protected {
+                return Err(StoreError::Refused(format!(
+                    "key {} is protected; clear `protected` before revoking it",
+                    k.id
+                )));
+            }
+            k.status = to;
+            let action = match to {
+                KeyStatus::Active => "enable",
+                KeyStatus::Disabled => "disable",
+                KeyStatus::Revoked => "revoke",
+            };
+            Ok(Some((action, json!({ "from": from, "to": to }))))
+        })
+        .await
+    }
+}
+
+fn immediate(conn: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .db("begin transaction")
+}
+
+/// Store the pepper's fingerprint on first open; refuse a pepper from another database.
+fn check_pepper(conn: &Connection, pepper: &Pepper, pepper_path: &Path) -> StoreResult<()> {
+    let check = pepper.check_value()?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('pepper_check', ?1) ON CONFLICT (key) DO NOTHING",
+        [&check],
+    )
+    .db("record pepper fingerprint")?;
+    let stored: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'pepper_check'",
+            [],
+            |r| r.get(0),
+        )
+        .db("read pepper fingerprint")?;
+    if !bool::from(stored.as_bytes().ct_eq(check.as_bytes())) {
+        return Err(StoreError::Refused(format!(
+            "pepper file {} does not belong to this database; restore the right one",
+            pepper_path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn require_managed(k: &LiveKey) -> StoreResult<()> {
+    if k.is_managed() {
+        Ok(())
+    } else {
+        Err(StoreError::Refused(format!(
+            "key {} is not managed by keyward",
+            k.id
+        )))
+    }
+}
+
+fn who(actor: &Actor) -> &str {
+    if actor.who.trim().is_empty() {
+        "unknown"
+    } else {
+        &actor.who
+    }
+}
+
+fn append_event(
+    conn: &Connection,
+    actor: &Actor,
+    action: &str,
+    key_id: Option<&str>,
+    key_name: Option<&str>,
+    detail: &serde_json::Value,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (at, who, action, key_id, key_name, commit_sha, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            ts(&Utc::now()),
+            who(actor),
+            action,
+            key_id,
+            key_name,
+            actor.commit,
+            detail.to_string()
+        ])
+    })
+    .db("append event")?;
+    Ok(())
+}
+
+fn load(conn: &Connection, id: &str) -> StoreResult<Option<StoredKey>> {
+    let mut st = conn
+        .prepare_cached(&format!("SELECT {STORED_COLUMNS} FROM keys WHERE id = ?1"))
+        .db("prepare")?;
+    let mut found = st.query([id]).db("look up key")?;
+    match found.next().db("read key")? {
+        Some(row) => rows::stored_from_row(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn load_checked(conn: &Connection, id: &str, version: u64) -> StoreResult<StoredKey> {
+    let stored = load(conn, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+    if stored.key.version != version {
+        return Err(StoreError::Conflict {
+            id: id.to_owned(),
+            expected: version,
+            found: stored.key.version,
+        });
+    }
+    Ok(stored)
+}
+
+fn to_i64(v: u64, field: &str) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{field} is too large")))
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
+}
+
+/// The column values of a key row after `id`, in `STORED_COLUMNS` order.
+fn row_values(s: &StoredKey) -> StoreResult<Vec<Value>> {
+    let k = &s.key;
+    let text = |v: &str| Value::Text(v.to_owned());
+    let opt_text = |v: Option<&str>| v.map_or(Value::Null, |t| Value::Text(t.to_owned()));
+    Ok(vec![
+        text(&k.name),
+        text(&k.environment),
+        text(&k.owner),
+        opt_text(k.purpose.as_deref()),
+        Value::Text(json_text(&k.scopes)?),
+        Value::Text(json_text(&k.labels)?),
+        text(k.status.as_str()),
+        Value::Text(ts(&k.issued_at)),
+        Value::Text(ts(&k.created_at)),
+        Value::Text(ts(&k.updated_at)),
+        opt_text(opt_ts(&k.expires_at).as_deref()),
+        opt_text(k.lifetime.as_deref()),
+        Value::Integer(to_i64(k.version, "version")?),
+        Value::Integer(i64::from(k.generation)),
+        Value::Integer(i64::from(k.spec_generation)),
+        opt_text(opt_ts(&k.previous_valid_until).as_deref()),
+        Value::Text(json_text(&k.recipients)?),
+        match k.quota_per_day {
+            Some(q) => Value::Integer(to_i64(q, "quota_per_day")?),
+            None => Value::Null,
+        },
+        Value::Integer(i64::from(k.protected)),
+        opt_text(k.managed_by.as_deref()),
+        Value::Blob(s.mac.clone()),
+        s.previous_mac.clone().map_or(Value::Null, Value::Blob),
+    ])
+}
+
+fn insert_row(conn: &Connection, s: &StoredKey) -> StoreResult<()> {
+    let mut values = vec![Value::Text(s.key.id.clone())];
+    values.extend(row_values(s)?);
+    let placeholders = (1..=values.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.prepare_cached(&format!(
+        "INSERT INTO keys ({STORED_COLUMNS}) VALUES ({placeholders})"
+    ))
+    .and_then(|mut st| st.execute(params_from_iter(values.iter())))
+    .db("insert key")?;
+    Ok(())
+}
+
+fn update_row(conn: &Connection, s: &StoredKey) -> StoreResult<()> {
+    let values = row_values(s)?;
+    let sets = STORED_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .skip(1)
+        .enumerate()
+        .map(|(i, col)| format!("{col} = ?{}", i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let id_param = values.len() + 1;
+    let n = conn
+        .prepare_cached(&format!("UPDATE keys SET {sets} WHERE id = ?{id_param}"))
+        .and_then(|mut st| {
+            st.execute(params_from_iter(
+                values
+                    .iter()
+                    .chain(std::iter::once(&Value::Text(s.key.id.clone()))),
+            ))
+        })
+        .db("update key")?;
+    if n != 1 {
+        return Err(StoreError::Backend(format!(
+            "key {} vanished during update",
+            s.key.id
+        )));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, v: &str, max: usize) -> StoreResult<()> {
+    if v.trim().is_empty() {
+        return Err(StoreError::Invalid(format!("{field} must not be empty")));
+    }
+    if v.len() > max || v.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{field} must be at most {max} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn normalise_scopes(mut scopes: Vec<String>) -> StoreResult<Vec<String>> {
+    for s in &scopes {
+        check_text("scope", s, 200)?;
+    }
+    scopes.sort();
+    scopes.dedup();
+    Ok(scopes)
+}
+
+fn validate_new(mut key: NewKey) -> StoreResult<NewKey> {
+    check_text("id", &key.id, 128)?;
+    if key.id.chars().any(char::is_whitespace) {
+        return Err(StoreError::Invalid("id must not contain whitespace".into()));
+    }
+    check_text("name", &key.name, 256)?;
+    check_text("environment", &key.environment, 128)?;
+    check_text("owner", &key.owner, 256)?;
+    key.scopes = normalise_scopes(key.scopes)?;
+    check_ts("issued_at", &key.issued_at)?;
+    if let Some(t) = &key.expires_at {
+        check_ts("expires_at", t)?;
+    }
+    if let Some(q) = key.quota_per_day {
+        to_i64(q, "quota_per_day")?;
+    }
+    Ok(key)
+}
+
+/// Apply a patch; returns the names of the fields that actually changed.
+fn apply_patch(
+    k: &mut LiveKey,
+    patch: KeyPatch,
+) -> StoreResult<(Vec<&'static str>, serde_json::Value)> {
+    let mut changed = Vec::new();
+    let mut detail = serde_json::Map::new();
+    macro_rules! set {
+        ($field:ident, $value:expr) => {
+            let v = $value;
+            if k.$field != v {
+                k.$field = v;
+                changed.push(stringify!($field));
+            }
+        };
+    }
+    if let Some(v) = patch.purpose {
+        set!(purpose, v);
+    }
+    if let Some(v) = patch.scopes {
+        let v = normalise_scopes(v)?;
+        if k.scopes != v {
+            detail.insert("scopes".into(), json!({ "from": k.scopes, "to": v }));
+        }
+        set!(scopes, v);
+    }
+    if let Some(v) = patch.labels {
+        set!(labels, v);
+    }
+    if let Some(v) = patch.expires_at {
+        if let Some(t) = &v {
+            check_ts("expires_at", t)?;
+        }
+        if k.expires_at != v {
+            detail.insert(
+                "expires_at".into(),
+                json!({ "from": opt_ts(&k.expires_at), "to": opt_ts(&v) }),
+            );
+        }
+        set!(expires_at, v);
+    }
+    if let Some(v) = patch.lifetime {
+        set!(lifetime, v);
+    }
+    if let Some(v) = patch.recipients {
+        if k.recipients != v {
+            detail.insert(
+                "recipients".into(),
+                json!({ "from": k.recipients.keys().collect::<Vec<_>>(), "to": v.keys().collect::<Vec<_>>() }),
+            );
+        }
+        set!(recipients, v);
+    }
+    if let Some(v) = patch.quota_per_day {
+        if let Some(q) = v {
+            to_i64(q, "quota_per_day")?;
+        }
+        set!(quota_per_day, v);
+    }
+    if let Some(v) = patch.protected {
+        set!(protected, v);
+    }
+    if let Some(v) = patch.managed_by {
+        if k.managed_by != v {
+            detail.insert(
+                "managed_by".into(),
+                json!({ "from": k.managed_by, "to": v }),
+            );
+        }
+        set!(managed_by, v);
+    }
+    if let Some(v) = patch.owner {
+        check_text("owner", &v, 256)?;
+        if k.owner != v {
+            detail.insert("owner".into(), json!({ "from": k.owner, "to": v }));
+        }
+        set!(owner, v);
+    }
+    detail.insert("changed".into(), json!(changed));
+    Ok((changed, serde_json::Value::Object(detail)))
+}
+
+fn encode_cursor(id: &str) -> String {
+    format!("{CURSOR_PREFIX}{}", hex::encode(id))
+}
+
+fn decode_cursor(c: &str) -> StoreResult<String> {
+    let bad = || StoreError::Invalid("malformed list cursor".into());
+    let hexed = c.strip_prefix(CURSOR_PREFIX).ok_or_else(bad)?;
+    String::from_utf8(hex::decode(hexed).map_err(|_| bad())?).map_err(|_| bad())
+}
+
+/// Refuse event details that contain a well-formed keyward secret.
+fn contains_secret(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s
+            .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '=' | ':' | ',' | ';'))
+            .any(|t| secret::parse(t).is_some()),
+        serde_json::Value::Array(a) => a.iter().any(contains_secret),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| {
+            contains_secret(&serde_json::Value::String(k.clone())) || contains_secret(v)
+        }),
+        _ => false,
+    }
+}
+
+fn verdict(reason: VerifyReason) -> Verdict {
+    Verdict {
+        valid: false,
+        reason,
+        key: None,
+    }
+}
+
+fn new_lease_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            client_secret_hash: true,
+            native_expiry: true,
+            in_place: [
+                "purpose",
+                "scopes",
+                "labels",
+                "expires_at",
+                "lifetime",
+                "recipients",
+                "quota_per_day",
+                "protected",
+                "managed_by",
+                "owner",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Page<LiveKey>> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE 1 = 1");
+        let mut args: Vec<Value> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(c) = cursor {
+            arg(&mut sql, " AND id > ?", Value::Text(decode_cursor(c)?));
+        }
+        if let Some(o) = &filter.owner {
+            arg(&mut sql, " AND owner = ?", Value::Text(o.clone()));
+        }
+        if let Some(s) = filter.status {
+            arg(&mut sql, " AND status = ?", Value::Text(s.as_str().into()));
+        }
+        if let Some(e) = &filter.environment {
+            arg(&mut sql, " AND environment = ?", Value::Text(e.clone()));
+        }
+        if let Some((k, v)) = &filter.label {
+            arg(
+                &mut sql,
+                " AND EXISTS (SELECT 1 FROM json_each(keys.labels) AS l WHERE l.key = ?",
+                Value::Text(k.clone()),
+            );
+            arg(&mut sql, " AND l.value = ?)", Value::Text(v.clone()));
+        }
+        match filter.managed {
+            Some(true) => arg(
+                &mut sql,
+                " AND managed_by = ?",
+                Value::Text(MANAGED_BY.into()),
+            ),
+            Some(false) => arg(
+                &mut sql,
+                " AND (managed_by IS NULL OR managed_by <> ?)",
+                Value::Text(MANAGED_BY.into()),
+            ),
+            None => {}
+        }
+        if let Some(t) = &filter.expiring_before {
+            arg(
+                &mut sql,
+                " AND expires_at IS NOT NULL AND expires_at < ?",
+                Value::Text(ts(t)),
+            );
+        }
+        if filter.never_expires {
+            sql.push_str(" AND expires_at IS NULL");
+        }
+        // One extra row tells whether there is a next page.
+        arg(
+            &mut sql,
+            " ORDER BY id LIMIT ?",
+            Value::Integer(limit as i64 + 1),
+        );
+
+        self.run(move |conn, _| {
+            let mut st = conn.prepare_cached(&sql).db("prepare list")?;
+            let mut found = st.query(params_from_iter(args.iter())).db("list keys")?;
+            let mut items = Vec::with_capacity(limit.min(256));
+            while let Some(row) = found.next().db("read key")? {
+                items.push(rows::key_from_row(row)?);
+            }
+            let next = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|k| encode_cursor(&k.id))
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<LiveKey>> {
+        let id = id.to_owned();
+        self.run(move |conn, _| Ok(load(conn, &id)?.map(|s| s.key)))
+            .await
+    }
+
+    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
+        self.insert(key, actor.clone(), "create").await
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        version: u64,
+        patch: KeyPatch,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
+        self.mutate(id, version, actor, move |s, _| {
+            if patch.is_empty() {
+                return Ok(None);
+            }
+            let k = &mut s.key;
+            let adoption = KeyPatch {
+                managed_by: Some(Some(MANAGED_BY.to_owned())),
+                ..KeyPatch::default()
+            };
+            let adopting = !k.is_managed() && patch == adoption;
+            if !adopting {
+                require_managed(k)?;
+            }
+            if k.status == KeyStatus::Revoked {
+                return Err(StoreError::Refused(format!(
+                    "key {} is revoked; it cannot be updated",
+                    k.id
+                )));
+            }
+            let (changed, detail) = apply_patch(k, patch)?;
+            if changed.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some((if adopting { "adopt" } else { "update" }, detail)))
+        })
+        .await
+    }
+
+    async fn rotate(
+        &self,
+        id: &str,
+        version: u64,
+        rotate: Rotate,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
+        check_ts("issued_at", &rotate.issued_at)?;
+        if let Some(t) = &rotate.expires_at {
+            check_ts("expires_at", t)?;
+        }
+        if let Some(t) = &rotate.previous_valid_until {
+            check_ts("previous_valid_until", t)?;
+        }
+        self.mutate(id, version, actor, move |s, pepper| {
+            require_managed(&s.key)?;
+            if s.key.status == KeyStatus::Revoked {
+                return Err(StoreError::Refused(format!(
+                    "key {} is revoked; it cannot be rotated",
+                    s.key.id
+                )));
+            }
+            let mac = pepper.mac(&rotate.secret_hash)?;
+            if bool::from(mac.ct_eq(&s.mac)) {
+                return Err(StoreError::Invalid(
+                    "the new secret must differ from the current one".into(),
+                ));
+            }
+            let old = std::mem::replace(&mut s.mac, mac);
+            s.previous_mac = rotate.previous_valid_until.map(|_| old);
+            let k = &mut s.key;
+            let detail = json!({
+                "generation": { "from": k.generation, "to": rotate.generation },
+                "spec_generation": rotate.spec_generation,
+                "previous_valid_until": opt_ts(&rotate.previous_valid_until),
+                "expires_at": opt_ts(&rotate.expires_at),
+                "recipients": rotate.recipients.keys().collect::<Vec<_>>(),
+            });
+            k.previous_valid_until = rotate.previous_valid_until;
+            k.issued_at = rotate.issued_at;
+            k.expires_at = rotate.expires_at;
+            k.generation = rotate.generation;
+            k.spec_generation = rotate.spec_generation;
+            k.recipients = rotate.recipients;
+            Ok(Some(("rotate", detail)))
+        })
+        .await
+    }
+
+    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
+        self.set_status(id, version, KeyStatus::Disabled, actor)
+            .await
+    }
+
+    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
+        self.set_status(id, version, KeyStatus::Active, actor).await
+    }
+
+    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
+        self.set_status(id, version, KeyStatus::Revoked, actor)
+            .await
+    }
+
+    async fn delete(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<()> {
+        let id = id.to_owned();
+        let actor = actor.clone();
+        self.run(move |conn, _| {
+            let tx = immediate(conn)?;
+            let s = load_checked(&tx, &id, version)?;
+            require_managed(&s.key)?;
+            if s.key.protected {
+                return Err(StoreError::Refused(format!(
+                    "key {id} is protected; clear `protected` before deleting it"
+                )));
+            }
+            tx.execute("DELETE FROM keys WHERE id = ?1", [&id])
+                .db("delete key")?;
+            let detail = json!({ "status": s.key.status, "generation": s.key.generation });
+            append_event(&tx, &actor, "delete", Some(&id), Some(&s.key.name), &detail)?;
+            tx.commit().db("commit")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lock(&self, holder: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        check_text("holder", holder, 256)?;
+        if ttl <= chrono::Duration::zero() {
+            return Err(StoreError::Invalid("lock ttl must be positive".into()));
+        }
+        let holder = holder.to_owned();
+        self.run(move |conn, _| {
+            let tx = immediate(conn)?;
+            let now = Utc::now();
+            let current = tx
+                .query_row(
+                    "SELECT id, holder, expires_at FROM locks WHERE slot = 1",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    },
+                )
+                .optional()
+                .db("read lease")?;
+            if let Some((id, holder, until)) = current {
+                let until = rows::parse_ts(&until, "locks.expires_at")?;
+                if until > now {
+                    return Err(StoreError::Locked { holder, id, until });
+                }
+            }
+            let expires_at = now
+                .checked_add_signed(ttl)
+                .filter(|t| check_ts("lock expiry", t).is_ok())
+                .ok_or_else(|| StoreError::Invalid("lock ttl is too large".into()))?;
+            let lease = Lease {
+                id: new_lease_id(),
+                holder,
+                expires_at,
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO locks (slot, id, holder, acquired_at, expires_at) \
+                 VALUES (1, ?1, ?2, ?3, ?4)",
+                params![lease.id, lease.holder, ts(&now), ts(&lease.expires_at)],
+            )
+            .db("write lease")?;
+            tx.commit().db("commit")?;
+            Ok(lease)
+        })
+        .await
+    }
+
+    async fn unlock(&self, lease_id: &str) -> StoreResult<()> {
+        let lease_id = lease_id.to_owned();
+        self.run(move |conn, _| {
+            conn.execute("DELETE FROM locks WHERE slot = 1 AND id = ?1", [&lease_id])
+                .db("remove lease")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn verify(&self, presented: &str, now: DateTime<Utc>) -> StoreResult<Verdict> {
+        let Some(parsed) = secret::parse(presented) else {
+            return Ok(verdict(VerifyReason::Malformed));
+        };
+        let hash = secret::hash_presented(presented.trim());
+        self.run(move |conn, pepper| {
+            let mac = pepper.mac(&hash)?;
+            let Some(s) = load(conn, &parsed.id)? else {
+                return Ok(verdict(VerifyReason::Unknown));
+            };
+            let current = s.mac.ct_eq(&mac);
+            let previous = match (&s.previous_mac, s.key.previous_valid_until) {
+                (Some(p), Some(until)) if until > now => p.ct_eq(&mac),
+                _ => subtle::Choice::from(0),
+            };
+            let (current, previous) = (bool::from(current), bool::from(previous));
+            if !current && !previous {
+                return Ok(verdict(VerifyReason::Unknown));
+            }
+            let k = s.key;
+            match k.status {
+                KeyStatus::Revoked => return Ok(verdict(VerifyReason::Revoked)),
+                KeyStatus::Disabled => return Ok(verdict(VerifyReason::Disabled)),
+                KeyStatus::Active => {}
+            }
+            if k.expires_at.is_some_and(|e| e <= now) {
+                return Ok(verdict(VerifyReason::Expired));
+            }
+            if current && k.issued_at > now {
+                return Ok(verdict(VerifyReason::NotYetValid));
+            }
+            if let Some(quota) = k.quota_per_day {
+                if !count_call(conn, &k.id, quota, now)? {
+                    return Ok(verdict(VerifyReason::QuotaExceeded));
+                }
+            }
+            Ok(Verdict {
+                valid: true,
+                reason: VerifyReason::Ok,
+                key: Some(VerifiedKey {
+                    id: k.id,
+                    name: k.name,
+                    owner: k.owner,
+                    scopes: k.scopes,
+                    expires_at: k.expires_at,
+                }),
+            })
+        })
+        .await
+    }
+
+    async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>> {
+        let limit = limit.clamp(1, MAX_PAGE) as i64;
+        self.run(move |conn, _| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))
+                .db("prepare events")?;
+            let mut found = st
+                .query(params![after.unwrap_or(i64::MIN), limit])
+                .db("read events")?;
+            let mut out = Vec::new();
+            while let Some(row) = found.next().db("read event")? {
+                out.push(rows::event_from_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record(
+        &self,
+        action: &str,
+        detail: serde_json::Value,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        check_text("action", action, 100)?;
+        if contains_secret(&detail) {
+            return Err(StoreError::Invalid(
+                "event detail must not contain a secret".into(),
+            ));
+        }
+        let action = action.to_owned();
+        let actor = actor.clone();
+        self.run(move |conn, _| append_event(conn, &actor, &action, None, None, &detail))
+            .await
+    }
+}
+
+/// Count one successful call against the key's daily quota (UTC days). Returns false, and
+/// counts nothing, when the quota is used up. One statement, so atomic across processes.
+fn count_call(conn: &Connection, id: &str, quota: u64, now: DateTime<Utc>) -> StoreResult<bool> {
+    if quota == 0 {
+        return Ok(false);
+    }
+    let day = now.format("%Y-%m-%d").to_string();
+    let calls: Option<i64> = conn
+        .prepare_cached(
+            "INSERT INTO quota_usage (key_id, day, calls) VALUES (?1, ?2, 1) \
+             ON CONFLICT (key_id, day) DO UPDATE SET calls = calls + 1 WHERE calls < ?3 \
+             RETURNING calls",
+        )
+        .and_then(|mut st| {
+            st.query_row(
+                params![id, day, to_i64(quota, "quota").unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .db("count call")?;
+    match calls {
+        None => Ok(false),
+        Some(1) => {
+            // First call of the day for this key: prune its old counters.
+            let Some(oldest) = now.checked_sub_signed(chrono::Duration::days(QUOTA_KEEP_DAYS))
+            else {
+                return Ok(true);
+            };
+            let oldest = oldest.format("%Y-%m-%d").to_string();
+            conn.execute(
+                "DELETE FROM quota_usage WHERE key_id = ?1 AND day < ?2",
+                params![id, oldest],
+            )
+            .db("prune quota counters")?;
+            Ok(true)
+        }
+        Some(_) => Ok(true),
+    }
+}
