@@ -1,0 +1,707 @@
+//! The outbox: `deliveries/<store>/<key-name>/g<generation>/<principal>.age` + `manifest.json`,
+//! written durably (temp + fsync + rename + directory fsync) and moved through the statuses
+//! pending -> active -> superseded (or pending -> void).
+//! Owns the layout, the manifest format and status transitions. Must not decrypt except
+//! through `open*` (which verify before decrypting), must not talk to a store, and only ever
+//! writes ciphertext and manifests.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::DeliverError;
+use super::envelope::{EnvelopeMeta, Opened};
+use super::fsio::{MODE_PUBLIC, create_dir_durable, fsync_dir, remove_if_exists, write_atomic};
+use super::identity::Identities;
+use super::seal::{SealedFile, decrypt_bytes, read_ciphertext};
+use crate::spec::model::PrincipalKind;
+
+/// File name of the manifest in each `g<N>` directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// `manifest_version` written and accepted.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Written, but the key is not (yet) registered with the store: not valid.
+    Pending,
+    /// The store accepts this generation's secret.
+    Active,
+    /// The key was never registered (or a pending write was abandoned): envelopes deleted.
+    Void,
+    /// Replaced by a newer active generation (or an older key's manifest kept for audit).
+    Superseded,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Active => "active",
+            DeliveryStatus::Void => "void",
+            DeliveryStatus::Superseded => "superseded",
+        }
+    }
+
+    fn may_become(self, to: DeliveryStatus) -> bool {
+        use DeliveryStatus::*;
+        self == to
+            || matches!(
+                (self, to),
+                (Pending, Active) | (Pending, Void) | (Active, Superseded)
+            )
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kind of principal a delivery is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientKind {
+    Person,
+    Service,
+}
+
+impl RecipientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientKind::Person => "person",
+            RecipientKind::Service => "service",
+        }
+    }
+}
+
+impl From<PrincipalKind> for RecipientKind {
+    fn from(k: PrincipalKind) -> Self {
+        match k {
+            PrincipalKind::Person => RecipientKind::Person,
+            PrincipalKind::Service => RecipientKind::Service,
+        }
+    }
+}
+
+/// One recipient's envelope in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecipient {
+    /// Principal id (person or service in people.yaml).
+    pub id: String,
+    pub kind: RecipientKind,
+    /// Fingerprints of the public keys the envelope is sealed to.
+    pub fingerprints: Vec<String>,
+    /// Envelope file name in the same directory (`<id>.age`).
+    pub file: String,
+    /// Hex SHA-256 of the envelope file's bytes.
+    pub sha256: String,
+}
+
+/// `manifest.json`: what one generation of one key delivered, to whom, and its status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub manifest_version: u32,
+    pub key_id: String,
+    /// The key's name in the spec.
+    pub name: String,
+    pub store: String,
+    pub environment: String,
+    pub generation: u32,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Until when the previous generation's secret still verifies.
+    pub previous_valid_until: Option<DateTime<Utc>>,
+    /// The spec commit the delivery was made from, if known.
+    pub commit: Option<String>,
+    pub status: DeliveryStatus,
+    pub recipients: Vec<ManifestRecipient>,
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Manifest {
+    /// A pending manifest for `sealed` envelopes of `meta` (checksums computed here).
+    pub fn pending(
+        meta: &EnvelopeMeta,
+        environment: &str,
+        created_at: DateTime<Utc>,
+        commit: Option<String>,
+        sealed: &[SealedFile],
+    ) -> Manifest {
+        Manifest {
+            manifest_version: MANIFEST_VERSION,
+            key_id: meta.id.clone(),
+            name: meta.key.clone(),
+            store: meta.store.clone(),
+            environment: environment.to_string(),
+            generation: meta.generation,
+            created_at,
+            expires_at: meta.expires_at,
+            previous_valid_until: meta.previous_valid_until,
+            commit,
+            status: DeliveryStatus::Pending,
+            recipients: sealed
+                .iter()
+                .map(|s| ManifestRecipient {
+                    id: s.principal_id.clone(),
+                    kind: s.kind,
+                    fingerprints: s.fingerprints.clone(),
+                    file: format!("{}.age", s.principal_id),
+                    sha256: sha256_hex(s.armored.as_bytes()),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn recipient(&self, principal_id: &str) -> Option<&ManifestRecipient> {
+        self.recipients.iter().find(|r| r.id == principal_id)
+    }
+
+    /// Read and check a manifest file.
+    pub fn read(path: &Path) -> Result<Manifest, DeliverError> {
+        let bytes = fs::read(path).map_err(|e| DeliverError::io("read", path, e))?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| DeliverError::Manifest {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if m.manifest_version != MANIFEST_VERSION {
+            return Err(DeliverError::Manifest {
+                path: path.to_path_buf(),
+                message: format!(
+                    "manifest_version {} is not supported (this keyward reads {MANIFEST_VERSION}); upgrade keyward",
+                    m.manifest_version
+                ),
+            });
+        }
+        for r in &m.recipients {
+            if check_name("recipient file", &r.file).is_err() || !r.file.ends_with(".age") {
+                return Err(DeliverError::Manifest {
+                    path: path.to_path_buf(),
+                    message: format!("recipient file `{}` is not a plain `<id>.age` name", r.file),
+                });
+            }
+        }
+        Ok(m)
+    }
+
+    fn write(&self, dir: &Path) -> Result<(), DeliverError> {
+        write_json(&dir.join(MANIFEST_FILE), self)
+    }
+}
+
+fn write_json(path: &Path, m: &Manifest) -> Result<(), DeliverError> {
+    let mut bytes = serde_json::to_vec_pretty(m)
+        .map_err(|e| DeliverError::Internal(format!("could not serialise a manifest: {e}")))?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, MODE_PUBLIC)
+}
+
+/// A name used as a path component must be plain: letters, digits, `-`, `_`, `.`, not
+/// starting with `.`, so nothing can escape the outbox or hide in it.
+fn check_name(what: &'static str, value: &str) -> Result<(), DeliverError> {
+    let ok = !value.is_empty()
+        && value.len() <= 200
+        && !value.starts_with('.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DeliverError::UnsafeName {
+            what,
+            value: value.to_string(),
+        })
+    }
+}
+
+/// Check that the file at `path` is the envelope `manifest` lists under its file name,
+/// byte for byte (SHA-256).
+pub fn verify_envelope(manifest: &Manifest, path: &Path) -> Result<(), DeliverError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let entry = manifest
+        .recipients
+        .iter()
+        .find(|r| r.file == name)
+        .ok_or_else(|| DeliverError::NotInManifest {
+            path: path.to_path_buf(),
+        })?;
+    let bytes = fs::read(path).map_err(|e| DeliverError::io("read", path, e))?;
+    if sha256_hex(&bytes) != entry.sha256 {
+        return Err(DeliverError::Checksum {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Check that a decrypted envelope is the one `manifest` describes (key id, generation,
+/// store, name): a file copied from another key or generation is detected.
+pub fn check_opened(manifest: &Manifest, opened: &Opened, path: &Path) -> Result<(), DeliverError> {
+    let m = &opened.meta;
+    let mismatch = |field, expected: String, found: String| {
+        Err(DeliverError::Mismatch {
+            path: path.to_path_buf(),
+            field,
+            expected,
+            found,
+        })
+    };
+    if m.id != manifest.key_id {
+        return mismatch("key id", manifest.key_id.clone(), m.id.clone());
+    }
+    if m.generation != manifest.generation {
+        return mismatch(
+            "generation",
+            manifest.generation.to_string(),
+            m.generation.to_string(),
+        );
+    }
+    if m.store != manifest.store {
+        return mismatch("store", manifest.store.clone(), m.store.clone());
+    }
+    if m.key != manifest.name {
+        return mismatch("key name", manifest.name.clone(), m.key.clone());
+    }
+    Ok(())
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, DeliverError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(DeliverError::io("list", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| DeliverError::io("list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| DeliverError::io("inspect", entry.path(), e))?
+            .is_dir();
+        out.push((name, entry.path(), is_dir));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn parse_generation_dir(name: &str) -> Option<u32> {
+    name.strip_prefix('g')?.parse().ok()
+}
+
+/// The delivery outbox rooted at `root` (the spec's `delivery.outbox`).
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    root: PathBuf,
+}
+
+impl Outbox {
+    pub fn new(root: PathBuf) -> Outbox {
+        Outbox { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/<store>/<name>`.
+    pub fn key_dir(&self, store: &str, name: &str) -> Result<PathBuf, DeliverError> {
+        check_name("store name", store)?;
+        check_name("key name", name)?;
+        Ok(self.root.join(store).join(name))
+    }
+
+    /// `<root>/<store>/<name>/g<generation>`.
+    pub fn dir_for(
+        &self,
+        store: &str,
+        name: &str,
+        generation: u32,
+    ) -> Result<PathBuf, DeliverError> {
+        Ok(self.key_dir(store, name)?.join(format!("g{generation}")))
+    }
+
+    /// Read the manifest in a `g<N>` directory.
+    pub fn read(&self, dir: &Path) -> Result<Manifest, DeliverError> {
+        Manifest::read(&dir.join(MANIFEST_FILE))
+    }
+
+    /// Durably write every envelope and then `manifest` with status `pending`; returns the
+    /// `g<N>` directory. `sealed` must match `manifest.recipients` (as built by
+    /// [`Manifest::pending`]).
+    ///
+    /// If the directory holds a manifest of a DIFFERENT key id (an older key of the same
+    /// name), its envelopes are deleted and its manifest kept as `superseded-<old-id>.json`.
+    /// If it holds this key id's pending or void delivery, it is overwritten (a retry).
+    /// An active or superseded delivery of this key id is never overwritten.
+    pub fn write_pending(
+        &self,
+        manifest: &Manifest,
+        sealed: &[SealedFile],
+    ) -> Result<PathBuf, DeliverError> {
+        let dir = self.dir_for(&manifest.store, &manifest.name, manifest.generation)?;
+        check_name("key id", &manifest.key_id)?;
+        let mut m = manifest.clone();
+        m.manifest_version = MANIFEST_VERSION;
+        m.status = DeliveryStatus::Pending;
+        self.check_files_match(&m, sealed)?;
+
+        create_dir_durable(&dir)?;
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let new_files: BTreeSet<&str> = m.recipients.iter().map(|r| r.file.as_str()).collect();
+        if manifest_path.exists() {
+            let old = Manifest::read(&manifest_path)?;
+            if old.key_id != m.key_id {
+                self.supersede_other_key(&dir, old)?;
+            } else if !matches!(old.status, DeliveryStatus::Pending | DeliveryStatus::Void) {
+                return Err(DeliverError::AlreadyDelivered {
+                    dir,
+                    key_id: old.key_id,
+                    status: old.status.to_string(),
+                });
+            }
+        }
+        // Envelopes left by an abandoned attempt for principals no longer listed.
+        let mut removed = false;
+        for (name, path, is_dir) in list_dir(&dir)? {
+            if !is_dir && name.ends_with(".age") && !new_files.contains(name.as_str()) {
+                removed |= remove_if_exists(&path)?;
+            }
+        }
+        if removed {
+            fsync_dir(&dir)?;
+        }
+        for s in sealed {
+            let path = dir.join(format!("{}.age", s.principal_id));
+            write_atomic(&path, s.armored.as_bytes(), MODE_PUBLIC)?;
+        }
+        m.write(&dir)?;
+        Ok(dir)
+    }
+
+    fn check_files_match(&self, m: &Manifest, sealed: &[SealedFile]) -> Result<(), DeliverError> {
+        if m.recipients.len() != sealed.len() {
+            return Err(DeliverError::Internal(format!(
+                "manifest for {} lists {} recipients but {} envelopes were given",
+                m.name,
+                m.recipients.len(),
+                sealed.len()
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for s in sealed {
+            check_name("principal id", &s.principal_id)?;
+            if !seen.insert(s.principal_id.as_str()) {
+                return Err(DeliverError::Internal(format!(
+                    "principal `{}` given twice",
+                    s.principal_id
+                )));
+            }
+            let ok = m.recipient(&s.principal_id).is_some_and(|r| {
+                r.file == format!("{}.age", s.principal_id)
+                    && r.sha256 == sha256_hex(s.armored.as_bytes())
+            });
+            if !ok {
+                return Err(DeliverError::Internal(format!(
+                    "the envelope for `{}` does not match the manifest of {} (build it with Manifest::pending)",
+                    s.principal_id, m.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete an older key's envelopes from `dir` and keep its manifest, marked superseded,
+    /// as `superseded-<old-id>.json`. Safe to repeat after a crash at any step.
+    fn supersede_other_key(&self, dir: &Path, mut old: Manifest) -> Result<(), DeliverError> {
+        check_name("key id", &old.key_id)?;
+        for (name, path, is_dir) in list_dir(dir)? {
+            if !is_dir && name.ends_with(".age") {
+                remove_if_exists(&path)?;
+            }
+        }
+        fsync_dir(dir)?;
+        old.status = DeliveryStatus::Superseded;
+        write_json(&dir.join(format!("superseded-{}.json", old.key_id)), &old)?;
+        remove_if_exists(&dir.join(MANIFEST_FILE))?;
+        fsync_dir(dir)
+    }
+
+    /// Durably rewrite the manifest in `dir` with `status`. Allowed: pending -> active,
+    /// pending -> void (use [`Outbox::void`], which this calls), active -> superseded, and
+    /// re-marking the same status. Returns the updated manifest.
+    pub fn mark(&self, dir: &Path, status: DeliveryStatus) -> Result<Manifest, DeliverError> {
+        if status == DeliveryStatus::Void {
+            return self.void(dir);
+        }
+        let mut m = self.read(dir)?;
+        if !m.status.may_become(status) {
+            return Err(DeliverError::InvalidTransition {
+                dir: dir.to_path_buf(),
+                from: m.status.to_string(),
+                to: status.to_string(),
+            });
+        }
+        if m.status != status {
+            m.status = status;
+            m.write(dir)?;
+        }
+        Ok(m)
+    }
+
+    /// The key was never registered: delete the envelopes (they never worked) and mark the
+    /// manifest `void`. Only a pending (or already void) delivery can be voided.
+    pub fn void(&self, dir: &Path) -> Result<Manifest, DeliverError> {
+        let mut m = self.read(dir)?;
+        if !m.status.may_become(DeliveryStatus::Void) {
+            return Err(DeliverError::InvalidTransition {
+                dir: dir.to_path_buf(),
+                from: m.status.to_string(),
+                to: DeliveryStatus::Void.to_string(),
+            });
+        }
+        for (name, path, is_dir) in list_dir(dir)? {
+            if !is_dir && name.ends_with(".age") {
+                remove_if_exists(&path)?;
+            }
+        }
+        fsync_dir(dir)?;
+        if m.status != DeliveryStatus::Void {
+            m.status = DeliveryStatus::Void;
+            m.write(dir)?;
+        }
+        Ok(m)
+    }
+
+    /// Every `manifest.json` in the outbox, ordered by store, key name, then generation.
+    pub fn list(&self) -> Result<Vec<(PathBuf, Manifest)>, DeliverError> {
+        let mut out = Vec::new();
+        for (store, store_dir, is_dir) in list_dir(&self.root)? {
+            if !is_dir || check_name("store name", &store).is_err() {
+                continue;
+            }
+            for (name, key_dir, is_dir) in list_dir(&store_dir)? {
+                if !is_dir || check_name("key name", &name).is_err() {
+                    continue;
+                }
+                out.extend(self.generations_in(&key_dir)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn generations_in(&self, key_dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, DeliverError> {
+        let mut gens = Vec::new();
+        for (gname, gdir, is_dir) in list_dir(key_dir)? {
+            let Some(g) = parse_generation_dir(&gname).filter(|_| is_dir) else {
+                continue;
+            };
+            let mpath = gdir.join(MANIFEST_FILE);
+            if !mpath.exists() {
+                continue;
+            }
+            gens.push((g, gdir, Manifest::read(&mpath)?));
+        }
+        gens.sort_by_key(|(g, _, _)| *g);
+        Ok(gens.into_iter().map(|(_, d, m)| (d, m)).collect())
+    }
+
+    /// Every generation of one key (by name) that has a manifest, by generation.
+    pub fn generations(
+        &self,
+        store: &str,
+        name: &str,
+    ) -> Result<Vec<(PathBuf, Manifest)>, DeliverError> {
+        self.generations_in(&self.key_dir(store, name)?)
+    }
+
+    /// All pending deliveries (to resolve at the start of an apply: mark active if the store
+    /// has the key at that generation, otherwise void).
+    pub fn pending(&self) -> Result<Vec<(PathBuf, Manifest)>, DeliverError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|(_, m)| m.status == DeliveryStatus::Pending)
+            .collect())
+    }
+
+    /// The newest active delivery of a key: latest `created_at`, then highest generation
+    /// (so a replacement key's g1 wins over the old key's g3).
+    pub fn latest(
+        &self,
+        store: &str,
+        name: &str,
+    ) -> Result<Option<(PathBuf, Manifest)>, DeliverError> {
+        Ok(self
+            .generations(store, name)?
+            .into_iter()
+            .filter(|(_, m)| m.status == DeliveryStatus::Active)
+            .max_by_key(|(_, m)| (m.created_at, m.generation)))
+    }
+
+    /// For every key: generations replaced by a newer active one are marked `superseded`;
+    /// once `retain` has passed since the newer one was created, their envelopes are
+    /// deleted (manifests stay, for audit). Returns the deleted envelope paths.
+    pub fn prune(
+        &self,
+        retain: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PathBuf>, DeliverError> {
+        let mut deleted = Vec::new();
+        let mut by_key: Vec<(PathBuf, Manifest)> = self.list()?;
+        by_key.sort_by(|(_, a), (_, b)| {
+            (&a.store, &a.name, a.created_at, a.generation).cmp(&(
+                &b.store,
+                &b.name,
+                b.created_at,
+                b.generation,
+            ))
+        });
+        for (i, (dir, m)) in by_key.iter().enumerate() {
+            if !matches!(
+                m.status,
+                DeliveryStatus::Active | DeliveryStatus::Superseded
+            ) {
+                continue;
+            }
+            // The first newer active delivery of the same key name supersedes this one.
+            let newer = by_key[i + 1..]
+                .iter()
+                .filter(|(_, n)| n.store == m.store && n.name == m.name)
+                .find(|(_, n)| n.status == DeliveryStatus::Active);
+            let Some((_, newer)) = newer else { continue };
+            if m.status == DeliveryStatus::Active {
+                self.mark(dir, DeliveryStatus::Superseded)?;
+            }
+            if now - newer.created_at >= retain {
+                let mut any = false;
+                for (name, path, is_dir) in list_dir(dir)? {
+                    if !is_dir && name.ends_with(".age") && remove_if_exists(&path)? {
+                        deleted.push(path);
+                        any = true;
+                    }
+                }
+                if any {
+                    fsync_dir(dir)?;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Open `principal_id`'s envelope in `dir`: check its SHA-256 against the manifest,
+    /// decrypt it, and check the payload belongs to this manifest.
+    pub fn open(
+        &self,
+        dir: &Path,
+        principal_id: &str,
+        identities: &Identities,
+    ) -> Result<Opened, DeliverError> {
+        let m = self.read(dir)?;
+        let r = m
+            .recipient(principal_id)
+            .ok_or_else(|| DeliverError::NotInManifest {
+                path: dir.join(format!("{principal_id}.age")),
+            })?;
+        open_entry(dir, &m, &r.file, identities)
+    }
+
+    /// Open the newest active delivery of a key with whichever envelope `identities` can
+    /// read (envelopes whose fingerprints match the identities are tried first).
+    pub fn open_latest(
+        &self,
+        store: &str,
+        name: &str,
+        identities: &Identities,
+    ) -> Result<(PathBuf, Manifest, Opened), DeliverError> {
+        let Some((dir, m)) = self.latest(store, name)? else {
+            return Err(DeliverError::NoDelivery {
+                key: format!("{store}/{name}"),
+                dir: self.key_dir(store, name)?,
+            });
+        };
+        let mine: BTreeSet<String> = identities.fingerprints().into_iter().collect();
+        let mut order: Vec<&ManifestRecipient> = m.recipients.iter().collect();
+        order.sort_by_key(|r| !r.fingerprints.iter().any(|f| mine.contains(f)));
+        for r in &order {
+            match open_entry(&dir, &m, &r.file, identities) {
+                Ok(o) => return Ok((dir, m.clone(), o)),
+                Err(DeliverError::NoMatchingIdentity { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DeliverError::NoMatchingIdentity {
+            path: dir.clone(),
+            for_whom: format!(
+                "{} (no envelope there is for you)",
+                m.recipients
+                    .iter()
+                    .map(|r| format!("`{}`", r.id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            fingerprints: m
+                .recipients
+                .iter()
+                .flat_map(|r| r.fingerprints.iter().cloned())
+                .collect(),
+            tried: identities.describe(),
+            notes: identities.notes.clone(),
+        })
+    }
+}
+
+fn open_entry(
+    dir: &Path,
+    m: &Manifest,
+    file: &str,
+    identities: &Identities,
+) -> Result<Opened, DeliverError> {
+    let path = dir.join(file);
+    let bytes = read_ciphertext(&path)?;
+    let entry_sha = m
+        .recipients
+        .iter()
+        .find(|r| r.file == file)
+        .map(|r| r.sha256.as_str());
+    if entry_sha != Some(sha256_hex(&bytes).as_str()) {
+        return Err(DeliverError::Checksum { path });
+    }
+    let opened =
+        decrypt_bytes(&bytes, identities, &path.display().to_string()).map_err(|e| match e {
+            // Name the principal the file is for, as decrypt_file does.
+            DeliverError::NoMatchingIdentity {
+                path, tried, notes, ..
+            } => {
+                let r = m.recipients.iter().find(|r| r.file == file);
+                DeliverError::NoMatchingIdentity {
+                    path,
+                    for_whom: r
+                        .map(|r| format!("`{}` ({})", r.id, r.kind.as_str()))
+                        .unwrap_or_default(),
+                    fingerprints: r.map(|r| r.fingerprints.clone()).unwrap_or_default(),
+                    tried,
+                    notes,
+                }
+            }
+            other => other,
+        })?;
+    check_opened(m, &opened, &path)?;
+    Ok(opened)
+}
