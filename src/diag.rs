@@ -23,7 +23,11 @@ pub struct Location {
 
 impl Location {
     pub fn new(file: impl Into<PathBuf>, line: usize, column: usize) -> Self {
-        Self { file: file.into(), line, column }
+        Self {
+            file: file.into(),
+            line,
+            column,
+        }
     }
 }
 
@@ -60,7 +64,10 @@ impl Diagnostic {
         }
     }
     pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, ..Self::error(code, message) }
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(code, message)
+        }
     }
     pub fn at(mut self, loc: Location) -> Self {
         self.location = Some(loc);
@@ -120,7 +127,11 @@ impl Diagnostics {
     }
     pub fn sort(&mut self) {
         self.0.sort_by(|a, b| {
-            (a.location.as_ref(), a.code, &a.message).cmp(&(b.location.as_ref(), b.code, &b.message))
+            (a.location.as_ref(), a.code, &a.message).cmp(&(
+                b.location.as_ref(),
+                b.code,
+                &b.message,
+            ))
         });
     }
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
@@ -131,5 +142,377 @@ impl Diagnostics {
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Every diagnostic code, in one place. Each is documented in `docs/diagnostics.md`
+/// (a test checks that every `KWnnn` used under `src/` is unique here and documented).
+pub mod codes {
+    // KW0xx: reading files and the shape of the YAML.
+    /// A file could not be read.
+    pub const IO: &str = "KW001";
+    /// A file is not valid UTF-8.
+    pub const NOT_UTF8: &str = "KW002";
+    /// A file is larger than the 8 MiB limit.
+    pub const TOO_LARGE: &str = "KW003";
+    /// A symlink points outside the repository.
+    pub const SYMLINK_OUTSIDE: &str = "KW004";
+    /// YAML syntax error.
+    pub const YAML_SYNTAX: &str = "KW005";
+    /// Too many aliases or too deep nesting (YAML bomb guard).
+    pub const YAML_TOO_COMPLEX: &str = "KW006";
+    /// keyward.yaml or people.yaml is missing.
+    pub const MISSING_FILE: &str = "KW007";
+    /// A key file is empty (warning).
+    pub const EMPTY_FILE: &str = "KW008";
+    /// A field that does not exist at this place.
+    pub const UNKNOWN_FIELD: &str = "KW010";
+    /// A value of the wrong type (a list where a string belongs, ...).
+    pub const WRONG_TYPE: &str = "KW011";
+    /// A required field is missing.
+    pub const MISSING_FIELD: &str = "KW012";
+    /// `version` is not one this keyward understands.
+    pub const UNSUPPORTED_VERSION: &str = "KW013";
+    /// A value outside its allowed set (`state`, `kind`, ...).
+    pub const INVALID_VALUE: &str = "KW014";
+    /// A malformed duration (`90d`).
+    pub const BAD_DURATION: &str = "KW015";
+    /// A malformed date (`2027-06-30`).
+    pub const BAD_DATE: &str = "KW016";
+    /// A malformed quota (`1000/day`).
+    pub const BAD_QUOTA: &str = "KW017";
+    /// An invalid identifier for a store, person, service or team.
+    pub const INVALID_ID: &str = "KW018";
+
+    // KW1xx: references and meaning across files.
+    pub const UNKNOWN_STORE: &str = "KW101";
+    pub const UNKNOWN_OWNER: &str = "KW102";
+    pub const UNKNOWN_RECIPIENT: &str = "KW103";
+    pub const UNKNOWN_TEAM: &str = "KW104";
+    pub const UNKNOWN_AREA: &str = "KW105";
+    pub const UNKNOWN_LEVEL: &str = "KW106";
+    pub const MALFORMED_SCOPE: &str = "KW107";
+    pub const DUPLICATE_KEY: &str = "KW108";
+    pub const INVALID_KEY_NAME: &str = "KW109";
+    pub const EXPIRES_AND_LIFETIME: &str = "KW110";
+    pub const EMPTY_SCOPES: &str = "KW111";
+    /// Warning.
+    pub const REDUNDANT_SCOPE: &str = "KW112";
+    pub const INVALID_RECIPIENT: &str = "KW113";
+    pub const PRIVATE_KEY: &str = "KW114";
+    pub const UNKNOWN_MEMBER: &str = "KW115";
+    pub const NO_RECIPIENTS: &str = "KW116";
+    pub const DUPLICATE_PRINCIPAL: &str = "KW117";
+    pub const OWNER_NOT_PERSON: &str = "KW118";
+    pub const INVALID_CATALOGUE: &str = "KW119";
+    pub const DEFAULT_EXCEEDS_MAX: &str = "KW120";
+    /// Warning.
+    pub const GRACE_EXCEEDS_PERIOD: &str = "KW121";
+    /// Warning.
+    pub const DUPLICATE_RECIPIENT: &str = "KW122";
+    /// Warning.
+    pub const EMPTY_TEAM: &str = "KW123";
+    pub const INVALID_STORE: &str = "KW124";
+
+    // KW2xx: policy (src/policy.rs).
+    pub const FORBIDDEN_SCOPE: &str = "KW201";
+    pub const BEYOND_OWNER_GRANT: &str = "KW202";
+    pub const LIFETIME_TOO_LONG: &str = "KW203";
+    pub const NEVER_EXPIRES: &str = "KW204";
+    pub const TOO_MANY_KEYS: &str = "KW205";
+    pub const TOO_FEW_RECIPIENTS: &str = "KW206";
+    /// Warning.
+    pub const ALREADY_EXPIRED: &str = "KW207";
+}
+
+/// Source texts by path relative to the repository root, for caret rendering.
+pub type Sources = std::collections::BTreeMap<PathBuf, String>;
+
+/// Sources from raw file bytes (lossy for non-UTF-8 files, which are reported anyway).
+pub fn sources_from_files(files: &std::collections::BTreeMap<PathBuf, Vec<u8>>) -> Sources {
+    files
+        .iter()
+        .map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()))
+        .collect()
+}
+
+/// Replace anything that looks like private key material in `text`, so no message, hint
+/// or echoed source line can leak it. Whitespace-separated tokens containing an age secret
+/// key or plugin identity are replaced; a text with a PEM/OpenSSH private key marker is
+/// withheld entirely.
+pub fn redact(text: &str) -> String {
+    if !crate::recipient::looks_private(text) {
+        return text.to_string();
+    }
+    let upper = text.to_ascii_uppercase();
+    if upper.contains("PRIVATE KEY") || upper.contains("-----BEGIN") {
+        return "<withheld: contains private key material>".to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if crate::recipient::looks_private(token) {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || matches!(c, '"' | '\'' | '`' | ',' | '[' | ']' | '{' | '}') {
+            flush(&mut token, &mut out);
+            out.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
+struct Palette {
+    error: &'static str,
+    warning: &'static str,
+    gutter: &'static str,
+    bold: &'static str,
+    reset: &'static str,
+}
+
+const COLOR: Palette = Palette {
+    error: "\x1b[1;31m",
+    warning: "\x1b[1;33m",
+    gutter: "\x1b[1;34m",
+    bold: "\x1b[1m",
+    reset: "\x1b[0m",
+};
+const PLAIN: Palette = Palette {
+    error: "",
+    warning: "",
+    gutter: "",
+    bold: "",
+    reset: "",
+};
+
+/// Length (in chars) of the token starting at `col` (0-based char index) in `line`.
+fn token_len(line: &[char], col: usize) -> usize {
+    let Some(&first) = line.get(col) else {
+        return 1;
+    };
+    if first == '"' || first == '\'' {
+        let mut i = col + 1;
+        while i < line.len() {
+            if line[i] == first && !(first == '"' && line[i - 1] == '\\') {
+                return i - col + 1;
+            }
+            i += 1;
+        }
+        return line.len() - col;
+    }
+    if matches!(first, '[' | '{') {
+        let close = if first == '[' { ']' } else { '}' };
+        let mut depth = 0usize;
+        for (i, &c) in line.iter().enumerate().skip(col) {
+            if c == first {
+                depth += 1;
+            } else if c == close {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i - col + 1;
+                }
+            }
+        }
+        return line.len() - col;
+    }
+    let n = line[col..]
+        .iter()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ']' | '}' | '#'))
+        .count();
+    n.max(1)
+}
+
+fn render_snippet(out: &mut String, loc: &Location, sources: &Sources, p: &Palette, width: usize) {
+    let pad = " ".repeat(width);
+    out.push_str(&format!("{pad}{}-->{} {loc}\n", p.gutter, p.reset));
+    let Some(text) = sources.get(&loc.file) else {
+        return;
+    };
+    let Some(line) = text.lines().nth(loc.line.saturating_sub(1)) else {
+        return;
+    };
+    let line = line.replace('\t', " ");
+    out.push_str(&format!("{pad} {}|{}\n", p.gutter, p.reset));
+    if crate::recipient::looks_private(&line) {
+        out.push_str(&format!(
+            "{:>width$} {}|{} <line not shown: it contains private key material>\n",
+            loc.line, p.gutter, p.reset
+        ));
+        return;
+    }
+    let chars: Vec<char> = line.chars().collect();
+    let col = loc.column.saturating_sub(1).min(chars.len());
+    let len = token_len(&chars, col);
+    out.push_str(&format!(
+        "{:>width$} {}|{} {}\n",
+        loc.line,
+        p.gutter,
+        p.reset,
+        line.trim_end()
+    ));
+    out.push_str(&format!(
+        "{pad} {}|{} {}{}{}\n",
+        p.gutter,
+        p.reset,
+        " ".repeat(col),
+        "^".repeat(len),
+        ""
+    ));
+}
+
+/// Compiler-style rendering: `error[KW102]: message`, ` --> file:line:col`, the source
+/// line with a caret under the column, notes for related places and `= hint: ...`.
+/// No ANSI escapes when `color` is false. Messages, hints and source lines pass through
+/// [`redact`], so private key material is never echoed.
+pub fn render(diags: &Diagnostics, sources: &Sources, color: bool) -> String {
+    let p = if color { &COLOR } else { &PLAIN };
+    let mut out = String::new();
+    for d in diags.iter() {
+        let (sev, sc) = match d.severity {
+            Severity::Error => ("error", p.error),
+            Severity::Warning => ("warning", p.warning),
+        };
+        let width = std::iter::once(&d.location)
+            .flatten()
+            .chain(d.related.iter().map(|(_, l)| l))
+            .map(|l| l.line.to_string().len())
+            .max()
+            .unwrap_or(1);
+        out.push_str(&format!(
+            "{sc}{sev}[{}]{}{}: {}{}\n",
+            d.code,
+            p.reset,
+            p.bold,
+            redact(&d.message),
+            p.reset
+        ));
+        if let Some(loc) = &d.location {
+            render_snippet(&mut out, loc, sources, p, width);
+        }
+        for (what, loc) in &d.related {
+            out.push_str(&format!(
+                "{} {}={} note: {}\n",
+                " ".repeat(width),
+                p.gutter,
+                p.reset,
+                redact(what)
+            ));
+            render_snippet(&mut out, loc, sources, p, width);
+        }
+        if let Some(h) = &d.hint {
+            out.push_str(&format!(
+                "{} {}={} hint: {}\n",
+                " ".repeat(width),
+                p.gutter,
+                p.reset,
+                redact(h)
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `2 errors, 1 warning` (empty string when there is nothing).
+pub fn summary(diags: &Diagnostics) -> String {
+    let e = diags.error_count();
+    let w = diags.0.len() - e;
+    let plural = |n: usize, s: &str| {
+        if n == 1 {
+            format!("1 {s}")
+        } else {
+            format!("{n} {s}s")
+        }
+    };
+    match (e, w) {
+        (0, 0) => String::new(),
+        (e, 0) => plural(e, "error"),
+        (0, w) => plural(w, "warning"),
+        (e, w) => format!("{}, {}", plural(e, "error"), plural(w, "warning")),
+    }
+}
+
+/// Diagnostics as pretty JSON (`{"format_version": 1, "diagnostics": [...]}`), redacted.
+pub fn to_json(diags: &Diagnostics) -> String {
+    let redacted: Vec<Diagnostic> = diags
+        .iter()
+        .map(|d| Diagnostic {
+            message: redact(&d.message),
+            hint: d.hint.as_deref().map(redact),
+            related: d
+                .related
+                .iter()
+                .map(|(w, l)| (redact(w), l.clone()))
+                .collect(),
+            ..d.clone()
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "format_version": 1,
+        "errors": diags.error_count(),
+        "warnings": diags.0.len() - diags.error_count(),
+        "diagnostics": redacted,
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_points_a_caret_at_the_column() {
+        let mut sources = Sources::new();
+        sources.insert(
+            PathBuf::from("keys/a.yaml"),
+            "keys:\n  - name: x\n    owner: jdoo\n".into(),
+        );
+        let mut ds = Diagnostics::default();
+        ds.push(
+            Diagnostic::error(codes::UNKNOWN_OWNER, "unknown owner `jdoo`")
+                .at(Location::new("keys/a.yaml", 3, 12))
+                .hint("did you mean `jdoe`?"),
+        );
+        let text = render(&ds, &sources, false);
+        assert!(
+            text.contains("error[KW102]: unknown owner `jdoo`"),
+            "{text}"
+        );
+        assert!(text.contains(" --> keys/a.yaml:3:12"), "{text}");
+        assert!(
+            text.contains("3 |     owner: jdoo\n  |            ^^^^\n"),
+            "{text}"
+        );
+        assert!(text.contains("= hint: did you mean `jdoe`?"), "{text}");
+        assert!(!text.contains('\x1b'));
+        assert!(render(&ds, &sources, true).contains('\x1b'));
+    }
+
+    #[test]
+    fn redact_removes_age_secret_keys() {
+        let s = "got `AGE-SECRET-KEY-1ABCDEF` here";
+        let r = redact(s);
+        assert!(!r.contains("ABCDEF"), "{r}");
+        assert!(r.contains("<redacted>"));
+        assert_eq!(redact("plain text"), "plain text");
+        assert!(!redact("-----BEGIN OPENSSH PRIVATE KEY----- abc").contains("abc"));
+    }
+
+    #[test]
+    fn summary_counts() {
+        let mut ds = Diagnostics::default();
+        assert_eq!(summary(&ds), "");
+        ds.push(Diagnostic::error("KW001", "a"));
+        ds.push(Diagnostic::warning("KW008", "b"));
+        ds.push(Diagnostic::warning("KW008", "c"));
+        assert_eq!(summary(&ds), "1 error, 2 warnings");
     }
 }

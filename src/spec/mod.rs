@@ -1,5 +1,321 @@
 //! The spec: keyward.yaml, people.yaml and keys/**/*.yaml, parsed and validated into
-//! `model::Spec`. Owns reading those files; must not talk to stores.
+//! `model::Spec`. Owns reading those files (from disk, or from an in-memory map for a git
+//! revision) and reporting every problem at once; must not talk to stores or apply policy.
 
+pub mod config;
+pub mod keys;
 pub mod model;
+pub mod people;
+pub mod pos;
+pub mod yaml;
+
+pub use crate::diag::Sources;
 pub use model::*;
+
+use crate::diag::{Diagnostic, Diagnostics, Location, codes, redact};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The configuration file, relative to the repository root.
+pub const CONFIG_FILE: &str = "keyward.yaml";
+/// The people file, relative to the repository root.
+pub const PEOPLE_FILE: &str = "people.yaml";
+/// The directory of key files, relative to the repository root.
+pub const KEYS_DIR: &str = "keys";
+
+/// A successfully validated spec, its warnings and the source texts (for rendering).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub spec: Spec,
+    pub warnings: Diagnostics,
+    pub sources: Sources,
+}
+
+/// Is `rel` (relative to the root) a spec file: keyward.yaml, people.yaml or keys/**/*.y(a)ml?
+pub fn is_spec_file(rel: &Path) -> bool {
+    rel == Path::new(CONFIG_FILE) || rel == Path::new(PEOPLE_FILE) || is_key_file(rel)
+}
+
+fn is_key_file(rel: &Path) -> bool {
+    rel.starts_with(KEYS_DIR)
+        && matches!(
+            rel.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        )
+}
+
+/// Read the spec files under `root` from disk and validate them. Symlinks pointing outside
+/// the repository, non-UTF-8 files and files over 8 MiB are refused with a diagnostic.
+/// `Err` holds every diagnostic (errors and warnings) when there is at least one error.
+pub fn load(root: &Path) -> Result<Loaded, Diagnostics> {
+    let (files, diags) = read_tree(root);
+    finish(root, files, diags)
+}
+
+/// Validate spec files given in memory (paths relative to `root`; other paths are ignored).
+/// Paths in the spec (sqlite files, the outbox) are resolved against `root`.
+pub fn load_from_files(
+    root: &Path,
+    files: BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<Loaded, Diagnostics> {
+    finish(root, files, Diagnostics::default())
+}
+
+fn finish(
+    root: &Path,
+    files: BTreeMap<PathBuf, Vec<u8>>,
+    mut diags: Diagnostics,
+) -> Result<Loaded, Diagnostics> {
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let reported: BTreeSet<PathBuf> = diags
+        .iter()
+        .filter_map(|d| d.location.as_ref().map(|l| l.file.clone()))
+        .collect();
+    let mut sources = Sources::new();
+    let mut docs: BTreeMap<PathBuf, Option<yaml::Doc>> = BTreeMap::new();
+    for (rel, bytes) in &files {
+        if !is_spec_file(rel) {
+            continue;
+        }
+        let (text, doc) = yaml::parse(rel, bytes, &mut diags);
+        if let Some(t) = text {
+            sources.insert(rel.clone(), t);
+        }
+        docs.insert(rel.clone(), doc);
+    }
+    for required in [CONFIG_FILE, PEOPLE_FILE] {
+        let p = PathBuf::from(required);
+        if !docs.contains_key(&p) && !reported.contains(&p) {
+            let hint = if required == CONFIG_FILE {
+                "create keyward.yaml with `version: 1` and your stores (see examples/library)"
+            } else {
+                "create people.yaml listing the people, teams and services that own and receive keys"
+            };
+            diags.push(
+                Diagnostic::error(codes::MISSING_FILE, format!("{required} is missing"))
+                    .at(Location::new(required, 1, 1))
+                    .hint(hint),
+            );
+        }
+    }
+
+    // keyward.yaml
+    let config_doc = docs.get(Path::new(CONFIG_FILE)).and_then(Option::as_ref);
+    let config = match config_doc {
+        Some(doc) => config::parse(
+            &mut yaml::Ctx {
+                doc,
+                diags: &mut diags,
+            },
+            &root,
+        ),
+        None => config::Config::defaults(&root),
+    };
+    // people.yaml
+    let people_doc = docs.get(Path::new(PEOPLE_FILE)).and_then(Option::as_ref);
+    let people = match people_doc {
+        Some(doc) => people::parse(
+            &mut yaml::Ctx {
+                doc,
+                diags: &mut diags,
+            },
+            &config.catalogue,
+        ),
+        None => people::People::default(),
+    };
+    // keys
+    let refs = keys::Refs {
+        config: &config,
+        people: &people,
+        stores_ok: config_doc.is_some(),
+        people_ok: people_doc.is_some(),
+    };
+    let mut seen: Vec<keys::Seen> = Vec::new();
+    for (rel, doc) in &docs {
+        if let (true, Some(doc)) = (is_key_file(rel), doc) {
+            seen.extend(keys::parse_file(
+                &mut yaml::Ctx {
+                    doc,
+                    diags: &mut diags,
+                },
+                &refs,
+            ));
+        }
+    }
+    let mut first: BTreeMap<(String, String), Location> = BTreeMap::new();
+    let mut keys_out = Vec::new();
+    for s in seen {
+        match first.get(&(s.store.clone(), s.name.clone())) {
+            Some(prev) => diags.push(
+                Diagnostic::error(
+                    codes::DUPLICATE_KEY,
+                    format!("key `{}` is defined twice in store `{}`", s.name, s.store),
+                )
+                .at(s.location.clone())
+                .related("first defined here", prev.clone())
+                .hint(
+                    "key names are unique within a store; rename one, or put it in another store",
+                ),
+            ),
+            None => {
+                first.insert((s.store.clone(), s.name.clone()), s.location.clone());
+                if let Some(k) = s.key {
+                    keys_out.push(k);
+                }
+            }
+        }
+    }
+    keys_out.sort_by(|a, b| (&a.store, &a.name).cmp(&(&b.store, &b.name)));
+
+    for d in &mut diags.0 {
+        d.message = redact(&d.message);
+        d.hint = d.hint.as_deref().map(redact);
+    }
+    diags.sort();
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    let spec = Spec {
+        root,
+        stores: config.stores,
+        catalogue: config.catalogue,
+        policy: config.policy,
+        delivery: config.delivery,
+        principals: people.principals,
+        teams: people.teams,
+        keys: keys_out,
+    };
+    Ok(Loaded {
+        spec,
+        warnings: diags,
+        sources,
+    })
+}
+
+/// Read keyward.yaml, people.yaml and keys/**/*.y(a)ml under `root` (sorted).
+fn read_tree(root: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, Diagnostics) {
+    let mut files = BTreeMap::new();
+    let mut diags = Diagnostics::default();
+    let canon_root = match root.canonicalize() {
+        Ok(r) => r,
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(
+                    codes::IO,
+                    format!("cannot open the repository at {}: {e}", root.display()),
+                )
+                .hint("run keyward from the repository root or pass --root"),
+            );
+            return (files, diags);
+        }
+    };
+    for name in [CONFIG_FILE, PEOPLE_FILE] {
+        read_one(root, &canon_root, Path::new(name), &mut files, &mut diags);
+    }
+    let keys_dir = root.join(KEYS_DIR);
+    if keys_dir.symlink_metadata().is_err() {
+        return (files, diags);
+    }
+    let mut it = walkdir::WalkDir::new(&keys_dir)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = it.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let rel = e
+                    .path()
+                    .and_then(|p| p.strip_prefix(root).ok())
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from(KEYS_DIR));
+                diags.push(
+                    Diagnostic::error(codes::IO, format!("cannot read {}: {e}", rel.display()))
+                        .at(Location::new(rel, 1, 1))
+                        .hint("check permissions and symlink loops under keys/"),
+                );
+                continue;
+            }
+        };
+        let Ok(rel) = entry.path().strip_prefix(root).map(Path::to_path_buf) else {
+            continue;
+        };
+        if entry.path_is_symlink() && !inside(entry.path(), &canon_root) {
+            diags.push(outside(&rel));
+            if entry.file_type().is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if entry.file_type().is_file() && is_key_file(&rel) {
+            read_one(root, &canon_root, &rel, &mut files, &mut diags);
+        }
+    }
+    (files, diags)
+}
+
+fn inside(path: &Path, canon_root: &Path) -> bool {
+    path.canonicalize().is_ok_and(|t| t.starts_with(canon_root))
+}
+
+fn outside(rel: &Path) -> Diagnostic {
+    Diagnostic::error(
+        codes::SYMLINK_OUTSIDE,
+        format!(
+            "{} is a symlink pointing outside the repository",
+            rel.display()
+        ),
+    )
+    .at(Location::new(rel, 1, 1))
+    .hint("spec files must live in the repository (and in its history); copy the file in instead")
+}
+
+fn read_one(
+    root: &Path,
+    canon_root: &Path,
+    rel: &Path,
+    files: &mut BTreeMap<PathBuf, Vec<u8>>,
+    diags: &mut Diagnostics,
+) {
+    let full = root.join(rel);
+    let io_err = |e: std::io::Error| {
+        Diagnostic::error(codes::IO, format!("cannot read {}: {e}", rel.display()))
+            .at(Location::new(rel, 1, 1))
+            .hint("check that the file exists and is readable")
+    };
+    let meta = match full.symlink_metadata() {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => return diags.push(io_err(e)),
+    };
+    if meta.file_type().is_symlink() && !inside(&full, canon_root) {
+        return diags.push(outside(rel));
+    }
+    match full.metadata() {
+        Ok(m) if m.len() > yaml::MAX_FILE_BYTES as u64 => {
+            return diags.push(
+                Diagnostic::error(
+                    codes::TOO_LARGE,
+                    format!(
+                        "{} is {} bytes, more than the 8 MiB limit",
+                        rel.display(),
+                        m.len()
+                    ),
+                )
+                .at(Location::new(rel, 1, 1))
+                .hint("split the keys into several files under keys/"),
+            );
+        }
+        Ok(m) if !m.is_file() => {
+            return diags.push(io_err(std::io::Error::other("not a regular file")));
+        }
+        Ok(_) => {}
+        Err(e) => return diags.push(io_err(e)),
+    }
+    match std::fs::read(&full) {
+        Ok(bytes) => {
+            files.insert(rel.to_path_buf(), bytes);
+        }
+        Err(e) => diags.push(io_err(e)),
+    }
+}

@@ -1,0 +1,492 @@
+//! keyward.yaml: version, stores, scope catalogue, policy and delivery settings.
+//! Owns validating that file (and the scope syntax shared by all files); must not do I/O.
+
+use super::model::{
+    DeliveryConfig, ForbiddenScope, Policy, Scope, ScopeCatalogue, Span, StoreConfig, StoreKind,
+};
+use super::pos::YPath;
+use super::yaml::{Ctx, did_you_mean};
+use crate::diag::{Diagnostic, codes};
+use serde_yaml::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+pub const SUPPORTED_VERSION: u64 = 1;
+
+/// What keyward.yaml yields. `store_names` also holds stores whose entries had errors,
+/// so references to them do not cascade into "unknown store".
+pub struct Config {
+    pub stores: BTreeMap<String, StoreConfig>,
+    pub store_names: BTreeSet<String>,
+    pub catalogue: ScopeCatalogue,
+    pub policy: Policy,
+    pub delivery: DeliveryConfig,
+}
+
+impl Config {
+    pub fn defaults(root: &Path) -> Config {
+        Config {
+            stores: BTreeMap::new(),
+            store_names: BTreeSet::new(),
+            catalogue: ScopeCatalogue::default(),
+            policy: Policy::default(),
+            delivery: DeliveryConfig {
+                outbox: root.join("deliveries"),
+                retain: Span::days(7),
+            },
+        }
+    }
+}
+
+/// Identifier rule for stores, people, services and teams: lowercase letters, digits,
+/// `-`, `_` and `.`, 1..=64 chars, starting with a letter or digit.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+}
+
+pub fn check_id(ctx: &mut Ctx, id: &str, p: &YPath, what: &str) -> bool {
+    if valid_id(id) {
+        return true;
+    }
+    let d = Diagnostic::error(codes::INVALID_ID, format!("`{id}` is not a valid {what} id"))
+        .at(ctx.key_loc(p))
+        .hint("use lowercase letters, digits, `-`, `_` or `.` (at most 64, starting with a letter or digit)");
+    ctx.push(d);
+    false
+}
+
+/// Parse and check one `area:level` against the catalogue.
+pub fn scope(ctx: &mut Ctx, cat: &ScopeCatalogue, v: &Value, p: &YPath) -> Option<Scope> {
+    let s = ctx.string(v, p)?;
+    let Some(sc) = Scope::parse(s.trim()) else {
+        ctx.err(
+            codes::MALFORMED_SCOPE,
+            p,
+            format!("`{s}` is not a scope"),
+            "write scopes as `area:level`, e.g. `bibs:read`",
+        );
+        return None;
+    };
+    if !cat.areas.contains(&sc.area) {
+        let hint = did_you_mean(&sc.area, cat.areas.iter().map(String::as_str), "areas");
+        ctx.err(
+            codes::UNKNOWN_AREA,
+            p,
+            format!("unknown scope area `{}`", sc.area),
+            hint,
+        );
+        return None;
+    }
+    if cat.level_rank(&sc.level).is_none() {
+        let hint = did_you_mean(&sc.level, cat.levels.iter().map(String::as_str), "levels");
+        ctx.err(
+            codes::UNKNOWN_LEVEL,
+            p,
+            format!("unknown access level `{}` in `{s}`", sc.level),
+            hint,
+        );
+        return None;
+    }
+    Some(sc)
+}
+
+pub fn parse(ctx: &mut Ctx, root: &Path) -> Config {
+    let mut cfg = Config::defaults(root);
+    let doc = ctx.doc;
+    let top = YPath::root();
+    let Some(fields) = ctx.mapping(
+        &doc.value,
+        &top,
+        &["version", "stores", "scopes", "policy", "delivery"],
+    ) else {
+        return cfg;
+    };
+    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+
+    match get("version") {
+        None => ctx.push(
+            Diagnostic::error(codes::MISSING_FIELD, "missing required field `version`")
+                .at(ctx.loc(&top))
+                .hint("start keyward.yaml with `version: 1`"),
+        ),
+        Some(v) => {
+            let p = top.key("version");
+            if v.as_u64() != Some(SUPPORTED_VERSION) {
+                let shown = match v {
+                    Value::Number(n) => n.to_string(),
+                    Value::String(s) => format!("\"{s}\""),
+                    other => super::yaml::type_name(other).to_string(),
+                };
+                ctx.err(
+                    codes::UNSUPPORTED_VERSION,
+                    &p,
+                    format!("unsupported version {shown}"),
+                    format!("this keyward understands `version: {SUPPORTED_VERSION}`"),
+                );
+            }
+        }
+    }
+
+    if let Some(v) = get("scopes") {
+        parse_catalogue(ctx, v, &top.key("scopes"), &mut cfg);
+    }
+    match get("stores") {
+        Some(v) => parse_stores(ctx, v, &top.key("stores"), root, &mut cfg),
+        None => ctx.push(
+            Diagnostic::error(codes::MISSING_FIELD, "missing required field `stores`")
+                .at(ctx.loc(&top))
+                .hint("declare at least one store, e.g. `stores: { alma-production: { kind: sqlite, environment: production } }`"),
+        ),
+    }
+    if let Some(v) = get("policy") {
+        parse_policy(ctx, v, &top.key("policy"), &mut cfg);
+    }
+    if let Some(v) = get("delivery") {
+        parse_delivery(ctx, v, &top.key("delivery"), root, &mut cfg);
+    }
+    cfg
+}
+
+fn parse_catalogue(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
+    let Some(fields) = ctx.mapping(v, p, &["areas", "levels"]) else {
+        return;
+    };
+    let mut cat = ScopeCatalogue::default();
+    for (k, val) in fields {
+        let fp = p.key(&k);
+        let Some(items) = ctx.seq(val, &fp) else {
+            continue;
+        };
+        let mut out: Vec<String> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let ip = fp.idx(i);
+            let Some(s) = ctx.string(item, &ip) else {
+                continue;
+            };
+            if s.is_empty() || s.contains(':') || s.chars().any(char::is_whitespace) {
+                ctx.err(
+                    codes::INVALID_CATALOGUE,
+                    &ip,
+                    format!("`{s}` is not a valid name here"),
+                    "names must be non-empty, without `:` or spaces",
+                );
+            } else if out.contains(&s) {
+                ctx.err(
+                    codes::INVALID_CATALOGUE,
+                    &ip,
+                    format!("`{s}` is listed twice"),
+                    "remove the duplicate",
+                );
+            } else {
+                out.push(s);
+            }
+        }
+        if out.is_empty() {
+            ctx.err(
+                codes::INVALID_CATALOGUE,
+                &fp,
+                format!("`{fp}` must not be empty"),
+                "list at least one entry",
+            );
+            continue;
+        }
+        if k == "areas" {
+            cat.areas = out;
+        } else {
+            cat.levels = out;
+        }
+    }
+    cfg.catalogue = cat;
+}
+
+fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Config) {
+    let Some(entries) = ctx.mapping(v, p, &[]) else {
+        return;
+    };
+    if entries.is_empty() {
+        ctx.err(
+            codes::MISSING_FIELD,
+            p,
+            "no stores are declared",
+            "declare at least one store",
+        );
+    }
+    for (name, val) in entries {
+        let sp = p.key(&name);
+        cfg.store_names.insert(name.clone());
+        if !check_id(ctx, &name, &sp, "store") {
+            continue;
+        }
+        let Some(fields) = ctx.mapping(
+            val,
+            &sp,
+            &["kind", "path", "url", "token_env", "environment"],
+        ) else {
+            continue;
+        };
+        let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        let kind = match get("kind") {
+            None => {
+                ctx.missing(&sp, "kind", "add `kind: sqlite` (embedded) or `kind: http`");
+                None
+            }
+            Some(k) => ctx.string(k, &sp.key("kind")),
+        };
+        let environment = match get("environment") {
+            None => {
+                ctx.missing(
+                    &sp,
+                    "environment",
+                    "add `environment: production` or `environment: sandbox`",
+                );
+                None
+            }
+            Some(e) => {
+                let e = ctx.string(e, &sp.key("environment"));
+                if e.as_deref().is_some_and(|e| !valid_id(e)) {
+                    ctx.err(
+                        codes::INVALID_STORE,
+                        &sp.key("environment"),
+                        "the environment must be a short lowercase name",
+                        "e.g. `production` or `sandbox`",
+                    );
+                    None
+                } else {
+                    e
+                }
+            }
+        };
+        let kind = match kind.as_deref() {
+            None => None,
+            Some("sqlite") => {
+                for f in ["url", "token_env"] {
+                    if get(f).is_some() {
+                        ctx.err(
+                            codes::INVALID_STORE,
+                            &sp.key(f),
+                            format!("`{f}` does not apply to a sqlite store"),
+                            "remove it, or use `kind: http`",
+                        );
+                    }
+                }
+                let path = match get("path") {
+                    None => Some(root.join(".keyward").join(format!("{name}.db"))),
+                    Some(v) => ctx.string(v, &sp.key("path")).and_then(|s| {
+                        if s.trim().is_empty() {
+                            ctx.err(
+                                codes::INVALID_STORE,
+                                &sp.key("path"),
+                                "the sqlite path is empty",
+                                "give a file path, e.g. `.keyward/alma.db`",
+                            );
+                            None
+                        } else {
+                            Some(root.join(s))
+                        }
+                    }),
+                };
+                path.map(|path| StoreKind::Sqlite { path })
+            }
+            Some("http") => {
+                if get("path").is_some() {
+                    ctx.err(
+                        codes::INVALID_STORE,
+                        &sp.key("path"),
+                        "`path` does not apply to an http store",
+                        "remove it, or use `kind: sqlite`",
+                    );
+                }
+                let url = match get("url") {
+                    None => {
+                        ctx.missing(&sp, "url", "add `url: \"http://127.0.0.1:7450\"`");
+                        None
+                    }
+                    Some(u) => ctx.string(u, &sp.key("url")).and_then(|u| {
+                        if u.starts_with("http://") || u.starts_with("https://") {
+                            Some(u)
+                        } else {
+                            ctx.err(
+                                codes::INVALID_STORE,
+                                &sp.key("url"),
+                                format!("`{u}` is not an http(s) URL"),
+                                "write it as `https://host:port`",
+                            );
+                            None
+                        }
+                    }),
+                };
+                let token_env = get("token_env").and_then(|t| ctx.string(t, &sp.key("token_env")));
+                url.map(|url| StoreKind::Http { url, token_env })
+            }
+            Some(other) => {
+                let hint = did_you_mean(other, ["sqlite", "http"], "kinds");
+                ctx.err(
+                    codes::INVALID_VALUE,
+                    &sp.key("kind"),
+                    format!("unknown store kind `{other}`"),
+                    hint,
+                );
+                None
+            }
+        };
+        if let (Some(kind), Some(environment)) = (kind, environment) {
+            let location = Some(ctx.key_loc(&sp));
+            cfg.stores.insert(
+                name.clone(),
+                StoreConfig {
+                    name,
+                    kind,
+                    environment,
+                    location,
+                },
+            );
+        }
+    }
+}
+
+fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
+    let Some(fields) = ctx.mapping(
+        v,
+        p,
+        &[
+            "default_lifetime",
+            "max_lifetime",
+            "max_keys_per_owner",
+            "min_recipients",
+            "forbid",
+        ],
+    ) else {
+        return;
+    };
+    let mut pol = Policy::default();
+    for (k, val) in fields {
+        let fp = p.key(&k);
+        match k.as_str() {
+            "default_lifetime" | "max_lifetime" => {
+                let span = match val {
+                    Value::Null => None,
+                    Value::String(s) if s == "never" => None,
+                    _ => ctx.span(val, &fp),
+                };
+                if k == "default_lifetime" {
+                    pol.default_lifetime = span;
+                } else {
+                    pol.max_lifetime = span;
+                }
+            }
+            "max_keys_per_owner" => {
+                if let Some(n) = ctx.uint(val, &fp) {
+                    pol.max_keys_per_owner = usize::try_from(n).unwrap_or(usize::MAX);
+                }
+            }
+            "min_recipients" => {
+                if let Some(n) = ctx.uint(val, &fp) {
+                    pol.min_recipients = usize::try_from(n).unwrap_or(usize::MAX);
+                }
+            }
+            _ => {
+                let Some(rules) = ctx.seq(val, &fp) else {
+                    continue;
+                };
+                for (i, rule) in rules.iter().enumerate() {
+                    if let Some(r) = parse_forbid(ctx, rule, &fp.idx(i), cfg) {
+                        pol.forbid.push(r);
+                    }
+                }
+            }
+        }
+    }
+    if let (Some(d), Some(m)) = (pol.default_lifetime, pol.max_lifetime) {
+        if d > m {
+            ctx.err(
+                codes::DEFAULT_EXCEEDS_MAX,
+                &p.key("default_lifetime"),
+                format!("default_lifetime {d} is longer than max_lifetime {m}"),
+                "every key without an explicit expiry would break the policy; shorten default_lifetime",
+            );
+        }
+    }
+    cfg.policy = pol;
+}
+
+fn parse_forbid(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &Config) -> Option<ForbiddenScope> {
+    let fields = ctx.mapping(v, p, &["scope", "reason", "stores"])?;
+    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let scope = match get("scope") {
+        None => {
+            ctx.missing(
+                p,
+                "scope",
+                "add the scope to forbid, e.g. `scope: configuration:write`",
+            );
+            None
+        }
+        Some(s) => scope(ctx, &cfg.catalogue, s, &p.key("scope")),
+    };
+    let reason = match get("reason") {
+        None => {
+            ctx.missing(p, "reason", "say why, so requesters understand the refusal");
+            None
+        }
+        Some(r) => ctx.text(r, &p.key("reason")),
+    };
+    let mut stores = Vec::new();
+    if let Some(sv) = get("stores") {
+        let sp = p.key("stores");
+        for (i, s) in ctx.seq(sv, &sp).unwrap_or_default().iter().enumerate() {
+            let ip = sp.idx(i);
+            let Some(name) = ctx.string(s, &ip) else {
+                continue;
+            };
+            if !cfg.store_names.contains(&name) {
+                let hint =
+                    did_you_mean(&name, cfg.store_names.iter().map(String::as_str), "stores");
+                ctx.err(
+                    codes::UNKNOWN_STORE,
+                    &ip,
+                    format!("unknown store `{name}`"),
+                    hint,
+                );
+                continue;
+            }
+            stores.push(name);
+        }
+    }
+    Some(ForbiddenScope {
+        scope: scope?,
+        reason: reason?,
+        stores,
+        location: Some(ctx.loc(p)),
+    })
+}
+
+fn parse_delivery(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Config) {
+    let Some(fields) = ctx.mapping(v, p, &["outbox", "retain"]) else {
+        return;
+    };
+    for (k, val) in fields {
+        let fp = p.key(&k);
+        if k == "outbox" {
+            if let Some(s) = ctx.string(val, &fp) {
+                if s.trim().is_empty() {
+                    ctx.err(
+                        codes::INVALID_VALUE,
+                        &fp,
+                        "the outbox path is empty",
+                        "e.g. `outbox: deliveries`",
+                    );
+                } else {
+                    cfg.delivery.outbox = root.join(s);
+                }
+            }
+        } else if let Some(s) = ctx.span(val, &fp) {
+            cfg.delivery.retain = s;
+        }
+    }
+}

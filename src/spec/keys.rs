@@ -1,0 +1,700 @@
+//! keys/**/*.yaml: the desired keys, checked against keyward.yaml and people.yaml.
+//! Owns validating key entries (names, references, scopes, expiry, rotation, quota);
+//! must not do I/O and must not apply policy limits (src/policy.rs does).
+
+use super::config::{Config, scope};
+use super::model::{DesiredKey, DesiredState, Expiry, PrincipalKind, Quota, Rotation, Scope};
+use super::people::People;
+use super::pos::YPath;
+use super::yaml::{Ctx, did_you_mean};
+use crate::diag::{Diagnostic, Location, codes};
+use crate::recipient::looks_private;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_yaml::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub const KEY_FIELDS: &[&str] = &[
+    "name",
+    "store",
+    "owner",
+    "purpose",
+    "scopes",
+    "expires",
+    "lifetime",
+    "recipients",
+    "rotation",
+    "quota",
+    "labels",
+    "state",
+    "protected",
+    "include_owner",
+];
+
+/// What the key validators may rely on. `stores_ok` / `people_ok` are false when that
+/// file failed to parse: references into it are then not checked (no cascades).
+pub struct Refs<'a> {
+    pub config: &'a Config,
+    pub people: &'a People,
+    pub stores_ok: bool,
+    pub people_ok: bool,
+}
+
+/// A key seen in a file, valid or not: enough to detect duplicates.
+pub struct Seen {
+    pub store: String,
+    pub name: String,
+    pub location: Location,
+    pub key: Option<DesiredKey>,
+}
+
+/// Key name rule: lowercase letters, digits and `-`, 1..=64 chars, starting with a letter.
+pub fn valid_key_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+pub fn parse_file(ctx: &mut Ctx, refs: &Refs) -> Vec<Seen> {
+    let doc = ctx.doc;
+    let top = YPath::root();
+    if doc.value.is_null() {
+        ctx.warn(
+            codes::EMPTY_FILE,
+            &top,
+            "this key file is empty",
+            "add `keys: [...]` or delete the file",
+        );
+        return Vec::new();
+    }
+    let Some(fields) = ctx.mapping(&doc.value, &top, &["keys"]) else {
+        return Vec::new();
+    };
+    let Some((_, keys)) = fields.iter().find(|(k, _)| k == "keys") else {
+        ctx.missing(
+            &top,
+            "keys",
+            "a key file holds `keys: [ {name: ..., store: ..., ...} ]`",
+        );
+        return Vec::new();
+    };
+    let kp = top.key("keys");
+    let items = ctx.seq(keys, &kp).unwrap_or_default();
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| key(ctx, refs, v, &kp.idx(i)))
+        .collect()
+}
+
+/// Parse `expires:` — `never`, `YYYY-MM-DD` (end of that day, UTC) or an RFC 3339 instant.
+pub fn parse_expires(s: &str) -> Option<Expiry> {
+    let s = s.trim();
+    if s == "never" {
+        return Some(Expiry::Never);
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let end = d.and_hms_opt(23, 59, 59)?;
+        return Some(Expiry::At(DateTime::from_naive_utc_and_offset(end, Utc)));
+    }
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| Expiry::At(t.with_timezone(&Utc)))
+}
+
+/// Parse `1000/day`.
+pub fn parse_quota(s: &str) -> Option<Quota> {
+    let (n, unit) = s.split_once('/')?;
+    if unit.trim() != "day" {
+        return None;
+    }
+    let per_day: u64 = n.trim().parse().ok().filter(|n| *n > 0)?;
+    Some(Quota { per_day })
+}
+
+fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
+    let fields = ctx.mapping(v, p, KEY_FIELDS)?;
+    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let mut ok = true;
+    let mut field_locations: BTreeMap<String, Location> = BTreeMap::new();
+    for (k, _) in &fields {
+        field_locations.insert(k.clone(), ctx.loc(&p.key(k)));
+    }
+
+    // name
+    let name = match get("name") {
+        None => {
+            ctx.missing(
+                p,
+                "name",
+                "every key needs a `name:` (unique within its store)",
+            );
+            None
+        }
+        Some(v) => ctx.string(v, &p.key("name")),
+    };
+    if let Some(n) = &name {
+        if !valid_key_name(n) {
+            ok = false;
+            ctx.err(
+                codes::INVALID_KEY_NAME,
+                &p.key("name"),
+                format!("`{n}` is not a valid key name"),
+                "use lowercase letters, digits and `-`, 1 to 64 characters, starting with a letter",
+            );
+        }
+    }
+    let location = match name {
+        Some(_) => ctx.loc(&p.key("name")),
+        None => ctx.loc(p),
+    };
+
+    // store
+    let store = match get("store") {
+        None => {
+            ctx.missing(
+                p,
+                "store",
+                "add `store: NAME` with a store from keyward.yaml",
+            );
+            None
+        }
+        Some(v) => ctx.string(v, &p.key("store")),
+    };
+    let mut environment = None;
+    if let Some(s) = &store {
+        match refs.config.stores.get(s) {
+            Some(cfg) => environment = Some(cfg.environment.clone()),
+            None if !refs.stores_ok || refs.config.store_names.contains(s) => ok = false,
+            None => {
+                ok = false;
+                let hint = did_you_mean(
+                    s,
+                    refs.config.store_names.iter().map(String::as_str),
+                    "stores",
+                );
+                ctx.err(
+                    codes::UNKNOWN_STORE,
+                    &p.key("store"),
+                    format!("unknown store `{s}`"),
+                    hint,
+                );
+            }
+        }
+    }
+
+    // owner
+    let owner = match get("owner") {
+        None => {
+            ctx.missing(
+                p,
+                "owner",
+                "add `owner: PERSON` with a person from people.yaml",
+            );
+            None
+        }
+        Some(v) => ctx.string(v, &p.key("owner")),
+    };
+    if let Some(o) = &owner {
+        let op = p.key("owner");
+        match refs.people.known.get(o) {
+            Some(PrincipalKind::Person) => {}
+            Some(PrincipalKind::Service) => {
+                ok = false;
+                ctx.err(
+                    codes::OWNER_NOT_PERSON,
+                    &op,
+                    format!("owner `{o}` is a service; keys are owned by people"),
+                    format!(
+                        "make a person accountable as `owner:` and list `{o}` under `recipients:`"
+                    ),
+                );
+            }
+            None if !refs.people_ok => ok = false,
+            None => {
+                ok = false;
+                let people = refs
+                    .people
+                    .known
+                    .iter()
+                    .filter(|(_, k)| **k == PrincipalKind::Person)
+                    .map(|(id, _)| id.as_str());
+                let hint = if o.starts_with("team:") {
+                    "a team cannot own a key; name one accountable person".to_string()
+                } else {
+                    did_you_mean(o, people, "people")
+                };
+                ctx.err(
+                    codes::UNKNOWN_OWNER,
+                    &op,
+                    format!("unknown owner `{o}`"),
+                    hint,
+                );
+            }
+        }
+    }
+
+    let purpose = get("purpose")
+        .filter(|v| !v.is_null())
+        .and_then(|v| ctx.text(v, &p.key("purpose")));
+
+    // scopes
+    let mut scopes: BTreeMap<String, (Scope, YPath)> = BTreeMap::new();
+    match get("scopes") {
+        None => {
+            ok = false;
+            ctx.missing(
+                p,
+                "scopes",
+                "list the narrowest scopes the integration needs, e.g. `scopes: [bibs:read]`",
+            );
+        }
+        Some(v) => {
+            let sp = p.key("scopes");
+            match ctx.seq(v, &sp) {
+                None => ok = false,
+                Some([]) => {
+                    ok = false;
+                    ctx.err(
+                        codes::EMPTY_SCOPES,
+                        &sp,
+                        "a key needs at least one scope",
+                        "list the narrowest scopes needed, e.g. `[bibs:read]`",
+                    );
+                }
+                Some(items) => {
+                    for (i, s) in items.iter().enumerate() {
+                        let ip = sp.idx(i);
+                        let Some(sc) = scope(ctx, &refs.config.catalogue, s, &ip) else {
+                            ok = false;
+                            continue;
+                        };
+                        add_scope(ctx, refs, &mut scopes, sc, ip);
+                    }
+                }
+            }
+        }
+    }
+    for (area, (_, sp)) in &scopes {
+        field_locations.insert(format!("scope:{area}"), ctx.loc(sp));
+    }
+
+    // expiry
+    let expires = get("expires").filter(|v| !v.is_null());
+    let lifetime = get("lifetime").filter(|v| !v.is_null());
+    let expiry = match (expires, lifetime) {
+        (Some(_), Some(_)) => {
+            ok = false;
+            let d = Diagnostic::error(codes::EXPIRES_AND_LIFETIME, "both `expires` and `lifetime` are given")
+                .at(ctx.key_loc(&p.key("lifetime")))
+                .related("`expires` is here", ctx.key_loc(&p.key("expires")))
+                .hint("keep one: `expires: 2027-06-30` (a fixed date) or `lifetime: 180d` (from creation/rotation)");
+            ctx.push(d);
+            None
+        }
+        (Some(e), None) => {
+            let ep = p.key("expires");
+            let text = match e {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                other => {
+                    ctx.wrong_type(&ep, other, "a date such as `2027-06-30` or `never`");
+                    None
+                }
+            };
+            let parsed = text.as_deref().and_then(parse_expires);
+            if let (Some(t), None) = (&text, parsed) {
+                ctx.err(
+                    codes::BAD_DATE,
+                    &ep,
+                    format!("`{t}` is not a date"),
+                    "write `expires: YYYY-MM-DD` (end of that day, UTC), an RFC 3339 time, or `never`",
+                );
+            }
+            parsed
+        }
+        (None, Some(l)) => match l {
+            Value::String(s) if s.trim() == "never" => Some(Expiry::Never),
+            _ => ctx.span(l, &p.key("lifetime")).map(Expiry::Lifetime),
+        },
+        (None, None) => Some(match refs.config.policy.default_lifetime {
+            Some(s) => Expiry::Lifetime(s),
+            None => Expiry::Never,
+        }),
+    };
+    ok &= expiry.is_some();
+
+    // recipients
+    let include_owner = match get("include_owner") {
+        None => true,
+        Some(v) => ctx.boolean(v, &p.key("include_owner")).unwrap_or(true),
+    };
+    let mut recipients: BTreeSet<String> = BTreeSet::new();
+    if include_owner {
+        if let Some(o) = &owner {
+            recipients.insert(o.clone());
+        }
+    }
+    if let Some(v) = get("recipients") {
+        let rp = p.key("recipients");
+        let mut listed: BTreeSet<String> = BTreeSet::new();
+        for (i, r) in ctx.seq(v, &rp).unwrap_or_default().iter().enumerate() {
+            let ip = rp.idx(i);
+            let Value::String(r) = r else {
+                ok = false;
+                ctx.wrong_type(&ip, r, "a person, service or `team:NAME`");
+                continue;
+            };
+            if !listed.insert(r.clone()) {
+                ctx.warn(
+                    codes::DUPLICATE_RECIPIENT,
+                    &ip,
+                    format!("recipient `{r}` is listed twice"),
+                    "remove the duplicate",
+                );
+                continue;
+            }
+            ok &= recipient(ctx, refs, r, &ip, &mut recipients);
+        }
+    }
+
+    // rotation
+    let rotation = match get("rotation") {
+        None => Rotation::default(),
+        Some(v) => match rotation(ctx, v, &p.key("rotation")) {
+            Some(r) => r,
+            None => {
+                ok = false;
+                Rotation::default()
+            }
+        },
+    };
+
+    let quota = match get("quota").filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => {
+            let qp = p.key("quota");
+            let text = match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                other => {
+                    ctx.wrong_type(&qp, other, "a quota such as `1000/day`");
+                    None
+                }
+            };
+            let q = text.as_deref().and_then(parse_quota);
+            if let (Some(t), None) = (&text, q) {
+                ctx.err(
+                    codes::BAD_QUOTA,
+                    &qp,
+                    format!("`{t}` is not a quota"),
+                    "write calls per day as `1000/day` (a whole number above 0)",
+                );
+            }
+            ok &= q.is_some();
+            q
+        }
+    };
+
+    let mut labels = BTreeMap::new();
+    if let Some(v) = get("labels").filter(|v| !v.is_null()) {
+        let lp = p.key("labels");
+        match ctx.mapping(v, &lp, &[]) {
+            None => ok = false,
+            Some(entries) => {
+                for (k, val) in entries {
+                    match ctx.text(val, &lp.key(&k)) {
+                        Some(t) => {
+                            labels.insert(k, t);
+                        }
+                        None => ok = false,
+                    }
+                }
+            }
+        }
+    }
+
+    let state = match get("state") {
+        None => Some(DesiredState::Active),
+        Some(v) => {
+            let sp = p.key("state");
+            match ctx.string(v, &sp).as_deref() {
+                Some("active") => Some(DesiredState::Active),
+                Some("disabled") => Some(DesiredState::Disabled),
+                Some("revoked") => Some(DesiredState::Revoked),
+                Some("deleted") => Some(DesiredState::Deleted),
+                Some(other) => {
+                    let choices = ["active", "disabled", "revoked", "deleted"];
+                    let hint = did_you_mean(other, choices, "states");
+                    ctx.err(
+                        codes::INVALID_VALUE,
+                        &sp,
+                        format!("unknown state `{other}`"),
+                        hint,
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+    };
+    ok &= state.is_some();
+    let protected = match get("protected") {
+        None => false,
+        Some(v) => match ctx.boolean(v, &p.key("protected")) {
+            Some(b) => b,
+            None => {
+                ok = false;
+                false
+            }
+        },
+    };
+
+    let (name, store) = (name?, store?);
+    let key = match (ok, environment, owner, expiry, state) {
+        (true, Some(environment), Some(owner), Some(expiry), Some(state)) => Some(DesiredKey {
+            name: name.clone(),
+            store: store.clone(),
+            environment,
+            owner,
+            purpose,
+            scopes: scopes.into_values().map(|(s, _)| s).collect(),
+            expiry,
+            recipients,
+            rotation,
+            quota,
+            labels,
+            state,
+            protected,
+            location: location.clone(),
+            field_locations,
+        }),
+        _ => None,
+    };
+    Some(Seen {
+        store,
+        name,
+        location,
+        key,
+    })
+}
+
+/// Add a scope to the per-area set, keeping the highest level and warning on redundancy.
+fn add_scope(
+    ctx: &mut Ctx,
+    refs: &Refs,
+    scopes: &mut BTreeMap<String, (Scope, YPath)>,
+    sc: Scope,
+    ip: YPath,
+) {
+    let cat = &refs.config.catalogue;
+    match scopes.get(&sc.area) {
+        None => {
+            scopes.insert(sc.area.clone(), (sc, ip));
+        }
+        Some((prev, pp)) => {
+            let (kept, dropped, dropped_p, kept_p) = if cat.implies(prev, &sc) {
+                (prev.clone(), sc.clone(), ip.clone(), pp.clone())
+            } else {
+                (sc.clone(), prev.clone(), pp.clone(), ip.clone())
+            };
+            let msg = if kept == dropped {
+                format!("scope `{kept}` is listed twice")
+            } else {
+                format!("scope `{dropped}` is redundant: `{kept}` implies it")
+            };
+            let d = Diagnostic::warning(codes::REDUNDANT_SCOPE, msg)
+                .at(ctx.loc(&dropped_p))
+                .hint(format!(
+                    "remove `{dropped}`; a higher level includes the lower ones"
+                ));
+            ctx.push(d);
+            scopes.insert(kept.area.clone(), (kept, kept_p));
+        }
+    }
+}
+
+fn recipient(ctx: &mut Ctx, refs: &Refs, r: &str, p: &YPath, out: &mut BTreeSet<String>) -> bool {
+    if looks_private(r) {
+        ctx.err(
+            codes::PRIVATE_KEY,
+            p,
+            "a PRIVATE key is pasted in a key's recipients (its value is not shown)",
+            "remove it now and treat that identity as compromised; recipients are ids from people.yaml (`jdoe`, `team:ill-staff`)",
+        );
+        return false;
+    }
+    if let Some(team) = r.strip_prefix("team:") {
+        if let Some(t) = refs.people.teams.get(team) {
+            out.extend(t.members.iter().cloned());
+            return true;
+        }
+        if !refs.people_ok || refs.people.team_names.iter().any(|n| n == team) {
+            return false;
+        }
+        let hint = did_you_mean(
+            team,
+            refs.people.team_names.iter().map(String::as_str),
+            "teams",
+        );
+        ctx.err(
+            codes::UNKNOWN_TEAM,
+            p,
+            format!("unknown team `{team}`"),
+            hint,
+        );
+        return false;
+    }
+    if refs.people.known.contains_key(r) {
+        out.insert(r.to_string());
+        return true;
+    }
+    if !refs.people_ok {
+        return false;
+    }
+    let hint = if r.starts_with("age1") || r.starts_with("ssh-") {
+        "a key's recipients are ids from people.yaml; put public keys on a person or service there"
+            .to_string()
+    } else {
+        let teams: Vec<String> = refs
+            .people
+            .team_names
+            .iter()
+            .map(|t| format!("team:{t}"))
+            .collect();
+        let cands: Vec<&str> = refs
+            .people
+            .known
+            .keys()
+            .map(String::as_str)
+            .chain(teams.iter().map(String::as_str))
+            .collect();
+        did_you_mean(r, cands.iter().copied(), "people, services and teams")
+    };
+    ctx.err(
+        codes::UNKNOWN_RECIPIENT,
+        p,
+        format!("unknown recipient `{r}`"),
+        hint,
+    );
+    false
+}
+
+fn rotation(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<Rotation> {
+    let fields = ctx.mapping(
+        v,
+        p,
+        &["every", "grace", "generation", "on_recipient_added"],
+    )?;
+    let mut r = Rotation::default();
+    let mut ok = true;
+    for (k, val) in fields {
+        let fp = p.key(&k);
+        match k.as_str() {
+            "every" => match val {
+                Value::Null => r.every = None,
+                Value::String(s) if s == "never" => r.every = None,
+                _ => match ctx.span(val, &fp) {
+                    Some(s) if s.seconds > 0 => r.every = Some(s),
+                    Some(_) => {
+                        ok = false;
+                        ctx.err(
+                            codes::BAD_DURATION,
+                            &fp,
+                            "the rotation period must be longer than 0",
+                            "e.g. `every: 90d`",
+                        );
+                    }
+                    None => ok = false,
+                },
+            },
+            "grace" => match ctx.span(val, &fp) {
+                Some(s) => r.grace = s,
+                None => ok = false,
+            },
+            "generation" => match ctx.uint(val, &fp).map(u32::try_from) {
+                Some(Ok(g)) if g >= 1 => r.generation = g,
+                Some(_) => {
+                    ok = false;
+                    ctx.err(
+                        codes::INVALID_VALUE,
+                        &fp,
+                        "the generation must be a whole number from 1",
+                        "start at `generation: 1`; bump it to rotate now",
+                    );
+                }
+                None => ok = false,
+            },
+            _ => match ctx.string(val, &fp).as_deref() {
+                Some("rotate") => r.rotate_on_recipient_added = true,
+                Some("next-rotation") => r.rotate_on_recipient_added = false,
+                Some(other) => {
+                    ok = false;
+                    let hint = did_you_mean(other, ["rotate", "next-rotation"], "choices");
+                    ctx.err(
+                        codes::INVALID_VALUE,
+                        &fp,
+                        format!("unknown choice `{other}` for on_recipient_added"),
+                        hint,
+                    );
+                }
+                None => ok = false,
+            },
+        }
+    }
+    if let Some(every) = r.every {
+        if r.grace > every {
+            ctx.warn(
+                codes::GRACE_EXCEEDS_PERIOD,
+                &p.key("grace"),
+                format!(
+                    "grace {} is longer than the rotation period {}",
+                    r.grace, every
+                ),
+                "two old secrets would be valid at once; shorten `grace`",
+            );
+        }
+    }
+    ok.then_some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names() {
+        assert!(valid_key_name("illiad-barcode-lookup"));
+        assert!(valid_key_name("a"));
+        assert!(!valid_key_name(""));
+        assert!(!valid_key_name("1abc"));
+        assert!(!valid_key_name("Abc"));
+        assert!(!valid_key_name("a_b"));
+        assert!(!valid_key_name(&"a".repeat(65)));
+        assert!(valid_key_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn expiry_dates() {
+        let Some(Expiry::At(t)) = parse_expires("2027-06-30") else {
+            panic!("no date")
+        };
+        assert_eq!(t.to_rfc3339(), "2027-06-30T23:59:59+00:00");
+        assert_eq!(parse_expires("never"), Some(Expiry::Never));
+        assert!(matches!(
+            parse_expires("2027-06-30T10:00:00+02:00"),
+            Some(Expiry::At(_))
+        ));
+        assert_eq!(parse_expires("2027-13-01"), None);
+        assert_eq!(parse_expires("soon"), None);
+    }
+
+    #[test]
+    fn quotas() {
+        assert_eq!(parse_quota("1000/day"), Some(Quota { per_day: 1000 }));
+        assert_eq!(parse_quota(" 5 / day"), Some(Quota { per_day: 5 }));
+        assert_eq!(parse_quota("0/day"), None);
+        assert_eq!(parse_quota("1000/hour"), None);
+        assert_eq!(parse_quota("1000"), None);
+    }
+}
