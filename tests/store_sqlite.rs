@@ -976,6 +976,79 @@ async fn the_lease_is_exclusive_across_store_instances() {
     ));
 }
 
+/// Set in the child process of `the_lease_is_exclusive_across_processes`.
+const LOCK_CHILD_DB: &str = "KEYWARD_TEST_LOCK_CHILD_DB";
+
+/// The child half of `the_lease_is_exclusive_across_processes`: a no-op in a normal run;
+/// with `LOCK_CHILD_DB` set it tries to take the lease and prints the outcome.
+#[tokio::test]
+async fn lock_child_process() {
+    let Ok(path) = std::env::var(LOCK_CHILD_DB) else {
+        return;
+    };
+    let store = SqliteStore::open("s", Path::new(&path)).expect("child open");
+    match store.lock("child-process", Duration::minutes(5)).await {
+        Ok(lease) => println!("LEASE={}", lease.id),
+        Err(StoreError::Locked { holder, .. }) => println!("LOCKED={holder}"),
+        Err(e) => panic!("child lock failed: {e}"),
+    }
+}
+
+/// Runs `lock_child_process` in a separate process on `path`; returns its report line.
+fn lock_in_child(path: &Path) -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "lock_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(LOCK_CHILD_DB, path)
+        .output()
+        .expect("run child");
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let at = l.find("LEASE=").or_else(|| l.find("LOCKED="))?;
+            l[at..].split_whitespace().next().map(str::to_owned)
+        })
+        .expect("child reported")
+}
+
+#[tokio::test]
+async fn the_lease_is_exclusive_across_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = SqliteStore::open("s", &path).expect("open");
+
+    let report = lock_in_child(&path);
+    let child_lease = report
+        .strip_prefix("LEASE=")
+        .expect("child got the lease")
+        .to_owned();
+    match store.lock("parent", Duration::minutes(5)).await {
+        Err(StoreError::Locked { holder, id, .. }) => {
+            assert_eq!(
+                (holder.as_str(), id.as_str()),
+                ("child-process", child_lease.as_str())
+            );
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    store.unlock(&child_lease).await.expect("unlock");
+    store
+        .lock("parent", Duration::minutes(5))
+        .await
+        .expect("parent lock");
+    assert_eq!(lock_in_child(&path), "LOCKED=parent");
+}
+
 #[tokio::test]
 async fn pagination_returns_every_matching_key_exactly_once() {
     let (_dir, store) = open();
