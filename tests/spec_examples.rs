@@ -1,0 +1,84 @@
+//! The example repository in examples/library loads without errors and passes the policy.
+
+use chrono::{DateTime, Utc};
+use keyward::spec::{self, DesiredState, Expiry};
+use std::path::Path;
+
+fn fixed_now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .expect("valid time")
+}
+
+#[test]
+fn example_library_loads_cleanly_and_passes_policy() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/library");
+    let loaded = match spec::load(&root) {
+        Ok(l) => l,
+        Err(d) => panic!(
+            "example has errors:\n{}",
+            keyward::diag::render(&d, &Default::default(), false)
+        ),
+    };
+    assert!(
+        loaded.warnings.is_empty(),
+        "{}",
+        keyward::diag::render(&loaded.warnings, &loaded.sources, false)
+    );
+    let s = &loaded.spec;
+    assert_eq!(s.stores.len(), 2);
+    assert!(s.stores["alma-production"].is_production());
+    assert_eq!(s.keys.len(), 6);
+    // Sorted by (store, name).
+    let names: Vec<(&str, &str)> = s
+        .keys
+        .iter()
+        .map(|k| (k.store.as_str(), k.name.as_str()))
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+
+    let ill = s
+        .key("alma-production", "illiad-barcode-lookup")
+        .expect("ILL key");
+    assert_eq!(
+        ill.recipients
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["asmith", "illiad-server", "jdoe"]
+    );
+    assert_eq!(ill.quota.map(|q| q.per_day), Some(1000));
+    assert!(matches!(ill.expiry, Expiry::At(t) if t.to_rfc3339() == "2027-06-30T23:59:59+00:00"));
+    assert_eq!(ill.location.file, Path::new("keys/interlibrary-loan.yaml"));
+    assert_eq!(ill.location.line, 4);
+    assert_eq!(ill.field_location("owner").line, 6);
+    assert_eq!(ill.field_location("scope:users").line, 8);
+
+    let sync = s
+        .key("alma-production", "course-reserves-sync")
+        .expect("sync key");
+    assert!(sync.rotation.rotate_on_recipient_added);
+    assert_eq!(sync.rotation.generation, 2);
+    assert!(
+        s.keys
+            .iter()
+            .any(|k| k.protected && k.state == DesiredState::Active)
+    );
+    // Keys without an expiry get the policy's default lifetime.
+    let sandbox_sync = s
+        .key("alma-sandbox", "course-reserves-sync")
+        .expect("sandbox sync");
+    assert_eq!(
+        sandbox_sync.expiry,
+        Expiry::Lifetime(keyward::spec::Span::days(90))
+    );
+
+    let policy = keyward::policy::check(s, fixed_now());
+    assert!(
+        policy.is_empty(),
+        "{}",
+        keyward::diag::render(&policy, &loaded.sources, false)
+    );
+}
