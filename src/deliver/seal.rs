@@ -136,13 +136,13 @@ enum Failure {
 /// Decrypt age (armored or binary) into a zeroizing buffer.
 fn decrypt_raw(ciphertext: &[u8], identities: &Identities) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let clean = |e: &dyn std::fmt::Display| Failure::Other(clean_age_message(&e.to_string()));
-    let decryptor =
-        age::Decryptor::new_buffered(ArmoredReader::new(ciphertext)).map_err(|e| match e {
-            age::DecryptError::InvalidHeader | age::DecryptError::UnknownFormat => {
-                Failure::Other("not an age file (or a damaged one)".into())
-            }
-            other => clean(&other),
-        })?;
+    let decryptor = age::Decryptor::new_buffered(ArmoredReader::new(ciphertext)).map_err(|e| {
+        // Reading from memory, every header error means the input is not (intact) age.
+        Failure::Other(format!(
+            "not an age file (or a damaged one): {}",
+            clean_age_message(&e.to_string())
+        ))
+    })?;
     if decryptor.is_scrypt() {
         return Err(Failure::Other(
             "it is passphrase-encrypted; keyward deliveries are sealed to public keys (use `age -d` for this file)"
