@@ -936,7 +936,7 @@ async fn the_lease_is_exclusive_across_store_instances() {
     ));
     a.unlock(&lease.id).await.expect("unlock");
     let lb = b
-        .lock("laptop", Duration::milliseconds(300))
+        .lock("laptop", Duration::milliseconds(1500))
         .await
         .expect("lock b after unlock");
     assert_ne!(lb.id, lease.id);
@@ -944,7 +944,7 @@ async fn the_lease_is_exclusive_across_store_instances() {
         a.lock("ci", Duration::minutes(1)).await,
         Err(StoreError::Locked { .. })
     ));
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
     let la = a
         .lock("ci", Duration::minutes(1))
         .await
@@ -1248,6 +1248,53 @@ async fn opening_twice_is_idempotent_and_keeps_keys_verifiable() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .expect("mode");
     assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn concurrent_first_opens_agree_on_schema_and_pepper() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                SqliteStore::open("s", &path)
+            })
+        })
+        .collect();
+    let stores: Vec<SqliteStore> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread").expect("open"))
+        .collect();
+    let (nk, s) = new_key("k");
+    stores[0].create(nk, &actor()).await.expect("create");
+    for store in &stores {
+        assert!(
+            store
+                .verify(s.expose(), valid_now())
+                .await
+                .expect("verify")
+                .valid
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_existing_empty_file_is_initialised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("empty.db");
+    std::fs::write(&path, b"").expect("touch");
+    let store = SqliteStore::open("s", &path).expect("open empty file");
+    let (nk, _) = new_key("k");
+    store.create(nk, &actor()).await.expect("create");
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![b'x'; 8192]).expect("write garbage");
+    assert!(matches!(
+        SqliteStore::open("g", &garbage),
+        Err(StoreError::Backend(_))
+    ));
 }
 
 #[tokio::test]
