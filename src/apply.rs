@@ -1,1 +1,544 @@
-//! apply (being written).
+//! Apply: executes a plan against live stores in the order that keeps every secret
+//! delivered before it is valid (generate -> seal -> durable pending delivery -> register by
+//! hash -> mark active), recovers interrupted deliveries, and holds each store's lock.
+//! Must not decide what changes (the diff does) nor print anything (the CLI reports).
+
+use crate::clock::Clock;
+use crate::deliver::{self, DeliveryStatus, EnvelopeMeta, Manifest, Outbox};
+use crate::diff::{self, Action, Change};
+use crate::plan::Plan;
+use crate::secret;
+use crate::spec::{DesiredKey, DesiredState, Principal, Spec};
+use crate::store::{Actor, KeyStatus, Lease, MANAGED_BY, NewKey, Rotate, Store, StoreError};
+use chrono::{DateTime, SubsecRound, Utc};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Named points where a test (or `KEYWARD_FAILPOINT`, for fault-injection runs) can make
+/// apply stop, to prove that every interruption converges on the next run.
+pub mod failpoint {
+    pub const AFTER_SEAL: &str = "after-seal";
+    pub const AFTER_PENDING: &str = "after-pending";
+    pub const AFTER_REGISTER: &str = "after-register";
+    pub const AFTER_ACTIVATE: &str = "after-activate";
+    pub const BETWEEN_KEYS: &str = "between-keys";
+    pub const ALL: [&str; 5] = [
+        AFTER_SEAL,
+        AFTER_PENDING,
+        AFTER_REGISTER,
+        AFTER_ACTIVATE,
+        BETWEEN_KEYS,
+    ];
+
+    /// `KEYWARD_FAILPOINT=name` fails at that point; `name:exit` exits the process there
+    /// (as a kill would), without unwinding or cleanup.
+    pub fn hit(name: &str) -> Result<(), super::ApplyError> {
+        let Ok(v) = std::env::var("KEYWARD_FAILPOINT") else {
+            return Ok(());
+        };
+        let (point, mode) = v.split_once(':').unwrap_or((v.as_str(), "error"));
+        if point != name {
+            return Ok(());
+        }
+        if mode == "exit" {
+            std::process::exit(86);
+        }
+        Err(super::ApplyError::Injected(name.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("store `{store}`: {source}")]
+    Store {
+        store: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("delivery for {key}: {source}")]
+    Deliver {
+        key: String,
+        #[source]
+        source: Box<deliver::DeliverError>,
+    },
+    #[error("store `{0}` is not configured in keyward.yaml")]
+    UnknownStore(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("fault injected at `{0}` (KEYWARD_FAILPOINT)")]
+    Injected(String),
+}
+
+impl ApplyError {
+    /// True when the store refused because someone else holds its lock.
+    pub fn is_locked(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::Store {
+                source: StoreError::Locked { .. },
+                ..
+            }
+        )
+    }
+}
+
+/// Called after each finished change (for progress bars) with the change and its success.
+pub type ProgressFn = Box<dyn Fn(&Change, bool) + Send + Sync>;
+
+pub struct ApplyOptions {
+    /// How many keys are applied at once.
+    pub concurrency: usize,
+    pub actor: Actor,
+    /// Called after each finished change (for progress bars); gets the change and success.
+    pub on_progress: Option<ProgressFn>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            concurrency: 4,
+            actor: Actor::default(),
+            on_progress: None,
+        }
+    }
+}
+
+/// What happened to each change.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub done: Vec<Done>,
+    pub failed: Vec<(String, String, ApplyError)>,
+    /// Pending deliveries recovered at start: (dir, activated?).
+    pub recovered: Vec<(PathBuf, bool)>,
+    pub pruned: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Done {
+    pub store: String,
+    pub name: String,
+    pub action: Action,
+    pub key_id: Option<String>,
+    /// The delivery directory of a new secret.
+    pub delivery: Option<PathBuf>,
+}
+
+impl ApplyReport {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Everything apply needs, opened.
+pub struct Context<'a> {
+    pub spec: &'a Spec,
+    pub stores: &'a BTreeMap<String, Arc<dyn Store>>,
+    pub outbox: Outbox,
+    pub clock: &'a dyn Clock,
+}
+
+/// Take every touched store's lock (all or none). Returns the leases to release.
+pub async fn lock_stores(
+    stores: &BTreeMap<String, Arc<dyn Store>>,
+    names: &[String],
+    holder: &str,
+) -> Result<Vec<(String, Lease)>, ApplyError> {
+    let mut taken: Vec<(String, Lease)> = Vec::new();
+    for n in names {
+        let store = stores
+            .get(n)
+            .ok_or_else(|| ApplyError::UnknownStore(n.clone()))?;
+        match store.lock(holder, chrono::Duration::minutes(15)).await {
+            Ok(lease) => taken.push((n.clone(), lease)),
+            Err(e) => {
+                unlock_stores(stores, &taken).await;
+                return Err(ApplyError::Store {
+                    store: n.clone(),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(taken)
+}
+
+pub async fn unlock_stores(stores: &BTreeMap<String, Arc<dyn Store>>, leases: &[(String, Lease)]) {
+    for (n, lease) in leases {
+        if let Some(s) = stores.get(n)
+            && let Err(e) = s.unlock(&lease.id).await
+        {
+            tracing::warn!(store = %n, error = %e, "could not release the apply lock");
+        }
+    }
+}
+
+/// Settle deliveries left `pending` by an interrupted apply: activate those whose key
+/// the store has at that generation, void the rest (their secrets never became valid).
+pub async fn recover(cx: &Context<'_>) -> Result<Vec<(PathBuf, bool)>, ApplyError> {
+    let mut out = Vec::new();
+    let pending = cx.outbox.pending().map_err(|e| ApplyError::Deliver {
+        key: "outbox".into(),
+        source: Box::new(e),
+    })?;
+    for (dir, m) in pending {
+        let Some(store) = cx.stores.get(&m.store) else {
+            // A store we cannot reach now: leave it pending for a later run.
+            continue;
+        };
+        let live = store.get(&m.key_id).await.map_err(|e| ApplyError::Store {
+            store: m.store.clone(),
+            source: e,
+        })?;
+        let registered =
+            live.is_some_and(|k| k.generation == m.generation && k.status != KeyStatus::Revoked);
+        let key = format!("{}/{}", m.store, m.name);
+        if registered {
+            cx.outbox
+                .mark(&dir, DeliveryStatus::Active)
+                .map_err(|e| ApplyError::Deliver {
+                    key,
+                    source: Box::new(e),
+                })?;
+        } else {
+            cx.outbox.void(&dir).map_err(|e| ApplyError::Deliver {
+                key,
+                source: Box::new(e),
+            })?;
+        }
+        out.push((dir, registered));
+    }
+    Ok(out)
+}
+
+/// Apply `plan`. Each change is independent: a failure is reported and the others go on.
+pub async fn apply(cx: &Context<'_>, plan: &Plan, opts: &ApplyOptions) -> ApplyReport {
+    let mut report = ApplyReport::default();
+    match recover(cx).await {
+        Ok(r) => report.recovered = r,
+        Err(e) => {
+            report.failed.push(("*".into(), "recovery".into(), e));
+            return report;
+        }
+    }
+    let results: Vec<(&Change, Result<Done, ApplyError>)> =
+        futures::stream::iter(plan.actions.iter())
+            .map(|c| async move {
+                let r = apply_one(cx, c, &opts.actor).await;
+                if let Some(cb) = &opts.on_progress {
+                    cb(c, r.is_ok());
+                }
+                (c, r)
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+    for (c, r) in results {
+        match r {
+            Ok(d) => report.done.push(d),
+            Err(e) => report.failed.push((c.store.clone(), c.name.clone(), e)),
+        }
+    }
+    report
+        .done
+        .sort_by(|a, b| (&a.store, a.action, &a.name).cmp(&(&b.store, b.action, &b.name)));
+    if report.ok() {
+        match cx
+            .outbox
+            .prune(cx.spec.delivery.retain.to_chrono(), cx.clock.now())
+        {
+            Ok(p) => report.pruned = p,
+            Err(e) => tracing::warn!(error = %e, "pruning old deliveries failed"),
+        }
+    }
+    report
+}
+
+fn store_err(store: &str) -> impl Fn(StoreError) -> ApplyError + '_ {
+    move |e| ApplyError::Store {
+        store: store.to_string(),
+        source: e,
+    }
+}
+
+async fn apply_one(cx: &Context<'_>, c: &Change, actor: &Actor) -> Result<Done, ApplyError> {
+    failpoint::hit(failpoint::BETWEEN_KEYS)?;
+    let store = cx
+        .stores
+        .get(&c.store)
+        .ok_or_else(|| ApplyError::UnknownStore(c.store.clone()))?;
+    let serr = store_err(&c.store);
+    let mut done = Done {
+        store: c.store.clone(),
+        name: c.name.clone(),
+        action: c.action,
+        key_id: c.key_id.clone(),
+        delivery: None,
+    };
+    let version = || {
+        c.version.ok_or_else(|| ApplyError::Invalid {
+            key: format!("{}/{}", c.store, c.name),
+            message: "the plan lacks the live version".into(),
+        })
+    };
+    let id = || c.key_id.clone().unwrap_or_default();
+    match c.action {
+        Action::Create => {
+            let (key_id, dir) = create_key(cx, store.as_ref(), c, actor).await?;
+            done.key_id = Some(key_id);
+            done.delivery = Some(dir);
+        }
+        Action::Replace => {
+            // New key first (delivered, registered); only then is the old one revoked.
+            let (key_id, dir) = create_key(cx, store.as_ref(), c, actor).await?;
+            done.key_id = Some(key_id);
+            done.delivery = Some(dir);
+            let old_store_name = old_store_of(c);
+            let old_store = cx
+                .stores
+                .get(&old_store_name)
+                .ok_or_else(|| ApplyError::UnknownStore(old_store_name.clone()))?;
+            old_store
+                .revoke(&id(), version()?, actor)
+                .await
+                .map_err(store_err(&old_store_name))?;
+        }
+        Action::Rotate => {
+            let mut v = version()?;
+            if !c.patch.is_empty() {
+                v = store
+                    .update(&id(), v, c.patch.clone(), actor)
+                    .await
+                    .map_err(&serr)?
+                    .version;
+            }
+            if c.set_status == Some(KeyStatus::Active) {
+                v = store.enable(&id(), v, actor).await.map_err(&serr)?.version;
+            }
+            done.delivery = Some(rotate_key(cx, store.as_ref(), c, v, actor).await?);
+        }
+        Action::Update => {
+            let mut v = version()?;
+            if !c.patch.is_empty() {
+                v = store
+                    .update(&id(), v, c.patch.clone(), actor)
+                    .await
+                    .map_err(&serr)?
+                    .version;
+            }
+            if c.set_status == Some(KeyStatus::Active) {
+                store.enable(&id(), v, actor).await.map_err(&serr)?;
+            }
+        }
+        Action::Disable => {
+            let mut v = version()?;
+            if !c.patch.is_empty() {
+                v = store
+                    .update(&id(), v, c.patch.clone(), actor)
+                    .await
+                    .map_err(&serr)?
+                    .version;
+            }
+            store.disable(&id(), v, actor).await.map_err(&serr)?;
+        }
+        Action::Revoke => {
+            store
+                .revoke(&id(), version()?, actor)
+                .await
+                .map_err(&serr)?;
+        }
+        Action::Delete => {
+            store
+                .delete(&id(), version()?, actor)
+                .await
+                .map_err(&serr)?;
+        }
+    }
+    Ok(done)
+}
+
+/// A replace across stores names the old store in its `store` field change.
+fn old_store_of(c: &Change) -> String {
+    c.fields
+        .iter()
+        .find(|f| f.field == "store" && f.forces_replacement)
+        .and_then(|f| f.before.clone())
+        .unwrap_or_else(|| c.store.clone())
+}
+
+fn desired<'a>(cx: &'a Context<'_>, c: &Change) -> Result<&'a DesiredKey, ApplyError> {
+    cx.spec
+        .key(&c.store, &c.name)
+        .ok_or_else(|| ApplyError::Invalid {
+            key: format!("{}/{}", c.store, c.name),
+            message: "the plan names a key the spec does not have".into(),
+        })
+}
+
+fn principals<'a>(cx: &'a Context<'_>, c: &Change) -> Result<Vec<&'a Principal>, ApplyError> {
+    c.deliver_to
+        .iter()
+        .map(|id| {
+            cx.spec
+                .principals
+                .get(id)
+                .ok_or_else(|| ApplyError::Invalid {
+                    key: format!("{}/{}", c.store, c.name),
+                    message: format!("recipient `{id}` is not in people.yaml"),
+                })
+        })
+        .collect()
+}
+
+/// Seal `secret` to the change's recipients and write the pending delivery durably.
+fn deliver_pending(
+    cx: &Context<'_>,
+    c: &Change,
+    meta: &EnvelopeMeta,
+    secret: &secret::Secret,
+    now: DateTime<Utc>,
+    commit: Option<String>,
+) -> Result<PathBuf, ApplyError> {
+    let key = format!("{}/{}", c.store, c.name);
+    let ps = principals(cx, c)?;
+    let sealed =
+        deliver::seal_for_principals(meta, secret, &ps).map_err(|e| ApplyError::Deliver {
+            key: key.clone(),
+            source: Box::new(e),
+        })?;
+    failpoint::hit(failpoint::AFTER_SEAL)?;
+    let manifest = Manifest::pending(meta, &c.environment, now, commit, &sealed);
+    let dir = cx
+        .outbox
+        .write_pending(&manifest, &sealed)
+        .map_err(|e| ApplyError::Deliver {
+            key,
+            source: Box::new(e),
+        })?;
+    failpoint::hit(failpoint::AFTER_PENDING)?;
+    Ok(dir)
+}
+
+/// After registering failed: the secret never became valid, so its envelopes go.
+fn void_after_failure(
+    cx: &Context<'_>,
+    dir: &std::path::Path,
+    e: StoreError,
+    store: &str,
+) -> ApplyError {
+    if let Err(ve) = cx.outbox.void(dir) {
+        tracing::warn!(error = %ve, "could not void a pending delivery; the next apply settles it");
+    }
+    ApplyError::Store {
+        store: store.to_string(),
+        source: e,
+    }
+}
+
+async fn create_key(
+    cx: &Context<'_>,
+    store: &dyn Store,
+    c: &Change,
+    actor: &Actor,
+) -> Result<(String, PathBuf), ApplyError> {
+    let d = desired(cx, c)?;
+    let now = cx.clock.now().trunc_subsecs(0);
+    let id = secret::new_key_id();
+    let secret = secret::generate(&d.environment, &id);
+    let generation = c.new_generation.unwrap_or(1);
+    let expires_at = diff::expires_at(&d.expiry, now);
+    let meta = EnvelopeMeta {
+        key: d.name.clone(),
+        store: d.store.clone(),
+        id: id.clone(),
+        generation,
+        expires_at,
+        previous_valid_until: None,
+    };
+    let dir = deliver_pending(cx, c, &meta, &secret, now, actor.commit.clone())?;
+    let new = NewKey {
+        id: id.clone(),
+        name: d.name.clone(),
+        environment: d.environment.clone(),
+        owner: d.owner.clone(),
+        purpose: d.purpose.clone(),
+        scopes: diff::scope_strings(&d.scopes),
+        labels: d.labels.clone(),
+        status: if d.state == DesiredState::Disabled {
+            KeyStatus::Disabled
+        } else {
+            KeyStatus::Active
+        },
+        issued_at: now,
+        expires_at,
+        lifetime: diff::lifetime_string(&d.expiry),
+        generation,
+        spec_generation: d.rotation.generation,
+        recipients: diff::recipient_map(cx.spec, d),
+        quota_per_day: d.quota.map(|q| q.per_day),
+        protected: d.protected,
+        managed_by: Some(MANAGED_BY.to_string()),
+        secret_hash: secret.hash(),
+    };
+    drop(secret);
+    if let Err(e) = store.create(new, actor).await {
+        return Err(void_after_failure(cx, &dir, e, &c.store));
+    }
+    failpoint::hit(failpoint::AFTER_REGISTER)?;
+    cx.outbox
+        .mark(&dir, DeliveryStatus::Active)
+        .map_err(|e| ApplyError::Deliver {
+            key: format!("{}/{}", c.store, c.name),
+            source: Box::new(e),
+        })?;
+    failpoint::hit(failpoint::AFTER_ACTIVATE)?;
+    Ok((id, dir))
+}
+
+async fn rotate_key(
+    cx: &Context<'_>,
+    store: &dyn Store,
+    c: &Change,
+    version: u64,
+    actor: &Actor,
+) -> Result<PathBuf, ApplyError> {
+    let d = desired(cx, c)?;
+    let now = cx.clock.now().trunc_subsecs(0);
+    let id = c.key_id.clone().unwrap_or_default();
+    let secret = secret::generate(&d.environment, &id);
+    let generation = c.new_generation.unwrap_or(1);
+    let expires_at = diff::expires_at(&d.expiry, now);
+    let grace_until = now + d.rotation.grace.to_chrono();
+    let meta = EnvelopeMeta {
+        key: d.name.clone(),
+        store: d.store.clone(),
+        id: id.clone(),
+        generation,
+        expires_at,
+        previous_valid_until: Some(grace_until),
+    };
+    let dir = deliver_pending(cx, c, &meta, &secret, now, actor.commit.clone())?;
+    let rot = Rotate {
+        secret_hash: secret.hash(),
+        previous_valid_until: Some(grace_until),
+        issued_at: now,
+        expires_at,
+        generation,
+        spec_generation: d.rotation.generation,
+        recipients: diff::recipient_map(cx.spec, d),
+    };
+    drop(secret);
+    if let Err(e) = store.rotate(&id, version, rot, actor).await {
+        return Err(void_after_failure(cx, &dir, e, &c.store));
+    }
+    failpoint::hit(failpoint::AFTER_REGISTER)?;
+    cx.outbox
+        .mark(&dir, DeliveryStatus::Active)
+        .map_err(|e| ApplyError::Deliver {
+            key: format!("{}/{}", c.store, c.name),
+            source: Box::new(e),
+        })?;
+    failpoint::hit(failpoint::AFTER_ACTIVATE)?;
+    Ok(dir)
+}

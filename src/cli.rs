@@ -1,1 +1,889 @@
-//! cli (being written).
+//! The command line: argument parsing (clap), wiring the data flow for each command, and
+//! turning outcomes into output and exit codes. Secrets reach stdout only through
+//! `decrypt`/`secret` with `--reveal` or a pipe; nothing else here ever handles one.
+
+use crate::apply::{self, ApplyOptions, Context};
+use crate::clock::{Clock, SystemClock};
+use crate::deliver::{self, IdentitySources, Outbox, OutputFormat};
+use crate::diag::{self, Diagnostics};
+use crate::diff;
+use crate::observe;
+use crate::plan::{Plan, render};
+use crate::spec::{self, Loaded};
+use crate::store::{Actor, KeyStatus, ListFilter, LiveKey, list_all};
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Exit codes (Terraform-like).
+pub mod exit {
+    /// Success; with --detailed-exitcode: no changes.
+    pub const OK: i32 = 0;
+    /// An error, including an invalid spec.
+    pub const ERROR: i32 = 1;
+    /// With --detailed-exitcode: there are changes.
+    pub const CHANGES: i32 = 2;
+    /// Refused by a guard: lock held, stale plan, safety threshold, policy.
+    pub const REFUSED: i32 = 3;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success (with --detailed-exitcode: no changes)
+  1  error, including an invalid spec
+  2  changes present (plan --detailed-exitcode)
+  3  refused by a guard (store lock held, policy)
+
+Examples:
+  keyward -C examples/library plan
+  keyward -C examples/library apply --auto-approve
+  keyward secret illiad-barcode-lookup --store alma-production -i ~/.config/keyward/identities.txt --reveal
+  keyward keys --store alma-production --expiring-before 2027-01-01";
+
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about = "API keys the GitOps way: YAML in git -> plan -> apply -> age-encrypted delivery", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Run as if started in DIR (the key repository).
+    #[arg(
+        short = 'C',
+        long = "dir",
+        global = true,
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
+    /// Never colour output (NO_COLOR is honoured too).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a new key repository (keyward.yaml, people.yaml, keys/, .gitignore).
+    #[command(
+        after_help = "Example:\n  keyward init my-keys && cd my-keys && keyward keygen -o me.txt"
+    )]
+    Init {
+        /// Directory to create (default: the -C directory).
+        dir: Option<PathBuf>,
+    },
+    /// Check the spec and print every problem at once (exit 1 when there are errors).
+    #[command(
+        after_help = "Example:\n  keyward -C examples/library validate\n  keyward validate --format json"
+    )]
+    Validate {
+        #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
+        format: DiagFormat,
+    },
+    /// Show what apply would change in the live stores.
+    #[command(
+        after_help = "Examples:\n  keyward plan\n  keyward plan --detailed-exitcode   # 0 none, 2 changes, 1 error\n  keyward plan --format json > plan.json"
+    )]
+    Plan(PlanArgs),
+    /// Plan, confirm, then create/update/rotate/revoke keys and deliver new secrets.
+    #[command(
+        after_help = "Examples:\n  keyward apply                 # asks for confirmation on a terminal\n  keyward apply --auto-approve  # CI"
+    )]
+    Apply {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        auto_approve: bool,
+        /// Keys applied at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// List the keys the stores hold (no secrets, no hashes).
+    #[command(
+        after_help = "Examples:\n  keyward keys --store alma-production --status active\n  keyward keys --unmanaged --format json"
+    )]
+    Keys(KeysArgs),
+    /// Ask a store whether it accepts a secret (read from stdin when not given).
+    #[command(
+        after_help = "Example:\n  keyward secret ill-lookup --store alma-sandbox | keyward verify --store alma-sandbox"
+    )]
+    Verify {
+        /// The key; omit it to read from stdin (keeps it out of shell history).
+        key: Option<String>,
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Create a new age identity (mode 0600) and print its public recipient.
+    #[command(after_help = "Example:\n  keyward keygen -o ~/.config/keyward/identities.txt")]
+    Keygen {
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Decrypt one delivered envelope.
+    #[command(
+        after_help = "Example:\n  keyward decrypt deliveries/alma-production/ill/g1/jdoe.age -i me.txt --format env"
+    )]
+    Decrypt {
+        file: PathBuf,
+        #[command(flatten)]
+        out: SecretOut,
+    },
+    /// Decrypt the newest delivery of a key by name.
+    #[command(
+        after_help = "Example:\n  keyward secret illiad-barcode-lookup --store alma-production -i me.txt --reveal"
+    )]
+    Secret {
+        name: String,
+        #[arg(long)]
+        store: Option<String>,
+        #[command(flatten)]
+        out: SecretOut,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DiagFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// Exit 2 when there are changes, 0 when none (plan only).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Only act on keys matching PATTERN (`store/name` or `name`, `*` wildcard). Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub only: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[arg(long)]
+    pub store: Option<String>,
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
+    /// YYYY-MM-DD
+    #[arg(long, value_name = "DATE")]
+    pub expiring_before: Option<String>,
+    #[arg(long)]
+    pub never_expires: bool,
+    /// Only keys not managed by keyward (made in a console).
+    #[arg(long)]
+    pub unmanaged: bool,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusArg {
+    Active,
+    Disabled,
+    Revoked,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretOut {
+    /// Identity file (age or SSH). Repeatable. Default search: KEYWARD_AGE_IDENTITY(_FILE),
+    /// ~/.config/keyward/identities.txt, the sops age key file, ~/.ssh/id_ed25519, ~/.ssh/id_rsa.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+    /// Print the secret even when stdout is a terminal.
+    #[arg(long)]
+    pub reveal: bool,
+    /// Write to FILE (mode 0600) instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = SecretFormat::Raw)]
+    pub format: SecretFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SecretFormat {
+    Raw,
+    Env,
+    Json,
+}
+
+/// Whether to colour: not for NO_COLOR, --no-color, or a non-terminal.
+fn use_color(cli_no_color: bool, stream_is_tty: bool) -> bool {
+    !cli_no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream_is_tty
+}
+
+fn actor() -> Actor {
+    let who = std::env::var("KEYWARD_ACTOR")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".to_string());
+    Actor { who, commit: None }
+}
+
+/// The HEAD commit of the repository holding `root`, if it is one.
+pub fn head_commit(root: &Path) -> Option<String> {
+    let repo = git2::Repository::discover(root).ok()?;
+    let head = repo.head().ok()?.peel_to_commit().ok()?;
+    Some(head.id().to_string())
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(cli))
+}
+
+async fn run_async(cli: Cli) -> Result<i32> {
+    let color_err = use_color(cli.no_color, std::io::stderr().is_terminal());
+    let color_out = use_color(cli.no_color, std::io::stdout().is_terminal());
+    match &cli.command {
+        Command::Init { dir } => init(dir.as_deref().unwrap_or(&cli.dir)),
+        Command::Validate { format } => validate(&cli.dir, *format, color_out),
+        Command::Plan(args) => {
+            let Some(loaded) = load_or_report(&cli.dir, color_err)? else {
+                return Ok(exit::ERROR);
+            };
+            let now = SystemClock.now();
+            if policy_refuses(&loaded, now, color_err) {
+                return Ok(exit::REFUSED);
+            }
+            let stores = observe::open_all(&loaded.spec, None)?;
+            let plan = make_plan(&loaded, &stores, args, now).await?;
+            print_plan(&plan, args.format, color_out);
+            Ok(if args.detailed_exitcode && !plan.is_empty() {
+                exit::CHANGES
+            } else {
+                exit::OK
+            })
+        }
+        Command::Apply {
+            plan: args,
+            auto_approve,
+            concurrency,
+        } => apply_cmd(&cli.dir, args, *auto_approve, *concurrency, color_out).await,
+        Command::Keys(args) => keys_cmd(&cli.dir, args, color_out).await,
+        Command::Verify { key, store } => verify_cmd(&cli.dir, key.clone(), store.as_deref()).await,
+        Command::Keygen { output } => keygen_cmd(output.as_deref()),
+        Command::Decrypt { file, out } => {
+            let ids =
+                deliver::find_identities(&IdentitySources::from_process_env(), &out.identity)?;
+            let opened = deliver::decrypt_file(file, &ids)?;
+            // Check against the manifest beside the envelope, when there is one.
+            if let Some(dir) = file.parent()
+                && dir.join(deliver::MANIFEST_FILE).exists()
+            {
+                let m = deliver::Manifest::read(&dir.join(deliver::MANIFEST_FILE))?;
+                deliver::verify_envelope(&m, file)?;
+                deliver::check_opened(&m, &opened, file)?;
+            }
+            emit_secret(&opened, out)
+        }
+        Command::Secret { name, store, out } => {
+            let Some(loaded) = load_or_report(&cli.dir, color_err)? else {
+                return Ok(exit::ERROR);
+            };
+            let store = pick_store(&loaded, name, store.as_deref())?;
+            let ids =
+                deliver::find_identities(&IdentitySources::from_process_env(), &out.identity)?;
+            let outbox = Outbox::new(loaded.spec.delivery.outbox.clone());
+            let (_dir, _m, opened) = outbox.open_latest(&store, name, &ids)?;
+            emit_secret(&opened, out)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "keyward",
+                &mut std::io::stdout(),
+            );
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Load the spec; print diagnostics (warnings too) to stderr. None when it has errors.
+fn load_or_report(dir: &Path, color: bool) -> Result<Option<Loaded>> {
+    match spec::load(dir) {
+        Ok(loaded) => {
+            if !loaded.warnings.is_empty() {
+                eprint!("{}", diag::render(&loaded.warnings, &loaded.sources, color));
+            }
+            Ok(Some(loaded))
+        }
+        Err(diags) => {
+            let sources = read_sources(dir, &diags);
+            eprint!("{}", diag::render(&diags, &sources, color));
+            eprintln!(
+                "\n{} error(s) in the spec under {}; nothing was changed.",
+                diags.error_count(),
+                dir.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The texts of the files diagnostics point at (for caret rendering on failure).
+fn read_sources(dir: &Path, diags: &Diagnostics) -> diag::Sources {
+    let mut s = diag::Sources::new();
+    for d in diags.iter() {
+        if let Some(loc) = &d.location
+            && !s.contains_key(&loc.file)
+            && let Ok(t) = std::fs::read_to_string(dir.join(&loc.file))
+        {
+            s.insert(loc.file.clone(), t);
+        }
+    }
+    s
+}
+
+/// Policy violations refuse plan and apply (exit 3). Prints them.
+fn policy_refuses(loaded: &Loaded, now: chrono::DateTime<chrono::Utc>, color: bool) -> bool {
+    let found = crate::policy::check(&loaded.spec, now);
+    if found.is_empty() {
+        return false;
+    }
+    eprint!("{}", diag::render(&found, &loaded.sources, color));
+    if found.has_errors() {
+        eprintln!(
+            "\nThe spec breaks policy ({} violation(s)); refusing. Fix the spec or the policy in keyward.yaml.",
+            found.error_count()
+        );
+        return true;
+    }
+    false
+}
+
+fn validate(dir: &Path, format: DiagFormat, color: bool) -> Result<i32> {
+    let now = SystemClock.now();
+    let (mut all, sources, spec) = match spec::load(dir) {
+        Ok(l) => {
+            let mut d = l.warnings.clone();
+            d.extend(crate::policy::check(&l.spec, now));
+            (d, l.sources, Some(l.spec))
+        }
+        Err(d) => {
+            let s = read_sources(dir, &d);
+            (d, s, None)
+        }
+    };
+    all.sort();
+    match format {
+        DiagFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+        DiagFormat::Text => {
+            print!("{}", diag::render(&all, &sources, color));
+            match &spec {
+                Some(s) if !all.has_errors() => {
+                    println!(
+                        "The spec is valid: {} key(s) in {} store(s), {} principal(s).",
+                        s.keys.len(),
+                        s.stores.len(),
+                        s.principals.len()
+                    );
+                }
+                _ => println!("{} error(s) found.", all.error_count()),
+            }
+        }
+    }
+    Ok(if all.has_errors() {
+        exit::ERROR
+    } else {
+        exit::OK
+    })
+}
+
+async fn make_plan(
+    loaded: &Loaded,
+    stores: &BTreeMap<String, std::sync::Arc<dyn crate::store::Store>>,
+    args: &PlanArgs,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Plan> {
+    let observed = observe::list_stores(stores).await?;
+    let result = diff::diff(&loaded.spec, &observed, now);
+    let envs: BTreeMap<String, String> = loaded
+        .spec
+        .stores
+        .iter()
+        .map(|(n, s)| (n.clone(), s.environment.clone()))
+        .collect();
+    let mut plan = Plan::new(
+        result,
+        &observed,
+        &envs,
+        head_commit(&loaded.spec.root),
+        now,
+    );
+    plan.retain_only(&args.only);
+    Ok(plan)
+}
+
+fn print_plan(plan: &Plan, format: PlanFormat, color: bool) {
+    match format {
+        PlanFormat::Text => print!("{}", render::text(plan, render::Style { color })),
+        PlanFormat::Json => println!("{}", render::json(plan)),
+    }
+}
+
+fn confirm() -> Result<bool> {
+    eprint!(
+        "\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    );
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim() == "yes")
+}
+
+async fn apply_cmd(
+    dir: &Path,
+    args: &PlanArgs,
+    auto_approve: bool,
+    concurrency: usize,
+    color: bool,
+) -> Result<i32> {
+    let color_err = use_color(false, std::io::stderr().is_terminal()) && color;
+    let Some(loaded) = load_or_report(dir, color_err)? else {
+        return Ok(exit::ERROR);
+    };
+    let clock = SystemClock;
+    let now = clock.now();
+    if policy_refuses(&loaded, now, color_err) {
+        return Ok(exit::REFUSED);
+    }
+    let stores = observe::open_all(&loaded.spec, None)?;
+    let mut actor = actor();
+    actor.commit = head_commit(&loaded.spec.root);
+    let holder = format!("{}@{} (pid {})", actor.who, hostname(), std::process::id());
+    let names: Vec<String> = stores.keys().cloned().collect();
+    let leases = match apply::lock_stores(&stores, &names, &holder).await {
+        Ok(l) => l,
+        Err(e) if e.is_locked() => {
+            eprintln!(
+                "error: {e}\n  hint: another apply is running; wait for it, or if it died, run `keyward force-unlock` on that store."
+            );
+            return Ok(exit::REFUSED);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let result = apply_locked(
+        &loaded,
+        &stores,
+        args,
+        auto_approve,
+        concurrency,
+        color,
+        actor,
+        &clock,
+    )
+    .await;
+    apply::unlock_stores(&stores, &leases).await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_locked(
+    loaded: &Loaded,
+    stores: &BTreeMap<String, std::sync::Arc<dyn crate::store::Store>>,
+    args: &PlanArgs,
+    auto_approve: bool,
+    concurrency: usize,
+    color: bool,
+    actor: Actor,
+    clock: &dyn Clock,
+) -> Result<i32> {
+    let outbox = Outbox::new(loaded.spec.delivery.outbox.clone());
+    let cx = Context {
+        spec: &loaded.spec,
+        stores,
+        outbox,
+        clock,
+    };
+    // Settle any delivery an interrupted apply left pending before planning.
+    let recovered = apply::recover(&cx).await?;
+    for (d, activated) in &recovered {
+        eprintln!(
+            "recovered an interrupted delivery: {} ({})",
+            d.display(),
+            if *activated {
+                "registered; marked active"
+            } else {
+                "never registered; voided"
+            }
+        );
+    }
+    let plan = make_plan(loaded, stores, args, clock.now()).await?;
+    print_plan(&plan, args.format, color);
+    if plan.is_empty() {
+        return Ok(exit::OK);
+    }
+    if !auto_approve {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "error: refusing to apply without confirmation: stdin is not a terminal.\n  hint: review the plan above and pass --auto-approve (as CI does)."
+            );
+            return Ok(exit::ERROR);
+        }
+        if !confirm()? {
+            eprintln!("Apply cancelled; nothing was changed.");
+            return Ok(exit::ERROR);
+        }
+    }
+    let bar = progress_bar(plan.actions.len() as u64);
+    let opts = ApplyOptions {
+        concurrency,
+        actor,
+        on_progress: bar.clone().map(|b| {
+            Box::new(move |c: &diff::Change, _ok: bool| {
+                b.set_message(format!("{}/{}", c.store, c.name));
+                b.inc(1);
+            }) as Box<dyn Fn(&diff::Change, bool) + Send + Sync>
+        }),
+    };
+    let report = apply::apply(&cx, &plan, &opts).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for d in &report.done {
+        let delivered = d
+            .delivery
+            .as_ref()
+            .map(|p| format!(" -> {}", display_rel(&loaded.spec.root, p)))
+            .unwrap_or_default();
+        eprintln!(
+            "{} {}/{}: {} done{}",
+            d.action.symbol(),
+            d.store,
+            d.name,
+            d.action.as_str(),
+            delivered
+        );
+    }
+    for (s, n, e) in &report.failed {
+        eprintln!("error: {s}/{n}: {e}");
+    }
+    eprintln!(
+        "\nApply {}: {} change(s) applied, {} failed.",
+        if report.ok() {
+            "complete"
+        } else {
+            "incomplete"
+        },
+        report.done.len(),
+        report.failed.len()
+    );
+    if !report.ok() {
+        eprintln!("  hint: fix the cause and run `keyward apply` again; it resumes safely.");
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::OK)
+}
+
+fn display_rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || len < 2 {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+        b.set_style(style);
+    }
+    Some(b)
+}
+
+fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| anyhow!("`{s}` is not a date (YYYY-MM-DD)"))?;
+    d.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .ok_or_else(|| anyhow!("bad date {s}"))
+}
+
+async fn keys_cmd(dir: &Path, args: &KeysArgs, color: bool) -> Result<i32> {
+    let Some(loaded) = load_or_report(dir, color)? else {
+        return Ok(exit::ERROR);
+    };
+    if let Some(s) = &args.store
+        && !loaded.spec.stores.contains_key(s)
+    {
+        bail!(
+            "store `{s}` is not in keyward.yaml (stores: {})",
+            loaded
+                .spec
+                .stores
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let stores = observe::open_all(&loaded.spec, args.store.as_deref())?;
+    let filter = ListFilter {
+        owner: args.owner.clone(),
+        status: args.status.map(|s| match s {
+            StatusArg::Active => KeyStatus::Active,
+            StatusArg::Disabled => KeyStatus::Disabled,
+            StatusArg::Revoked => KeyStatus::Revoked,
+        }),
+        managed: args.unmanaged.then_some(false),
+        expiring_before: args
+            .expiring_before
+            .as_deref()
+            .map(parse_date)
+            .transpose()?,
+        never_expires: args.never_expires,
+        ..ListFilter::default()
+    };
+    let mut rows: Vec<(String, LiveKey)> = Vec::new();
+    for (name, s) in &stores {
+        for k in list_all(s.as_ref(), &filter).await? {
+            rows.push((name.clone(), k));
+        }
+    }
+    match args.format {
+        PlanFormat::Json => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(s, k)| {
+                    let mut j = serde_json::to_value(k).unwrap_or_default();
+                    if let Some(o) = j.as_object_mut() {
+                        o.insert("store".into(), serde_json::Value::String(s.clone()));
+                    }
+                    j
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        PlanFormat::Text => {
+            println!(
+                "{:<18} {:<28} {:<18} {:<10} {:<9} {:<11} {:<4} SCOPES",
+                "STORE", "NAME", "ID", "OWNER", "STATUS", "EXPIRES", "GEN"
+            );
+            for (s, k) in &rows {
+                let name = if k.is_managed() {
+                    k.name.clone()
+                } else {
+                    format!("{} (unmanaged)", k.name)
+                };
+                println!(
+                    "{:<18} {:<28} {:<18} {:<10} {:<9} {:<11} {:<4} {}",
+                    s,
+                    name,
+                    k.id,
+                    k.owner,
+                    k.status.as_str(),
+                    k.expires_at
+                        .map(|t| t.format("%Y-%m-%d").to_string())
+                        .unwrap_or_else(|| "never".into()),
+                    k.generation,
+                    k.scopes.join(",")
+                );
+            }
+            eprintln!("{} key(s).", rows.len());
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Find the store of key `name` when `--store` is not given (must be unambiguous).
+fn pick_store(loaded: &Loaded, name: &str, store: Option<&str>) -> Result<String> {
+    if let Some(s) = store {
+        if !loaded.spec.stores.contains_key(s) {
+            bail!("store `{s}` is not in keyward.yaml");
+        }
+        return Ok(s.to_string());
+    }
+    let found: Vec<&str> = loaded
+        .spec
+        .keys
+        .iter()
+        .filter(|k| k.name == name)
+        .map(|k| k.store.as_str())
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => bail!("no key named `{name}` in the spec; `keyward keys` lists what the stores hold"),
+        many => bail!(
+            "`{name}` exists in several stores ({}); pass --store",
+            many.join(", ")
+        ),
+    }
+}
+
+async fn verify_cmd(dir: &Path, key: Option<String>, store: Option<&str>) -> Result<i32> {
+    let presented = zeroize::Zeroizing::new(match key {
+        Some(k) => k,
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("Key to verify: ");
+                std::io::stderr().flush().ok();
+            }
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s.trim().to_string()
+        }
+    });
+    let Some(loaded) = load_or_report(dir, false)? else {
+        return Ok(exit::ERROR);
+    };
+    let store_name = match store {
+        Some(s) => s.to_string(),
+        None => {
+            // The environment tag in the secret narrows it down.
+            let tag = crate::secret::parse(&presented).map(|p| p.env_tag);
+            let candidates: Vec<&String> = loaded
+                .spec
+                .stores
+                .values()
+                .filter(|s| {
+                    tag.as_ref()
+                        .is_none_or(|t| crate::secret::env_tag(&s.environment) == *t)
+                })
+                .map(|s| &s.name)
+                .collect();
+            match candidates.as_slice() {
+                [one] => (*one).clone(),
+                _ => bail!("several stores could hold this key; pass --store"),
+            }
+        }
+    };
+    let cfg = loaded
+        .spec
+        .stores
+        .get(&store_name)
+        .ok_or_else(|| anyhow!("store `{store_name}` is not in keyward.yaml"))?;
+    let s = observe::open(cfg)?;
+    let verdict = s.verify(&presented, SystemClock.now()).await?;
+    println!("{}", serde_json::to_string_pretty(&verdict)?);
+    Ok(if verdict.valid { exit::OK } else { exit::ERROR })
+}
+
+fn keygen_cmd(output: Option<&Path>) -> Result<i32> {
+    let path = match output {
+        Some(p) => p.to_path_buf(),
+        None => IdentitySources::from_process_env()
+            .default_identity_file()
+            .ok_or_else(|| anyhow!("no HOME to put the identity in; pass -o FILE"))?,
+    };
+    let public = deliver::keygen(&path)?;
+    eprintln!(
+        "Wrote a new age identity to {} (mode 0600). Keep it private.",
+        path.display()
+    );
+    eprintln!("Add this public recipient to your entry in people.yaml:");
+    println!("{public}");
+    Ok(exit::OK)
+}
+
+fn emit_secret(opened: &deliver::Opened, out: &SecretOut) -> Result<i32> {
+    let format = match out.format {
+        SecretFormat::Raw => OutputFormat::Raw,
+        SecretFormat::Env => OutputFormat::Env,
+        SecretFormat::Json => OutputFormat::Json,
+    };
+    let text = deliver::render(opened, format);
+    if let Some(path) = &out.output {
+        deliver::write_secret_file(path, text.as_bytes())?;
+        eprintln!(
+            "Wrote the secret of {} (generation {}) to {} (mode 0600).",
+            opened.meta.key,
+            opened.meta.generation,
+            path.display()
+        );
+        return Ok(exit::OK);
+    }
+    if std::io::stdout().is_terminal() && !out.reveal {
+        eprintln!(
+            "Refusing to print the secret of {} to a terminal.\n  hint: pass --reveal, pipe it (| pbcopy), or write it with -o FILE.",
+            opened.meta.key
+        );
+        return Ok(exit::ERROR);
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') && std::io::stdout().is_terminal() {
+        stdout.write_all(b"\n")?;
+    }
+    Ok(exit::OK)
+}
+
+const INIT_CONFIG: &str = "\
+# yaml-language-server: $schema=https://keyward.dev/schemas/keyward.schema.json
+version: 1
+stores:
+  production: { kind: sqlite, path: .keyward/production.db, environment: production }
+  sandbox:    { kind: sqlite, path: .keyward/sandbox.db, environment: sandbox }
+scopes:
+  areas: [acquisitions, analytics, bibs, configuration, courses, electronic, resource-sharing, task-lists, users]
+  levels: [read, write]
+policy:
+  default_lifetime: 365d
+  max_lifetime: 730d
+  max_keys_per_owner: 10
+  min_recipients: 1
+  forbid:
+    - { scope: configuration:write, reason: \"Read/write access to the Configuration API is not granted.\" }
+delivery:
+  outbox: deliveries
+  retain: 7d
+";
+
+const INIT_PEOPLE: &str = "\
+# yaml-language-server: $schema=https://keyward.dev/schemas/people.schema.json
+# Add yourself: run `keyward keygen -o ~/.config/keyward/identities.txt` and paste the
+# printed age1... public recipient below. Never paste the AGE-SECRET-KEY line.
+people: {}
+teams: {}
+services: {}
+";
+
+fn init(dir: &Path) -> Result<i32> {
+    std::fs::create_dir_all(dir.join("keys"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let files: [(&str, &str); 4] = [
+        ("keyward.yaml", INIT_CONFIG),
+        ("people.yaml", INIT_PEOPLE),
+        (".gitignore", ".keyward/\n"),
+        ("keys/.gitkeep", ""),
+    ];
+    let mut wrote = Vec::new();
+    for (name, content) in files {
+        let p = dir.join(name);
+        if p.exists() {
+            eprintln!("kept existing {}", p.display());
+            continue;
+        }
+        std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))?;
+        wrote.push(p);
+    }
+    for p in &wrote {
+        eprintln!("created {}", p.display());
+    }
+    eprintln!(
+        "\nNext: `keyward keygen`, add yourself to people.yaml, write a key in keys/, then `keyward -C {} plan`.",
+        dir.display()
+    );
+    Ok(exit::OK)
+}

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod deliver;
 pub mod diag;
 pub mod diff;
+pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod recipient;

@@ -1,0 +1,74 @@
+//! Observe: open the stores a spec names and list what they hold. The only place that
+//! turns a `StoreConfig` into a live `Store`; must not compare or change anything.
+
+use crate::spec::{Spec, StoreConfig, StoreKind};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{ListFilter, LiveKey, Store, StoreError, list_all};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("store `{store}` ({location}): {source}")]
+    Open {
+        store: String,
+        location: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(
+        "store `{store}` is of kind `http`, which this build cannot reach yet; use kind: sqlite"
+    )]
+    Unsupported { store: String },
+    #[error("listing store `{store}`: {source}")]
+    List {
+        store: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Open one configured store.
+pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ObserveError> {
+    match &cfg.kind {
+        StoreKind::Sqlite { path } => SqliteStore::open(&cfg.name, path)
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|e| ObserveError::Open {
+                store: cfg.name.clone(),
+                location: path.display().to_string(),
+                source: e,
+            }),
+        StoreKind::Http { .. } => Err(ObserveError::Unsupported {
+            store: cfg.name.clone(),
+        }),
+    }
+}
+
+/// Open every store of the spec (or only `only`, when given).
+pub fn open_all(
+    spec: &Spec,
+    only: Option<&str>,
+) -> Result<BTreeMap<String, Arc<dyn Store>>, ObserveError> {
+    spec.stores
+        .values()
+        .filter(|c| only.is_none_or(|o| o == c.name))
+        .map(|c| open(c).map(|s| (c.name.clone(), s)))
+        .collect()
+}
+
+/// List every key (managed and unmanaged) of every opened store.
+pub async fn list_stores(
+    stores: &BTreeMap<String, Arc<dyn Store>>,
+) -> Result<BTreeMap<String, Vec<LiveKey>>, ObserveError> {
+    let mut out = BTreeMap::new();
+    for (name, s) in stores {
+        let keys = list_all(s.as_ref(), &ListFilter::default())
+            .await
+            .map_err(|e| ObserveError::List {
+                store: name.clone(),
+                source: e,
+            })?;
+        out.insert(name.clone(), keys);
+    }
+    Ok(out)
+}
