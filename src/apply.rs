@@ -150,7 +150,17 @@ pub async fn lock_stores(
         let store = stores
             .get(n)
             .ok_or_else(|| ApplyError::UnknownStore(n.clone()))?;
-        match store.lock(holder, chrono::Duration::minutes(15)).await {
+        let mut attempt = store.lock(holder, chrono::Duration::minutes(15)).await;
+        // A lease left by a killed apply on this machine (its process is gone) is stale:
+        // release it and try once more.
+        if let Err(StoreError::Locked { holder: h, id, .. }) = &attempt
+            && holder_is_dead_local_process(h)
+        {
+            tracing::warn!(store = %n, holder = %h, "releasing a stale apply lock left by a process that is gone");
+            store.unlock(id).await.map_err(store_err(n))?;
+            attempt = store.lock(holder, chrono::Duration::minutes(15)).await;
+        }
+        match attempt {
             Ok(lease) => taken.push((n.clone(), lease)),
             Err(e) => {
                 unlock_stores(stores, &taken).await;
@@ -162,6 +172,33 @@ pub async fn lock_stores(
         }
     }
     Ok(taken)
+}
+
+/// The lock holder string apply uses: `who@host (pid N)`.
+pub fn holder_string(who: &str) -> String {
+    format!("{who}@{} (pid {})", local_hostname(), std::process::id())
+}
+
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// True when `holder` names a process on this host that no longer runs.
+fn holder_is_dead_local_process(holder: &str) -> bool {
+    let Some((_, rest)) = holder.rsplit_once('@') else {
+        return false;
+    };
+    let Some((host, pid)) = rest.split_once(" (pid ") else {
+        return false;
+    };
+    let Ok(pid) = pid.trim_end_matches(')').parse::<u32>() else {
+        return false;
+    };
+    host == local_hostname()
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 pub async fn unlock_stores(stores: &BTreeMap<String, Arc<dyn Store>>, leases: &[(String, Lease)]) {

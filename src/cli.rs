@@ -139,6 +139,16 @@ pub enum Command {
         #[command(flatten)]
         out: SecretOut,
     },
+    /// Release an apply lock left behind by an apply that died on another machine.
+    #[command(
+        after_help = "Example:\n  keyward force-unlock --store alma-production 2d4b004f82b5a9f8"
+    )]
+    ForceUnlock {
+        /// The lease id from the `locked by` message.
+        lease_id: String,
+        #[arg(long)]
+        store: String,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -301,6 +311,19 @@ async fn run_async(cli: Cli) -> Result<i32> {
             let outbox = Outbox::new(loaded.spec.delivery.outbox.clone());
             let (_dir, _m, opened) = outbox.open_latest(&store, name, &ids)?;
             emit_secret(&opened, out)
+        }
+        Command::ForceUnlock { lease_id, store } => {
+            let Some(loaded) = load_or_report(&cli.dir, color_err)? else {
+                return Ok(exit::ERROR);
+            };
+            let cfg = loaded
+                .spec
+                .stores
+                .get(store)
+                .ok_or_else(|| anyhow!("store `{store}` is not in keyward.yaml"))?;
+            observe::open(cfg)?.unlock(lease_id).await?;
+            eprintln!("Released lease {lease_id} on {store} (if it was still held).");
+            Ok(exit::OK)
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -467,13 +490,13 @@ async fn apply_cmd(
     let stores = observe::open_all(&loaded.spec, None)?;
     let mut actor = actor();
     actor.commit = head_commit(&loaded.spec.root);
-    let holder = format!("{}@{} (pid {})", actor.who, hostname(), std::process::id());
+    let holder = apply::holder_string(&actor.who);
     let names: Vec<String> = stores.keys().cloned().collect();
     let leases = match apply::lock_stores(&stores, &names, &holder).await {
         Ok(l) => l,
         Err(e) if e.is_locked() => {
             eprintln!(
-                "error: {e}\n  hint: another apply is running; wait for it, or if it died, run `keyward force-unlock` on that store."
+                "error: {e}\n  hint: another apply is running; wait for it, or if it died, run `keyward force-unlock --store STORE LEASE_ID`."
             );
             return Ok(exit::REFUSED);
         }
@@ -594,12 +617,6 @@ async fn apply_locked(
 
 fn display_rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
 }
 
 fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
