@@ -61,7 +61,7 @@ fn two_principals_each_decrypt_with_every_one_of_their_keys() {
     for idfile in [&a1_file, &a2_file] {
         let opened = decrypt_bytes(
             sealed[0].armored.as_bytes(),
-            &ids_from(&[idfile.clone()]),
+            &ids_from(std::slice::from_ref(idfile)),
             "jdoe.age",
         )
         .expect("jdoe decrypts with each of her keys");
@@ -70,7 +70,7 @@ fn two_principals_each_decrypt_with_every_one_of_their_keys() {
     }
 
     if ssh_pub.is_some() {
-        let ids = ids_from(&[ssh_key.clone()]);
+        let ids = ids_from(std::slice::from_ref(&ssh_key));
         assert_eq!(
             ids.origins[0].fingerprints,
             vec![RecipientKey::new(ssh_pub.as_deref().unwrap_or("")).fingerprint]
