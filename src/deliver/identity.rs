@@ -302,10 +302,12 @@ fn load_text(ids: &mut Identities, text: &str, origin: &str) -> Result<(), Deliv
     let mut fingerprints = Vec::new();
     for line in text.as_bytes().lines() {
         let line = Zeroizing::new(line.map_err(|_| identity_err(origin, "not valid text"))?);
-        if line.starts_with("AGE-SECRET-KEY-1") {
-            if let Ok(id) = age::x25519::Identity::from_str(&line) {
-                fingerprints.push(RecipientKey::new(&id.to_public().to_string()).fingerprint);
-            }
+        let parsed = line
+            .starts_with("AGE-SECRET-KEY-1")
+            .then(|| age::x25519::Identity::from_str(&line).ok())
+            .flatten();
+        if let Some(id) = parsed {
+            fingerprints.push(RecipientKey::new(&id.to_public().to_string()).fingerprint);
         }
     }
     let list = file
