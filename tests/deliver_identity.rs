@@ -36,6 +36,7 @@ fn discovery_searches_every_source_in_order() {
     let kw_file = write_identity_file(&home.join(".config/keyward/identities.txt"), &kw_key);
     let sops_file = write_identity_file(&home.join(".config/sops/age/keys.txt"), &sops_key);
     let ssh_pub = ssh_keygen(&home.join(".ssh/id_ed25519"), "");
+    let rsa_pub = ssh_keygen_kind(&home.join(".ssh/id_rsa"), &["-t", "rsa", "-b", "2048"], "");
 
     let src = sources(&home)
         .with_var("KEYWARD_AGE_IDENTITY", format!("# from env\n{env_key}\n"))
@@ -52,6 +53,11 @@ fn discovery_searches_every_source_in_order() {
         want.push(home.join(".ssh/id_ed25519").display().to_string());
         want_fps.push(fp(p));
     }
+    if let Some(p) = &rsa_pub {
+        assert!(p.starts_with("ssh-rsa "), "{p}");
+        want.push(home.join(".ssh/id_rsa").display().to_string());
+        want_fps.push(fp(p));
+    }
     assert_eq!(origins(&ids), want);
     assert_eq!(ids.fingerprints(), want_fps);
     assert_eq!(ids.len(), want.len());
@@ -63,7 +69,11 @@ fn discovery_searches_every_source_in_order() {
 
     // Every discovered identity really decrypts what was sealed to it.
     let s = secret::generate("sandbox", &secret::new_key_id());
-    for public in [&env_pub, &file_pub, &kw_pub, &sops_pub] {
+    let ssh_pubs = ssh_pub.iter().chain(rsa_pub.iter());
+    for public in [&env_pub, &file_pub, &kw_pub, &sops_pub]
+        .into_iter()
+        .chain(ssh_pubs)
+    {
         let armored = seal(&meta("k", "id", 1), &s, &[RecipientKey::new(public)]).expect("seal");
         assert_eq!(
             decrypt_bytes(armored.as_bytes(), &ids, "x")

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use deliver_common::*;
 use keyward::deliver::{
     DeliverError, DeliveryStatus, Identities, IdentitySources, MANIFEST_FILE, Manifest, Outbox,
-    SealedFile, check_opened, decrypt_file, find_identities, seal_for_principals, verify_envelope,
+    SealedFile, check_opened, decrypt_delivery, decrypt_file, find_identities, seal_for_principals,
+    verify_envelope,
 };
 use keyward::secret::{self, Secret};
 use keyward::spec::model::{Principal, PrincipalKind};
@@ -425,4 +426,29 @@ fn unsafe_names_cannot_escape_the_outbox() {
         );
     }
     assert!(!f.root.exists(), "nothing written");
+}
+
+#[test]
+fn decrypt_delivery_checks_files_beside_a_manifest() {
+    let f = fixture();
+    let id = secret::new_key_id();
+    let (dir, _, s) = deliver(&f, "k", &id, 1, t(2026, 1, 1));
+    let (m, o) = decrypt_delivery(&dir.join("jdoe.age"), &f.jdoe_ids).expect("decrypt");
+    assert_eq!(
+        m.map(|m| (m.key_id, m.status)),
+        Some((id.clone(), DeliveryStatus::Pending))
+    );
+    assert_eq!(o.secret.expose(), s.expose());
+
+    // A file beside the manifest that it does not list is refused.
+    std::fs::copy(dir.join("jdoe.age"), dir.join("mallory.age")).expect("copy");
+    let err = decrypt_delivery(&dir.join("mallory.age"), &f.jdoe_ids).unwrap_err();
+    assert!(matches!(err, DeliverError::NotInManifest { .. }), "{err}");
+
+    // Outside the outbox (no manifest): plain decryption.
+    let loose = f.root.parent().expect("parent").join("loose.age");
+    std::fs::copy(dir.join("jdoe.age"), &loose).expect("copy");
+    let (m, o) = decrypt_delivery(&loose, &f.jdoe_ids).expect("decrypt");
+    assert!(m.is_none());
+    assert_eq!(o.secret.expose(), s.expose());
 }

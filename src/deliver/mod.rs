@@ -57,7 +57,7 @@ pub use identity::{
 };
 pub use outbox::{
     DeliveryStatus, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestRecipient, Outbox,
-    RecipientKind, check_opened, sha256_hex, verify_envelope,
+    RecipientKind, check_opened, decrypt_delivery, sha256_hex, verify_envelope,
 };
 pub use seal::{SealedFile, decrypt_bytes, decrypt_file, seal, seal_bytes, seal_for_principals};
 

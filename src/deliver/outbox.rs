@@ -705,3 +705,33 @@ fn open_entry(
     check_opened(m, &opened, &path)?;
     Ok(opened)
 }
+
+/// Decrypt a delivery file the way `keyward decrypt FILE` should: when a `manifest.json`
+/// sits beside it, the file must be listed there, its SHA-256 must match and its payload
+/// must belong to that manifest (returned, so the caller can show e.g. a `pending` or
+/// `superseded` status); without a manifest (an age file from elsewhere) it is simply
+/// decrypted.
+pub fn decrypt_delivery(
+    path: &Path,
+    identities: &Identities,
+) -> Result<(Option<Manifest>, Opened), DeliverError> {
+    let manifest_path = path.parent().map(|d| d.join(MANIFEST_FILE));
+    match manifest_path.filter(|p| p.exists()) {
+        Some(mp) => {
+            let m = Manifest::read(&mp)?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !m.recipients.iter().any(|r| r.file == name) {
+                return Err(DeliverError::NotInManifest {
+                    path: path.to_path_buf(),
+                });
+            }
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let opened = open_entry(&dir, &m, &name, identities)?;
+            Ok((Some(m), opened))
+        }
+        None => Ok((None, super::seal::decrypt_file(path, identities)?)),
+    }
+}

@@ -64,20 +64,18 @@ pub fn have(tool: &str) -> bool {
 /// Generate an SSH ed25519 key with ssh-keygen at `path` (passphrase may be empty).
 /// Returns the public key line, or None (printed visibly) when ssh-keygen is missing.
 pub fn ssh_keygen(path: &Path, passphrase: &str) -> Option<String> {
+    ssh_keygen_kind(path, &["-t", "ed25519"], passphrase)
+}
+
+/// Like `ssh_keygen` with explicit type arguments (e.g. `["-t", "rsa", "-b", "2048"]`).
+pub fn ssh_keygen_kind(path: &Path, kind: &[&str], passphrase: &str) -> Option<String> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).expect("create ssh dir");
     }
     let out = match Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-C",
-            "test@keyward",
-            "-N",
-            passphrase,
-            "-f",
-        ])
+        .arg("-q")
+        .args(kind)
+        .args(["-C", "test@keyward", "-N", passphrase, "-f"])
         .arg(path)
         .output()
     {
