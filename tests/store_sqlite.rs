@@ -180,6 +180,41 @@ async fn create_rejects_an_existing_id_and_bad_hashes() {
 }
 
 #[tokio::test]
+async fn timestamps_that_would_not_sort_are_refused() {
+    let (_dir, store) = open();
+    let far = Utc
+        .with_ymd_and_hms(10_000, 1, 1, 0, 0, 0)
+        .single()
+        .expect("representable");
+    let (mut nk, _) = new_key("far");
+    nk.expires_at = Some(far);
+    assert!(matches!(
+        store.create(nk, &actor()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let (nk, _) = new_key("k");
+    let k = store.create(nk, &actor()).await.expect("create");
+    let patch = KeyPatch {
+        expires_at: Some(Some(far)),
+        ..KeyPatch::default()
+    };
+    assert!(matches!(
+        store.update(&k.id, 1, patch, &actor()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let (mut rot, _) = rotation(&k.id, None);
+    rot.issued_at = far;
+    assert!(matches!(
+        store.rotate(&k.id, 1, rot, &actor()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store.get(&k.id).await.expect("get").map(|k| k.version),
+        Some(1)
+    );
+}
+
+#[tokio::test]
 async fn mutations_check_the_version_and_bump_it() {
     let (_dir, store) = open();
     let (nk, _) = new_key("k");
@@ -979,9 +1014,11 @@ async fn the_lease_is_exclusive_across_store_instances() {
 /// Set in the child process of `the_lease_is_exclusive_across_processes`.
 const LOCK_CHILD_DB: &str = "KEYWARD_TEST_LOCK_CHILD_DB";
 
-/// The child half of `the_lease_is_exclusive_across_processes`: a no-op in a normal run;
-/// with `LOCK_CHILD_DB` set it tries to take the lease and prints the outcome.
+/// The child half of `the_lease_is_exclusive_across_processes`, run by it in a separate
+/// process with `--ignored` and `LOCK_CHILD_DB` set: tries to take the lease and prints the
+/// outcome. Without `LOCK_CHILD_DB` it does nothing.
 #[tokio::test]
+#[ignore = "child process of the_lease_is_exclusive_across_processes"]
 async fn lock_child_process() {
     let Ok(path) = std::env::var(LOCK_CHILD_DB) else {
         return;
@@ -1001,6 +1038,7 @@ fn lock_in_child(path: &Path) -> String {
         .args([
             "--exact",
             "lock_child_process",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
