@@ -1046,10 +1046,10 @@ impl Store for SqliteStore {
             if current && k.issued_at > now {
                 return Ok(verdict(VerifyReason::NotYetValid));
             }
-            if let Some(quota) = k.quota_per_day {
-                if !count_call(conn, &k.id, quota, now)? {
-                    return Ok(verdict(VerifyReason::QuotaExceeded));
-                }
+            if let Some(quota) = k.quota_per_day
+                && !count_call(conn, &k.id, quota, now)?
+            {
+                return Ok(verdict(VerifyReason::QuotaExceeded));
             }
             Ok(Verdict {
                 valid: true,
