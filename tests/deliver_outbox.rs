@@ -452,3 +452,16 @@ fn decrypt_delivery_checks_files_beside_a_manifest() {
     assert!(m.is_none());
     assert_eq!(o.secret.expose(), s.expose());
 }
+
+#[test]
+fn a_pending_delivery_with_a_missing_envelope_cannot_become_active() {
+    let f = fixture();
+    let (dir, _, _) = deliver(&f, "k", &secret::new_key_id(), 1, t(2026, 1, 1));
+    f.outbox.verify(&dir).expect("intact");
+    std::fs::remove_file(dir.join("illiad-server.age")).expect("remove");
+    let err = f.outbox.verify(&dir).unwrap_err();
+    assert!(err.to_string().contains("illiad-server.age"), "{err}");
+    let err = f.outbox.mark(&dir, DeliveryStatus::Active).unwrap_err();
+    assert!(err.to_string().contains("illiad-server.age"), "{err}");
+    assert_eq!(status(&f, &dir), DeliveryStatus::Pending);
+}

@@ -33,6 +33,39 @@
 //! write_secret_file(out_path, text.as_bytes())?;          // -o: mode 0600, atomic
 //! ```
 //!
+//! # Public API
+//!
+//! Sealing (pure, in memory):
+//! - `seal_for_principals(&EnvelopeMeta, &Secret, &[&Principal]) -> Result<Vec<SealedFile>>`:
+//!   one armored age file per principal, sealed to all of that principal's keys.
+//! - `seal(&EnvelopeMeta, &Secret, &[RecipientKey]) -> Result<String>` and
+//!   `seal_bytes(&[u8], &[RecipientKey]) -> Result<String>`: one ASCII-armored age file.
+//!
+//! Outbox (durable; every write is temp + fsync + rename + directory fsync):
+//! - `Manifest::pending(&EnvelopeMeta, environment, created_at, commit: Option<String>, &[SealedFile]) -> Manifest`
+//! - `Outbox::new(root: PathBuf)`, `Outbox::dir_for(store, name, generation) -> Result<PathBuf>`
+//! - `Outbox::write_pending(&Manifest, &[SealedFile]) -> Result<PathBuf /*g<N> dir*/>`
+//! - `Outbox::mark(&dir, DeliveryStatus) -> Result<Manifest>` (pending->active checks every
+//!   envelope's sha256), `Outbox::void(&dir) -> Result<Manifest>`, `Outbox::verify(&dir)`
+//! - `Outbox::pending()`, `Outbox::list()`, `Outbox::generations(store, name)`
+//!   `-> Result<Vec<(PathBuf, Manifest)>>`; `Outbox::latest(store, name) -> Result<Option<(PathBuf, Manifest)>>`
+//! - `Outbox::prune(retain: chrono::Duration, now) -> Result<Vec<PathBuf /*deleted envelopes*/>>`
+//! - `Outbox::open(&dir, principal_id, &Identities) -> Result<Opened>` and
+//!   `Outbox::open_latest(store, name, &Identities) -> Result<(PathBuf, Manifest, Opened)>`
+//!   (sha256 checked before decrypting, payload checked against the manifest after)
+//! - `verify_envelope(&Manifest, &path)`, `check_opened(&Manifest, &Opened, &path)`
+//!
+//! Recipients' side:
+//! - `IdentitySources::from_process_env()` (or `IdentitySources::new(home).with_var(..)` in tests)
+//! - `find_identities(&IdentitySources, explicit: &[PathBuf]) -> Result<Identities>`
+//! - `decrypt_file(&path, &Identities) -> Result<Opened>` (any age file holding an envelope),
+//!   `decrypt_delivery(&path, &Identities) -> Result<(Option<Manifest>, Opened)>` (also checks
+//!   the manifest beside the file, if any), `decrypt_bytes(&[u8], &Identities, label)`
+//! - `render(&Opened, OutputFormat::{Raw, Env, Json}) -> Zeroizing<String>`,
+//!   `write_secret_file(&path, bytes)` (0600, atomic), `keygen(&path) -> Result<String /*age1...*/>`
+//!
+//! Every error is a [`DeliverError`] naming the file and what to do; none contains a secret.
+//!
 //! Layout: `deliveries/<store>/<key-name>/g<generation>/<principal-id>.age` (ASCII-armored
 //! age, one file per principal holding all of that principal's keys) and `manifest.json`
 //! (see [`Manifest`]); an older key of the same name found in the same directory is kept as

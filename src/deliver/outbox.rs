@@ -443,9 +443,10 @@ impl Outbox {
         fsync_dir(dir)
     }
 
-    /// Durably rewrite the manifest in `dir` with `status`. Allowed: pending -> active,
-    /// pending -> void (use [`Outbox::void`], which this calls), active -> superseded, and
-    /// re-marking the same status. Returns the updated manifest.
+    /// Durably rewrite the manifest in `dir` with `status`. Allowed: pending -> active
+    /// (only when every envelope is present and matches its SHA-256), pending -> void (use
+    /// [`Outbox::void`], which this calls), active -> superseded, and re-marking the same
+    /// status. Returns the updated manifest.
     pub fn mark(&self, dir: &Path, status: DeliveryStatus) -> Result<Manifest, DeliverError> {
         if status == DeliveryStatus::Void {
             return self.void(dir);
@@ -458,9 +459,25 @@ impl Outbox {
                 to: status.to_string(),
             });
         }
+        if m.status == DeliveryStatus::Pending && status == DeliveryStatus::Active {
+            // Only a complete, intact delivery may become the live secret's record.
+            for r in &m.recipients {
+                verify_envelope(&m, &dir.join(&r.file))?;
+            }
+        }
         if m.status != status {
             m.status = status;
             m.write(dir)?;
+        }
+        Ok(m)
+    }
+
+    /// Check every envelope listed in `dir`'s manifest against its SHA-256 (e.g. before
+    /// trusting a pending delivery found during recovery). Returns the manifest.
+    pub fn verify(&self, dir: &Path) -> Result<Manifest, DeliverError> {
+        let m = self.read(dir)?;
+        for r in &m.recipients {
+            verify_envelope(&m, &dir.join(&r.file))?;
         }
         Ok(m)
     }

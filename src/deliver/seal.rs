@@ -213,7 +213,7 @@ fn no_match(path: &Path, identities: &Identities) -> DeliverError {
     }
 }
 
-/// Decrypt an envelope held in memory. `label` names it in errors (e.g. "<stdin>").
+/// Decrypt an envelope held in memory. `label` names it in errors (e.g. `<stdin>`).
 pub fn decrypt_bytes(
     ciphertext: &[u8],
     identities: &Identities,
