@@ -277,3 +277,26 @@ fn write_secret_file_is_0600_and_replaces_an_existing_file() {
     let err = write_secret_file(&dir.path().join("no/such/dir/x"), b"x").unwrap_err();
     assert!(err.to_string().contains("no/such/dir"), "{err}");
 }
+
+#[test]
+fn from_process_env_reads_home_without_changing_the_environment() {
+    let src = IdentitySources::from_process_env();
+    match std::env::var("HOME") {
+        Ok(h) if !h.is_empty() => assert_eq!(src.home, Some(PathBuf::from(h))),
+        _ => assert!(src.home.is_none()),
+    }
+    for name in src.vars.keys() {
+        assert!(
+            [
+                "HOME",
+                "XDG_CONFIG_HOME",
+                "KEYWARD_AGE_IDENTITY",
+                "KEYWARD_AGE_IDENTITY_FILE",
+                "SOPS_AGE_KEY",
+                "SOPS_AGE_KEY_FILE"
+            ]
+            .contains(&name.as_str()),
+            "only the variables the search uses are read: {name}"
+        );
+    }
+}
