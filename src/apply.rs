@@ -9,7 +9,9 @@ use crate::diff::{self, Action, Change};
 use crate::plan::Plan;
 use crate::secret;
 use crate::spec::{DesiredKey, DesiredState, Principal, Spec};
-use crate::store::{Actor, KeyStatus, Lease, MANAGED_BY, NewKey, Rotate, Store, StoreError};
+use crate::store::{
+    Actor, KeyPatch, KeyStatus, Lease, LiveKey, MANAGED_BY, NewKey, Rotate, Store, StoreError,
+};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -336,52 +338,42 @@ async fn apply_one(cx: &Context<'_>, c: &Change, actor: &Actor) -> Result<Done, 
                 .stores
                 .get(&old_store_name)
                 .ok_or_else(|| ApplyError::UnknownStore(old_store_name.clone()))?;
-            old_store
-                .revoke(&id(), version()?, actor)
+            revoke_recorded(old_store.as_ref(), &id(), version()?, actor)
                 .await
                 .map_err(store_err(&old_store_name))?;
         }
-        Action::Rotate => {
+        Action::Rotate | Action::Update | Action::Disable => {
             let mut v = version()?;
+            let mut last = None;
             if !c.patch.is_empty() {
-                v = store
+                let k = store
                     .update(&id(), v, c.patch.clone(), actor)
                     .await
-                    .map_err(&serr)?
-                    .version;
+                    .map_err(&serr)?;
+                v = k.version;
+                last = Some(k);
             }
             if c.set_status == Some(KeyStatus::Active) {
-                v = store.enable(&id(), v, actor).await.map_err(&serr)?.version;
+                let k = store.enable(&id(), v, actor).await.map_err(&serr)?;
+                v = k.version;
+                last = Some(k);
             }
-            done.delivery = Some(rotate_key(cx, store.as_ref(), c, v, actor).await?);
-        }
-        Action::Update => {
-            let mut v = version()?;
-            if !c.patch.is_empty() {
-                v = store
-                    .update(&id(), v, c.patch.clone(), actor)
+            if c.action == Action::Disable {
+                last = Some(store.disable(&id(), v, actor).await.map_err(&serr)?);
+            }
+            if c.action == Action::Rotate {
+                let (dir, k) = rotate_key(cx, store.as_ref(), c, v, actor).await?;
+                done.delivery = Some(dir);
+                last = Some(k);
+            }
+            if let Some(k) = last {
+                record_state(store.as_ref(), k, actor)
                     .await
-                    .map_err(&serr)?
-                    .version;
+                    .map_err(&serr)?;
             }
-            if c.set_status == Some(KeyStatus::Active) {
-                store.enable(&id(), v, actor).await.map_err(&serr)?;
-            }
-        }
-        Action::Disable => {
-            let mut v = version()?;
-            if !c.patch.is_empty() {
-                v = store
-                    .update(&id(), v, c.patch.clone(), actor)
-                    .await
-                    .map_err(&serr)?
-                    .version;
-            }
-            store.disable(&id(), v, actor).await.map_err(&serr)?;
         }
         Action::Revoke => {
-            store
-                .revoke(&id(), version()?, actor)
+            revoke_recorded(store.as_ref(), &id(), version()?, actor)
                 .await
                 .map_err(&serr)?;
         }
@@ -393,6 +385,50 @@ async fn apply_one(cx: &Context<'_>, c: &Change, actor: &Actor) -> Result<Done, 
         }
     }
     Ok(done)
+}
+
+/// Record the state keyward left a key in (`applied_digest`), so a later edit made outside
+/// keyward shows as drift.
+async fn record_state(store: &dyn Store, k: LiveKey, actor: &Actor) -> Result<LiveKey, StoreError> {
+    let want = k.state_digest();
+    if k.applied_digest.as_deref() == Some(want.as_str()) || k.status == KeyStatus::Revoked {
+        return Ok(k);
+    }
+    let patch = KeyPatch {
+        applied_digest: Some(want),
+        ..KeyPatch::default()
+    };
+    store.update(&k.id, k.version, patch, actor).await
+}
+
+/// Revoke, recording first that keyward is the one revoking (a revoked key cannot be
+/// updated afterwards).
+async fn revoke_recorded(
+    store: &dyn Store,
+    id: &str,
+    version: u64,
+    actor: &Actor,
+) -> Result<LiveKey, StoreError> {
+    let Some(live) = store.get(id).await? else {
+        return Err(StoreError::NotFound(id.to_string()));
+    };
+    if live.version != version {
+        return Err(StoreError::Conflict {
+            id: id.to_string(),
+            expected: version,
+            found: live.version,
+        });
+    }
+    let after = LiveKey {
+        status: KeyStatus::Revoked,
+        ..live
+    };
+    let patch = KeyPatch {
+        applied_digest: Some(after.state_digest()),
+        ..KeyPatch::default()
+    };
+    let k = store.update(id, version, patch, actor).await?;
+    store.revoke(id, k.version, actor).await
 }
 
 /// A replace across stores names the old store in its `store` field change.
@@ -516,7 +552,12 @@ async fn create_key(
         quota_per_day: d.quota.map(|q| q.per_day),
         protected: d.protected,
         managed_by: Some(MANAGED_BY.to_string()),
+        applied_digest: None,
         secret_hash: secret.hash(),
+    };
+    let new = NewKey {
+        applied_digest: Some(new.state_digest()),
+        ..new
     };
     drop(secret);
     if let Err(e) = store.create(new, actor).await {
@@ -539,7 +580,7 @@ async fn rotate_key(
     c: &Change,
     version: u64,
     actor: &Actor,
-) -> Result<PathBuf, ApplyError> {
+) -> Result<(PathBuf, LiveKey), ApplyError> {
     let d = desired(cx, c)?;
     let now = cx.clock.now().trunc_subsecs(0);
     let id = c.key_id.clone().unwrap_or_default();
@@ -566,9 +607,10 @@ async fn rotate_key(
         recipients: diff::recipient_map(cx.spec, d),
     };
     drop(secret);
-    if let Err(e) = store.rotate(&id, version, rot, actor).await {
-        return Err(void_after_failure(cx, &dir, e, &c.store));
-    }
+    let live = match store.rotate(&id, version, rot, actor).await {
+        Ok(k) => k,
+        Err(e) => return Err(void_after_failure(cx, &dir, e, &c.store)),
+    };
     failpoint::hit(failpoint::AFTER_REGISTER)?;
     cx.outbox
         .mark(&dir, DeliveryStatus::Active)
@@ -577,5 +619,5 @@ async fn rotate_key(
             source: Box::new(e),
         })?;
     failpoint::hit(failpoint::AFTER_ACTIVATE)?;
-    Ok(dir)
+    Ok((dir, live))
 }

@@ -357,10 +357,21 @@ pub fn diff(
                         );
                         continue;
                     }
-                    if revoked.is_none() {
-                        unmatched_desired.push(d);
-                    } else {
-                        cx.push_create(d, revoked, "the previous key was revoked".into());
+                    match revoked {
+                        None => unmatched_desired.push(d),
+                        Some(r) if is_drifted(r) => {
+                            cx.push_create(
+                                d,
+                                revoked,
+                                "drift: revoked outside keyward; a new key replaces it".into(),
+                            );
+                            if let Some(c) = cx.out.changes.last_mut() {
+                                c.drift = true;
+                            }
+                        }
+                        Some(_) => {
+                            cx.push_create(d, revoked, "the previous key was revoked".into())
+                        }
                     }
                 }
             },
@@ -420,6 +431,14 @@ pub fn diff(
     out.notes
         .sort_by(|a, b| (&a.store, &a.name, &a.message).cmp(&(&b.store, &b.name, &b.message)));
     out
+}
+
+/// A live key whose state differs from the one keyward recorded when it last wrote it was
+/// changed outside keyward.
+pub fn is_drifted(l: &LiveKey) -> bool {
+    l.applied_digest
+        .as_ref()
+        .is_some_and(|d| *d != l.state_digest())
 }
 
 /// Among live managed keys of one name, the one that represents the desired key: the
@@ -868,6 +887,20 @@ impl Ctx<'_> {
             // Only bookkeeping (e.g. the lifetime string): apply quietly as an update.
             reasons.push("bookkeeping".into());
         }
+        let drift = is_drifted(l) && !fields.is_empty();
+        if drift {
+            let names: Vec<&str> = fields
+                .iter()
+                .map(|f| f.field.as_str())
+                .filter(|f| *f != "generation" && *f != "recipients")
+                .collect();
+            if !names.is_empty() {
+                reasons.insert(
+                    0,
+                    format!("drift: {} changed outside keyward", names.join(", ")),
+                );
+            }
+        }
         let unchanged = total_fields.saturating_sub(fields.len());
         let rotating = action == Action::Rotate;
         self.out.changes.push(Change {
@@ -880,7 +913,7 @@ impl Ctx<'_> {
             fields,
             unchanged_fields: unchanged,
             escalations,
-            drift: false,
+            drift,
             patch,
             set_status,
             new_generation: rotating.then_some(l.generation + 1),
@@ -1013,7 +1046,46 @@ pub(crate) mod tests {
             quota_per_day: d.quota.map(|q| q.per_day),
             protected: d.protected,
             managed_by: Some(MANAGED_BY.into()),
+            applied_digest: None,
         }
+        .recorded()
+    }
+
+    impl LiveKey {
+        /// As keyward leaves a key: its state digest recorded.
+        pub fn recorded(mut self) -> LiveKey {
+            self.applied_digest = Some(self.state_digest());
+            self
+        }
+    }
+
+    #[test]
+    fn edits_made_outside_keyward_are_drift_and_spec_edits_are_not() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s = spec(vec![d.clone()]);
+        let live = live_from(&s, &d, "id1", now());
+        // Someone widened the scopes in a console.
+        let mut edited = live.clone();
+        edited.scopes = vec!["bibs:write".into()];
+        let c = &diff(&s, &observed("prod", vec![edited]), now()).changes[0];
+        assert!(c.drift);
+        assert_eq!(c.reasons[0], "drift: scopes changed outside keyward");
+        assert_eq!(c.fields[0].before.as_deref(), Some("[\"bibs:write\"]"));
+        assert_eq!(c.patch.scopes, Some(vec!["bibs:read".to_string()]));
+        // Someone disabled it: drift, restored by enabling.
+        let mut off = live.clone();
+        off.status = KeyStatus::Disabled;
+        let c = &diff(&s, &observed("prod", vec![off]), now()).changes[0];
+        assert!(c.drift && c.set_status == Some(KeyStatus::Active));
+        // Someone revoked it: a new key replaces it, flagged as drift.
+        let mut gone = live.clone();
+        gone.status = KeyStatus::Revoked;
+        let c = &diff(&s, &observed("prod", vec![gone]), now()).changes[0];
+        assert!(c.drift && c.action == Action::Create);
+        // The spec changed instead: a plain update.
+        let s2 = spec(vec![key("prod", "ill", &["bibs:read", "users:read"])]);
+        let c = &diff(&s2, &observed("prod", vec![live]), now()).changes[0];
+        assert!(!c.drift);
     }
 
     fn observed(store: &str, keys: Vec<LiveKey>) -> BTreeMap<String, Vec<LiveKey>> {

@@ -348,3 +348,47 @@ fn init_scaffolds_a_repo_that_validates() {
     let o = c.arg("-C").arg(&target).arg("validate").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+#[test]
+fn an_edit_made_in_the_store_shows_as_drift_and_apply_restores_it() {
+    use keyward::store::{Actor, KeyPatch, ListFilter, Store, list_all, sqlite::SqliteStore};
+    let r = Repo::new(TWO_KEYS);
+    apply(&r);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store =
+            SqliteStore::open("alma-production", &r.root().join(".keyward/prod.db")).unwrap();
+        let keys = list_all(&store, &ListFilter::default()).await.unwrap();
+        let k = keys.iter().find(|k| k.name == "ill-lookup").unwrap();
+        let console = Actor {
+            who: "console:admin".into(),
+            commit: None,
+        };
+        let patch = KeyPatch {
+            scopes: Some(vec!["bibs:write".into(), "users:write".into()]),
+            ..KeyPatch::default()
+        };
+        store
+            .update(&k.id, k.version, patch, &console)
+            .await
+            .unwrap();
+    });
+    let p = r.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(p.code, 2, "{}", p.all());
+    assert!(
+        p.stdout.contains("drift: scopes changed outside keyward"),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.stdout
+            .contains("[\"bibs:write\", \"users:write\"] -> [\"bibs:read\", \"users:read\"]"),
+        "{}",
+        p.stdout
+    );
+    apply(&r);
+    assert_no_changes(&r);
+}

@@ -72,12 +72,61 @@ pub struct LiveKey {
     pub protected: bool,
     /// `Some("keyward")` for keys keyward manages; None (or another tool's name) otherwise.
     pub managed_by: Option<String>,
+    /// `state_digest()` of the key as keyward last left it; a live key whose digest differs
+    /// was changed outside keyward (drift). None for keys keyward has not written yet.
+    #[serde(default)]
+    pub applied_digest: Option<String>,
 }
 
 impl LiveKey {
+    /// Digest of the fields a spec controls (and that a console could edit): compared with
+    /// `applied_digest` to tell drift from spec changes. Versions and timestamps of
+    /// bookkeeping are not part of it.
     pub fn is_managed(&self) -> bool {
         self.managed_by.as_deref() == Some(MANAGED_BY)
     }
+
+    pub fn state_digest(&self) -> String {
+        state_digest(&serde_json::json!([
+            self.name,
+            self.environment,
+            self.owner,
+            self.purpose,
+            self.scopes,
+            self.labels,
+            self.status,
+            self.expires_at.map(|t| t.timestamp()),
+            self.quota_per_day,
+            self.protected,
+        ]))
+    }
+}
+
+fn state_digest(fields: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(fields.to_string().as_bytes())[..12])
+}
+
+impl NewKey {
+    /// The `LiveKey::state_digest` the key will have once created from this record.
+    pub fn state_digest(&self) -> String {
+        let mut scopes = self.scopes.clone();
+        scopes.sort();
+        scopes.dedup();
+        state_digest(&serde_json::json!([
+            self.name,
+            self.environment,
+            self.owner,
+            self.purpose,
+            scopes,
+            self.labels,
+            self.status,
+            self.expires_at.map(|t| t.timestamp()),
+            self.quota_per_day,
+            self.protected,
+        ]))
+    }
+
 }
 
 /// Hex SHA-256 of a secret: the only form in which a secret reaches a store.
@@ -111,6 +160,9 @@ pub struct NewKey {
     pub quota_per_day: Option<u64>,
     pub protected: bool,
     pub managed_by: Option<String>,
+    /// See `LiveKey::applied_digest`.
+    #[serde(default)]
+    pub applied_digest: Option<String>,
     pub secret_hash: SecretHash,
 }
 
@@ -127,6 +179,9 @@ pub struct KeyPatch {
     pub protected: Option<bool>,
     pub managed_by: Option<Option<String>>,
     pub owner: Option<String>,
+    /// Record the state keyward left the key in (see `LiveKey::applied_digest`).
+    #[serde(default)]
+    pub applied_digest: Option<String>,
 }
 
 impl KeyPatch {

@@ -267,6 +267,7 @@ impl SqliteStore {
                 quota_per_day: key.quota_per_day,
                 protected: key.protected,
                 managed_by: key.managed_by,
+                applied_digest: key.applied_digest,
             };
             let stored = StoredKey {
                 key: live,
@@ -506,6 +507,7 @@ fn row_values(s: &StoredKey) -> StoreResult<Vec<Value>> {
         },
         Value::Integer(i64::from(k.protected)),
         opt_text(k.managed_by.as_deref()),
+        opt_text(k.applied_digest.as_deref()),
         Value::Blob(s.mac.clone()),
         s.previous_mac.clone().map_or(Value::Null, Value::Blob),
     ])
@@ -673,6 +675,9 @@ fn apply_patch(
             detail.insert("owner".into(), json!({ "from": k.owner, "to": v }));
         }
         set!(owner, v);
+    }
+    if let Some(v) = patch.applied_digest {
+        set!(applied_digest, Some(v));
     }
     detail.insert("changed".into(), json!(changed));
     Ok((changed, serde_json::Value::Object(detail)))

@@ -12,13 +12,14 @@ use crate::store::{Event, KeyStatus, LiveKey, StoreError, StoreResult};
 /// Columns of a `LiveKey`, in the order `key_from_row` reads them.
 pub(super) const KEY_COLUMNS: &str = "id, name, environment, owner, purpose, scopes, labels, \
      status, issued_at, created_at, updated_at, expires_at, lifetime, version, generation, \
-     spec_generation, previous_valid_until, recipients, quota_per_day, protected, managed_by";
+     spec_generation, previous_valid_until, recipients, quota_per_day, protected, managed_by, \
+     applied_digest";
 /// Number of columns in `KEY_COLUMNS`; the MAC columns follow them in `STORED_COLUMNS`.
-const KEY_COLUMN_COUNT: usize = 21;
+const KEY_COLUMN_COUNT: usize = 22;
 pub(super) const STORED_COLUMNS: &str = "id, name, environment, owner, purpose, scopes, labels, \
      status, issued_at, created_at, updated_at, expires_at, lifetime, version, generation, \
      spec_generation, previous_valid_until, recipients, quota_per_day, protected, managed_by, \
-     secret_mac, previous_secret_mac";
+     applied_digest, secret_mac, previous_secret_mac";
 
 pub(super) const EVENT_COLUMNS: &str = "seq, at, who, action, key_id, key_name, commit_sha, detail";
 
@@ -148,6 +149,7 @@ pub(super) fn key_from_row(row: &Row<'_>) -> StoreResult<LiveKey> {
             _ => return Err(corrupt("protected")),
         },
         managed_by: opt_text(row, 20, "managed_by")?.map(str::to_owned),
+        applied_digest: opt_text(row, 21, "applied_digest")?.map(str::to_owned),
     })
 }
 

@@ -80,9 +80,12 @@ CREATE TABLE quota_usage (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// v2: the digest of the state keyward last left a key in (drift detection).
+const V2: &str = "ALTER TABLE keys ADD COLUMN applied_digest TEXT;";
+
 /// Every migration in order; migration `i` brings the schema to version `i + 1`.
 /// Append only: never edit or reorder a migration that has been released.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
