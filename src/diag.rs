@@ -241,17 +241,21 @@ pub fn sources_from_files(files: &std::collections::BTreeMap<PathBuf, Vec<u8>>) 
 /// key or plugin identity are replaced; a text with a PEM/OpenSSH private key marker is
 /// withheld entirely.
 pub fn redact(text: &str) -> String {
-    if !crate::recipient::looks_private(text) {
-        return text.to_string();
-    }
     let upper = text.to_ascii_uppercase();
-    if upper.contains("PRIVATE KEY") || upper.contains("-----BEGIN") {
+    if upper.contains("-----BEGIN") || upper.contains("PRIVATE KEY-----") {
         return "<withheld: contains private key material>".to_string();
     }
+    if !upper.contains("AGE-SECRET-KEY-") && !upper.contains("AGE-PLUGIN-") {
+        return text.to_string();
+    }
+    let secret = |t: &str| {
+        let u = t.to_ascii_uppercase();
+        u.contains("AGE-SECRET-KEY-") || u.contains("AGE-PLUGIN-")
+    };
     let mut out = String::with_capacity(text.len());
     let mut token = String::new();
     let flush = |token: &mut String, out: &mut String| {
-        if crate::recipient::looks_private(token) {
+        if secret(token) {
             out.push_str("<redacted>");
         } else {
             out.push_str(token);
@@ -323,10 +327,14 @@ fn token_len(line: &[char], col: usize) -> usize {
         }
         return line.len() - col;
     }
-    let n = line[col..]
-        .iter()
-        .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ']' | '}' | '#'))
-        .count();
+    let mut n = 0;
+    while let Some(&c) = line.get(col + n) {
+        let key_end = c == ':' && line.get(col + n + 1).is_none_or(|n| n.is_whitespace());
+        if c.is_whitespace() || matches!(c, ',' | ']' | '}' | '#') || key_end {
+            break;
+        }
+        n += 1;
+    }
     n.max(1)
 }
 
@@ -503,6 +511,10 @@ mod tests {
         assert!(!r.contains("ABCDEF"), "{r}");
         assert!(r.contains("<redacted>"));
         assert_eq!(redact("plain text"), "plain text");
+        assert_eq!(
+            redact("a PRIVATE key was pasted"),
+            "a PRIVATE key was pasted"
+        );
         assert!(!redact("-----BEGIN OPENSSH PRIVATE KEY----- abc").contains("abc"));
     }
 

@@ -64,19 +64,20 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
         }
 
         // The owner's grants bound the key's scopes.
-        if let Some(owner) = spec.principals.get(&k.owner) {
-            if let Some(grants) = &owner.may_grant {
-                for s in &k.scopes {
-                    if grants.iter().any(|g| cat.implies(g, s)) {
-                        continue;
-                    }
-                    let may: Vec<String> = grants.iter().map(Scope::to_string).collect();
-                    let may = if may.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        may.join(", ")
-                    };
-                    let mut d = Diagnostic::error(
+        if let Some(owner) = spec.principals.get(&k.owner)
+            && let Some(grants) = &owner.may_grant
+        {
+            for s in &k.scopes {
+                if grants.iter().any(|g| cat.implies(g, s)) {
+                    continue;
+                }
+                let may: Vec<String> = grants.iter().map(Scope::to_string).collect();
+                let may = if may.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    may.join(", ")
+                };
+                let mut d = Diagnostic::error(
                         codes::BEYOND_OWNER_GRANT,
                         format!("owner `{}` may not grant `{s}` (key `{}`)", k.owner, k.name),
                     )
@@ -85,11 +86,10 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
                         "`{}` may grant: {may}; narrow the scope, or choose an owner whose `may_grant` covers it",
                         k.owner
                     ));
-                    if let Some(l) = &owner.location {
-                        d = d.related(format!("`{}` is defined here", k.owner), l.clone());
-                    }
-                    out.push(d);
+                if let Some(l) = &owner.location {
+                    d = d.related(format!("`{}` is defined here", k.owner), l.clone());
                 }
+                out.push(d);
             }
         }
 
@@ -144,9 +144,11 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
                 _ => {}
             }
         }
-        if let Expiry::At(t) = k.expiry {
-            if t <= now && k.state == DesiredState::Active {
-                out.push(
+        if let Expiry::At(t) = k.expiry
+            && t <= now
+            && k.state == DesiredState::Active
+        {
+            out.push(
                     Diagnostic::warning(
                         codes::ALREADY_EXPIRED,
                         format!("key `{}` expired on {}", k.name, t.format("%Y-%m-%d")),
@@ -154,7 +156,6 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
                     .at(expiry_loc.clone())
                     .hint("move `expires:` forward, or set `state: revoked` if the key is no longer needed"),
                 );
-            }
         }
 
         // Recipients.

@@ -402,15 +402,15 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
             }
         }
     }
-    if let (Some(d), Some(m)) = (pol.default_lifetime, pol.max_lifetime) {
-        if d > m {
-            ctx.err(
-                codes::DEFAULT_EXCEEDS_MAX,
-                &p.key("default_lifetime"),
-                format!("default_lifetime {d} is longer than max_lifetime {m}"),
-                "every key without an explicit expiry would break the policy; shorten default_lifetime",
-            );
-        }
+    if let (Some(d), Some(m)) = (pol.default_lifetime, pol.max_lifetime)
+        && d > m
+    {
+        ctx.err(
+            codes::DEFAULT_EXCEEDS_MAX,
+            &p.key("default_lifetime"),
+            format!("default_lifetime {d} is longer than max_lifetime {m}"),
+            "every key without an explicit expiry would break the policy; shorten default_lifetime",
+        );
     }
     cfg.policy = pol;
 }

@@ -133,16 +133,16 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
         }
         Some(v) => ctx.string(v, &p.key("name")),
     };
-    if let Some(n) = &name {
-        if !valid_key_name(n) {
-            ok = false;
-            ctx.err(
-                codes::INVALID_KEY_NAME,
-                &p.key("name"),
-                format!("`{n}` is not a valid key name"),
-                "use lowercase letters, digits and `-`, 1 to 64 characters, starting with a letter",
-            );
-        }
+    if let Some(n) = &name
+        && !valid_key_name(n)
+    {
+        ok = false;
+        ctx.err(
+            codes::INVALID_KEY_NAME,
+            &p.key("name"),
+            format!("`{n}` is not a valid key name"),
+            "use lowercase letters, digits and `-`, 1 to 64 characters, starting with a letter",
+        );
     }
     let location = match name {
         Some(_) => ctx.loc(&p.key("name")),
@@ -330,10 +330,8 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
         Some(v) => ctx.boolean(v, &p.key("include_owner")).unwrap_or(true),
     };
     let mut recipients: BTreeSet<String> = BTreeSet::new();
-    if include_owner {
-        if let Some(o) = &owner {
-            recipients.insert(o.clone());
-        }
+    if include_owner && let Some(o) = &owner {
+        recipients.insert(o.clone());
     }
     if let Some(v) = get("recipients") {
         let rp = p.key("recipients");
@@ -642,18 +640,18 @@ fn rotation(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<Rotation> {
             },
         }
     }
-    if let Some(every) = r.every {
-        if r.grace > every {
-            ctx.warn(
-                codes::GRACE_EXCEEDS_PERIOD,
-                &p.key("grace"),
-                format!(
-                    "grace {} is longer than the rotation period {}",
-                    r.grace, every
-                ),
-                "two old secrets would be valid at once; shorten `grace`",
-            );
-        }
+    if let Some(every) = r.every
+        && r.grace > every
+    {
+        ctx.warn(
+            codes::GRACE_EXCEEDS_PERIOD,
+            &p.key("grace"),
+            format!(
+                "grace {} is longer than the rotation period {}",
+                r.grace, every
+            ),
+            "two old secrets would be valid at once; shorten `grace`",
+        );
     }
     ok.then_some(r)
 }

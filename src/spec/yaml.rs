@@ -81,10 +81,16 @@ pub fn parse(file: &Path, bytes: &[u8], diags: &mut Diagnostics) -> (Option<Stri
             )
         }
         Err(e) => {
-            let (line, col) = e
+            let (mut line, mut col) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((1, 1));
+            // libyaml reports end-of-input errors one line past the end: point at the last line.
+            let last = text.lines().count().max(1);
+            if line > last {
+                line = last;
+                col = text.lines().last().map_or(0, |l| l.chars().count()) + 1;
+            }
             let raw = e.to_string();
             let msg = raw.split(" at line ").next().unwrap_or(&raw).to_string();
             let (code, hint) = if msg.contains("recursion limit")
