@@ -163,7 +163,7 @@ fn passphrase_protected_ssh_keys_are_reported_clearly() {
     let err = find_identities(&sources(&home), &[]).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("passphrase-protected SSH keys are not supported yet"),
+        msg.contains("passphrase-protected SSH keys are not supported here"),
         "{msg}"
     );
     let (a, _) = age_identity();
@@ -299,4 +299,85 @@ fn from_process_env_reads_home_without_changing_the_environment() {
             "only the variables the search uses are read: {name}"
         );
     }
+}
+
+#[test]
+fn protected_ssh_keys_work_with_a_passphrase_prompt_asked_at_most_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let Some(ssh_pub) = ssh_keygen(&home.join(".ssh/id_ed25519"), "correct horse") else {
+        return; // reported visibly by the helper
+    };
+    let (a, a_pub) = age_identity();
+    write_identity_file(&home.join(".config/keyward/identities.txt"), &a);
+    let prompt = |answer: Option<&'static str>,
+                  asked: Arc<AtomicUsize>|
+     -> keyward::deliver::PassphrasePrompt {
+        Arc::new(move |_what: &str| {
+            asked.fetch_add(1, Ordering::SeqCst);
+            answer.map(|p| age::secrecy::SecretString::from(p.to_string()))
+        })
+    };
+    let s = secret::generate("sandbox", &secret::new_key_id());
+    let for_ssh = seal(&meta("k", "id", 1), &s, &[RecipientKey::new(&ssh_pub)]).expect("seal");
+    let for_age = seal(&meta("k", "id", 1), &s, &[RecipientKey::new(&a_pub)]).expect("seal");
+    let (_, stranger_pub) = age_identity();
+    let for_stranger =
+        seal(&meta("k", "id", 1), &s, &[RecipientKey::new(&stranger_pub)]).expect("seal");
+
+    let asked = Arc::new(AtomicUsize::new(0));
+    let src = sources(&home).with_passphrase_prompt(prompt(Some("correct horse"), asked.clone()));
+    let ids = find_identities(&src, &[]).expect("identities");
+    assert_eq!(ids.len(), 2);
+    assert_eq!(
+        ids.fingerprints()[1],
+        fp(&ssh_pub),
+        "public key read from the protected file's header"
+    );
+    // Files the age key opens, or nobody's: never asked.
+    decrypt_bytes(for_age.as_bytes(), &ids, "a").expect("age key");
+    let err = decrypt_bytes(for_stranger.as_bytes(), &ids, "b").unwrap_err();
+    assert!(
+        matches!(err, DeliverError::NoMatchingIdentity { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "no prompt for files the SSH key cannot open"
+    );
+    // A file for the SSH key: asked once, and the answer is remembered.
+    for _ in 0..2 {
+        let o = decrypt_bytes(for_ssh.as_bytes(), &ids, "c").expect("protected SSH key decrypts");
+        assert_eq!(o.secret.expose(), s.expose());
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+
+    // A wrong passphrase is reported without echoing it.
+    let src = sources(&home)
+        .with_passphrase_prompt(prompt(Some("wrong battery"), Arc::new(AtomicUsize::new(0))));
+    let err = decrypt_bytes(
+        for_ssh.as_bytes(),
+        &find_identities(&src, &[]).expect("ids"),
+        "c",
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("passphrase is wrong"), "{msg}");
+    assert!(!msg.contains("wrong battery"), "{msg}");
+
+    // Declining is asked once and then ends in "no identity matches".
+    let asked = Arc::new(AtomicUsize::new(0));
+    let src = sources(&home).with_passphrase_prompt(prompt(None, asked.clone()));
+    let ids = find_identities(&src, &[]).expect("ids");
+    for _ in 0..2 {
+        let err = decrypt_bytes(for_ssh.as_bytes(), &ids, "c").unwrap_err();
+        assert!(
+            matches!(err, DeliverError::NoMatchingIdentity { .. }),
+            "{err}"
+        );
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
 }

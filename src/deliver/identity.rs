@@ -9,7 +9,10 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use secrecy::ExposeSecret;
+use std::sync::{Arc, Mutex};
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Digest;
 use zeroize::Zeroizing;
 
 use super::DeliverError;
@@ -26,13 +29,72 @@ const ENV_SOPS_KEY: &str = "SOPS_AGE_KEY";
 const ENV_XDG: &str = "XDG_CONFIG_HOME";
 const ENV_HOME: &str = "HOME";
 
+/// Asks the user for the passphrase of a protected SSH key; the argument describes which
+/// key. Return None when nobody can answer (no terminal).
+pub type PassphrasePrompt = Arc<dyn Fn(&str) -> Option<SecretString> + Send + Sync>;
+
 /// Where identities are looked for: a home directory and environment variables, passed in
 /// explicitly so tests (and callers) never need to change the process environment.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct IdentitySources {
     pub home: Option<PathBuf>,
     /// Environment variables by name (only the ones this module reads matter).
     pub vars: BTreeMap<String, String>,
+    /// How to ask for the passphrase of a protected SSH key. Without it such keys are
+    /// skipped (default locations) or refused (`-i`). Asked at most once per key, and only
+    /// when no earlier identity could open the file.
+    pub passphrase: Option<PassphrasePrompt>,
+}
+
+impl std::fmt::Debug for IdentitySources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentitySources")
+            .field("home", &self.home)
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "<prompt>"))
+            .finish()
+    }
+}
+
+/// age callbacks that ask through a `PassphrasePrompt` once and remember the answer.
+#[derive(Clone)]
+struct PromptOnce {
+    prompt: PassphrasePrompt,
+    label: String,
+    answer: Arc<Mutex<Asked>>,
+}
+
+/// Whether the user was asked already (never ask twice, even after a refusal).
+enum Asked {
+    No,
+    Declined,
+    Given(Zeroizing<String>),
+}
+
+impl age::Callbacks for PromptOnce {
+    fn display_message(&self, _: &str) {}
+    fn confirm(&self, _: &str, _: &str, _: Option<&str>) -> Option<bool> {
+        None
+    }
+    fn request_public_string(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn request_passphrase(&self, _description: &str) -> Option<SecretString> {
+        let mut answer = self
+            .answer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if matches!(*answer, Asked::No) {
+            *answer = match (self.prompt)(&format!("Passphrase for SSH key {}", self.label)) {
+                Some(given) => Asked::Given(Zeroizing::new(given.expose_secret().to_string())),
+                None => Asked::Declined,
+            };
+        }
+        match &*answer {
+            Asked::Given(p) => Some(SecretString::from(p.as_str().to_string())),
+            _ => None,
+        }
+    }
 }
 
 impl IdentitySources {
@@ -56,14 +118,25 @@ impl IdentitySources {
             .get(ENV_HOME)
             .filter(|h| !h.is_empty())
             .map(PathBuf::from);
-        IdentitySources { home, vars }
+        IdentitySources {
+            home,
+            vars,
+            passphrase: None,
+        }
     }
 
     pub fn new(home: Option<PathBuf>) -> Self {
         IdentitySources {
             home,
             vars: BTreeMap::new(),
+            passphrase: None,
         }
+    }
+
+    /// Ask for passphrases of protected SSH keys with `prompt`.
+    pub fn with_passphrase_prompt(mut self, prompt: PassphrasePrompt) -> Self {
+        self.passphrase = Some(prompt);
+        self
     }
 
     pub fn with_var(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -102,10 +175,17 @@ pub struct IdentityOrigin {
     pub fingerprints: Vec<String>,
 }
 
+struct Entry {
+    identity: Box<dyn age::Identity + Send + Sync>,
+    /// For passphrase-protected SSH keys: the stanza tag a file must carry for this
+    /// identity to be tried (so the passphrase is asked only when it can help).
+    only_for: Option<[u8; 4]>,
+}
+
 /// Identities found for decryption, in search order. `Debug` shows sources only.
 #[derive(Default)]
 pub struct Identities {
-    list: Vec<Box<dyn age::Identity + Send + Sync>>,
+    list: Vec<Entry>,
     pub origins: Vec<IdentityOrigin>,
     /// Sources skipped (e.g. a passphrase-protected SSH key), for error messages.
     pub notes: Vec<String>,
@@ -130,7 +210,26 @@ impl Identities {
     }
     /// The identities, for `age::Decryptor::decrypt`.
     pub fn iter(&self) -> impl Iterator<Item = &dyn age::Identity> {
-        self.list.iter().map(|b| b.as_ref() as &dyn age::Identity)
+        self.list
+            .iter()
+            .map(|e| e.identity.as_ref() as &dyn age::Identity)
+    }
+    /// The identities worth trying on `ciphertext`: all, except protected SSH keys that
+    /// have no stanza in its header.
+    pub(crate) fn candidates(&self, ciphertext: &[u8]) -> Vec<&dyn age::Identity> {
+        let tags = if self.list.iter().any(|e| e.only_for.is_some()) {
+            ssh_stanza_tags(ciphertext)
+        } else {
+            None
+        };
+        self.list
+            .iter()
+            .filter(|e| match (&e.only_for, &tags) {
+                (Some(tag), Some(tags)) => tags.contains(tag),
+                _ => true,
+            })
+            .map(|e| e.identity.as_ref() as &dyn age::Identity)
+            .collect()
     }
     /// Every public fingerprint these identities answer to.
     pub fn fingerprints(&self) -> Vec<String> {
@@ -155,7 +254,10 @@ impl Identities {
     /// Add one X25519 identity (e.g. one generated in a test or by `keygen`).
     pub fn push_x25519(&mut self, source: &str, identity: age::x25519::Identity) {
         let fp = RecipientKey::new(&identity.to_public().to_string()).fingerprint;
-        self.list.push(Box::new(identity));
+        self.list.push(Entry {
+            identity: Box::new(identity),
+            only_for: None,
+        });
         self.origins.push(IdentityOrigin {
             source: source.to_string(),
             fingerprints: vec![fp],
@@ -179,8 +281,10 @@ enum IfMissing {
 /// 3. `$XDG_CONFIG_HOME/keyward/identities.txt` (or `~/.config/keyward/identities.txt`),
 /// 4. the sops key: `SOPS_AGE_KEY`, `SOPS_AGE_KEY_FILE` or `$XDG_CONFIG_HOME/sops/age/keys.txt`
 ///    (or `~/.config/sops/age/keys.txt`),
-/// 5. `~/.ssh/id_ed25519`, `~/.ssh/id_rsa` (unencrypted OpenSSH keys; passphrase-protected
-///    ones are skipped with a note, they are not supported yet).
+/// 5. `~/.ssh/id_ed25519`, `~/.ssh/id_rsa` (OpenSSH keys). A passphrase-protected key is
+///    used only when `sources.passphrase` can ask for the passphrase (once, and only for a
+///    file that has a stanza for that key); otherwise it is skipped with a note (or refused
+///    when given with `-i`).
 ///
 /// A file is an age identity file (`AGE-SECRET-KEY-1...` lines, `#` comments) or an SSH
 /// private key (detected by `-----BEGIN`). Fails with `NoIdentities` listing what was searched.
@@ -190,45 +294,82 @@ pub fn find_identities(
 ) -> Result<Identities, DeliverError> {
     let mut ids = Identities::default();
     let mut searched = Vec::new();
+    let prompt = sources.passphrase.as_ref();
     if !explicit.is_empty() {
         for p in explicit {
             searched.push(format!("-i {}", p.display()));
-            load_file(&mut ids, p, &format!("-i {}", p.display()), IfMissing::Fail)?;
+            load_file(
+                &mut ids,
+                prompt,
+                p,
+                &format!("-i {}", p.display()),
+                IfMissing::Fail,
+            )?;
         }
     } else {
         if let Some(text) = sources.var(ENV_IDENTITY) {
             searched.push(ENV_IDENTITY.to_string());
             let text = Zeroizing::new(text.to_string());
-            load_text(&mut ids, &text, ENV_IDENTITY)?;
+            load_text(&mut ids, prompt, &text, ENV_IDENTITY)?;
         }
         if let Some(p) = sources.var(ENV_IDENTITY_FILE) {
             let p = PathBuf::from(p);
             searched.push(format!("{ENV_IDENTITY_FILE}={}", p.display()));
-            load_file(&mut ids, &p, &p.display().to_string(), IfMissing::Fail)?;
+            load_file(
+                &mut ids,
+                prompt,
+                &p,
+                &p.display().to_string(),
+                IfMissing::Fail,
+            )?;
         }
         if let Some(p) = sources.default_identity_file() {
             searched.push(p.display().to_string());
-            load_file(&mut ids, &p, &p.display().to_string(), IfMissing::Skip)?;
+            load_file(
+                &mut ids,
+                prompt,
+                &p,
+                &p.display().to_string(),
+                IfMissing::Skip,
+            )?;
         }
         if let Some(text) = sources.var(ENV_SOPS_KEY) {
             searched.push(ENV_SOPS_KEY.to_string());
             let text = Zeroizing::new(text.to_string());
-            load_text(&mut ids, &text, ENV_SOPS_KEY)?;
+            load_text(&mut ids, prompt, &text, ENV_SOPS_KEY)?;
         }
         if let Some(p) = sources.var(ENV_SOPS_FILE) {
             let p = PathBuf::from(p);
             searched.push(format!("{ENV_SOPS_FILE}={}", p.display()));
-            load_file(&mut ids, &p, &p.display().to_string(), IfMissing::Fail)?;
+            load_file(
+                &mut ids,
+                prompt,
+                &p,
+                &p.display().to_string(),
+                IfMissing::Fail,
+            )?;
         } else if let Some(c) = sources.config_dir() {
             let p = c.join("sops").join("age").join("keys.txt");
             searched.push(p.display().to_string());
-            load_file(&mut ids, &p, &p.display().to_string(), IfMissing::Skip)?;
+            load_file(
+                &mut ids,
+                prompt,
+                &p,
+                &p.display().to_string(),
+                IfMissing::Skip,
+            )?;
         }
         if let Some(home) = &sources.home {
             for name in ["id_ed25519", "id_rsa"] {
                 let p = home.join(".ssh").join(name);
                 searched.push(p.display().to_string());
-                load_file(&mut ids, &p, &p.display().to_string(), IfMissing::Skip)?;
+                load_file(
+                    &mut ids,
+                    prompt,
+                    &p,
+                    &p.display().to_string(),
+                    IfMissing::Skip,
+                )?;
             }
         }
     }
@@ -243,6 +384,7 @@ pub fn find_identities(
 
 fn load_file(
     ids: &mut Identities,
+    prompt: Option<&PassphrasePrompt>,
     path: &Path,
     origin: &str,
     if_missing: IfMissing,
@@ -267,7 +409,7 @@ fn load_file(
     };
     let is_default_ssh =
         if_missing == IfMissing::Skip && text.trim_start().starts_with("-----BEGIN OPENSSH");
-    match load_text(ids, &text, origin) {
+    match load_text(ids, prompt, &text, origin) {
         // A default SSH key we cannot use must not stop the search: note it and go on.
         Err(DeliverError::Identity { message, .. }) if is_default_ssh => {
             ids.notes.push(format!("{origin} skipped: {message}"));
@@ -284,7 +426,12 @@ fn identity_err(origin: &str, message: impl Into<String>) -> DeliverError {
     }
 }
 
-fn load_text(ids: &mut Identities, text: &str, origin: &str) -> Result<(), DeliverError> {
+fn load_text(
+    ids: &mut Identities,
+    prompt: Option<&PassphrasePrompt>,
+    text: &str,
+    origin: &str,
+) -> Result<(), DeliverError> {
     let t = text.trim_start();
     if t.starts_with("-----BEGIN AGE ENCRYPTED FILE-----") || t.starts_with("age-encryption.org/") {
         return Err(identity_err(
@@ -293,7 +440,7 @@ fn load_text(ids: &mut Identities, text: &str, origin: &str) -> Result<(), Deliv
         ));
     }
     if t.starts_with("-----BEGIN") {
-        return load_ssh(ids, text, origin);
+        return load_ssh(ids, prompt, text, origin);
     }
     // age identity file: parse with age's own parser (which never echoes lines), and
     // compute the public fingerprints for messages from the same lines.
@@ -319,10 +466,10 @@ fn load_text(ids: &mut Identities, text: &str, origin: &str) -> Result<(), Deliv
             "contains no identities (expected `AGE-SECRET-KEY-1...` lines)",
         ));
     }
-    ids.list.extend(
-        list.into_iter()
-            .map(|b| b as Box<dyn age::Identity + Send + Sync>),
-    );
+    ids.list.extend(list.into_iter().map(|b| Entry {
+        identity: b as Box<dyn age::Identity + Send + Sync>,
+        only_for: None,
+    }));
     ids.origins.push(IdentityOrigin {
         source: origin.to_string(),
         fingerprints,
@@ -330,7 +477,12 @@ fn load_text(ids: &mut Identities, text: &str, origin: &str) -> Result<(), Deliv
     Ok(())
 }
 
-fn load_ssh(ids: &mut Identities, text: &str, origin: &str) -> Result<(), DeliverError> {
+fn load_ssh(
+    ids: &mut Identities,
+    prompt: Option<&PassphrasePrompt>,
+    text: &str,
+    origin: &str,
+) -> Result<(), DeliverError> {
     use age::ssh::{Identity as SshIdentity, UnsupportedKey};
     let identity =
         SshIdentity::from_buffer(text.as_bytes(), Some(origin.to_string())).map_err(|_| {
@@ -339,13 +491,15 @@ fn load_ssh(ids: &mut Identities, text: &str, origin: &str) -> Result<(), Delive
                 "not a valid OpenSSH private key (or an unsupported format)",
             )
         })?;
+    let mut protected = false;
     match &identity {
         SshIdentity::Unencrypted(_) => {}
+        SshIdentity::Encrypted(_) if prompt.is_some() => protected = true,
         SshIdentity::Encrypted(_) => {
             return Err(identity_err(
                 origin,
-                "passphrase-protected SSH keys are not supported yet; use an age identity (`keyward keygen`) \
-                 or an unencrypted copy of the key",
+                "passphrase-protected SSH keys are not supported here (no terminal to ask for the passphrase); \
+                 use an age identity (`keyward keygen`) or an unencrypted copy of the key",
             ));
         }
         SshIdentity::Unsupported(k) => {
@@ -362,11 +516,28 @@ fn load_ssh(ids: &mut Identities, text: &str, origin: &str) -> Result<(), Delive
             return Err(identity_err(origin, format!("this SSH key is {why}")));
         }
     }
-    let fingerprints = openssh_public_key(text)
-        .map(|p| RecipientKey::new(&p).fingerprint)
-        .into_iter()
+    let public = openssh_public_key(text);
+    let fingerprints = public
+        .iter()
+        .map(|(p, _)| RecipientKey::new(p).fingerprint)
         .collect();
-    ids.list.push(Box::new(identity));
+    // A protected key is only offered a file that has a stanza for it, so nobody is asked
+    // for a passphrase for a file that key cannot open.
+    let only_for = public.as_ref().filter(|_| protected).map(|(_, tag)| *tag);
+    match prompt.filter(|_| protected) {
+        Some(prompt) => ids.list.push(Entry {
+            identity: Box::new(identity.with_callbacks(PromptOnce {
+                prompt: prompt.clone(),
+                label: origin.to_string(),
+                answer: Arc::new(Mutex::new(Asked::No)),
+            })),
+            only_for,
+        }),
+        None => ids.list.push(Entry {
+            identity: Box::new(identity),
+            only_for: None,
+        }),
+    }
     ids.origins.push(IdentityOrigin {
         source: origin.to_string(),
         fingerprints,
@@ -376,7 +547,8 @@ fn load_ssh(ids: &mut Identities, text: &str, origin: &str) -> Result<(), Delive
 
 /// The public key line (`ssh-ed25519 AAAA...`) stored in the clear header of an
 /// `openssh-key-v1` private key file, or None for other formats.
-fn openssh_public_key(text: &str) -> Option<String> {
+/// Returns the public key line and age's 4-byte stanza tag for it (SHA-256 of the blob).
+fn openssh_public_key(text: &str) -> Option<(String, [u8; 4])> {
     let body: Zeroizing<String> = Zeroizing::new(
         text.lines()
             .skip_while(|l| !l.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"))
@@ -396,7 +568,32 @@ fn openssh_public_key(text: &str) -> Option<String> {
     let blob = take_string(&mut rest)?;
     let kind_len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
     let kind = std::str::from_utf8(blob.get(4..4 + kind_len)?).ok()?;
-    Some(ssh_public_key_text(kind, blob))
+    let digest = sha2::Sha256::digest(blob);
+    let tag = [digest[0], digest[1], digest[2], digest[3]];
+    Some((ssh_public_key_text(kind, blob), tag))
+}
+
+/// The tags of the SSH stanzas in an age file's header (`-> ssh-ed25519 TAG ...`), or None
+/// when the header cannot be read (then nothing is filtered).
+pub(crate) fn ssh_stanza_tags(ciphertext: &[u8]) -> Option<Vec<[u8; 4]>> {
+    use std::io::Read;
+    let mut binary = Vec::new();
+    age::armor::ArmoredReader::new(ciphertext)
+        .take(1 << 21)
+        .read_to_end(&mut binary)
+        .ok()?;
+    let end = binary.windows(4).position(|w| w == b"\n---")?;
+    let header = std::str::from_utf8(&binary[..end]).ok()?;
+    let mut tags = Vec::new();
+    for line in header.lines() {
+        let mut parts = line.split(' ');
+        if parts.next() != Some("->") || !matches!(parts.next(), Some("ssh-ed25519" | "ssh-rsa")) {
+            continue;
+        }
+        let raw = base64_decode(parts.next()?)?;
+        tags.push(<[u8; 4]>::try_from(raw.as_slice()).ok()?);
+    }
+    Some(tags)
 }
 
 fn take_string<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
@@ -512,7 +709,13 @@ mod tests {
     #[test]
     fn a_bad_identity_line_is_reported_without_its_content() {
         let mut ids = Identities::default();
-        let err = load_text(&mut ids, "# c\nAGE-SECRET-KEY-1NOTAREALKEYXYZ\n", "test").unwrap_err();
+        let err = load_text(
+            &mut ids,
+            None,
+            "# c\nAGE-SECRET-KEY-1NOTAREALKEYXYZ\n",
+            "test",
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(!msg.contains("NOTAREALKEY"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");

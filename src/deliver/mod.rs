@@ -86,7 +86,8 @@ pub use envelope::{
 pub use error::DeliverError;
 pub use fsio::write_secret_file;
 pub use identity::{
-    Identities, IdentityOrigin, IdentitySources, find_identities, keygen, ssh_public_key_text,
+    Identities, IdentityOrigin, IdentitySources, PassphrasePrompt, find_identities, keygen,
+    ssh_public_key_text,
 };
 pub use outbox::{
     DeliveryStatus, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestRecipient, Outbox,

@@ -149,10 +149,16 @@ fn decrypt_raw(ciphertext: &[u8], identities: &Identities) -> Result<Zeroizing<V
                 .into(),
         ));
     }
-    let mut reader = decryptor.decrypt(identities.iter()).map_err(|e| match e {
-        age::DecryptError::NoMatchingKeys => Failure::NoMatch,
-        other => clean(&other),
-    })?;
+    let candidates = identities.candidates(ciphertext);
+    let mut reader = decryptor
+        .decrypt(candidates.into_iter())
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => Failure::NoMatch,
+            age::DecryptError::KeyDecryptionFailed => Failure::Other(
+                "the SSH key's passphrase is wrong (or the key file is damaged)".into(),
+            ),
+            other => clean(&other),
+        })?;
     let mut buf = Zeroizing::new(Vec::with_capacity(MAX_PLAINTEXT + 1));
     (&mut reader)
         .take(MAX_PLAINTEXT as u64 + 1)
