@@ -363,8 +363,15 @@ impl Scanner {
             }
         }
         if self.frames.is_empty() {
-            let kind = if dash { Kind::Seq } else { Kind::Map };
-            self.push(col, YPath::root(), kind);
+            if dash {
+                self.push(col, YPath::root(), Kind::Seq);
+            } else if split_key(text).is_some() {
+                self.push(col, YPath::root(), Kind::Map);
+            } else {
+                // A document that is a single scalar or flow collection.
+                self.value(ln, col, text, &YPath::root(), col);
+                return;
+            }
         }
         let Some(top) = self.frames.last_mut() else {
             return;
@@ -750,5 +757,76 @@ list:
         let unbalanced = "a: {b: [c, {d: \n".repeat(1000);
         let _ = PosIndex::build(&unbalanced);
         let _ = PosIndex::build("- - - - - - - - - - - - - - x\n:\n::\n- :\n'\n\"\\");
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+        use serde_yaml::{Mapping, Value};
+
+        fn tree() -> impl Strategy<Value = Value> {
+            let leaf = "[a-z][a-z0-9-]{0,8}".prop_map(Value::String);
+            leaf.prop_recursive(4, 40, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Sequence),
+                    prop::collection::btree_map("[a-z][a-z_]{0,6}", inner, 0..5).prop_map(|m| {
+                        let mut out = Mapping::new();
+                        for (k, v) in m {
+                            out.insert(Value::String(k), v);
+                        }
+                        Value::Mapping(out)
+                    }),
+                ]
+            })
+        }
+
+        fn leaves(v: &Value, path: YPath, out: &mut Vec<(YPath, String)>) {
+            match v {
+                Value::String(s) => out.push((path, s.clone())),
+                Value::Sequence(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        leaves(item, path.idx(i), out);
+                    }
+                }
+                Value::Mapping(m) => {
+                    for (k, item) in m {
+                        if let Value::String(k) = k {
+                            leaves(item, path.key(k), out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// Whatever serde_yaml emits, every scalar is found exactly where it is written.
+            #[test]
+            fn positions_match_the_emitted_text(v in tree()) {
+                let text = serde_yaml::to_string(&v).unwrap_or_default();
+                let idx = PosIndex::build(&text);
+                let lines: Vec<Vec<char>> = text.lines().map(|l| l.chars().collect()).collect();
+                let mut ls = Vec::new();
+                leaves(&v, YPath::root(), &mut ls);
+                for (path, scalar) in ls {
+                    let pos = idx.value(&path);
+                    prop_assert!(pos.is_some(), "no position for {path} in\n{text}");
+                    let pos = pos.unwrap_or(Pos { line: 1, column: 1 });
+                    let line = lines.get(pos.line - 1).cloned().unwrap_or_default();
+                    // Words like `true` or `null` are emitted quoted: the position is the quote.
+                    let quoted = line.get(pos.column - 1) == Some(&'\'');
+                    let at: String = line.iter().skip(pos.column - 1 + usize::from(quoted)).take(scalar.chars().count()).collect();
+                    prop_assert_eq!(at, scalar, "{} at {}:{} in\n{}", path, pos.line, pos.column, text);
+                }
+            }
+
+            /// Any text at all: the scanner terminates without panicking.
+            #[test]
+            fn arbitrary_text_never_panics(text in "[ a-z:\\-\\[\\]{},'\"#|>&*!\n]{0,200}") {
+                let _ = PosIndex::build(&text);
+            }
+        }
     }
 }
