@@ -381,3 +381,30 @@ fn protected_ssh_keys_work_with_a_passphrase_prompt_asked_at_most_once() {
     }
     assert_eq!(asked.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn an_unusable_default_ssh_key_is_noted_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+    std::fs::write(
+        home.join(".ssh/id_rsa"),
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nbroken\n",
+    )
+    .expect("write");
+    std::fs::write(home.join(".ssh/id_ed25519"), [0xff, 0xfe, 0x00]).expect("write");
+    let (a, _) = age_identity();
+    write_identity_file(&home.join(".config/keyward/identities.txt"), &a);
+    let ids = find_identities(&sources(&home), &[]).expect("the age identity is still found");
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids.notes.len(), 2, "{:?}", ids.notes);
+    assert!(
+        ids.notes.iter().all(|n| n.ends_with("(skipped)")),
+        "{:?}",
+        ids.notes
+    );
+
+    // The same broken file given explicitly is an error.
+    let err = find_identities(&sources(&home), &[home.join(".ssh/id_rsa")]).unwrap_err();
+    assert!(matches!(err, DeliverError::Identity { .. }), "{err}");
+}

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-
 use std::sync::{Arc, Mutex};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -272,6 +271,9 @@ enum IfMissing {
     Fail,
     /// A default location: skip silently.
     Skip,
+    /// A default SSH key (`~/.ssh/id_*`, which many tools share): skip when missing, and
+    /// skip with a note when it cannot be used (protected, unsupported type).
+    SkipUnusable,
 }
 
 /// Find identities. With explicit `-i` files, only those are used (as with age/rage).
@@ -368,7 +370,7 @@ pub fn find_identities(
                     prompt,
                     &p,
                     &p.display().to_string(),
-                    IfMissing::Skip,
+                    IfMissing::SkipUnusable,
                 )?;
             }
         }
@@ -389,9 +391,28 @@ fn load_file(
     origin: &str,
     if_missing: IfMissing,
 ) -> Result<(), DeliverError> {
+    match load_file_strict(ids, prompt, path, origin, if_missing) {
+        // A default SSH key we cannot use must not stop the search: note it and go on.
+        Err(e @ (DeliverError::Identity { .. } | DeliverError::Io { .. }))
+            if if_missing == IfMissing::SkipUnusable =>
+        {
+            ids.notes.push(format!("{e} (skipped)"));
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn load_file_strict(
+    ids: &mut Identities,
+    prompt: Option<&PassphrasePrompt>,
+    path: &Path,
+    origin: &str,
+    if_missing: IfMissing,
+) -> Result<(), DeliverError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => Zeroizing::new(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && if_missing == IfMissing::Skip => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && if_missing != IfMissing::Fail => {
             return Ok(());
         }
         Err(e) => return Err(DeliverError::io("read identity file", path, e)),
@@ -407,16 +428,7 @@ fn load_file(
             });
         }
     };
-    let is_default_ssh =
-        if_missing == IfMissing::Skip && text.trim_start().starts_with("-----BEGIN OPENSSH");
-    match load_text(ids, prompt, &text, origin) {
-        // A default SSH key we cannot use must not stop the search: note it and go on.
-        Err(DeliverError::Identity { message, .. }) if is_default_ssh => {
-            ids.notes.push(format!("{origin} skipped: {message}"));
-            Ok(())
-        }
-        other => other,
-    }
+    load_text(ids, prompt, &text, origin)
 }
 
 fn identity_err(origin: &str, message: impl Into<String>) -> DeliverError {
