@@ -213,6 +213,7 @@ pub mod codes {
     /// Warning.
     pub const EMPTY_TEAM: &str = "KW123";
     pub const INVALID_STORE: &str = "KW124";
+    pub const PROTECTED_TOMBSTONE: &str = "KW125";
 
     // KW2xx: policy (src/policy.rs).
     pub const FORBIDDEN_SCOPE: &str = "KW201";

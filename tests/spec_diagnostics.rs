@@ -307,3 +307,65 @@ fn disk_guards_symlinks_encoding_and_missing_files() {
     expected.sort();
     assert_eq!(got, expected);
 }
+
+fn example_files() -> BTreeMap<PathBuf, Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/library");
+    let mut files = BTreeMap::new();
+    for rel in ["keyward.yaml", "people.yaml", "keys/discovery.yaml"] {
+        files.insert(
+            PathBuf::from(rel),
+            std::fs::read(root.join(rel)).expect("example file"),
+        );
+    }
+    files
+}
+
+#[test]
+fn a_protected_key_cannot_be_tombstoned() {
+    let mut files = example_files();
+    let text = String::from_utf8(files[Path::new("keys/discovery.yaml")].clone()).expect("utf8");
+    let text = text.replace(
+        "    protected: true\n",
+        "    protected: true\n    state: deleted\n",
+    );
+    let line = text
+        .lines()
+        .position(|l| l.contains("state: deleted"))
+        .expect("edited")
+        + 1;
+    files.insert("keys/discovery.yaml".into(), text.into_bytes());
+    let diags = spec::load_from_files(Path::new("/repo"), files).expect_err("refused");
+    let d = diags
+        .iter()
+        .find(|d| d.code == codes::PROTECTED_TOMBSTONE)
+        .expect("KW125");
+    assert_eq!(d.location.as_ref().map(|l| l.line), Some(line));
+    assert_eq!(d.related.first().map(|(_, l)| l.line), Some(line - 1));
+}
+
+#[test]
+fn sources_for_reads_what_a_failed_load_points_at() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_repo(dir.path());
+    let diags = load_errors(dir.path());
+    let sources = spec::sources_for(dir.path(), &diags);
+    assert_eq!(
+        sources
+            .keys()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>(),
+        [
+            "keys/a.yaml",
+            "keys/b.yaml",
+            "keys/c.yaml",
+            "keys/sub/d.yml",
+            "keyward.yaml",
+            "people.yaml"
+        ]
+    );
+    let text = diag::render(&diags, &sources, false);
+    assert!(
+        text.contains("4 |     owner: jdoo\n  |            ^^^^\n"),
+        "{text}"
+    );
+}

@@ -448,6 +448,18 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
         },
     };
 
+    if protected && matches!(state, Some(DesiredState::Revoked | DesiredState::Deleted)) {
+        ok = false;
+        let d = Diagnostic::error(
+            codes::PROTECTED_TOMBSTONE,
+            "a protected key cannot be revoked or deleted",
+        )
+        .at(ctx.loc(&p.key("state")))
+        .related("`protected: true` is here", ctx.loc(&p.key("protected")))
+        .hint("first merge `protected: false`, then revoke or delete it in a separate change");
+        ctx.push(d);
+    }
+
     let (name, store) = (name?, store?);
     let key = match (ok, environment, owner, expiry, state) {
         (true, Some(environment), Some(owner), Some(expiry), Some(state)) => Some(DesiredKey {

@@ -192,6 +192,29 @@ fn finish(
     })
 }
 
+/// The texts of the files `diags` point at, read from under `root` (lossy UTF-8, files
+/// over the size limit skipped): for rendering the diagnostics of a failed [`load`].
+pub fn sources_for(root: &Path, diags: &Diagnostics) -> Sources {
+    let mut out = Sources::new();
+    let files = diags
+        .iter()
+        .flat_map(|d| d.location.iter().chain(d.related.iter().map(|(_, l)| l)))
+        .map(|l| l.file.clone());
+    for rel in files {
+        if out.contains_key(&rel) || !is_spec_file(&rel) {
+            continue;
+        }
+        let full = root.join(&rel);
+        let small = full
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.len() <= yaml::MAX_FILE_BYTES as u64);
+        if let (true, Ok(bytes)) = (small, std::fs::read(&full)) {
+            out.insert(rel, String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    out
+}
+
 /// Read keyward.yaml, people.yaml and keys/**/*.y(a)ml under `root` (sorted).
 fn read_tree(root: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, Diagnostics) {
     let mut files = BTreeMap::new();
