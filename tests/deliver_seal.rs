@@ -158,3 +158,24 @@ fn garbage_and_non_envelopes_are_reported_clearly() {
     assert!(matches!(err, DeliverError::NotAnEnvelope { .. }), "{err}");
     assert!(!err.to_string().contains("TOPSECRET"), "{err}");
 }
+
+#[test]
+fn one_file_for_a_principal_with_both_age_and_ssh_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ssh_key = dir.path().join("id_ed25519");
+    let Some(ssh_pub) = ssh_keygen(&ssh_key, "") else {
+        return; // reported visibly by the helper
+    };
+    let (a, a_pub) = age_identity();
+    let a_file = write_identity_file(&dir.path().join("a.txt"), &a);
+    let p = principal("jdoe", PrincipalKind::Person, &[a_pub, ssh_pub]);
+    let id = secret::new_key_id();
+    let s = secret::generate("sandbox", &id);
+    let sealed = seal_for_principals(&meta("k", &id, 1), &s, &[&p]).expect("seal");
+    assert_eq!(sealed.len(), 1, "one file per principal");
+    for key in [a_file, ssh_key] {
+        let o = decrypt_bytes(sealed[0].armored.as_bytes(), &ids_from(&[key]), "jdoe.age")
+            .expect("decrypt");
+        assert_eq!(o.secret.expose(), s.expose());
+    }
+}

@@ -28,7 +28,7 @@
 //!
 //! ```text
 //! let ids = find_identities(&IdentitySources::from_process_env(), &explicit_i_files)?;
-//! let opened = decrypt_file(path, &ids)?;                 // or outbox.open_latest(store, name, &ids)
+//! let (manifest, opened) = decrypt_delivery(path, &ids)?; // or outbox.open_latest(store, name, &ids)
 //! let text = render(&opened, OutputFormat::Env);          // Zeroizing<String>
 //! write_secret_file(out_path, text.as_bytes())?;          // -o: mode 0600, atomic
 //! ```
@@ -56,7 +56,9 @@
 //! - `verify_envelope(&Manifest, &path)`, `check_opened(&Manifest, &Opened, &path)`
 //!
 //! Recipients' side:
-//! - `IdentitySources::from_process_env()` (or `IdentitySources::new(home).with_var(..)` in tests)
+//! - `IdentitySources::from_process_env()` (or `IdentitySources::new(home).with_var(..)` in
+//!   tests); `.with_passphrase_prompt(Arc::new(|what| ask_tty(what)))` lets protected SSH
+//!   keys be used (asked once, only for a file with a stanza for that key)
 //! - `find_identities(&IdentitySources, explicit: &[PathBuf]) -> Result<Identities>`
 //! - `decrypt_file(&path, &Identities) -> Result<Opened>` (any age file holding an envelope),
 //!   `decrypt_delivery(&path, &Identities) -> Result<(Option<Manifest>, Opened)>` (also checks
