@@ -5,6 +5,7 @@ use super::model::{
     DeliveryConfig, ForbiddenScope, Policy, Scope, ScopeCatalogue, Span, StoreConfig, StoreKind,
 };
 use super::pos::YPath;
+use super::raw::fields;
 use super::yaml::{Ctx, did_you_mean};
 use crate::diag::{Diagnostic, codes};
 use serde_yaml::Value;
@@ -100,11 +101,7 @@ pub fn parse(ctx: &mut Ctx, root: &Path) -> Config {
     let mut cfg = Config::defaults(root);
     let doc = ctx.doc;
     let top = YPath::root();
-    let Some(fields) = ctx.mapping(
-        &doc.value,
-        &top,
-        &["version", "stores", "scopes", "policy", "delivery"],
-    ) else {
+    let Some(fields) = ctx.mapping(&doc.value, &top, fields::CONFIG) else {
         return cfg;
     };
     let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
@@ -154,7 +151,7 @@ pub fn parse(ctx: &mut Ctx, root: &Path) -> Config {
 }
 
 fn parse_catalogue(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
-    let Some(fields) = ctx.mapping(v, p, &["areas", "levels"]) else {
+    let Some(fields) = ctx.mapping(v, p, fields::SCOPES) else {
         return;
     };
     let mut cat = ScopeCatalogue::default();
@@ -223,11 +220,7 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
         if !check_id(ctx, &name, &sp, "store") {
             continue;
         }
-        let Some(fields) = ctx.mapping(
-            val,
-            &sp,
-            &["kind", "path", "url", "token_env", "environment"],
-        ) else {
+        let Some(fields) = ctx.mapping(val, &sp, fields::STORE) else {
             continue;
         };
         let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
@@ -351,17 +344,7 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
 }
 
 fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
-    let Some(fields) = ctx.mapping(
-        v,
-        p,
-        &[
-            "default_lifetime",
-            "max_lifetime",
-            "max_keys_per_owner",
-            "min_recipients",
-            "forbid",
-        ],
-    ) else {
+    let Some(fields) = ctx.mapping(v, p, fields::POLICY) else {
         return;
     };
     let mut pol = Policy::default();
@@ -416,7 +399,7 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
 }
 
 fn parse_forbid(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &Config) -> Option<ForbiddenScope> {
-    let fields = ctx.mapping(v, p, &["scope", "reason", "stores"])?;
+    let fields = ctx.mapping(v, p, fields::FORBID)?;
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
     let scope = match get("scope") {
         None => {
@@ -467,7 +450,7 @@ fn parse_forbid(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &Config) -> Option<For
 }
 
 fn parse_delivery(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Config) {
-    let Some(fields) = ctx.mapping(v, p, &["outbox", "retain"]) else {
+    let Some(fields) = ctx.mapping(v, p, fields::DELIVERY) else {
         return;
     };
     for (k, val) in fields {

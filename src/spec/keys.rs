@@ -6,6 +6,7 @@ use super::config::{Config, scope};
 use super::model::{DesiredKey, DesiredState, Expiry, PrincipalKind, Quota, Rotation, Scope};
 use super::people::People;
 use super::pos::YPath;
+use super::raw::fields;
 use super::yaml::{Ctx, did_you_mean};
 use crate::diag::{Diagnostic, Location, codes};
 use crate::recipient::looks_private;
@@ -13,22 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-pub const KEY_FIELDS: &[&str] = &[
-    "name",
-    "store",
-    "owner",
-    "purpose",
-    "scopes",
-    "expires",
-    "lifetime",
-    "recipients",
-    "rotation",
-    "quota",
-    "labels",
-    "state",
-    "protected",
-    "include_owner",
-];
+pub use super::raw::fields::KEY as KEY_FIELDS;
 
 /// What the key validators may rely on. `stores_ok` / `people_ok` are false when that
 /// file failed to parse: references into it are then not checked (no cascades).
@@ -67,7 +53,7 @@ pub fn parse_file(ctx: &mut Ctx, refs: &Refs) -> Vec<Seen> {
         );
         return Vec::new();
     }
-    let Some(fields) = ctx.mapping(&doc.value, &top, &["keys"]) else {
+    let Some(fields) = ctx.mapping(&doc.value, &top, fields::KEY_FILE) else {
         return Vec::new();
     };
     let Some((_, keys)) = fields.iter().find(|(k, _)| k == "keys") else {
@@ -591,11 +577,7 @@ fn recipient(ctx: &mut Ctx, refs: &Refs, r: &str, p: &YPath, out: &mut BTreeSet<
 }
 
 fn rotation(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<Rotation> {
-    let fields = ctx.mapping(
-        v,
-        p,
-        &["every", "grace", "generation", "on_recipient_added"],
-    )?;
+    let fields = ctx.mapping(v, p, fields::ROTATION)?;
     let mut r = Rotation::default();
     let mut ok = true;
     for (k, val) in fields {

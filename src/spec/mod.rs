@@ -7,6 +7,7 @@ pub mod keys;
 pub mod model;
 pub mod people;
 pub mod pos;
+pub mod raw;
 pub mod yaml;
 
 pub use crate::diag::Sources;

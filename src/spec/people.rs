@@ -4,6 +4,7 @@
 use super::config::{check_id, scope};
 use super::model::{Principal, PrincipalKind, RecipientKey, ScopeCatalogue, Team};
 use super::pos::YPath;
+use super::raw::fields;
 use super::yaml::{Ctx, did_you_mean};
 use crate::diag::{Diagnostic, Location, codes};
 use crate::recipient::{self, RecipientError};
@@ -27,7 +28,7 @@ pub fn parse(ctx: &mut Ctx, cat: &ScopeCatalogue) -> People {
     if doc.value.is_null() {
         return out;
     }
-    let Some(fields) = ctx.mapping(&doc.value, &top, &["people", "teams", "services"]) else {
+    let Some(fields) = ctx.mapping(&doc.value, &top, fields::PEOPLE_FILE) else {
         return out;
     };
     let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
@@ -101,8 +102,8 @@ fn principal(
     p: &YPath,
 ) -> Option<Principal> {
     let allowed: &[&str] = match kind {
-        PrincipalKind::Person => &["name", "email", "recipients", "may_grant"],
-        PrincipalKind::Service => &["name", "recipients"],
+        PrincipalKind::Person => fields::PERSON,
+        PrincipalKind::Service => fields::SERVICE,
     };
     let fields = ctx.mapping(v, p, allowed)?;
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
@@ -198,7 +199,7 @@ fn principal(
 }
 
 fn team(ctx: &mut Ctx, people: &People, id: &str, v: &Value, p: &YPath) -> Option<Team> {
-    let fields = ctx.mapping(v, p, &["members"])?;
+    let fields = ctx.mapping(v, p, fields::TEAM)?;
     let mp = p.key("members");
     let Some((_, mv)) = fields.iter().find(|(k, _)| k == "members") else {
         ctx.missing(p, "members", "add `members: [person-id, ...]`");

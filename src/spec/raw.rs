@@ -1,0 +1,335 @@
+//! The file formats as plain serde types (keyward.yaml, people.yaml, keys/*.yaml): the source
+//! for the JSON Schemas in `schemas/` (schemars) and, in `fields`, the one list of field
+//! names the validators accept. Must not validate: `spec::config`, `spec::people` and
+//! `spec::keys` walk the YAML themselves so they can report every problem with its position.
+//! A test keeps these types, the field lists and the example repository in step.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The field names accepted at each place, as the validators use them.
+pub mod fields {
+    pub const CONFIG: &[&str] = &["version", "stores", "scopes", "policy", "delivery"];
+    pub const STORE: &[&str] = &["kind", "path", "url", "token_env", "environment"];
+    pub const SCOPES: &[&str] = &["areas", "levels"];
+    pub const POLICY: &[&str] = &[
+        "default_lifetime",
+        "max_lifetime",
+        "max_keys_per_owner",
+        "min_recipients",
+        "forbid",
+    ];
+    pub const FORBID: &[&str] = &["scope", "reason", "stores"];
+    pub const DELIVERY: &[&str] = &["outbox", "retain"];
+    pub const PEOPLE_FILE: &[&str] = &["people", "teams", "services"];
+    pub const PERSON: &[&str] = &["name", "email", "recipients", "may_grant"];
+    pub const SERVICE: &[&str] = &["name", "recipients"];
+    pub const TEAM: &[&str] = &["members"];
+    pub const KEY_FILE: &[&str] = &["keys"];
+    pub const KEY: &[&str] = &[
+        "name",
+        "store",
+        "owner",
+        "purpose",
+        "scopes",
+        "expires",
+        "lifetime",
+        "recipients",
+        "rotation",
+        "quota",
+        "labels",
+        "state",
+        "protected",
+        "include_owner",
+    ];
+    pub const ROTATION: &[&str] = &["every", "grace", "generation", "on_recipient_added"];
+}
+
+/// keyward.yaml: stores, scope catalogue, policy and delivery settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Format version; this keyward understands 1.
+    pub version: u32,
+    /// Live key stores by name (the name keys refer to with `store:`).
+    pub stores: BTreeMap<String, StoreEntry>,
+    /// The scope catalogue. Defaults to the Alma API areas with levels `read`, `write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<ScopesEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryEntry>,
+}
+
+/// The kind of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKindName {
+    /// Embedded SQLite file, no server.
+    Sqlite,
+    /// keyward's store protocol over HTTP (`keyward serve`).
+    Http,
+}
+
+/// One live store.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreEntry {
+    pub kind: StoreKindName,
+    /// sqlite only: the database file, relative to the repository root
+    /// (default `.keyward/<store>.db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// http only: base URL, `http://` or `https://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// http only: name of the environment variable holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// The environment this store serves, e.g. `production` or `sandbox`.
+    pub environment: String,
+}
+
+/// API areas and ordered access levels (a later level implies the earlier ones).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub areas: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<Vec<String>>,
+}
+
+/// Organisation-wide limits, checked before anything is planned.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEntry {
+    /// Lifetime of keys that give neither `expires` nor `lifetime`, e.g. `365d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_lifetime: Option<String>,
+    /// Longest allowed lifetime, e.g. `730d`; keys that never expire are then refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<String>,
+    /// Most active or disabled keys one owner may have (default 10; 0 = no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys_per_owner: Option<u64>,
+    /// Fewest recipients a key may have (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_recipients: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forbid: Option<Vec<ForbidEntry>>,
+}
+
+/// A scope no key may have. `area:write` forbids write only; `area:read` forbids every level.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForbidEntry {
+    /// `area:level`
+    pub scope: String,
+    /// Shown to whoever asks for the scope.
+    pub reason: String,
+    /// Only in these stores (default: everywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stores: Option<Vec<String>>,
+}
+
+/// Where apply writes encrypted deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryEntry {
+    /// Outbox directory relative to the repository root (default `deliveries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<String>,
+    /// How long superseded generations are kept (default `7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<String>,
+}
+
+/// people.yaml: people, teams and services. People and services share one id namespace.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeopleFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub people: Option<BTreeMap<String, PersonEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teams: Option<BTreeMap<String, TeamEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<BTreeMap<String, ServiceEntry>>,
+}
+
+/// A person: can own keys and receive secrets.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// PUBLIC keys only: `age1...` or `ssh-ed25519 AAAA... comment` / `ssh-rsa ...`.
+    pub recipients: Vec<String>,
+    /// Scopes this person may grant; bounds the keys they own. Absent = unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_grant: Option<Vec<String>>,
+}
+
+/// A team: a name for a group of people and services, used as `team:NAME` in recipients.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamEntry {
+    pub members: Vec<String>,
+}
+
+/// A service (an application server): can receive secrets, cannot own keys.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// PUBLIC keys only: `age1...` or an SSH public key line.
+    pub recipients: Vec<String>,
+}
+
+/// A key file under keys/.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    pub keys: Vec<KeyEntry>,
+}
+
+/// Desired state of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StateName {
+    Active,
+    Disabled,
+    Revoked,
+    /// Tombstone: delete the live key.
+    Deleted,
+}
+
+/// When a recipient is added to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnRecipientAdded {
+    /// Rotate right away, so the new recipient gets a secret now.
+    Rotate,
+    /// The new recipient gets the next generation (default).
+    NextRotation,
+}
+
+/// One desired key.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// Unique within its store: lowercase letters, digits and `-`, starting with a letter.
+    pub name: String,
+    /// A store from keyward.yaml (fixes the environment).
+    pub store: String,
+    /// A person from people.yaml; their `may_grant` bounds the scopes.
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// `area:level` entries from the catalogue; write implies read.
+    pub scopes: Vec<String>,
+    /// `YYYY-MM-DD` (end of that day, UTC), an RFC 3339 time, or `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Lifetime from creation/rotation, e.g. `180d`, or `never`. Not with `expires`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<String>,
+    /// People, services and `team:NAME`; the owner is included unless `include_owner: false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationEntry>,
+    /// Calls per day, e.g. `1000/day`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateName>,
+    /// Never revoked or deleted by apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+    /// Deliver to the owner too (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_owner: Option<bool>,
+}
+
+/// Rotation settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotationEntry {
+    /// Rotate this often, e.g. `90d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// The previous secret keeps working this long after a rotation (default `7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+    /// Bump to rotate now (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_recipient_added: Option<OnRecipientAdded>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn properties<T: JsonSchema>() -> BTreeSet<String> {
+        let schema = schemars::schema_for!(T);
+        schema
+            .as_value()
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn set(fields: &[&str]) -> BTreeSet<String> {
+        fields.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn field_lists_match_the_types() {
+        assert_eq!(properties::<ConfigFile>(), set(fields::CONFIG));
+        assert_eq!(properties::<StoreEntry>(), set(fields::STORE));
+        assert_eq!(properties::<ScopesEntry>(), set(fields::SCOPES));
+        assert_eq!(properties::<PolicyEntry>(), set(fields::POLICY));
+        assert_eq!(properties::<ForbidEntry>(), set(fields::FORBID));
+        assert_eq!(properties::<DeliveryEntry>(), set(fields::DELIVERY));
+        assert_eq!(properties::<PeopleFile>(), set(fields::PEOPLE_FILE));
+        assert_eq!(properties::<PersonEntry>(), set(fields::PERSON));
+        assert_eq!(properties::<ServiceEntry>(), set(fields::SERVICE));
+        assert_eq!(properties::<TeamEntry>(), set(fields::TEAM));
+        assert_eq!(properties::<KeyFile>(), set(fields::KEY_FILE));
+        assert_eq!(properties::<KeyEntry>(), set(fields::KEY));
+        assert_eq!(properties::<RotationEntry>(), set(fields::ROTATION));
+    }
+
+    #[test]
+    fn the_example_repository_fits_the_types() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/library");
+        let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
+        let cfg: ConfigFile =
+            serde_yaml::from_str(&read("keyward.yaml")).expect("keyward.yaml fits");
+        assert_eq!(cfg.version, 1);
+        let people: PeopleFile =
+            serde_yaml::from_str(&read("people.yaml")).expect("people.yaml fits");
+        assert!(people.people.is_some_and(|p| p.len() >= 3));
+        let mut keys = 0;
+        for entry in std::fs::read_dir(root.join("keys")).expect("keys dir") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let file: KeyFile =
+                serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            keys += file.keys.len();
+        }
+        assert!(keys >= 5);
+    }
+}
