@@ -465,3 +465,51 @@ fn a_pending_delivery_with_a_missing_envelope_cannot_become_active() {
     assert!(err.to_string().contains("illiad-server.age"), "{err}");
     assert_eq!(status(&f, &dir), DeliveryStatus::Pending);
 }
+
+#[test]
+fn a_replacement_keys_g1_wins_over_the_old_keys_later_generations() {
+    let f = fixture();
+    let old_id = secret::new_key_id();
+    let new_id = secret::new_key_id();
+    let (g1, _, _) = deliver(&f, "k", &old_id, 1, t(2026, 1, 1));
+    f.outbox.mark(&g1, DeliveryStatus::Active).expect("active");
+    let (g2, _, _) = deliver(&f, "k", &old_id, 2, t(2026, 2, 1));
+    f.outbox.mark(&g2, DeliveryStatus::Active).expect("active");
+    // The key is replaced: the new id starts again at generation 1.
+    let (new_g1, _, s) = deliver(&f, "k", &new_id, 1, t(2026, 3, 1));
+    assert_eq!(new_g1, g1);
+    f.outbox
+        .mark(&new_g1, DeliveryStatus::Active)
+        .expect("active");
+    let (dir, m) = f
+        .outbox
+        .latest("alma-sandbox", "k")
+        .expect("latest")
+        .expect("some");
+    assert_eq!((dir, m.key_id), (g1.clone(), new_id.clone()));
+    let (_, _, o) = f
+        .outbox
+        .open_latest("alma-sandbox", "k", &f.jdoe_ids)
+        .expect("open");
+    assert_eq!(o.secret.expose(), s.expose());
+
+    let deleted = f
+        .outbox
+        .prune(chrono::Duration::days(7), t(2026, 3, 20))
+        .expect("prune");
+    assert_eq!(deleted.len(), 2, "the old key's g2 envelopes: {deleted:?}");
+    assert!(deleted.iter().all(|p| p.starts_with(&g2)));
+    assert_eq!(status(&f, &g2), DeliveryStatus::Superseded);
+    assert_eq!(status(&f, &g1), DeliveryStatus::Active);
+}
+
+#[test]
+fn a_never_activated_older_key_is_kept_as_void() {
+    let f = fixture();
+    let old_id = secret::new_key_id();
+    let (dir, _, _) = deliver(&f, "k", &old_id, 1, t(2026, 1, 1));
+    deliver(&f, "k", &secret::new_key_id(), 1, t(2026, 1, 2));
+    let old = Manifest::read(&dir.join(format!("superseded-{old_id}.json"))).expect("kept");
+    assert_eq!(old.status, DeliveryStatus::Void);
+    assert_eq!(f.outbox.pending().expect("pending").len(), 1);
+}

@@ -427,8 +427,9 @@ impl Outbox {
         Ok(())
     }
 
-    /// Delete an older key's envelopes from `dir` and keep its manifest, marked superseded,
-    /// as `superseded-<old-id>.json`. Safe to repeat after a crash at any step.
+    /// Delete an older key's envelopes from `dir` and keep its manifest, marked superseded
+    /// (or void, if it never became active), as `superseded-<old-id>.json`. Safe to repeat
+    /// after a crash at any step.
     fn supersede_other_key(&self, dir: &Path, mut old: Manifest) -> Result<(), DeliverError> {
         check_name("key id", &old.key_id)?;
         for (name, path, is_dir) in list_dir(dir)? {
@@ -437,7 +438,11 @@ impl Outbox {
             }
         }
         fsync_dir(dir)?;
-        old.status = DeliveryStatus::Superseded;
+        // An older key's delivery that never became active never worked: it is void.
+        old.status = match old.status {
+            DeliveryStatus::Pending | DeliveryStatus::Void => DeliveryStatus::Void,
+            DeliveryStatus::Active | DeliveryStatus::Superseded => DeliveryStatus::Superseded,
+        };
         write_json(&dir.join(format!("superseded-{}.json", old.key_id)), &old)?;
         remove_if_exists(&dir.join(MANIFEST_FILE))?;
         fsync_dir(dir)
