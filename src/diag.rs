@@ -520,6 +520,44 @@ mod tests {
     }
 
     #[test]
+    fn json_has_the_documented_shape() {
+        let mut ds = Diagnostics::default();
+        ds.push(
+            Diagnostic::error(
+                codes::DUPLICATE_KEY,
+                "key `a` is defined twice in store `s`",
+            )
+            .at(Location::new("keys/b.yaml", 2, 11))
+            .related("first defined here", Location::new("keys/a.yaml", 2, 11))
+            .hint("rename one"),
+        );
+        ds.push(Diagnostic::warning(codes::EMPTY_FILE, "empty").hint("AGE-SECRET-KEY-1ZZZZ"));
+        let v: serde_json::Value = serde_json::from_str(&to_json(&ds)).unwrap_or_default();
+        assert_eq!(v["format_version"], 1);
+        assert_eq!(
+            (v["errors"].as_u64(), v["warnings"].as_u64()),
+            (Some(1), Some(1))
+        );
+        let d = &v["diagnostics"][0];
+        assert_eq!(d["code"], "KW108");
+        assert_eq!(d["severity"], "error");
+        assert_eq!(d["location"]["file"], "keys/b.yaml");
+        assert_eq!(
+            (
+                d["location"]["line"].as_u64(),
+                d["location"]["column"].as_u64()
+            ),
+            (Some(2), Some(11))
+        );
+        assert_eq!(d["related"][0][0], "first defined here");
+        assert_eq!(d["related"][0][1]["file"], "keys/a.yaml");
+        assert_eq!(d["hint"], "rename one");
+        assert_eq!(v["diagnostics"][1]["severity"], "warning");
+        assert!(v["diagnostics"][1]["related"].is_null());
+        assert_eq!(v["diagnostics"][1]["hint"], "<redacted>");
+    }
+
+    #[test]
     fn summary_counts() {
         let mut ds = Diagnostics::default();
         assert_eq!(summary(&ds), "");

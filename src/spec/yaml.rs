@@ -69,7 +69,20 @@ pub fn parse(file: &Path, bytes: &[u8], diags: &mut Diagnostics) -> (Option<Stri
         return (Some(text), None);
     }
     match serde_yaml::from_str::<Value>(&text) {
-        Ok(value) => {
+        Ok(mut value) => {
+            // YAML merge keys (`<<: *defaults`) are applied, as most YAML tools do.
+            if let Err(e) = value.apply_merge() {
+                let line = text
+                    .lines()
+                    .position(|l| l.contains("<<"))
+                    .map_or(1, |i| i + 1);
+                diags.push(
+                    Diagnostic::error(codes::YAML_SYNTAX, format!("YAML merge key error: {e}"))
+                        .at(Location::new(file, line, 1))
+                        .hint("`<<:` takes a mapping (`<<: *defaults`) or a list of mappings"),
+                );
+                return (Some(text), None);
+            }
             let pos = PosIndex::build(&text);
             (
                 Some(text),
@@ -456,6 +469,20 @@ mod tests {
         let big = vec![b'#'; MAX_FILE_BYTES + 1];
         assert!(parse(Path::new("k.yaml"), &big, &mut ds).1.is_none());
         assert_eq!(ds.0[0].code, codes::TOO_LARGE);
+    }
+
+    #[test]
+    fn merge_keys_are_applied() {
+        let text = "base: &b { store: prod, owner: jdoe }\nkey:\n  <<: *b\n  name: x\n";
+        let mut ds = Diagnostics::default();
+        let (_, doc) = parse(Path::new("k.yaml"), text.as_bytes(), &mut ds);
+        let doc = doc.expect("parses");
+        assert_eq!(doc.value["key"]["store"].as_str(), Some("prod"));
+        assert!(doc.value["key"].get("<<").is_none());
+        let (_, doc) = parse(Path::new("k.yaml"), b"key:\n  <<: 3\n", &mut ds);
+        assert!(doc.is_none());
+        assert_eq!(ds.0[0].code, codes::YAML_SYNTAX);
+        assert_eq!(ds.0[0].location.as_ref().map(|l| l.line), Some(2));
     }
 
     #[test]
