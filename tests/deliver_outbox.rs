@@ -84,6 +84,8 @@ fn write_pending_lays_out_files_then_mark_active() {
     assert_eq!(raw["recipients"][0]["kind"], "person");
     assert_eq!(raw["recipients"][0]["file"], "jdoe.age");
     assert_eq!(raw["commit"], "abc123");
+    let attrs = std::fs::read_to_string(f.root.join(".gitattributes")).expect("gitattributes");
+    assert!(attrs.contains("*.age -text"), "{attrs}");
     for r in &manifest.recipients {
         verify_envelope(&manifest, &dir.join(&r.file)).expect("checksums match");
     }

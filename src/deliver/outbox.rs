@@ -363,6 +363,7 @@ impl Outbox {
         self.check_files_match(&m, sealed)?;
 
         create_dir_durable(&dir)?;
+        self.ensure_gitattributes()?;
         let manifest_path = dir.join(MANIFEST_FILE);
         let new_files: BTreeSet<&str> = m.recipients.iter().map(|r| r.file.as_str()).collect();
         if manifest_path.exists() {
@@ -393,6 +394,21 @@ impl Outbox {
         }
         m.write(&dir)?;
         Ok(dir)
+    }
+
+    /// Envelopes are checked byte for byte (sha256), so git must never rewrite their line
+    /// endings: write `<root>/.gitattributes` once (an existing one is left alone).
+    fn ensure_gitattributes(&self) -> Result<(), DeliverError> {
+        let path = self.root.join(".gitattributes");
+        if path.exists() {
+            return Ok(());
+        }
+        let text = b"# Written by keyward: deliveries are checksummed byte for byte; never convert line endings.\n\
+                     *.age -text\n*.json -text\n";
+        match super::fsio::create_new_atomic(&path, text, MODE_PUBLIC) {
+            Ok(()) | Err(DeliverError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn check_files_match(&self, m: &Manifest, sealed: &[SealedFile]) -> Result<(), DeliverError> {
