@@ -9,6 +9,7 @@
 //! only in a live store (not in the spec) is the planner's job, not this module's.
 
 use crate::diag::{Diagnostic, Diagnostics, codes};
+use crate::spec::Loaded;
 use crate::spec::model::{DesiredKey, DesiredState, Expiry, Scope, Spec};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -25,6 +26,20 @@ fn scope_location(k: &DesiredKey, s: &Scope) -> crate::diag::Location {
         .get(&format!("scope:{}", s.area))
         .cloned()
         .unwrap_or_else(|| k.field_location("scopes"))
+}
+
+/// Check a loaded spec and fold the result into it: policy warnings join
+/// `loaded.warnings`; when the policy finds an error, `Err` holds every diagnostic (the
+/// spec's warnings too, sorted), and `loaded.sources` is still there to render them.
+pub fn enforce(loaded: &mut Loaded, now: DateTime<Utc>) -> Result<(), Diagnostics> {
+    let mut all = std::mem::take(&mut loaded.warnings);
+    all.extend(check(&loaded.spec, now));
+    all.sort();
+    if all.has_errors() {
+        return Err(all);
+    }
+    loaded.warnings = all;
+    Ok(())
 }
 
 /// Every policy problem in `spec`, as of `now`.

@@ -82,3 +82,33 @@ fn example_library_loads_cleanly_and_passes_policy() {
         keyward::diag::render(&policy, &loaded.sources, false)
     );
 }
+
+#[test]
+fn enforce_folds_policy_results_into_the_loaded_spec() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/library");
+    let mut loaded = spec::load(&root).expect("example loads");
+    assert!(keyward::policy::enforce(&mut loaded, fixed_now()).is_ok());
+    // Two and a half years later the ILL key's fixed date has passed: a warning only.
+    let later = fixed_now() + chrono::Duration::days(900);
+    assert!(keyward::policy::enforce(&mut loaded, later).is_ok());
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|d| d.code == keyward::diag::codes::ALREADY_EXPIRED)
+    );
+    // A tighter maximum turns the 730-day key into an error.
+    loaded.spec.policy.max_lifetime = Some(keyward::spec::Span::days(400));
+    let errs = keyward::policy::enforce(&mut loaded, fixed_now()).expect_err("too long");
+    let d = errs
+        .iter()
+        .find(|d| d.code == keyward::diag::codes::LIFETIME_TOO_LONG)
+        .expect("KW203");
+    assert_eq!(
+        d.location
+            .as_ref()
+            .map(|l| (l.file.display().to_string(), l.line)),
+        Some(("keys/discovery.yaml".to_string(), 9))
+    );
+    assert!(!loaded.sources.is_empty());
+}

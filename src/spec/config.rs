@@ -355,7 +355,7 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
                 let span = match val {
                     Value::Null => None,
                     Value::String(s) if s == "never" => None,
-                    _ => ctx.span(val, &fp),
+                    _ => ctx.positive_span(val, &fp),
                 };
                 if k == "default_lifetime" {
                     pol.default_lifetime = span;

@@ -301,7 +301,9 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
         }
         (None, Some(l)) => match l {
             Value::String(s) if s.trim() == "never" => Some(Expiry::Never),
-            _ => ctx.span(l, &p.key("lifetime")).map(Expiry::Lifetime),
+            _ => ctx
+                .positive_span(l, &p.key("lifetime"))
+                .map(Expiry::Lifetime),
         },
         (None, None) => Some(match refs.config.policy.default_lifetime {
             Some(s) => Expiry::Lifetime(s),

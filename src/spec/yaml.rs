@@ -383,6 +383,21 @@ impl<'a> Ctx<'a> {
         self.diags.push(d);
     }
 
+    /// A duration longer than zero (lifetimes, rotation periods).
+    pub fn positive_span(&mut self, v: &Value, p: &YPath) -> Option<super::model::Span> {
+        let s = self.span(v, p)?;
+        if s.seconds == 0 {
+            self.err(
+                codes::BAD_DURATION,
+                p,
+                format!("`{p}` must be longer than 0"),
+                "e.g. `90d`; write `never` for no limit where that is allowed",
+            );
+            return None;
+        }
+        Some(s)
+    }
+
     /// A duration like `90d`.
     pub fn span(&mut self, v: &Value, p: &YPath) -> Option<super::model::Span> {
         let s = match v {
