@@ -86,6 +86,8 @@ pub struct PosIndex {
 impl PosIndex {
     /// Scan `text` (never fails; unknown shapes are skipped).
     pub fn build(text: &str) -> PosIndex {
+        // A byte-order mark is not content.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let lines: Vec<Line> = text
             .split('\n')
             .enumerate()
@@ -245,7 +247,7 @@ const MAX_FLOW_DEPTH: usize = 64;
 const MAX_FRAMES: usize = 256;
 
 fn is_dash(text: &[char]) -> bool {
-    text.first() == Some(&'-') && (text.len() == 1 || text[1] == ' ')
+    text.first() == Some(&'-') && (text.len() == 1 || matches!(text[1], ' ' | '\t'))
 }
 
 /// Find a block mapping key at the start of `text`: returns (key, value start index).
@@ -267,7 +269,7 @@ fn split_key(text: &[char]) -> Option<(String, usize)> {
             i += 1;
         }
         i += 1;
-        while i < text.len() && text[i] == ' ' {
+        while i < text.len() && matches!(text[i], ' ' | '\t') {
             i += 1;
         }
         if text.get(i) != Some(&':') {
@@ -280,7 +282,7 @@ fn split_key(text: &[char]) -> Option<(String, usize)> {
             if i >= text.len() {
                 return None;
             }
-            if text[i] == ':' && (i + 1 == text.len() || text[i + 1] == ' ') {
+            if text[i] == ':' && (i + 1 == text.len() || matches!(text[i + 1], ' ' | '\t')) {
                 break;
             }
             i += 1;
@@ -291,7 +293,7 @@ fn split_key(text: &[char]) -> Option<(String, usize)> {
         )
     };
     i += 1; // the colon
-    while i < text.len() && text[i] == ' ' {
+    while i < text.len() && matches!(text[i], ' ' | '\t') {
         i += 1;
     }
     Some((key, i))
@@ -383,7 +385,10 @@ impl Scanner {
                 }
                 let elem = top.path.idx(top.next);
                 top.next += 1;
-                let rest_off = 1 + text[1..].iter().take_while(|c| **c == ' ').count();
+                let rest_off = 1 + text[1..]
+                    .iter()
+                    .take_while(|c| matches!(c, ' ' | '\t'))
+                    .count();
                 let rest = &text[rest_off.min(text.len())..];
                 let rest_col = col + rest_off;
                 self.index.set_value(
@@ -741,6 +746,13 @@ list:
         assert_eq!(at(&idx, "list.0.0"), (7, 7));
         assert_eq!(at(&idx, "list.0.1"), (8, 7));
         assert_eq!(at(&idx, "list.1.name"), (10, 11));
+    }
+
+    #[test]
+    fn tabs_after_colons_crlf_and_bom() {
+        let idx = PosIndex::build("\u{feff}a:\tx\r\nb:\r\n-\ty\r\n");
+        assert_eq!(at(&idx, "a"), (1, 4));
+        assert_eq!(at(&idx, "b.0"), (3, 3));
     }
 
     #[test]
