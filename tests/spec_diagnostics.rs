@@ -289,6 +289,8 @@ fn disk_guards_symlinks_encoding_and_missing_files() {
     .expect("symlink");
     std::os::unix::fs::symlink(root.join("keys/inside.yaml"), root.join("keys/alias.yaml"))
         .expect("symlink");
+    let huge = std::fs::File::create(root.join("keys/huge.yaml")).expect("create");
+    huge.set_len(9 * 1024 * 1024).expect("sparse file");
     let diags = load_errors(root);
     let got: Vec<(&str, String, usize)> = diags
         .iter()
@@ -303,6 +305,7 @@ fn disk_guards_symlinks_encoding_and_missing_files() {
         (codes::MISSING_FILE, "keyward.yaml".to_string(), 1),
         (codes::SYMLINK_OUTSIDE, "keys/link.yaml".to_string(), 1),
         (codes::NOT_UTF8, "keys/latin1.yaml".to_string(), 2),
+        (codes::TOO_LARGE, "keys/huge.yaml".to_string(), 1),
     ];
     expected.sort();
     assert_eq!(got, expected);
