@@ -515,3 +515,13 @@ fn a_never_activated_older_key_is_kept_as_void() {
     assert_eq!(old.status, DeliveryStatus::Void);
     assert_eq!(f.outbox.pending().expect("pending").len(), 1);
 }
+
+#[test]
+fn a_delivery_to_nobody_is_refused() {
+    let f = fixture();
+    let m = meta("k", &secret::new_key_id(), 1);
+    let manifest = Manifest::pending(&m, "sandbox", t(2026, 1, 1), None, &[]);
+    let err = f.outbox.write_pending(&manifest, &[]).unwrap_err();
+    assert!(matches!(err, DeliverError::NoEnvelopes { .. }), "{err}");
+    assert!(!f.root.exists());
+}

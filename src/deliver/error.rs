@@ -23,6 +23,11 @@ pub enum DeliverError {
     )]
     NoRecipients { principal: String },
 
+    #[error(
+        "refusing to deliver key `{key}` to nobody: a secret no one can read must never exist; give the key at least one recipient"
+    )]
+    NoEnvelopes { key: String },
+
     #[error("age could not encrypt: {0}")]
     Encrypt(String),
 

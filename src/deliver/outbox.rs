@@ -350,6 +350,11 @@ impl Outbox {
     /// name), its envelopes are deleted and its manifest kept as `superseded-<old-id>.json`.
     /// If it holds this key id's pending or void delivery, it is overwritten (a retry).
     /// An active or superseded delivery of this key id is never overwritten.
+    ///
+    /// Resolve earlier pending deliveries first ([`Outbox::pending`], then `mark` active or
+    /// `void` after asking the store): a pending delivery whose key did get registered
+    /// before a crash holds the only copy of a live secret, and a retry would replace it.
+    /// At least one envelope is required (a secret nobody can read must never exist).
     pub fn write_pending(
         &self,
         manifest: &Manifest,
@@ -412,6 +417,11 @@ impl Outbox {
     }
 
     fn check_files_match(&self, m: &Manifest, sealed: &[SealedFile]) -> Result<(), DeliverError> {
+        if sealed.is_empty() {
+            return Err(DeliverError::NoEnvelopes {
+                key: m.name.clone(),
+            });
+        }
         if m.recipients.len() != sealed.len() {
             return Err(DeliverError::Internal(format!(
                 "manifest for {} lists {} recipients but {} envelopes were given",
