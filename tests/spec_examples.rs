@@ -112,3 +112,55 @@ fn enforce_folds_policy_results_into_the_loaded_spec() {
     );
     assert!(!loaded.sources.is_empty());
 }
+
+#[test]
+fn policy_points_at_the_scope_and_the_rule() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/library");
+    let mut files = std::collections::BTreeMap::new();
+    for rel in ["keyward.yaml", "people.yaml", "keys/course-reserves.yaml"] {
+        files.insert(
+            std::path::PathBuf::from(rel),
+            std::fs::read(root.join(rel)).expect("read"),
+        );
+    }
+    let key = Path::new("keys/course-reserves.yaml");
+    let text = String::from_utf8(files[key].clone()).expect("utf8");
+    let text = text.replacen(
+        "      - bibs:read\n",
+        "      - bibs:read\n      - configuration:write\n",
+        1,
+    );
+    files.insert(key.to_path_buf(), text.into_bytes());
+    let loaded = spec::load_from_files(&root, files).expect("still a valid spec");
+    let diags = keyward::policy::check(&loaded.spec, fixed_now());
+    let codes: Vec<&str> = diags.iter().map(|d| d.code).collect();
+    assert_eq!(
+        codes,
+        [
+            keyward::diag::codes::FORBIDDEN_SCOPE,
+            keyward::diag::codes::BEYOND_OWNER_GRANT
+        ]
+    );
+    for d in diags.iter() {
+        let l = d.location.as_ref().expect("located");
+        assert_eq!((l.file.as_path(), l.line), (key, 11), "{d}");
+    }
+    let forbidden = &diags.0[0];
+    assert!(
+        forbidden
+            .message
+            .contains("Configuration API is not granted"),
+        "{}",
+        forbidden.message
+    );
+    let (_, rule) = &forbidden.related[0];
+    assert_eq!(
+        (rule.file.as_path(), rule.line),
+        (Path::new("keyward.yaml"), 20)
+    );
+    let (_, owner) = &diags.0[1].related[0];
+    assert_eq!(
+        (owner.file.as_path(), owner.line),
+        (Path::new("people.yaml"), 15)
+    );
+}
