@@ -525,3 +525,48 @@ fn a_delivery_to_nobody_is_refused() {
     assert!(matches!(err, DeliverError::NoEnvelopes { .. }), "{err}");
     assert!(!f.root.exists());
 }
+
+#[test]
+fn leftovers_of_an_interrupted_write_are_cleaned_up_by_the_retry() {
+    let f = fixture();
+    let id = secret::new_key_id();
+    // A crash after some envelopes were written but before manifest.json.
+    let dir = f.outbox.dir_for("alma-sandbox", "k", 1).expect("dir");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("jdoe.age"), "half-written").expect("write");
+    std::fs::write(dir.join("someone-removed.age"), "stale").expect("write");
+    let (d, _, s) = deliver(&f, "k", &id, 1, t(2026, 1, 1));
+    assert_eq!(d, dir);
+    assert!(!dir.join("someone-removed.age").exists());
+    assert_eq!(
+        f.outbox
+            .open(&dir, "jdoe", &f.jdoe_ids)
+            .expect("open")
+            .secret
+            .expose(),
+        s.expose()
+    );
+
+    // A crash in the middle of superseding an older key: its manifest was copied to
+    // superseded-<id>.json but manifest.json not yet removed. Doing it again is fine.
+    let old = f.outbox.read(&dir).expect("manifest");
+    std::fs::copy(
+        dir.join(MANIFEST_FILE),
+        dir.join(format!("superseded-{}.json", old.key_id)),
+    )
+    .expect("copy");
+    let (_, _, s2) = deliver(&f, "k", &secret::new_key_id(), 1, t(2026, 1, 2));
+    let kept = Manifest::read(&dir.join(format!("superseded-{}.json", old.key_id))).expect("kept");
+    assert_eq!(
+        (kept.key_id, kept.status),
+        (old.key_id, DeliveryStatus::Void)
+    );
+    assert_eq!(
+        f.outbox
+            .open(&dir, "jdoe", &f.jdoe_ids)
+            .expect("open")
+            .secret
+            .expose(),
+        s2.expose()
+    );
+}
