@@ -570,3 +570,31 @@ fn leftovers_of_an_interrupted_write_are_cleaned_up_by_the_retry() {
         s2.expose()
     );
 }
+
+#[test]
+fn the_schemas_document_every_field_written() {
+    let f = fixture();
+    let (dir, _, _) = deliver(&f, "k", &secret::new_key_id(), 1, t(2026, 1, 1));
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).expect("read"))
+            .expect("json");
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let schema = keyward::deliver::manifest_schema();
+    assert_eq!(keys(&schema["properties"]), keys(&written));
+    let recipient_schema = &schema["$defs"]["ManifestRecipient"]["properties"];
+    assert_eq!(keys(recipient_schema), keys(&written["recipients"][0]));
+
+    let opened = decrypt_file(&dir.join("jdoe.age"), &f.jdoe_ids).expect("decrypt");
+    let envelope: serde_json::Value = serde_json::from_str(&keyward::deliver::render(
+        &opened,
+        keyward::deliver::OutputFormat::Json,
+    ))
+    .expect("json");
+    let schema = keyward::deliver::envelope_schema();
+    assert_eq!(keys(&schema["properties"]), keys(&envelope));
+    assert_eq!(schema["properties"]["secret"]["type"], "string");
+}

@@ -4,6 +4,7 @@
 //! Must not do I/O; the secret only ever lives in zeroizing buffers and `Secret`.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -14,6 +15,11 @@ pub const ENVELOPE_VERSION: u32 = 1;
 
 fn default_version() -> u32 {
     ENVELOPE_VERSION
+}
+
+/// JSON Schema of the envelope document inside every `.age` delivery.
+pub fn envelope_schema() -> serde_json::Value {
+    schemars::schema_for!(Envelope).to_value()
 }
 
 /// Everything in an envelope except the secret. Safe to print and log.
@@ -86,12 +92,13 @@ impl<'de> Deserialize<'de> for EnvelopeSecret {
 /// The JSON document sealed in every delivery:
 /// `{"key","store","id","generation","secret","expires_at","previous_valid_until","envelope_version"}`.
 /// `Debug` never shows the secret.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope {
     pub key: String,
     pub store: String,
     pub id: String,
     pub generation: u32,
+    #[schemars(with = "String")]
     pub secret: EnvelopeSecret,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,

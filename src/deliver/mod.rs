@@ -83,7 +83,7 @@ mod seal;
 
 pub use envelope::{
     ENVELOPE_VERSION, Envelope, EnvelopeMeta, EnvelopeSecret, Opened, OutputFormat, env_var_prefix,
-    render,
+    envelope_schema, render,
 };
 pub use error::DeliverError;
 pub use fsio::write_secret_file;
@@ -93,7 +93,7 @@ pub use identity::{
 };
 pub use outbox::{
     DeliveryStatus, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestRecipient, Outbox,
-    RecipientKind, check_opened, decrypt_delivery, sha256_hex, verify_envelope,
+    RecipientKind, check_opened, decrypt_delivery, manifest_schema, sha256_hex, verify_envelope,
 };
 pub use seal::{SealedFile, decrypt_bytes, decrypt_file, seal, seal_bytes, seal_for_principals};
 

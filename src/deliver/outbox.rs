@@ -11,6 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -27,7 +28,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MANIFEST_VERSION: u32 = 1;
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Written, but the key is not (yet) registered with the store: not valid.
@@ -67,7 +70,7 @@ impl std::fmt::Display for DeliveryStatus {
 }
 
 /// Kind of principal a delivery is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RecipientKind {
     Person,
@@ -93,7 +96,7 @@ impl From<PrincipalKind> for RecipientKind {
 }
 
 /// One recipient's envelope in a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ManifestRecipient {
     /// Principal id (person or service in people.yaml).
     pub id: String,
@@ -107,7 +110,7 @@ pub struct ManifestRecipient {
 }
 
 /// `manifest.json`: what one generation of one key delivered, to whom, and its status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Manifest {
     pub manifest_version: u32,
     pub key_id: String,
@@ -124,6 +127,11 @@ pub struct Manifest {
     pub commit: Option<String>,
     pub status: DeliveryStatus,
     pub recipients: Vec<ManifestRecipient>,
+}
+
+/// JSON Schema of `manifest.json` (generated from [`Manifest`]).
+pub fn manifest_schema() -> serde_json::Value {
+    schemars::schema_for!(Manifest).to_value()
 }
 
 /// Hex SHA-256 of `bytes`.
