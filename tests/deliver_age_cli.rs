@@ -162,3 +162,45 @@ fn keygen_files_are_read_by_age_keygen_and_age() {
         Some(s.expose())
     );
 }
+
+/// Runs one of the tests above in a child process whose PATH has no `age`.
+fn run_without_age(skip: bool) -> std::process::Output {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--exact",
+        "we_decrypt_what_the_age_cli_encrypts",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("PATH", "/nonexistent-keyward-test-path")
+    .env_remove("KEYWARD_SKIP_AGE_CLI");
+    if skip {
+        cmd.env("KEYWARD_SKIP_AGE_CLI", "1");
+    }
+    cmd.output().expect("run the test binary")
+}
+
+#[test]
+fn without_the_age_cli_the_interop_tests_fail_unless_skipped_explicitly() {
+    let out = run_without_age(false);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "must fail without age: {text}");
+    assert!(text.contains("apt-get install age"), "{text}");
+
+    let out = run_without_age(true);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "skips with KEYWARD_SKIP_AGE_CLI=1: {text}"
+    );
+    assert!(text.contains("SKIPPED (KEYWARD_SKIP_AGE_CLI=1)"), "{text}");
+}
