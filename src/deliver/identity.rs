@@ -45,6 +45,16 @@ pub struct IdentitySources {
     pub passphrase: Option<PassphrasePrompt>,
 }
 
+impl Drop for IdentitySources {
+    /// `KEYWARD_AGE_IDENTITY` / `SOPS_AGE_KEY` hold private keys: wipe the copies.
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for v in self.vars.values_mut() {
+            v.zeroize();
+        }
+    }
+}
+
 impl std::fmt::Debug for IdentitySources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentitySources")
