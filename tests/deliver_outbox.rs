@@ -101,6 +101,12 @@ fn write_pending_lays_out_files_then_mark_active() {
             .expect("latest")
             .is_none()
     );
+    let err = f
+        .outbox
+        .open_latest("alma-sandbox", "illiad-barcode-lookup", &f.jdoe_ids)
+        .unwrap_err();
+    assert!(matches!(err, DeliverError::NoDelivery { .. }), "{err}");
+    assert!(err.to_string().contains("keyward apply"), "{err}");
 
     let m = f
         .outbox

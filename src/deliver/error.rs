@@ -118,7 +118,10 @@ pub enum DeliverError {
     )]
     UnsafeName { what: &'static str, value: String },
 
-    #[error("nothing to deliver for {key}: no active delivery in {}", dir.display())]
+    #[error(
+        "no active delivery of {key} in {}: the key has not been applied yet, or its delivery is still pending; `git pull` the deliveries or ask an admin to run `keyward apply`",
+        dir.display()
+    )]
     NoDelivery { key: String, dir: PathBuf },
 
     #[error("internal delivery error: {0}")]
