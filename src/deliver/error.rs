@@ -106,7 +106,10 @@ pub enum DeliverError {
         status: String,
     },
 
-    #[error("cannot mark the delivery in {} {to}: it is {from}", dir.display())]
+    #[error(
+        "cannot mark the delivery in {} {to}: it is {from} (allowed: pending -> active or void, active -> superseded); a void delivery's secret never worked, so issue a new generation instead",
+        dir.display()
+    )]
     InvalidTransition {
         dir: PathBuf,
         from: String,
