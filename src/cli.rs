@@ -227,6 +227,20 @@ pub enum SecretFormat {
     Json,
 }
 
+/// Where recipients' identities are looked for; on a terminal, passphrase-protected SSH keys
+/// are asked for (without echo).
+fn identity_sources() -> IdentitySources {
+    let sources = IdentitySources::from_process_env();
+    if !std::io::stdin().is_terminal() {
+        return sources;
+    }
+    sources.with_passphrase_prompt(std::sync::Arc::new(|what: &str| {
+        rpassword::prompt_password(format!("Passphrase for {what}: "))
+            .ok()
+            .map(secrecy::SecretString::from)
+    }))
+}
+
 /// Whether to colour: not for NO_COLOR, --no-color, or a non-terminal.
 fn use_color(cli_no_color: bool, stream_is_tty: bool) -> bool {
     !cli_no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream_is_tty
@@ -288,17 +302,9 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Verify { key, store } => verify_cmd(&cli.dir, key.clone(), store.as_deref()).await,
         Command::Keygen { output } => keygen_cmd(output.as_deref()),
         Command::Decrypt { file, out } => {
-            let ids =
-                deliver::find_identities(&IdentitySources::from_process_env(), &out.identity)?;
-            let opened = deliver::decrypt_file(file, &ids)?;
-            // Check against the manifest beside the envelope, when there is one.
-            if let Some(dir) = file.parent()
-                && dir.join(deliver::MANIFEST_FILE).exists()
-            {
-                let m = deliver::Manifest::read(&dir.join(deliver::MANIFEST_FILE))?;
-                deliver::verify_envelope(&m, file)?;
-                deliver::check_opened(&m, &opened, file)?;
-            }
+            let ids = deliver::find_identities(&identity_sources(), &out.identity)?;
+            // Checks the manifest beside the envelope, when there is one: listed, checksum, payload.
+            let (_manifest, opened) = deliver::decrypt_delivery(file, &ids)?;
             emit_secret(&opened, out)
         }
         Command::Secret { name, store, out } => {
@@ -306,8 +312,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
                 return Ok(exit::ERROR);
             };
             let store = pick_store(&loaded, name, store.as_deref())?;
-            let ids =
-                deliver::find_identities(&IdentitySources::from_process_env(), &out.identity)?;
+            let ids = deliver::find_identities(&identity_sources(), &out.identity)?;
             let outbox = Outbox::new(loaded.spec.delivery.outbox.clone());
             let (_dir, _m, opened) = outbox.open_latest(&store, name, &ids)?;
             emit_secret(&opened, out)
