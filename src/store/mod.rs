@@ -2,6 +2,8 @@
 //! (`sqlite` embedded). Stores never see a plaintext secret: only `SecretHash` values.
 //! This module must not know about specs, plans or deliveries.
 
+mod pepper;
+pub(crate) mod rules;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -126,7 +128,6 @@ impl NewKey {
             self.protected,
         ]))
     }
-
 }
 
 /// Hex SHA-256 of a secret: the only form in which a secret reaches a store.
@@ -300,11 +301,19 @@ pub enum StoreError {
     #[error("key {0} not found")]
     NotFound(String),
     #[error("key {id} changed since it was read (expected version {expected}, found {found})")]
-    Conflict { id: String, expected: u64, found: u64 },
+    Conflict {
+        id: String,
+        expected: u64,
+        found: u64,
+    },
     #[error("a key with id {0} already exists")]
     AlreadyExists(String),
     #[error("the store is locked by {holder} (lease {id}, until {until})")]
-    Locked { holder: String, id: String, until: DateTime<Utc> },
+    Locked {
+        holder: String,
+        id: String,
+        until: DateTime<Utc>,
+    },
     #[error("refused: {0}")]
     Refused(String),
     #[error("invalid request: {0}")]
@@ -323,11 +332,28 @@ pub trait Store: Send + Sync {
     fn name(&self) -> &str;
     fn capabilities(&self) -> Capabilities;
     /// One page of keys matching `filter` (managed and unmanaged unless filtered).
-    async fn list(&self, filter: &ListFilter, cursor: Option<&str>, limit: usize) -> StoreResult<Page<LiveKey>>;
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Page<LiveKey>>;
     async fn get(&self, id: &str) -> StoreResult<Option<LiveKey>>;
     async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey>;
-    async fn update(&self, id: &str, version: u64, patch: KeyPatch, actor: &Actor) -> StoreResult<LiveKey>;
-    async fn rotate(&self, id: &str, version: u64, rotate: Rotate, actor: &Actor) -> StoreResult<LiveKey>;
+    async fn update(
+        &self,
+        id: &str,
+        version: u64,
+        patch: KeyPatch,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey>;
+    async fn rotate(
+        &self,
+        id: &str,
+        version: u64,
+        rotate: Rotate,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey>;
     async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey>;
     async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey>;
     async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey>;
@@ -340,7 +366,12 @@ pub trait Store: Send + Sync {
     /// Audit events after `after` (exclusive), oldest first.
     async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>>;
     /// Record a non-key event (e.g. an apply started/finished).
-    async fn record(&self, action: &str, detail: serde_json::Value, actor: &Actor) -> StoreResult<()>;
+    async fn record(
+        &self,
+        action: &str,
+        detail: serde_json::Value,
+        actor: &Actor,
+    ) -> StoreResult<()>;
 }
 
 /// List every key matching `filter`, following cursors.

@@ -28,7 +28,6 @@
 //! tokio runtime. Writes use IMMEDIATE transactions with a 5 s busy timeout, so several
 //! processes can share one file; optimistic `version` checks catch lost updates.
 
-mod pepper;
 mod rows;
 mod schema;
 
@@ -40,26 +39,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rand::RngCore;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use self::pepper::Pepper;
-use self::rows::{EVENT_COLUMNS, KEY_COLUMNS, STORED_COLUMNS, StoredKey, check_ts, opt_ts, ts};
+use self::rows::{EVENT_COLUMNS, KEY_COLUMNS, STORED_COLUMNS, StoredKey, opt_ts, ts};
+use super::pepper::{self, Pepper};
+use super::rules::{
+    self, check_version, decode_cursor, encode_cursor, json_text, to_i64, verdict, who,
+};
 use super::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY,
-    NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifiedKey, VerifyReason,
+    NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
 };
 use crate::secret;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest page `list` and `events` return.
-pub const MAX_PAGE: usize = 1000;
-const CURSOR_PREFIX: &str = "c1.";
-/// Quota counters older than this many days are pruned.
-const QUOTA_KEEP_DAYS: i64 = 7;
+pub use super::rules::MAX_PAGE;
 
 /// Map rusqlite errors to `StoreError::Backend` with a short context.
 trait DbResult<T> {
@@ -232,7 +229,7 @@ impl SqliteStore {
         actor: Actor,
         action: &'static str,
     ) -> StoreResult<LiveKey> {
-        let key = validate_new(key)?;
+        let key = rules::validate_new(key)?;
         self.run(move |conn, pepper| {
             let mac = pepper.mac(&key.secret_hash)?;
             let tx = immediate(conn)?;
@@ -244,49 +241,10 @@ impl SqliteStore {
             if exists {
                 return Err(StoreError::AlreadyExists(key.id));
             }
-            let now = Utc::now();
-            let live = LiveKey {
-                id: key.id,
-                name: key.name,
-                environment: key.environment,
-                owner: key.owner,
-                purpose: key.purpose,
-                scopes: key.scopes,
-                labels: key.labels,
-                status: key.status,
-                issued_at: key.issued_at,
-                created_at: now,
-                updated_at: now,
-                expires_at: key.expires_at,
-                lifetime: key.lifetime,
-                version: 1,
-                generation: key.generation,
-                spec_generation: key.spec_generation,
-                previous_valid_until: None,
-                recipients: key.recipients,
-                quota_per_day: key.quota_per_day,
-                protected: key.protected,
-                managed_by: key.managed_by,
-                applied_digest: key.applied_digest,
-            };
-            let stored = StoredKey {
-                key: live,
-                mac,
-                previous_mac: None,
-            };
+            let stored = rules::new_stored(key, mac, Utc::now());
             insert_row(&tx, &stored)?;
             let k = &stored.key;
-            let detail = json!({
-                "environment": k.environment,
-                "owner": k.owner,
-                "status": k.status,
-                "scopes": k.scopes,
-                "generation": k.generation,
-                "spec_generation": k.spec_generation,
-                "expires_at": opt_ts(&k.expires_at),
-                "recipients": k.recipients.keys().collect::<Vec<_>>(),
-                "managed_by": k.managed_by,
-            });
+            let detail = rules::create_detail(k);
             append_event(&tx, &actor, action, Some(&k.id), Some(&k.name), &detail)?;
             tx.commit().db("commit")?;
             Ok(stored.key)
@@ -299,12 +257,7 @@ impl SqliteStore {
     /// event action and detail; the version and `updated_at` are bumped here.
     async fn mutate<F>(&self, id: &str, version: u64, actor: &Actor, op: F) -> StoreResult<LiveKey>
     where
-        F: FnOnce(
-                &mut StoredKey,
-                &Pepper,
-            ) -> StoreResult<Option<(&'static str, serde_json::Value)>>
-            + Send
-            + 'static,
+        F: FnOnce(&mut StoredKey, &Pepper) -> StoreResult<rules::Change> + Send + 'static,
     {
         let id = id.to_owned();
         let actor = actor.clone();
@@ -314,12 +267,7 @@ impl SqliteStore {
             let Some((action, detail)) = op(&mut stored, pepper)? else {
                 return Ok(stored.key);
             };
-            stored.key.version = stored
-                .key
-                .version
-                .checked_add(1)
-                .ok_or_else(|| StoreError::Backend("version overflow".into()))?;
-            stored.key.updated_at = Utc::now().max(stored.key.updated_at);
+            rules::bump(&mut stored.key, Utc::now())?;
             update_row(&tx, &stored)?;
             let k = &stored.key;
             append_event(&tx, &actor, action, Some(&k.id), Some(&k.name), &detail)?;
@@ -337,36 +285,7 @@ impl SqliteStore {
         actor: &Actor,
     ) -> StoreResult<LiveKey> {
         self.mutate(id, version, actor, move |s, _| {
-            let k = &mut s.key;
-            require_managed(k)?;
-            let from = k.status;
-            if from == to {
-                return Ok(None);
-            }
-            if from == KeyStatus::Revoked {
-                return Err(StoreError::Refused(format!(
-                    "key {} is revoked; a revoked key cannot be {}",
-                    k.id,
-                    if to == KeyStatus::Active {
-                        "enabled"
-                    } else {
-                        "changed"
-                    }
-                )));
-            }
-            if to == KeyStatus::Revoked && k.protected {
-                return Err(StoreError::Refused(format!(
-                    "key {} is protected; clear `protected` before revoking it",
-                    k.id
-                )));
-            }
-            k.status = to;
-            let action = match to {
-                KeyStatus::Active => "enable",
-                KeyStatus::Disabled => "disable",
-                KeyStatus::Revoked => "revoke",
-            };
-            Ok(Some((action, json!({ "from": from, "to": to }))))
+            rules::status_change(&mut s.key, to)
         })
         .await
     }
@@ -399,25 +318,6 @@ fn check_pepper(conn: &Connection, pepper: &Pepper, pepper_path: &Path) -> Store
         )));
     }
     Ok(())
-}
-
-fn require_managed(k: &LiveKey) -> StoreResult<()> {
-    if k.is_managed() {
-        Ok(())
-    } else {
-        Err(StoreError::Refused(format!(
-            "key {} is not managed by keyward",
-            k.id
-        )))
-    }
-}
-
-fn who(actor: &Actor) -> &str {
-    if actor.who.trim().is_empty() {
-        "unknown"
-    } else {
-        &actor.who
-    }
 }
 
 fn append_event(
@@ -460,22 +360,8 @@ fn load(conn: &Connection, id: &str) -> StoreResult<Option<StoredKey>> {
 
 fn load_checked(conn: &Connection, id: &str, version: u64) -> StoreResult<StoredKey> {
     let stored = load(conn, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-    if stored.key.version != version {
-        return Err(StoreError::Conflict {
-            id: id.to_owned(),
-            expected: version,
-            found: stored.key.version,
-        });
-    }
+    check_version(&stored.key, version)?;
     Ok(stored)
-}
-
-fn to_i64(v: u64, field: &str) -> StoreResult<i64> {
-    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{field} is too large")))
-}
-
-fn json_text<T: serde::Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
 }
 
 /// The column values of a key row after `id`, in `STORED_COLUMNS` order.
@@ -556,169 +442,6 @@ fn update_row(conn: &Connection, s: &StoredKey) -> StoreResult<()> {
         )));
     }
     Ok(())
-}
-
-fn check_text(field: &str, v: &str, max: usize) -> StoreResult<()> {
-    if v.trim().is_empty() {
-        return Err(StoreError::Invalid(format!("{field} must not be empty")));
-    }
-    if v.len() > max || v.chars().any(char::is_control) {
-        return Err(StoreError::Invalid(format!(
-            "{field} must be at most {max} bytes without control characters"
-        )));
-    }
-    Ok(())
-}
-
-fn normalise_scopes(mut scopes: Vec<String>) -> StoreResult<Vec<String>> {
-    for s in &scopes {
-        check_text("scope", s, 200)?;
-    }
-    scopes.sort();
-    scopes.dedup();
-    Ok(scopes)
-}
-
-fn validate_new(mut key: NewKey) -> StoreResult<NewKey> {
-    check_text("id", &key.id, 128)?;
-    if key.id.chars().any(char::is_whitespace) {
-        return Err(StoreError::Invalid("id must not contain whitespace".into()));
-    }
-    check_text("name", &key.name, 256)?;
-    check_text("environment", &key.environment, 128)?;
-    check_text("owner", &key.owner, 256)?;
-    key.scopes = normalise_scopes(key.scopes)?;
-    check_ts("issued_at", &key.issued_at)?;
-    if let Some(t) = &key.expires_at {
-        check_ts("expires_at", t)?;
-    }
-    if let Some(q) = key.quota_per_day {
-        to_i64(q, "quota_per_day")?;
-    }
-    Ok(key)
-}
-
-/// Apply a patch; returns the names of the fields that actually changed.
-fn apply_patch(
-    k: &mut LiveKey,
-    patch: KeyPatch,
-) -> StoreResult<(Vec<&'static str>, serde_json::Value)> {
-    let mut changed = Vec::new();
-    let mut detail = serde_json::Map::new();
-    macro_rules! set {
-        ($field:ident, $value:expr) => {
-            let v = $value;
-            if k.$field != v {
-                k.$field = v;
-                changed.push(stringify!($field));
-            }
-        };
-    }
-    if let Some(v) = patch.purpose {
-        set!(purpose, v);
-    }
-    if let Some(v) = patch.scopes {
-        let v = normalise_scopes(v)?;
-        if k.scopes != v {
-            detail.insert("scopes".into(), json!({ "from": k.scopes, "to": v }));
-        }
-        set!(scopes, v);
-    }
-    if let Some(v) = patch.labels {
-        set!(labels, v);
-    }
-    if let Some(v) = patch.expires_at {
-        if let Some(t) = &v {
-            check_ts("expires_at", t)?;
-        }
-        if k.expires_at != v {
-            detail.insert(
-                "expires_at".into(),
-                json!({ "from": opt_ts(&k.expires_at), "to": opt_ts(&v) }),
-            );
-        }
-        set!(expires_at, v);
-    }
-    if let Some(v) = patch.lifetime {
-        set!(lifetime, v);
-    }
-    if let Some(v) = patch.recipients {
-        if k.recipients != v {
-            detail.insert(
-                "recipients".into(),
-                json!({ "from": k.recipients.keys().collect::<Vec<_>>(), "to": v.keys().collect::<Vec<_>>() }),
-            );
-        }
-        set!(recipients, v);
-    }
-    if let Some(v) = patch.quota_per_day {
-        if let Some(q) = v {
-            to_i64(q, "quota_per_day")?;
-        }
-        set!(quota_per_day, v);
-    }
-    if let Some(v) = patch.protected {
-        set!(protected, v);
-    }
-    if let Some(v) = patch.managed_by {
-        if k.managed_by != v {
-            detail.insert(
-                "managed_by".into(),
-                json!({ "from": k.managed_by, "to": v }),
-            );
-        }
-        set!(managed_by, v);
-    }
-    if let Some(v) = patch.owner {
-        check_text("owner", &v, 256)?;
-        if k.owner != v {
-            detail.insert("owner".into(), json!({ "from": k.owner, "to": v }));
-        }
-        set!(owner, v);
-    }
-    if let Some(v) = patch.applied_digest {
-        set!(applied_digest, Some(v));
-    }
-    detail.insert("changed".into(), json!(changed));
-    Ok((changed, serde_json::Value::Object(detail)))
-}
-
-fn encode_cursor(id: &str) -> String {
-    format!("{CURSOR_PREFIX}{}", hex::encode(id))
-}
-
-fn decode_cursor(c: &str) -> StoreResult<String> {
-    let bad = || StoreError::Invalid("malformed list cursor".into());
-    let hexed = c.strip_prefix(CURSOR_PREFIX).ok_or_else(bad)?;
-    String::from_utf8(hex::decode(hexed).map_err(|_| bad())?).map_err(|_| bad())
-}
-
-/// Refuse event details that contain a well-formed keyward secret.
-fn contains_secret(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::String(s) => s
-            .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '=' | ':' | ',' | ';'))
-            .any(|t| secret::parse(t).is_some()),
-        serde_json::Value::Array(a) => a.iter().any(contains_secret),
-        serde_json::Value::Object(o) => o.iter().any(|(k, v)| {
-            contains_secret(&serde_json::Value::String(k.clone())) || contains_secret(v)
-        }),
-        _ => false,
-    }
-}
-
-fn verdict(reason: VerifyReason) -> Verdict {
-    Verdict {
-        valid: false,
-        reason,
-        key: None,
-    }
-}
-
-fn new_lease_id() -> String {
-    let mut b = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
 }
 
 #[async_trait]
@@ -848,29 +571,7 @@ impl Store for SqliteStore {
         actor: &Actor,
     ) -> StoreResult<LiveKey> {
         self.mutate(id, version, actor, move |s, _| {
-            if patch.is_empty() {
-                return Ok(None);
-            }
-            let k = &mut s.key;
-            let adoption = KeyPatch {
-                managed_by: Some(Some(MANAGED_BY.to_owned())),
-                ..KeyPatch::default()
-            };
-            let adopting = !k.is_managed() && patch == adoption;
-            if !adopting {
-                require_managed(k)?;
-            }
-            if k.status == KeyStatus::Revoked {
-                return Err(StoreError::Refused(format!(
-                    "key {} is revoked; it cannot be updated",
-                    k.id
-                )));
-            }
-            let (changed, detail) = apply_patch(k, patch)?;
-            if changed.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some((if adopting { "adopt" } else { "update" }, detail)))
+            rules::update_change(&mut s.key, patch)
         })
         .await
     }
@@ -882,44 +583,10 @@ impl Store for SqliteStore {
         rotate: Rotate,
         actor: &Actor,
     ) -> StoreResult<LiveKey> {
-        check_ts("issued_at", &rotate.issued_at)?;
-        if let Some(t) = &rotate.expires_at {
-            check_ts("expires_at", t)?;
-        }
-        if let Some(t) = &rotate.previous_valid_until {
-            check_ts("previous_valid_until", t)?;
-        }
+        rules::check_rotate(&rotate)?;
         self.mutate(id, version, actor, move |s, pepper| {
-            require_managed(&s.key)?;
-            if s.key.status == KeyStatus::Revoked {
-                return Err(StoreError::Refused(format!(
-                    "key {} is revoked; it cannot be rotated",
-                    s.key.id
-                )));
-            }
             let mac = pepper.mac(&rotate.secret_hash)?;
-            if bool::from(mac.ct_eq(&s.mac)) {
-                return Err(StoreError::Invalid(
-                    "the new secret must differ from the current one".into(),
-                ));
-            }
-            let old = std::mem::replace(&mut s.mac, mac);
-            s.previous_mac = rotate.previous_valid_until.map(|_| old);
-            let k = &mut s.key;
-            let detail = json!({
-                "generation": { "from": k.generation, "to": rotate.generation },
-                "spec_generation": rotate.spec_generation,
-                "previous_valid_until": opt_ts(&rotate.previous_valid_until),
-                "expires_at": opt_ts(&rotate.expires_at),
-                "recipients": rotate.recipients.keys().collect::<Vec<_>>(),
-            });
-            k.previous_valid_until = rotate.previous_valid_until;
-            k.issued_at = rotate.issued_at;
-            k.expires_at = rotate.expires_at;
-            k.generation = rotate.generation;
-            k.spec_generation = rotate.spec_generation;
-            k.recipients = rotate.recipients;
-            Ok(Some(("rotate", detail)))
+            rules::rotate_change(s, rotate, mac)
         })
         .await
     }
@@ -944,15 +611,9 @@ impl Store for SqliteStore {
         self.run(move |conn, _| {
             let tx = immediate(conn)?;
             let s = load_checked(&tx, &id, version)?;
-            require_managed(&s.key)?;
-            if s.key.protected {
-                return Err(StoreError::Refused(format!(
-                    "key {id} is protected; clear `protected` before deleting it"
-                )));
-            }
+            let detail = rules::delete_detail(&s.key)?;
             tx.execute("DELETE FROM keys WHERE id = ?1", [&id])
                 .db("delete key")?;
-            let detail = json!({ "status": s.key.status, "generation": s.key.generation });
             append_event(&tx, &actor, "delete", Some(&id), Some(&s.key.name), &detail)?;
             tx.commit().db("commit")?;
             Ok(())
@@ -961,10 +622,8 @@ impl Store for SqliteStore {
     }
 
     async fn lock(&self, holder: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
-        check_text("holder", holder, 256)?;
-        if ttl <= chrono::Duration::zero() {
-            return Err(StoreError::Invalid("lock ttl must be positive".into()));
-        }
+        // Refuse bad arguments before touching the database.
+        rules::lease_expiry(holder, ttl, Utc::now())?;
         let holder = holder.to_owned();
         self.run(move |conn, _| {
             let tx = immediate(conn)?;
@@ -989,12 +648,9 @@ impl Store for SqliteStore {
                     return Err(StoreError::Locked { holder, id, until });
                 }
             }
-            let expires_at = now
-                .checked_add_signed(ttl)
-                .filter(|t| check_ts("lock expiry", t).is_ok())
-                .ok_or_else(|| StoreError::Invalid("lock ttl is too large".into()))?;
+            let expires_at = rules::lease_expiry(&holder, ttl, now)?;
             let lease = Lease {
-                id: new_lease_id(),
+                id: rules::new_lease_id(),
                 holder,
                 expires_at,
             };
@@ -1030,43 +686,15 @@ impl Store for SqliteStore {
             let Some(s) = load(conn, &parsed.id)? else {
                 return Ok(verdict(VerifyReason::Unknown));
             };
-            let current = s.mac.ct_eq(&mac);
-            let previous = match (&s.previous_mac, s.key.previous_valid_until) {
-                (Some(p), Some(until)) if until > now => p.ct_eq(&mac),
-                _ => subtle::Choice::from(0),
-            };
-            let (current, previous) = (bool::from(current), bool::from(previous));
-            if !current && !previous {
-                return Ok(verdict(VerifyReason::Unknown));
+            if let Err(reason) = rules::judge(&s, &mac, now) {
+                return Ok(verdict(reason));
             }
-            let k = s.key;
-            match k.status {
-                KeyStatus::Revoked => return Ok(verdict(VerifyReason::Revoked)),
-                KeyStatus::Disabled => return Ok(verdict(VerifyReason::Disabled)),
-                KeyStatus::Active => {}
-            }
-            if k.expires_at.is_some_and(|e| e <= now) {
-                return Ok(verdict(VerifyReason::Expired));
-            }
-            if current && k.issued_at > now {
-                return Ok(verdict(VerifyReason::NotYetValid));
-            }
-            if let Some(quota) = k.quota_per_day
-                && !count_call(conn, &k.id, quota, now)?
+            if let Some(quota) = s.key.quota_per_day
+                && !count_call(conn, &s.key.id, quota, now)?
             {
                 return Ok(verdict(VerifyReason::QuotaExceeded));
             }
-            Ok(Verdict {
-                valid: true,
-                reason: VerifyReason::Ok,
-                key: Some(VerifiedKey {
-                    id: k.id,
-                    name: k.name,
-                    owner: k.owner,
-                    scopes: k.scopes,
-                    expires_at: k.expires_at,
-                }),
-            })
+            Ok(rules::ok_verdict(s.key))
         })
         .await
     }
@@ -1097,12 +725,7 @@ impl Store for SqliteStore {
         detail: serde_json::Value,
         actor: &Actor,
     ) -> StoreResult<()> {
-        check_text("action", action, 100)?;
-        if contains_secret(&detail) {
-            return Err(StoreError::Invalid(
-                "event detail must not contain a secret".into(),
-            ));
-        }
+        rules::check_record(action, &detail)?;
         let action = action.to_owned();
         let actor = actor.clone();
         self.run(move |conn, _| append_event(conn, &actor, &action, None, None, &detail))
@@ -1129,7 +752,7 @@ fn count_call(conn: &Connection, id: &str, quota: u64, now: DateTime<Utc>) -> St
 }
 
 fn upsert_call(conn: &Connection, id: &str, quota: u64, now: DateTime<Utc>) -> StoreResult<bool> {
-    let day = now.format("%Y-%m-%d").to_string();
+    let day = rules::quota_day(&now);
     let calls: Option<i64> = conn
         .prepare_cached(
             "INSERT INTO quota_usage (key_id, day, calls) VALUES (?1, ?2, 1) \
@@ -1148,11 +771,9 @@ fn upsert_call(conn: &Connection, id: &str, quota: u64, now: DateTime<Utc>) -> S
         None => Ok(false),
         Some(1) => {
             // First call of the day for this key: prune its old counters.
-            let Some(oldest) = now.checked_sub_signed(chrono::Duration::days(QUOTA_KEEP_DAYS))
-            else {
+            let Some(oldest) = rules::quota_prune_before(&now) else {
                 return Ok(true);
             };
-            let oldest = oldest.format("%Y-%m-%d").to_string();
             conn.execute(
                 "DELETE FROM quota_usage WHERE key_id = ?1 AND day < ?2",
                 params![id, oldest],

@@ -2,7 +2,7 @@
 //! defensive parsing (a corrupt row becomes `StoreError::Backend`, never a panic). Must not
 //! run queries of its own.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::Row;
 use rusqlite::types::ValueRef;
 use serde::de::DeserializeOwned;
@@ -23,33 +23,7 @@ pub(super) const STORED_COLUMNS: &str = "id, name, environment, owner, purpose, 
 
 pub(super) const EVENT_COLUMNS: &str = "seq, at, who, action, key_id, key_name, commit_sha, detail";
 
-/// A key row with its MACs (never leaves the store module).
-pub(super) struct StoredKey {
-    pub key: LiveKey,
-    pub mac: Vec<u8>,
-    pub previous_mac: Option<Vec<u8>>,
-}
-
-/// Fixed-width RFC 3339 (UTC, nanoseconds) so text order is time order.
-pub(super) fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
-
-pub(super) fn opt_ts(t: &Option<DateTime<Utc>>) -> Option<String> {
-    t.as_ref().map(ts)
-}
-
-/// Years outside 1..=9999 would not sort as text; refuse them on the way in.
-pub(super) fn check_ts(field: &str, t: &DateTime<Utc>) -> StoreResult<()> {
-    use chrono::Datelike;
-    if (1..=9999).contains(&t.year()) {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "{field} is out of range (years 1 to 9999)"
-        )))
-    }
-}
+pub(super) use crate::store::rules::{StoredKey, opt_ts, parse_ts, ts};
 
 fn corrupt(col: &str) -> StoreError {
     StoreError::Backend(format!("corrupt value in column `{col}`"))
@@ -94,12 +68,6 @@ fn opt_blob(row: &Row<'_>, i: usize, col: &str) -> StoreResult<Option<Vec<u8>>> 
         ValueRef::Blob(b) => Ok(Some(b.to_vec())),
         _ => Err(corrupt(col)),
     }
-}
-
-pub(super) fn parse_ts(s: &str, col: &str) -> StoreResult<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|_| corrupt(col))
 }
 
 fn time(row: &Row<'_>, i: usize, col: &str) -> StoreResult<DateTime<Utc>> {

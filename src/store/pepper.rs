@@ -17,7 +17,7 @@ const LEN: usize = 32;
 const CHECK_LABEL: &[u8] = b"keyward pepper check v1";
 
 /// The secret key of the store's MACs. Debug never shows it.
-pub(super) struct Pepper(Zeroizing<[u8; LEN]>);
+pub(crate) struct Pepper(Zeroizing<[u8; LEN]>);
 
 impl std::fmt::Debug for Pepper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,7 +26,7 @@ impl std::fmt::Debug for Pepper {
 }
 
 /// `<db path>.pepper`
-pub(super) fn path_for(db: &Path) -> PathBuf {
+pub(crate) fn path_for(db: &Path) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
     s.push(".pepper");
     PathBuf::from(s)
@@ -47,7 +47,7 @@ impl Pepper {
 
     /// HMAC-SHA256(pepper, lowercase hex SHA-256 of the secret). Refuses anything that is
     /// not 64 hex digits, so a plaintext secret passed by mistake is never stored.
-    pub(super) fn mac(&self, hash: &SecretHash) -> StoreResult<Vec<u8>> {
+    pub(crate) fn mac(&self, hash: &SecretHash) -> StoreResult<Vec<u8>> {
         let h = hash.0.as_bytes();
         if h.len() != 64 || !h.iter().all(u8::is_ascii_hexdigit) {
             return Err(StoreError::Invalid(
@@ -60,13 +60,13 @@ impl Pepper {
 
     /// A public fingerprint of the pepper, stored in `meta` to detect a pepper file that
     /// belongs to another database.
-    pub(super) fn check_value(&self) -> StoreResult<String> {
+    pub(crate) fn check_value(&self) -> StoreResult<String> {
         Ok(hex::encode(self.mac_bytes(CHECK_LABEL)?))
     }
 }
 
 /// Load the pepper; `Ok(None)` when the file does not exist.
-pub(super) fn load(path: &Path) -> StoreResult<Option<Pepper>> {
+pub(crate) fn load(path: &Path) -> StoreResult<Option<Pepper>> {
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -118,7 +118,7 @@ fn open_new(path: &Path) -> std::io::Result<File> {
 /// Create a new pepper atomically: write a temporary file (0600, fsync), then hard-link it
 /// to the final name, which fails if another process created one first — then theirs is
 /// used. Readers therefore never see a partially written pepper.
-pub(super) fn create(path: &Path) -> StoreResult<Pepper> {
+pub(crate) fn create(path: &Path) -> StoreResult<Pepper> {
     let mut bytes = Zeroizing::new([0u8; LEN]);
     rand::rngs::OsRng.fill_bytes(bytes.as_mut());
 

@@ -1,0 +1,526 @@
+//! The behaviour every database-backed `Store` shares (SQLite and PostgreSQL): input
+//! validation, what a create / patch / status change / rotation / delete does to a key and
+//! which audit event it records, the verify decision, list cursors and the timestamp text
+//! encoding. Pure functions only: no I/O, no database. Must never put a secret, a hash or a
+//! MAC into an event detail or an error message.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::RngCore;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{
+    Actor, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate, StoreError, StoreResult,
+    Verdict, VerifiedKey, VerifyReason,
+};
+use crate::secret;
+
+/// Largest page `list` and `events` return.
+pub const MAX_PAGE: usize = 1000;
+const CURSOR_PREFIX: &str = "c1.";
+/// Quota counters older than this many days are pruned.
+pub(crate) const QUOTA_KEEP_DAYS: i64 = 7;
+
+/// What a change does: `None` = nothing to change (no version bump, no event), or the
+/// event action and its (secret-free) detail.
+pub(crate) type Change = Option<(&'static str, serde_json::Value)>;
+
+/// A key row with its MACs (never leaves the store module).
+pub(crate) struct StoredKey {
+    pub key: LiveKey,
+    pub mac: Vec<u8>,
+    pub previous_mac: Option<Vec<u8>>,
+}
+
+/// Fixed-width RFC 3339 (UTC, nanoseconds) so text order is time order.
+pub(crate) fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+pub(crate) fn opt_ts(t: &Option<DateTime<Utc>>) -> Option<String> {
+    t.as_ref().map(ts)
+}
+
+/// Years outside 1..=9999 would not sort as text; refuse them on the way in.
+pub(crate) fn check_ts(field: &str, t: &DateTime<Utc>) -> StoreResult<()> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&t.year()) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{field} is out of range (years 1 to 9999)"
+        )))
+    }
+}
+
+/// Parse a timestamp written by `ts`; a bad value is a corrupt column.
+pub(crate) fn parse_ts(s: &str, col: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|_| StoreError::Backend(format!("corrupt value in column `{col}`")))
+}
+
+/// The UTC day a quota counter belongs to (`YYYY-MM-DD`).
+pub(crate) fn quota_day(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+/// Counters of days before this one are pruned (None when out of range).
+pub(crate) fn quota_prune_before(now: &DateTime<Utc>) -> Option<String> {
+    now.checked_sub_signed(chrono::Duration::days(QUOTA_KEEP_DAYS))
+        .map(|t| quota_day(&t))
+}
+
+pub(crate) fn to_i64(v: u64, field: &str) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{field} is too large")))
+}
+
+pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
+}
+
+pub(crate) fn check_text(field: &str, v: &str, max: usize) -> StoreResult<()> {
+    if v.trim().is_empty() {
+        return Err(StoreError::Invalid(format!("{field} must not be empty")));
+    }
+    if v.len() > max || v.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{field} must be at most {max} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn normalise_scopes(mut scopes: Vec<String>) -> StoreResult<Vec<String>> {
+    for s in &scopes {
+        check_text("scope", s, 200)?;
+    }
+    scopes.sort();
+    scopes.dedup();
+    Ok(scopes)
+}
+
+pub(crate) fn validate_new(mut key: NewKey) -> StoreResult<NewKey> {
+    check_text("id", &key.id, 128)?;
+    if key.id.chars().any(char::is_whitespace) {
+        return Err(StoreError::Invalid("id must not contain whitespace".into()));
+    }
+    check_text("name", &key.name, 256)?;
+    check_text("environment", &key.environment, 128)?;
+    check_text("owner", &key.owner, 256)?;
+    key.scopes = normalise_scopes(key.scopes)?;
+    check_ts("issued_at", &key.issued_at)?;
+    if let Some(t) = &key.expires_at {
+        check_ts("expires_at", t)?;
+    }
+    if let Some(q) = key.quota_per_day {
+        to_i64(q, "quota_per_day")?;
+    }
+    Ok(key)
+}
+
+/// The key a validated `NewKey` becomes (version 1, created now) with its MAC.
+pub(crate) fn new_stored(key: NewKey, mac: Vec<u8>, now: DateTime<Utc>) -> StoredKey {
+    let live = LiveKey {
+        id: key.id,
+        name: key.name,
+        environment: key.environment,
+        owner: key.owner,
+        purpose: key.purpose,
+        scopes: key.scopes,
+        labels: key.labels,
+        status: key.status,
+        issued_at: key.issued_at,
+        created_at: now,
+        updated_at: now,
+        expires_at: key.expires_at,
+        lifetime: key.lifetime,
+        version: 1,
+        generation: key.generation,
+        spec_generation: key.spec_generation,
+        previous_valid_until: None,
+        recipients: key.recipients,
+        quota_per_day: key.quota_per_day,
+        protected: key.protected,
+        managed_by: key.managed_by,
+        applied_digest: key.applied_digest,
+    };
+    StoredKey {
+        key: live,
+        mac,
+        previous_mac: None,
+    }
+}
+
+/// The detail of a create event.
+pub(crate) fn create_detail(k: &LiveKey) -> serde_json::Value {
+    json!({
+        "environment": k.environment,
+        "owner": k.owner,
+        "status": k.status,
+        "scopes": k.scopes,
+        "generation": k.generation,
+        "spec_generation": k.spec_generation,
+        "expires_at": opt_ts(&k.expires_at),
+        "recipients": k.recipients.keys().collect::<Vec<_>>(),
+        "managed_by": k.managed_by,
+    })
+}
+
+/// Bump the version and `updated_at` of a changed key.
+pub(crate) fn bump(k: &mut LiveKey, now: DateTime<Utc>) -> StoreResult<()> {
+    k.version = k
+        .version
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Backend("version overflow".into()))?;
+    k.updated_at = now.max(k.updated_at);
+    Ok(())
+}
+
+/// `Conflict` unless the caller saw `version`.
+pub(crate) fn check_version(k: &LiveKey, version: u64) -> StoreResult<()> {
+    if k.version == version {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            id: k.id.clone(),
+            expected: version,
+            found: k.version,
+        })
+    }
+}
+
+pub(crate) fn require_managed(k: &LiveKey) -> StoreResult<()> {
+    if k.is_managed() {
+        Ok(())
+    } else {
+        Err(StoreError::Refused(format!(
+            "key {} is not managed by keyward",
+            k.id
+        )))
+    }
+}
+
+/// The name recorded in events for an actor (`unknown` when empty).
+pub(crate) fn who(actor: &Actor) -> &str {
+    if actor.who.trim().is_empty() {
+        "unknown"
+    } else {
+        &actor.who
+    }
+}
+
+/// disable / enable / revoke.
+pub(crate) fn status_change(k: &mut LiveKey, to: KeyStatus) -> StoreResult<Change> {
+    require_managed(k)?;
+    let from = k.status;
+    if from == to {
+        return Ok(None);
+    }
+    if from == KeyStatus::Revoked {
+        return Err(StoreError::Refused(format!(
+            "key {} is revoked; a revoked key cannot be {}",
+            k.id,
+            if to == KeyStatus::Active {
+                "enabled"
+            } else {
+                "changed"
+            }
+        )));
+    }
+    if to == KeyStatus::Revoked && k.protected {
+        return Err(StoreError::Refused(format!(
+            "key {} is protected; clear `protected` before revoking it",
+            k.id
+        )));
+    }
+    k.status = to;
+    let action = match to {
+        KeyStatus::Active => "enable",
+        KeyStatus::Disabled => "disable",
+        KeyStatus::Revoked => "revoke",
+    };
+    Ok(Some((action, json!({ "from": from, "to": to }))))
+}
+
+/// An in-place update. Unmanaged keys accept only the adoption patch (`managed_by:
+/// keyward` alone); revoked keys accept nothing; a patch that changes nothing is no change.
+pub(crate) fn update_change(k: &mut LiveKey, patch: KeyPatch) -> StoreResult<Change> {
+    if patch.is_empty() {
+        return Ok(None);
+    }
+    let adoption = KeyPatch {
+        managed_by: Some(Some(MANAGED_BY.to_owned())),
+        ..KeyPatch::default()
+    };
+    let adopting = !k.is_managed() && patch == adoption;
+    if !adopting {
+        require_managed(k)?;
+    }
+    if k.status == KeyStatus::Revoked {
+        return Err(StoreError::Refused(format!(
+            "key {} is revoked; it cannot be updated",
+            k.id
+        )));
+    }
+    let (changed, detail) = apply_patch(k, patch)?;
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((if adopting { "adopt" } else { "update" }, detail)))
+}
+
+/// Check a rotation's timestamps before touching the database.
+pub(crate) fn check_rotate(rotate: &Rotate) -> StoreResult<()> {
+    check_ts("issued_at", &rotate.issued_at)?;
+    if let Some(t) = &rotate.expires_at {
+        check_ts("expires_at", t)?;
+    }
+    if let Some(t) = &rotate.previous_valid_until {
+        check_ts("previous_valid_until", t)?;
+    }
+    Ok(())
+}
+
+/// A rotation to the secret whose MAC is `mac`.
+pub(crate) fn rotate_change(
+    s: &mut StoredKey,
+    rotate: Rotate,
+    mac: Vec<u8>,
+) -> StoreResult<Change> {
+    require_managed(&s.key)?;
+    if s.key.status == KeyStatus::Revoked {
+        return Err(StoreError::Refused(format!(
+            "key {} is revoked; it cannot be rotated",
+            s.key.id
+        )));
+    }
+    if bool::from(mac.ct_eq(&s.mac)) {
+        return Err(StoreError::Invalid(
+            "the new secret must differ from the current one".into(),
+        ));
+    }
+    let old = std::mem::replace(&mut s.mac, mac);
+    s.previous_mac = rotate.previous_valid_until.map(|_| old);
+    let k = &mut s.key;
+    let detail = json!({
+        "generation": { "from": k.generation, "to": rotate.generation },
+        "spec_generation": rotate.spec_generation,
+        "previous_valid_until": opt_ts(&rotate.previous_valid_until),
+        "expires_at": opt_ts(&rotate.expires_at),
+        "recipients": rotate.recipients.keys().collect::<Vec<_>>(),
+    });
+    k.previous_valid_until = rotate.previous_valid_until;
+    k.issued_at = rotate.issued_at;
+    k.expires_at = rotate.expires_at;
+    k.generation = rotate.generation;
+    k.spec_generation = rotate.spec_generation;
+    k.recipients = rotate.recipients;
+    Ok(Some(("rotate", detail)))
+}
+
+/// May `k` be deleted? Returns the delete event's detail.
+pub(crate) fn delete_detail(k: &LiveKey) -> StoreResult<serde_json::Value> {
+    require_managed(k)?;
+    if k.protected {
+        return Err(StoreError::Refused(format!(
+            "key {} is protected; clear `protected` before deleting it",
+            k.id
+        )));
+    }
+    Ok(json!({ "status": k.status, "generation": k.generation }))
+}
+
+/// Check lock arguments; returns the lease expiry for a lease taken at `now`.
+pub(crate) fn lease_expiry(
+    holder: &str,
+    ttl: chrono::Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<DateTime<Utc>> {
+    check_text("holder", holder, 256)?;
+    if ttl <= chrono::Duration::zero() {
+        return Err(StoreError::Invalid("lock ttl must be positive".into()));
+    }
+    now.checked_add_signed(ttl)
+        .filter(|t| check_ts("lock expiry", t).is_ok())
+        .ok_or_else(|| StoreError::Invalid("lock ttl is too large".into()))
+}
+
+/// Check the arguments of `Store::record`.
+pub(crate) fn check_record(action: &str, detail: &serde_json::Value) -> StoreResult<()> {
+    check_text("action", action, 100)?;
+    if contains_secret(detail) {
+        return Err(StoreError::Invalid(
+            "event detail must not contain a secret".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Apply a patch; returns the names of the fields that actually changed.
+pub(crate) fn apply_patch(
+    k: &mut LiveKey,
+    patch: KeyPatch,
+) -> StoreResult<(Vec<&'static str>, serde_json::Value)> {
+    let mut changed = Vec::new();
+    let mut detail = serde_json::Map::new();
+    macro_rules! set {
+        ($field:ident, $value:expr) => {
+            let v = $value;
+            if k.$field != v {
+                k.$field = v;
+                changed.push(stringify!($field));
+            }
+        };
+    }
+    if let Some(v) = patch.purpose {
+        set!(purpose, v);
+    }
+    if let Some(v) = patch.scopes {
+        let v = normalise_scopes(v)?;
+        if k.scopes != v {
+            detail.insert("scopes".into(), json!({ "from": k.scopes, "to": v }));
+        }
+        set!(scopes, v);
+    }
+    if let Some(v) = patch.labels {
+        set!(labels, v);
+    }
+    if let Some(v) = patch.expires_at {
+        if let Some(t) = &v {
+            check_ts("expires_at", t)?;
+        }
+        if k.expires_at != v {
+            detail.insert(
+                "expires_at".into(),
+                json!({ "from": opt_ts(&k.expires_at), "to": opt_ts(&v) }),
+            );
+        }
+        set!(expires_at, v);
+    }
+    if let Some(v) = patch.lifetime {
+        set!(lifetime, v);
+    }
+    if let Some(v) = patch.recipients {
+        if k.recipients != v {
+            detail.insert(
+                "recipients".into(),
+                json!({ "from": k.recipients.keys().collect::<Vec<_>>(), "to": v.keys().collect::<Vec<_>>() }),
+            );
+        }
+        set!(recipients, v);
+    }
+    if let Some(v) = patch.quota_per_day {
+        if let Some(q) = v {
+            to_i64(q, "quota_per_day")?;
+        }
+        set!(quota_per_day, v);
+    }
+    if let Some(v) = patch.protected {
+        set!(protected, v);
+    }
+    if let Some(v) = patch.managed_by {
+        if k.managed_by != v {
+            detail.insert(
+                "managed_by".into(),
+                json!({ "from": k.managed_by, "to": v }),
+            );
+        }
+        set!(managed_by, v);
+    }
+    if let Some(v) = patch.owner {
+        check_text("owner", &v, 256)?;
+        if k.owner != v {
+            detail.insert("owner".into(), json!({ "from": k.owner, "to": v }));
+        }
+        set!(owner, v);
+    }
+    if let Some(v) = patch.applied_digest {
+        set!(applied_digest, Some(v));
+    }
+    detail.insert("changed".into(), json!(changed));
+    Ok((changed, serde_json::Value::Object(detail)))
+}
+
+pub(crate) fn encode_cursor(id: &str) -> String {
+    format!("{CURSOR_PREFIX}{}", hex::encode(id))
+}
+
+pub(crate) fn decode_cursor(c: &str) -> StoreResult<String> {
+    let bad = || StoreError::Invalid("malformed list cursor".into());
+    let hexed = c.strip_prefix(CURSOR_PREFIX).ok_or_else(bad)?;
+    String::from_utf8(hex::decode(hexed).map_err(|_| bad())?).map_err(|_| bad())
+}
+
+/// Refuse event details that contain a well-formed keyward secret.
+pub(crate) fn contains_secret(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s
+            .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '=' | ':' | ',' | ';'))
+            .any(|t| secret::parse(t).is_some()),
+        serde_json::Value::Array(a) => a.iter().any(contains_secret),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| {
+            contains_secret(&serde_json::Value::String(k.clone())) || contains_secret(v)
+        }),
+        _ => false,
+    }
+}
+
+/// A negative verdict.
+pub(crate) fn verdict(reason: VerifyReason) -> Verdict {
+    Verdict {
+        valid: false,
+        reason,
+        key: None,
+    }
+}
+
+/// A positive verdict for `k`.
+pub(crate) fn ok_verdict(k: LiveKey) -> Verdict {
+    Verdict {
+        valid: true,
+        reason: VerifyReason::Ok,
+        key: Some(VerifiedKey {
+            id: k.id,
+            name: k.name,
+            owner: k.owner,
+            scopes: k.scopes,
+            expires_at: k.expires_at,
+        }),
+    }
+}
+
+/// Everything verify decides before counting the quota: `Err(reason)` for a key that does
+/// not verify, `Ok(())` when only the quota is left to check. The MACs are compared in
+/// constant time; the previous MAC counts only before `previous_valid_until`.
+pub(crate) fn judge(s: &StoredKey, mac: &[u8], now: DateTime<Utc>) -> Result<(), VerifyReason> {
+    let current = s.mac.ct_eq(mac);
+    let previous = match (&s.previous_mac, s.key.previous_valid_until) {
+        (Some(p), Some(until)) if until > now => p.ct_eq(mac),
+        _ => subtle::Choice::from(0),
+    };
+    let (current, previous) = (bool::from(current), bool::from(previous));
+    if !current && !previous {
+        return Err(VerifyReason::Unknown);
+    }
+    let k = &s.key;
+    match k.status {
+        KeyStatus::Revoked => return Err(VerifyReason::Revoked),
+        KeyStatus::Disabled => return Err(VerifyReason::Disabled),
+        KeyStatus::Active => {}
+    }
+    if k.expires_at.is_some_and(|e| e <= now) {
+        return Err(VerifyReason::Expired);
+    }
+    if current && k.issued_at > now {
+        return Err(VerifyReason::NotYetValid);
+    }
+    Ok(())
+}
+
+/// A random lease id (128 bits, hex).
+pub(crate) fn new_lease_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
