@@ -26,7 +26,9 @@ pub struct Spec {
 
 impl Spec {
     pub fn key(&self, store: &str, name: &str) -> Option<&DesiredKey> {
-        self.keys.iter().find(|k| k.store == store && k.name == name)
+        self.keys
+            .iter()
+            .find(|k| k.store == store && k.name == name)
     }
     pub fn keys_in<'a>(&'a self, store: &'a str) -> impl Iterator<Item = &'a DesiredKey> + 'a {
         self.keys.iter().filter(move |k| k.store == store)
@@ -53,7 +55,10 @@ pub enum StoreKind {
     /// Embedded SQLite file; path is absolute (resolved against the repo root).
     Sqlite { path: PathBuf },
     /// keyward's store protocol over HTTP.
-    Http { url: String, token_env: Option<String> },
+    Http {
+        url: String,
+        token_env: Option<String>,
+    },
 }
 
 /// The scope catalogue: API areas and ordered access levels (a later level implies earlier ones).
@@ -112,7 +117,10 @@ impl Scope {
         if a.is_empty() || l.is_empty() {
             return None;
         }
-        Some(Scope { area: a.to_string(), level: l.to_string() })
+        Some(Scope {
+            area: a.to_string(),
+            level: l.to_string(),
+        })
     }
 }
 
@@ -130,7 +138,9 @@ pub struct Span {
 
 impl Span {
     pub fn days(d: i64) -> Span {
-        Span { seconds: d * 86_400 }
+        Span {
+            seconds: d * 86_400,
+        }
     }
     pub fn to_chrono(self) -> chrono::Duration {
         chrono::Duration::seconds(self.seconds)
@@ -229,7 +239,11 @@ impl Principal {
     /// changed key shows as a recipient change.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
-        let mut fps: Vec<&str> = self.recipients.iter().map(|r| r.fingerprint.as_str()).collect();
+        let mut fps: Vec<&str> = self
+            .recipients
+            .iter()
+            .map(|r| r.fingerprint.as_str())
+            .collect();
         fps.sort();
         let mut h = Sha256::new();
         for f in fps {
@@ -261,9 +275,16 @@ impl RecipientKey {
         use sha2::{Digest, Sha256};
         let text = text.trim().to_string();
         // Fingerprint the key material, not an SSH comment.
-        let material: String = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        let material: String = text
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
         let fp = hex::encode(&Sha256::digest(material.as_bytes())[..8]);
-        RecipientKey { text, fingerprint: format!("sha256:{fp}") }
+        RecipientKey {
+            text,
+            fingerprint: format!("sha256:{fp}"),
+        }
     }
 }
 
@@ -306,7 +327,12 @@ pub struct Rotation {
 
 impl Default for Rotation {
     fn default() -> Self {
-        Self { every: None, grace: Span::days(7), generation: 1, rotate_on_recipient_added: false }
+        Self {
+            every: None,
+            grace: Span::days(7),
+            generation: 1,
+            rotate_on_recipient_added: false,
+        }
     }
 }
 
@@ -342,6 +368,9 @@ pub struct DesiredKey {
 
 impl DesiredKey {
     pub fn field_location(&self, field: &str) -> Location {
-        self.field_locations.get(field).cloned().unwrap_or_else(|| self.location.clone())
+        self.field_locations
+            .get(field)
+            .cloned()
+            .unwrap_or_else(|| self.location.clone())
     }
 }
