@@ -314,7 +314,7 @@ impl Scanner {
                 }
                 self.skip_deeper = None;
             }
-            let content = self.lines[i].content.clone();
+            let content = std::mem::take(&mut self.lines[i].content);
             if indent == 0
                 && (content.starts_with(&['-', '-', '-'])
                     || content.starts_with(&['.', '.', '.'])
