@@ -66,7 +66,7 @@ fn example_library_loads_cleanly_and_passes_policy() {
             .iter()
             .any(|k| k.protected && k.state == DesiredState::Active)
     );
-    // Keys without an expiry get the policy's default lifetime.
+    // An explicit lifetime is kept as given (fixed at creation/rotation).
     let sandbox_sync = s
         .key("alma-sandbox", "course-reserves-sync")
         .expect("sandbox sync");

@@ -343,3 +343,130 @@ fn read_one(
         Err(e) => diags.push(io_err(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JDOE: &str = "age1jh9x549yr7atdz6a5j2kf0su0u8retq8fdhg8calalddvaeux44sm6lc49";
+    const SVC: &str = "age1h7e98fheh2nhjnsy4eqa9qgjvrh7mxpthszgarpdcww8r2cw7ufq3pqs6s";
+
+    fn repo(config: &str, keys: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+        let people = format!(
+            "people:\n  jdoe: {{ recipients: [\"{JDOE}\"] }}\n  asmith: {{ recipients: [\"{JDOE}\"] }}\n\
+             teams:\n  ill: {{ members: [asmith, svc] }}\nservices:\n  svc: {{ recipients: [\"{SVC}\"] }}\n"
+        );
+        BTreeMap::from([
+            (PathBuf::from(CONFIG_FILE), config.as_bytes().to_vec()),
+            (PathBuf::from(PEOPLE_FILE), people.into_bytes()),
+            (PathBuf::from("keys/k.yaml"), keys.as_bytes().to_vec()),
+            (
+                PathBuf::from("README.md"),
+                b"not a spec file: ignored \xff".to_vec(),
+            ),
+        ])
+    }
+
+    fn load_ok(config: &str, keys: &str) -> Loaded {
+        match load_from_files(Path::new("/repo"), repo(config, keys)) {
+            Ok(l) => l,
+            Err(d) => panic!("{}", crate::diag::render(&d, &Sources::new(), false)),
+        }
+    }
+
+    #[test]
+    fn defaults_for_absent_sections() {
+        let l = load_ok(
+            "version: 1\nstores:\n  s: { kind: sqlite, environment: sandbox }\n",
+            "keys:\n  - { name: a, store: s, owner: jdoe, scopes: [bibs:read] }\n",
+        );
+        let s = &l.spec;
+        assert_eq!(s.root, Path::new("/repo"));
+        assert_eq!(
+            s.stores["s"].kind,
+            StoreKind::Sqlite {
+                path: PathBuf::from("/repo/.keyward/s.db")
+            }
+        );
+        assert_eq!(s.delivery.outbox, Path::new("/repo/deliveries"));
+        assert_eq!(s.delivery.retain, Span::days(7));
+        assert_eq!(s.catalogue, ScopeCatalogue::default());
+        assert_eq!(s.policy, Policy::default());
+        let k = &s.keys[0];
+        assert_eq!(k.expiry, Expiry::Never);
+        assert_eq!(k.state, DesiredState::Active);
+        assert_eq!(k.rotation, Rotation::default());
+        assert_eq!(k.environment, "sandbox");
+        assert!(!k.protected);
+        assert_eq!(k.recipients, BTreeSet::from(["jdoe".to_string()]));
+    }
+
+    #[test]
+    fn expiry_recipients_and_scopes_are_resolved() {
+        let config = "version: 1\nstores:\n  s: { kind: http, url: \"https://k.example.edu\", environment: production }\n\
+                      policy: { default_lifetime: 30d }\n";
+        let keys = "\
+keys:
+  - name: defaulted
+    store: s
+    owner: jdoe
+    scopes: [bibs:read, bibs:write, users:read]
+  - name: never
+    store: s
+    owner: jdoe
+    scopes: [users:read]
+    expires: never
+    recipients: [team:ill]
+    include_owner: false
+  - name: dated
+    store: s
+    owner: jdoe
+    scopes: [users:read]
+    lifetime: never
+";
+        let l = load_ok(config, keys);
+        let s = &l.spec;
+        assert_eq!(
+            s.stores["s"].kind,
+            StoreKind::Http {
+                url: "https://k.example.edu".into(),
+                token_env: None
+            }
+        );
+        let names: Vec<&str> = s.keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["dated", "defaulted", "never"]);
+        let d = s.key("s", "defaulted").expect("defaulted");
+        assert_eq!(d.expiry, Expiry::Lifetime(Span::days(30)));
+        let scopes: Vec<String> = d.scopes.iter().map(Scope::to_string).collect();
+        assert_eq!(scopes, ["bibs:write", "users:read"]);
+        assert_eq!(d.field_location("scope:bibs").line, 5);
+        assert_eq!(d.field_location("scopes").line, 5);
+        assert_eq!(d.location.line, 2);
+        let n = s.key("s", "never").expect("never");
+        assert_eq!(n.expiry, Expiry::Never);
+        assert_eq!(
+            n.recipients,
+            BTreeSet::from(["asmith".to_string(), "svc".to_string()])
+        );
+        assert_eq!(s.key("s", "dated").map(|k| k.expiry), Some(Expiry::Never));
+        // The redundant bibs:read is a warning, not an error.
+        assert_eq!(
+            l.warnings.iter().map(|d| d.code).collect::<Vec<_>>(),
+            [codes::REDUNDANT_SCOPE]
+        );
+        assert_eq!(s.principals["svc"].kind, PrincipalKind::Service);
+        assert_eq!(s.teams["ill"].members, ["asmith", "svc"]);
+        assert_eq!(l.sources.len(), 3);
+    }
+
+    #[test]
+    fn a_broken_config_does_not_cascade_into_unknown_stores() {
+        let files = repo(
+            "version: 1\nstores: [oops\n",
+            "keys:\n  - { name: a, store: s, owner: jdoe, scopes: [bibs:read] }\n",
+        );
+        let diags = load_from_files(Path::new("/repo"), files).expect_err("broken");
+        let codes: Vec<&str> = diags.iter().map(|d| d.code).collect();
+        assert_eq!(codes, [codes::YAML_SYNTAX]);
+    }
+}
