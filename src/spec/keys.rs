@@ -1,6 +1,10 @@
 //! keys/**/*.yaml: the desired keys, checked against keyward.yaml and people.yaml.
 //! Owns validating key entries (names, references, scopes, expiry, rotation, quota);
 //! must not do I/O and must not apply policy limits (src/policy.rs does).
+//!
+//! `DesiredKey::field_locations` holds the value position of every field present, by its
+//! YAML name (`owner`, `scopes`, `expires`, ...), plus `scope:<area>` for the list entry
+//! that set each area's level, so policy diagnostics can point at the exact scope.
 
 use super::config::{Config, scope};
 use super::model::{DesiredKey, DesiredState, Expiry, PrincipalKind, Quota, Rotation, Scope};
