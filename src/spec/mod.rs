@@ -168,6 +168,7 @@ fn finish(
     }
     keys_out.sort_by(|a, b| (&a.store, &a.name).cmp(&(&b.store, &b.name)));
 
+    private_material_anywhere(&sources, &mut diags);
     for d in &mut diags.0 {
         d.message = redact(&d.message);
         d.hint = d.hint.as_deref().map(redact);
@@ -191,6 +192,37 @@ fn finish(
         warnings: diags,
         sources,
     })
+}
+
+/// Does this line hold private key material (strictly: an age secret key or plugin
+/// identity, or a PEM/OpenSSH private key header)? Words like "private key" alone do not count.
+fn holds_private_material(line: &str) -> bool {
+    let u = line.to_ascii_uppercase();
+    u.contains("AGE-SECRET-KEY-1")
+        || u.contains("AGE-PLUGIN-")
+        || (u.contains("-----BEGIN") && u.contains("PRIVATE KEY"))
+}
+
+/// A private key anywhere in a spec file (a comment, a label, a purpose) is refused too:
+/// the repository is shared and its history is forever. Lines already reported (a pasted
+/// recipient) are not reported twice.
+fn private_material_anywhere(sources: &Sources, diags: &mut Diagnostics) {
+    let reported: BTreeSet<(PathBuf, usize)> = diags
+        .iter()
+        .filter(|d| d.code == codes::PRIVATE_KEY)
+        .filter_map(|d| d.location.as_ref().map(|l| (l.file.clone(), l.line)))
+        .collect();
+    for (file, text) in sources {
+        for (i, line) in text.lines().enumerate() {
+            if holds_private_material(line) && !reported.contains(&(file.clone(), i + 1)) {
+                diags.push(
+                    Diagnostic::error(codes::PRIVATE_KEY, "private key material in a spec file (its value is not shown)")
+                        .at(Location::new(file, i + 1, 1))
+                        .hint("remove it now and treat that identity as compromised: it is in the repository, and may be in git history"),
+                );
+            }
+        }
+    }
 }
 
 /// The texts of the files `diags` point at, read from under `root` (lossy UTF-8, files
@@ -457,6 +489,26 @@ keys:
         assert_eq!(s.principals["svc"].kind, PrincipalKind::Service);
         assert_eq!(s.teams["ill"].members, ["asmith", "svc"]);
         assert_eq!(l.sources.len(), 3);
+    }
+
+    #[test]
+    fn private_material_in_a_comment_is_refused_once() {
+        let keys = "# AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGP\n# a private key must never be pasted here\nkeys:\n  - { name: a, store: s, owner: jdoe, scopes: [bibs:read], recipients: [AGE-SECRET-KEY-1ABC] }\n";
+        let files = repo(
+            "version: 1\nstores:\n  s: { kind: sqlite, environment: sandbox }\n",
+            keys,
+        );
+        let diags = load_from_files(Path::new("/repo"), files).expect_err("refused");
+        let at: Vec<(&str, usize)> = diags
+            .iter()
+            .map(|d| (d.code, d.location.as_ref().map_or(0, |l| l.line)))
+            .collect();
+        assert_eq!(at, [(codes::PRIVATE_KEY, 1), (codes::PRIVATE_KEY, 4)]);
+        let json = crate::diag::to_json(&diags);
+        assert!(
+            !json.contains("QYQSZQGP") && !json.contains("1ABC"),
+            "{json}"
+        );
     }
 
     #[test]
