@@ -339,7 +339,16 @@ fn token_len(line: &[char], col: usize) -> usize {
     n.max(1)
 }
 
-fn render_snippet(out: &mut String, loc: &Location, sources: &Sources, p: &Palette, width: usize) {
+/// `mark` underlines the place: `^` in the severity's colour for the primary place, `-`
+/// for related ones.
+fn render_snippet(
+    out: &mut String,
+    loc: &Location,
+    sources: &Sources,
+    p: &Palette,
+    width: usize,
+    mark: (char, &str),
+) {
     let pad = " ".repeat(width);
     out.push_str(&format!("{pad}{}-->{} {loc}\n", p.gutter, p.reset));
     let Some(text) = sources.get(&loc.file) else {
@@ -352,8 +361,8 @@ fn render_snippet(out: &mut String, loc: &Location, sources: &Sources, p: &Palet
     out.push_str(&format!("{pad} {}|{}\n", p.gutter, p.reset));
     if crate::recipient::looks_private(&line) {
         out.push_str(&format!(
-            "{:>width$} {}|{} <line not shown: it contains private key material>\n",
-            loc.line, p.gutter, p.reset
+            "{}{:>width$} |{} <line not shown: it contains private key material>\n",
+            p.gutter, loc.line, p.reset
         ));
         return;
     }
@@ -361,19 +370,20 @@ fn render_snippet(out: &mut String, loc: &Location, sources: &Sources, p: &Palet
     let col = loc.column.saturating_sub(1).min(chars.len());
     let len = token_len(&chars, col);
     out.push_str(&format!(
-        "{:>width$} {}|{} {}\n",
-        loc.line,
+        "{}{:>width$} |{} {}\n",
         p.gutter,
+        loc.line,
         p.reset,
         line.trim_end()
     ));
     out.push_str(&format!(
-        "{pad} {}|{} {}{}{}\n",
+        "{pad} {}|{} {}{}{}{}\n",
         p.gutter,
         p.reset,
         " ".repeat(col),
-        "^".repeat(len),
-        ""
+        mark.1,
+        mark.0.to_string().repeat(len),
+        p.reset
     ));
 }
 
@@ -404,7 +414,7 @@ pub fn render(diags: &Diagnostics, sources: &Sources, color: bool) -> String {
             p.reset
         ));
         if let Some(loc) = &d.location {
-            render_snippet(&mut out, loc, sources, p, width);
+            render_snippet(&mut out, loc, sources, p, width, ('^', sc));
         }
         for (what, loc) in &d.related {
             out.push_str(&format!(
@@ -414,7 +424,7 @@ pub fn render(diags: &Diagnostics, sources: &Sources, color: bool) -> String {
                 p.reset,
                 redact(what)
             ));
-            render_snippet(&mut out, loc, sources, p, width);
+            render_snippet(&mut out, loc, sources, p, width, ('-', p.gutter));
         }
         if let Some(h) = &d.hint {
             out.push_str(&format!(
