@@ -113,6 +113,11 @@ pub fn parse(file: &Path, bytes: &[u8], diags: &mut Diagnostics) -> (Option<Stri
                     codes::YAML_TOO_COMPLEX,
                     "simplify the document: no deep nesting, no alias expansion",
                 )
+            } else if msg.contains("more than one document") {
+                (
+                    codes::YAML_SYNTAX,
+                    "one YAML document per file: remove the `---` separators, or split the file",
+                )
             } else {
                 (
                     codes::YAML_SYNTAX,
@@ -484,6 +489,22 @@ mod tests {
         let big = vec![b'#'; MAX_FILE_BYTES + 1];
         assert!(parse(Path::new("k.yaml"), &big, &mut ds).1.is_none());
         assert_eq!(ds.0[0].code, codes::TOO_LARGE);
+    }
+
+    #[test]
+    fn several_documents_get_a_specific_hint() {
+        let mut ds = Diagnostics::default();
+        let (_, doc) = parse(Path::new("k.yaml"), b"keys: []\n---\nkeys: []\n", &mut ds);
+        assert!(doc.is_none());
+        assert_eq!(ds.0[0].code, codes::YAML_SYNTAX);
+        assert!(
+            ds.0[0]
+                .hint
+                .as_deref()
+                .is_some_and(|h| h.contains("one YAML document per file")),
+            "{:?}",
+            ds.0[0]
+        );
     }
 
     #[test]
