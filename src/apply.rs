@@ -382,6 +382,14 @@ async fn apply_one(cx: &Context<'_>, c: &Change, actor: &Actor) -> Result<Done, 
                 .delete(&id(), version()?, actor)
                 .await
                 .map_err(&serr)?;
+            // Its delivery is no longer current: a later key of this name is then a plain
+            // create, not drift ("deleted outside keyward").
+            if let Ok(Some((dir, m))) = cx.outbox.latest(&c.store, &c.name)
+                && c.key_id.as_deref() == Some(m.key_id.as_str())
+                && let Err(e) = cx.outbox.mark(&dir, DeliveryStatus::Superseded)
+            {
+                tracing::warn!(error = %e, "could not mark the deleted key's delivery superseded");
+            }
         }
     }
     Ok(done)

@@ -149,6 +149,18 @@ pub enum Command {
         #[arg(long)]
         store: String,
     },
+    /// Keys that expire or are due for rotation soon, by owner, with what to do
+    /// (exit 2 when something is due).
+    #[command(
+        after_help = "Examples:\n  keyward expiring                       # within the policy's reminder window (30d)\n  keyward expiring --within 7d --format markdown"
+    )]
+    Expiring {
+        /// Window to look ahead, e.g. `30d` (default: the policy's longest reminder offset).
+        #[arg(long, value_name = "SPAN")]
+        within: Option<String>,
+        #[arg(long, value_enum, default_value_t = crate::cli_lifecycle::ReportFormat::Text)]
+        format: crate::cli_lifecycle::ReportFormat,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -175,6 +187,9 @@ pub struct PlanArgs {
     /// Only act on keys matching PATTERN (`store/name` or `name`, `*` wildcard). Repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub only: Vec<String>,
+    /// Only changes that restore edits made outside keyward (plan: exit 2 when there is drift).
+    #[arg(long)]
+    pub drift_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -286,12 +301,18 @@ async fn run_async(cli: Cli) -> Result<i32> {
             }
             let stores = observe::open_all(&loaded.spec, None)?;
             let plan = make_plan(&loaded, &stores, args, now).await?;
+            if args.drift_only && plan.is_empty() && args.format == PlanFormat::Text {
+                println!("No drift: the live stores hold what keyward left in them.");
+                return Ok(exit::OK);
+            }
             print_plan(&plan, args.format, color_out);
-            Ok(if args.detailed_exitcode && !plan.is_empty() {
-                exit::CHANGES
-            } else {
-                exit::OK
-            })
+            Ok(
+                if (args.detailed_exitcode || args.drift_only) && !plan.is_empty() {
+                    exit::CHANGES
+                } else {
+                    exit::OK
+                },
+            )
         }
         Command::Apply {
             plan: args,
@@ -329,6 +350,29 @@ async fn run_async(cli: Cli) -> Result<i32> {
             observe::open(cfg)?.unlock(lease_id).await?;
             eprintln!("Released lease {lease_id} on {store} (if it was still held).");
             Ok(exit::OK)
+        }
+        Command::Expiring { within, format } => {
+            let Some(loaded) = load_or_report(&cli.dir, color_err)? else {
+                return Ok(exit::ERROR);
+            };
+            let within = match within {
+                Some(w) => crate::spec::Span::parse(w)
+                    .ok_or_else(|| anyhow!("`{w}` is not a duration (e.g. 30d, 12h, 2w)"))?,
+                None => loaded.spec.policy.reminder_window(),
+            };
+            let now = SystemClock.now();
+            let stores = observe::open_all(&loaded.spec, None)?;
+            let observed = observe::list_stores(&stores).await?;
+            let items = crate::lifecycle::due(&loaded.spec, &observed, now, within);
+            print!(
+                "{}",
+                crate::cli_lifecycle::render(&loaded.spec, &items, within, now, *format)
+            );
+            Ok(if items.is_empty() {
+                exit::OK
+            } else {
+                exit::CHANGES
+            })
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -441,7 +485,9 @@ async fn make_plan(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
     let observed = observe::list_stores(stores).await?;
-    let result = diff::diff(&loaded.spec, &observed, now);
+    let outbox = Outbox::new(loaded.spec.delivery.outbox.clone());
+    let delivered = observe::delivered(&outbox)?;
+    let result = diff::diff_with_deliveries(&loaded.spec, &observed, &delivered, now);
     let envs: BTreeMap<String, String> = loaded
         .spec
         .stores
@@ -456,6 +502,9 @@ async fn make_plan(
         now,
     );
     plan.retain_only(&args.only);
+    if args.drift_only {
+        plan.retain_drift();
+    }
     Ok(plan)
 }
 
@@ -556,6 +605,19 @@ async fn apply_locked(
     let plan = make_plan(loaded, stores, args, clock.now()).await?;
     print_plan(&plan, args.format, color);
     if plan.is_empty() {
+        // Nothing to change, but superseded deliveries may have outlived `delivery.retain`.
+        match cx
+            .outbox
+            .prune(loaded.spec.delivery.retain.to_chrono(), clock.now())
+        {
+            Ok(p) if !p.is_empty() => eprintln!(
+                "Pruned {} envelope(s) of superseded generations older than {}.",
+                p.len(),
+                loaded.spec.delivery.retain
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: pruning old deliveries failed: {e}"),
+        }
         return Ok(exit::OK);
     }
     if !auto_approve {

@@ -160,7 +160,22 @@ pub struct Note {
 pub struct DiffResult {
     pub changes: Vec<Change>,
     pub notes: Vec<Note>,
+    /// Keys that are expired or expire within the policy's reminder window and that this
+    /// plan does not renew: shown as warnings.
+    pub warnings: Vec<Note>,
 }
+
+/// The newest active delivery keyward wrote for a key name (from the outbox manifests),
+/// passed in as plain data: a desired key with such a delivery but no live key at all was
+/// deleted outside keyward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredKey {
+    pub key_id: String,
+    pub generation: u32,
+}
+
+/// Deliveries by (store, key name).
+pub type Delivered = BTreeMap<(String, String), DeliveredKey>;
 
 /// Scopes of a desired key as the strings a store keeps.
 pub fn scope_strings(scopes: &BTreeSet<Scope>) -> Vec<String> {
@@ -275,6 +290,17 @@ pub fn diff(
     observed: &BTreeMap<String, Vec<LiveKey>>,
     now: DateTime<Utc>,
 ) -> DiffResult {
+    diff_with_deliveries(spec, observed, &Delivered::new(), now)
+}
+
+/// `diff`, also told what keyward has delivered (so a key deleted by hand in the store shows
+/// as drift and its replacement continues the generation count).
+pub fn diff_with_deliveries(
+    spec: &Spec,
+    observed: &BTreeMap<String, Vec<LiveKey>>,
+    delivered: &Delivered,
+    now: DateTime<Utc>,
+) -> DiffResult {
     let mut cx = Ctx {
         spec,
         now,
@@ -357,9 +383,31 @@ pub fn diff(
                         );
                         continue;
                     }
-                    match revoked {
-                        None => unmatched_desired.push(d),
-                        Some(r) if is_drifted(r) => {
+                    let gone = delivered
+                        .get(&(d.store.clone(), d.name.clone()))
+                        .filter(|dk| {
+                            !observed
+                                .get(&d.store)
+                                .is_some_and(|ks| ks.iter().any(|k| k.id == dk.key_id))
+                        });
+                    match (revoked, gone) {
+                        (_, Some(dk)) => {
+                            let after = revoked.map_or(0, |r| r.generation).max(dk.generation);
+                            cx.push_create(
+                                d,
+                                None,
+                                format!(
+                                    "drift: deleted outside keyward (key id {}); a new key replaces it",
+                                    dk.key_id
+                                ),
+                            );
+                            if let Some(c) = cx.out.changes.last_mut() {
+                                c.drift = true;
+                                c.new_generation = Some(after + 1);
+                            }
+                        }
+                        (None, None) => unmatched_desired.push(d),
+                        (Some(r), _) if is_drifted(r) => {
                             cx.push_create(
                                 d,
                                 revoked,
@@ -369,7 +417,7 @@ pub fn diff(
                                 c.drift = true;
                             }
                         }
-                        Some(_) => {
+                        (Some(_), _) => {
                             cx.push_create(d, revoked, "the previous key was revoked".into())
                         }
                     }
@@ -426,11 +474,54 @@ pub fn diff(
     }
 
     let mut out = cx.out;
+    out.warnings = expiry_warnings(spec, observed, &out.changes, now);
     out.changes
         .sort_by(|a, b| (&a.store, a.action, &a.name).cmp(&(&b.store, b.action, &b.name)));
     out.notes
         .sort_by(|a, b| (&a.store, &a.name, &a.message).cmp(&(&b.store, &b.name, &b.message)));
     out
+}
+
+/// Expired and soon-expiring keys (within the policy's reminder window) that the planned
+/// changes do not renew.
+fn expiry_warnings(
+    spec: &Spec,
+    observed: &BTreeMap<String, Vec<LiveKey>>,
+    changes: &[Change],
+    now: DateTime<Utc>,
+) -> Vec<Note> {
+    use crate::lifecycle::{DueKind, due};
+    let renewed = |store: &str, name: &str| {
+        changes.iter().any(|c| {
+            c.store == store
+                && c.name == name
+                && match c.action {
+                    Action::Rotate => spec
+                        .key(store, name)
+                        .is_some_and(|d| matches!(d.expiry, Expiry::Lifetime(_))),
+                    Action::Update => c.patch.expires_at.is_some(),
+                    Action::Disable => false,
+                    _ => true,
+                }
+        })
+    };
+    due(spec, observed, now, spec.policy.reminder_window())
+        .into_iter()
+        .filter(|i| i.kind != DueKind::RotationDue && !renewed(&i.store, &i.name))
+        .map(|i| {
+            let date = i.at.format("%Y-%m-%d");
+            let when = if i.kind == DueKind::Expired {
+                format!("expired on {date}; the store refuses it")
+            } else {
+                format!("expires in {} day(s), on {date}", i.days_left)
+            };
+            Note {
+                store: i.store,
+                name: i.name,
+                message: format!("{when} (owner {}): {}", i.owner, i.todo),
+            }
+        })
+        .collect()
 }
 
 /// A live key whose state differs from the one keyward recorded when it last wrote it was
@@ -1086,6 +1177,62 @@ pub(crate) mod tests {
         let s2 = spec(vec![key("prod", "ill", &["bibs:read", "users:read"])]);
         let c = &diff(&s2, &observed("prod", vec![live]), now()).changes[0];
         assert!(!c.drift);
+    }
+
+    #[test]
+    fn a_key_deleted_by_hand_is_drift_and_its_replacement_continues_the_generations() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s = spec(vec![d.clone()]);
+        let delivered: Delivered = [(
+            ("prod".to_string(), "ill".to_string()),
+            DeliveredKey {
+                key_id: "id1".into(),
+                generation: 4,
+            },
+        )]
+        .into();
+        let r = diff_with_deliveries(&s, &BTreeMap::new(), &delivered, now());
+        let c = &r.changes[0];
+        assert!(c.drift && c.action == Action::Create);
+        assert_eq!(c.new_generation, Some(5));
+        assert!(c.reasons[0].starts_with("drift: deleted outside keyward (key id id1)"));
+        // Still in the store (any status): not deleted.
+        let live = live_from(&s, &d, "id1", now());
+        let r = diff_with_deliveries(&s, &observed("prod", vec![live]), &delivered, now());
+        assert!(r.changes.is_empty());
+        // Never delivered: a plain create.
+        let c = &diff(&s, &BTreeMap::new(), now()).changes[0];
+        assert!(!c.drift);
+    }
+
+    #[test]
+    fn expired_and_soon_expiring_keys_are_warnings_unless_the_plan_renews_them() {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s = spec(vec![d.clone()]);
+        // Lifetime 90d, issued 80 days ago: expires in 10 days.
+        let live = live_from(&s, &d, "id1", now() - chrono::Duration::days(80));
+        let r = diff(&s, &observed("prod", vec![live.clone()]), now());
+        assert!(r.changes.is_empty());
+        assert_eq!(r.warnings.len(), 1);
+        assert!(
+            r.warnings[0].message.starts_with("expires in 10 day(s)"),
+            "{:?}",
+            r.warnings
+        );
+        // A rotation renews a lifetime-based expiry: no warning.
+        let mut d2 = d.clone();
+        d2.rotation.generation = 2;
+        let r = diff(
+            &spec(vec![d2]),
+            &observed("prod", vec![live.clone()]),
+            now(),
+        );
+        assert_eq!(r.changes[0].action, Action::Rotate);
+        assert!(r.warnings.is_empty());
+        // Expired: a warning saying the store refuses it.
+        let later = now() + chrono::Duration::days(11);
+        let r = diff(&s, &observed("prod", vec![live]), later);
+        assert!(r.warnings[0].message.contains("the store refuses it"));
     }
 
     fn observed(store: &str, keys: Vec<LiveKey>) -> BTreeMap<String, Vec<LiveKey>> {

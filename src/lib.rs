@@ -3,10 +3,12 @@
 
 pub mod apply;
 pub mod cli;
+pub mod cli_lifecycle;
 pub mod clock;
 pub mod deliver;
 pub mod diag;
 pub mod diff;
+pub mod lifecycle;
 pub mod observe;
 pub mod plan;
 pub mod policy;

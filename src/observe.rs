@@ -1,6 +1,8 @@
 //! Observe: open the stores a spec names and list what they hold. The only place that
 //! turns a `StoreConfig` into a live `Store`; must not compare or change anything.
 
+use crate::deliver::{DeliverError, DeliveryStatus, Outbox};
+use crate::diff::{Delivered, DeliveredKey};
 use crate::spec::{Spec, StoreConfig, StoreKind};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ListFilter, LiveKey, Store, StoreError, list_all};
@@ -69,6 +71,33 @@ pub async fn list_stores(
                 source: e,
             })?;
         out.insert(name.clone(), keys);
+    }
+    Ok(out)
+}
+
+/// The newest active delivery of every key name in the outbox: what keyward has handed out,
+/// for the diff to tell a key deleted by hand from one never created. Voided and pending
+/// deliveries do not count (their secrets never became valid), nor superseded ones (apply
+/// marks the delivery of a key it deletes superseded).
+pub fn delivered(outbox: &Outbox) -> Result<Delivered, DeliverError> {
+    let mut out = Delivered::new();
+    if !outbox.root().exists() {
+        return Ok(out);
+    }
+    for (_, m) in outbox.list()? {
+        if m.status != DeliveryStatus::Active {
+            continue;
+        }
+        let k = (m.store.clone(), m.name.clone());
+        if out.get(&k).is_none_or(|d| d.generation < m.generation) {
+            out.insert(
+                k,
+                DeliveredKey {
+                    key_id: m.key_id.clone(),
+                    generation: m.generation,
+                },
+            );
+        }
     }
     Ok(out)
 }

@@ -47,6 +47,9 @@ pub struct Plan {
     pub stores: BTreeMap<String, StoreState>,
     pub actions: Vec<Change>,
     pub notes: Vec<Note>,
+    /// Expired and soon-expiring keys this plan does not renew.
+    #[serde(default)]
+    pub warnings: Vec<Note>,
     /// Keys a `--only` filter left out (0 when not filtered).
     #[serde(skip_serializing_if = "is_zero")]
     pub filtered_out: usize,
@@ -103,6 +106,7 @@ impl Plan {
             stores,
             actions: diff.changes,
             notes: diff.notes,
+            warnings: diff.warnings,
             filtered_out: 0,
         }
     }
@@ -134,6 +138,16 @@ impl Plan {
         });
         self.filtered_out = before - self.actions.len();
         self.filtered_out
+    }
+
+    /// Keep only the changes that restore drift (`plan --drift-only`); notes and warnings
+    /// are dropped too. Returns how many changes were dropped.
+    pub fn retain_drift(&mut self) -> usize {
+        let before = self.actions.len();
+        self.actions.retain(|c| c.drift);
+        self.notes.clear();
+        self.warnings.clear();
+        before - self.actions.len()
     }
 
     /// Changes that need a secret delivered (create, replace, rotate).

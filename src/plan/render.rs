@@ -151,6 +151,12 @@ pub fn text(plan: &Plan, st: Style) -> String {
             out.push('\n');
         }
     }
+    if !plan.warnings.is_empty() {
+        out.push_str(&format!("\n{}\n", st.warn("Warnings:")));
+        for n in &plan.warnings {
+            out.push_str(&format!("  ⚠ {}/{}: {}\n", n.store, n.name, n.message));
+        }
+    }
     if !plan.notes.is_empty() {
         out.push_str("\nNotes:\n");
         for n in &plan.notes {

@@ -373,6 +373,30 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
                     pol.min_recipients = usize::try_from(n).unwrap_or(usize::MAX);
                 }
             }
+            "reminders" => {
+                let Some(items) = ctx.seq(val, &fp) else {
+                    continue;
+                };
+                let mut spans = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let ip = fp.idx(i);
+                    let Some(s) = ctx.positive_span(item, &ip) else {
+                        continue;
+                    };
+                    if spans.contains(&s) {
+                        ctx.err(
+                            codes::INVALID_VALUE,
+                            &ip,
+                            format!("reminder offset `{s}` is listed twice"),
+                            "list distinct offsets before expiry, e.g. `[30d, 14d, 7d, 1d]`",
+                        );
+                        continue;
+                    }
+                    spans.push(s);
+                }
+                spans.sort_by(|a, b| b.cmp(a));
+                pol.reminders = spans;
+            }
             _ => {
                 let Some(rules) = ctx.seq(val, &fp) else {
                     continue;

@@ -190,6 +190,24 @@ pub struct Policy {
     pub max_keys_per_owner: usize,
     pub min_recipients: usize,
     pub forbid: Vec<ForbiddenScope>,
+    /// When owners are reminded before a key expires (`reminders: [30d, 14d, 7d, 1d]`),
+    /// longest first. The longest is also the window of `keyward expiring` and plan warnings.
+    pub reminders: Vec<Span>,
+}
+
+impl Policy {
+    /// The default reminder offsets: 30, 14, 7 and 1 days before expiry.
+    pub fn default_reminders() -> Vec<Span> {
+        [30, 14, 7, 1].map(Span::days).to_vec()
+    }
+    /// The widest reminder window (30 days unless configured).
+    pub fn reminder_window(&self) -> Span {
+        self.reminders
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(Span::days(30))
+    }
 }
 
 impl Default for Policy {
@@ -200,6 +218,7 @@ impl Default for Policy {
             max_keys_per_owner: 10,
             min_recipients: 1,
             forbid: Vec::new(),
+            reminders: Policy::default_reminders(),
         }
     }
 }

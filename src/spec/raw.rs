@@ -19,6 +19,7 @@ pub mod fields {
         "max_keys_per_owner",
         "min_recipients",
         "forbid",
+        "reminders",
     ];
     pub const FORBID: &[&str] = &["scope", "reason", "stores"];
     pub const DELIVERY: &[&str] = &["outbox", "retain"];
@@ -120,6 +121,10 @@ pub struct PolicyEntry {
     pub min_recipients: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forbid: Option<Vec<ForbidEntry>>,
+    /// When owners are reminded before a key expires (default `[30d, 14d, 7d, 1d]`); the
+    /// longest is also the window of `keyward expiring` and of plan warnings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminders: Option<Vec<String>>,
 }
 
 /// A scope no key may have. `area:write` forbids write only; `area:read` forbids every level.

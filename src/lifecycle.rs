@@ -1,0 +1,218 @@
+//! Lifecycle: what falls due for live keys as time passes (expiry, scheduled rotation) and
+//! which expiry reminders are owed. Pure: takes the spec, the observed keys and `now`;
+//! must not do I/O, read the clock or send anything (`notify` sends, the CLI prints).
+
+use crate::spec::{Expiry, Span, Spec};
+use crate::store::{KeyStatus, LiveKey};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Why a key shows up in the expiry report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DueKind {
+    /// Past its expiry: the store already refuses it.
+    Expired,
+    /// Expires within the window.
+    Expiring,
+    /// A scheduled rotation (`rotation.every`) is due within the window (or overdue).
+    RotationDue,
+}
+
+impl DueKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DueKind::Expired => "expired",
+            DueKind::Expiring => "expiring",
+            DueKind::RotationDue => "rotation due",
+        }
+    }
+}
+
+/// One key that needs attention soon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DueItem {
+    pub kind: DueKind,
+    pub store: String,
+    pub name: String,
+    pub key_id: String,
+    pub owner: String,
+    pub environment: String,
+    /// The expiry, or when the rotation falls due.
+    pub at: DateTime<Utc>,
+    /// Whole days from now until `at` (negative when past).
+    pub days_left: i64,
+    /// Managed by keyward (else made in a console and not in the spec).
+    pub managed: bool,
+    /// Where the key is defined (`file:line`), when it is in the spec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defined_at: Option<String>,
+    /// What the owner (or an admin) should do.
+    pub todo: String,
+}
+
+/// Whole days from `now` to `at`, rounded towards zero (so "6 days 23 hours" is 6).
+pub fn days_between(now: DateTime<Utc>, at: DateTime<Utc>) -> i64 {
+    (at - now).num_days()
+}
+
+/// Every active live key that expires, or whose scheduled rotation falls due, before
+/// `now + within` (including those already past). Revoked and disabled keys are left out,
+/// and so are managed keys the spec no longer has (the next apply revokes them).
+/// Sorted by owner, then date.
+pub fn due(
+    spec: &Spec,
+    observed: &BTreeMap<String, Vec<LiveKey>>,
+    now: DateTime<Utc>,
+    within: Span,
+) -> Vec<DueItem> {
+    let horizon = now + within.to_chrono();
+    let mut out = Vec::new();
+    for (store, keys) in observed {
+        for k in keys.iter().filter(|k| k.status == KeyStatus::Active) {
+            let desired = spec.key(store, &k.name).filter(|_| k.is_managed());
+            if k.is_managed() && desired.is_none() {
+                continue;
+            }
+            let item = |kind: DueKind, at: DateTime<Utc>, todo: String| DueItem {
+                kind,
+                store: store.clone(),
+                name: k.name.clone(),
+                key_id: k.id.clone(),
+                owner: k.owner.clone(),
+                environment: k.environment.clone(),
+                at,
+                days_left: days_between(now, at),
+                managed: k.is_managed(),
+                defined_at: desired
+                    .map(|d| format!("{}:{}", d.location.file.display(), d.location.line)),
+                todo,
+            };
+            if let Some(exp) = k.expires_at
+                && exp <= horizon
+            {
+                let kind = if exp <= now {
+                    DueKind::Expired
+                } else {
+                    DueKind::Expiring
+                };
+                let todo = match desired.map(|d| d.expiry) {
+                    None => format!(
+                        "made outside keyward: adopt it with `keyward import --store {store}`, then manage its expiry in YAML"
+                    ),
+                    Some(Expiry::Lifetime(span)) => format!(
+                        "bump `rotation.generation` to rotate it (the new secret is valid {span} from then), \
+                         or set `state: revoked` if it is no longer needed"
+                    ),
+                    Some(_) => {
+                        "move `expires:` forward (a reviewer approves the longer lifetime), \
+                         or set `state: revoked` if it is no longer needed"
+                            .to_string()
+                    }
+                };
+                out.push(item(kind, exp, todo));
+            }
+            if let Some(d) = desired
+                && let Some(every) = d.rotation.every
+            {
+                let at = k.issued_at + every.to_chrono();
+                if at <= horizon && k.expires_at.is_none_or(|e| at < e) {
+                    out.push(item(
+                        DueKind::RotationDue,
+                        at,
+                        format!(
+                            "`keyward apply` rotates it (rotation every {every}); recipients get the new secret \
+                             and the old one keeps working for {}",
+                            d.rotation.grace
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.owner, a.at, &a.store, &a.name, a.kind)
+            .cmp(&(&b.owner, b.at, &b.store, &b.name, b.kind))
+    });
+    out
+}
+
+/// The reminder offset a key is inside of now: the smallest configured offset that is at
+/// least the time left (so with 30/14/7/1 days, a key 7 days out is in the `7d` slot and a
+/// key 10 days out in the `14d` slot). None when it is further out than every offset or
+/// already expired.
+pub fn reminder_slot(
+    offsets: &[Span],
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Option<Span> {
+    if expires_at <= now {
+        return None;
+    }
+    let left = expires_at - now;
+    offsets
+        .iter()
+        .copied()
+        .filter(|o| o.to_chrono() >= left)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::tests::{key, live_from, now, spec};
+
+    #[test]
+    fn expiring_expired_and_due_rotations_are_reported_with_what_to_do() {
+        let mut short = key("prod", "short", &["bibs:read"]);
+        short.expiry = Expiry::Lifetime(Span::days(30));
+        let mut fixed = key("prod", "fixed", &["bibs:read"]);
+        fixed.expiry = Expiry::At(now() + chrono::Duration::days(400));
+        fixed.rotation.every = Some(Span::days(90));
+        let far = key("prod", "far", &["bibs:read"]);
+        let s = spec(vec![short.clone(), fixed.clone(), far.clone()]);
+        let issued = now() - chrono::Duration::days(5);
+        let lives = vec![
+            live_from(&s, &short, "id1", issued),
+            live_from(&s, &fixed, "id2", now() - chrono::Duration::days(80)),
+            live_from(&s, &far, "id3", issued),
+        ];
+        let obs: BTreeMap<String, Vec<LiveKey>> = [("prod".to_string(), lives)].into();
+        let d = due(&s, &obs, now(), Span::days(30));
+        assert_eq!(d.len(), 2, "{d:?}");
+        let short_item = d.iter().find(|i| i.name == "short").unwrap();
+        assert_eq!(
+            (short_item.kind, short_item.days_left),
+            (DueKind::Expiring, 25)
+        );
+        assert!(short_item.todo.contains("rotation.generation"));
+        let rot = d.iter().find(|i| i.name == "fixed").unwrap();
+        assert_eq!((rot.kind, rot.days_left), (DueKind::RotationDue, 10));
+        // Past the expiry: expired.
+        let later = now() + chrono::Duration::days(26);
+        let d = due(&s, &obs, later, Span::days(1));
+        let short_item = d.iter().find(|i| i.name == "short").unwrap();
+        assert_eq!(short_item.kind, DueKind::Expired);
+        // An overdue rotation stays reported.
+        let rot = d.iter().find(|i| i.name == "fixed").unwrap();
+        assert_eq!((rot.kind, rot.days_left), (DueKind::RotationDue, -16));
+        // Nothing within a day today.
+        assert!(due(&s, &obs, now(), Span::days(1)).is_empty());
+    }
+
+    #[test]
+    fn reminder_slots_follow_the_offsets() {
+        let offs = crate::spec::Policy::default_reminders();
+        let at = |d: i64| now() + chrono::Duration::days(d);
+        assert_eq!(reminder_slot(&offs, now(), at(40)), None);
+        assert_eq!(reminder_slot(&offs, now(), at(30)), Some(Span::days(30)));
+        assert_eq!(reminder_slot(&offs, now(), at(10)), Some(Span::days(14)));
+        assert_eq!(reminder_slot(&offs, now(), at(7)), Some(Span::days(7)));
+        assert_eq!(
+            reminder_slot(&offs, now(), now() + chrono::Duration::hours(3)),
+            Some(Span::days(1))
+        );
+        assert_eq!(reminder_slot(&offs, now(), at(-1)), None);
+    }
+}
