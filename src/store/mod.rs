@@ -1,8 +1,9 @@
 //! Live key stores: the `Store` trait, the records it exchanges, and the implementations
-//! (`sqlite` embedded). Stores never see a plaintext secret: only `SecretHash` values.
+//! (`sqlite` embedded, `postgres` for several service instances). Stores never see a plaintext secret: only `SecretHash` values.
 //! This module must not know about specs, plans or deliveries.
 
 mod pepper;
+pub mod postgres;
 pub(crate) mod rules;
 pub mod sqlite;
 
@@ -372,6 +373,31 @@ pub trait Store: Send + Sync {
         detail: serde_json::Value,
         actor: &Actor,
     ) -> StoreResult<()>;
+}
+
+/// Open the store a `--database` spec names: `sqlite:PATH` (the embedded store; the file
+/// and its pepper are created if missing) or `postgres://...` / `postgresql://...` (see
+/// `postgres::PostgresOptions::from_url` for keyward's `schema`, `pepper_file` and
+/// `pool_size` parameters). The one entry point `keyward serve` and tools use.
+pub async fn open_database(name: &str, spec: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    let spec = spec.trim();
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        if path.is_empty() {
+            return Err(StoreError::Invalid(
+                "sqlite: needs a path, e.g. sqlite:.keyward/store.db".into(),
+            ));
+        }
+        let store = sqlite::SqliteStore::open(name, std::path::Path::new(path))?;
+        return Ok(std::sync::Arc::new(store));
+    }
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let store = postgres::PostgresStore::connect(name, spec).await?;
+        return Ok(std::sync::Arc::new(store));
+    }
+    Err(StoreError::Invalid(
+        "a database is `sqlite:PATH` or `postgres://USER@HOST:PORT/DB?schema=NAME&pepper_file=PATH`"
+            .into(),
+    ))
 }
 
 /// List every key matching `filter`, following cursors.

@@ -10,8 +10,8 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{
-    Actor, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate, StoreError, StoreResult,
-    Verdict, VerifiedKey, VerifyReason,
+    Actor, Capabilities, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate, StoreError,
+    StoreResult, Verdict, VerifiedKey, VerifyReason,
 };
 use crate::secret;
 
@@ -523,4 +523,27 @@ pub(crate) fn new_lease_id() -> String {
     let mut b = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut b);
     hex::encode(b)
+}
+
+/// What the database-backed stores can do.
+pub(crate) fn capabilities() -> Capabilities {
+    Capabilities {
+        client_secret_hash: true,
+        native_expiry: true,
+        in_place: [
+            "purpose",
+            "scopes",
+            "labels",
+            "expires_at",
+            "lifetime",
+            "recipients",
+            "quota_per_day",
+            "protected",
+            "managed_by",
+            "owner",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+    }
 }

@@ -451,25 +451,7 @@ impl Store for SqliteStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            client_secret_hash: true,
-            native_expiry: true,
-            in_place: [
-                "purpose",
-                "scopes",
-                "labels",
-                "expires_at",
-                "lifetime",
-                "recipients",
-                "quota_per_day",
-                "protected",
-                "managed_by",
-                "owner",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-        }
+        rules::capabilities()
     }
 
     async fn list(

@@ -1,0 +1,1118 @@
+//! The PostgreSQL store (`PostgresStore`), the scale-out backend of `keyward serve`: the
+//! same keys, audit log, apply lease and quota counters as the SQLite store, in one
+//! PostgreSQL schema that several keyward instances share safely. Same rules as SQLite
+//! (`super::rules`); must not see a plaintext secret, must not store a plain `SecretHash`
+//! (only `HMAC-SHA256(pepper, hash)`, the pepper being a file outside the database), must
+//! not put secrets, hashes or the connection password in events, errors or Debug, and knows
+//! nothing about specs, plans or deliveries.
+//!
+//! # Connecting
+//!
+//! `PostgresStore::connect(name, url)` takes a libpq-style URL
+//! (`postgres://user@host:5432/db`) with three keyward parameters that are removed before
+//! the URL reaches the driver: `schema=NAME` (default `keyward`; one schema per store),
+//! `pepper_file=PATH` (default: environment `KEYWARD_PEPPER_FILE`) and `pool_size=N`
+//! (default 16). `connect_with(name, PostgresOptions)` takes them explicitly.
+//!
+//! # Migrations
+//!
+//! `schema::MIGRATIONS` is an ordered, append-only list of SQL scripts; the version is the
+//! single row of `keyward_schema`. `connect` takes a transaction-scoped advisory lock
+//! derived from the schema name, creates the schema if needed, and applies every script
+//! past the recorded version in that same transaction, so instances starting together
+//! migrate once. A newer schema than this binary knows is refused and left untouched.
+//!
+//! # Concurrency across instances
+//!
+//! * create: `INSERT ... ON CONFLICT (id) DO NOTHING` — exactly one of two concurrent
+//!   creates of one id succeeds; the other gets `AlreadyExists`.
+//! * changes: `SELECT ... FOR UPDATE`, version check, `UPDATE`, event — in one transaction,
+//!   so two changes with the same version give one success and one `Conflict`.
+//! * events: numbered from a one-row counter bumped in the writing transaction (gapless,
+//!   commit order).
+//! * lease: one row, taken with `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`,
+//!   judged by the database's clock.
+//! * quotas: one atomic upsert per counted verify.
+
+mod schema;
+
+pub use schema::SCHEMA_VERSION;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{NoTls, Row};
+
+use super::pepper::{self, Pepper};
+use super::rules::{
+    self, StoredKey, check_version, decode_cursor, encode_cursor, opt_ts, parse_ts, to_i64, ts,
+    verdict, who,
+};
+use super::{
+    Actor, Capabilities, Event, KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY,
+    NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
+};
+use crate::secret;
+
+pub use super::rules::MAX_PAGE;
+
+/// The schema used when none is given.
+pub const DEFAULT_SCHEMA: &str = "keyward";
+/// Environment variable naming the pepper file when the URL has no `pepper_file=`.
+pub const PEPPER_FILE_ENV: &str = "KEYWARD_PEPPER_FILE";
+const DEFAULT_POOL_SIZE: usize = 16;
+const POOL_WAIT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const KEY_COLUMNS: &str = "id, name, environment, owner, purpose, scopes, labels, status, \
+     issued_at, created_at, updated_at, expires_at, lifetime, version, generation, \
+     spec_generation, previous_valid_until, recipients, quota_per_day, protected, managed_by, \
+     applied_digest";
+const KEY_COLUMN_COUNT: usize = 22;
+const STORED_COLUMNS: &str = "id, name, environment, owner, purpose, scopes, labels, status, \
+     issued_at, created_at, updated_at, expires_at, lifetime, version, generation, \
+     spec_generation, previous_valid_until, recipients, quota_per_day, protected, managed_by, \
+     applied_digest, secret_mac, previous_secret_mac";
+const EVENT_COLUMNS: &str = "seq, at, who, action, key_id, key_name, commit_sha, detail";
+
+/// How to reach the database and where the pepper is.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// libpq-style URL or `key=value` string understood by tokio-postgres (no keyward
+    /// parameters).
+    pub url: String,
+    /// The PostgreSQL schema holding this store's tables (created if missing).
+    pub schema: String,
+    /// The pepper file (32 bytes, mode 0600), created when the schema is new.
+    pub pepper_file: PathBuf,
+    /// Maximum number of pooled connections.
+    pub pool_size: usize,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: never shown.
+        f.debug_struct("PostgresOptions")
+            .field("schema", &self.schema)
+            .field("pepper_file", &self.pepper_file)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresOptions {
+    /// Split keyward's parameters (`schema`, `pepper_file`, `pool_size`) off a URL; the
+    /// pepper file falls back to `KEYWARD_PEPPER_FILE`.
+    pub fn from_url(url: &str) -> StoreResult<PostgresOptions> {
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => (url, ""),
+        };
+        let mut schema = DEFAULT_SCHEMA.to_owned();
+        let mut pepper_file = None;
+        let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "schema" => schema = percent_decode(v)?,
+                "pepper_file" => pepper_file = Some(PathBuf::from(percent_decode(v)?)),
+                "pool_size" => {
+                    pool_size = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| {
+                            StoreError::Invalid("pool_size must be a number from 1 to 1000".into())
+                        })?;
+                }
+                _ => rest.push(pair),
+            }
+        }
+        let pepper_file = match pepper_file {
+            Some(p) => p,
+            None => std::env::var_os(PEPPER_FILE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "a PostgreSQL store needs a pepper file kept outside the database: add \
+                         pepper_file=PATH to the URL or set {PEPPER_FILE_ENV}"
+                    ))
+                })?,
+        };
+        let url = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        Ok(PostgresOptions {
+            url,
+            schema,
+            pepper_file,
+            pool_size,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> StoreResult<String> {
+    let bad = || StoreError::Invalid("malformed percent-encoding in the database URL".into());
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3).ok_or_else(bad)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// Schema names are plain identifiers, so they never need quoting.
+fn check_schema_name(s: &str) -> StoreResult<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        && !s.starts_with("pg_");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "schema name {s:?} must be 1-63 lowercase letters, digits or '_', start with a \
+             letter or '_', and not start with pg_"
+        )))
+    }
+}
+
+/// Map driver errors to `StoreError::Backend` with context and the server's message.
+trait DbResult<T> {
+    fn db(self, what: &str) -> StoreResult<T>;
+}
+
+impl<T> DbResult<T> for Result<T, tokio_postgres::Error> {
+    fn db(self, what: &str) -> StoreResult<T> {
+        self.map_err(|e| pg_error(what, &e))
+    }
+}
+
+impl<T> DbResult<T> for Result<T, deadpool_postgres::PoolError> {
+    fn db(self, what: &str) -> StoreResult<T> {
+        self.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => pg_error(what, &e),
+            other => StoreError::Backend(format!("{what}: {other}")),
+        })
+    }
+}
+
+fn pg_error(what: &str, e: &tokio_postgres::Error) -> StoreError {
+    use std::error::Error as _;
+    match e.source() {
+        Some(cause) => StoreError::Backend(format!("{what}: {e}: {cause}")),
+        None => StoreError::Backend(format!("{what}: {e}")),
+    }
+}
+
+fn corrupt(col: &str) -> StoreError {
+    StoreError::Backend(format!("corrupt value in column `{col}`"))
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    i: usize,
+    col: &str,
+) -> StoreResult<T> {
+    row.try_get(i).map_err(|_| corrupt(col))
+}
+
+fn unsigned<T: TryFrom<i64>>(v: i64, col: &str) -> StoreResult<T> {
+    T::try_from(v).map_err(|_| corrupt(col))
+}
+
+fn time(row: &Row, i: usize, col: &str) -> StoreResult<DateTime<Utc>> {
+    parse_ts(&get::<String>(row, i, col)?, col)
+}
+
+fn opt_time(row: &Row, i: usize, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    get::<Option<String>>(row, i, col)?
+        .map(|s| parse_ts(&s, col))
+        .transpose()
+}
+
+/// Read a `LiveKey` from a row selected with `KEY_COLUMNS` (or `STORED_COLUMNS`).
+fn key_from_row(row: &Row) -> StoreResult<LiveKey> {
+    let status: String = get(row, 7, "status")?;
+    Ok(LiveKey {
+        id: get(row, 0, "id")?,
+        name: get(row, 1, "name")?,
+        environment: get(row, 2, "environment")?,
+        owner: get(row, 3, "owner")?,
+        purpose: get(row, 4, "purpose")?,
+        scopes: get::<Json<_>>(row, 5, "scopes")?.0,
+        labels: get::<Json<_>>(row, 6, "labels")?.0,
+        status: KeyStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        issued_at: time(row, 8, "issued_at")?,
+        created_at: time(row, 9, "created_at")?,
+        updated_at: time(row, 10, "updated_at")?,
+        expires_at: opt_time(row, 11, "expires_at")?,
+        lifetime: get(row, 12, "lifetime")?,
+        version: unsigned(get(row, 13, "version")?, "version")?,
+        generation: unsigned(get(row, 14, "generation")?, "generation")?,
+        spec_generation: unsigned(get(row, 15, "spec_generation")?, "spec_generation")?,
+        previous_valid_until: opt_time(row, 16, "previous_valid_until")?,
+        recipients: get::<Json<_>>(row, 17, "recipients")?.0,
+        quota_per_day: get::<Option<i64>>(row, 18, "quota_per_day")?
+            .map(|q| unsigned(q, "quota_per_day"))
+            .transpose()?,
+        protected: get(row, 19, "protected")?,
+        managed_by: get(row, 20, "managed_by")?,
+        applied_digest: get(row, 21, "applied_digest")?,
+    })
+}
+
+fn stored_from_row(row: &Row) -> StoreResult<StoredKey> {
+    Ok(StoredKey {
+        key: key_from_row(row)?,
+        mac: get(row, KEY_COLUMN_COUNT, "secret_mac")?,
+        previous_mac: get(row, KEY_COLUMN_COUNT + 1, "previous_secret_mac")?,
+    })
+}
+
+fn event_from_row(row: &Row) -> StoreResult<Event> {
+    Ok(Event {
+        seq: get(row, 0, "seq")?,
+        at: time(row, 1, "at")?,
+        who: get(row, 2, "who")?,
+        action: get(row, 3, "action")?,
+        key_id: get(row, 4, "key_id")?,
+        key_name: get(row, 5, "key_name")?,
+        commit: get(row, 6, "commit_sha")?,
+        detail: get::<Json<serde_json::Value>>(row, 7, "detail")?.0,
+    })
+}
+
+/// The column values of a key row, in `STORED_COLUMNS` order.
+struct KeyValues {
+    id: String,
+    name: String,
+    environment: String,
+    owner: String,
+    purpose: Option<String>,
+    scopes: Json<serde_json::Value>,
+    labels: Json<serde_json::Value>,
+    status: &'static str,
+    issued_at: String,
+    created_at: String,
+    updated_at: String,
+    expires_at: Option<String>,
+    lifetime: Option<String>,
+    version: i64,
+    generation: i64,
+    spec_generation: i64,
+    previous_valid_until: Option<String>,
+    recipients: Json<serde_json::Value>,
+    quota_per_day: Option<i64>,
+    protected: bool,
+    managed_by: Option<String>,
+    applied_digest: Option<String>,
+    secret_mac: Vec<u8>,
+    previous_secret_mac: Option<Vec<u8>>,
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<Json<serde_json::Value>> {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
+}
+
+impl KeyValues {
+    fn of(s: &StoredKey) -> StoreResult<KeyValues> {
+        let k = &s.key;
+        Ok(KeyValues {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            environment: k.environment.clone(),
+            owner: k.owner.clone(),
+            purpose: k.purpose.clone(),
+            scopes: to_json(&k.scopes)?,
+            labels: to_json(&k.labels)?,
+            status: k.status.as_str(),
+            issued_at: ts(&k.issued_at),
+            created_at: ts(&k.created_at),
+            updated_at: ts(&k.updated_at),
+            expires_at: opt_ts(&k.expires_at),
+            lifetime: k.lifetime.clone(),
+            version: to_i64(k.version, "version")?,
+            generation: i64::from(k.generation),
+            spec_generation: i64::from(k.spec_generation),
+            previous_valid_until: opt_ts(&k.previous_valid_until),
+            recipients: to_json(&k.recipients)?,
+            quota_per_day: k
+                .quota_per_day
+                .map(|q| to_i64(q, "quota_per_day"))
+                .transpose()?,
+            protected: k.protected,
+            managed_by: k.managed_by.clone(),
+            applied_digest: k.applied_digest.clone(),
+            secret_mac: s.mac.clone(),
+            previous_secret_mac: s.previous_mac.clone(),
+        })
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 24] {
+        [
+            &self.id,
+            &self.name,
+            &self.environment,
+            &self.owner,
+            &self.purpose,
+            &self.scopes,
+            &self.labels,
+            &self.status,
+            &self.issued_at,
+            &self.created_at,
+            &self.updated_at,
+            &self.expires_at,
+            &self.lifetime,
+            &self.version,
+            &self.generation,
+            &self.spec_generation,
+            &self.previous_valid_until,
+            &self.recipients,
+            &self.quota_per_day,
+            &self.protected,
+            &self.managed_by,
+            &self.applied_digest,
+            &self.secret_mac,
+            &self.previous_secret_mac,
+        ]
+    }
+}
+
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id`
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO keys ({STORED_COLUMNS}) VALUES ({}) ON CONFLICT (id) DO NOTHING RETURNING id",
+        placeholders(24)
+    )
+}
+
+/// `UPDATE keys SET <every column but id> WHERE id = $1`
+fn update_sql() -> String {
+    let sets = STORED_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .enumerate()
+        .skip(1)
+        .map(|(i, col)| format!("{col} = ${}", i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("UPDATE keys SET {sets} WHERE id = $1")
+}
+
+/// The advisory lock key under which the migrations of `schema` run.
+fn migration_lock_key(schema: &str) -> i64 {
+    let d = Sha256::digest(format!("keyward schema migration {schema}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
+}
+
+/// The PostgreSQL store. Cheap to clone (shares the pool).
+#[derive(Clone)]
+pub struct PostgresStore {
+    name: String,
+    schema: String,
+    pool: Pool,
+    pepper: std::sync::Arc<Pepper>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("name", &self.name)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn append_event<C: GenericClient>(
+    c: &C,
+    actor: &Actor,
+    action: &str,
+    key_id: Option<&str>,
+    key_name: Option<&str>,
+    detail: &serde_json::Value,
+) -> StoreResult<()> {
+    let st = c
+        .prepare_cached(
+            "WITH n AS (UPDATE event_seq SET last = last + 1 WHERE slot = 1 RETURNING last) \
+             INSERT INTO events (seq, at, who, action, key_id, key_name, commit_sha, detail) \
+             SELECT n.last, $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, \
+             $7::jsonb FROM n",
+        )
+        .await
+        .db("prepare event")?;
+    let n = c
+        .execute(
+            &st,
+            &[
+                &ts(&Utc::now()),
+                &who(actor),
+                &action,
+                &key_id,
+                &key_name,
+                &actor.commit,
+                &Json(detail),
+            ],
+        )
+        .await
+        .db("append event")?;
+    if n != 1 {
+        return Err(StoreError::Backend(
+            "the event counter row is missing".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn load<C: GenericClient>(
+    c: &C,
+    id: &str,
+    for_update: bool,
+) -> StoreResult<Option<StoredKey>> {
+    let sql = if for_update {
+        format!("SELECT {STORED_COLUMNS} FROM keys WHERE id = $1 FOR UPDATE")
+    } else {
+        format!("SELECT {STORED_COLUMNS} FROM keys WHERE id = $1")
+    };
+    let st = c.prepare_cached(&sql).await.db("prepare")?;
+    match c.query_opt(&st, &[&id]).await.db("look up key")? {
+        Some(row) => stored_from_row(&row).map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn update_row<C: GenericClient>(c: &C, s: &StoredKey) -> StoreResult<()> {
+    let v = KeyValues::of(s)?;
+    let st = c.prepare_cached(&update_sql()).await.db("prepare update")?;
+    let n = c.execute(&st, &v.params()).await.db("update key")?;
+    if n != 1 {
+        return Err(StoreError::Backend(format!(
+            "key {} vanished during update",
+            s.key.id
+        )));
+    }
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Connect with a URL carrying keyward's parameters (see the module docs), create the
+    /// schema if needed and apply pending migrations.
+    pub async fn connect(name: &str, url: &str) -> StoreResult<PostgresStore> {
+        PostgresStore::connect_with(name, PostgresOptions::from_url(url)?).await
+    }
+
+    /// Connect with explicit options.
+    pub async fn connect_with(name: &str, opts: PostgresOptions) -> StoreResult<PostgresStore> {
+        check_schema_name(&opts.schema)?;
+        let mut cfg: tokio_postgres::Config = opts
+            .url
+            .parse()
+            .map_err(|e| pg_error(&format!("invalid PostgreSQL URL for store {name}"), &e))?;
+        let search_path = format!("-c search_path={}", opts.schema);
+        let options = match cfg.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {search_path}"),
+            _ => search_path,
+        };
+        cfg.options(options);
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("keyward");
+        }
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let manager = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
+        let pepper = migrate(&pool, name, &opts).await?;
+        Ok(PostgresStore {
+            name: name.to_owned(),
+            schema: opts.schema,
+            pool,
+            pepper: std::sync::Arc::new(pepper),
+        })
+    }
+
+    /// The PostgreSQL schema holding this store.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .db(&format!("cannot reach PostgreSQL for store {}", self.name))
+    }
+
+    /// Register a key as if it had been made in a vendor console (see
+    /// `SqliteStore::insert_unmanaged`): listed as unmanaged, refused by every mutating
+    /// call until adopted.
+    pub async fn insert_unmanaged(&self, mut key: NewKey) -> StoreResult<LiveKey> {
+        if key.managed_by.as_deref() == Some(MANAGED_BY) {
+            key.managed_by = None;
+        }
+        let actor = Actor {
+            who: "console".into(),
+            commit: None,
+        };
+        self.insert(key, &actor, "console_create").await
+    }
+
+    /// Remove the apply lease whoever holds it; returns the lease that was removed.
+    /// Recorded in the audit log.
+    pub async fn force_unlock(&self) -> StoreResult<Option<Lease>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.db("begin")?;
+        let row = tx
+            .query_opt(
+                "DELETE FROM locks WHERE slot = 1 RETURNING id, holder, expires_at",
+                &[],
+            )
+            .await
+            .db("remove lease")?;
+        let lease = match row {
+            None => None,
+            Some(r) => {
+                let lease = Lease {
+                    id: get(&r, 0, "locks.id")?,
+                    holder: get(&r, 1, "locks.holder")?,
+                    expires_at: time(&r, 2, "locks.expires_at")?,
+                };
+                let actor = Actor {
+                    who: "force-unlock".into(),
+                    commit: None,
+                };
+                let detail = json!({ "holder": lease.holder, "expires_at": ts(&lease.expires_at) });
+                append_event(&tx, &actor, "lock_force_release", None, None, &detail).await?;
+                Some(lease)
+            }
+        };
+        tx.commit().await.db("commit")?;
+        Ok(lease)
+    }
+
+    async fn insert(&self, key: NewKey, actor: &Actor, action: &str) -> StoreResult<LiveKey> {
+        let key = rules::validate_new(key)?;
+        let mac = self.pepper.mac(&key.secret_hash)?;
+        let stored = rules::new_stored(key, mac, Utc::now());
+        let values = KeyValues::of(&stored)?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.db("begin")?;
+        let st = tx
+            .prepare_cached(&insert_sql())
+            .await
+            .db("prepare insert")?;
+        if tx
+            .query_opt(&st, &values.params())
+            .await
+            .db("insert key")?
+            .is_none()
+        {
+            return Err(StoreError::AlreadyExists(stored.key.id));
+        }
+        let k = &stored.key;
+        let detail = rules::create_detail(k);
+        append_event(&tx, actor, action, Some(&k.id), Some(&k.name), &detail).await?;
+        tx.commit().await.db("commit")?;
+        Ok(stored.key)
+    }
+
+    /// Lock key `id` (`FOR UPDATE`), check `version` and let `op` change it; bumps the
+    /// version and appends the event in the same transaction.
+    async fn mutate<F>(&self, id: &str, version: u64, actor: &Actor, op: F) -> StoreResult<LiveKey>
+    where
+        F: FnOnce(&mut StoredKey) -> StoreResult<rules::Change> + Send,
+    {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.db("begin")?;
+        let mut stored = load(&tx, id, true)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        check_version(&stored.key, version)?;
+        let Some((action, detail)) = op(&mut stored)? else {
+            return Ok(stored.key);
+        };
+        rules::bump(&mut stored.key, Utc::now())?;
+        update_row(&tx, &stored).await?;
+        let k = &stored.key;
+        append_event(&tx, actor, action, Some(&k.id), Some(&k.name), &detail).await?;
+        tx.commit().await.db("commit")?;
+        Ok(stored.key)
+    }
+
+    async fn set_status(
+        &self,
+        id: &str,
+        version: u64,
+        to: KeyStatus,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
+        self.mutate(id, version, actor, move |s| {
+            rules::status_change(&mut s.key, to)
+        })
+        .await
+    }
+
+    /// Count one successful call against the key's daily quota (UTC days): one atomic
+    /// upsert, so concurrent verifiers on any number of instances never exceed it.
+    async fn count_call<C: GenericClient>(
+        c: &C,
+        id: &str,
+        quota: u64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        if quota == 0 {
+            return Ok(false);
+        }
+        let st = c
+            .prepare_cached(
+                "INSERT INTO quota_usage (key_id, day, calls) VALUES ($1, $2, 1) \
+                 ON CONFLICT (key_id, day) DO UPDATE SET calls = quota_usage.calls + 1 \
+                 WHERE quota_usage.calls < $3 RETURNING calls",
+            )
+            .await
+            .db("prepare quota")?;
+        let quota = i64::try_from(quota).unwrap_or(i64::MAX);
+        let row = c
+            .query_opt(&st, &[&id, &rules::quota_day(&now), &quota])
+            .await
+            .db("count call")?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let calls: i64 = get(&row, 0, "calls")?;
+        if calls == 1
+            && let Some(oldest) = rules::quota_prune_before(&now)
+        {
+            // First call of the day for this key: prune every old counter.
+            c.execute("DELETE FROM quota_usage WHERE day < $1", &[&oldest])
+                .await
+                .db("prune quota counters")?;
+        }
+        Ok(true)
+    }
+}
+
+/// Create the schema if needed and apply pending migrations under an advisory lock, in one
+/// transaction; load (or, for a new schema, create) the pepper and check it belongs here.
+async fn migrate(pool: &Pool, name: &str, opts: &PostgresOptions) -> StoreResult<Pepper> {
+    let mut c = pool
+        .get()
+        .await
+        .db(&format!("cannot connect to PostgreSQL for store {name}"))?;
+    let tx = c.transaction().await.db("begin migration")?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&migration_lock_key(&opts.schema)],
+    )
+    .await
+    .db("take the migration lock")?;
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+            &[&opts.schema],
+        )
+        .await
+        .db("look up schema")?
+        .is_some();
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA {}", opts.schema))
+            .await
+            .db(&format!("cannot create schema {}", opts.schema))?;
+    }
+    tx.batch_execute(schema::VERSION_TABLE)
+        .await
+        .db("create the schema version table")?;
+    let current: i32 = tx
+        .query_opt("SELECT version FROM keyward_schema WHERE slot = 1", &[])
+        .await
+        .db("read schema version")?
+        .map(|r| get(&r, 0, "keyward_schema.version"))
+        .transpose()?
+        .unwrap_or(0);
+    let current = u32::try_from(current)
+        .map_err(|_| StoreError::Backend(format!("invalid schema version {current}")))?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Refused(format!(
+            "schema {} has version {current} but this keyward only knows up to \
+             {SCHEMA_VERSION}; upgrade keyward (the database was not changed)",
+            opts.schema
+        )));
+    }
+    let pepper = match pepper::load(&opts.pepper_file)? {
+        Some(p) => p,
+        None if current > 0 => {
+            return Err(StoreError::Refused(format!(
+                "schema {} exists but its pepper file {} is missing; restore the pepper from \
+                 a backup (without it no stored secret can be verified)",
+                opts.schema,
+                opts.pepper_file.display()
+            )));
+        }
+        None => pepper::create(&opts.pepper_file)?,
+    };
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let to = i + 1;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| pg_error(&format!("schema migration to version {to} failed"), &e))?;
+    }
+    if current < SCHEMA_VERSION {
+        tx.execute(
+            "INSERT INTO keyward_schema (slot, version, updated_at) VALUES (1, $1, $2) \
+             ON CONFLICT (slot) DO UPDATE SET version = EXCLUDED.version, \
+             updated_at = EXCLUDED.updated_at",
+            &[&(SCHEMA_VERSION as i32), &ts(&Utc::now())],
+        )
+        .await
+        .db("record schema version")?;
+    }
+    check_pepper(&tx, &pepper, &opts.pepper_file).await?;
+    tx.commit().await.db("commit migration")?;
+    Ok(pepper)
+}
+
+/// Store the pepper's fingerprint on first connect; refuse a pepper from another store.
+async fn check_pepper<C: GenericClient>(c: &C, pepper: &Pepper, path: &Path) -> StoreResult<()> {
+    let check = pepper.check_value()?;
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES ('pepper_check', $1) ON CONFLICT (key) DO NOTHING",
+        &[&check],
+    )
+    .await
+    .db("record pepper fingerprint")?;
+    let stored: String = c
+        .query_one("SELECT value FROM meta WHERE key = 'pepper_check'", &[])
+        .await
+        .db("read pepper fingerprint")
+        .and_then(|r| get(&r, 0, "meta.value"))?;
+    if !bool::from(stored.as_bytes().ct_eq(check.as_bytes())) {
+        return Err(StoreError::Refused(format!(
+            "pepper file {} does not belong to this store; restore the right one",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        rules::capabilities()
+    }
+
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Page<LiveKey>> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE true");
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn ToSql + Sync + Send>| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+        };
+        if let Some(c) = cursor {
+            arg(&mut sql, " AND id > ?", Box::new(decode_cursor(c)?));
+        }
+        if let Some(o) = &filter.owner {
+            arg(&mut sql, " AND owner = ?", Box::new(o.clone()));
+        }
+        if let Some(s) = filter.status {
+            arg(&mut sql, " AND status = ?", Box::new(s.as_str()));
+        }
+        if let Some(e) = &filter.environment {
+            arg(&mut sql, " AND environment = ?", Box::new(e.clone()));
+        }
+        if let Some((k, v)) = &filter.label {
+            arg(&mut sql, " AND labels ->> (?::text)", Box::new(k.clone()));
+            arg(&mut sql, " = ?::text", Box::new(v.clone()));
+        }
+        match filter.managed {
+            Some(true) => arg(&mut sql, " AND managed_by = ?", Box::new(MANAGED_BY)),
+            Some(false) => arg(
+                &mut sql,
+                " AND (managed_by IS NULL OR managed_by <> ?)",
+                Box::new(MANAGED_BY),
+            ),
+            None => {}
+        }
+        if let Some(t) = &filter.expiring_before {
+            arg(
+                &mut sql,
+                " AND expires_at IS NOT NULL AND expires_at < ?",
+                Box::new(ts(t)),
+            );
+        }
+        if filter.never_expires {
+            sql.push_str(" AND expires_at IS NULL");
+        }
+        // One extra row tells whether there is a next page.
+        arg(&mut sql, " ORDER BY id LIMIT ?", Box::new(limit as i64 + 1));
+
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql).await.db("prepare list")?;
+        let params: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = c.query(&st, &params).await.db("list keys")?;
+        let mut items = rows
+            .iter()
+            .map(key_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|k| encode_cursor(&k.id))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<LiveKey>> {
+        let c = self.client().await?;
+        Ok(load(&c, id, false).await?.map(|s| s.key))
+    }
+
+    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
+        self.insert(key, actor, "create").await
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        version: u64,
+        patch: KeyPatch,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
+        self.mutate(id, version, actor, move |s| {
+            rules::update_change(&mut s.key, patch)
+        })
+        .await
+    }
+
+    async fn rotate(
+        &self,
+        id: &str,
+        version: u64,
+        rotate: Rotate,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
+        rules::check_rotate(&rotate)?;
+        let mac = self.pepper.mac(&rotate.secret_hash)?;
+        self.mutate(id, version, actor, move |s| {
+            rules::rotate_change(s, rotate, mac)
+        })
+        .await
+    }
+
+    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
+        self.set_status(id, version, KeyStatus::Disabled, actor)
+            .await
+    }
+
+    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
+        self.set_status(id, version, KeyStatus::Active, actor).await
+    }
+
+    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
+        self.set_status(id, version, KeyStatus::Revoked, actor)
+            .await
+    }
+
+    async fn delete(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.db("begin")?;
+        let s = load(&tx, id, true)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        check_version(&s.key, version)?;
+        let detail = rules::delete_detail(&s.key)?;
+        tx.execute("DELETE FROM keys WHERE id = $1", &[&id])
+            .await
+            .db("delete key")?;
+        tx.execute("DELETE FROM quota_usage WHERE key_id = $1", &[&id])
+            .await
+            .db("delete quota counters")?;
+        append_event(&tx, actor, "delete", Some(id), Some(&s.key.name), &detail).await?;
+        tx.commit().await.db("commit")?;
+        Ok(())
+    }
+
+    async fn lock(&self, holder: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        // Refuse bad arguments before touching the database.
+        rules::lease_expiry(holder, ttl, Utc::now())?;
+        let c = self.client().await?;
+        let acquire = c
+            .prepare_cached(
+                "INSERT INTO locks (slot, id, holder, acquired_at, expires_at) \
+                 VALUES (1, $1, $2, $3, $4) \
+                 ON CONFLICT (slot) DO UPDATE SET id = EXCLUDED.id, holder = EXCLUDED.holder, \
+                 acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at \
+                 WHERE locks.expires_at <= EXCLUDED.acquired_at \
+                 RETURNING id",
+            )
+            .await
+            .db("prepare lock")?;
+        // The holder may release between the failed take and the read: try again then.
+        for _ in 0..3 {
+            // The database's clock judges expiry, so instances with skewed clocks agree.
+            let now: DateTime<Utc> = c
+                .query_one("SELECT clock_timestamp()", &[])
+                .await
+                .db("read the database clock")
+                .and_then(|r| get(&r, 0, "clock_timestamp"))?;
+            let expires_at = rules::lease_expiry(holder, ttl, now)?;
+            let lease = Lease {
+                id: rules::new_lease_id(),
+                holder: holder.to_owned(),
+                expires_at,
+            };
+            let taken = c
+                .query_opt(
+                    &acquire,
+                    &[&lease.id, &lease.holder, &ts(&now), &ts(&lease.expires_at)],
+                )
+                .await
+                .db("take lease")?;
+            if taken.is_some() {
+                return Ok(lease);
+            }
+            let current = c
+                .query_opt(
+                    "SELECT id, holder, expires_at FROM locks WHERE slot = 1",
+                    &[],
+                )
+                .await
+                .db("read lease")?;
+            if let Some(r) = current {
+                let until = time(&r, 2, "locks.expires_at")?;
+                if until > now {
+                    return Err(StoreError::Locked {
+                        holder: get(&r, 1, "locks.holder")?,
+                        id: get(&r, 0, "locks.id")?,
+                        until,
+                    });
+                }
+            }
+        }
+        Err(StoreError::Backend(
+            "the lease changed hands repeatedly; try again".into(),
+        ))
+    }
+
+    async fn unlock(&self, lease_id: &str) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM locks WHERE slot = 1 AND id = $1", &[&lease_id])
+            .await
+            .db("remove lease")?;
+        Ok(())
+    }
+
+    async fn verify(&self, presented: &str, now: DateTime<Utc>) -> StoreResult<Verdict> {
+        let Some(parsed) = secret::parse(presented) else {
+            return Ok(verdict(VerifyReason::Malformed));
+        };
+        let mac = self.pepper.mac(&secret::hash_presented(presented.trim()))?;
+        let c = self.client().await?;
+        let Some(s) = load(&c, &parsed.id, false).await? else {
+            return Ok(verdict(VerifyReason::Unknown));
+        };
+        if let Err(reason) = rules::judge(&s, &mac, now) {
+            return Ok(verdict(reason));
+        }
+        if let Some(quota) = s.key.quota_per_day
+            && !PostgresStore::count_call(&c, &s.key.id, quota, now).await?
+        {
+            return Ok(verdict(VerifyReason::QuotaExceeded));
+        }
+        Ok(rules::ok_verdict(s.key))
+    }
+
+    async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>> {
+        let limit = limit.clamp(1, MAX_PAGE) as i64;
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+            ))
+            .await
+            .db("prepare events")?;
+        let rows = c
+            .query(&st, &[&after.unwrap_or(i64::MIN), &limit])
+            .await
+            .db("read events")?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn record(
+        &self,
+        action: &str,
+        detail: serde_json::Value,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        rules::check_record(action, &detail)?;
+        let c = self.client().await?;
+        append_event(&c, actor, action, None, None, &detail).await
+    }
+}

@@ -1,0 +1,191 @@
+//! Shared helpers for the store tests: key records, and PostgreSQL test schemas (a fresh
+//! schema per test on the database named by `KEYWARD_TEST_POSTGRES_URL`, dropped when the
+//! guard goes out of scope, also when the test fails).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use keyward::secret::{self, Secret};
+use keyward::store::postgres::{PostgresOptions, PostgresStore};
+use keyward::store::{Actor, KeyStatus, MANAGED_BY, NewKey, Rotate};
+use rand::RngCore;
+
+pub const PG_ENV: &str = "KEYWARD_TEST_POSTGRES_URL";
+
+pub fn actor() -> Actor {
+    Actor {
+        who: "alice".into(),
+        commit: Some("0123abcd".into()),
+    }
+}
+
+/// A fixed instant with sub-second precision, to check timestamps round-trip exactly.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 14, 15, 9, 26)
+        .single()
+        .expect("valid date")
+        + Duration::nanoseconds(535_897_932)
+}
+
+/// A moment when keys from `new_key` are valid.
+pub fn valid_now() -> DateTime<Utc> {
+    t0() + Duration::days(1)
+}
+
+pub fn new_key(name: &str) -> (NewKey, Secret) {
+    let id = secret::new_key_id();
+    let s = secret::generate("production", &id);
+    let key = NewKey {
+        id,
+        name: name.into(),
+        environment: "production".into(),
+        owner: "jdoe".into(),
+        purpose: Some("ILLiad \"Alma Barcode Lookup\" add-on".into()),
+        scopes: vec!["users:read".into(), "bibs:read".into(), "users:read".into()],
+        labels: BTreeMap::from([
+            ("ticket".into(), "LSIS-1234".into()),
+            ("team".into(), "ill".into()),
+        ]),
+        status: KeyStatus::Active,
+        issued_at: t0(),
+        expires_at: Some(t0() + Duration::days(180)),
+        lifetime: Some("180d".into()),
+        generation: 1,
+        spec_generation: 3,
+        recipients: BTreeMap::from([("jdoe".into(), "age1fingerprint".into())]),
+        quota_per_day: None,
+        protected: false,
+        managed_by: Some(MANAGED_BY.into()),
+        applied_digest: None,
+        secret_hash: s.hash(),
+    };
+    (key, s)
+}
+
+pub fn rotation(id: &str, until: Option<DateTime<Utc>>) -> (Rotate, Secret) {
+    let s = secret::generate("production", id);
+    let r = Rotate {
+        secret_hash: s.hash(),
+        previous_valid_until: until,
+        issued_at: valid_now(),
+        expires_at: Some(valid_now() + Duration::days(90)),
+        generation: 2,
+        spec_generation: 4,
+        recipients: BTreeMap::from([
+            ("jdoe".into(), "age1new".into()),
+            ("svc".into(), "age1svc".into()),
+        ]),
+    };
+    (r, s)
+}
+
+/// The PostgreSQL URL, or None after printing a visible SKIPPED line. The line is written
+/// to the real stderr (not the test harness's captured output) so it shows in every run.
+pub fn pg_url(test: &str) -> Option<String> {
+    match std::env::var(PG_ENV) {
+        Ok(u) if !u.trim().is_empty() => Some(u),
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {PG_ENV} not set (PostgreSQL half of {test})"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh PostgreSQL schema with a pepper file in a temporary directory; the schema is
+/// dropped on drop.
+pub struct PgSchema {
+    pub url: String,
+    pub schema: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl PgSchema {
+    pub fn new(url: &str) -> PgSchema {
+        let mut b = [0u8; 6];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        PgSchema {
+            url: url.to_owned(),
+            schema: format!("kwtest_{}", hex::encode(b)),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn pepper_file(&self) -> PathBuf {
+        self.dir.path().join("store.pepper")
+    }
+
+    pub fn options(&self) -> PostgresOptions {
+        PostgresOptions {
+            url: self.url.clone(),
+            schema: self.schema.clone(),
+            pepper_file: self.pepper_file(),
+            pool_size: 8,
+        }
+    }
+
+    /// The `--database` form of this schema (keyward's URL parameters included).
+    pub fn database_url(&self) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{sep}schema={}&pepper_file={}",
+            self.url,
+            self.schema,
+            self.pepper_file().display()
+        )
+    }
+
+    pub async fn connect(&self, name: &str) -> PostgresStore {
+        PostgresStore::connect_with(name, self.options())
+            .await
+            .expect("connect to PostgreSQL")
+    }
+
+    /// A plain driver connection with `search_path` set to this schema.
+    pub async fn raw(&self) -> tokio_postgres::Client {
+        raw_connect(&self.url, Some(&self.schema)).await
+    }
+}
+
+pub async fn raw_connect(url: &str, schema: Option<&str>) -> tokio_postgres::Client {
+    let mut cfg: tokio_postgres::Config = url.parse().expect("test URL");
+    if let Some(s) = schema {
+        cfg.options(format!("-c search_path={s}"));
+    }
+    let (client, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("raw connect");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let schema = self.schema.clone();
+        // Drop may run inside a runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let client = raw_connect(&url, None).await;
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
