@@ -35,7 +35,8 @@ pub mod failpoint {
     ];
 
     /// `KEYWARD_FAILPOINT=name` fails at that point; `name:exit` exits the process there
-    /// (as a kill would), without unwinding or cleanup.
+    /// (as a kill would), without unwinding or cleanup; `name:sleep=MS` pauses there (to
+    /// hold the lock while a test starts a second apply).
     pub fn hit(name: &str) -> Result<(), super::ApplyError> {
         let Ok(v) = std::env::var("KEYWARD_FAILPOINT") else {
             return Ok(());
@@ -46,6 +47,13 @@ pub mod failpoint {
         }
         if mode == "exit" {
             std::process::exit(86);
+        }
+        if let Some(ms) = mode
+            .strip_prefix("sleep=")
+            .and_then(|m| m.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+            return Ok(());
         }
         Err(super::ApplyError::Injected(name.to_string()))
     }

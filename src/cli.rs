@@ -2,18 +2,14 @@
 //! turning outcomes into output and exit codes. Secrets reach stdout only through
 //! `decrypt`/`secret` with `--reveal` or a pipe; nothing else here ever handles one.
 
-use crate::apply::{self, ApplyOptions, Context};
 use crate::clock::{Clock, SystemClock};
 use crate::deliver::{self, IdentitySources, Outbox, OutputFormat};
 use crate::diag::{self, Diagnostics};
-use crate::diff;
 use crate::observe;
-use crate::plan::{Plan, render};
 use crate::spec::{self, Loaded};
 use crate::store::{Actor, KeyStatus, ListFilter, LiveKey, list_all};
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -25,16 +21,18 @@ pub mod exit {
     pub const ERROR: i32 = 1;
     /// With --detailed-exitcode: there are changes.
     pub const CHANGES: i32 = 2;
-    /// Refused by a guard: lock held, stale plan, safety threshold, policy.
+    /// Refused by a guard: lock held, stale plan, safety threshold, policy, dirty tree.
     pub const REFUSED: i32 = 3;
 }
 
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success (with --detailed-exitcode: no changes)
-  1  error, including an invalid spec
+  1  error, including an invalid spec, a corrupt plan file or one from another repository
   2  changes present (plan --detailed-exitcode)
-  3  refused by a guard (store lock held, policy)
+  3  refused by a guard: a stale saved plan, a safety threshold (keyward.yaml `guards:`,
+     override with --force), the store lock held by another apply, a policy violation,
+     uncommitted spec files or deliveries (override with --allow-dirty)
 
 Examples:
   keyward -C examples/library plan
@@ -81,23 +79,14 @@ pub enum Command {
     },
     /// Show what apply would change in the live stores.
     #[command(
-        after_help = "Examples:\n  keyward plan\n  keyward plan --detailed-exitcode   # 0 none, 2 changes, 1 error\n  keyward plan --format json > plan.json"
+        after_help = "Examples:\n  keyward plan\n  keyward plan --detailed-exitcode   # 0 none, 2 changes, 1 error, 3 refused\n  keyward plan --format json > plan.json\n  keyward plan --base origin/main --format markdown   # a pull request's comment\n  keyward plan --rev v1.2 --out plan.json            # save it; then: keyward apply plan.json"
     )]
     Plan(PlanArgs),
     /// Plan, confirm, then create/update/rotate/revoke keys and deliver new secrets.
     #[command(
-        after_help = "Examples:\n  keyward apply                 # asks for confirmation on a terminal\n  keyward apply --auto-approve  # CI"
+        after_help = "Examples:\n  keyward apply                 # asks for confirmation on a terminal\n  keyward apply --auto-approve --commit-deliveries   # CI, then: git push\n  keyward apply plan.json       # exactly a saved plan; exit 3 if it is stale"
     )]
-    Apply {
-        #[command(flatten)]
-        plan: PlanArgs,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        auto_approve: bool,
-        /// Keys applied at once.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-    },
+    Apply(ApplyArgs),
     /// List the keys the stores hold (no secrets, no hashes).
     #[command(
         after_help = "Examples:\n  keyward keys --store alma-production --status active\n  keyward keys --unmanaged --format json"
@@ -177,19 +166,69 @@ pub enum PlanFormat {
     Json,
 }
 
+/// How a plan is printed.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PlanOutput {
+    /// Terraform-like text (colour on a terminal).
+    Text,
+    /// The JSON plan (`format_version`; schemas/plan.schema.json).
+    Json,
+    /// A pull-request comment (hidden marker, summary table, details folded, < 60,000 chars).
+    Markdown,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct PlanArgs {
     /// Exit 2 when there are changes, 0 when none (plan only).
     #[arg(long)]
     pub detailed_exitcode: bool,
-    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
-    pub format: PlanFormat,
+    #[arg(long, value_enum, default_value_t = PlanOutput::Text)]
+    pub format: PlanOutput,
     /// Only act on keys matching PATTERN (`store/name` or `name`, `*` wildcard). Repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub only: Vec<String>,
     /// Only changes that restore edits made outside keyward (plan: exit 2 when there is drift).
     #[arg(long)]
     pub drift_only: bool,
+    /// Read the spec as of git revision REV (a commit, branch or tag) without checking it out.
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
+    /// A pull request's base (e.g. origin/main): mark the keys the change edits and name
+    /// the authors of its commits as the requesters.
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// Also save the plan (JSON) to FILE, for `keyward apply FILE` (plan only).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ApplyArgs {
+    /// A plan saved by `keyward plan --out FILE`: apply exactly it, after checking that the
+    /// spec and the live keys it was computed from are unchanged (exit 3 when stale).
+    #[arg(value_name = "FILE")]
+    pub plan_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Keys applied at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Apply even when the plan crosses a safety threshold (keyward.yaml `guards:`).
+    #[arg(long)]
+    pub force: bool,
+    /// Apply even when spec files or deliveries have uncommitted changes.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// After applying, commit the delivery outbox to git (CI then pushes it).
+    #[arg(long)]
+    pub commit_deliveries: bool,
+    /// With --commit-deliveries: commit on BRANCH (made from HEAD if missing) instead of the
+    /// checked-out branch, without touching the working tree.
+    #[arg(long, value_name = "BRANCH", requires = "commit_deliveries")]
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -261,7 +300,7 @@ fn use_color(cli_no_color: bool, stream_is_tty: bool) -> bool {
     !cli_no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream_is_tty
 }
 
-fn actor() -> Actor {
+pub(crate) fn actor() -> Actor {
     let who = std::env::var("KEYWARD_ACTOR")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".to_string());
@@ -292,33 +331,11 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Init { dir } => init(dir.as_deref().unwrap_or(&cli.dir)),
         Command::Validate { format } => validate(&cli.dir, *format, color_out),
         Command::Plan(args) => {
-            let Some(loaded) = load_or_report(&cli.dir, color_err)? else {
-                return Ok(exit::ERROR);
-            };
-            let now = SystemClock.now();
-            if policy_refuses(&loaded, now, color_err) {
-                return Ok(exit::REFUSED);
-            }
-            let stores = observe::open_all(&loaded.spec, None)?;
-            let plan = make_plan(&loaded, &stores, args, now).await?;
-            if args.drift_only && plan.is_empty() && args.format == PlanFormat::Text {
-                println!("No drift: the live stores hold what keyward left in them.");
-                return Ok(exit::OK);
-            }
-            print_plan(&plan, args.format, color_out);
-            Ok(
-                if (args.detailed_exitcode || args.drift_only) && !plan.is_empty() {
-                    exit::CHANGES
-                } else {
-                    exit::OK
-                },
-            )
+            crate::pipeline::plan_cmd(&cli.dir, args, color_out, color_err).await
         }
-        Command::Apply {
-            plan: args,
-            auto_approve,
-            concurrency,
-        } => apply_cmd(&cli.dir, args, *auto_approve, *concurrency, color_out).await,
+        Command::Apply(args) => {
+            crate::pipeline::apply_cmd(&cli.dir, args, color_out, color_err).await
+        }
         Command::Keys(args) => keys_cmd(&cli.dir, args, color_out).await,
         Command::Verify { key, store } => verify_cmd(&cli.dir, key.clone(), store.as_deref()).await,
         Command::Keygen { output } => keygen_cmd(output.as_deref()),
@@ -388,7 +405,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
 }
 
 /// Load the spec; print diagnostics (warnings too) to stderr. None when it has errors.
-fn load_or_report(dir: &Path, color: bool) -> Result<Option<Loaded>> {
+pub(crate) fn load_or_report(dir: &Path, color: bool) -> Result<Option<Loaded>> {
     match spec::load(dir) {
         Ok(loaded) => {
             if !loaded.warnings.is_empty() {
@@ -424,7 +441,11 @@ fn read_sources(dir: &Path, diags: &Diagnostics) -> diag::Sources {
 }
 
 /// Policy violations refuse plan and apply (exit 3). Prints them.
-fn policy_refuses(loaded: &Loaded, now: chrono::DateTime<chrono::Utc>, color: bool) -> bool {
+pub(crate) fn policy_refuses(
+    loaded: &Loaded,
+    now: chrono::DateTime<chrono::Utc>,
+    color: bool,
+) -> bool {
     let found = crate::policy::check(&loaded.spec, now);
     if found.is_empty() {
         return false;
@@ -476,225 +497,6 @@ fn validate(dir: &Path, format: DiagFormat, color: bool) -> Result<i32> {
     } else {
         exit::OK
     })
-}
-
-async fn make_plan(
-    loaded: &Loaded,
-    stores: &BTreeMap<String, std::sync::Arc<dyn crate::store::Store>>,
-    args: &PlanArgs,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Plan> {
-    let observed = observe::list_stores(stores).await?;
-    let outbox = Outbox::new(loaded.spec.delivery.outbox.clone());
-    let delivered = observe::delivered(&outbox)?;
-    let result = diff::diff_with_deliveries(&loaded.spec, &observed, &delivered, now);
-    let envs: BTreeMap<String, String> = loaded
-        .spec
-        .stores
-        .iter()
-        .map(|(n, s)| (n.clone(), s.environment.clone()))
-        .collect();
-    let mut plan = Plan::new(
-        result,
-        &observed,
-        &envs,
-        head_commit(&loaded.spec.root),
-        now,
-    );
-    plan.retain_only(&args.only);
-    if args.drift_only {
-        plan.retain_drift();
-    }
-    Ok(plan)
-}
-
-fn print_plan(plan: &Plan, format: PlanFormat, color: bool) {
-    match format {
-        PlanFormat::Text => print!("{}", render::text(plan, render::Style { color })),
-        PlanFormat::Json => println!("{}", render::json(plan)),
-    }
-}
-
-fn confirm() -> Result<bool> {
-    eprint!(
-        "\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
-    );
-    std::io::stderr().flush().ok();
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    Ok(line.trim() == "yes")
-}
-
-async fn apply_cmd(
-    dir: &Path,
-    args: &PlanArgs,
-    auto_approve: bool,
-    concurrency: usize,
-    color: bool,
-) -> Result<i32> {
-    let color_err = use_color(false, std::io::stderr().is_terminal()) && color;
-    let Some(loaded) = load_or_report(dir, color_err)? else {
-        return Ok(exit::ERROR);
-    };
-    let clock = SystemClock;
-    let now = clock.now();
-    if policy_refuses(&loaded, now, color_err) {
-        return Ok(exit::REFUSED);
-    }
-    let stores = observe::open_all(&loaded.spec, None)?;
-    let mut actor = actor();
-    actor.commit = head_commit(&loaded.spec.root);
-    let holder = apply::holder_string(&actor.who);
-    let names: Vec<String> = stores.keys().cloned().collect();
-    let leases = match apply::lock_stores(&stores, &names, &holder).await {
-        Ok(l) => l,
-        Err(e) if e.is_locked() => {
-            eprintln!(
-                "error: {e}\n  hint: another apply is running; wait for it, or if it died, run `keyward force-unlock --store STORE LEASE_ID`."
-            );
-            return Ok(exit::REFUSED);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let result = apply_locked(
-        &loaded,
-        &stores,
-        args,
-        auto_approve,
-        concurrency,
-        color,
-        actor,
-        &clock,
-    )
-    .await;
-    apply::unlock_stores(&stores, &leases).await;
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn apply_locked(
-    loaded: &Loaded,
-    stores: &BTreeMap<String, std::sync::Arc<dyn crate::store::Store>>,
-    args: &PlanArgs,
-    auto_approve: bool,
-    concurrency: usize,
-    color: bool,
-    actor: Actor,
-    clock: &dyn Clock,
-) -> Result<i32> {
-    let outbox = Outbox::new(loaded.spec.delivery.outbox.clone());
-    let cx = Context {
-        spec: &loaded.spec,
-        stores,
-        outbox,
-        clock,
-    };
-    // Settle any delivery an interrupted apply left pending before planning.
-    let recovered = apply::recover(&cx).await?;
-    for (d, activated) in &recovered {
-        eprintln!(
-            "recovered an interrupted delivery: {} ({})",
-            d.display(),
-            if *activated {
-                "registered; marked active"
-            } else {
-                "never registered; voided"
-            }
-        );
-    }
-    let plan = make_plan(loaded, stores, args, clock.now()).await?;
-    print_plan(&plan, args.format, color);
-    if plan.is_empty() {
-        // Nothing to change, but superseded deliveries may have outlived `delivery.retain`.
-        match cx
-            .outbox
-            .prune(loaded.spec.delivery.retain.to_chrono(), clock.now())
-        {
-            Ok(p) if !p.is_empty() => eprintln!(
-                "Pruned {} envelope(s) of superseded generations older than {}.",
-                p.len(),
-                loaded.spec.delivery.retain
-            ),
-            Ok(_) => {}
-            Err(e) => eprintln!("warning: pruning old deliveries failed: {e}"),
-        }
-        return Ok(exit::OK);
-    }
-    if !auto_approve {
-        if !std::io::stdin().is_terminal() {
-            eprintln!(
-                "error: refusing to apply without confirmation: stdin is not a terminal.\n  hint: review the plan above and pass --auto-approve (as CI does)."
-            );
-            return Ok(exit::ERROR);
-        }
-        if !confirm()? {
-            eprintln!("Apply cancelled; nothing was changed.");
-            return Ok(exit::ERROR);
-        }
-    }
-    let bar = progress_bar(plan.actions.len() as u64);
-    let opts = ApplyOptions {
-        concurrency,
-        actor,
-        on_progress: bar.clone().map(|b| {
-            Box::new(move |c: &diff::Change, _ok: bool| {
-                b.set_message(format!("{}/{}", c.store, c.name));
-                b.inc(1);
-            }) as Box<dyn Fn(&diff::Change, bool) + Send + Sync>
-        }),
-    };
-    let report = apply::apply(&cx, &plan, &opts).await;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    for d in &report.done {
-        let delivered = d
-            .delivery
-            .as_ref()
-            .map(|p| format!(" -> {}", display_rel(&loaded.spec.root, p)))
-            .unwrap_or_default();
-        eprintln!(
-            "{} {}/{}: {} done{}",
-            d.action.symbol(),
-            d.store,
-            d.name,
-            d.action.as_str(),
-            delivered
-        );
-    }
-    for (s, n, e) in &report.failed {
-        eprintln!("error: {s}/{n}: {e}");
-    }
-    eprintln!(
-        "\nApply {}: {} change(s) applied, {} failed.",
-        if report.ok() {
-            "complete"
-        } else {
-            "incomplete"
-        },
-        report.done.len(),
-        report.failed.len()
-    );
-    if !report.ok() {
-        eprintln!("  hint: fix the cause and run `keyward apply` again; it resumes safely.");
-        return Ok(exit::ERROR);
-    }
-    Ok(exit::OK)
-}
-
-fn display_rel(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root).unwrap_or(p).display().to_string()
-}
-
-fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() || len < 2 {
-        return None;
-    }
-    let b = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
-        b.set_style(style);
-    }
-    Some(b)
 }
 
 fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {

@@ -5,12 +5,15 @@
 use crate::spec::{DesiredKey, DesiredState, Expiry, Scope, ScopeCatalogue, Spec};
 use crate::store::{KeyPatch, KeyStatus, LiveKey};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What happens to one key. The order of the variants is the order of execution in a plan:
 /// new secrets are delivered before anything is taken away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
@@ -57,18 +60,18 @@ impl Action {
 }
 
 /// One changed field, rendered as text (never a secret: specs hold none).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FieldChange {
     pub field: String,
     pub before: Option<String>,
     pub after: Option<String>,
     /// This field cannot change in place and forces a replacement.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forces_replacement: bool,
 }
 
 /// A change that widens what a key can do or who holds it: called out for reviewers.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Escalation {
     /// read -> write (or any higher level) on an area.
@@ -108,48 +111,60 @@ impl std::fmt::Display for Escalation {
 }
 
 /// One planned change to one key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Change {
     pub action: Action,
     pub store: String,
     pub name: String,
     /// The live key acted on (update, rotate, replace's old key, disable, revoke, delete).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// The live version seen when planning (optimistic concurrency at apply).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     pub reasons: Vec<String>,
+    /// The fields that change, each with its value before and after.
     pub fields: Vec<FieldChange>,
     /// Number of fields shown nowhere because they do not change.
     pub unchanged_fields: usize,
+    /// What this change widens (read -> write, a new area, to production, a longer
+    /// lifetime, a new recipient); empty when nothing is widened.
     pub escalations: Vec<Escalation>,
     /// The change restores something edited outside keyward.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drift: bool,
-    /// In-place patch to apply (update, and the metadata part of rotate/disable).
+    /// In-place patch to apply (update, and the metadata part of rotate/disable). Not part
+    /// of a saved plan: apply recomputes it from the spec at the plan's revision.
     #[serde(skip)]
+    #[schemars(skip)]
     pub patch: KeyPatch,
     /// Status to set in place (enable), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_status: Option<KeyStatus>,
     /// Generation the new secret gets (create, replace, rotate).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_generation: Option<u32>,
     /// Recipients of the new secret (create, replace, rotate).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliver_to: Vec<String>,
     /// Who the plan knows as the key's owner (desired, else live).
     pub owner: String,
     /// Environment of the store acted on.
     pub environment: String,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub protected: bool,
+    /// With `plan --base REV`: whether the change under review (base..revision) edits this
+    /// key. None when no base was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touched: Option<bool>,
+    /// With `plan --base REV`: authors of the commits that edited this key's file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requested_by: Vec<String>,
 }
 
 /// Something a reviewer should see that is not a change (a protected key kept, an
 /// unmanaged name clash, a recipient who gets the secret at the next rotation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Note {
     pub store: String,
     pub name: String,
@@ -637,6 +652,8 @@ impl Ctx<'_> {
             owner: d.owner.clone(),
             environment: d.environment.clone(),
             protected: d.protected,
+            touched: None,
+            requested_by: Vec::new(),
         });
     }
 
@@ -692,6 +709,8 @@ impl Ctx<'_> {
             owner: d.owner.clone(),
             environment: d.environment.clone(),
             protected: d.protected,
+            touched: None,
+            requested_by: Vec::new(),
         });
         // The old key lives in another store when the store changed: remember where.
         if old_store != d.store
@@ -731,6 +750,8 @@ impl Ctx<'_> {
             owner: l.owner.clone(),
             environment: self.environment_of(store),
             protected: l.protected,
+            touched: None,
+            requested_by: Vec::new(),
         });
     }
 
@@ -1016,6 +1037,8 @@ impl Ctx<'_> {
             owner: d.owner.clone(),
             environment: d.environment.clone(),
             protected: d.protected,
+            touched: None,
+            requested_by: Vec::new(),
         });
     }
 }
@@ -1079,6 +1102,7 @@ pub(crate) mod tests {
                 outbox: PathBuf::from("/tmp/deliveries"),
                 retain: Span::days(7),
             },
+            guards: Guards::default(),
             principals,
             teams: BTreeMap::new(),
             keys,

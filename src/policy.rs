@@ -279,6 +279,7 @@ mod tests {
                 outbox: PathBuf::from("/repo/deliveries"),
                 retain: Span::days(7),
             },
+            guards: Guards::default(),
             principals: BTreeMap::from([
                 (
                     "jdoe".to_string(),

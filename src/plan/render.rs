@@ -36,7 +36,8 @@ impl Style {
     }
 }
 
-fn verb(a: Action) -> &'static str {
+/// What happens to a key, in words.
+pub fn verb(a: Action) -> &'static str {
     match a {
         Action::Create => "will be created",
         Action::Update => "will be updated in place",
@@ -46,6 +47,22 @@ fn verb(a: Action) -> &'static str {
         Action::Revoke => "will be revoked",
         Action::Delete => "will be deleted",
     }
+}
+
+/// Make a spec-supplied value safe to print on one line: newlines become `⏎`, tabs spaces,
+/// other control characters (terminal escapes) and bidi overrides the replacement character.
+pub fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\n' => '⏎',
+            '\t' => ' ',
+            c if c.is_control() => '\u{FFFD}',
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' => {
+                '\u{FFFD}'
+            }
+            c => c,
+        })
+        .collect()
 }
 
 /// The one-line summary, Terraform style.
@@ -73,10 +90,18 @@ fn render_change(out: &mut String, c: &Change, st: Style) {
         c.store,
         c.name,
         verb(c.action),
-        c.reasons.join("; ")
+        clean(&c.reasons.join("; "))
     ));
     if let Some(id) = &c.key_id {
         out.push_str(&format!("  #   key id {id}\n"));
+    }
+    if !c.requested_by.is_empty() {
+        out.push_str(&format!(
+            "  #   requested by {}\n",
+            clean(&c.requested_by.join(", "))
+        ));
+    } else if c.touched == Some(false) {
+        out.push_str("  #   not edited by this change (the live store differs from the spec)\n");
     }
     out.push_str(&format!(
         "  {} key \"{}\" {{\n",
@@ -86,9 +111,9 @@ fn render_change(out: &mut String, c: &Change, st: Style) {
     let width = c.fields.iter().map(|f| f.field.len()).max().unwrap_or(0);
     for f in &c.fields {
         let (mark, value) = match (&f.before, &f.after) {
-            (None, Some(a)) => ("+", a.clone()),
-            (Some(b), None) => ("-", b.clone()),
-            (Some(b), Some(a)) => ("~", format!("{b} -> {a}")),
+            (None, Some(a)) => ("+", clean(a)),
+            (Some(b), None) => ("-", clean(b)),
+            (Some(b), Some(a)) => ("~", format!("{} -> {}", clean(b), clean(a))),
             (None, None) => ("~", String::new()),
         };
         let forces = if f.forces_replacement {
@@ -121,20 +146,66 @@ fn render_change(out: &mut String, c: &Change, st: Style) {
     }
     out.push_str("    }\n");
     for e in &c.escalations {
-        out.push_str(&format!("    {} {e}\n", st.warn("⚠ escalation:")));
+        out.push_str(&format!(
+            "    {} {}\n",
+            st.warn("⚠ escalation:"),
+            clean(&e.to_string())
+        ));
     }
     out.push('\n');
 }
 
-/// Terraform-like text plan.
-pub fn text(plan: &Plan, st: Style) -> String {
+/// Where the plan's desired state comes from (and, with `--base`, who asks).
+fn revision_lines(plan: &Plan) -> String {
+    let mut out = format!("Desired revision: {}", plan.desired_revision.label());
+    if let Some(r) = &plan.desired_revision.rev {
+        out.push_str(&format!(" (--rev {})", clean(r)));
+    }
+    out.push('\n');
+    if let Some(b) = &plan.base {
+        out.push_str(&format!(
+            "Change under review: {} commit(s) since {} ({}), {} key(s) edited\n",
+            b.commits,
+            clean(&b.rev),
+            super::short(&b.commit),
+            b.touched_keys.len()
+        ));
+        if !b.requesters.is_empty() {
+            let names: Vec<String> = b.requesters.iter().map(|r| clean(&r.to_string())).collect();
+            out.push_str(&format!("Requested by: {}\n", names.join(", ")));
+        }
+    }
+    out
+}
+
+/// The warnings shown above a plan: `--only` in effect, guards apply will enforce.
+fn warnings(plan: &Plan, st: Style) -> String {
     let mut out = String::new();
     if plan.filtered_out > 0 {
         out.push_str(&st.warn(&format!(
-            "Warning: --only is in effect; {} change(s) outside the filter are NOT shown and will NOT be applied.\n\n",
+            "Warning: --only is in effect; {} change(s) outside the filter are NOT shown and will NOT be applied.",
             plan.filtered_out
         )));
+        out.push_str("\n\n");
     }
+    if !plan.guards.is_empty() {
+        out.push_str(
+            &st.warn("Warning: apply will refuse this plan without --force (safety thresholds):"),
+        );
+        out.push('\n');
+        for g in &plan.guards {
+            out.push_str(&format!("  - {}\n", g.message));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Terraform-like text plan.
+pub fn text(plan: &Plan, st: Style) -> String {
+    let mut out = warnings(plan, st);
+    out.push_str(&revision_lines(plan));
+    out.push('\n');
     if plan.actions.is_empty() {
         out.push_str(&st.bold(&summary_line(plan)));
         out.push('\n');
@@ -160,13 +231,60 @@ pub fn text(plan: &Plan, st: Style) -> String {
     if !plan.notes.is_empty() {
         out.push_str("\nNotes:\n");
         for n in &plan.notes {
-            out.push_str(&format!("  - {}/{}: {}\n", n.store, n.name, n.message));
+            out.push_str(&format!(
+                "  - {}/{}: {}\n",
+                n.store,
+                n.name,
+                clean(&n.message)
+            ));
         }
     }
     out
 }
 
-/// The JSON plan (stable; `format_version`).
+/// The JSON plan (stable; `format_version`; documented by `schemas/plan.schema.json`).
 pub fn json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// The Markdown plan for a pull-request comment (see `plan::markdown`).
+pub fn markdown(plan: &Plan) -> String {
+    super::markdown::markdown(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::sample_plan;
+
+    #[test]
+    fn the_sample_plan_as_text() {
+        let t = text(&sample_plan(), Style { color: false });
+        insta::assert_snapshot!(t);
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let mut p = sample_plan();
+        p.actions[0].reasons = vec!["evil\x1b[2J\u{202E}".into()];
+        let t = text(&p, Style { color: false });
+        assert!(!t.contains('\x1b') && !t.contains('\u{202E}'));
+    }
+
+    #[test]
+    fn every_format_flags_escalations() {
+        let p = sample_plan();
+        assert!(text(&p, Style { color: false }).contains("⚠ escalation: bibs: read -> write"));
+        let j: serde_json::Value = serde_json::from_str(&json(&p)).unwrap();
+        let esc = j["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "ill-lookup")
+            .unwrap()["escalations"]
+            .clone();
+        assert_eq!(esc[0]["kind"], "level_raised", "{esc}");
+        assert!(j["summary"]["escalations"].as_u64().unwrap() >= 2);
+        assert!(markdown(&p).contains("bibs: read -&gt; write"));
+    }
 }

@@ -2,7 +2,8 @@
 //! Owns validating that file (and the scope syntax shared by all files); must not do I/O.
 
 use super::model::{
-    DeliveryConfig, ForbiddenScope, Policy, Scope, ScopeCatalogue, Span, StoreConfig, StoreKind,
+    DeliveryConfig, ForbiddenScope, GuardLimits, Guards, Policy, Scope, ScopeCatalogue, Span,
+    StoreConfig, StoreKind,
 };
 use super::pos::YPath;
 use super::raw::fields;
@@ -22,6 +23,7 @@ pub struct Config {
     pub catalogue: ScopeCatalogue,
     pub policy: Policy,
     pub delivery: DeliveryConfig,
+    pub guards: Guards,
 }
 
 impl Config {
@@ -35,6 +37,7 @@ impl Config {
                 outbox: root.join("deliveries"),
                 retain: Span::days(7),
             },
+            guards: Guards::default(),
         }
     }
 }
@@ -147,7 +150,113 @@ pub fn parse(ctx: &mut Ctx, root: &Path) -> Config {
     if let Some(v) = get("delivery") {
         parse_delivery(ctx, v, &top.key("delivery"), root, &mut cfg);
     }
+    if let Some(v) = get("guards") {
+        cfg.guards = parse_guards(ctx, v, &top.key("guards"));
+    }
     cfg
+}
+
+const GUARD_FIELDS: &[&str] = fields::GUARD_LIMITS;
+
+/// One guard value: a count (or a percentage, 0-100), or `none` to switch it off.
+fn guard_value(ctx: &mut Ctx, v: &Value, p: &YPath, percent: bool) -> Option<Option<u64>> {
+    match v {
+        Value::Null => return Some(None),
+        Value::String(s) if s == "none" || s == "off" => return Some(None),
+        _ => {}
+    }
+    let n = ctx.uint(v, p)?;
+    if percent && n > 100 {
+        ctx.err(
+            codes::INVALID_VALUE,
+            p,
+            format!("{n} is not a percentage"),
+            "use a whole number from 0 to 100, or `none` to switch this guard off",
+        );
+        return None;
+    }
+    Some(Some(n))
+}
+
+/// The limits in one mapping (the top level of `guards:` or its `production:`), starting
+/// from `base`. Returns the limits and which fields were set.
+fn parse_limits(
+    ctx: &mut Ctx,
+    fields: &[(String, &Value)],
+    p: &YPath,
+    base: GuardLimits,
+) -> (GuardLimits, Vec<&'static str>) {
+    let mut out = base;
+    let mut set = Vec::new();
+    for (k, val) in fields {
+        let Some(name) = GUARD_FIELDS.iter().find(|f| **f == k.as_str()) else {
+            continue;
+        };
+        let Some(v) = guard_value(ctx, val, &p.key(k), name.ends_with("_percent")) else {
+            continue;
+        };
+        set.push(*name);
+        match *name {
+            "max_revokes" => out.max_revokes = v,
+            "max_revoke_percent" => out.max_revoke_percent = v,
+            "max_replaces" => out.max_replaces = v,
+            _ => out.max_replace_percent = v,
+        }
+    }
+    (out, set)
+}
+
+/// The stricter of two limits (`None` = no limit).
+fn stricter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// `guards:` — safety thresholds. Values left out keep the built-in defaults; for
+/// production stores, each value not set under `production:` is the stricter of the
+/// top-level value and the built-in production default.
+fn parse_guards(ctx: &mut Ctx, v: &Value, p: &YPath) -> Guards {
+    let mut g = Guards::default();
+    let Some(fields) = ctx.mapping(v, p, fields::GUARDS) else {
+        return g;
+    };
+    let (top, top_set) = parse_limits(ctx, &fields, p, GuardLimits::DEFAULT);
+    g.default = top;
+    let mut prod = GuardLimits::PRODUCTION;
+    for f in &top_set {
+        match *f {
+            "max_revokes" => prod.max_revokes = stricter(prod.max_revokes, top.max_revokes),
+            "max_revoke_percent" => {
+                prod.max_revoke_percent = stricter(prod.max_revoke_percent, top.max_revoke_percent)
+            }
+            "max_replaces" => prod.max_replaces = stricter(prod.max_replaces, top.max_replaces),
+            _ => {
+                prod.max_replace_percent =
+                    stricter(prod.max_replace_percent, top.max_replace_percent)
+            }
+        }
+    }
+    for (k, val) in &fields {
+        match k.as_str() {
+            "production" => {
+                let pp = p.key("production");
+                if let Some(pf) = ctx.mapping(val, &pp, GUARD_FIELDS) {
+                    prod = parse_limits(ctx, &pf, &pp, prod).0;
+                }
+            }
+            "min_keys_for_percent" => {
+                if let Some(n) = ctx.uint(val, &p.key(k)) {
+                    g.min_keys_for_percent = n;
+                }
+            }
+            _ => {}
+        }
+    }
+    g.production = prod;
+    g
 }
 
 fn parse_catalogue(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {

@@ -183,6 +183,7 @@ fn finish(
         catalogue: config.catalogue,
         policy: config.policy,
         delivery: config.delivery,
+        guards: config.guards,
         principals: people.principals,
         teams: people.teams,
         keys: keys_out,

@@ -17,6 +17,8 @@ pub struct Spec {
     pub catalogue: ScopeCatalogue,
     pub policy: Policy,
     pub delivery: DeliveryConfig,
+    /// Safety thresholds apply enforces unless `--force` (keyward.yaml `guards:`).
+    pub guards: Guards,
     /// People and services, by id. Teams are expanded into their members where used.
     pub principals: BTreeMap<String, Principal>,
     pub teams: BTreeMap<String, Team>,
@@ -219,6 +221,69 @@ impl Default for Policy {
             min_recipients: 1,
             forbid: Vec::new(),
             reminders: Policy::default_reminders(),
+        }
+    }
+}
+
+/// Safety thresholds for one kind of store: how much one apply may take away. `None`
+/// switches a guard off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardLimits {
+    /// Revokes and deletes in one store.
+    pub max_revokes: Option<u64>,
+    /// Revokes and deletes as a percentage of the store's live managed keys.
+    pub max_revoke_percent: Option<u64>,
+    /// Replacements (new key, old one revoked) in one store.
+    pub max_replaces: Option<u64>,
+    /// Replacements as a percentage of the store's live managed keys.
+    pub max_replace_percent: Option<u64>,
+}
+
+impl GuardLimits {
+    /// Built-in limits for stores that are not production.
+    pub const DEFAULT: GuardLimits = GuardLimits {
+        max_revokes: Some(10),
+        max_revoke_percent: Some(50),
+        max_replaces: Some(10),
+        max_replace_percent: Some(50),
+    };
+    /// Built-in limits for production stores (stricter).
+    pub const PRODUCTION: GuardLimits = GuardLimits {
+        max_revokes: Some(5),
+        max_revoke_percent: Some(25),
+        max_replaces: Some(5),
+        max_replace_percent: Some(25),
+    };
+}
+
+/// keyward.yaml `guards:`: limits for all stores, stricter ones for production stores, and
+/// the store size from which percentages apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guards {
+    pub default: GuardLimits,
+    pub production: GuardLimits,
+    /// Percentage guards only apply to stores with at least this many live managed keys
+    /// (revoking 2 of 3 keys is 67% but not a mass deletion).
+    pub min_keys_for_percent: u64,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards {
+            default: GuardLimits::DEFAULT,
+            production: GuardLimits::PRODUCTION,
+            min_keys_for_percent: 10,
+        }
+    }
+}
+
+impl Guards {
+    /// The limits in force for a store of `environment`.
+    pub fn for_environment(&self, environment: &str) -> GuardLimits {
+        if environment == "production" {
+            self.production
+        } else {
+            self.default
         }
     }
 }

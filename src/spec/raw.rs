@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 /// The field names accepted at each place, as the validators use them.
 pub mod fields {
-    pub const CONFIG: &[&str] = &["version", "stores", "scopes", "policy", "delivery"];
+    pub const CONFIG: &[&str] = &[
+        "version", "stores", "scopes", "policy", "delivery", "guards",
+    ];
     pub const STORE: &[&str] = &["kind", "path", "url", "token_env", "environment"];
     pub const SCOPES: &[&str] = &["areas", "levels"];
     pub const POLICY: &[&str] = &[
@@ -23,6 +25,20 @@ pub mod fields {
     ];
     pub const FORBID: &[&str] = &["scope", "reason", "stores"];
     pub const DELIVERY: &[&str] = &["outbox", "retain"];
+    pub const GUARD_LIMITS: &[&str] = &[
+        "max_revokes",
+        "max_revoke_percent",
+        "max_replaces",
+        "max_replace_percent",
+    ];
+    pub const GUARDS: &[&str] = &[
+        "max_revokes",
+        "max_revoke_percent",
+        "max_replaces",
+        "max_replace_percent",
+        "min_keys_for_percent",
+        "production",
+    ];
     pub const PEOPLE_FILE: &[&str] = &["people", "teams", "services"];
     pub const PERSON: &[&str] = &["name", "email", "recipients", "may_grant"];
     pub const SERVICE: &[&str] = &["name", "recipients"];
@@ -62,6 +78,9 @@ pub struct ConfigFile {
     pub policy: Option<PolicyEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryEntry>,
+    /// Safety thresholds: how much one apply may revoke or replace before it needs --force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guards: Option<GuardsEntry>,
 }
 
 /// The kind of a store.
@@ -150,6 +169,58 @@ pub struct DeliveryEntry {
     /// How long superseded generations are kept (default `7d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain: Option<String>,
+}
+
+/// A guard value: a whole number, or `none` to switch the guard off.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GuardValue {
+    Limit(u64),
+    /// `none` (or `off`): no limit.
+    Off(String),
+}
+
+/// Limits on one apply, per store. Percentages are of the store's live managed keys.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuardLimitsEntry {
+    /// Most revokes and deletes in one store (default 10; production 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_revokes: Option<GuardValue>,
+    /// Most revokes and deletes as a percentage, 0-100 (default 50; production 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_revoke_percent: Option<GuardValue>,
+    /// Most replacements in one store (default 10; production 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replaces: Option<GuardValue>,
+    /// Most replacements as a percentage, 0-100 (default 50; production 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replace_percent: Option<GuardValue>,
+}
+
+/// keyward.yaml `guards:`: safety thresholds apply refuses (exit 3) unless `--force`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuardsEntry {
+    /// Most revokes and deletes in one store (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_revokes: Option<GuardValue>,
+    /// Most revokes and deletes as a percentage of the store's live keys (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_revoke_percent: Option<GuardValue>,
+    /// Most replacements in one store (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replaces: Option<GuardValue>,
+    /// Most replacements as a percentage of the store's live keys (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replace_percent: Option<GuardValue>,
+    /// Percentages apply only to stores with at least this many live keys (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_keys_for_percent: Option<u64>,
+    /// Limits for production stores; each one left out is the stricter of the value above
+    /// and the production default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub production: Option<GuardLimitsEntry>,
 }
 
 /// people.yaml: people, teams and services. People and services share one id namespace.
@@ -308,6 +379,8 @@ mod tests {
         assert_eq!(properties::<PolicyEntry>(), set(fields::POLICY));
         assert_eq!(properties::<ForbidEntry>(), set(fields::FORBID));
         assert_eq!(properties::<DeliveryEntry>(), set(fields::DELIVERY));
+        assert_eq!(properties::<GuardsEntry>(), set(fields::GUARDS));
+        assert_eq!(properties::<GuardLimitsEntry>(), set(fields::GUARD_LIMITS));
         assert_eq!(properties::<PeopleFile>(), set(fields::PEOPLE_FILE));
         assert_eq!(properties::<PersonEntry>(), set(fields::PERSON));
         assert_eq!(properties::<ServiceEntry>(), set(fields::SERVICE));

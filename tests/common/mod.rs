@@ -98,10 +98,35 @@ impl Repo {
             c.write_stdin(s.to_string());
         }
         let o = c.output().expect("run keyward");
-        Out {
+        let out = Out {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        };
+        self.validate_plans(args, &out);
+        out
+    }
+
+    /// Every JSON plan a test makes is checked against schemas/plan.schema.json: the one
+    /// `plan`/`apply --format json` prints, and the file `plan --out FILE` saves.
+    fn validate_plans(&self, args: &[&str], out: &Out) {
+        let is_plan_cmd = matches!(args.first(), Some(&"plan") | Some(&"apply"));
+        if !is_plan_cmd || !matches!(out.code, 0 | 2 | 3) {
+            return;
+        }
+        let json_format = args.windows(2).any(|w| w == ["--format", "json"]);
+        if json_format && !out.stdout.trim().is_empty() {
+            let v: serde_json::Value = serde_json::from_str(&out.stdout)
+                .unwrap_or_else(|e| panic!("plan JSON does not parse ({e}): {}", out.stdout));
+            check_plan_json(&v).unwrap_or_else(|e| panic!("plan JSON breaks the schema: {e}"));
+        }
+        if let Some(w) = args.windows(2).find(|w| w[0] == "--out") {
+            let path = self.root().join(w[1]);
+            if let Ok(bytes) = std::fs::read(&path) {
+                let v: serde_json::Value = serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|e| panic!("saved plan does not parse ({e})"));
+                check_plan_json(&v).unwrap_or_else(|e| panic!("saved plan breaks the schema: {e}"));
+            }
         }
     }
 
@@ -142,4 +167,76 @@ impl Repo {
 
 pub fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Validate a plan against the checked-in JSON Schema (boon, with format assertions).
+pub fn check_plan_json(plan: &serde_json::Value) -> Result<(), String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("schemas/plan.schema.json"))
+            .expect("the plan schema is JSON");
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler.enable_format_assertions();
+    compiler
+        .add_resource("plan.schema.json", schema)
+        .map_err(|e| format!("{e:#}"))?;
+    let idx = compiler
+        .compile("plan.schema.json", &mut schemas)
+        .map_err(|e| format!("the schema does not compile: {e:#}"))?;
+    schemas.validate(plan, idx).map_err(|e| format!("{e:#}"))
+}
+
+/// A git repository in a test key repository (real libgit2; the `git` CLI for checks).
+impl Repo {
+    /// Make the repository a git repository with everything committed on `main` by
+    /// "Admin <admin@example.edu>". Returns the commit id.
+    pub fn git_init(&self) -> String {
+        let repo = git2::Repository::init_opts(
+            self.root(),
+            git2::RepositoryInitOptions::new().initial_head("main"),
+        )
+        .expect("git init");
+        std::fs::write(self.root().join(".gitignore"), ".keyward/\nids/\nhome/\n").unwrap();
+        drop(repo);
+        self.commit_all("Admin", "admin@example.edu", "initial keys")
+    }
+
+    /// Stage everything (respecting .gitignore) and commit it as `name <email>`.
+    pub fn commit_all(&self, name: &str, email: &str, message: &str) -> String {
+        let repo = git2::Repository::open(self.root()).expect("open repo");
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.update_all(["*"], None).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now(name, email).unwrap();
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+            .unwrap()
+            .to_string()
+    }
+
+    /// Run the `git` CLI in the repository; returns stdout (panics on failure).
+    pub fn git(&self, args: &[&str]) -> String {
+        let o = std::process::Command::new("git")
+            .arg("-C")
+            .arg(self.root())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Admin")
+            .env("GIT_AUTHOR_EMAIL", "admin@example.edu")
+            .env("GIT_COMMITTER_NAME", "Admin")
+            .env("GIT_COMMITTER_EMAIL", "admin@example.edu")
+            .output()
+            .expect("git CLI");
+        assert!(
+            o.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
 }

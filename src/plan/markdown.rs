@@ -1,0 +1,474 @@
+//! The Markdown plan for a pull-request comment: a hidden marker (so CI edits one comment),
+//! a summary table per store, escalations and revocations first, each key's details folded,
+//! and a hard size budget. Pure function of a `Plan`; must not decide what changes.
+
+use super::render::{clean, summary_line, verb};
+use super::{Plan, short};
+use crate::diff::{Action, Change};
+use std::fmt::Write as _;
+
+/// The hidden first line CI looks for to find (and edit) its one comment.
+pub const MARKER: &str = "<!-- keyward-plan -->";
+
+/// The hard budget, in characters (GitHub refuses comments over 65,536).
+pub const BUDGET: usize = 60_000;
+
+/// Room kept for the closing note and the footer.
+const RESERVE: usize = 1_000;
+
+/// Requesters named in the header before "and N more".
+const MAX_REQUESTERS: usize = 20;
+
+/// Escape text for inline Markdown/HTML (table cells, list items, `<summary>`): no markup,
+/// no mentions, no line breaks, no control or bidi characters.
+pub fn inline(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in clean(s).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '|' => out.push_str("&#124;"),
+            '`' => out.push_str("&#96;"),
+            // A zero-width space after `@` keeps GitHub from pinging people or teams.
+            '@' => out.push_str("@\u{200B}"),
+            '\\' | '*' | '_' | '[' | ']' | '#' | '~' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Inline code (`<code>`), escaped.
+fn code(s: &str) -> String {
+    format!("<code>{}</code>", inline(s))
+}
+
+fn key_ref(c: &Change) -> String {
+    format!("{}/{}", c.store, c.name)
+}
+
+fn is_removal(c: &Change) -> bool {
+    matches!(c.action, Action::Revoke | Action::Delete)
+}
+
+/// The Markdown plan, at most `BUDGET` characters.
+pub fn markdown(plan: &Plan) -> String {
+    markdown_with_budget(plan, BUDGET)
+}
+
+/// The Markdown plan within `budget` characters (the summary always stays; escalation and
+/// revocation lines, details and notes are cut, with a note saying how many).
+pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
+    let mut head = String::new();
+    head.push_str(MARKER);
+    head.push('\n');
+    let _ = writeln!(head, "### keyward plan\n");
+    let summary = plan.summary();
+    let _ = writeln!(head, "**{}**\n", inline(&summary_line(plan)));
+
+    if summary.escalations > 0 {
+        let keys = plan
+            .actions
+            .iter()
+            .filter(|c| !c.escalations.is_empty())
+            .count();
+        let _ = writeln!(
+            head,
+            "> [!WARNING]\n> **{} escalation(s) on {} key(s)** widen what a key can do or who holds it; review them first.\n",
+            summary.escalations, keys
+        );
+    }
+    if !plan.guards.is_empty() {
+        head.push_str(
+            "> [!CAUTION]\n> **`keyward apply` will refuse this plan without `--force`:**\n",
+        );
+        for g in &plan.guards {
+            let _ = writeln!(head, "> - {}", inline(&g.message));
+        }
+        head.push('\n');
+    }
+    if plan.filtered_out > 0 {
+        let _ = writeln!(
+            head,
+            "> [!WARNING]\n> `--only` is in effect: {} change(s) outside the filter are not shown and will **not** be applied.\n",
+            plan.filtered_out
+        );
+    }
+
+    // Where the desired state comes from, and who asks for it.
+    let rev = &plan.desired_revision;
+    let mut line = format!("Desired revision {}", code(&rev.label()));
+    if let Some(b) = &plan.base {
+        let _ = write!(
+            line,
+            " · base {} ({}, {} commit(s), {} key(s) edited)",
+            code(&b.rev),
+            code(short(&b.commit)),
+            b.commits,
+            b.touched_keys.len()
+        );
+        if !b.requesters.is_empty() {
+            let names: Vec<String> = b
+                .requesters
+                .iter()
+                .take(MAX_REQUESTERS)
+                .map(|r| inline(&r.to_string()))
+                .collect();
+            let more = b.requesters.len().saturating_sub(MAX_REQUESTERS);
+            let _ = write!(line, " · requested by {}", names.join(", "));
+            if more > 0 {
+                let _ = write!(line, " and {more} more");
+            }
+        }
+    }
+    head.push_str(&line);
+    head.push_str("\n\n");
+
+    // The summary table: one row per store.
+    if !plan.stores.is_empty() {
+        head.push_str("| Store | Environment |");
+        for a in Action::ALL {
+            let _ = write!(head, " {} |", a.as_str());
+        }
+        head.push_str(" escalations |\n|---|---|");
+        for _ in Action::ALL {
+            head.push_str("--:|");
+        }
+        head.push_str("--:|\n");
+        for (name, st) in &plan.stores {
+            let _ = write!(head, "| {} | {} |", code(name), inline(&st.environment));
+            let mine: Vec<&Change> = plan.actions.iter().filter(|c| &c.store == name).collect();
+            for a in Action::ALL {
+                let n = mine.iter().filter(|c| c.action == a).count();
+                if n == 0 {
+                    head.push_str(" · |");
+                } else {
+                    let _ = write!(head, " **{n}** |");
+                }
+            }
+            let e: usize = mine.iter().map(|c| c.escalations.len()).sum();
+            if e == 0 {
+                head.push_str(" · |\n");
+            } else {
+                let _ = writeln!(head, " ⚠️ **{e}** |");
+            }
+        }
+        head.push('\n');
+    }
+
+    // Everything below is cut to the budget, in this order of priority.
+    let escalated: Vec<&Change> = plan
+        .actions
+        .iter()
+        .filter(|c| !c.escalations.is_empty())
+        .collect();
+    let removals: Vec<&Change> = plan.actions.iter().filter(|c| is_removal(c)).collect();
+    let mut detailed: Vec<&Change> = escalated.clone();
+    detailed.extend(removals.iter().filter(|c| c.escalations.is_empty()));
+    detailed.extend(
+        plan.actions
+            .iter()
+            .filter(|c| c.escalations.is_empty() && !is_removal(c)),
+    );
+
+    let sections: Vec<(&str, &str, Vec<String>)> = vec![
+        (
+            "escalation line(s)",
+            "#### ⚠️ Escalations\n\n",
+            escalated.iter().map(|c| escalation_line(c)).collect(),
+        ),
+        (
+            "revocation line(s)",
+            "#### Revocations and deletions\n\n",
+            removals.iter().map(|c| removal_line(c)).collect(),
+        ),
+        (
+            "key detail(s)",
+            "#### Details\n\n",
+            detailed.iter().map(|c| details(c)).collect(),
+        ),
+        (
+            "warning(s)",
+            "#### ⚠️ Warnings\n\n",
+            plan.warnings
+                .iter()
+                .map(|n| {
+                    format!(
+                        "- {}: {}\n",
+                        code(&format!("{}/{}", n.store, n.name)),
+                        inline(&n.message)
+                    )
+                })
+                .collect(),
+        ),
+        (
+            "note(s)",
+            "#### Notes\n\n",
+            plan.notes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "- {}: {}\n",
+                        code(&format!("{}/{}", n.store, n.name)),
+                        inline(&n.message)
+                    )
+                })
+                .collect(),
+        ),
+    ];
+
+    // Each list gets a share of what is left, so a flood of escalations cannot hide every
+    // revocation; details, warnings and notes get the rest.
+    let limit = budget.saturating_sub(RESERVE);
+    let shares = [(1, 2), (2, 3), (1, 1), (1, 1), (1, 1)];
+    let mut body = String::new();
+    let mut used = head.chars().count();
+    let mut cut: Vec<(usize, &str)> = Vec::new();
+    for ((what, title, items), (num, den)) in sections.iter().zip(shares) {
+        if items.is_empty() {
+            continue;
+        }
+        let cap = used + limit.saturating_sub(used) * num / den;
+        let mut left = 0usize;
+        let mut section = String::new();
+        let mut section_len = title.chars().count() + 1;
+        for item in items {
+            let n = item.chars().count();
+            if left > 0 || used + section_len + n > cap {
+                left += 1;
+                continue;
+            }
+            section.push_str(item);
+            section_len += n;
+        }
+        if !section.is_empty() {
+            body.push_str(title);
+            body.push_str(&section);
+            body.push('\n');
+            used += section_len;
+        }
+        if left > 0 {
+            cut.push((left, what));
+        }
+    }
+
+    let mut out = head;
+    out.push_str(&body);
+    if !cut.is_empty() {
+        let parts: Vec<String> = cut.iter().map(|(n, w)| format!("{n} {w}")).collect();
+        let _ = writeln!(
+            out,
+            "> [!NOTE]\n> ✂️ Cut to stay under {budget} characters: {} left out. Run `keyward plan` (or read the JSON plan from CI) for the full plan.\n",
+            parts.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<sub>keyward {} · plan format {} · no secrets are ever part of a plan</sub>",
+        inline(&plan.keyward_version),
+        plan.format_version
+    );
+    // The head alone can only exceed the budget with absurdly many stores or guards.
+    if out.chars().count() > budget {
+        let mut cutoff = String::new();
+        for c in out.chars().take(budget.saturating_sub(80)) {
+            cutoff.push(c);
+        }
+        cutoff.push_str("\n\n… (cut: the plan summary alone exceeds the comment budget)\n");
+        return cutoff;
+    }
+    out
+}
+
+fn escalation_line(c: &Change) -> String {
+    let list: Vec<String> = c
+        .escalations
+        .iter()
+        .map(|e| inline(&e.to_string()))
+        .collect();
+    format!(
+        "- {} ({}): {}\n",
+        code(&key_ref(c)),
+        c.action.as_str(),
+        list.join("; ")
+    )
+}
+
+fn removal_line(c: &Change) -> String {
+    format!(
+        "- {} {} — {}{}\n",
+        code(&format!("{} {}", c.action.symbol(), key_ref(c))),
+        verb(c.action),
+        inline(&c.reasons.join("; ")),
+        if c.protected { " (protected)" } else { "" }
+    )
+}
+
+fn details(c: &Change) -> String {
+    let mut s = String::new();
+    let flag = if c.escalations.is_empty() {
+        ""
+    } else {
+        "⚠️ "
+    };
+    let _ = writeln!(
+        s,
+        "<details><summary>{flag}{} {} — {}</summary>\n",
+        code(&format!("{} {}", c.action.symbol(), key_ref(c))),
+        inline(verb(c.action)),
+        inline(&c.reasons.join("; "))
+    );
+    if let Some(id) = &c.key_id {
+        let _ = writeln!(s, "- key id {}", code(id));
+    }
+    let _ = writeln!(
+        s,
+        "- owner {} · environment {}",
+        code(&c.owner),
+        inline(&c.environment)
+    );
+    if !c.requested_by.is_empty() {
+        let _ = writeln!(s, "- requested by {}", inline(&c.requested_by.join(", ")));
+    } else if c.touched == Some(false) {
+        s.push_str("- not edited by this change (the live store differs from the spec)\n");
+    }
+    for e in &c.escalations {
+        let _ = writeln!(s, "- ⚠️ escalation: {}", inline(&e.to_string()));
+    }
+    if !c.deliver_to.is_empty() {
+        let _ = writeln!(
+            s,
+            "- new secret delivered to: {}",
+            inline(&c.deliver_to.join(", "))
+        );
+    }
+    if !c.fields.is_empty() {
+        s.push_str("\n```diff\n");
+        for f in &c.fields {
+            let forces = if f.forces_replacement {
+                "   # forces replacement"
+            } else {
+                ""
+            };
+            if let Some(b) = &f.before
+                && f.after.as_ref() != Some(b)
+            {
+                let _ = writeln!(s, "- {} = {}", clean(&f.field), clean(b));
+            }
+            if let Some(a) = &f.after {
+                let _ = writeln!(s, "+ {} = {}{forces}", clean(&f.field), clean(a));
+            } else if f.before.is_none() {
+                let _ = writeln!(s, "! {}{forces}", clean(&f.field));
+            }
+        }
+        s.push_str("```\n");
+    }
+    if c.unchanged_fields > 0 && !matches!(c.action, Action::Create | Action::Replace) {
+        let _ = writeln!(s, "\n{} unchanged field(s) not shown.", c.unchanged_fields);
+    }
+    s.push_str("\n</details>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::Escalation;
+    use crate::plan::sample_plan;
+
+    #[test]
+    fn the_sample_plan_in_markdown() {
+        let md = markdown(&sample_plan());
+        assert!(md.starts_with(MARKER));
+        insta::assert_snapshot!(md);
+    }
+
+    #[test]
+    fn escalations_come_first_and_spec_text_cannot_inject_markup() {
+        let md = markdown(&sample_plan());
+        let esc = md.find("#### ⚠️ Escalations").unwrap();
+        let rev = md.find("#### Revocations").unwrap();
+        let det = md.find("#### Details").unwrap();
+        assert!(esc < rev && rev < det, "{md}");
+        // The first folded detail is the escalated key.
+        let first = &md[det..];
+        let first = &first[..first.find("</details>").unwrap()];
+        assert!(first.contains("ill-lookup"), "{first}");
+        // The purpose carried `|`, `<`, a mention, a newline and a code fence: inside the
+        // fenced diff it stays on one line; outside fences nothing is raw.
+        assert!(!md.contains("\n```injected"));
+        let outside: String = md.split("```").step_by(2).collect::<Vec<_>>().join("");
+        assert!(!outside.contains("<lookup>"), "{outside}");
+        assert!(!outside.contains("@ill-team"), "{outside}");
+        assert_eq!(md.matches(MARKER).count(), 1);
+        assert!(md.contains("requested by Jane Requester"));
+    }
+
+    /// 5,000 changed keys (creates, escalating updates, revokes) stay within the budget:
+    /// the summary stays whole and the cut is counted.
+    #[test]
+    fn five_thousand_changes_stay_under_the_budget() {
+        let mut plan = sample_plan();
+        let template = plan.actions.clone();
+        plan.actions.clear();
+        for i in 0..5_000 {
+            let mut c = template[i % template.len()].clone();
+            c.name = format!("{}-{i:04}", c.name);
+            if i % 5 == 1 {
+                c.escalations.push(Escalation::NewArea {
+                    area: "users".into(),
+                });
+            }
+            plan.actions.push(c);
+        }
+        let md = markdown(&plan);
+        let chars = md.chars().count();
+        assert!(chars <= BUDGET, "{chars} characters");
+        assert!(
+            chars > BUDGET / 2,
+            "the budget is used, not wasted: {chars}"
+        );
+        assert!(md.starts_with(MARKER));
+        assert!(md.contains("| <code>prod</code> | production |"));
+        let note = md
+            .lines()
+            .find(|l| l.contains("Cut to stay under"))
+            .expect("a cut note");
+        let cut = |what: &str| -> usize {
+            note.split([':', ','])
+                .find(|p| p.contains(what))
+                .and_then(|p| p.split_whitespace().next().and_then(|n| n.parse().ok()))
+                .unwrap_or(0)
+        };
+        // Everything left out is counted: shown + cut = all.
+        let shown_details = md.matches("<details>").count();
+        assert!(shown_details > 0, "some details stay");
+        assert_eq!(shown_details + cut("key detail(s)"), 5_000, "{note}");
+        let escalated = plan
+            .actions
+            .iter()
+            .filter(|c| !c.escalations.is_empty())
+            .count();
+        let esc_section = &md[md.find("#### ⚠️ Escalations").unwrap()..];
+        let esc_section = &esc_section[..esc_section.find("\n\n####").unwrap()];
+        let shown_esc = esc_section.lines().filter(|l| l.starts_with("- ")).count();
+        assert_eq!(shown_esc + cut("escalation line(s)"), escalated, "{note}");
+        assert!(
+            md.contains("#### Revocations and deletions"),
+            "revocations are not crowded out"
+        );
+    }
+
+    #[test]
+    fn a_tiny_budget_keeps_the_summary() {
+        let md = markdown_with_budget(&sample_plan(), 3_000);
+        assert!(md.chars().count() <= 3_000);
+        assert!(md.contains("| Store |"));
+        assert!(md.contains("Cut to stay under 3000 characters"), "{md}");
+    }
+}
