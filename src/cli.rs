@@ -150,6 +150,14 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = crate::cli_lifecycle::ReportFormat::Text)]
         format: crate::cli_lifecycle::ReportFormat,
     },
+    /// Run the key store as an HTTP service (the /v1 store protocol).
+    #[command(
+        after_help = "Examples:\n  keyward token create ci-apply --role write\n  keyward serve --listen 127.0.0.1:7450 --database sqlite:.keyward/serve.db"
+    )]
+    Serve(crate::server::ServeArgs),
+    /// Manage the bearer tokens `keyward serve` accepts.
+    #[command(subcommand)]
+    Token(crate::server::TokenCommand),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -339,6 +347,11 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Keys(args) => keys_cmd(&cli.dir, args, color_out).await,
         Command::Verify { key, store } => verify_cmd(&cli.dir, key.clone(), store.as_deref()).await,
         Command::Keygen { output } => keygen_cmd(output.as_deref()),
+        Command::Serve(args) => {
+            crate::server::serve(&cli.dir, args).await?;
+            Ok(exit::OK)
+        }
+        Command::Token(cmd) => Ok(crate::server::token_command(&cli.dir, cmd)?),
         Command::Decrypt { file, out } => {
             let ids = deliver::find_identities(&identity_sources(), &out.identity)?;
             // Checks the manifest beside the envelope, when there is one: listed, checksum, payload.

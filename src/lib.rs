@@ -17,5 +17,6 @@ pub mod plan;
 pub mod policy;
 pub mod recipient;
 pub mod secret;
+pub mod server;
 pub mod spec;
 pub mod store;

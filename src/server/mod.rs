@@ -1,0 +1,385 @@
+//! `keyward serve`: the key store as an HTTP service (axum on tokio) speaking the `/v1`
+//! store protocol over any `Arc<dyn Store>`, with bearer tokens and roles, plus the
+//! `keyward token` commands. Must not log or answer a secret, a secret hash or a token, and
+//! must answer every malformed request with a JSON 4xx (never a panic).
+
+pub mod error;
+pub mod idempotency;
+pub mod routes;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::clock::{Clock, FixedClock};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use error::ApiError;
+use idempotency::{IdempotencyLog, SqliteIdempotency};
+use tokens::{Role, Tokens};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7450";
+/// Default tokens file, relative to the working directory (`-C`).
+pub const DEFAULT_TOKENS: &str = ".keyward/tokens.yaml";
+
+/// Shared state of the handlers.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub idempotency: Arc<dyn IdempotencyLog>,
+    pub clock: Arc<dyn Clock>,
+    tokens: RwLock<Arc<Tokens>>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        idempotency: Arc<dyn IdempotencyLog>,
+        tokens: Tokens,
+        clock: Arc<dyn Clock>,
+    ) -> AppState {
+        AppState {
+            store,
+            idempotency,
+            clock,
+            tokens: RwLock::new(Arc::new(tokens)),
+        }
+    }
+    /// The tokens in force.
+    pub fn tokens(&self) -> Arc<Tokens> {
+        Arc::clone(&self.tokens.read().unwrap_or_else(|p| p.into_inner()))
+    }
+    pub fn set_tokens(&self, t: Tokens) {
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t);
+    }
+}
+
+/// The clock the server uses: `KEYWARD_NOW` (tests and demos only) fixes it at startup.
+pub fn server_clock() -> Arc<dyn Clock> {
+    match std::env::var("KEYWARD_NOW")
+        .ok()
+        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.trim()).ok())
+    {
+        Some(t) => Arc::new(FixedClock(t.with_timezone(&chrono::Utc))),
+        None => Arc::new(crate::clock::SystemClock),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; the protocol is under /v1 (see schemas/openapi.yaml)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+/// Every route served, as (method, path template): the OpenAPI test checks this list.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/v1/capabilities"),
+    ("GET", "/v1/keys"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys/{id}"),
+    ("PATCH", "/v1/keys/{id}"),
+    ("DELETE", "/v1/keys/{id}"),
+    ("POST", "/v1/keys/{id}/rotate"),
+    ("POST", "/v1/keys/{id}/disable"),
+    ("POST", "/v1/keys/{id}/enable"),
+    ("POST", "/v1/keys/{id}/revoke"),
+    ("POST", "/v1/verify"),
+    ("GET", "/v1/events"),
+    ("POST", "/v1/events"),
+    ("POST", "/v1/locks"),
+    ("DELETE", "/v1/locks/{id}"),
+];
+
+/// The router for `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    use routes::StatusChange;
+    let status_route = |c: StatusChange| {
+        post(
+            move |State(s): State<Arc<AppState>>,
+                  headers: axum::http::HeaderMap,
+                  id: Result<
+                axum::extract::Path<String>,
+                axum::extract::rejection::PathRejection,
+            >| async move { routes::change_status(s, headers, id, c).await },
+        )
+    };
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/v1/capabilities", get(routes::capabilities))
+        .route("/v1/keys", get(routes::list_keys).post(routes::create_key))
+        .route(
+            "/v1/keys/{id}",
+            get(routes::get_key)
+                .patch(routes::patch_key)
+                .delete(routes::delete_key),
+        )
+        .route("/v1/keys/{id}/rotate", post(routes::rotate_key))
+        .route("/v1/keys/{id}/disable", status_route(StatusChange::Disable))
+        .route("/v1/keys/{id}/enable", status_route(StatusChange::Enable))
+        .route("/v1/keys/{id}/revoke", status_route(StatusChange::Revoke))
+        .route("/v1/verify", post(routes::verify))
+        .route("/v1/events", get(routes::events).post(routes::record_event))
+        .route("/v1/locks", post(routes::lock))
+        .route("/v1/locks/{id}", axum::routing::delete(routes::unlock))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("--database `{0}`: expected sqlite:PATH or postgres://...")]
+    BadDatabase(String),
+    #[error(
+        "--database postgres://...: the PostgreSQL backend is not part of this build yet; use sqlite:PATH"
+    )]
+    NoPostgres,
+    #[error("opening the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Idempotency(#[from] idempotency::IdemError),
+    #[error("{0}")]
+    Tokens(#[from] tokens::TokenError),
+    #[error(
+        "no tokens: create one with `keyward token create NAME --role read|write|verify` (tokens file {0})"
+    )]
+    NoTokens(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// `keyward serve` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (use port 0 for any free port; the chosen one is printed).
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: String,
+    /// The database: `sqlite:PATH` (WAL mode) or `postgres://...`.
+    #[arg(
+        long,
+        env = "KEYWARD_DATABASE",
+        default_value = "sqlite:.keyward/serve.db",
+        value_name = "URL"
+    )]
+    pub database: String,
+    /// Tokens file (hashes only; see `keyward token create`). Entries from the
+    /// KEYWARD_SERVE_TOKENS environment variable (`name:role:sha256,...`) are added.
+    #[arg(long, env = "KEYWARD_TOKENS_FILE", default_value = DEFAULT_TOKENS, value_name = "FILE")]
+    pub tokens: PathBuf,
+    /// Benchmark only: serve a bare handler answering 200 on every path (the machine's ceiling).
+    #[arg(long, hide = true)]
+    pub bare: bool,
+}
+
+/// `keyward token` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; prints it once on stdout (everything else goes to stderr).
+    Create {
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long, env = "KEYWARD_TOKENS_FILE", default_value = DEFAULT_TOKENS, value_name = "FILE")]
+        tokens: PathBuf,
+    },
+    /// List token names and roles (never the tokens).
+    List {
+        #[arg(long, env = "KEYWARD_TOKENS_FILE", default_value = DEFAULT_TOKENS, value_name = "FILE")]
+        tokens: PathBuf,
+    },
+    /// Remove a token; a running server stops accepting it within seconds.
+    Revoke {
+        name: String,
+        #[arg(long, env = "KEYWARD_TOKENS_FILE", default_value = DEFAULT_TOKENS, value_name = "FILE")]
+        tokens: PathBuf,
+    },
+}
+
+fn resolve(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+/// Run a `keyward token` command; returns the exit code.
+pub fn token_command(dir: &Path, cmd: &TokenCommand) -> Result<i32, tokens::TokenError> {
+    match cmd {
+        TokenCommand::Create { name, role, tokens } => {
+            let path = resolve(dir, tokens);
+            let token = tokens::create(&path, name, *role)?;
+            eprintln!(
+                "created token `{name}` with role `{role}` in {}; it is shown once, below:",
+                path.display()
+            );
+            println!("{}", token.as_str());
+            Ok(0)
+        }
+        TokenCommand::List { tokens } => {
+            let path = resolve(dir, tokens);
+            let list = tokens::list(&path)?;
+            if list.is_empty() {
+                eprintln!("no tokens in {}", path.display());
+            }
+            for t in list {
+                println!(
+                    "{}\t{}\t{}",
+                    t.name,
+                    t.role,
+                    t.created_at.map(|d| d.to_rfc3339()).unwrap_or_default()
+                );
+            }
+            Ok(0)
+        }
+        TokenCommand::Revoke { name, tokens } => {
+            let path = resolve(dir, tokens);
+            let t = tokens::revoke(&path, name)?;
+            eprintln!("revoked token `{}` (role {})", t.name, t.role);
+            Ok(0)
+        }
+    }
+}
+
+/// A served database: the store and its idempotency records.
+pub type Database = (Arc<dyn Store>, Arc<dyn IdempotencyLog>);
+
+/// Open the store and idempotency records named by `--database`.
+pub fn open_database(dir: &Path, database: &str) -> Result<Database, ServeError> {
+    if let Some(path) = database.strip_prefix("sqlite:") {
+        let path = resolve(dir, Path::new(path.trim_start_matches("//")));
+        let store = SqliteStore::open("serve", &path)?;
+        let idem = SqliteIdempotency::open(&path)?;
+        return Ok((Arc::new(store), Arc::new(idem)));
+    }
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        return Err(ServeError::NoPostgres);
+    }
+    Err(ServeError::BadDatabase(database.to_owned()))
+}
+
+fn env_tokens() -> Option<String> {
+    std::env::var(tokens::TOKENS_ENV).ok()
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Reload the tokens file when it changes (so `keyward token revoke` takes effect).
+fn watch_tokens(state: Arc<AppState>, path: PathBuf) {
+    tokio::spawn(async move {
+        let mut seen = mtime(&path);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = mtime(&path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match Tokens::load(Some(&path), env_tokens().as_deref()) {
+                Ok(t) => {
+                    tracing::info!(tokens = t.len(), "tokens file reloaded");
+                    state.set_tokens(t);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "tokens file not reloaded; keeping the old tokens")
+                }
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: listen.to_owned(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: listen.to_owned(),
+        source,
+    })?;
+    Ok((listener, addr))
+}
+
+/// Run `keyward serve` until SIGINT/SIGTERM.
+pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
+    if args.bare {
+        let (listener, addr) = bind(&args.listen).await?;
+        eprintln!("keyward serve (bare benchmark handler) listening on http://{addr}");
+        let app = Router::new().fallback(|| async { StatusCode::OK });
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(ServeError::Serve);
+    }
+    let tokens_path = resolve(dir, &args.tokens);
+    let tokens = Tokens::load(Some(&tokens_path), env_tokens().as_deref())?;
+    if tokens.is_empty() {
+        return Err(ServeError::NoTokens(tokens_path.display().to_string()));
+    }
+    let (store, idem) = open_database(dir, &args.database)?;
+    let state = Arc::new(AppState::new(store, idem, tokens, server_clock()));
+    watch_tokens(Arc::clone(&state), tokens_path);
+    let (listener, addr) = bind(&args.listen).await?;
+    eprintln!("keyward serve listening on http://{addr}");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServeError::Serve)
+}

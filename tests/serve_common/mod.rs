@@ -1,0 +1,150 @@
+//! Shared helpers for the `keyward serve` tests: start the real binary on a free loopback
+//! port with a fresh SQLite database and tokens, and talk to it with reqwest.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::Duration;
+
+pub fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+pub fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("keyward")
+}
+
+/// Make a token with `keyward token create` and return it (stdout is the token alone).
+pub fn make_token(tokens: &Path, name: &str, role: &str) -> String {
+    let o = Command::new(bin())
+        .args(["token", "create", name, "--role", role, "--tokens"])
+        .arg(tokens)
+        .output()
+        .expect("run keyward token create");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(out.lines().count(), 1, "stdout must hold the token alone");
+    out.trim().to_string()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    /// Start `keyward serve` in `dir` (database `dir/serve.db`, tokens `dir/tokens.yaml`).
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("-C")
+            .arg(dir)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                "sqlite:serve.db",
+            ])
+            .args(["--tokens", "tokens.yaml"])
+            .env_remove("KEYWARD_NOW")
+            .env_remove("KEYWARD_SERVE_TOKENS")
+            .env("KEYWARD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start keyward serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.trim().to_string());
+                    sent = true;
+                }
+                log2.lock().unwrap().push_str(&line);
+                log2.lock().unwrap().push('\n');
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("keyward serve did not start: {}", log.lock().unwrap());
+            }
+        };
+        install_crypto();
+        Server {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+            stderr: log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        self.log()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A new key's JSON for `POST /v1/keys` and its secret.
+pub fn new_key(name: &str, environment: &str, quota: Option<u64>) -> (serde_json::Value, String) {
+    let id = keyward::secret::new_key_id();
+    let secret = keyward::secret::generate(environment, &id);
+    let now = chrono::Utc::now();
+    let v = serde_json::json!({
+        "id": id,
+        "name": name,
+        "environment": environment,
+        "owner": "jdoe",
+        "purpose": "test",
+        "scopes": ["bibs:read"],
+        "labels": { "ticket": "T-1" },
+        "status": "active",
+        "issued_at": now - chrono::Duration::minutes(1),
+        "expires_at": now + chrono::Duration::days(30),
+        "lifetime": null,
+        "generation": 1,
+        "spec_generation": 1,
+        "recipients": { "jdoe": "fp" },
+        "quota_per_day": quota,
+        "protected": false,
+        "managed_by": "keyward",
+        "secret_hash": secret.hash().0,
+    });
+    (v, secret.expose().to_string())
+}
