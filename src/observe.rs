@@ -4,6 +4,7 @@
 use crate::deliver::{DeliverError, DeliveryStatus, Outbox};
 use crate::diff::{Delivered, DeliveredKey};
 use crate::spec::{Spec, StoreConfig, StoreKind};
+use crate::store::http::HttpStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ListFilter, LiveKey, Store, StoreError, list_all};
 use std::collections::BTreeMap;
@@ -19,9 +20,13 @@ pub enum ObserveError {
         source: StoreError,
     },
     #[error(
-        "store `{store}` is of kind `http`, which this build cannot reach yet; use kind: sqlite"
+        "store `{store}` ({url}) needs a token in the environment variable {var}, which is not set\n  hint: on the server run `keyward token create NAME --role read` (plan) or `--role write` (apply), then `export {var}=...`"
     )]
-    Unsupported { store: String },
+    MissingToken {
+        store: String,
+        url: String,
+        var: String,
+    },
     #[error("listing store `{store}`: {source}")]
     List {
         store: String,
@@ -40,9 +45,34 @@ pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ObserveError> {
                 location: path.display().to_string(),
                 source: e,
             }),
-        StoreKind::Http { .. } => Err(ObserveError::Unsupported {
-            store: cfg.name.clone(),
-        }),
+        StoreKind::Http { url, token_env } => {
+            let token = match token_env {
+                Some(var) => match std::env::var(var) {
+                    Ok(t) if !t.trim().is_empty() => {
+                        Some(secrecy::SecretString::from(t.trim().to_owned()))
+                    }
+                    _ => {
+                        return Err(ObserveError::MissingToken {
+                            store: cfg.name.clone(),
+                            url: url.clone(),
+                            var: var.clone(),
+                        });
+                    }
+                },
+                None => None,
+            };
+            let source = token_env
+                .as_deref()
+                .map(|v| format!("${v}"))
+                .unwrap_or_else(|| "(no token_env configured)".into());
+            HttpStore::new(&cfg.name, url, token, &source)
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+                .map_err(|e| ObserveError::Open {
+                    store: cfg.name.clone(),
+                    location: url.clone(),
+                    source: e,
+                })
+        }
     }
 }
 

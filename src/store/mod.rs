@@ -2,6 +2,7 @@
 //! (`sqlite` embedded, `postgres` for several service instances). Stores never see a plaintext secret: only `SecretHash` values.
 //! This module must not know about specs, plans or deliveries.
 
+pub mod http;
 mod pepper;
 pub mod postgres;
 pub(crate) mod rules;

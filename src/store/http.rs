@@ -1,0 +1,698 @@
+//! The `http` store kind: a `Store` speaking keyward's `/v1` store protocol (as served by
+//! `keyward serve`, described in `schemas/openapi.yaml`) with reqwest over rustls. Owns
+//! timeouts, retries with backoff and turning HTTP answers into `StoreError`s that name
+//! the store, the URL and what the server said. Must never put the bearer token or a
+//! secret hash into an error, a log line or Debug output.
+//!
+//! Retries: a request that never reached the server (connection refused, DNS, TLS) is
+//! retried for every call; a timeout, a dropped connection or a 502/503/504/429 answer is
+//! retried only for calls that are safe to repeat: reads, `unlock`, and `create`, which
+//! carries an `Idempotency-Key` so a retried create returns the first answer.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{
+    Actor, Capabilities, Event, KeyPatch, Lease, ListFilter, LiveKey, NewKey, Page, Rotate, Store,
+    StoreError, StoreResult, Verdict,
+};
+
+/// How long to wait for a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts per call (the first one included).
+pub const ATTEMPTS: u32 = 4;
+/// Largest page asked for.
+pub const PAGE: usize = 1000;
+
+/// Install rustls' ring provider once per process (reqwest needs one before a client).
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider is installed already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A store reached over HTTP.
+pub struct HttpStore {
+    name: String,
+    base: Url,
+    token: Option<SecretString>,
+    /// Where the token came from, for hints (e.g. `$KEYWARD_SANDBOX_TOKEN`).
+    token_source: String,
+    client: reqwest::Client,
+    backoff: Duration,
+}
+
+impl std::fmt::Debug for HttpStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpStore")
+            .field("name", &self.name)
+            .field("url", &self.base.as_str())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    holder: Option<String>,
+    #[serde(default)]
+    lease_id: Option<String>,
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    current_version: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct EventPage {
+    items: Vec<Event>,
+}
+
+/// Whether a failed attempt may be repeated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Only when the request surely never reached the server.
+    ConnectOnly,
+    /// Also after timeouts and 502/503/504/429 (reads, idempotent writes).
+    Safe,
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+impl HttpStore {
+    /// A store at `url` (e.g. `http://127.0.0.1:7450`), authenticating with `token`.
+    /// `token_source` names where the token came from, for error hints.
+    pub fn new(
+        name: &str,
+        url: &str,
+        token: Option<SecretString>,
+        token_source: &str,
+    ) -> StoreResult<HttpStore> {
+        install_crypto_provider();
+        let mut base = Url::parse(url).map_err(|e| {
+            StoreError::Invalid(format!("store `{name}`: url `{url}` is not valid: {e}"))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(StoreError::Invalid(format!(
+                "store `{name}`: url `{url}` must be http:// or https://"
+            )));
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(StoreError::Invalid(format!(
+                "store `{name}`: put no credentials in the url; use token_env"
+            )));
+        }
+        base.set_query(None);
+        base.set_fragment(None);
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("keyward/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                StoreError::Backend(format!("store `{name}`: cannot build an HTTP client: {e}"))
+            })?;
+        Ok(HttpStore {
+            name: name.to_owned(),
+            base,
+            token,
+            token_source: token_source.to_owned(),
+            client,
+            backoff: Duration::from_millis(100),
+        })
+    }
+
+    /// Shorten the retry backoff (tests).
+    pub fn with_backoff(mut self, backoff: Duration) -> HttpStore {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    fn url_for(&self, segments: &[&str]) -> Url {
+        let mut u = self.base.clone();
+        if let Ok(mut p) = u.path_segments_mut() {
+            p.pop_if_empty();
+            p.extend(segments);
+        }
+        u
+    }
+
+    fn where_(&self, url: &Url) -> String {
+        format!("store `{}` ({})", self.name, url)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        headers: HeaderMap,
+        retry: Retry,
+    ) -> StoreResult<Answer> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t.expose_secret());
+            }
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let last = attempt >= ATTEMPTS;
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let transient = matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                            | StatusCode::TOO_MANY_REQUESTS
+                    );
+                    if transient && retry == Retry::Safe && !last {
+                        tracing::debug!(store = %self.name, %status, attempt, "retrying");
+                        self.sleep(attempt).await;
+                        continue;
+                    }
+                    let body = resp.bytes().await.map_err(|e| {
+                        StoreError::Backend(format!(
+                            "{}: reading the answer failed: {}",
+                            self.where_(&url),
+                            clean(&e)
+                        ))
+                    })?;
+                    return Ok(Answer {
+                        status,
+                        body: body.to_vec(),
+                    });
+                }
+                Err(e) => {
+                    let may_retry = e.is_connect() || retry == Retry::Safe;
+                    if may_retry && !last {
+                        tracing::debug!(store = %self.name, attempt, error = %clean(&e), "retrying");
+                        self.sleep(attempt).await;
+                        continue;
+                    }
+                    let what = if e.is_timeout() {
+                        format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())
+                    } else if e.is_connect() {
+                        "cannot connect (is `keyward serve` running there?)".to_string()
+                    } else {
+                        "the request failed".to_string()
+                    };
+                    return Err(StoreError::Backend(format!(
+                        "{}: {what} after {attempt} attempt(s): {}",
+                        self.where_(&url),
+                        clean(&e)
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn sleep(&self, attempt: u32) {
+        let base = self
+            .backoff
+            .saturating_mul(3u32.saturating_pow(attempt - 1));
+        let jitter = Duration::from_millis(u64::from(rand::rngs::OsRng.next_u32() % 50));
+        tokio::time::sleep(base + jitter).await;
+    }
+
+    /// Turn a non-success answer into the matching `StoreError`.
+    fn error(&self, url: &Url, ans: &Answer, id: Option<&str>) -> StoreError {
+        let parsed: Option<ErrorBody> = serde_json::from_slice(&ans.body).ok();
+        let (code, message) = match &parsed {
+            Some(b) => (b.code.as_str(), b.message.clone()),
+            None => (
+                "",
+                String::from_utf8_lossy(&ans.body)
+                    .chars()
+                    .take(300)
+                    .collect(),
+            ),
+        };
+        let said = format!(
+            "{}: HTTP {}: {message}",
+            self.where_(url),
+            ans.status.as_u16()
+        );
+        let id = id.unwrap_or("").to_owned();
+        match (ans.status, code) {
+            (StatusCode::UNAUTHORIZED, _) => StoreError::Refused(format!(
+                "{said}\n  hint: the token in {} is missing, unknown or revoked; make one with \
+                 `keyward token create NAME --role read|write` on the server",
+                self.token_source
+            )),
+            (StatusCode::FORBIDDEN, _) => StoreError::Refused(format!(
+                "{said}\n  hint: the token in {} has too narrow a role: `plan` needs a `read` \
+                 token, `apply` a `write` token",
+                self.token_source
+            )),
+            (StatusCode::NOT_FOUND, _) => StoreError::NotFound(id),
+            (StatusCode::PRECONDITION_FAILED, _) => StoreError::Conflict {
+                id,
+                expected: 0,
+                found: parsed.and_then(|b| b.current_version).unwrap_or(0),
+            },
+            (StatusCode::CONFLICT, "locked") => {
+                let b = parsed.unwrap_or(ErrorBody {
+                    code: String::new(),
+                    message: String::new(),
+                    holder: None,
+                    lease_id: None,
+                    until: None,
+                    current_version: None,
+                });
+                StoreError::Locked {
+                    holder: b.holder.unwrap_or_else(|| "unknown".into()),
+                    id: b.lease_id.unwrap_or_default(),
+                    until: b.until.unwrap_or_else(Utc::now),
+                }
+            }
+            (StatusCode::CONFLICT, "already_exists") => StoreError::AlreadyExists(id),
+            (StatusCode::CONFLICT, "refused") => StoreError::Refused(message),
+            (StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY, _) => {
+                StoreError::Invalid(said)
+            }
+            _ => StoreError::Backend(said),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        headers: HeaderMap,
+        retry: Retry,
+        id: Option<&str>,
+    ) -> StoreResult<T> {
+        let ans = self.call(method, url.clone(), body, headers, retry).await?;
+        if !ans.status.is_success() {
+            return Err(self.error(&url, &ans, id));
+        }
+        serde_json::from_slice(&ans.body).map_err(|e| {
+            StoreError::Backend(format!(
+                "{}: the answer is not what the protocol says: {e}",
+                self.where_(&url)
+            ))
+        })
+    }
+
+    async fn empty(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        headers: HeaderMap,
+        retry: Retry,
+        id: Option<&str>,
+    ) -> StoreResult<()> {
+        let ans = self.call(method, url.clone(), body, headers, retry).await?;
+        if !ans.status.is_success() {
+            return Err(self.error(&url, &ans, id));
+        }
+        Ok(())
+    }
+
+    fn change_headers(&self, version: Option<u64>, actor: &Actor) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = version
+            && let Ok(v) = HeaderValue::from_str(&format!("\"{v}\""))
+        {
+            h.insert(reqwest::header::IF_MATCH, v);
+        }
+        if let Some(c) = &actor.commit
+            && let Ok(v) = HeaderValue::from_str(c)
+        {
+            h.insert("x-keyward-commit", v);
+        }
+        h
+    }
+
+    /// Fill in the version the caller sent in a `Conflict` (the server knows only its own).
+    fn with_expected(e: StoreError, version: u64) -> StoreError {
+        match e {
+            StoreError::Conflict { id, found, .. } => StoreError::Conflict {
+                id,
+                expected: version,
+                found,
+            },
+            e => e,
+        }
+    }
+
+    async fn status_change(
+        &self,
+        what: &str,
+        id: &str,
+        version: u64,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
+        let url = self.url_for(&["v1", "keys", id, what]);
+        self.json(
+            Method::POST,
+            url,
+            None,
+            self.change_headers(Some(version), actor),
+            Retry::ConnectOnly,
+            Some(id),
+        )
+        .await
+        .map_err(|e| Self::with_expected(e, version))
+    }
+}
+
+/// A reqwest error's text without the URL's query (it holds nothing secret, but keep it short).
+fn clean(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+fn new_idempotency_key(id: &str) -> String {
+    let mut b = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("create-{id}-{}", hex::encode(b))
+}
+
+#[async_trait]
+impl Store for HttpStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The protocol's capabilities (`GET /v1/capabilities` reports the server's own).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            client_secret_hash: true,
+            native_expiry: true,
+            in_place: [
+                "purpose",
+                "scopes",
+                "labels",
+                "expires_at",
+                "lifetime",
+                "recipients",
+                "quota_per_day",
+                "protected",
+                "managed_by",
+                "owner",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Page<LiveKey>> {
+        let mut url = self.url_for(&["v1", "keys"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("limit", &limit.clamp(1, PAGE).to_string());
+            if let Some(c) = cursor {
+                q.append_pair("cursor", c);
+            }
+            if let Some(o) = &filter.owner {
+                q.append_pair("owner", o);
+            }
+            if let Some(s) = filter.status {
+                q.append_pair("status", s.as_str());
+            }
+            if let Some(e) = &filter.environment {
+                q.append_pair("environment", e);
+            }
+            if let Some((k, v)) = &filter.label {
+                q.append_pair("label", &format!("{k}={v}"));
+            }
+            if let Some(m) = filter.managed {
+                q.append_pair("managed", if m { "true" } else { "false" });
+            }
+            if let Some(t) = &filter.expiring_before {
+                q.append_pair("expiring_before", &t.to_rfc3339());
+            }
+            if filter.never_expires {
+                q.append_pair("never_expires", "true");
+            }
+        }
+        self.json(Method::GET, url, None, HeaderMap::new(), Retry::Safe, None)
+            .await
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<LiveKey>> {
+        let url = self.url_for(&["v1", "keys", id]);
+        match self
+            .json(
+                Method::GET,
+                url,
+                None,
+                HeaderMap::new(),
+                Retry::Safe,
+                Some(id),
+            )
+            .await
+        {
+            Ok(k) => Ok(Some(k)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
+        let url = self.url_for(&["v1", "keys"]);
+        let id = key.id.clone();
+        let mut h = self.change_headers(None, actor);
+        if let Ok(v) = HeaderValue::from_str(&new_idempotency_key(&id)) {
+            h.insert("idempotency-key", v);
+        }
+        let body = serde_json::to_value(&key)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode the key: {e}")))?;
+        self.json(Method::POST, url, Some(body), h, Retry::Safe, Some(&id))
+            .await
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        version: u64,
+        patch: KeyPatch,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
+        let url = self.url_for(&["v1", "keys", id]);
+        let body = serde_json::to_value(&patch)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode the patch: {e}")))?;
+        self.json(
+            Method::PATCH,
+            url,
+            Some(body),
+            self.change_headers(Some(version), actor),
+            Retry::ConnectOnly,
+            Some(id),
+        )
+        .await
+        .map_err(|e| Self::with_expected(e, version))
+    }
+
+    async fn rotate(
+        &self,
+        id: &str,
+        version: u64,
+        rotate: Rotate,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
+        let url = self.url_for(&["v1", "keys", id, "rotate"]);
+        let body = serde_json::to_value(&rotate)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode the rotation: {e}")))?;
+        self.json(
+            Method::POST,
+            url,
+            Some(body),
+            self.change_headers(Some(version), actor),
+            Retry::ConnectOnly,
+            Some(id),
+        )
+        .await
+        .map_err(|e| Self::with_expected(e, version))
+    }
+
+    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
+        self.status_change("disable", id, version, actor).await
+    }
+
+    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
+        self.status_change("enable", id, version, actor).await
+    }
+
+    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
+        self.status_change("revoke", id, version, actor).await
+    }
+
+    async fn delete(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<()> {
+        let url = self.url_for(&["v1", "keys", id]);
+        self.empty(
+            Method::DELETE,
+            url,
+            None,
+            self.change_headers(Some(version), actor),
+            Retry::ConnectOnly,
+            Some(id),
+        )
+        .await
+        .map_err(|e| Self::with_expected(e, version))
+    }
+
+    async fn lock(&self, holder: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        let url = self.url_for(&["v1", "locks"]);
+        let body = json!({ "holder": holder, "ttl_seconds": ttl.num_seconds().max(1) });
+        self.json(
+            Method::POST,
+            url,
+            Some(body),
+            HeaderMap::new(),
+            Retry::ConnectOnly,
+            None,
+        )
+        .await
+    }
+
+    async fn unlock(&self, lease_id: &str) -> StoreResult<()> {
+        let url = self.url_for(&["v1", "locks", lease_id]);
+        self.empty(
+            Method::DELETE,
+            url,
+            None,
+            HeaderMap::new(),
+            Retry::Safe,
+            None,
+        )
+        .await
+    }
+
+    /// Asks the server; `now` is the server's clock there, so it is not sent.
+    async fn verify(&self, presented: &str, _now: DateTime<Utc>) -> StoreResult<Verdict> {
+        let url = self.url_for(&["v1", "verify"]);
+        let body = json!({ "key": presented });
+        self.json(
+            Method::POST,
+            url,
+            Some(body),
+            HeaderMap::new(),
+            Retry::ConnectOnly,
+            None,
+        )
+        .await
+    }
+
+    async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>> {
+        let mut url = self.url_for(&["v1", "events"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("limit", &limit.clamp(1, PAGE).to_string());
+            if let Some(a) = after {
+                q.append_pair("after", &a.to_string());
+            }
+        }
+        let page: EventPage = self
+            .json(Method::GET, url, None, HeaderMap::new(), Retry::Safe, None)
+            .await?;
+        Ok(page.items)
+    }
+
+    async fn record(
+        &self,
+        action: &str,
+        detail: serde_json::Value,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        let url = self.url_for(&["v1", "events"]);
+        let body = json!({ "action": action, "detail": detail });
+        self.empty(
+            Method::POST,
+            url,
+            Some(body),
+            self.change_headers(None, actor),
+            Retry::ConnectOnly,
+            None,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_debug() {
+        let s = HttpStore::new(
+            "sbx",
+            "http://127.0.0.1:7450/prefix/",
+            Some(SecretString::from("kwt_secret_token")),
+            "$T",
+        )
+        .unwrap();
+        assert_eq!(
+            s.url_for(&["v1", "keys", "a/b"]).as_str(),
+            "http://127.0.0.1:7450/prefix/v1/keys/a%2Fb"
+        );
+        assert!(!format!("{s:?}").contains("kwt_secret_token"));
+        assert!(HttpStore::new("x", "ftp://h", None, "").is_err());
+        assert!(HttpStore::new("x", "http://u:p@h", None, "").is_err());
+        assert!(HttpStore::new("x", "not a url", None, "").is_err());
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_retried_then_named() {
+        // Port 9 (discard) on loopback is closed on test machines.
+        let s = HttpStore::new("sbx", "http://127.0.0.1:9", None, "$T")
+            .unwrap()
+            .with_backoff(Duration::from_millis(1));
+        let e = s.get("k").await.unwrap_err().to_string();
+        assert!(
+            e.contains("store `sbx`") && e.contains("127.0.0.1:9"),
+            "{e}"
+        );
+        assert!(e.contains("after 4 attempt(s)"), "{e}");
+    }
+}
