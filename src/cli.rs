@@ -61,7 +61,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Scaffold a new key repository (keyward.yaml, people.yaml, keys/, .gitignore).
+    /// Scaffold a new key repository (keyward.yaml, people.yaml, keys/, schemas/, .gitignore).
     #[command(
         after_help = "Example:\n  keyward init my-keys && cd my-keys && keyward keygen -o me.txt"
     )]
@@ -158,6 +158,18 @@ pub enum Command {
     /// Manage the bearer tokens `keyward serve` accepts.
     #[command(subcommand)]
     Token(crate::server::TokenCommand),
+    /// Print a JSON Schema (keyward, people, keys, plan), or write them all with --write.
+    #[command(
+        after_help = "Examples:\n  keyward schema keys > keys.schema.json\n  keyward schema --write            # into ./schemas\n  keyward schema --write docs/schemas"
+    )]
+    Schema {
+        /// keyward, people, keys or plan.
+        #[arg(required_unless_present = "write")]
+        name: Option<String>,
+        /// Write every schema into DIR (default `schemas`, relative to -C).
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "schemas")]
+        write: Option<PathBuf>,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -404,6 +416,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
                 exit::CHANGES
             })
         }
+        Command::Schema { name, write } => schema_cmd(&cli.dir, name.as_deref(), write.as_deref()),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -510,6 +523,26 @@ fn validate(dir: &Path, format: DiagFormat, color: bool) -> Result<i32> {
     } else {
         exit::OK
     })
+}
+
+fn schema_cmd(dir: &Path, name: Option<&str>, write: Option<&Path>) -> Result<i32> {
+    if let Some(out) = write {
+        let out = dir.join(out);
+        let changed = crate::schema::write_all(&out)?;
+        if changed.is_empty() {
+            eprintln!("The schemas in {} are current.", out.display());
+        }
+        for p in changed {
+            eprintln!("wrote {}", p.display());
+        }
+        if name.is_none() {
+            return Ok(exit::OK);
+        }
+    }
+    if let Some(n) = name {
+        print!("{}", crate::schema::text(&crate::schema::get(n)?));
+    }
+    Ok(exit::OK)
 }
 
 fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
@@ -729,7 +762,7 @@ fn emit_secret(opened: &deliver::Opened, out: &SecretOut) -> Result<i32> {
 }
 
 const INIT_CONFIG: &str = "\
-# yaml-language-server: $schema=https://keyward.dev/schemas/keyward.schema.json
+# yaml-language-server: $schema=schemas/keyward.schema.json
 version: 1
 stores:
   production: { kind: sqlite, path: .keyward/production.db, environment: production }
@@ -750,7 +783,7 @@ delivery:
 ";
 
 const INIT_PEOPLE: &str = "\
-# yaml-language-server: $schema=https://keyward.dev/schemas/people.schema.json
+# yaml-language-server: $schema=schemas/people.schema.json
 # Add yourself: run `keyward keygen -o ~/.config/keyward/identities.txt` and paste the
 # printed age1... public recipient below. Never paste the AGE-SECRET-KEY line.
 people: {}
@@ -768,6 +801,16 @@ fn init(dir: &Path) -> Result<i32> {
         ("keys/.gitkeep", ""),
     ];
     let mut wrote = Vec::new();
+    let schemas = crate::schema::all();
+    let schema_files = schemas
+        .iter()
+        .map(|(f, t)| (format!("schemas/{f}"), t.as_str()));
+    let files = files
+        .iter()
+        .map(|(n, c)| (n.to_string(), *c))
+        .chain(schema_files);
+    std::fs::create_dir_all(dir.join("schemas"))
+        .with_context(|| format!("creating {}", dir.join("schemas").display()))?;
     for (name, content) in files {
         let p = dir.join(name);
         if p.exists() {

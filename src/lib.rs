@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod recipient;
+pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod spec;
