@@ -170,6 +170,26 @@ pub enum Command {
         #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "schemas")]
         write: Option<PathBuf>,
     },
+    /// Adopt keys made in a console: write YAML for the store's unmanaged keys, then mark
+    /// them managed, so the next plan is empty. Secrets are never touched.
+    #[command(
+        after_help = "Examples:\n  keyward import --store alma-production\n  keyward import --store alma-sandbox --owner jdoe --output keys/jdoe-sandbox.yaml"
+    )]
+    Import {
+        #[arg(long)]
+        store: String,
+        /// Only keys owned by this person.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Key file to write (must not exist yet).
+        #[arg(
+            long,
+            short = 'o',
+            default_value = "keys/imported.yaml",
+            value_name = "FILE"
+        )]
+        output: PathBuf,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -417,6 +437,14 @@ async fn run_async(cli: Cli) -> Result<i32> {
             })
         }
         Command::Schema { name, write } => schema_cmd(&cli.dir, name.as_deref(), write.as_deref()),
+        Command::Import {
+            store,
+            owner,
+            output,
+        } => {
+            crate::cli_lifecycle::import_cmd(&cli.dir, store, owner.as_deref(), output, color_err)
+                .await
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

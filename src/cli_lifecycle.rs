@@ -145,3 +145,143 @@ fn md_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+/// `keyward import`: write YAML for the unmanaged keys of `store`, check the spec still
+/// loads, then adopt each key (the YAML is written first, so an interrupted import leaves
+/// keys in the spec that the next import adopts, never adopted keys missing from the spec,
+/// which the next apply would revoke).
+pub async fn import_cmd(
+    dir: &std::path::Path,
+    store: &str,
+    owner: Option<&str>,
+    output: &std::path::Path,
+    color: bool,
+) -> anyhow::Result<i32> {
+    use crate::cli::exit;
+    use crate::import::{Decision, plan_import, render_file};
+    use crate::store::{Actor, KeyPatch, ListFilter, MANAGED_BY, list_all};
+    use anyhow::{Context as _, anyhow, bail};
+
+    let Some(loaded) = crate::cli::load_or_report(dir, color)? else {
+        return Ok(exit::ERROR);
+    };
+    let cfg = loaded.spec.stores.get(store).ok_or_else(|| {
+        anyhow!(
+            "store `{store}` is not in keyward.yaml (stores: {})",
+            loaded
+                .spec
+                .stores
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let rel = output.strip_prefix(dir).unwrap_or(output).to_path_buf();
+    if rel.is_absolute()
+        || !crate::spec::is_spec_file(&rel)
+        || !rel.starts_with(crate::spec::KEYS_DIR)
+    {
+        bail!(
+            "--output must be a .yaml file under keys/ (got {}), or the spec would not read it",
+            rel.display()
+        );
+    }
+    let path = dir.join(&rel);
+    let s = crate::observe::open(cfg)?;
+    let lives = list_all(s.as_ref(), &ListFilter::default()).await?;
+    let candidates = plan_import(&loaded.spec, store, &lives, owner);
+    let mut entries = Vec::new();
+    let mut adopt = Vec::new();
+    for c in &candidates {
+        match &c.decision {
+            Decision::Import(e) => {
+                entries.push((**e).clone());
+                adopt.push(&c.key);
+            }
+            Decision::AdoptOnly { defined_at } => {
+                eprintln!(
+                    "{}: already defined at {defined_at}; adopting it, the next plan reconciles it with the spec",
+                    c.key.name
+                );
+                adopt.push(&c.key);
+            }
+            Decision::Skip(why) => eprintln!("skipped {} ({}): {why}", c.key.name, c.key.id),
+        }
+    }
+    if adopt.is_empty() {
+        eprintln!("Nothing to import from {store}.");
+        return Ok(exit::OK);
+    }
+    let count = entries.len();
+    if !entries.is_empty() {
+        if path.exists() {
+            bail!(
+                "{} already exists; choose another file with --output",
+                rel.display()
+            );
+        }
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let text = render_file(store, entries, &now.format("%Y-%m-%d").to_string())?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", rel.display()))?;
+        // The spec must still load with the new file; otherwise undo and adopt nothing.
+        if let Err(d) = crate::spec::load(dir) {
+            let sources = crate::diag::sources_from_files(
+                &[(rel.clone(), std::fs::read(&path).unwrap_or_default())].into(),
+            );
+            eprint!("{}", crate::diag::render(&d, &sources, color));
+            std::fs::remove_file(&path).ok();
+            bail!(
+                "the imported keys would make the spec invalid; {} was removed and nothing was adopted",
+                rel.display()
+            );
+        }
+        eprintln!("Wrote {count} key(s) to {}.", rel.display());
+    }
+    let actor = Actor {
+        who: std::env::var("KEYWARD_ACTOR")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "unknown".into()),
+        commit: None,
+    };
+    let mut failed = 0;
+    for k in adopt {
+        let patch = KeyPatch {
+            managed_by: Some(Some(MANAGED_BY.to_string())),
+            ..KeyPatch::default()
+        };
+        let adopted = match s.update(&k.id, k.version, patch, &actor).await {
+            Ok(a) => a,
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: adopting {} ({}): {e}", k.name, k.id);
+                continue;
+            }
+        };
+        // Record the state keyward adopted it in, so later console edits show as drift.
+        let record = KeyPatch {
+            applied_digest: Some(adopted.state_digest()),
+            ..KeyPatch::default()
+        };
+        if let Err(e) = s.update(&adopted.id, adopted.version, record, &actor).await {
+            eprintln!(
+                "warning: {} adopted, but its state was not recorded: {e}",
+                k.name
+            );
+        }
+        eprintln!("adopted {} ({})", k.name, k.id);
+    }
+    if failed > 0 {
+        eprintln!("{failed} key(s) could not be adopted; run `keyward import` again to retry.");
+        return Ok(exit::ERROR);
+    }
+    eprintln!(
+        "Imported {count} key(s) from {store}. They keep their secrets; their owners receive a secret \
+         through keyward at the first rotation. Next: `keyward plan` shows no changes."
+    );
+    Ok(exit::OK)
+}

@@ -905,7 +905,9 @@ impl Ctx<'_> {
         // Rotation triggers.
         let want_recipients = recipient_map(spec, d);
         let mut rotate_reasons = Vec::new();
-        if d.rotation.generation > l.spec_generation {
+        // A key keyward did not create (imported from a console) records spec generation 0;
+        // generation 1 is every key's baseline, so only a bump past it rotates.
+        if d.rotation.generation > l.spec_generation.max(1) {
             rotate_reasons.push(format!(
                 "generation {} -> {}",
                 l.spec_generation, d.rotation.generation

@@ -10,6 +10,7 @@ pub mod diag;
 pub mod diff;
 pub mod git;
 pub mod guard;
+pub mod import;
 pub mod lifecycle;
 pub mod observe;
 pub mod pipeline;

@@ -417,3 +417,119 @@ fn superseded_envelopes_are_pruned_after_retain_and_manifests_kept() {
     // The current generation is untouched and readable.
     assert!(!secret_of(&r, "ill-lookup", "jdoe").is_empty());
 }
+
+fn console_key(name: &str, owner: &str, i: usize) -> (keyward::store::NewKey, String) {
+    let id = keyward::secret::new_key_id();
+    let secret = keyward::secret::generate("production", &id);
+    let t0 = chrono::DateTime::parse_from_rfc3339(T0).unwrap().to_utc();
+    let key = keyward::store::NewKey {
+        id: id.clone(),
+        name: name.into(),
+        environment: "production".into(),
+        owner: owner.into(),
+        purpose: Some(format!("console key #{i}: \"quoted\", with: colons")),
+        scopes: vec![
+            if i.is_multiple_of(2) {
+                "bibs:read"
+            } else {
+                "users:write"
+            }
+            .into(),
+        ],
+        labels: [("ticket".to_string(), format!("LSIS-{i}"))].into(),
+        status: if i == 3 {
+            keyward::store::KeyStatus::Disabled
+        } else {
+            keyward::store::KeyStatus::Active
+        },
+        issued_at: t0 - chrono::Duration::days(10),
+        expires_at: Some(t0 + chrono::Duration::days(100 + i as i64)),
+        lifetime: None,
+        generation: 1,
+        spec_generation: 0,
+        recipients: Default::default(),
+        quota_per_day: i.is_multiple_of(3).then_some(500),
+        protected: i == 5,
+        managed_by: None,
+        applied_digest: None,
+        secret_hash: secret.hash(),
+    };
+    (key, secret.expose().to_string())
+}
+
+#[test]
+fn twenty_console_keys_are_imported_and_the_next_plan_is_empty() {
+    let r = Repo::new("keys: []\n");
+    let owners = ["jdoe", "asmith", "rkumar"];
+    let mut secrets = Vec::new();
+    rt().block_on(async {
+        let store = prod(&r);
+        for i in 0..20 {
+            let (k, s) = console_key(&format!("console-{i:02}"), owners[i % 3], i);
+            store.insert_unmanaged(k).await.unwrap();
+            secrets.push(s);
+        }
+        let (mut other, _) = console_key("terraformed", "jdoe", 99);
+        other.managed_by = Some("terraform".into());
+        store.insert_unmanaged(other).await.unwrap();
+    });
+    let o = at(&r, 0, &["import", "--store", "alma-production"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr.contains("Wrote 20 key(s) to keys/imported.yaml"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("skipped terraformed"), "{}", o.stderr);
+    let yaml = std::fs::read_to_string(r.root().join("keys/imported.yaml")).unwrap();
+    assert!(yaml.contains("name: console-07"), "{yaml}");
+    assert!(!yaml.contains("kw_prod_"), "a secret in the YAML");
+
+    let p = at(&r, 0, &["plan", "--detailed-exitcode"]);
+    assert_eq!(p.code, 0, "the plan after import is not empty: {}", p.all());
+    // The imported keys keep their secrets.
+    assert_eq!(verify_at(&r, 0, &secrets[7])["valid"], true);
+    // The other tool's key was not touched.
+    let t = live(&r, "terraformed").unwrap();
+    assert_eq!(t.managed_by.as_deref(), Some("terraform"));
+    // Importing again finds nothing new.
+    let o = at(
+        &r,
+        0,
+        &[
+            "import",
+            "--store",
+            "alma-production",
+            "--output",
+            "keys/again.yaml",
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(o.stderr.contains("Nothing to import"), "{}", o.stderr);
+    // A console edit of an imported key is drift from now on.
+    let k = live(&r, "console-04").unwrap();
+    rt().block_on(async {
+        let p = KeyPatch {
+            scopes: Some(vec!["bibs:write".into()]),
+            ..KeyPatch::default()
+        };
+        prod(&r)
+            .update(&k.id, k.version, p, &console())
+            .await
+            .unwrap();
+    });
+    let o = drift_only(&r, 1);
+    assert_eq!(o.code, 2, "{}", o.all());
+    // The first rotation delivers a secret through keyward; the old one works through grace.
+    let yaml = yaml.replacen(
+        "name: console-00\n",
+        "name: console-00\n  rotation:\n    generation: 2\n",
+        1,
+    );
+    std::fs::write(r.root().join("keys/imported.yaml"), yaml).unwrap();
+    apply_at(&r, 1);
+    let s = secret_of(&r, "console-00", "jdoe");
+    assert_eq!(verify_at(&r, 2, &s)["valid"], true);
+    assert_eq!(verify_at(&r, 2, &secrets[0])["valid"], true);
+    no_changes_at(&r, 2);
+}
