@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod idempotency;
+pub mod idempotency_pg;
 pub mod routes;
 pub mod tokens;
 
@@ -21,9 +22,11 @@ use axum::routing::{get, post};
 
 use crate::clock::{Clock, FixedClock};
 use crate::store::Store;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use error::ApiError;
 use idempotency::{IdempotencyLog, SqliteIdempotency};
+use idempotency_pg::PostgresIdempotency;
 use tokens::{Role, Tokens};
 
 /// Largest request body accepted.
@@ -156,10 +159,6 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub enum ServeError {
     #[error("--database `{0}`: expected sqlite:PATH or postgres://...")]
     BadDatabase(String),
-    #[error(
-        "--database postgres://...: the PostgreSQL backend is not part of this build yet; use sqlite:PATH"
-    )]
-    NoPostgres,
     #[error("opening the store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
@@ -276,8 +275,10 @@ pub fn token_command(dir: &Path, cmd: &TokenCommand) -> Result<i32, tokens::Toke
 /// A served database: the store and its idempotency records.
 pub type Database = (Arc<dyn Store>, Arc<dyn IdempotencyLog>);
 
-/// Open the store and idempotency records named by `--database`.
-pub fn open_database(dir: &Path, database: &str) -> Result<Database, ServeError> {
+/// Open the store and idempotency records named by `--database`: `sqlite:PATH` (relative to
+/// `dir`) or `postgres://...` (see `store::postgres::PostgresOptions::from_url`; several
+/// instances may serve one PostgreSQL schema).
+pub async fn open_database(dir: &Path, database: &str) -> Result<Database, ServeError> {
     if let Some(path) = database.strip_prefix("sqlite:") {
         let path = resolve(dir, Path::new(path.trim_start_matches("//")));
         let store = SqliteStore::open("serve", &path)?;
@@ -285,7 +286,9 @@ pub fn open_database(dir: &Path, database: &str) -> Result<Database, ServeError>
         return Ok((Arc::new(store), Arc::new(idem)));
     }
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        return Err(ServeError::NoPostgres);
+        let store = PostgresStore::connect("serve", database).await?;
+        let idem = PostgresIdempotency::new(&store);
+        return Ok((Arc::new(store), Arc::new(idem)));
     }
     Err(ServeError::BadDatabase(database.to_owned()))
 }
@@ -373,7 +376,7 @@ pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     if tokens.is_empty() {
         return Err(ServeError::NoTokens(tokens_path.display().to_string()));
     }
-    let (store, idem) = open_database(dir, &args.database)?;
+    let (store, idem) = open_database(dir, &args.database).await?;
     let state = Arc::new(AppState::new(store, idem, tokens, server_clock()));
     watch_tokens(Arc::clone(&state), tokens_path);
     let (listener, addr) = bind(&args.listen).await?;

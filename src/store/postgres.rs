@@ -590,6 +590,12 @@ impl PostgresStore {
         &self.schema
     }
 
+    /// The connection pool (search path set to the store's schema), for the server's
+    /// tables that live beside the store's (idempotency records).
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool
             .get()

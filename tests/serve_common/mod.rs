@@ -42,16 +42,15 @@ pub struct Server {
 impl Server {
     /// Start `keyward serve` in `dir` (database `dir/serve.db`, tokens `dir/tokens.yaml`).
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_with_database(dir, "sqlite:serve.db", env)
+    }
+
+    /// Start `keyward serve` in `dir` on `database` (tokens `dir/tokens.yaml`).
+    pub fn start_with_database(dir: &Path, database: &str, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin());
         cmd.arg("-C")
             .arg(dir)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                "sqlite:serve.db",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
             .args(["--tokens", "tokens.yaml"])
             .env_remove("KEYWARD_NOW")
             .env_remove("KEYWARD_SERVE_TOKENS")

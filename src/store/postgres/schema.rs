@@ -92,9 +92,26 @@ CREATE TABLE quota_usage (
 CREATE INDEX quota_usage_day ON quota_usage (day);
 "#;
 
+/// Version 2: the idempotency records of `keyward serve` (`POST /v1/keys` with an
+/// `Idempotency-Key`), kept beside the keys so every instance on this schema shares them.
+/// Written only by `server::idempotency_pg`; never holds a secret.
+const V2: &str = r#"
+CREATE TABLE serve_idempotency (
+    idem_key    text COLLATE "C" PRIMARY KEY,
+    fingerprint text NOT NULL,
+    key_id      text NOT NULL,
+    state       text NOT NULL CHECK (state IN ('pending', 'done')),
+    status      integer,
+    body        text,
+    created_at  text COLLATE "C" NOT NULL,
+    updated_at  text COLLATE "C" NOT NULL
+);
+CREATE INDEX serve_idempotency_created ON serve_idempotency (created_at);
+"#;
+
 /// Every migration in order; migration `i` brings the schema to version `i + 1`.
 /// Append only: never edit or reorder a migration that has been released.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
