@@ -148,8 +148,15 @@ async fn two_servers_on_one_postgres_schema_do_not_corrupt_each_other() {
         assert_eq!(ok.len(), 1, "round {round}: one PATCH wins");
         version += 1;
         assert_eq!(ok[0]["version"], version);
-        let (_, now) = send(c.get(format!("{}/v1/keys/{id}", p.a.url)).bearer_auth(&p.write)).await;
-        assert_eq!(now["labels"], ok[0]["labels"], "both servers see the winner");
+        let (_, now) = send(
+            c.get(format!("{}/v1/keys/{id}", p.a.url))
+                .bearer_auth(&p.write),
+        )
+        .await;
+        assert_eq!(
+            now["labels"], ok[0]["labels"],
+            "both servers see the winner"
+        );
     }
 
     // The apply lock: many takers through both servers, exactly one lease.
@@ -221,12 +228,23 @@ async fn two_servers_on_one_postgres_schema_do_not_corrupt_each_other() {
 
     // The audit log: one create event per key, one update per winning PATCH, numbered
     // without gaps, the token named.
-    let (_, events) =
-        send(c.get(format!("{}/v1/events?limit=1000", p.b.url)).bearer_auth(&p.write)).await;
+    let (_, events) = send(
+        c.get(format!("{}/v1/events?limit=1000", p.b.url))
+            .bearer_auth(&p.write),
+    )
+    .await;
     let items = events["items"].as_array().expect("events");
     let actions: Vec<&str> = items.iter().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions.iter().filter(|a| **a == "create").count(), 2, "{actions:?}");
-    assert_eq!(actions.iter().filter(|a| **a == "update").count(), 3, "{actions:?}");
+    assert_eq!(
+        actions.iter().filter(|a| **a == "create").count(),
+        2,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| **a == "update").count(),
+        3,
+        "{actions:?}"
+    );
     let seqs: Vec<i64> = items.iter().filter_map(|e| e["seq"].as_i64()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     assert!(
@@ -256,7 +274,13 @@ fn serve_refuses_a_postgres_database_without_a_pepper_file() {
     let out = std::process::Command::new(serve_common::bin())
         .arg("-C")
         .arg(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--tokens", "tokens.yaml"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens.yaml",
+        ])
         .arg("--database")
         .arg(format!("{}?schema={}", schema.url, schema.schema))
         .env_remove("KEYWARD_PEPPER_FILE")
@@ -264,5 +288,8 @@ fn serve_refuses_a_postgres_database_without_a_pepper_file() {
         .expect("run serve");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("pepper_file") && err.contains("KEYWARD_PEPPER_FILE"), "{err}");
+    assert!(
+        err.contains("pepper_file") && err.contains("KEYWARD_PEPPER_FILE"),
+        "{err}"
+    );
 }

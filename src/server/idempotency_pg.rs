@@ -18,7 +18,8 @@ pub struct PostgresIdempotency {
 
 impl std::fmt::Debug for PostgresIdempotency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresIdempotency").finish_non_exhaustive()
+        f.debug_struct("PostgresIdempotency")
+            .finish_non_exhaustive()
     }
 }
 
