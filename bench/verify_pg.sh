@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Verify throughput of `keyward serve` on PostgreSQL, next to SQLite and the machine's ceiling
+# (`keyward serve --bare`, a handler answering 200), all measured in the same run with wrk on
+# loopback; server, database and load generator share the machine. Not part of .ci/run.
+#
+#   bench/verify_pg.sh                 10 s per target, 64 connections, 1,000 keys
+#   DURATION=30s CONNS=128 KEYS=5000 bench/verify_pg.sh
+#
+# PostgreSQL URL: KEYWARD_BENCH_POSTGRES_URL, else KEYWARD_TEST_POSTGRES_URL, else
+# postgres://postgres@127.0.0.1:5432/test. The run uses a fresh schema and drops it at the end.
+# Keys are throwaway test keys registered through the HTTP API (secret hashes only); their
+# secrets sit in the scratch directory (mode 0700) for wrk and are deleted at the end.
+# Prints a Markdown table (requests/s, p50, p99 latency, share of the ceiling).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+KEYS=${KEYS:-1000}
+PG_URL=${KEYWARD_BENCH_POSTGRES_URL:-${KEYWARD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk; then
+    if [ "$(id -u)" = 0 ] && need apt-get; then
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    else
+        echo "wrk is needed (apt-get install wrk)" >&2; exit 1
+    fi
+fi
+need python3 || { echo "python3 is needed" >&2; exit 1; }
+need psql || { echo "psql is needed to drop the benchmark schema" >&2; exit 1; }
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+if [ -n "${KEYWARD_BIN:-}" ]; then
+    BIN=$KEYWARD_BIN   # a binary built elsewhere (e.g. to try the script with a debug build)
+else
+    echo "== building release" >&2
+    cargo build --release --quiet --bin keyward
+    BIN=$CARGO_TARGET_DIR/release/keyward
+fi
+
+WORK=$(mktemp -d /tmp/keyward-verify-bench.XXXXXX)
+chmod 700 "$WORK"
+SCHEMA="kwbench_$(date +%s)_$$"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    psql "$PG_URL" -qc "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" token create bench-write --role write --tokens "$WORK/tokens.yaml" >"$WORK/write.token" 2>/dev/null
+"$BIN" token create bench-app --role verify --tokens "$WORK/tokens.yaml" >"$WORK/verify.token" 2>/dev/null
+
+# start NAME ARGS...: starts `keyward serve` on a free port, sets URL.
+start() {
+    local name=$1; shift
+    KEYWARD_LOG=warn "$BIN" -C "$WORK" serve --listen 127.0.0.1:0 --tokens tokens.yaml "$@" \
+        2>"$WORK/$name.log" &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do
+        URL=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$WORK/$name.log" | head -n1)
+        [ -n "$URL" ] && return 0
+        sleep 0.1
+    done
+    echo "$name did not start:" >&2; cat "$WORK/$name.log" >&2; exit 1
+}
+
+# register URL: creates $KEYS keys through the API, writes their secrets to $WORK/keys.lua.
+register() {
+    python3 - "$1" "$(cat "$WORK/write.token")" "$KEYS" "$WORK/keys.lua" <<'PY'
+import base64, hashlib, json, os, sys, urllib.request, zlib, datetime
+url, token, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def b32(b): return base64.b32encode(b).decode().rstrip("=").lower()
+now = datetime.datetime.now(datetime.timezone.utc)
+secrets = []
+for i in range(n):
+    kid = b32(os.urandom(10))
+    head = f"kw_prod_{kid}_{b32(os.urandom(32))}"
+    secret = head + f"{zlib.crc32(head.encode()):08x}"
+    body = {
+        "id": kid, "name": f"bench-{i:06d}", "environment": "production", "owner": "bench",
+        "purpose": None, "scopes": ["bibs:read"], "labels": {}, "status": "active",
+        "issued_at": (now - datetime.timedelta(minutes=5)).isoformat(),
+        "expires_at": (now + datetime.timedelta(days=30)).isoformat(), "lifetime": None,
+        "generation": 1, "spec_generation": 1, "recipients": {"bench": "fp"},
+        "quota_per_day": None, "protected": False, "managed_by": "keyward",
+        "secret_hash": hashlib.sha256(secret.encode()).hexdigest(),
+    }
+    req = urllib.request.Request(url + "/v1/keys", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 201, r.status
+    secrets.append(secret)
+with open(out, "w") as f:
+    f.write("keys = {" + ",".join(json.dumps(s) for s in secrets) + "}\n")
+PY
+}
+
+# check URL: one verify must be valid.
+check() {
+    local first
+    first=$(sed -n 's/^keys = {"\([^"]*\)".*/\1/p' "$WORK/keys.lua")
+    python3 - "$1" "$(cat "$WORK/verify.token")" "$first" <<'PY'
+import json, sys, urllib.request
+url, token, key = sys.argv[1:4]
+req = urllib.request.Request(url + "/v1/verify", data=json.dumps({"key": key}).encode(),
+    method="POST", headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+v = json.load(urllib.request.urlopen(req))
+assert v["valid"] is True and v["reason"] == "ok", v
+PY
+}
+
+cat >"$WORK/verify.lua" <<LUA
+dofile("$WORK/keys.lua")
+local token = "$(cat "$WORK/verify.token")"
+local i = 0
+request = function()
+    i = i + 1
+    local k = keys[(i % #keys) + 1]
+    return wrk.format("POST", "/v1/verify",
+        { ["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json" },
+        '{"key":"' .. k .. '"}')
+end
+LUA
+
+# load NAME URL: runs wrk, appends "NAME rps p50 p99 non2xx" to results.
+load() {
+    local out="$WORK/$1.wrk"
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$WORK/verify.lua" "$2" >"$out"
+    local rps p50 p99 bad
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    p50=$(awk '$1 == "50%" {print $2}' "$out")
+    p99=$(awk '$1 == "99%" {print $2}' "$out")
+    bad=$(awk '/Non-2xx/ {print $NF}' "$out"); bad=${bad:-0}
+    echo "$1 $rps $p50 $p99 $bad" >>"$WORK/results"
+    echo "   $1: $rps req/s, p50 $p50, p99 $p99, non-2xx $bad" >&2
+}
+
+echo "== ceiling: keyward serve --bare" >&2
+start bare --bare
+echo 'keys = {"x"}' >"$WORK/keys.lua"
+load ceiling "$URL"
+kill "${PIDS[-1]}"
+
+echo "== SQLite: registering $KEYS keys" >&2
+start sqlite --database sqlite:bench.db
+register "$URL"; check "$URL"
+load sqlite "$URL"
+kill "${PIDS[-1]}"
+
+echo "== PostgreSQL (schema $SCHEMA): registering $KEYS keys" >&2
+case "$PG_URL" in *\?*) SEP='&' ;; *) SEP='?' ;; esac
+start postgres --database "$PG_URL${SEP}schema=$SCHEMA&pepper_file=$WORK/pg.pepper"
+register "$URL"; check "$URL"
+load postgres "$URL"
+
+python3 - "$WORK/results" "$DURATION" "$CONNS" "$THREADS" "$KEYS" <<'PY'
+import sys
+path, dur, conns, threads, keys = sys.argv[1:6]
+rows = [l.split() for l in open(path)]
+ceiling = float(rows[0][1])
+print(f"\n/v1/verify, valid keys ({keys} keys, wrk -t{threads} -c{conns} -d{dur}, loopback, 2 cores shared)\n")
+print("| target | requests/s | p50 | p99 | of ceiling | non-2xx |")
+print("|---|---:|---:|---:|---:|---:|")
+names = {"ceiling": "ceiling (`serve --bare`, 200 on every path)", "sqlite": "verify on SQLite",
+         "postgres": "verify on PostgreSQL"}
+for name, rps, p50, p99, bad in rows:
+    print(f"| {names[name]} | {float(rps):,.0f} | {p50} | {p99} | {float(rps) / ceiling:.0%} | {bad} |")
+PY
