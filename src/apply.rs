@@ -481,32 +481,86 @@ fn principals<'a>(cx: &'a Context<'_>, c: &Change) -> Result<Vec<&'a Principal>,
 }
 
 /// Seal `secret` to the change's recipients and write the pending delivery durably.
-fn deliver_pending(
+/// Sealing and the fsyncs of the outbox are blocking work: they run on tokio's blocking
+/// pool (when there is a runtime) so that `apply`'s bounded concurrency really overlaps
+/// them, instead of serialising every key's disk flushes on one async task.
+async fn deliver_pending(
     cx: &Context<'_>,
     c: &Change,
     meta: &EnvelopeMeta,
-    secret: &secret::Secret,
+    secret: secret::Secret,
     now: DateTime<Utc>,
     commit: Option<String>,
 ) -> Result<PathBuf, ApplyError> {
     let key = format!("{}/{}", c.store, c.name);
-    let ps = principals(cx, c)?;
-    let sealed =
-        deliver::seal_for_principals(meta, secret, &ps).map_err(|e| ApplyError::Deliver {
-            key: key.clone(),
-            source: Box::new(e),
+    let ps: Vec<Principal> = principals(cx, c)?.into_iter().cloned().collect();
+    let outbox = cx.outbox.clone();
+    let meta = meta.clone();
+    let environment = c.environment.clone();
+    let job_key = key.clone();
+    let job = move || -> Result<PathBuf, ApplyError> {
+        let refs: Vec<&Principal> = ps.iter().collect();
+        let sealed = deliver::seal_for_principals(&meta, &secret, &refs).map_err(|e| {
+            ApplyError::Deliver {
+                key: job_key.clone(),
+                source: Box::new(e),
+            }
         })?;
-    failpoint::hit(failpoint::AFTER_SEAL)?;
-    let manifest = Manifest::pending(meta, &c.environment, now, commit, &sealed);
-    let dir = cx
-        .outbox
-        .write_pending(&manifest, &sealed)
-        .map_err(|e| ApplyError::Deliver {
-            key,
-            source: Box::new(e),
-        })?;
-    failpoint::hit(failpoint::AFTER_PENDING)?;
-    Ok(dir)
+        drop(secret);
+        failpoint::hit(failpoint::AFTER_SEAL)?;
+        let manifest = Manifest::pending(&meta, &environment, now, commit, &sealed);
+        let dir = outbox
+            .write_pending(&manifest, &sealed)
+            .map_err(|e| ApplyError::Deliver {
+                key: job_key,
+                source: Box::new(e),
+            })?;
+        failpoint::hit(failpoint::AFTER_PENDING)?;
+        Ok(dir)
+    };
+    blocking(job, &key).await
+}
+
+/// Mark a delivery active (blocking file work, see [`deliver_pending`]).
+async fn mark_active(
+    cx: &Context<'_>,
+    c: &Change,
+    dir: &std::path::Path,
+) -> Result<(), ApplyError> {
+    let key = format!("{}/{}", c.store, c.name);
+    let outbox = cx.outbox.clone();
+    let dir = dir.to_path_buf();
+    let job_key = key.clone();
+    blocking(
+        move || {
+            outbox
+                .mark(&dir, DeliveryStatus::Active)
+                .map(|_| ())
+                .map_err(|e| ApplyError::Deliver {
+                    key: job_key,
+                    source: Box::new(e),
+                })
+        },
+        &key,
+    )
+    .await
+}
+
+/// Run blocking work on tokio's blocking pool, or inline outside a runtime.
+async fn blocking<T, F>(job: F, key: &str) -> Result<T, ApplyError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApplyError> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h.spawn_blocking(job).await.unwrap_or_else(|e| {
+            Err(ApplyError::Invalid {
+                key: key.to_string(),
+                message: format!("delivery task failed: {e}"),
+            })
+        }),
+        Err(_) => job(),
+    }
 }
 
 /// After registering failed: the secret never became valid, so its envelopes go.
@@ -545,7 +599,8 @@ async fn create_key(
         expires_at,
         previous_valid_until: None,
     };
-    let dir = deliver_pending(cx, c, &meta, &secret, now, actor.commit.clone())?;
+    let secret_hash = secret.hash();
+    let dir = deliver_pending(cx, c, &meta, secret, now, actor.commit.clone()).await?;
     let new = NewKey {
         id: id.clone(),
         name: d.name.clone(),
@@ -569,23 +624,17 @@ async fn create_key(
         protected: d.protected,
         managed_by: Some(MANAGED_BY.to_string()),
         applied_digest: None,
-        secret_hash: secret.hash(),
+        secret_hash,
     };
     let new = NewKey {
         applied_digest: Some(new.state_digest()),
         ..new
     };
-    drop(secret);
     if let Err(e) = store.create(new, actor).await {
         return Err(void_after_failure(cx, &dir, e, &c.store));
     }
     failpoint::hit(failpoint::AFTER_REGISTER)?;
-    cx.outbox
-        .mark(&dir, DeliveryStatus::Active)
-        .map_err(|e| ApplyError::Deliver {
-            key: format!("{}/{}", c.store, c.name),
-            source: Box::new(e),
-        })?;
+    mark_active(cx, c, &dir).await?;
     failpoint::hit(failpoint::AFTER_ACTIVATE)?;
     Ok((id, dir))
 }
@@ -612,9 +661,10 @@ async fn rotate_key(
         expires_at,
         previous_valid_until: Some(grace_until),
     };
-    let dir = deliver_pending(cx, c, &meta, &secret, now, actor.commit.clone())?;
+    let secret_hash = secret.hash();
+    let dir = deliver_pending(cx, c, &meta, secret, now, actor.commit.clone()).await?;
     let rot = Rotate {
-        secret_hash: secret.hash(),
+        secret_hash,
         previous_valid_until: Some(grace_until),
         issued_at: now,
         expires_at,
@@ -622,18 +672,12 @@ async fn rotate_key(
         spec_generation: d.rotation.generation,
         recipients: diff::recipient_map(cx.spec, d),
     };
-    drop(secret);
     let live = match store.rotate(&id, version, rot, actor).await {
         Ok(k) => k,
         Err(e) => return Err(void_after_failure(cx, &dir, e, &c.store)),
     };
     failpoint::hit(failpoint::AFTER_REGISTER)?;
-    cx.outbox
-        .mark(&dir, DeliveryStatus::Active)
-        .map_err(|e| ApplyError::Deliver {
-            key: format!("{}/{}", c.store, c.name),
-            source: Box::new(e),
-        })?;
+    mark_active(cx, c, &dir).await?;
     failpoint::hit(failpoint::AFTER_ACTIVATE)?;
     Ok((dir, live))
 }

@@ -296,6 +296,8 @@ struct Ctx<'a> {
     spec: &'a Spec,
     now: DateTime<Utc>,
     out: DiffResult,
+    /// Each principal's fingerprint, computed once per diff (not once per key).
+    fingerprints: BTreeMap<&'a str, String>,
 }
 
 /// Compute the changes that turn `observed` (every key listed from each store, managed or
@@ -320,6 +322,11 @@ pub fn diff_with_deliveries(
         spec,
         now,
         out: DiffResult::default(),
+        fingerprints: spec
+            .principals
+            .iter()
+            .map(|(id, p)| (id.as_str(), p.fingerprint()))
+            .collect(),
     };
     let empty = Vec::new();
 
@@ -454,13 +461,24 @@ pub fn diff_with_deliveries(
             }
         }
     }
+    // Pair by name through an index (first candidate in `removed` order wins, as a scan
+    // would pick): O(n) overall instead of a scan of `removed` per unmatched key.
+    let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, (_, l)) in removed.iter().enumerate() {
+        by_name.entry(l.name.as_str()).or_default().push(i);
+    }
+    let mut taken = vec![false; removed.len()];
     for d in unmatched_desired {
-        let pair = removed
-            .iter()
-            .position(|(s, l)| l.name == d.name && *s != d.store && !l.protected);
+        let pair = by_name.get(d.name.as_str()).and_then(|cands| {
+            cands.iter().copied().find(|&i| {
+                let (s, l) = removed[i];
+                !taken[i] && s != d.store && !l.protected
+            })
+        });
         match pair {
             Some(i) => {
-                let (old_store, old) = removed.remove(i);
+                taken[i] = true;
+                let (old_store, old) = removed[i];
                 cx.push_replace(
                     d,
                     old,
@@ -476,7 +494,10 @@ pub fn diff_with_deliveries(
             None => cx.push_create(d, None, "new key".into()),
         }
     }
-    for (store, l) in removed {
+    for (i, (store, l)) in removed.into_iter().enumerate() {
+        if taken[i] {
+            continue;
+        }
         if l.protected {
             cx.out.notes.push(Note {
                 store: store.to_string(),
@@ -903,7 +924,18 @@ impl Ctx<'_> {
         }
 
         // Rotation triggers.
-        let want_recipients = recipient_map(spec, d);
+        let want_recipients: BTreeMap<String, String> = d
+            .recipients
+            .iter()
+            .map(|id| {
+                let fp = self
+                    .fingerprints
+                    .get(id.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                (id.clone(), fp)
+            })
+            .collect();
         let mut rotate_reasons = Vec::new();
         // A key keyward did not create (imported from a console) records spec generation 0;
         // generation 1 is every key's baseline, so only a bump past it rotates.
@@ -1263,6 +1295,42 @@ pub(crate) mod tests {
 
     fn observed(store: &str, keys: Vec<LiveKey>) -> BTreeMap<String, Vec<LiveKey>> {
         [(store.to_string(), keys)].into_iter().collect()
+    }
+
+    #[test]
+    fn many_store_moves_pair_by_name_in_linear_time() {
+        // 600 keys live in prod; the spec moves 500 of them to sbx (replace), drops 100
+        // (revoke; 10 of those protected: kept with a note), and adds 200 new ones.
+        let n_live = 600;
+        let mut desired = Vec::new();
+        let mut live = Vec::new();
+        let base = spec(Vec::new());
+        for i in 0..n_live {
+            let mut d = key("prod", &format!("k{i:04}"), &["bibs:read"]);
+            d.protected = (500..510).contains(&i);
+            live.push(live_from(&base, &d, &format!("id{i:04}"), now()));
+            if i < 500 {
+                desired.push(key("sbx", &format!("k{i:04}"), &["bibs:read"]));
+            }
+        }
+        for i in 0..200 {
+            desired.push(key("sbx", &format!("new{i:04}"), &["bibs:read"]));
+        }
+        let s = spec(desired);
+        let r = diff(&s, &observed("prod", live), now());
+        let count = |a: Action| r.changes.iter().filter(|c| c.action == a).count();
+        assert_eq!(count(Action::Replace), 500);
+        assert_eq!(count(Action::Create), 200);
+        assert_eq!(count(Action::Revoke), 90);
+        assert_eq!(r.notes.len(), 10);
+        for c in r.changes.iter().filter(|c| c.action == Action::Replace) {
+            // Each replace revokes the old key of the same name.
+            assert_eq!(
+                c.key_id.as_deref(),
+                Some(format!("id{}", &c.name[1..]).as_str())
+            );
+            assert_eq!(c.store, "sbx");
+        }
     }
 
     #[test]

@@ -88,21 +88,25 @@ pub fn open_all(
         .collect()
 }
 
-/// List every key (managed and unmanaged) of every opened store.
+/// List every key (managed and unmanaged) of every opened store. The stores are listed
+/// concurrently (each has its own connection or client), so a plan over several stores
+/// waits for the slowest store rather than for the sum of them.
 pub async fn list_stores(
     stores: &BTreeMap<String, Arc<dyn Store>>,
 ) -> Result<BTreeMap<String, Vec<LiveKey>>, ObserveError> {
-    let mut out = BTreeMap::new();
-    for (name, s) in stores {
-        let keys = list_all(s.as_ref(), &ListFilter::default())
+    let lists = stores.iter().map(|(name, s)| async move {
+        list_all(s.as_ref(), &ListFilter::default())
             .await
+            .map(|keys| (name.clone(), keys))
             .map_err(|e| ObserveError::List {
                 store: name.clone(),
                 source: e,
-            })?;
-        out.insert(name.clone(), keys);
-    }
-    Ok(out)
+            })
+    });
+    Ok(futures::future::try_join_all(lists)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// The newest active delivery of every key name in the outbox: what keyward has handed out,
@@ -130,4 +134,58 @@ pub fn delivered(outbox: &Outbox) -> Result<Delivered, DeliverError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Actor, KeyStatus, MANAGED_BY, NewKey};
+    use chrono::Utc;
+
+    fn new_key(name: &str) -> NewKey {
+        let id = crate::secret::new_key_id();
+        let s = crate::secret::generate("sandbox", &id);
+        NewKey {
+            id,
+            name: name.into(),
+            environment: "sandbox".into(),
+            owner: "jdoe".into(),
+            purpose: None,
+            scopes: vec!["bibs:read".into()],
+            labels: BTreeMap::new(),
+            status: KeyStatus::Active,
+            issued_at: Utc::now(),
+            expires_at: None,
+            lifetime: None,
+            generation: 1,
+            spec_generation: 1,
+            recipients: BTreeMap::new(),
+            quota_per_day: None,
+            protected: false,
+            managed_by: Some(MANAGED_BY.into()),
+            applied_digest: None,
+            secret_hash: s.hash(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_store_is_listed_under_its_own_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut stores: BTreeMap<String, Arc<dyn Store>> = BTreeMap::new();
+        let actor = Actor::default();
+        for (name, n) in [("a", 3usize), ("b", 0), ("c", 1205)] {
+            let s = SqliteStore::open(name, &dir.path().join(format!("{name}.db"))).expect("open");
+            let keys = (0..n).map(|i| new_key(&format!("{name}-{i}"))).collect();
+            s.create_batch(keys, &actor).await.expect("seed");
+            stores.insert(name.to_string(), Arc::new(s));
+        }
+        let listed = list_stores(&stores).await.expect("list");
+        assert_eq!(listed.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(listed["a"].len(), 3);
+        assert!(listed["b"].is_empty());
+        assert_eq!(listed["c"].len(), 1205, "more than one page");
+        for (name, keys) in &listed {
+            assert!(keys.iter().all(|k| k.name.starts_with(&format!("{name}-"))));
+        }
+    }
 }

@@ -87,12 +87,22 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), DeliverError> {
 
 /// Write `bytes` to `path` atomically and durably, replacing any existing file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DeliverError> {
+    write_replace(path, bytes, mode)?;
+    fsync_dir(&parent_of(path))
+}
+
+/// Like [`write_atomic`] but WITHOUT the directory fsync: the file's bytes are durable
+/// (fsynced before the rename) and the rename is atomic, so after a crash `path` holds
+/// either the old file or the complete new one; the rename itself is durable only once
+/// the caller fsyncs the directory. Lets a caller write several files into one
+/// directory and pay for one directory fsync (see `Outbox::write_pending`).
+pub(crate) fn write_replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DeliverError> {
     let tmp = write_temp(path, bytes, mode)?;
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(DeliverError::io("rename a temporary file onto", path, e));
     }
-    fsync_dir(&parent_of(path))
+    Ok(())
 }
 
 /// Write `bytes` to a NEW file at `path` atomically (the complete file appears at once, or
@@ -168,4 +178,34 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, DeliverError> {
 /// renamed over `path` (an existing file is replaced, and ends up 0600 too).
 pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), DeliverError> {
     write_atomic(path, bytes, MODE_PRIVATE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_replace_swaps_the_whole_file_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("manifest.json");
+        write_replace(&path, b"first version", MODE_PUBLIC).expect("write");
+        write_replace(&path, b"second", MODE_PUBLIC).expect("replace");
+        assert_eq!(fs::read(&path).expect("read"), b"second");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["manifest.json"], "no temp file is left behind");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, MODE_PUBLIC);
+        }
+        // A directory in the way is an error, not a panic, and leaves nothing behind.
+        let blocked = dir.path().join("sub");
+        fs::create_dir_all(blocked.join("x")).expect("mkdir");
+        assert!(write_replace(&blocked.join("x"), b"y", MODE_PUBLIC).is_err());
+        assert_eq!(fs::read_dir(&blocked).expect("list").count(), 1);
+    }
 }

@@ -73,20 +73,25 @@ fn finish(
         .filter_map(|d| d.location.as_ref().map(|l| l.file.clone()))
         .collect();
     let mut sources = Sources::new();
-    let mut docs: BTreeMap<PathBuf, Option<yaml::Doc>> = BTreeMap::new();
-    for (rel, bytes) in &files {
-        if !is_spec_file(rel) {
-            continue;
-        }
-        let (text, doc) = yaml::parse(rel, bytes, &mut diags);
+    // keyward.yaml and people.yaml first (the key files are checked against them); the
+    // key files are then parsed, validated and dropped one at a time (see `key_files_checked`).
+    let mut files = files;
+    let mut parse_one = |name: &str, diags: &mut Diagnostics| -> (bool, Option<yaml::Doc>) {
+        let rel = PathBuf::from(name);
+        let Some(bytes) = files.remove(&rel) else {
+            return (false, None);
+        };
+        let (text, doc) = yaml::parse(&rel, &bytes, diags);
         if let Some(t) = text {
-            sources.insert(rel.clone(), t);
+            sources.insert(rel, t);
         }
-        docs.insert(rel.clone(), doc);
-    }
-    for required in [CONFIG_FILE, PEOPLE_FILE] {
+        (true, doc)
+    };
+    let (config_read, config_doc) = parse_one(CONFIG_FILE, &mut diags);
+    let (people_read, people_doc) = parse_one(PEOPLE_FILE, &mut diags);
+    for (required, read) in [(CONFIG_FILE, config_read), (PEOPLE_FILE, people_read)] {
         let p = PathBuf::from(required);
-        if !docs.contains_key(&p) && !reported.contains(&p) {
+        if !read && !reported.contains(&p) {
             let hint = if required == CONFIG_FILE {
                 "create keyward.yaml with `version: 1` and your stores (see examples/library)"
             } else {
@@ -101,8 +106,7 @@ fn finish(
     }
 
     // keyward.yaml
-    let config_doc = docs.get(Path::new(CONFIG_FILE)).and_then(Option::as_ref);
-    let config = match config_doc {
+    let config = match &config_doc {
         Some(doc) => config::parse(
             &mut yaml::Ctx {
                 doc,
@@ -113,8 +117,7 @@ fn finish(
         None => config::Config::defaults(&root),
     };
     // people.yaml
-    let people_doc = docs.get(Path::new(PEOPLE_FILE)).and_then(Option::as_ref);
-    let people = match people_doc {
+    let people = match &people_doc {
         Some(doc) => people::parse(
             &mut yaml::Ctx {
                 doc,
@@ -131,17 +134,17 @@ fn finish(
         stores_ok: config_doc.is_some(),
         people_ok: people_doc.is_some(),
     };
+    let key_files: Vec<(PathBuf, Vec<u8>)> = files
+        .into_iter()
+        .filter(|(rel, _)| is_key_file(rel))
+        .collect();
     let mut seen: Vec<keys::Seen> = Vec::new();
-    for (rel, doc) in &docs {
-        if let (true, Some(doc)) = (is_key_file(rel), doc) {
-            seen.extend(keys::parse_file(
-                &mut yaml::Ctx {
-                    doc,
-                    diags: &mut diags,
-                },
-                &refs,
-            ));
+    for one in key_files_checked(key_files, &refs) {
+        if let Some(t) = one.text {
+            sources.insert(one.rel, t);
         }
+        diags.extend(one.diags);
+        seen.extend(one.seen);
     }
     let mut first: BTreeMap<(String, String), Location> = BTreeMap::new();
     let mut keys_out = Vec::new();
@@ -247,6 +250,90 @@ pub fn sources_for(root: &Path, diags: &Diagnostics) -> Sources {
         }
     }
     out
+}
+
+/// One key file, parsed and validated (its YAML value and position index already dropped).
+struct CheckedFile {
+    rel: PathBuf,
+    text: Option<String>,
+    diags: Diagnostics,
+    seen: Vec<keys::Seen>,
+}
+
+fn check_key_file(rel: PathBuf, bytes: Vec<u8>, refs: &keys::Refs) -> CheckedFile {
+    let mut diags = Diagnostics::default();
+    let (text, doc) = yaml::parse(&rel, &bytes, &mut diags);
+    drop(bytes);
+    let seen = match &doc {
+        Some(doc) => keys::parse_file(
+            &mut yaml::Ctx {
+                doc,
+                diags: &mut diags,
+            },
+            refs,
+        ),
+        None => Vec::new(),
+    };
+    CheckedFile {
+        rel,
+        text,
+        diags,
+        seen,
+    }
+}
+
+/// Key files above this total size are checked on several threads.
+const PARALLEL_BYTES: usize = 256 * 1024;
+
+/// Parse and validate every key file, returning the results in the order given (so
+/// "first defined here" and every other output stays the same as a sequential run).
+/// Each file's YAML value and position index live only while that file is checked, so
+/// memory holds one parsed file per thread rather than the whole spec; with more than
+/// one core and a large spec, files are shared out to up to 4 scoped threads.
+fn key_files_checked(files: Vec<(PathBuf, Vec<u8>)>, refs: &keys::Refs) -> Vec<CheckedFile> {
+    let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+        .min(4)
+        .min(files.len());
+    if threads < 2 || total < PARALLEL_BYTES {
+        return files
+            .into_iter()
+            .map(|(rel, bytes)| check_key_file(rel, bytes, refs))
+            .collect();
+    }
+    let n = files.len();
+    let queue = std::sync::Mutex::new(files.into_iter().enumerate());
+    let mut done: Vec<(usize, CheckedFile)> = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .next();
+                        let Some((i, (rel, bytes))) = next else { break };
+                        out.push((i, check_key_file(rel, bytes, refs)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(n);
+        for w in workers {
+            // A worker only panics on a bug; surface it rather than lose its files.
+            match w.join() {
+                Ok(part) => all.extend(part),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        all
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, f)| f).collect()
 }
 
 /// Read keyward.yaml, people.yaml and keys/**/*.y(a)ml under `root` (sorted).

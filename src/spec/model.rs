@@ -27,10 +27,20 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The desired key `name` in `store`. `spec::load` keeps `keys` sorted by (store, name),
+    /// so this is a binary search; a hand-built, unsorted `keys` still works (a miss falls
+    /// back to a linear scan, so the answer never depends on the order).
     pub fn key(&self, store: &str, name: &str) -> Option<&DesiredKey> {
-        self.keys
-            .iter()
-            .find(|k| k.store == store && k.name == name)
+        match self
+            .keys
+            .binary_search_by(|k| (k.store.as_str(), k.name.as_str()).cmp(&(store, name)))
+        {
+            Ok(i) => self.keys.get(i),
+            Err(_) => self
+                .keys
+                .iter()
+                .find(|k| k.store == store && k.name == name),
+        }
     }
     pub fn keys_in<'a>(&'a self, store: &'a str) -> impl Iterator<Item = &'a DesiredKey> + 'a {
         self.keys.iter().filter(move |k| k.store == store)
@@ -456,5 +466,37 @@ impl DesiredKey {
             .get(field)
             .cloned()
             .unwrap_or_else(|| self.location.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diff::tests::{key, spec};
+
+    #[test]
+    fn key_lookup_finds_keys_sorted_or_not() {
+        let mut keys = vec![
+            key("sbx", "b", &["bibs:read"]),
+            key("prod", "z", &["bibs:read"]),
+            key("prod", "a", &["bibs:read"]),
+            key("sbx", "a", &["bibs:read"]),
+        ];
+        // Unsorted (a hand-built spec): every key is still found.
+        let mut s = spec(Vec::new());
+        s.keys = keys.clone();
+        for (st, n) in [("sbx", "b"), ("prod", "z"), ("prod", "a"), ("sbx", "a")] {
+            let k = s.key(st, n).map(|k| (k.store.as_str(), k.name.as_str()));
+            assert_eq!(k, Some((st, n)));
+        }
+        assert!(s.key("prod", "b").is_none());
+        // Sorted as spec::load leaves them: found by binary search.
+        keys.sort_by(|a, b| (&a.store, &a.name).cmp(&(&b.store, &b.name)));
+        let s = spec(keys);
+        for (st, n) in [("sbx", "b"), ("prod", "z"), ("prod", "a"), ("sbx", "a")] {
+            let k = s.key(st, n).map(|k| (k.store.as_str(), k.name.as_str()));
+            assert_eq!(k, Some((st, n)));
+        }
+        assert!(s.key("sbx", "c").is_none());
+        assert!(s.key("", "").is_none());
     }
 }

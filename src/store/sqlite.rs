@@ -231,23 +231,32 @@ impl SqliteStore {
     ) -> StoreResult<LiveKey> {
         let key = rules::validate_new(key)?;
         self.run(move |conn, pepper| {
-            let mac = pepper.mac(&key.secret_hash)?;
             let tx = immediate(conn)?;
-            let exists = tx
-                .query_row("SELECT 1 FROM keys WHERE id = ?1", [&key.id], |_| Ok(()))
-                .optional()
-                .db("look up key")?
-                .is_some();
-            if exists {
-                return Err(StoreError::AlreadyExists(key.id));
-            }
-            let stored = rules::new_stored(key, mac, Utc::now());
-            insert_row(&tx, &stored)?;
-            let k = &stored.key;
-            let detail = rules::create_detail(k);
-            append_event(&tx, &actor, action, Some(&k.id), Some(&k.name), &detail)?;
+            let live = insert_new(&tx, pepper, key, &actor, action)?;
             tx.commit().db("commit")?;
-            Ok(stored.key)
+            Ok(live)
+        })
+        .await
+    }
+
+    /// Register many new keys in ONE transaction (one fsync instead of one per
+    /// key): for bulk loads such as seeding a benchmark store or an import. All or none:
+    /// any invalid key or id clash rolls the whole batch back. Each key gets its own
+    /// `create` event, exactly as `Store::create` would record it.
+    pub async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<usize> {
+        let keys = keys
+            .into_iter()
+            .map(rules::validate_new)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let actor = actor.clone();
+        self.run(move |conn, pepper| {
+            let tx = immediate(conn)?;
+            let n = keys.len();
+            for key in keys {
+                insert_new(&tx, pepper, key, &actor, "create")?;
+            }
+            tx.commit().db("commit")?;
+            Ok(n)
         })
         .await
     }
@@ -289,6 +298,30 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Insert one validated new key and its event inside the caller's transaction.
+fn insert_new(
+    tx: &Connection,
+    pepper: &Pepper,
+    key: NewKey,
+    actor: &Actor,
+    action: &str,
+) -> StoreResult<LiveKey> {
+    let mac = pepper.mac(&key.secret_hash)?;
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM keys WHERE id = ?1")
+        .and_then(|mut st| st.exists([&key.id]))
+        .db("look up key")?;
+    if exists {
+        return Err(StoreError::AlreadyExists(key.id));
+    }
+    let stored = rules::new_stored(key, mac, Utc::now());
+    insert_row(tx, &stored)?;
+    let k = &stored.key;
+    let detail = rules::create_detail(k);
+    append_event(tx, actor, action, Some(&k.id), Some(&k.name), &detail)?;
+    Ok(stored.key)
 }
 
 fn immediate(conn: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
