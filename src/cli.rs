@@ -361,7 +361,16 @@ pub fn run(cli: Cli) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(cli))
+    match rt.block_on(run_async(cli)) {
+        Err(e) if e.downcast_ref::<crate::policy::Refused>().is_some() => {
+            if let Some(r) = e.downcast_ref::<crate::policy::Refused>() {
+                eprint!("{}", r.rendered);
+                eprintln!("\n{r}");
+            }
+            Ok(exit::REFUSED)
+        }
+        other => other,
+    }
 }
 
 async fn run_async(cli: Cli) -> Result<i32> {
@@ -530,7 +539,7 @@ fn validate(dir: &Path, format: DiagFormat, color: bool) -> Result<i32> {
     };
     all.sort();
     match format {
-        DiagFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+        DiagFormat::Json => println!("{}", diag::to_json(&all)),
         DiagFormat::Text => {
             print!("{}", diag::render(&all, &sources, color));
             match &spec {

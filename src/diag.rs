@@ -224,6 +224,10 @@ pub mod codes {
     pub const TOO_FEW_RECIPIENTS: &str = "KW206";
     /// Warning.
     pub const ALREADY_EXPIRED: &str = "KW207";
+    pub const MISSING_REQUIRED_FIELD: &str = "KW208";
+    pub const MISSING_REQUIRED_LABEL: &str = "KW209";
+    pub const NAME_PATTERN: &str = "KW210";
+    pub const ENVIRONMENT_MISMATCH: &str = "KW211";
 }
 
 /// Source texts by path relative to the repository root, for caret rendering.

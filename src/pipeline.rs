@@ -122,6 +122,16 @@ fn plan_from(
     ))
 }
 
+/// The policy checks that need the live keys (keys per owner, counting keys made outside
+/// keyward): `Err(policy::Refused)` (exit 3) when they fail.
+fn live_policy(desired: &Desired, observed: &BTreeMap<String, Vec<LiveKey>>) -> Result<()> {
+    let found = crate::policy::check_live(&desired.loaded.spec, observed);
+    if found.has_errors() {
+        return Err(crate::policy::Refused::new(&found, &desired.loaded.sources).into());
+    }
+    Ok(())
+}
+
 /// Observe the stores and make the plan: marked with the change under review (`--base`),
 /// filtered (`--only`), with the guards it crosses.
 async fn make_plan(
@@ -131,6 +141,7 @@ async fn make_plan(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
     let observed = observe::list_stores(stores).await?;
+    live_policy(desired, &observed)?;
     let mut plan = plan_from(desired, &observed, now)?;
     if let Some(base) = &args.base {
         mark_base(&mut plan, desired, base)?;
@@ -506,6 +517,7 @@ async fn apply_locked(
         None => make_plan(desired, stores, &args.plan, clock.now()).await?,
         Some(saved_plan) => {
             let observed = observe::list_stores(stores).await?;
+            live_policy(desired, &observed)?;
             let stale = saved::live_changes(saved_plan, &observed);
             if !stale.is_empty() {
                 eprintln!("error: the saved plan is stale:");

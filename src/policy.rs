@@ -1,16 +1,28 @@
 //! Policy: checks a validated spec against keyward.yaml's `policy` (forbidden scopes, the
-//! owner's grants, lifetimes, keys per owner, recipients per key). Pure: no I/O and no
-//! clock (the caller passes `now`); must not change the spec, only report on it.
+//! owner's grants, lifetimes and `never`, keys per owner — in the spec and, given the live
+//! keys, in the stores —, recipients per key and environment, required fields and labels,
+//! name patterns, environment markers). Pure: no I/O and no clock (the caller passes `now`
+//! and the observed keys); must not change the spec, only report on it.
 //!
 //! Decisions: owners are always people (a service owner is refused by `spec` with KW118,
 //! so the `may_grant` bound always has a person behind it); a person without `may_grant`
 //! is unbounded; keys in state `revoked` or `deleted` are being retired and are not
-//! checked or counted; `max_keys_per_owner: 0` means no limit. Counting keys that exist
-//! only in a live store (not in the spec) is the planner's job, not this module's.
+//! checked or counted; `max_keys_per_owner: 0` means no limit. `check_live` adds the keys
+//! that exist only in a live store: active or disabled keys *not* managed by keyward (made
+//! in a console) count against their owner; managed keys missing from the spec do not
+//! (the plan revokes them).
+//!
+//! Environment rule: a key is *marked* for an environment by a label `environment: NAME`,
+//! by a directory under keys/ named after an environment (keys/sandbox/...), or by a
+//! `-`/`_`/`.`-separated word of its name that is an environment of a configured store
+//! (`illiad-sandbox`). A key marked for one environment in a store of another is refused
+//! (KW211): a sandbox key may not reach a production store.
 
+use crate::diag::Location;
 use crate::diag::{Diagnostic, Diagnostics, codes};
 use crate::spec::Loaded;
-use crate::spec::model::{DesiredKey, DesiredState, Expiry, Scope, Spec};
+use crate::spec::model::{DesiredKey, DesiredState, Expiry, Policy, Scope, Spec};
+use crate::store::LiveKey;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -26,6 +38,61 @@ fn scope_location(k: &DesiredKey, s: &Scope) -> crate::diag::Location {
         .get(&format!("scope:{}", s.area))
         .cloned()
         .unwrap_or_else(|| k.field_location("scopes"))
+}
+
+/// A note pointing at the policy setting `name` in keyward.yaml, when it is written there.
+fn rule_note(mut d: Diagnostic, pol: &Policy, name: &str) -> Diagnostic {
+    if let Some(l) = pol.locations.get(name) {
+        d = d.related(
+            format!("the rule `policy.{name}` is defined here"),
+            l.clone(),
+        );
+    }
+    d
+}
+
+/// The environment a key is marked for that differs from its store's, with how and where.
+fn foreign_marker(spec: &Spec, k: &DesiredKey) -> Option<(String, String, Location)> {
+    let envs: std::collections::BTreeSet<&str> = spec
+        .stores
+        .values()
+        .map(|s| s.environment.as_str())
+        .collect();
+    if let Some(v) = k.labels.get("environment")
+        && *v != k.environment
+    {
+        return Some((
+            v.clone(),
+            format!("its label `environment: {v}`"),
+            k.field_location("label:environment"),
+        ));
+    }
+    let dirs = k
+        .location
+        .file
+        .parent()
+        .into_iter()
+        .flat_map(|p| p.components());
+    for c in dirs.skip(1) {
+        let c = c.as_os_str().to_string_lossy();
+        if envs.contains(c.as_ref()) && c != k.environment {
+            return Some((
+                c.to_string(),
+                format!("its file under `keys/.../{c}/`"),
+                k.field_location("store"),
+            ));
+        }
+    }
+    for w in k.name.split(['-', '_', '.']) {
+        if envs.contains(w) && w != k.environment {
+            return Some((
+                w.to_string(),
+                format!("the word `{w}` in its name"),
+                k.location.clone(),
+            ));
+        }
+    }
+    None
 }
 
 /// Check a loaded spec and fold the result into it: policy warnings join
@@ -67,7 +134,18 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
                     ),
                 )
                 .at(scope_location(k, s))
-                .hint(format!("remove `{s}` or lower it below `{}`", rule.scope));
+                .hint(
+                    match cat
+                        .level_rank(&rule.scope.level)
+                        .and_then(|r| r.checked_sub(1))
+                    {
+                        Some(below) => format!(
+                            "remove `{s}`, or ask for `{}:{}` instead",
+                            s.area, cat.levels[below]
+                        ),
+                        None => format!("remove `{s}`: no level of `{}` is granted here", s.area),
+                    },
+                );
                 if let Some(l) = &rule.location {
                     d = d.related(
                         format!("forbidden by the policy rule for `{}`", rule.scope),
@@ -117,7 +195,7 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
         let expiry_loc = k.field_location(expiry_field);
         if let Some(max) = pol.max_lifetime {
             match k.expiry {
-                Expiry::Lifetime(l) if l > max => out.push(
+                Expiry::Lifetime(l) if l > max => out.push(rule_note(
                     Diagnostic::error(
                         codes::LIFETIME_TOO_LONG,
                         format!(
@@ -127,10 +205,12 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
                     )
                     .at(expiry_loc.clone())
                     .hint(format!("use `lifetime: {max}` or less")),
-                ),
+                    pol,
+                    "max_lifetime",
+                )),
                 Expiry::At(t) if t > now + max.to_chrono() => {
                     let latest = (now + max.to_chrono()).format("%Y-%m-%d");
-                    out.push(
+                    out.push(rule_note(
                         Diagnostic::error(
                             codes::LIFETIME_TOO_LONG,
                             format!(
@@ -141,23 +221,50 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
                         )
                         .at(expiry_loc.clone())
                         .hint(format!("expire it on {latest} or earlier, or use `lifetime: {max}`")),
-                    )
+                        pol,
+                        "max_lifetime",
+                    ))
                 }
-                Expiry::Never => out.push(
-                    Diagnostic::error(
-                        codes::NEVER_EXPIRES,
-                        format!(
-                            "key `{}` never expires, but the policy sets max_lifetime {max}",
-                            k.name
-                        ),
-                    )
-                    .at(expiry_loc.clone())
-                    .hint(format!(
-                        "give it `lifetime: {max}` or less, or an `expires:` date"
-                    )),
-                ),
                 _ => {}
             }
+        }
+        if k.expiry == Expiry::Never && !pol.never_allowed(&k.store) {
+            let (why, rule) = match (&pol.allow_never, pol.max_lifetime) {
+                (Some(stores), _) if stores.is_empty() => (
+                    "`policy.allow_never` lists no store".to_string(),
+                    "allow_never",
+                ),
+                (Some(stores), _) => (
+                    format!(
+                        "keys may never expire only in {}",
+                        stores
+                            .iter()
+                            .map(|s| format!("`{s}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "allow_never",
+                ),
+                (None, Some(max)) => (
+                    format!("the policy sets max_lifetime {max}"),
+                    "max_lifetime",
+                ),
+                (None, None) => (String::new(), ""),
+            };
+            let hint = match pol.max_lifetime {
+                Some(max) => format!("give it `lifetime: {max}` or less, or an `expires:` date"),
+                None => "give it a `lifetime:` (e.g. `365d`) or an `expires:` date".to_string(),
+            };
+            out.push(rule_note(
+                Diagnostic::error(
+                    codes::NEVER_EXPIRES,
+                    format!("key `{}` never expires in `{}`: {why}", k.name, k.store),
+                )
+                .at(expiry_loc.clone())
+                .hint(hint),
+                pol,
+                rule,
+            ));
         }
         if let Expiry::At(t) = k.expiry
             && t <= now
@@ -173,21 +280,132 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
                 );
         }
 
-        // Recipients.
-        if k.recipients.len() < pol.min_recipients {
-            out.push(
+        // Recipients (per environment).
+        let (min, rule) = pol.min_recipients_for(&k.environment);
+        if k.recipients.len() < min {
+            let in_env = if rule.contains('.') {
+                format!(" in {}", k.environment)
+            } else {
+                String::new()
+            };
+            out.push(rule_note(
                 Diagnostic::error(
                     codes::TOO_FEW_RECIPIENTS,
                     format!(
-                        "key `{}` has {} recipient(s); the policy requires at least {}",
+                        "key `{}` has {} recipient(s); the policy requires at least {min}{in_env}",
                         k.name,
                         k.recipients.len(),
-                        pol.min_recipients
                     ),
                 )
                 .at(k.field_location("recipients"))
                 .hint("add people, services or `team:NAME` under `recipients:` (the owner counts unless `include_owner: false`)"),
-            );
+                pol,
+                &rule,
+            ));
+        }
+
+        // Required fields and labels.
+        for f in &pol.required_fields {
+            let present = match f.as_str() {
+                "purpose" => k.purpose.as_deref().is_some_and(|p| !p.trim().is_empty()),
+                "expiry" => {
+                    k.field_locations.contains_key("expires")
+                        || k.field_locations.contains_key("lifetime")
+                }
+                "quota" => k.quota.is_some(),
+                "rotation" => k.rotation.every.is_some(),
+                _ => k.field_locations.contains_key("recipients"),
+            };
+            if present {
+                continue;
+            }
+            let example = match f.as_str() {
+                "purpose" => "purpose: What the integration does, for whom",
+                "expiry" => "lifetime: 365d",
+                "quota" => "quota: 1000/day",
+                "rotation" => "rotation: { every: 90d }",
+                _ => "recipients: [jdoe]",
+            };
+            out.push(rule_note(
+                Diagnostic::error(
+                    codes::MISSING_REQUIRED_FIELD,
+                    format!("key `{}` has no `{f}`, which the policy requires", k.name),
+                )
+                .at(k.location.clone())
+                .hint(format!("add `{example}`")),
+                pol,
+                "required_fields",
+            ));
+        }
+        for l in &pol.required_labels {
+            if k.labels.get(l).is_some_and(|v| !v.trim().is_empty()) {
+                continue;
+            }
+            let at = if k.field_locations.contains_key("labels") {
+                k.field_location("labels")
+            } else {
+                k.location.clone()
+            };
+            out.push(rule_note(
+                Diagnostic::error(
+                    codes::MISSING_REQUIRED_LABEL,
+                    format!(
+                        "key `{}` has no label `{l}`, which the policy requires",
+                        k.name
+                    ),
+                )
+                .at(at)
+                .hint(format!(
+                    "add `labels: {{ {l}: ... }}` (e.g. the ticket that asked for the key)"
+                )),
+                pol,
+                "required_labels",
+            ));
+        }
+
+        // Naming patterns per store.
+        for np in pol.name_patterns_for(&k.store) {
+            if np.regex.is_match(&k.name) {
+                continue;
+            }
+            let which = if np.store == "*" {
+                "every store".to_string()
+            } else {
+                format!("store `{}`", np.store)
+            };
+            out.push(rule_note(
+                Diagnostic::error(
+                    codes::NAME_PATTERN,
+                    format!(
+                        "key name `{}` does not match the pattern `{}` for {which}",
+                        k.name, np.pattern
+                    ),
+                )
+                .at(k.location.clone())
+                .hint("rename the key so its whole name matches the pattern"),
+                pol,
+                &format!("name_patterns.{}", np.store),
+            ));
+        }
+
+        // Environment: a key marked for one environment may not reach a store of another.
+        if let Some((env, how, at)) = foreign_marker(spec, k) {
+            let mut d = Diagnostic::error(
+                codes::ENVIRONMENT_MISMATCH,
+                format!(
+                    "key `{}` is marked for `{env}` ({how}) but its store `{}` is `{}`",
+                    k.name, k.store, k.environment
+                ),
+            )
+            .at(at)
+            .hint(format!(
+                "a {env} key may not reach a {} store: use a `{env}` store, or request a separate {} key",
+                k.environment, k.environment
+            ));
+            if let Some(l) = spec.stores.get(&k.store).and_then(|s| s.location.clone()) {
+                d = d.related(format!("store `{}` serves `{}`", k.store, k.environment), l);
+            }
+            out.push(d);
         }
     }
 
@@ -212,6 +430,7 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
             )
             .at(last.field_location("owner"))
             .hint("revoke keys that are no longer needed (`state: revoked`), or give some keys another owner");
+            d = rule_note(d, pol, "max_keys_per_owner");
             for k in keys.iter().take(MAX_NOTES) {
                 d = d.related(
                     format!("key `{}` in `{}`", k.name, k.store),
@@ -220,6 +439,87 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
             }
             out.push(d);
         }
+    }
+    out.sort();
+    out
+}
+
+/// Plan or apply refused because the spec, together with the live keys, breaks policy
+/// (exit 3). `rendered` holds the diagnostics as text for stderr.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the spec breaks policy ({count} violation(s)) counting the keys the stores hold; refusing. Fix the spec or the policy in keyward.yaml."
+)]
+pub struct Refused {
+    pub count: usize,
+    pub rendered: String,
+}
+
+impl Refused {
+    pub fn new(found: &Diagnostics, sources: &crate::diag::Sources) -> Refused {
+        Refused {
+            count: found.error_count(),
+            rendered: crate::diag::render(found, sources, false),
+        }
+    }
+}
+
+/// Keys per owner counted over the spec *and* the live stores (`observed`, as listed by
+/// plan/apply): the owner's active and disabled keys in the spec plus their active and
+/// disabled live keys that keyward does not manage (made in a console). Managed live keys
+/// missing from the spec are not counted: the plan revokes them. Owners already over the
+/// limit in the spec alone are reported by `check`, not again here.
+pub fn check_live(spec: &Spec, observed: &BTreeMap<String, Vec<LiveKey>>) -> Diagnostics {
+    let mut out = Diagnostics::default();
+    let pol = &spec.policy;
+    let max = pol.max_keys_per_owner;
+    if max == 0 {
+        return out;
+    }
+    let mut in_spec: BTreeMap<&str, Vec<&DesiredKey>> = BTreeMap::new();
+    for k in spec.keys.iter().filter(|k| live(k)) {
+        in_spec.entry(k.owner.as_str()).or_default().push(k);
+    }
+    let mut outside: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (store, keys) in observed {
+        for k in keys {
+            let active = matches!(
+                k.status,
+                crate::store::KeyStatus::Active | crate::store::KeyStatus::Disabled
+            );
+            if active && !k.is_managed() {
+                outside
+                    .entry(k.owner.as_str())
+                    .or_default()
+                    .push(format!("{store}/{} ({})", k.name, k.id));
+            }
+        }
+    }
+    for (owner, keys) in in_spec {
+        let extra = outside.get(owner).map(Vec::as_slice).unwrap_or_default();
+        let total = keys.len() + extra.len();
+        if keys.len() > max || total <= max {
+            continue;
+        }
+        let last = keys[keys.len() - 1];
+        let shown: Vec<&str> = extra.iter().take(MAX_NOTES).map(String::as_str).collect();
+        let more = if extra.len() > shown.len() {
+            format!(", and {} more", extra.len() - shown.len())
+        } else {
+            String::new()
+        };
+        let d = Diagnostic::error(
+            codes::TOO_MANY_KEYS,
+            format!(
+                "owner `{owner}` would have {total} keys: {} in the spec and {} made outside keyward ({}{more}); the policy allows at most {max}",
+                keys.len(),
+                extra.len(),
+                shown.join(", ")
+            ),
+        )
+        .at(last.field_location("owner"))
+        .hint("revoke keys the owner no longer needs (in the console, or adopt them with `keyward import` and set `state: revoked`), or give this key another owner");
+        out.push(rule_note(d, pol, "max_keys_per_owner"));
     }
     out.sort();
     out
@@ -455,5 +755,86 @@ mod tests {
             codes_of(&check(&spec(keys, p), now())),
             vec![codes::TOO_FEW_RECIPIENTS]
         );
+    }
+
+    fn live_key(name: &str, owner: &str, managed: bool, status: &str) -> LiveKey {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("id-{name}"), "name": name, "environment": "production",
+            "owner": owner, "purpose": null, "scopes": ["bibs:read"], "labels": {},
+            "status": status, "issued_at": "2026-01-01T00:00:00Z",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "expires_at": null, "lifetime": null, "version": 1, "generation": 1,
+            "spec_generation": 1, "previous_valid_until": null, "recipients": {},
+            "quota_per_day": null, "protected": false,
+            "managed_by": if managed { Some("keyward") } else { None },
+        }))
+        .expect("a live key")
+    }
+
+    #[test]
+    fn live_keys_outside_keyward_count_managed_leftovers_do_not() {
+        let p = Policy {
+            max_keys_per_owner: 2,
+            ..Policy::default()
+        };
+        let s = spec(
+            vec![
+                key("a", "free", &["bibs:read"], Expiry::Never),
+                key("b", "free", &["bibs:read"], Expiry::Never),
+            ],
+            p,
+        );
+        let mut observed = BTreeMap::new();
+        observed.insert(
+            "prod".to_string(),
+            vec![
+                live_key("left-over", "free", true, "active"),
+                live_key("revoked-console", "free", false, "revoked"),
+                live_key("someone-else", "jdoe", false, "active"),
+            ],
+        );
+        assert!(check_live(&s, &observed).is_empty());
+        if let Some(v) = observed.get_mut("prod") {
+            v.push(live_key("console", "free", false, "disabled"));
+        }
+        let d = check_live(&s, &observed);
+        assert_eq!(codes_of(&d), vec![codes::TOO_MANY_KEYS]);
+        assert!(
+            d.0[0].message.contains("prod/console (id-console)"),
+            "{}",
+            d.0[0].message
+        );
+    }
+
+    #[test]
+    fn environment_markers() {
+        let mut s = spec(vec![], Policy::default());
+        for (name, env) in [("prod", "production"), ("sbx", "sandbox")] {
+            s.stores.insert(
+                name.into(),
+                StoreConfig {
+                    name: name.into(),
+                    kind: StoreKind::Sqlite {
+                        path: PathBuf::from("/x"),
+                    },
+                    environment: env.into(),
+                    location: None,
+                },
+            );
+        }
+        let plain = key("ill-lookup", "free", &["bibs:read"], Expiry::Never);
+        let mut by_label = plain.clone();
+        by_label
+            .labels
+            .insert("environment".into(), "sandbox".into());
+        let mut by_dir = plain.clone();
+        by_dir.location.file = PathBuf::from("keys/sandbox/ill.yaml");
+        let by_name = key("ill-sandbox", "free", &["bibs:read"], Expiry::Never);
+        let mut matching = by_label.clone();
+        matching.store = "sbx".into();
+        matching.environment = "sandbox".into();
+        s.keys = vec![plain, by_label, by_dir, by_name, matching];
+        let d = check(&s, now());
+        assert_eq!(codes_of(&d), vec![codes::ENVIRONMENT_MISMATCH; 3]);
     }
 }

@@ -156,7 +156,7 @@ fn policy_points_at_the_scope_and_the_rule() {
     let (_, rule) = &forbidden.related[0];
     assert_eq!(
         (rule.file.as_path(), rule.line),
-        (Path::new("keyward.yaml"), 20)
+        (Path::new("keyward.yaml"), 23)
     );
     let (_, owner) = &diags.0[1].related[0];
     assert_eq!(

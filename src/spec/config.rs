@@ -2,8 +2,8 @@
 //! Owns validating that file (and the scope syntax shared by all files); must not do I/O.
 
 use super::model::{
-    DeliveryConfig, ForbiddenScope, GuardLimits, Guards, Policy, Scope, ScopeCatalogue, Span,
-    StoreConfig, StoreKind,
+    DeliveryConfig, ForbiddenScope, GuardLimits, Guards, NamePattern, Policy, Scope,
+    ScopeCatalogue, Span, StoreConfig, StoreKind,
 };
 use super::pos::YPath;
 use super::raw::fields;
@@ -459,6 +459,7 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
     let mut pol = Policy::default();
     for (k, val) in fields {
         let fp = p.key(&k);
+        pol.locations.insert(k.clone(), ctx.loc(&fp));
         match k.as_str() {
             "default_lifetime" | "max_lifetime" => {
                 let span = match val {
@@ -477,9 +478,105 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
                     pol.max_keys_per_owner = usize::try_from(n).unwrap_or(usize::MAX);
                 }
             }
-            "min_recipients" => {
-                if let Some(n) = ctx.uint(val, &fp) {
-                    pol.min_recipients = usize::try_from(n).unwrap_or(usize::MAX);
+            "min_recipients" => parse_min_recipients(ctx, val, &fp, &mut pol),
+            "allow_never" => {
+                let names = store_list(ctx, val, &fp, cfg);
+                pol.allow_never = Some(names);
+            }
+            "required_fields" => {
+                let Some(items) = ctx.seq(val, &fp) else {
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let ip = fp.idx(i);
+                    let Some(f) = ctx.string(item, &ip) else {
+                        continue;
+                    };
+                    if fields::REQUIRABLE.contains(&f.as_str()) {
+                        if !pol.required_fields.contains(&f) {
+                            pol.required_fields.push(f);
+                        }
+                    } else {
+                        let hint = did_you_mean(&f, fields::REQUIRABLE.iter().copied(), "fields");
+                        ctx.err(
+                            codes::INVALID_VALUE,
+                            &ip,
+                            format!("`{f}` cannot be required"),
+                            hint,
+                        );
+                    }
+                }
+            }
+            "required_labels" => {
+                let Some(items) = ctx.seq(val, &fp) else {
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let ip = fp.idx(i);
+                    let Some(l) = ctx.string(item, &ip) else {
+                        continue;
+                    };
+                    if l.trim().is_empty() {
+                        ctx.err(
+                            codes::INVALID_VALUE,
+                            &ip,
+                            "an empty label name",
+                            "name the label keys must carry, e.g. `ticket`",
+                        );
+                    } else if !pol.required_labels.contains(&l) {
+                        pol.required_labels.push(l);
+                    }
+                }
+            }
+            "name_patterns" => {
+                let Some(entries) = ctx.mapping(val, &fp, &[]) else {
+                    continue;
+                };
+                for (store, pv) in entries {
+                    let sp = fp.key(&store);
+                    if store != "*" && !cfg.store_names.contains(&store) {
+                        let hint = did_you_mean(
+                            &store,
+                            cfg.store_names.iter().map(String::as_str),
+                            "stores",
+                        );
+                        ctx.push(
+                            Diagnostic::error(
+                                codes::UNKNOWN_STORE,
+                                format!("unknown store `{store}`"),
+                            )
+                            .at(ctx.key_loc(&sp))
+                            .hint(hint),
+                        );
+                        continue;
+                    }
+                    let Some(pattern) = ctx.string(pv, &sp) else {
+                        continue;
+                    };
+                    match regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+                        .size_limit(1 << 20)
+                        .build()
+                    {
+                        Ok(regex) => {
+                            pol.locations
+                                .insert(format!("name_patterns.{store}"), ctx.loc(&sp));
+                            pol.name_patterns.push(NamePattern {
+                                store,
+                                pattern,
+                                regex,
+                            });
+                        }
+                        Err(e) => {
+                            let why = e.to_string();
+                            let why = why.lines().last().unwrap_or("").trim().to_string();
+                            ctx.err(
+                                codes::INVALID_VALUE,
+                                &sp,
+                                format!("`{pattern}` is not a valid regular expression: {why}"),
+                                "write a regular expression the whole key name must match, e.g. `[a-z]+(-[a-z0-9]+)*-prod`",
+                            );
+                        }
+                    }
                 }
             }
             "reminders" => {
@@ -529,6 +626,59 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
         );
     }
     cfg.policy = pol;
+}
+
+/// `min_recipients: 2` or `min_recipients: { default: 1, production: 2 }`.
+fn parse_min_recipients(ctx: &mut Ctx, v: &Value, p: &YPath, pol: &mut Policy) {
+    if !matches!(v, Value::Mapping(_)) {
+        if let Some(n) = ctx.uint(v, p) {
+            pol.min_recipients = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        return;
+    }
+    let Some(entries) = ctx.mapping(v, p, &[]) else {
+        return;
+    };
+    for (env, val) in entries {
+        let ep = p.key(&env);
+        if env != "default" && !check_id(ctx, &env, &ep, "environment") {
+            continue;
+        }
+        let Some(n) = ctx.uint(val, &ep) else {
+            continue;
+        };
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if env == "default" {
+            pol.min_recipients = n;
+        } else {
+            pol.locations
+                .insert(format!("min_recipients.{env}"), ctx.loc(&ep));
+            pol.min_recipients_by_env.insert(env, n);
+        }
+    }
+}
+
+/// A list of store names from keyward.yaml; unknown names are reported.
+fn store_list(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, s) in ctx.seq(v, p).unwrap_or_default().iter().enumerate() {
+        let ip = p.idx(i);
+        let Some(name) = ctx.string(s, &ip) else {
+            continue;
+        };
+        if !cfg.store_names.contains(&name) {
+            let hint = did_you_mean(&name, cfg.store_names.iter().map(String::as_str), "stores");
+            ctx.err(
+                codes::UNKNOWN_STORE,
+                &ip,
+                format!("unknown store `{name}`"),
+                hint,
+            );
+            continue;
+        }
+        out.push(name);
+    }
+    out
 }
 
 fn parse_forbid(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &Config) -> Option<ForbiddenScope> {

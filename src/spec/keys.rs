@@ -4,7 +4,8 @@
 //!
 //! `DesiredKey::field_locations` holds the value position of every field present, by its
 //! YAML name (`owner`, `scopes`, `expires`, ...), plus `scope:<area>` for the list entry
-//! that set each area's level, so policy diagnostics can point at the exact scope.
+//! that set each area's level, and `label:<name>` for each label's value, so policy
+//! diagnostics can point at the exact scope or label.
 
 use super::config::{Config, scope};
 use super::model::{DesiredKey, DesiredState, Expiry, PrincipalKind, Quota, Rotation, Scope};
@@ -395,6 +396,7 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
                 for (k, val) in entries {
                     match ctx.text(val, &lp.key(&k)) {
                         Some(t) => {
+                            field_locations.insert(format!("label:{k}"), ctx.loc(&lp.key(&k)));
                             labels.insert(k, t);
                         }
                         None => ok = false,

@@ -200,14 +200,67 @@ pub struct Policy {
     pub default_lifetime: Option<Span>,
     pub max_lifetime: Option<Span>,
     pub max_keys_per_owner: usize,
+    /// Fewest recipients for stores whose environment has no entry in
+    /// `min_recipients_by_env` (`min_recipients: 2` or `min_recipients: { default: 2 }`).
     pub min_recipients: usize,
+    /// `min_recipients: { production: 2, ... }`: per environment.
+    pub min_recipients_by_env: BTreeMap<String, usize>,
     pub forbid: Vec<ForbiddenScope>,
+    /// Stores where keys may never expire; None = wherever `max_lifetime` is unset.
+    pub allow_never: Option<Vec<String>>,
+    /// `purpose`, `expiry`, `quota`, `rotation`, `recipients`.
+    pub required_fields: Vec<String>,
+    pub required_labels: Vec<String>,
+    /// Name patterns by store (`*` = every store).
+    pub name_patterns: Vec<NamePattern>,
+    /// Where each policy setting is written (`max_lifetime`, `min_recipients.production`,
+    /// `name_patterns.STORE`, ...), so diagnostics can point at the rule they enforce.
+    pub locations: BTreeMap<String, Location>,
     /// When owners are reminded before a key expires (`reminders: [30d, 14d, 7d, 1d]`),
     /// longest first. The longest is also the window of `keyward expiring` and plan warnings.
     pub reminders: Vec<Span>,
 }
 
+/// A key-name pattern for one store (or `*`): a regular expression matched in full.
+#[derive(Debug, Clone)]
+pub struct NamePattern {
+    pub store: String,
+    pub pattern: String,
+    pub regex: regex::Regex,
+}
+
+impl PartialEq for NamePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.store == other.store && self.pattern == other.pattern
+    }
+}
+impl Eq for NamePattern {}
+
 impl Policy {
+    /// The fewest recipients for a key in a store of `environment`, and the setting that
+    /// says so (`min_recipients` or `min_recipients.ENV`).
+    pub fn min_recipients_for(&self, environment: &str) -> (usize, String) {
+        match self.min_recipients_by_env.get(environment) {
+            Some(n) => (*n, format!("min_recipients.{environment}")),
+            None => (self.min_recipients, "min_recipients".to_string()),
+        }
+    }
+    /// Whether a key in `store` may never expire.
+    pub fn never_allowed(&self, store: &str) -> bool {
+        match &self.allow_never {
+            Some(stores) => stores.iter().any(|s| s == store),
+            None => self.max_lifetime.is_none(),
+        }
+    }
+    /// The name patterns that apply to `store`.
+    pub fn name_patterns_for<'a>(
+        &'a self,
+        store: &'a str,
+    ) -> impl Iterator<Item = &'a NamePattern> + 'a {
+        self.name_patterns
+            .iter()
+            .filter(move |p| p.store == "*" || p.store == store)
+    }
     /// The default reminder offsets: 30, 14, 7 and 1 days before expiry.
     pub fn default_reminders() -> Vec<Span> {
         [30, 14, 7, 1].map(Span::days).to_vec()
@@ -229,7 +282,13 @@ impl Default for Policy {
             max_lifetime: None,
             max_keys_per_owner: 10,
             min_recipients: 1,
+            min_recipients_by_env: BTreeMap::new(),
             forbid: Vec::new(),
+            allow_never: None,
+            required_fields: Vec::new(),
+            required_labels: Vec::new(),
+            name_patterns: Vec::new(),
+            locations: BTreeMap::new(),
             reminders: Policy::default_reminders(),
         }
     }

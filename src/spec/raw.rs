@@ -22,7 +22,13 @@ pub mod fields {
         "min_recipients",
         "forbid",
         "reminders",
+        "allow_never",
+        "required_fields",
+        "required_labels",
+        "name_patterns",
     ];
+    /// Values `policy.required_fields` accepts.
+    pub const REQUIRABLE: &[&str] = &["purpose", "expiry", "quota", "rotation", "recipients"];
     pub const FORBID: &[&str] = &["scope", "reason", "stores"];
     pub const DELIVERY: &[&str] = &["outbox", "retain"];
     pub const GUARD_LIMITS: &[&str] = &[
@@ -129,21 +135,60 @@ pub struct PolicyEntry {
     /// Lifetime of keys that give neither `expires` nor `lifetime`, e.g. `365d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_lifetime: Option<String>,
-    /// Longest allowed lifetime, e.g. `730d`; keys that never expire are then refused.
+    /// Longest allowed lifetime, e.g. `730d`; keys that never expire are then refused
+    /// (except in the stores listed in `allow_never`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lifetime: Option<String>,
+    /// Stores where keys may never expire. When given, `never` is refused in every other
+    /// store (even without `max_lifetime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_never: Option<Vec<String>>,
     /// Most active or disabled keys one owner may have (default 10; 0 = no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys_per_owner: Option<u64>,
-    /// Fewest recipients a key may have (default 1).
+    /// Fewest recipients a key may have (default 1): a number, or per environment, e.g.
+    /// `{ default: 1, production: 2 }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_recipients: Option<u64>,
+    pub min_recipients: Option<MinRecipientsEntry>,
+    /// Fields every active key must give: `purpose`, `expiry` (`expires` or `lifetime`),
+    /// `quota`, `rotation` (with `every`), `recipients`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_fields: Option<Vec<RequiredField>>,
+    /// Labels every active key must carry, e.g. `[ticket]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_labels: Option<Vec<String>>,
+    /// Per store, a regular expression key names must match in full, e.g.
+    /// `{ alma-production: "^[a-z]+(-[a-z0-9]+)*$" }`; `"*"` applies to every store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_patterns: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forbid: Option<Vec<ForbidEntry>>,
     /// When owners are reminded before a key expires (default `[30d, 14d, 7d, 1d]`); the
     /// longest is also the window of `keyward expiring` and of plan warnings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminders: Option<Vec<String>>,
+}
+
+/// `min_recipients`: one number for every store, or numbers per environment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MinRecipientsEntry {
+    Count(u64),
+    /// By environment name (`production`, `sandbox`, ...); `default` for the others.
+    PerEnvironment(BTreeMap<String, u64>),
+}
+
+/// A field `policy.required_fields` can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RequiredField {
+    Purpose,
+    /// `expires` or `lifetime`.
+    Expiry,
+    Quota,
+    /// `rotation` with `every`.
+    Rotation,
+    Recipients,
 }
 
 /// A scope no key may have. `area:write` forbids write only; `area:read` forbids every level.
