@@ -178,6 +178,36 @@ pub struct DiffResult {
     /// Keys that are expired or expire within the policy's reminder window and that this
     /// plan does not renew: shown as warnings.
     pub warnings: Vec<Note>,
+    /// People (or services) who hold secrets or own keys in the stores but are no longer in
+    /// people.yaml, with what the plan does about it.
+    pub access_removed: Vec<AccessRemoved>,
+}
+
+/// A principal who left people.yaml: how many keys they could read are rotated (or replaced)
+/// and how many keys they own need a new owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AccessRemoved {
+    pub id: String,
+    /// Keys they could read that this plan rotates or replaces (new secret they never get).
+    pub rotated: usize,
+    /// Keys they could read that this plan revokes or deletes.
+    pub revoked: usize,
+    /// Live keys they own: each needs a new owner (a replace) or to be removed (a revoke).
+    pub need_owner: usize,
+}
+
+impl std::fmt::Display for AccessRemoved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "access removed for {}: {} key(s) rotated, {} key(s) need a new owner",
+            self.id, self.rotated, self.need_owner
+        )?;
+        if self.revoked > 0 {
+            write!(f, ", {} key(s) revoked", self.revoked)?;
+        }
+        Ok(())
+    }
 }
 
 /// The newest active delivery keyward wrote for a key name (from the outbox manifests),
@@ -511,11 +541,59 @@ pub fn diff_with_deliveries(
 
     let mut out = cx.out;
     out.warnings = expiry_warnings(spec, observed, &out.changes, now);
+    out.access_removed = access_removed(spec, &managed, &out.changes);
     out.changes
         .sort_by(|a, b| (&a.store, a.action, &a.name).cmp(&(&b.store, b.action, &b.name)));
     out.notes
         .sort_by(|a, b| (&a.store, &a.name, &a.message).cmp(&(&b.store, &b.name, &b.message)));
     out
+}
+
+/// Principals named on live managed keys (as recipients or owners) that people.yaml no
+/// longer has, and what the planned changes do about their access.
+fn access_removed(
+    spec: &Spec,
+    managed: &BTreeMap<(&str, &str), Vec<&LiveKey>>,
+    changes: &[Change],
+) -> Vec<AccessRemoved> {
+    let mut by_id: BTreeMap<String, AccessRemoved> = BTreeMap::new();
+    let entry = |m: &mut BTreeMap<String, AccessRemoved>, id: &str| {
+        m.entry(id.to_string())
+            .or_insert_with(|| AccessRemoved {
+                id: id.to_string(),
+                rotated: 0,
+                revoked: 0,
+                need_owner: 0,
+            })
+            .clone()
+    };
+    for ((store, _), lives) in managed {
+        for l in lives.iter().filter(|l| l.status != KeyStatus::Revoked) {
+            let change = changes
+                .iter()
+                .find(|c| c.store == *store && c.key_id.as_deref() == Some(l.id.as_str()))
+                .map(|c| c.action);
+            for id in l
+                .recipients
+                .keys()
+                .filter(|id| !spec.principals.contains_key(*id))
+            {
+                let mut a = entry(&mut by_id, id);
+                match change {
+                    Some(Action::Rotate | Action::Replace) => a.rotated += 1,
+                    Some(Action::Revoke | Action::Delete) => a.revoked += 1,
+                    _ => {}
+                }
+                by_id.insert(id.clone(), a);
+            }
+            if !spec.principals.contains_key(&l.owner) {
+                let mut a = entry(&mut by_id, &l.owner);
+                a.need_owner += 1;
+                by_id.insert(l.owner.clone(), a);
+            }
+        }
+    }
+    by_id.into_values().collect()
 }
 
 /// Expired and soon-expiring keys (within the policy's reminder window) that the planned

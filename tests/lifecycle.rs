@@ -533,3 +533,90 @@ fn twenty_console_keys_are_imported_and_the_next_plan_is_empty() {
     assert_eq!(verify_at(&r, 2, &secrets[0])["valid"], true);
     no_changes_at(&r, 2);
 }
+
+const TEAM_KEYS: &str = "\
+keys:
+  - name: team-key
+    store: alma-production
+    owner: rkumar
+    scopes: [bibs:read]
+    recipients: [team:ill-staff]
+  - name: asmith-key
+    store: alma-production
+    owner: asmith
+    scopes: [users:read]
+    recipients: [jdoe]
+  - name: shared-key
+    store: alma-production
+    owner: jdoe
+    scopes: [courses:read]
+    recipients: [asmith]
+  - name: unrelated
+    store: alma-production
+    owner: rkumar
+    scopes: [analytics:read]
+";
+
+#[test]
+fn a_person_leaving_is_reported_then_every_key_they_could_read_rotates() {
+    let r = Repo::new(TEAM_KEYS);
+    apply_at(&r, 0);
+    // asmith leaves: removed from people.yaml and from the team.
+    let people = std::fs::read_to_string(r.root().join("people.yaml")).unwrap();
+    let mut kept = Vec::new();
+    let mut skipping = false;
+    for l in people.lines() {
+        if l.starts_with("  asmith:") {
+            skipping = true;
+            continue;
+        }
+        if skipping && l.starts_with("    ") {
+            continue;
+        }
+        skipping = false;
+        kept.push(l.replace("members: [jdoe, asmith]", "members: [jdoe]"));
+    }
+    std::fs::write(r.root().join("people.yaml"), kept.join("\n") + "\n").unwrap();
+
+    // validate points at the key they own, with the choice to reassign or remove it.
+    let v = r.run(&["validate"]);
+    assert_eq!(v.code, 1, "{}", v.all());
+    assert!(v.stdout.contains("keys/keys.yaml:9:12"), "{}", v.stdout);
+    assert!(v.stdout.contains("unknown owner `asmith`"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("if `asmith` has left: reassign the key"),
+        "{}",
+        v.stdout
+    );
+
+    // The admin decides: jdoe takes the key over; asmith is no longer a recipient.
+    r.write_keys(
+        &TEAM_KEYS
+            .replace("    owner: asmith\n", "    owner: jdoe\n")
+            .replace("    recipients: [asmith]\n", ""),
+    );
+    let p = at(&r, 1, &["plan", "--detailed-exitcode"]);
+    assert_eq!(p.code, 2, "{}", p.all());
+    assert!(
+        p.stdout
+            .contains("access removed for asmith: 3 key(s) rotated, 1 key(s) need a new owner"),
+        "{}",
+        p.stdout
+    );
+    assert!(!p.stdout.contains("unrelated"), "{}", p.stdout);
+    apply_at(&r, 1);
+    no_changes_at(&r, 1);
+    // No envelope of any key rotated after they left is sealed to them.
+    for key in ["team-key", "asmith-key", "shared-key"] {
+        let g2 = r
+            .root()
+            .join(format!("deliveries/alma-production/{key}/g2"));
+        assert!(g2.join("manifest.json").exists(), "{key} was not re-issued");
+        assert!(
+            !g2.join("asmith.age").exists(),
+            "{key}: asmith got an envelope"
+        );
+        let m = std::fs::read_to_string(g2.join("manifest.json")).unwrap();
+        assert!(!m.contains("\"asmith\""), "{key}: asmith in the manifest");
+    }
+}

@@ -321,6 +321,9 @@ pub struct Plan {
     /// Expired and soon-expiring keys this plan does not renew.
     #[serde(default)]
     pub warnings: Vec<Note>,
+    /// People who left people.yaml but hold secrets or own keys in the stores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_removed: Vec<crate::diff::AccessRemoved>,
     /// Safety thresholds this plan crosses (apply refuses unless `--force`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guards: Vec<GuardViolation>,
@@ -384,6 +387,7 @@ impl Plan {
             actions: diff.changes,
             notes: diff.notes,
             warnings: diff.warnings,
+            access_removed: diff.access_removed,
             guards: Vec::new(),
             only: Vec::new(),
             skipped: Vec::new(),
@@ -435,6 +439,7 @@ impl Plan {
         self.actions.retain(|c| c.drift);
         self.notes.clear();
         self.warnings.clear();
+        self.access_removed.clear();
         self.summary = Summary::of(&self.actions);
         before - self.actions.len()
     }

@@ -222,6 +222,9 @@ pub fn text(plan: &Plan, st: Style) -> String {
             out.push('\n');
         }
     }
+    for a in &plan.access_removed {
+        out.push_str(&format!("{}\n", st.warn(&a.to_string())));
+    }
     if !plan.warnings.is_empty() {
         out.push_str(&format!("\n{}\n", st.warn("Warnings:")));
         for n in &plan.warnings {

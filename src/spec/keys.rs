@@ -213,7 +213,13 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
                 let hint = if o.starts_with("team:") {
                     "a team cannot own a key; name one accountable person".to_string()
                 } else {
-                    did_you_mean(o, people, "people")
+                    match super::yaml::suggest(o, people.clone()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!(
+                            "if `{o}` has left: reassign the key with `owner: PERSON` (it is replaced: new id, new secret delivered) or remove it (it is revoked); otherwise add `{o}` to people.yaml. {}",
+                            did_you_mean(o, people, "people")
+                        ),
+                    }
                 };
                 ctx.err(
                     codes::UNKNOWN_OWNER,
