@@ -539,7 +539,16 @@ fn validate(dir: &Path, format: DiagFormat, color: bool) -> Result<i32> {
     };
     all.sort();
     match format {
-        DiagFormat::Json => println!("{}", diag::to_json(&all)),
+        DiagFormat::Json => {
+            let mut v: serde_json::Value = serde_json::from_str(&diag::to_json(&all))?;
+            if let (Some(o), Some(spec)) = (v.as_object_mut(), &spec) {
+                o.insert(
+                    "report".into(),
+                    serde_json::to_value(crate::policy::report(spec))?,
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
         DiagFormat::Text => {
             print!("{}", diag::render(&all, &sources, color));
             match &spec {
@@ -552,6 +561,12 @@ fn validate(dir: &Path, format: DiagFormat, color: bool) -> Result<i32> {
                     );
                 }
                 _ => println!("{} error(s) found.", all.error_count()),
+            }
+            if let Some(s) = &spec {
+                print!(
+                    "{}",
+                    crate::policy::render_report(&crate::policy::report(s))
+                );
             }
         }
     }

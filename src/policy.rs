@@ -444,6 +444,148 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
     out
 }
 
+/// The one-screen summary `keyward validate` ends with (also in its JSON as `report`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Active or disabled keys per store.
+    pub stores: Vec<StoreCount>,
+    /// Active or disabled keys per owner, against `max_keys_per_owner` (0 = no limit).
+    pub owners: Vec<OwnerCount>,
+    /// `store/name` of keys with a scope above the lowest level (e.g. `bibs:write`).
+    pub write_keys: Vec<String>,
+    /// `store/name` of keys that never expire.
+    pub never_expire: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreCount {
+    pub store: String,
+    pub environment: String,
+    pub keys: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OwnerCount {
+    pub owner: String,
+    pub keys: usize,
+    pub limit: usize,
+}
+
+/// Summarise a spec's live (active or disabled) keys.
+pub fn report(spec: &Spec) -> Report {
+    let keys: Vec<&DesiredKey> = spec.keys.iter().filter(|k| live(k)).collect();
+    let stores = spec
+        .stores
+        .values()
+        .map(|s| StoreCount {
+            store: s.name.clone(),
+            environment: s.environment.clone(),
+            keys: keys.iter().filter(|k| k.store == s.name).count(),
+        })
+        .collect();
+    let mut by_owner: BTreeMap<&str, usize> = BTreeMap::new();
+    for k in &keys {
+        *by_owner.entry(k.owner.as_str()).or_default() += 1;
+    }
+    let owners = by_owner
+        .into_iter()
+        .map(|(o, n)| OwnerCount {
+            owner: o.to_string(),
+            keys: n,
+            limit: spec.policy.max_keys_per_owner,
+        })
+        .collect();
+    let id = |k: &&DesiredKey| format!("{}/{}", k.store, k.name);
+    let write_keys = keys
+        .iter()
+        .filter(|k| {
+            k.scopes
+                .iter()
+                .any(|s| spec.catalogue.level_rank(&s.level).is_some_and(|r| r > 0))
+        })
+        .map(id)
+        .collect();
+    let never_expire = keys
+        .iter()
+        .filter(|k| k.expiry == Expiry::Never)
+        .map(id)
+        .collect();
+    Report {
+        stores,
+        owners,
+        write_keys,
+        never_expire,
+    }
+}
+
+/// The report as text, at most a screen: long lists are cut with "and N more".
+pub fn render_report(r: &Report) -> String {
+    use std::fmt::Write as _;
+    const MAX_OWNERS: usize = 10;
+    const MAX_LIST: usize = 8;
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            return "none".to_string();
+        }
+        let mut s = items
+            .iter()
+            .take(MAX_LIST)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if items.len() > MAX_LIST {
+            let _ = write!(s, ", and {} more", items.len() - MAX_LIST);
+        }
+        s
+    };
+    let mut out = String::from("\nPolicy report\n");
+    let stores: Vec<String> = r
+        .stores
+        .iter()
+        .map(|s| format!("{} ({}) {}", s.store, s.environment, s.keys))
+        .collect();
+    let _ = writeln!(out, "  keys per store:  {}", stores.join(", "));
+    let mut owners = r.owners.clone();
+    owners.sort_by(|a, b| b.keys.cmp(&a.keys).then(a.owner.cmp(&b.owner)));
+    let shown: Vec<String> = owners
+        .iter()
+        .take(MAX_OWNERS)
+        .map(|o| {
+            let limit = if o.limit == 0 {
+                "no limit".to_string()
+            } else {
+                o.limit.to_string()
+            };
+            let flag = match o.limit {
+                0 => "",
+                l if o.keys > l => " (over the limit)",
+                l if o.keys == l => " (at the limit)",
+                _ => "",
+            };
+            format!("{} {}/{limit}{flag}", o.owner, o.keys)
+        })
+        .collect();
+    let more = if owners.len() > MAX_OWNERS {
+        format!(", and {} more", owners.len() - MAX_OWNERS)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "  keys per owner:  {}{more}", shown.join(", "));
+    let _ = writeln!(
+        out,
+        "  grant write:     {} — {}",
+        r.write_keys.len(),
+        list(&r.write_keys)
+    );
+    let _ = writeln!(
+        out,
+        "  never expire:    {} — {}",
+        r.never_expire.len(),
+        list(&r.never_expire)
+    );
+    out
+}
+
 /// Plan or apply refused because the spec, together with the live keys, breaks policy
 /// (exit 3). `rendered` holds the diagnostics as text for stderr.
 #[derive(Debug, thiserror::Error)]

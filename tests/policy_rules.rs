@@ -161,6 +161,29 @@ fn every_rule_is_reported_in_one_run_and_apply_refuses() {
         o.stdout
             .contains("Read/write access to the Configuration API is not granted.")
     );
+    // The policy report, in JSON too.
+    let rep = &v["report"];
+    assert_eq!(
+        rep["never_expire"],
+        serde_json::json!(["alma-production/forever"])
+    );
+    assert_eq!(
+        rep["write_keys"],
+        serde_json::json!([
+            "alma-production/bibs-editor",
+            "alma-production/config-writer"
+        ])
+    );
+    let jdoe = rep["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["owner"] == "jdoe")
+        .unwrap();
+    assert_eq!(
+        (jdoe["keys"].as_u64(), jdoe["limit"].as_u64()),
+        (Some(4), Some(3))
+    );
 
     for cmd in [&["plan"][..], &["apply", "--auto-approve"][..]] {
         let o = r.run(cmd);
