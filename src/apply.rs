@@ -26,12 +26,30 @@ pub mod failpoint {
     pub const AFTER_REGISTER: &str = "after-register";
     pub const AFTER_ACTIVATE: &str = "after-activate";
     pub const BETWEEN_KEYS: &str = "between-keys";
-    pub const ALL: [&str; 5] = [
+    /// Rotation: the new generation is sealed, nothing written yet.
+    pub const ROTATE_AFTER_SEAL: &str = "rotate-after-seal";
+    /// Rotation: the new generation's delivery is written `pending`; the store is unchanged.
+    pub const ROTATE_AFTER_PENDING: &str = "rotate-after-pending";
+    /// Rotation: the store holds the new secret hash; the delivery is still `pending`.
+    pub const ROTATE_AFTER_STORE: &str = "rotate-after-store";
+    /// Rotation: the delivery is `active`; the applied state is not recorded yet.
+    pub const ROTATE_AFTER_ACTIVATE: &str = "rotate-after-activate";
+    /// Replace: the new key is registered and delivered; the old one is not revoked yet.
+    pub const REPLACE_BEFORE_REVOKE: &str = "replace-before-revoke";
+    /// Revoke: keyward's applied state is recorded; the store has not revoked the key yet.
+    pub const REVOKE_AFTER_RECORD: &str = "revoke-after-record";
+    pub const ALL: [&str; 11] = [
         AFTER_SEAL,
         AFTER_PENDING,
         AFTER_REGISTER,
         AFTER_ACTIVATE,
         BETWEEN_KEYS,
+        ROTATE_AFTER_SEAL,
+        ROTATE_AFTER_PENDING,
+        ROTATE_AFTER_STORE,
+        ROTATE_AFTER_ACTIVATE,
+        REPLACE_BEFORE_REVOKE,
+        REVOKE_AFTER_RECORD,
     ];
 
     /// `KEYWARD_FAILPOINT=name` fails at that point; `name:exit` exits the process there
@@ -241,6 +259,7 @@ pub async fn recover(cx: &Context<'_>) -> Result<Vec<(PathBuf, bool)>, ApplyErro
         let registered =
             live.is_some_and(|k| k.generation == m.generation && k.status != KeyStatus::Revoked);
         let key = format!("{}/{}", m.store, m.name);
+        tracing::debug!(dir = %dir.display(), key = %key, generation = m.generation, registered, "settling a pending delivery");
         if registered {
             cx.outbox
                 .mark(&dir, DeliveryStatus::Active)
@@ -311,6 +330,8 @@ fn store_err(store: &str) -> impl Fn(StoreError) -> ApplyError + '_ {
 
 async fn apply_one(cx: &Context<'_>, c: &Change, actor: &Actor) -> Result<Done, ApplyError> {
     failpoint::hit(failpoint::BETWEEN_KEYS)?;
+    tracing::debug!(store = %c.store, key = %c.name, action = ?c.action, id = ?c.key_id, "applying");
+    tracing::trace!(change = ?c, "change");
     let store = cx
         .stores
         .get(&c.store)
@@ -341,14 +362,20 @@ async fn apply_one(cx: &Context<'_>, c: &Change, actor: &Actor) -> Result<Done, 
             let (key_id, dir) = create_key(cx, store.as_ref(), c, actor).await?;
             done.key_id = Some(key_id);
             done.delivery = Some(dir);
+            failpoint::hit(failpoint::REPLACE_BEFORE_REVOKE)?;
             let old_store_name = old_store_of(c);
             let old_store = cx
                 .stores
                 .get(&old_store_name)
                 .ok_or_else(|| ApplyError::UnknownStore(old_store_name.clone()))?;
-            revoke_recorded(old_store.as_ref(), &id(), version()?, actor)
-                .await
-                .map_err(store_err(&old_store_name))?;
+            revoke_recorded(
+                old_store.as_ref(),
+                &old_store_name,
+                &id(),
+                version()?,
+                actor,
+            )
+            .await?;
         }
         Action::Rotate | Action::Update | Action::Disable => {
             let mut v = version()?;
@@ -381,9 +408,7 @@ async fn apply_one(cx: &Context<'_>, c: &Change, actor: &Actor) -> Result<Done, 
             }
         }
         Action::Revoke => {
-            revoke_recorded(store.as_ref(), &id(), version()?, actor)
-                .await
-                .map_err(&serr)?;
+            revoke_recorded(store.as_ref(), &c.store, &id(), version()?, actor).await?;
         }
         Action::Delete => {
             store
@@ -421,19 +446,21 @@ async fn record_state(store: &dyn Store, k: LiveKey, actor: &Actor) -> Result<Li
 /// updated afterwards).
 async fn revoke_recorded(
     store: &dyn Store,
+    store_name: &str,
     id: &str,
     version: u64,
     actor: &Actor,
-) -> Result<LiveKey, StoreError> {
-    let Some(live) = store.get(id).await? else {
-        return Err(StoreError::NotFound(id.to_string()));
+) -> Result<LiveKey, ApplyError> {
+    let serr = store_err(store_name);
+    let Some(live) = store.get(id).await.map_err(&serr)? else {
+        return Err(serr(StoreError::NotFound(id.to_string())));
     };
     if live.version != version {
-        return Err(StoreError::Conflict {
+        return Err(serr(StoreError::Conflict {
             id: id.to_string(),
             expected: version,
             found: live.version,
-        });
+        }));
     }
     let after = LiveKey {
         status: KeyStatus::Revoked,
@@ -443,8 +470,13 @@ async fn revoke_recorded(
         applied_digest: Some(after.state_digest()),
         ..KeyPatch::default()
     };
-    let k = store.update(id, version, patch, actor).await?;
-    store.revoke(id, k.version, actor).await
+    let serr = store_err(store_name);
+    let k = store
+        .update(id, version, patch, actor)
+        .await
+        .map_err(&serr)?;
+    failpoint::hit(failpoint::REVOKE_AFTER_RECORD)?;
+    store.revoke(id, k.version, actor).await.map_err(&serr)
 }
 
 /// A replace across stores names the old store in its `store` field change.
@@ -491,6 +523,7 @@ async fn deliver_pending(
     secret: secret::Secret,
     now: DateTime<Utc>,
     commit: Option<String>,
+    points: [&'static str; 2],
 ) -> Result<PathBuf, ApplyError> {
     let key = format!("{}/{}", c.store, c.name);
     let ps: Vec<Principal> = principals(cx, c)?.into_iter().cloned().collect();
@@ -507,7 +540,7 @@ async fn deliver_pending(
             }
         })?;
         drop(secret);
-        failpoint::hit(failpoint::AFTER_SEAL)?;
+        failpoint::hit(points[0])?;
         let manifest = Manifest::pending(&meta, &environment, now, commit, &sealed);
         let dir = outbox
             .write_pending(&manifest, &sealed)
@@ -515,7 +548,8 @@ async fn deliver_pending(
                 key: job_key,
                 source: Box::new(e),
             })?;
-        failpoint::hit(failpoint::AFTER_PENDING)?;
+        tracing::trace!(manifest = ?manifest, dir = %dir.display(), "pending delivery written");
+        failpoint::hit(points[1])?;
         Ok(dir)
     };
     blocking(job, &key).await
@@ -600,7 +634,10 @@ async fn create_key(
         previous_valid_until: None,
     };
     let secret_hash = secret.hash();
-    let dir = deliver_pending(cx, c, &meta, secret, now, actor.commit.clone()).await?;
+    let dir = deliver_pending(cx, c, &meta, secret, now, actor.commit.clone(),
+        [failpoint::AFTER_SEAL, failpoint::AFTER_PENDING],
+    )
+    .await?;
     let new = NewKey {
         id: id.clone(),
         name: d.name.clone(),
@@ -630,6 +667,7 @@ async fn create_key(
         applied_digest: Some(new.state_digest()),
         ..new
     };
+    tracing::trace!(key = ?new, dir = %dir.display(), "registering a new key (hash only)");
     if let Err(e) = store.create(new, actor).await {
         return Err(void_after_failure(cx, &dir, e, &c.store));
     }
@@ -662,7 +700,10 @@ async fn rotate_key(
         previous_valid_until: Some(grace_until),
     };
     let secret_hash = secret.hash();
-    let dir = deliver_pending(cx, c, &meta, secret, now, actor.commit.clone()).await?;
+    let dir = deliver_pending(cx, c, &meta, secret, now, actor.commit.clone(),
+        [failpoint::ROTATE_AFTER_SEAL, failpoint::ROTATE_AFTER_PENDING],
+    )
+    .await?;
     let rot = Rotate {
         secret_hash,
         previous_valid_until: Some(grace_until),
@@ -672,12 +713,13 @@ async fn rotate_key(
         spec_generation: d.rotation.generation,
         recipients: diff::recipient_map(cx.spec, d),
     };
+    tracing::trace!(id = %id, rotate = ?rot, dir = %dir.display(), "rotating (hash only)");
     let live = match store.rotate(&id, version, rot, actor).await {
         Ok(k) => k,
         Err(e) => return Err(void_after_failure(cx, &dir, e, &c.store)),
     };
-    failpoint::hit(failpoint::AFTER_REGISTER)?;
+    failpoint::hit(failpoint::ROTATE_AFTER_STORE)?;
     mark_active(cx, c, &dir).await?;
-    failpoint::hit(failpoint::AFTER_ACTIVATE)?;
+    failpoint::hit(failpoint::ROTATE_AFTER_ACTIVATE)?;
     Ok((dir, live))
 }

@@ -489,18 +489,11 @@ pub(crate) fn load_or_report(dir: &Path, color: bool) -> Result<Option<Loaded>> 
     }
 }
 
-/// The texts of the files diagnostics point at (for caret rendering on failure).
+/// The texts of the files diagnostics point at (for caret rendering on failure): only
+/// regular spec files inside the repository, under the size limit (never a symlink out of
+/// it, a device or a 50 MB file).
 fn read_sources(dir: &Path, diags: &Diagnostics) -> diag::Sources {
-    let mut s = diag::Sources::new();
-    for d in diags.iter() {
-        if let Some(loc) = &d.location
-            && !s.contains_key(&loc.file)
-            && let Ok(t) = std::fs::read_to_string(dir.join(&loc.file))
-        {
-            s.insert(loc.file.clone(), t);
-        }
-    }
-    s
+    crate::spec::sources_for(dir, diags)
 }
 
 /// Policy violations refuse plan and apply (exit 3). Prints them.

@@ -370,26 +370,38 @@ fn render_snippet(
         ));
         return;
     }
-    let chars: Vec<char> = line.chars().collect();
+    let chars: Vec<char> = line.trim_end().chars().collect();
     let col = loc.column.saturating_sub(1).min(chars.len());
-    let len = token_len(&chars, col);
+    let len = token_len(&chars, col).min(MAX_SNIPPET_CHARS / 2);
+    // A very long line (minified or hostile input) is shown as a window around the column.
+    let start = if chars.len() > MAX_SNIPPET_CHARS {
+        col.saturating_sub(MAX_SNIPPET_CHARS / 3)
+    } else {
+        0
+    };
+    let end = (start + MAX_SNIPPET_CHARS).min(chars.len());
+    let before = if start > 0 { "..." } else { "" };
+    let after = if end < chars.len() { "..." } else { "" };
+    let shown: String = chars[start..end].iter().collect();
     out.push_str(&format!(
-        "{}{:>width$} |{} {}\n",
+        "{}{:>width$} |{} {before}{shown}{after}\n",
         p.gutter,
         loc.line,
         p.reset,
-        line.trim_end()
     ));
     out.push_str(&format!(
         "{pad} {}|{} {}{}{}{}\n",
         p.gutter,
         p.reset,
-        " ".repeat(col),
+        " ".repeat(col - start + before.len()),
         mark.1,
         mark.0.to_string().repeat(len),
         p.reset
     ));
 }
+
+/// Source lines longer than this many characters are shown as a window around the column.
+const MAX_SNIPPET_CHARS: usize = 160;
 
 /// Compiler-style rendering: `error[KW102]: message`, ` --> file:line:col`, the source
 /// line with a caret under the column, notes for related places and `= hint: ...`.
@@ -490,6 +502,31 @@ pub fn to_json(diags: &Diagnostics) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_very_long_line_is_shown_as_a_window_around_the_column() {
+        let mut sources = Sources::new();
+        let line = format!("keys: {}BAD{}", "[".repeat(100_000), "]".repeat(100_000));
+        sources.insert(PathBuf::from("keys/a.yaml"), line);
+        let mut ds = Diagnostics::default();
+        ds.push(
+            Diagnostic::error(codes::YAML_TOO_COMPLEX, "too deep").at(Location::new(
+                "keys/a.yaml",
+                1,
+                100_007,
+            )),
+        );
+        let text = render(&ds, &sources, false);
+        assert!(text.len() < 1_000, "{} bytes", text.len());
+        let shown = text.lines().find(|l| l.starts_with("1 |")).expect("line");
+        let caret = text.lines().find(|l| l.contains('^')).expect("caret");
+        let at = caret.find('^').expect("caret");
+        assert_eq!(&shown[at..at + 3], "BAD", "{text}");
+        assert!(
+            shown.contains("...[[[") && shown.ends_with("]]..."),
+            "{text}"
+        );
+    }
 
     #[test]
     fn render_points_a_caret_at_the_column() {

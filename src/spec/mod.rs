@@ -229,10 +229,14 @@ fn private_material_anywhere(sources: &Sources, diags: &mut Diagnostics) {
     }
 }
 
-/// The texts of the files `diags` point at, read from under `root` (lossy UTF-8, files
-/// over the size limit skipped): for rendering the diagnostics of a failed [`load`].
+/// The texts of the files `diags` point at, read from under `root` (lossy UTF-8; files
+/// over the size limit, non-regular files and symlinks out of the repository skipped): for
+/// rendering the diagnostics of a failed [`load`].
 pub fn sources_for(root: &Path, diags: &Diagnostics) -> Sources {
     let mut out = Sources::new();
+    let Ok(canon_root) = root.canonicalize() else {
+        return out;
+    };
     let files = diags
         .iter()
         .flat_map(|d| d.location.iter().chain(d.related.iter().map(|(_, l)| l)))
@@ -244,8 +248,14 @@ pub fn sources_for(root: &Path, diags: &Diagnostics) -> Sources {
         let full = root.join(&rel);
         let small = full
             .metadata()
-            .is_ok_and(|m| m.is_file() && m.len() <= yaml::MAX_FILE_BYTES as u64);
-        if let (true, Ok(bytes)) = (small, std::fs::read(&full)) {
+            .is_ok_and(|m| m.is_file() && m.len() <= yaml::MAX_FILE_BYTES as u64)
+            && inside(&full, &canon_root);
+        // (Checked before reading: a tuple `(small, read())` would read a device or a
+        // 50 MB file anyway.)
+        if !small {
+            continue;
+        }
+        if let Ok(bytes) = std::fs::read(&full) {
             out.insert(rel, String::from_utf8_lossy(&bytes).into_owned());
         }
     }

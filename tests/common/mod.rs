@@ -240,3 +240,239 @@ impl Repo {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 }
+
+impl Repo {
+    /// A copy of this repository (stores, outbox, identities) in a new temp directory, so
+    /// one prepared state can be the start of many independent runs.
+    pub fn duplicate(&self) -> Repo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for e in walkdir::WalkDir::new(self.root())
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            let rel = e.path().strip_prefix(self.root()).expect("under root");
+            let to = dir.path().join(rel);
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(&to).expect("mkdir");
+            } else if e.file_type().is_file() {
+                std::fs::copy(e.path(), &to).expect("copy");
+            }
+        }
+        let identities = self
+            .identities
+            .iter()
+            .map(|(id, p)| {
+                let rel = p.strip_prefix(self.root()).expect("identity under root");
+                (id.clone(), dir.path().join(rel))
+            })
+            .collect();
+        Repo { dir, identities }
+    }
+
+    /// The private identity text (`AGE-SECRET-KEY-...`) of a principal.
+    pub fn identity_text(&self, id: &str) -> String {
+        std::fs::read_to_string(self.identity(id))
+            .expect("identity file")
+            .trim()
+            .to_string()
+    }
+
+    /// The sqlite stores of the standard repository: (name, database path).
+    pub fn stores(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("alma-production", self.root().join(".keyward/prod.db")),
+            ("alma-sandbox", self.root().join(".keyward/sbx.db")),
+        ]
+    }
+
+    /// Every key of every store, read with the library (no binary), as (store, key).
+    pub fn live_keys(&self) -> Vec<(String, keyward::store::LiveKey)> {
+        use keyward::store::{ListFilter, list_all, sqlite::SqliteStore};
+        let rt = runtime();
+        let mut out = Vec::new();
+        for (name, path) in self.stores() {
+            if !path.exists() {
+                continue;
+            }
+            let store = SqliteStore::open(name, &path).expect("open store");
+            let keys = rt
+                .block_on(list_all(&store, &ListFilter::default()))
+                .expect("list keys");
+            out.extend(keys.into_iter().map(|k| (name.to_string(), k)));
+        }
+        out
+    }
+
+    /// Check the delivery invariants of apply against the real stores and outbox, and
+    /// return every secret it decrypted (so callers can search for them). Panics naming
+    /// the first violation:
+    /// * every active or disabled managed key's current generation has an `active`
+    ///   manifest with an envelope for each of the key's recipients, which decrypts with
+    ///   that recipient's real identity to a secret the store accepts for that key;
+    /// * no manifest is `active` for a key id the store does not have, or `pending`;
+    /// * at most one non-revoked key per (store, name), and `expected_count` keys in all
+    ///   per (store, name) when given (no key created twice).
+    pub fn check_invariants(
+        &self,
+        context: &str,
+        expected_count: &[(&str, &str, usize)],
+    ) -> Vec<String> {
+        use keyward::store::{KeyStatus, Store, sqlite::SqliteStore};
+        let rt = runtime();
+        let keys = self.live_keys();
+        let mut secrets = Vec::new();
+        let mut per_name: std::collections::BTreeMap<(String, String), (usize, usize)> =
+            Default::default();
+        for (store, k) in &keys {
+            let e = per_name.entry((store.clone(), k.name.clone())).or_default();
+            e.0 += 1;
+            if k.status != KeyStatus::Revoked {
+                e.1 += 1;
+            }
+        }
+        for ((store, name), (all, live)) in &per_name {
+            assert!(
+                *live <= 1,
+                "{context}: {live} non-revoked keys named {store}/{name}"
+            );
+            if let Some((_, _, n)) = expected_count
+                .iter()
+                .find(|(s, nm, _)| s == store && nm == name)
+            {
+                assert_eq!(all, n, "{context}: keys named {store}/{name}");
+            }
+        }
+        for (s, nm, n) in expected_count {
+            if *n > 0 {
+                assert!(
+                    per_name.contains_key(&(s.to_string(), nm.to_string())),
+                    "{context}: {s}/{nm} missing from the store"
+                );
+            }
+        }
+        let stores: std::collections::BTreeMap<String, SqliteStore> = self
+            .stores()
+            .into_iter()
+            .filter(|(_, p)| p.exists())
+            .map(|(n, p)| (n.to_string(), SqliteStore::open(n, &p).expect("open store")))
+            .collect();
+        for (store, k) in &keys {
+            if k.managed_by.as_deref() != Some("keyward") || k.status == KeyStatus::Revoked {
+                continue;
+            }
+            let dir = self
+                .root()
+                .join("deliveries")
+                .join(store)
+                .join(&k.name)
+                .join(format!("g{}", k.generation));
+            let m = read_json(&dir.join("manifest.json"))
+                .unwrap_or_else(|e| panic!("{context}: {store}/{}: {e}", k.name));
+            assert_eq!(m["key_id"], k.id.as_str(), "{context}: {}", dir.display());
+            assert_eq!(m["status"], "active", "{context}: {}", dir.display());
+            assert!(
+                !k.recipients.is_empty(),
+                "{context}: {} has no recipients",
+                k.name
+            );
+            for who in k.recipients.keys() {
+                let env = dir.join(format!("{who}.age"));
+                let doc = decrypt_file(&env, &self.identity(who))
+                    .unwrap_or_else(|e| panic!("{context}: {}: {e}", env.display()));
+                assert_eq!(doc["id"], k.id.as_str(), "{context}: {}", env.display());
+                assert_eq!(
+                    doc["generation"],
+                    k.generation,
+                    "{context}: {}",
+                    env.display()
+                );
+                let secret = doc["secret"]
+                    .as_str()
+                    .expect("secret in envelope")
+                    .to_string();
+                let verdict = rt
+                    .block_on(stores[store].verify(&secret, chrono::Utc::now()))
+                    .expect("verify");
+                let want = if k.status == KeyStatus::Active {
+                    "ok"
+                } else {
+                    "disabled"
+                };
+                let got = serde_json::to_value(verdict.reason).expect("reason");
+                assert_eq!(got, want, "{context}: {store}/{} as {who}", k.name);
+                if let Some(v) = &verdict.key {
+                    assert_eq!(v.id, k.id, "{context}: verified as another key");
+                }
+                secrets.push(secret);
+            }
+        }
+        let ids: std::collections::BTreeSet<(&str, &str)> = keys
+            .iter()
+            .map(|(s, k)| (s.as_str(), k.id.as_str()))
+            .collect();
+        for e in walkdir::WalkDir::new(self.root().join("deliveries"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() == "manifest.json")
+        {
+            let m = read_json(e.path()).expect("manifest");
+            assert_ne!(m["status"], "pending", "{context}: {}", e.path().display());
+            if m["status"] == "active" {
+                let store = m["store"].as_str().unwrap_or_default();
+                let id = m["key_id"].as_str().unwrap_or_default();
+                assert!(
+                    ids.contains(&(store, id)),
+                    "{context}: {} is active for key {id} that {store} does not have",
+                    e.path().display()
+                );
+            }
+        }
+        secrets.sort();
+        secrets.dedup();
+        secrets
+    }
+
+    /// `plan --detailed-exitcode` says there is nothing to do.
+    pub fn assert_plan_empty(&self, context: &str) {
+        let o = self.run(&["plan", "--detailed-exitcode"]);
+        assert_eq!(
+            o.code,
+            0,
+            "{context}: expected no changes, got: {}",
+            o.all()
+        );
+        assert!(o.stdout.contains("No changes."), "{context}: {}", o.stdout);
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+pub fn read_json(path: &Path) -> Result<serde_json::Value, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("parse {}: {e}", path.display()))
+}
+
+/// Decrypt an armored age envelope with the identity file at `identity` (plain age, not
+/// keyward's code) and parse the JSON document inside.
+pub fn decrypt_file(path: &Path, identity: &Path) -> Result<serde_json::Value, String> {
+    use std::io::Read;
+    use std::str::FromStr;
+    let text = std::fs::read_to_string(identity).map_err(|e| e.to_string())?;
+    let id = age::x25519::Identity::from_str(text.trim()).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| format!("open: {e}"))?;
+    let dec = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(
+        std::io::BufReader::new(file),
+    ))
+    .map_err(|e| format!("not an age file: {e}"))?;
+    let mut r = dec
+        .decrypt(std::iter::once(&id as &dyn age::Identity))
+        .map_err(|e| format!("decrypt: {e}"))?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&out).map_err(|e| format!("envelope JSON: {e}"))
+}
