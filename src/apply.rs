@@ -51,6 +51,12 @@ pub mod failpoint {
         REPLACE_BEFORE_REVOKE,
         REVOKE_AFTER_RECORD,
     ];
+    /// `apply --commit-deliveries`: every key is applied, nothing committed yet.
+    pub const COMMIT_BEFORE: &str = "commit-before";
+    /// `apply --commit-deliveries`: the commit object is written, no branch points at it.
+    pub const COMMIT_AFTER_OBJECT: &str = "commit-after-object";
+    /// The points hit while committing deliveries (only with `--commit-deliveries`).
+    pub const COMMIT: [&str; 2] = [COMMIT_BEFORE, COMMIT_AFTER_OBJECT];
 
     /// `KEYWARD_FAILPOINT=name` fails at that point; `name:exit` exits the process there
     /// (as a kill would), without unwinding or cleanup; `name:sleep=MS` pauses there (to

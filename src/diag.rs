@@ -385,9 +385,7 @@ fn render_snippet(
     let shown: String = chars[start..end].iter().collect();
     out.push_str(&format!(
         "{}{:>width$} |{} {before}{shown}{after}\n",
-        p.gutter,
-        loc.line,
-        p.reset,
+        p.gutter, loc.line, p.reset,
     ));
     out.push_str(&format!(
         "{pad} {}|{} {}{}{}{}\n",

@@ -479,6 +479,12 @@ impl GitRepo {
             .repo
             .commit(None, &sig, &sig, message, &tree, &parents)
             .map_err(ctx("committing the deliveries"))?;
+        crate::apply::failpoint::hit(crate::apply::failpoint::COMMIT_AFTER_OBJECT).map_err(
+            |e| GitError::Git {
+                context: "committing the deliveries".into(),
+                source: git2::Error::from_str(&e.to_string()),
+            },
+        )?;
         if refname == "HEAD" {
             // Move the checked-out branch (or a detached HEAD) and keep the index in step,
             // so `git status` stays clean for the committed files.

@@ -334,7 +334,9 @@ fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
 }
 
 /// Refuse uncommitted spec files or deliveries (unless allowed). Returns false to refuse.
-fn dirty_check(desired: &Desired, allow_dirty: bool) -> Result<bool> {
+/// With `--commit-deliveries`, uncommitted deliveries (left by an apply that died before
+/// or while committing) are not a reason to refuse: this run commits them.
+fn dirty_check(desired: &Desired, allow_dirty: bool, commit_deliveries: bool) -> Result<bool> {
     let Some(g) = &desired.git else {
         eprintln!(
             "note: {} is not in a git repository: applying the files as they are; no commit is recorded.",
@@ -346,6 +348,16 @@ fn dirty_check(desired: &Desired, allow_dirty: bool) -> Result<bool> {
     if desired.revision.source == RevisionSource::GitRevision {
         // The spec comes from the revision; only uncommitted deliveries matter.
         dirty.retain(|p| !spec::is_spec_file(Path::new(p)));
+    }
+    if commit_deliveries {
+        let before = dirty.len();
+        dirty.retain(|p| spec::is_spec_file(Path::new(p)));
+        if dirty.len() < before {
+            eprintln!(
+                "note: {} uncommitted delivery file(s) from an earlier apply will be committed with this one.",
+                before - dirty.len()
+            );
+        }
     }
     if dirty.is_empty() {
         return Ok(true);
@@ -445,7 +457,7 @@ pub async fn apply_cmd(
     if crate::cli::policy_refuses(&desired.loaded, clock.now(), color_err) {
         return Ok(exit::REFUSED);
     }
-    if !dirty_check(&desired, args.allow_dirty)? {
+    if !dirty_check(&desired, args.allow_dirty, args.commit_deliveries)? {
         return Ok(exit::REFUSED);
     }
     if args.commit_deliveries && desired.git.is_none() {
@@ -556,29 +568,35 @@ async fn apply_locked(
     if plan.is_empty() {
         report_skipped(&plan);
         // Nothing to change, but superseded deliveries may have outlived `delivery.retain`.
-        match cx
+        let pruned = match cx
             .outbox
             .prune(loaded.spec.delivery.retain.to_chrono(), clock.now())
         {
-            Ok(p) if !p.is_empty() => {
-                eprintln!(
-                    "Pruned {} envelope(s) of superseded generations older than {}.",
-                    p.len(),
-                    loaded.spec.delivery.retain
-                );
-                if args.commit_deliveries {
-                    let report = apply::ApplyReport {
-                        pruned: p,
-                        ..Default::default()
-                    };
-                    if let Err(e) = commit_deliveries(desired, args.branch.as_deref(), &report) {
-                        eprintln!("error: committing the deliveries failed: {e:#}");
-                        return Ok(exit::ERROR);
-                    }
-                }
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("warning: pruning old deliveries failed: {e}");
+                Vec::new()
             }
-            Ok(_) => {}
-            Err(e) => eprintln!("warning: pruning old deliveries failed: {e}"),
+        };
+        if !pruned.is_empty() {
+            eprintln!(
+                "Pruned {} envelope(s) of superseded generations older than {}.",
+                pruned.len(),
+                loaded.spec.delivery.retain
+            );
+        }
+        // Also when nothing was pruned: an earlier apply that died before (or while)
+        // committing left delivered envelopes uncommitted; they are committed now (a no-op
+        // when the outbox is already committed).
+        if args.commit_deliveries {
+            let report = apply::ApplyReport {
+                pruned,
+                ..Default::default()
+            };
+            if let Err(e) = commit_deliveries(desired, args.branch.as_deref(), &report) {
+                eprintln!("error: committing the deliveries failed: {e:#}");
+                return Ok(exit::ERROR);
+            }
         }
         return Ok(exit::OK);
     }
@@ -691,6 +709,7 @@ fn commit_deliveries(
     branch: Option<&str>,
     report: &apply::ApplyReport,
 ) -> Result<()> {
+    apply::failpoint::hit(apply::failpoint::COMMIT_BEFORE)?;
     let g = desired
         .git
         .as_ref()

@@ -229,7 +229,7 @@ fn sigkill_during_a_200_key_apply_converges() {
             let mut child = std::process::Command::new(&bin)
                 .arg("-C")
                 .arg(r.root())
-                .args(["apply", "--auto-approve", "--concurrency", "4"])
+                .args(["apply", "--auto-approve", "--force", "--concurrency", "4"])
                 .env_remove("KEYWARD_FAILPOINT")
                 .env("HOME", r.root().join("home"))
                 .env("NO_COLOR", "1")
@@ -265,7 +265,8 @@ fn sigkill_during_a_200_key_apply_converges() {
             }
         }
         let context = format!("round {round}");
-        apply_ok(&r, &context);
+        let o = r.run(&["apply", "--auto-approve", "--force"]);
+        assert_eq!(o.code, 0, "{context}: apply failed: {}", o.all());
         r.assert_plan_empty(&context);
         let secrets = r.check_invariants(&context, &[]);
         assert!(
@@ -278,4 +279,65 @@ fn sigkill_during_a_200_key_apply_converges() {
         killed_midway >= 2,
         "the kills all came after apply finished; the test proved nothing"
     );
+}
+
+/// `apply --commit-deliveries` failed or killed while committing: the re-run (whose plan
+/// is empty) still commits what was delivered, and the invariants hold.
+#[test]
+fn a_fault_while_committing_deliveries_is_committed_by_the_next_apply() {
+    let base = Repo::new(BEFORE);
+    base.git_init();
+    let o = base.run(&["apply", "--auto-approve", "--commit-deliveries"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    base.write_keys(AFTER);
+    base.commit_all(
+        "Admin",
+        "admin@example.edu",
+        "rotate, replace, revoke, create",
+    );
+    for point in failpoint::COMMIT {
+        for mode in ["error", "exit"] {
+            let r = base.duplicate();
+            let context = format!("{point}:{mode}");
+            let o = r.run_with(
+                &["apply", "--auto-approve", "--commit-deliveries"],
+                &[("KEYWARD_FAILPOINT", context.as_str())],
+                None,
+            );
+            if mode == "exit" {
+                assert_eq!(o.code, 86, "{context}: {}", o.all());
+            } else {
+                assert_eq!(o.code, 1, "{context}: {}", o.all());
+                assert!(
+                    o.stderr.contains(&format!("fault injected at `{point}`")),
+                    "{context}: the point was not reached: {}",
+                    o.all()
+                );
+            }
+            // The keys are applied, their envelopes not committed.
+            assert!(
+                !r.git(&["status", "--porcelain", "--", "deliveries"])
+                    .is_empty(),
+                "{context}: nothing left uncommitted?"
+            );
+            let o = r.run(&["apply", "--auto-approve", "--commit-deliveries"]);
+            assert_eq!(o.code, 0, "{context}: {}", o.all());
+            r.assert_plan_empty(&context);
+            r.check_invariants(&context, COUNTS);
+            let status = r.git(&["status", "--porcelain", "--", "deliveries"]);
+            assert!(status.is_empty(), "{context}: uncommitted: {status}");
+            // Every active manifest is in HEAD.
+            for e in walkdir::WalkDir::new(r.root().join("deliveries"))
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name() == "manifest.json")
+            {
+                let m = common::read_json(e.path()).expect("manifest");
+                if m["status"] == "active" {
+                    let rel = e.path().strip_prefix(r.root()).expect("rel");
+                    r.git(&["cat-file", "-e", &format!("HEAD:{}", rel.display())]);
+                }
+            }
+        }
+    }
 }
