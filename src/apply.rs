@@ -640,7 +640,13 @@ async fn create_key(
         previous_valid_until: None,
     };
     let secret_hash = secret.hash();
-    let dir = deliver_pending(cx, c, &meta, secret, now, actor.commit.clone(),
+    let dir = deliver_pending(
+        cx,
+        c,
+        &meta,
+        secret,
+        now,
+        actor.commit.clone(),
         [failpoint::AFTER_SEAL, failpoint::AFTER_PENDING],
     )
     .await?;
@@ -706,8 +712,17 @@ async fn rotate_key(
         previous_valid_until: Some(grace_until),
     };
     let secret_hash = secret.hash();
-    let dir = deliver_pending(cx, c, &meta, secret, now, actor.commit.clone(),
-        [failpoint::ROTATE_AFTER_SEAL, failpoint::ROTATE_AFTER_PENDING],
+    let dir = deliver_pending(
+        cx,
+        c,
+        &meta,
+        secret,
+        now,
+        actor.commit.clone(),
+        [
+            failpoint::ROTATE_AFTER_SEAL,
+            failpoint::ROTATE_AFTER_PENDING,
+        ],
     )
     .await?;
     let rot = Rotate {
