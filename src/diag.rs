@@ -372,7 +372,7 @@ fn render_snippet(
     }
     let chars: Vec<char> = line.trim_end().chars().collect();
     let col = loc.column.saturating_sub(1).min(chars.len());
-    let len = token_len(&chars, col).min(MAX_SNIPPET_CHARS / 2);
+    let len = token_len(&chars, col);
     // A very long line (minified or hostile input) is shown as a window around the column.
     let start = if chars.len() > MAX_SNIPPET_CHARS {
         col.saturating_sub(MAX_SNIPPET_CHARS / 3)
@@ -380,6 +380,7 @@ fn render_snippet(
         0
     };
     let end = (start + MAX_SNIPPET_CHARS).min(chars.len());
+    let len = len.min(end.saturating_sub(col).max(1));
     let before = if start > 0 { "..." } else { "" };
     let after = if end < chars.len() { "..." } else { "" };
     let shown: String = chars[start..end].iter().collect();
