@@ -5,21 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use keyward::secret::{self, Secret};
+use chrono::{Duration, TimeZone, Utc};
+use keyward::secret;
 use keyward::store::sqlite::{SCHEMA_VERSION, SqliteStore};
 use keyward::store::{
-    Actor, KeyPatch, KeyStatus, ListFilter, MANAGED_BY, NewKey, Rotate, Store, StoreError,
-    VerifyReason, list_all,
+    KeyPatch, KeyStatus, ListFilter, MANAGED_BY, Rotate, Store, StoreError, VerifyReason, list_all,
 };
 use tempfile::TempDir;
 
-fn actor() -> Actor {
-    Actor {
-        who: "alice".into(),
-        commit: Some("0123abcd".into()),
-    }
-}
+mod store_common;
+use store_common::{actor, new_key, rotation, t0, valid_now};
 
 fn db_path(dir: &TempDir) -> PathBuf {
     dir.path().join("nested").join("store.db")
@@ -29,49 +24,6 @@ fn open() -> (TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open("alma-production", &db_path(&dir)).expect("open store");
     (dir, store)
-}
-
-/// A fixed instant with sub-second precision, to check timestamps round-trip exactly.
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 14, 15, 9, 26)
-        .single()
-        .expect("valid date")
-        + Duration::nanoseconds(535_897_932)
-}
-
-fn new_key(name: &str) -> (NewKey, Secret) {
-    let id = secret::new_key_id();
-    let s = secret::generate("production", &id);
-    let key = NewKey {
-        id,
-        name: name.into(),
-        environment: "production".into(),
-        owner: "jdoe".into(),
-        purpose: Some("ILLiad \"Alma Barcode Lookup\" add-on".into()),
-        scopes: vec!["users:read".into(), "bibs:read".into(), "users:read".into()],
-        labels: BTreeMap::from([
-            ("ticket".into(), "LSIS-1234".into()),
-            ("team".into(), "ill".into()),
-        ]),
-        status: KeyStatus::Active,
-        issued_at: t0(),
-        expires_at: Some(t0() + Duration::days(180)),
-        lifetime: Some("180d".into()),
-        generation: 1,
-        spec_generation: 3,
-        recipients: BTreeMap::from([("jdoe".into(), "age1fingerprint".into())]),
-        quota_per_day: None,
-        protected: false,
-        managed_by: Some(MANAGED_BY.into()),
-        applied_digest: None,
-        secret_hash: s.hash(),
-    };
-    (key, s)
-}
-
-/// A moment when keys from `new_key` are valid.
-fn valid_now() -> DateTime<Utc> {
-    t0() + Duration::days(1)
 }
 
 #[tokio::test]
@@ -792,23 +744,6 @@ async fn verify_gives_every_reason() {
         reason(zero.expose().into()).await,
         VerifyReason::QuotaExceeded
     );
-}
-
-fn rotation(id: &str, until: Option<DateTime<Utc>>) -> (Rotate, Secret) {
-    let s = secret::generate("production", id);
-    let r = Rotate {
-        secret_hash: s.hash(),
-        previous_valid_until: until,
-        issued_at: valid_now(),
-        expires_at: Some(valid_now() + Duration::days(90)),
-        generation: 2,
-        spec_generation: 4,
-        recipients: BTreeMap::from([
-            ("jdoe".into(), "age1new".into()),
-            ("svc".into(), "age1svc".into()),
-        ]),
-    };
-    (r, s)
 }
 
 #[tokio::test]
