@@ -100,6 +100,43 @@ impl Backend {
         }
     }
 
+    /// A handle opened for serving (as `keyward serve` opens it): quota reservations, and
+    /// for SQLite read-only connections for verify.
+    async fn serving(&self) -> Arc<dyn Store> {
+        match &self.place {
+            Place::Sqlite { path, .. } => Arc::new(
+                SqliteStore::open("alma-production", path)
+                    .and_then(|s| s.for_serving(2))
+                    .expect("open for serving"),
+            ),
+            Place::Pg(schema) => Arc::new(schema.connect("alma-production").await.for_serving()),
+        }
+    }
+
+    /// The calls counted against key `id` today, read from the database itself.
+    async fn quota_calls(&self, id: &str, day: &str) -> i64 {
+        match &self.place {
+            Place::Sqlite { path, .. } => rusqlite::Connection::open(path)
+                .expect("open raw")
+                .query_row(
+                    "SELECT calls FROM quota_usage WHERE key_id = ?1 AND day = ?2",
+                    [id, day],
+                    |r| r.get(0),
+                )
+                .expect("read counter"),
+            Place::Pg(schema) => schema
+                .raw()
+                .await
+                .query_one(
+                    "SELECT calls FROM quota_usage WHERE key_id = $1 AND day = $2",
+                    &[&id, &day],
+                )
+                .await
+                .expect("read counter")
+                .get(0),
+        }
+    }
+
     /// Everything the database holds, as bytes to search (SQLite: the files; PostgreSQL:
     /// the text form of every row of every table of the schema).
     async fn raw_contents(&self) -> Vec<Vec<u8>> {
@@ -210,6 +247,7 @@ conformance!(
     check_rotation_grace,
     check_quota_across_rotation,
     check_quota_under_concurrency,
+    check_quota_reserved_by_servers,
     check_lease,
     check_lease_race,
     check_list_filters_and_pages,
@@ -1100,6 +1138,76 @@ async fn check_quota_under_concurrency(b: &Backend) {
         }
     }
     assert_eq!(ok, 25, "exactly the quota, across handles");
+}
+
+/// Serving handles reserve quota calls in blocks: never more successful verifies than the
+/// quota across every handle, fewer than one block per handle refused early, and unused calls
+/// given back by `close` (a killed server keeps them counted: refused early, never over).
+async fn check_quota_reserved_by_servers(b: &Backend) {
+    let plain = b.h.arc();
+    let servers = [b.serving().await, b.serving().await];
+    let (mut nk, s) = new_key("k");
+    nk.quota_per_day = Some(250);
+    let id = plain.create(nk, &actor()).await.expect("create").id;
+    let presented = s.expose().to_string();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let store = match i % 3 {
+            0 => plain.clone(),
+            n => servers[n - 1].clone(),
+        };
+        let p = presented.clone();
+        tasks.push(tokio::spawn(
+            async move { store.verify(&p, valid_now()).await },
+        ));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let v = t.await.expect("join").expect("verify");
+        if v.valid {
+            ok += 1;
+        } else {
+            assert_eq!(v.reason, VerifyReason::QuotaExceeded);
+        }
+    }
+    // Block of 250 / 100 = 2 calls: each of the two servers may hold at most 1 unused.
+    assert!((248..=250).contains(&ok), "{ok} successful verifies");
+    let day = valid_now().format("%Y-%m-%d").to_string();
+    for server in &servers {
+        server.close().await.expect("close");
+    }
+    assert_eq!(
+        b.quota_calls(&id, &day).await,
+        ok,
+        "after close the counter holds exactly the calls answered `ok`"
+    );
+
+    // One verify through a fresh server reserves a block of 10 (quota 1000) at once.
+    let (mut nk, s) = new_key("k2");
+    nk.quota_per_day = Some(1000);
+    let id = plain.create(nk, &actor()).await.expect("create").id;
+    let server = b.serving().await;
+    assert!(
+        server
+            .verify(s.expose(), valid_now())
+            .await
+            .expect("v")
+            .valid
+    );
+    assert!(
+        server
+            .verify(s.expose(), valid_now())
+            .await
+            .expect("v")
+            .valid
+    );
+    assert_eq!(
+        b.quota_calls(&id, &day).await,
+        10,
+        "reserved, as a kill leaves it"
+    );
+    server.close().await.expect("close");
+    assert_eq!(b.quota_calls(&id, &day).await, 2, "unused calls given back");
 }
 
 async fn check_lease(b: &Backend) {

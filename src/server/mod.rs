@@ -281,12 +281,16 @@ pub type Database = (Arc<dyn Store>, Arc<dyn IdempotencyLog>);
 pub async fn open_database(dir: &Path, database: &str) -> Result<Database, ServeError> {
     if let Some(path) = database.strip_prefix("sqlite:") {
         let path = resolve(dir, Path::new(path.trim_start_matches("//")));
-        let store = SqliteStore::open("serve", &path)?;
+        // One reader per core: verifies look keys up inline on the runtime's workers.
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let store = SqliteStore::open("serve", &path)?.for_serving(readers)?;
         let idem = SqliteIdempotency::open(&path)?;
         return Ok((Arc::new(store), Arc::new(idem)));
     }
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        let store = PostgresStore::connect("serve", database).await?;
+        let store = PostgresStore::connect("serve", database)
+            .await?
+            .for_serving();
         let idem = PostgresIdempotency::new(&store);
         return Ok((Arc::new(store), Arc::new(idem)));
     }
@@ -377,12 +381,22 @@ pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
         return Err(ServeError::NoTokens(tokens_path.display().to_string()));
     }
     let (store, idem) = open_database(dir, &args.database).await?;
-    let state = Arc::new(AppState::new(store, idem, tokens, server_clock()));
+    let state = Arc::new(AppState::new(
+        Arc::clone(&store),
+        idem,
+        tokens,
+        server_clock(),
+    ));
     watch_tokens(Arc::clone(&state), tokens_path);
     let (listener, addr) = bind(&args.listen).await?;
     eprintln!("keyward serve listening on http://{addr}");
-    axum::serve(listener, router(state))
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(ServeError::Serve)
+        .map_err(ServeError::Serve);
+    // Give unused quota reservations back so a restart does not lose those calls.
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "the store was not closed cleanly");
+    }
+    served
 }

@@ -5,6 +5,7 @@
 pub mod http;
 mod pepper;
 pub mod postgres;
+pub(crate) mod quota;
 pub(crate) mod rules;
 pub mod sqlite;
 
@@ -386,6 +387,11 @@ pub trait Store: Send + Sync {
         detail: serde_json::Value,
         actor: &Actor,
     ) -> StoreResult<()>;
+    /// Give back what this process holds before it stops (a serving store's unused quota
+    /// reservations). Stores that hold nothing keep the default.
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// Open the store a `--database` spec names: `sqlite:PATH` (the embedded store; the file

@@ -51,6 +51,7 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use super::pepper::{self, Pepper};
+use super::quota::Reservations;
 use super::rules::{
     self, StoredKey, check_version, decode_cursor, encode_cursor, opt_ts, parse_ts, to_i64, ts,
     verdict, who,
@@ -455,6 +456,8 @@ pub struct PostgresStore {
     schema: String,
     pool: Pool,
     pepper: std::sync::Arc<Pepper>,
+    /// Quota reservations when serving (`for_serving`); None counts every call.
+    reservations: Option<std::sync::Arc<Reservations>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -582,7 +585,16 @@ impl PostgresStore {
             schema: opts.schema,
             pool,
             pepper: std::sync::Arc::new(pepper),
+            reservations: None,
         })
+    }
+
+    /// Prepare this store for serving verifies: quota calls are reserved in blocks
+    /// (`super::quota`), so a valid verify is one round trip. Call `close` before stopping
+    /// to give unused calls back.
+    pub fn for_serving(mut self) -> PostgresStore {
+        self.reservations = Some(std::sync::Arc::default());
+        self
     }
 
     /// The PostgreSQL schema holding this store.
@@ -1080,19 +1092,34 @@ impl Store for PostgresStore {
             return Ok(verdict(VerifyReason::Malformed));
         };
         let mac = self.pepper.mac(&secret::hash_presented(presented.trim()))?;
-        let c = self.client().await?;
+        let mut c = self.client().await?;
         let Some(s) = load(&c, &parsed.id, false).await? else {
             return Ok(verdict(VerifyReason::Unknown));
         };
         if let Err(reason) = rules::judge(&s, &mac, now) {
             return Ok(verdict(reason));
         }
-        if let Some(quota) = s.key.quota_per_day
-            && !PostgresStore::count_call(&c, &s.key.id, quota, now).await?
-        {
-            return Ok(verdict(VerifyReason::QuotaExceeded));
-        }
-        Ok(rules::ok_verdict(s.key))
+        let Some(quota) = s.key.quota_per_day else {
+            return Ok(rules::ok_verdict(s.key));
+        };
+        let Some(reservations) = &self.reservations else {
+            if !PostgresStore::count_call(&c, &s.key.id, quota, now).await? {
+                return Ok(verdict(VerifyReason::QuotaExceeded));
+            }
+            return Ok(rules::ok_verdict(s.key));
+        };
+        let day = rules::quota_day(&now);
+        let id = s.key.id.clone();
+        let counted = reservations
+            .take_or_reserve(&id, &day, quota, |block| {
+                reserve_calls(&mut c, &id, quota, block, now)
+            })
+            .await?;
+        Ok(if counted {
+            rules::ok_verdict(s.key)
+        } else {
+            verdict(VerifyReason::QuotaExceeded)
+        })
     }
 
     async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>> {
@@ -1121,4 +1148,78 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         append_event(&c, actor, action, None, None, &detail).await
     }
+
+    async fn close(&self) -> StoreResult<()> {
+        let Some(reservations) = &self.reservations else {
+            return Ok(());
+        };
+        let unused = reservations.drain();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        for (id, day, left) in unused {
+            let left = i64::try_from(left).unwrap_or(i64::MAX);
+            c.execute(
+                "UPDATE quota_usage SET calls = GREATEST(calls - $3, 0) \
+                 WHERE key_id = $1 AND day = $2",
+                &[&id, &day, &left],
+            )
+            .await
+            .db("return unused quota reservations")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reserve up to `block` calls of a key's daily quota in one transaction (the counter row
+/// locked `FOR UPDATE`, so instances never reserve more than `quota` between them); returns
+/// how many were granted, 0 when the quota is used up.
+async fn reserve_calls(
+    c: &mut deadpool_postgres::Object,
+    id: &str,
+    quota: u64,
+    block: u64,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    if quota == 0 {
+        return Ok(0);
+    }
+    let day = rules::quota_day(&now);
+    let tx = c.transaction().await.db("begin reservation")?;
+    tx.execute(
+        "INSERT INTO quota_usage (key_id, day, calls) VALUES ($1, $2, 0) \
+         ON CONFLICT (key_id, day) DO NOTHING",
+        &[&id, &day],
+    )
+    .await
+    .db("open quota counter")?;
+    let row = tx
+        .query_one(
+            "SELECT calls FROM quota_usage WHERE key_id = $1 AND day = $2 FOR UPDATE",
+            &[&id, &day],
+        )
+        .await
+        .db("read quota counter")?;
+    let used: i64 = get(&row, 0, "calls")?;
+    let used = u64::try_from(used).unwrap_or(0);
+    let grant = block.min(quota.saturating_sub(used));
+    if grant > 0 {
+        let add = i64::try_from(grant).unwrap_or(i64::MAX);
+        tx.execute(
+            "UPDATE quota_usage SET calls = calls + $3 WHERE key_id = $1 AND day = $2",
+            &[&id, &day, &add],
+        )
+        .await
+        .db("reserve calls")?;
+        if used == 0
+            && let Some(oldest) = rules::quota_prune_before(&now)
+        {
+            tx.execute("DELETE FROM quota_usage WHERE day < $1", &[&oldest])
+                .await
+                .db("prune quota counters")?;
+        }
+    }
+    tx.commit().await.db("commit reservation")?;
+    Ok(grant)
 }

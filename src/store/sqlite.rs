@@ -27,6 +27,11 @@
 //! in `tokio::task::spawn_blocking` (any runtime flavour), or inline when called outside a
 //! tokio runtime. Writes use IMMEDIATE transactions with a 5 s busy timeout, so several
 //! processes can share one file; optimistic `version` checks catch lost updates.
+//!
+//! A store opened for serving (`SqliteStore::for_serving`, used by `keyward serve`) adds a
+//! few read-only connections on which `verify` looks keys up inline (a primary-key read
+//! takes microseconds; WAL readers never wait for the writer), and quota reservations
+//! (`super::quota`): a valid verify is then one read, with one write per reserved block.
 
 mod rows;
 mod schema;
@@ -34,18 +39,22 @@ mod schema;
 pub use schema::SCHEMA_VERSION;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter,
+};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use self::rows::{EVENT_COLUMNS, KEY_COLUMNS, STORED_COLUMNS, StoredKey, opt_ts, ts};
 use super::pepper::{self, Pepper};
+use super::quota::Reservations;
 use super::rules::{
     self, check_version, decode_cursor, encode_cursor, json_text, to_i64, verdict, who,
 };
@@ -76,6 +85,57 @@ pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
     pepper: Arc<Pepper>,
+    serving: Option<Arc<Serving>>,
+}
+
+/// What a serving store adds: read-only connections for `verify` and quota reservations.
+struct Serving {
+    readers: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+    reservations: Reservations,
+    /// The writer, to return unused reservations when the store is dropped.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Serving {
+    /// Run `f` on a free reader (or wait for one, taken in turn).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        for r in &self.readers {
+            if let Ok(guard) = r.try_lock() {
+                return f(&guard);
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let guard = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let conn = Arc::clone(&self.conn);
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        self.give_back(&conn);
+    }
+}
+
+impl Serving {
+    /// Give the calls reserved but not used back to the day's counters (a graceful stop).
+    fn give_back(&self, conn: &Connection) {
+        let unused = self.reservations.drain();
+        if unused.is_empty() {
+            return;
+        }
+        for (id, day, left) in unused {
+            let left = i64::try_from(left).unwrap_or(i64::MAX);
+            if let Err(e) = conn.execute(
+                "UPDATE quota_usage SET calls = max(calls - ?3, 0) WHERE key_id = ?1 AND day = ?2",
+                params![id, day, left],
+            ) {
+                tracing::warn!(key = %id, error = %e, "unused quota reservation not returned");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -136,7 +196,34 @@ impl SqliteStore {
             path: path.to_owned(),
             conn: Arc::new(Mutex::new(conn)),
             pepper: Arc::new(pepper),
+            serving: None,
         })
+    }
+
+    /// Prepare this store for serving verifies: `readers` read-only connections (at least
+    /// one) for key lookups, and quota reservations. Unused reservations are returned to
+    /// the database when the last clone of the store is dropped.
+    pub fn for_serving(mut self, readers: usize) -> StoreResult<SqliteStore> {
+        let readers = (0..readers.max(1))
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| {
+                    StoreError::Backend(format!("cannot open {}: {e}", self.path.display()))
+                })?;
+                c.busy_timeout(BUSY_TIMEOUT).db("set busy timeout")?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.serving = Some(Arc::new(Serving {
+            readers,
+            next: AtomicUsize::new(0),
+            reservations: Reservations::default(),
+            conn: Arc::clone(&self.conn),
+        }));
+        Ok(self)
     }
 
     /// The database file.
@@ -696,22 +783,42 @@ impl Store for SqliteStore {
             return Ok(verdict(VerifyReason::Malformed));
         };
         let hash = secret::hash_presented(presented.trim());
-        self.run(move |conn, pepper| {
-            let mac = pepper.mac(&hash)?;
-            let Some(s) = load(conn, &parsed.id)? else {
-                return Ok(verdict(VerifyReason::Unknown));
-            };
-            if let Err(reason) = rules::judge(&s, &mac, now) {
-                return Ok(verdict(reason));
-            }
-            if let Some(quota) = s.key.quota_per_day
-                && !count_call(conn, &s.key.id, quota, now)?
-            {
-                return Ok(verdict(VerifyReason::QuotaExceeded));
-            }
-            Ok(rules::ok_verdict(s.key))
+        let Some(serving) = self.serving.clone() else {
+            return self
+                .run(move |conn, pepper| {
+                    let key = match judge(conn, pepper, &parsed.id, &hash, now)? {
+                        Ok(key) => key,
+                        Err(refused) => return Ok(refused),
+                    };
+                    if let Some(quota) = key.quota_per_day
+                        && !count_call(conn, &key.id, quota, now)?
+                    {
+                        return Ok(verdict(VerifyReason::QuotaExceeded));
+                    }
+                    Ok(rules::ok_verdict(key))
+                })
+                .await;
+        };
+        let key = match serving.read(|conn| judge(conn, &self.pepper, &parsed.id, &hash, now))? {
+            Ok(key) => key,
+            Err(refused) => return Ok(refused),
+        };
+        let Some(quota) = key.quota_per_day else {
+            return Ok(rules::ok_verdict(key));
+        };
+        let day = rules::quota_day(&now);
+        let counted = serving
+            .reservations
+            .take_or_reserve(&key.id, &day, quota, |block| {
+                let id = key.id.clone();
+                self.run(move |conn, _| reserve_calls(conn, &id, quota, block, now))
+            })
+            .await?;
+        Ok(if counted {
+            rules::ok_verdict(key)
+        } else {
+            verdict(VerifyReason::QuotaExceeded)
         })
-        .await
     }
 
     async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>> {
@@ -746,6 +853,88 @@ impl Store for SqliteStore {
         self.run(move |conn, _| append_event(conn, &actor, &action, None, None, &detail))
             .await
     }
+
+    async fn close(&self) -> StoreResult<()> {
+        let Some(serving) = self.serving.clone() else {
+            return Ok(());
+        };
+        self.run(move |conn, _| {
+            serving.give_back(conn);
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Look a presented secret up: `Ok(key)` when it may be used (quota not yet counted), or
+/// `Err(verdict)` with the reason it may not.
+fn judge(
+    conn: &Connection,
+    pepper: &Pepper,
+    id: &str,
+    hash: &super::SecretHash,
+    now: DateTime<Utc>,
+) -> StoreResult<Result<LiveKey, Verdict>> {
+    let mac = pepper.mac(hash)?;
+    let Some(s) = load(conn, id)? else {
+        return Ok(Err(verdict(VerifyReason::Unknown)));
+    };
+    Ok(match rules::judge(&s, &mac, now) {
+        Ok(()) => Ok(s.key),
+        Err(reason) => Err(verdict(reason)),
+    })
+}
+
+/// Reserve up to `block` calls of the key's daily quota in one IMMEDIATE transaction (so
+/// processes sharing the file never reserve more than `quota` between them); returns how
+/// many were granted, 0 when the quota is used up. Written with `synchronous = NORMAL`, as
+/// `count_call`.
+fn reserve_calls(
+    conn: &mut Connection,
+    id: &str,
+    quota: u64,
+    block: u64,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    if quota == 0 {
+        return Ok(0);
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .db("relax synchronous")?;
+    let granted = (|| {
+        let day = rules::quota_day(&now);
+        let tx = immediate(conn)?;
+        let used: Option<i64> = tx
+            .prepare_cached("SELECT calls FROM quota_usage WHERE key_id = ?1 AND day = ?2")
+            .and_then(|mut st| st.query_row(params![id, day], |r| r.get(0)).optional())
+            .db("read quota counter")?;
+        let used = u64::try_from(used.unwrap_or(0)).unwrap_or(0);
+        let grant = block.min(quota.saturating_sub(used));
+        if grant == 0 {
+            return Ok(0);
+        }
+        let calls = to_i64(grant, "quota")?;
+        tx.prepare_cached(
+            "INSERT INTO quota_usage (key_id, day, calls) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key_id, day) DO UPDATE SET calls = calls + ?3",
+        )
+        .and_then(|mut st| st.execute(params![id, day, calls]))
+        .db("reserve calls")?;
+        if used == 0
+            && let Some(oldest) = rules::quota_prune_before(&now)
+        {
+            tx.execute(
+                "DELETE FROM quota_usage WHERE key_id = ?1 AND day < ?2",
+                params![id, oldest],
+            )
+            .db("prune quota counters")?;
+        }
+        tx.commit().db("commit reservation")?;
+        Ok(grant)
+    })();
+    conn.pragma_update(None, "synchronous", "FULL")
+        .db("restore synchronous")?;
+    granted
 }
 
 /// Count one successful call against the key's daily quota (UTC days). Returns false, and
