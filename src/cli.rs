@@ -38,7 +38,8 @@ Examples:
   keyward -C examples/library plan
   keyward -C examples/library apply --auto-approve
   keyward secret illiad-barcode-lookup --store alma-production -i ~/.config/keyward/identities.txt --reveal
-  keyward keys --store alma-production --expiring-before 2027-01-01";
+  keyward keys --store alma-production --expiring-before 2027-01-01
+  keyward request                       # ask for a new key (a key file for a pull request)";
 
 #[derive(Debug, Parser)]
 #[command(name = "keyward", version, about = "API keys the GitOps way: YAML in git -> plan -> apply -> age-encrypted delivery", after_help = AFTER_HELP)]
@@ -190,6 +191,10 @@ pub enum Command {
         )]
         output: PathBuf,
     },
+    /// Ask for a new API key: write a checked key file under keys/ for a pull request, and
+    /// print its description (interactive on a terminal, or all by flags).
+    #[command(after_help = crate::cli_request::AFTER_HELP)]
+    Request(crate::cli_request::RequestArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -454,6 +459,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             crate::cli_lifecycle::import_cmd(&cli.dir, store, owner.as_deref(), output, color_err)
                 .await
         }
+        Command::Request(args) => crate::cli_request::request_cmd(&cli.dir, args, color_err),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

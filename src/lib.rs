@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod cli;
 pub mod cli_lifecycle;
+pub mod cli_request;
 pub mod clock;
 pub mod deliver;
 pub mod diag;
@@ -17,6 +18,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod recipient;
+pub mod request;
 pub mod schema;
 pub mod secret;
 pub mod server;

@@ -95,6 +95,22 @@ fn foreign_marker(spec: &Spec, k: &DesiredKey) -> Option<(String, String, Locati
     None
 }
 
+/// Where a forbid rule that applies to a key in `store` (serving `environment`) holds, for
+/// its message: `""` (everywhere), ` in store `S`` or ` in production`.
+pub fn forbidden_where(
+    rule: &crate::spec::ForbiddenScope,
+    store: &str,
+    environment: &str,
+) -> String {
+    if rule.stores.iter().any(|s| s == store) {
+        format!(" in store `{store}`")
+    } else if rule.environments.iter().any(|e| e == environment) {
+        format!(" in {environment}")
+    } else {
+        String::new()
+    }
+}
+
 /// Check a loaded spec and fold the result into it: policy warnings join
 /// `loaded.warnings`; when the policy finds an error, `Err` holds every diagnostic (the
 /// spec's warnings too, sorted), and `loaded.sources` is still there to render them.
@@ -117,15 +133,11 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
     for k in spec.keys.iter().filter(|k| live(k)) {
         // Forbidden scopes: a rule at level L matches L and every higher level of its area.
         for rule in &pol.forbid {
-            if !rule.stores.is_empty() && !rule.stores.contains(&k.store) {
+            if !rule.applies_to(&k.store, &k.environment) {
                 continue;
             }
             for s in k.scopes.iter().filter(|s| cat.implies(s, &rule.scope)) {
-                let where_ = if rule.stores.is_empty() {
-                    String::new()
-                } else {
-                    format!(" in store `{}`", k.store)
-                };
+                let where_ = forbidden_where(rule, &k.store, &k.environment);
                 let mut d = Diagnostic::error(
                     codes::FORBIDDEN_SCOPE,
                     format!(
@@ -750,6 +762,7 @@ mod tests {
             scope: sc(s),
             reason: "no".into(),
             stores: vec![],
+            environments: vec![],
             location: None,
         };
         let p = Policy {
@@ -792,6 +805,41 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn forbid_per_environment_applies_to_that_environment_only() {
+        let rule = ForbiddenScope {
+            scope: sc("users:write"),
+            reason: "No patron writes in production.".into(),
+            stores: vec![],
+            environments: vec!["production".into()],
+            location: None,
+        };
+        let p = Policy {
+            forbid: vec![rule],
+            ..Policy::default()
+        };
+        // key() puts keys in `prod`, a production store.
+        let d = check(
+            &spec(
+                vec![key("a", "free", &["users:write"], Expiry::Never)],
+                p.clone(),
+            ),
+            now(),
+        );
+        assert_eq!(codes_of(&d), vec![codes::FORBIDDEN_SCOPE]);
+        assert!(
+            d.0[0]
+                .message
+                .contains("forbidden in production: No patron writes in production."),
+            "{}",
+            d.0[0].message
+        );
+        let mut sandbox = key("a", "free", &["users:write"], Expiry::Never);
+        sandbox.store = "sbx".into();
+        sandbox.environment = "sandbox".into();
+        assert!(check(&spec(vec![sandbox], p), now()).is_empty());
     }
 
     #[test]

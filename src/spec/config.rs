@@ -724,10 +724,38 @@ fn parse_forbid(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &Config) -> Option<For
             stores.push(name);
         }
     }
+    let mut environments = Vec::new();
+    if let Some(ev) = get("environments") {
+        let ep = p.key("environments");
+        let known: BTreeSet<&str> = cfg
+            .stores
+            .values()
+            .map(|s| s.environment.as_str())
+            .collect();
+        for (i, e) in ctx.seq(ev, &ep).unwrap_or_default().iter().enumerate() {
+            let ip = ep.idx(i);
+            let Some(env) = ctx.string(e, &ip) else {
+                continue;
+            };
+            // A misspelt environment would switch the rule off silently: refuse it.
+            if !known.contains(env.as_str()) {
+                let hint = did_you_mean(&env, known.iter().copied(), "environments");
+                ctx.err(
+                    codes::INVALID_VALUE,
+                    &ip,
+                    format!("no store serves the environment `{env}`"),
+                    hint,
+                );
+                continue;
+            }
+            environments.push(env);
+        }
+    }
     Some(ForbiddenScope {
         scope: scope?,
         reason: reason?,
         stores,
+        environments,
         location: Some(ctx.loc(p)),
     })
 }

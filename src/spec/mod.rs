@@ -53,6 +53,15 @@ pub fn load(root: &Path) -> Result<Loaded, Diagnostics> {
     finish(root, files, diags)
 }
 
+/// Read the spec under `root` like [`load`], with one more file `rel` (relative to the root)
+/// that exists only in memory: how `keyward request` checks a key file before writing it.
+/// A file already at `rel` on disk is replaced by `bytes` in what is checked.
+pub fn load_with_file(root: &Path, rel: &Path, bytes: Vec<u8>) -> Result<Loaded, Diagnostics> {
+    let (mut files, diags) = read_tree(root);
+    files.insert(rel.to_path_buf(), bytes);
+    finish(root, files, diags)
+}
+
 /// Validate spec files given in memory (paths relative to `root`; other paths are ignored).
 /// Paths in the spec (sqlite files, the outbox) are resolved against `root`.
 pub fn load_from_files(
@@ -607,6 +616,30 @@ keys:
             !json.contains("QYQSZQGP") && !json.contains("1ABC"),
             "{json}"
         );
+    }
+
+    #[test]
+    fn forbid_rules_take_environments_and_refuse_unknown_ones() {
+        let config = "version: 1\nstores:\n  p: { kind: sqlite, environment: production }\n  s: { kind: sqlite, environment: sandbox }\n\
+                      policy:\n  forbid:\n    - { scope: users:write, reason: no, environments: [production] }\n";
+        let keys = "keys:\n  - { name: a, store: s, owner: jdoe, scopes: [users:write] }\n";
+        let l = load_ok(config, keys);
+        let rule = &l.spec.policy.forbid[0];
+        assert_eq!(rule.environments, ["production"]);
+        assert!(rule.applies_to("p", "production"));
+        assert!(!rule.applies_to("s", "sandbox"));
+
+        let typo = config.replace("[production]", "[prodution]");
+        let diags = load_from_files(Path::new("/repo"), repo(&typo, keys)).expect_err("typo");
+        let d = diags.iter().next().expect("one diagnostic");
+        assert_eq!(d.code, codes::INVALID_VALUE);
+        assert!(d.message.contains("`prodution`"), "{}", d.message);
+        assert!(
+            d.hint.as_deref().is_some_and(|h| h.contains("production")),
+            "{:?}",
+            d.hint
+        );
+        assert_eq!(d.location.as_ref().map(|l| l.line), Some(7));
     }
 
     #[test]

@@ -361,9 +361,21 @@ impl Guards {
 pub struct ForbiddenScope {
     pub scope: Scope,
     pub reason: String,
-    /// Restrict the rule to these stores; empty = everywhere.
+    /// Restrict the rule to these stores; empty (with `environments` empty) = everywhere.
     pub stores: Vec<String>,
+    /// Restrict the rule to stores of these environments; with `stores` too, the rule
+    /// applies where either one matches.
+    pub environments: Vec<String>,
     pub location: Option<Location>,
+}
+
+impl ForbiddenScope {
+    /// Does this rule apply to a key in `store`, which serves `environment`?
+    pub fn applies_to(&self, store: &str, environment: &str) -> bool {
+        (self.stores.is_empty() && self.environments.is_empty())
+            || self.stores.iter().any(|s| s == store)
+            || self.environments.iter().any(|e| e == environment)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,7 @@ pub mod fields {
     ];
     /// Values `policy.required_fields` accepts.
     pub const REQUIRABLE: &[&str] = &["purpose", "expiry", "quota", "rotation", "recipients"];
-    pub const FORBID: &[&str] = &["scope", "reason", "stores"];
+    pub const FORBID: &[&str] = &["scope", "reason", "stores", "environments"];
     pub const DELIVERY: &[&str] = &["outbox", "retain"];
     pub const GUARD_LIMITS: &[&str] = &[
         "max_revokes",
@@ -202,6 +202,10 @@ pub struct ForbidEntry {
     /// Only in these stores (default: everywhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stores: Option<Vec<String>>,
+    /// Only in the stores of these environments, e.g. `[production]` (default:
+    /// everywhere). With `stores` too, the rule applies where either one matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environments: Option<Vec<String>>,
 }
 
 /// Where apply writes encrypted deliveries.
