@@ -505,7 +505,7 @@ pub fn request_cmd(dir: &Path, args: &RequestArgs, color_err: bool) -> Result<i3
         let why = if args.no_input {
             "--no-input"
         } else {
-            "not on a terminal"
+            "not on a terminal: stdin and stdout must both be one"
         };
         bail!(
             "missing {} ({why}, so keyward does not ask); e.g.\n  keyward request --name illiad-lookup --purpose 'ILLiad barcode lookup' --store {} --owner PERSON --scope bibs:read{}",

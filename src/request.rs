@@ -592,6 +592,17 @@ pub fn recipients_problem(
     })
 }
 
+/// Free text for one line of Markdown (a table cell): no line breaks, no table pipes, no
+/// HTML.
+fn md(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The pull request description for a written request (Markdown).
 pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
     let file = file.display();
@@ -640,7 +651,7 @@ pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
         a.name,
         a.purpose
             .as_deref()
-            .map(|p| format!(", for: {p}"))
+            .map(|p| format!(", for: {}", md(p)))
             .unwrap_or_default()
     ));
     out.push_str("| | |\n|---|---|\n");
@@ -658,7 +669,7 @@ pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
     out.push_str(&format!("| Recipients | {} |\n", recipients.join(", ")));
     out.push_str(&format!(
         "| Ticket | {} |\n",
-        a.ticket.as_deref().unwrap_or("none")
+        a.ticket.as_deref().map(md).unwrap_or_else(|| "none".into())
     ));
     out.push_str(&format!("| File | `{file}` |\n"));
     let lowest = spec.catalogue.levels.first().map(String::as_str);
@@ -769,6 +780,80 @@ mod tests {
             check_text(&b, &text).unwrap_or_else(|e| panic!("{s:?}: {e}\n{text}"));
         }
         assert_eq!(scalar("ILLiad add-on (v2)"), "ILLiad add-on (v2)");
+    }
+
+    fn library() -> Spec {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/library");
+        crate::spec::load(&root)
+            .unwrap_or_else(|d| panic!("{}", crate::diag::to_json(&d)))
+            .spec
+    }
+
+    #[test]
+    fn answers_are_checked_against_the_policy_as_they_are_given() {
+        let spec = library();
+        let now = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let prod = vec!["alma-production".to_string()];
+        assert!(check_name(&spec, "illiad-barcode-lookup", &prod).is_err());
+        assert!(check_name(&spec, "illiad-barcode-lookup", &[]).is_ok());
+        assert!(check_name(&spec, "Bad", &[]).is_err());
+        assert_eq!(
+            parse_stores(&spec, &["2".into(), "production".into()]),
+            Ok(vec![
+                "alma-sandbox".to_string(),
+                "alma-production".to_string()
+            ])
+        );
+        assert!(parse_stores(&spec, &["9".into()]).is_err());
+        let s = parse_scopes(&spec, &["bibs".into(), "bibs:write".into(), "users".into()])
+            .expect("scopes");
+        let shown: Vec<String> = s.iter().map(Scope::to_string).collect();
+        assert_eq!(shown, ["bibs:write", "users:read"]);
+        assert!(parse_scopes(&spec, &["billing".into()]).is_err());
+        let cw = parse_scopes(&spec, &["configuration:write".into()]).expect("known");
+        let why = scope_problems(&spec, &cw, &prod, None);
+        assert!(why[0].contains("not granted"), "{why:?}");
+        // asmith may grant bibs:read only.
+        let bw = parse_scopes(&spec, &["bibs:write".into()]).expect("known");
+        assert_eq!(scope_problems(&spec, &bw, &prod, Some("asmith")).len(), 1);
+        let menu = area_menu(&spec, &prod, Some("asmith"));
+        assert!(menu.contains(&"bibs: read".to_string()), "{menu:?}");
+        assert!(
+            menu.iter()
+                .any(|l| l.starts_with("not within asmith's grants: acquisitions"))
+        );
+        assert!(
+            menu.iter()
+                .any(|l| l.starts_with("`configuration:write` is forbidden"))
+        );
+        let (_, e) = parse_expiry("800d", now).expect("a lifetime");
+        assert!(expiry_problem(&spec, &e, &prod, now).is_some());
+        let (_, e) = parse_expiry("never", now).expect("never");
+        assert!(expiry_problem(&spec, &e, &prod, now).is_some());
+        assert!(parse_expiry("2020-01-01", now).is_err());
+        assert!(parse_expiry("soon", now).is_err());
+        assert_eq!(
+            parse_recipients(&spec, &["jdoe".into(), "team:ill-staff".into()], "jdoe"),
+            Ok(vec!["team:ill-staff".to_string()])
+        );
+        let e = parse_recipients(&spec, &["ill-staff".into()], "jdoe").expect_err("a team");
+        assert!(e.contains("team:ill-staff"), "{e}");
+    }
+
+    #[test]
+    fn the_pr_description_keeps_free_text_on_its_line() {
+        let spec = library();
+        let mut a = answers();
+        a.ticket = Some("LSIS-1 | <b>x</b>\nmore".into());
+        let d = pr_description(&spec, &a, Path::new("keys/ill-lookup.yaml"));
+        assert!(
+            d.contains("| Ticket | LSIS-1 \\| &lt;b&gt;x&lt;/b&gt; more |"),
+            "{d}"
+        );
+        assert!(!d.contains("write access"), "only read scopes: {d}");
+        assert!(d.contains("a production store (`alma-production`)"), "{d}");
     }
 
     #[test]

@@ -516,6 +516,13 @@ impl Drop for Terminal {
 #[test]
 fn interactively_the_same_answers_write_the_same_file() {
     let asked = library();
+    // The owner is offered from git's user.email, matched against people.yaml.
+    std::fs::create_dir_all(asked.path().join("home")).expect("home");
+    std::fs::write(
+        asked.path().join("home/.gitconfig"),
+        "[user]\n\tname = Jane Doe\n\temail = JDoe@example.edu\n",
+    )
+    .expect("gitconfig");
     let mut t = Terminal::spawn(asked.path(), &["request"]);
     t.expect("Application name");
     t.send("Bad Name");
@@ -526,8 +533,8 @@ fn interactively_the_same_answers_write_the_same_file() {
     t.expect("1) alma-production");
     t.expect("Stores (");
     t.send("production sandbox");
-    t.expect("Owner");
-    t.send("jdoe");
+    t.expect("Owner (a person; their grants bound the key) [jdoe]: ");
+    t.send("");
     t.expect("API areas");
     t.expect("bibs: read, write");
     t.expect("`configuration:write` is forbidden: Read/write access");
