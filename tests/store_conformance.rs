@@ -18,7 +18,10 @@ use keyward::store::{
     KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY, NewKey, Rotate, SecretHash, Store,
     StoreError, StoreResult, VerifyReason, list_all,
 };
-use store_common::{PgSchema, actor, new_key, pg_url, rotation, t0, valid_now};
+use store_common::{
+    PgSchema, actor, assert_no_secret_in, contains, keys_with_rotated_secrets, new_key, pg_url,
+    rotation, sqlite_files, t0, valid_now, verifies,
+};
 use tempfile::TempDir;
 
 /// One handle on a store under test, with the backend-specific helpers the checks need.
@@ -141,14 +144,7 @@ impl Backend {
     /// the text form of every row of every table of the schema).
     async fn raw_contents(&self) -> Vec<Vec<u8>> {
         match &self.place {
-            Place::Sqlite { path, .. } => ["", "-wal", "-shm"]
-                .iter()
-                .filter_map(|suffix| {
-                    let mut p = path.as_os_str().to_owned();
-                    p.push(suffix);
-                    std::fs::read(PathBuf::from(p)).ok()
-                })
-                .collect(),
+            Place::Sqlite { path, .. } => sqlite_files(path),
             Place::Pg(schema) => {
                 let raw = schema.raw().await;
                 let tables = raw
@@ -331,6 +327,13 @@ async fn check_round_trip(b: &Backend) {
     assert_eq!(events[0].key_id.as_deref(), Some(nk.id.as_str()));
     assert_eq!(events[0].key_name.as_deref(), Some("illiad-barcode-lookup"));
     assert_eq!(events[0].detail["generation"], 1);
+
+    // No labels at all: an empty map comes back, not a missing one.
+    let (mut nk3, _) = new_key("third");
+    nk3.labels.clear();
+    let c3 = store.create(nk3.clone(), &actor()).await.expect("create 3");
+    assert!(c3.labels.is_empty());
+    assert_eq!(store.get(&nk3.id).await.expect("get"), Some(c3));
 
     let c = store.capabilities();
     assert!(c.client_secret_hash && c.native_expiry);
@@ -806,49 +809,16 @@ async fn check_events(b: &Backend) {
     assert_eq!(store.events(None, 3).await.expect("events"), all);
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 async fn check_no_secret_in_database(b: &Backend) {
     let store = b.store();
-    let mut secrets = Vec::new();
-    for i in 0..5 {
-        let (nk, s) = new_key(&format!("k{i}"));
-        let k = store.create(nk, &actor()).await.expect("create");
-        let (rot, new) = rotation(&k.id, Some(valid_now() + Duration::days(7)));
-        store.rotate(&k.id, 1, rot, &actor()).await.expect("rotate");
-        for s in [&s, &new] {
-            assert!(
-                store
-                    .verify(s.expose(), valid_now())
-                    .await
-                    .expect("verify")
-                    .valid
-            );
-        }
-        secrets.push(s);
-        secrets.push(new);
-    }
+    let secrets = keys_with_rotated_secrets(store, 5).await;
     let contents = b.raw_contents().await;
     assert!(contents.iter().map(Vec::len).sum::<usize>() > 1000);
     assert!(
         contents.iter().any(|c| contains(c, b"k3")),
         "the dump holds the keys"
     );
-    for s in &secrets {
-        let hex = s.hash().0;
-        let raw = hex::decode(&hex).expect("hex");
-        for c in &contents {
-            assert!(
-                !contains(c, s.expose().as_bytes()),
-                "secret in the database"
-            );
-            assert!(!contains(c, hex.as_bytes()), "secret hash in the database");
-            assert!(!contains(c, hex.to_uppercase().as_bytes()), "secret hash");
-            assert!(!contains(c, &raw), "raw secret digest in the database");
-        }
-    }
+    assert_no_secret_in(&contents, &secrets, "while open");
     let events =
         serde_json::to_string(&store.events(None, 1000).await.expect("events")).expect("json");
     assert!(events.contains("rotate"));
@@ -1334,7 +1304,7 @@ type Pred = Box<dyn Fn(&LiveKey) -> bool>;
 async fn check_list_filters_and_pages(b: &Backend) {
     let store = b.store();
     let mut all = Vec::new();
-    for i in 0..60 {
+    for i in 0..120 {
         let (mut nk, _) = new_key(&format!("key-{i:03}"));
         nk.owner = ["jdoe", "asmith", "bwong"][i % 3].into();
         nk.environment = if i % 4 == 0 { "sandbox" } else { "production" }.into();
@@ -1478,7 +1448,11 @@ async fn check_list_filters_and_pages(b: &Backend) {
         .list(&ListFilter::default(), None, 1_000_000)
         .await
         .expect("list");
-    assert_eq!(page.items.len(), 60, "a huge limit is capped, not an error");
+    assert_eq!(
+        page.items.len(),
+        120,
+        "a huge limit is capped, not an error: all 120 fit in one page"
+    );
     assert_eq!(
         store
             .list(&ListFilter::default(), None, 0)
@@ -1494,7 +1468,7 @@ async fn check_list_filters_and_pages(b: &Backend) {
             .await
             .expect("all")
             .len(),
-        60
+        120
     );
 }
 
@@ -1516,12 +1490,7 @@ async fn check_reopen(b: &Backend) {
         Some(1)
     );
     assert!(
-        again
-            .store()
-            .verify(s.expose(), valid_now())
-            .await
-            .expect("verify")
-            .valid,
+        verifies(again.store(), &s).await,
         "the same pepper after reopening"
     );
 }
@@ -1728,13 +1697,7 @@ async fn pg_a_newer_schema_or_a_wrong_pepper_is_refused() {
         .await
         .expect("restore version");
     let again = schema.connect("s").await;
-    assert!(
-        again
-            .verify(s.expose(), valid_now())
-            .await
-            .expect("verify")
-            .valid
-    );
+    assert!(verifies(&again, &s).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1756,13 +1719,7 @@ async fn pg_instances_starting_together_migrate_once() {
     let (nk, s) = new_key("k");
     stores[0].create(nk, &actor()).await.expect("create");
     for store in &stores {
-        assert!(
-            store
-                .verify(s.expose(), valid_now())
-                .await
-                .expect("verify")
-                .valid
-        );
+        assert!(verifies(store, &s).await);
     }
 }
 
@@ -1866,11 +1823,5 @@ async fn open_database_accepts_both_kinds_and_refuses_others() {
     )
     .await
     .expect("postgresql:// too");
-    assert!(
-        again
-            .verify(secret.expose(), valid_now())
-            .await
-            .expect("verify")
-            .valid
-    );
+    assert!(verifies(&*again, &secret).await);
 }

@@ -1,16 +1,17 @@
 //! Shared helpers for the store tests: key records, and PostgreSQL test schemas (a fresh
 //! schema per test on the database named by `KEYWARD_TEST_POSTGRES_URL`, dropped when the
-//! guard goes out of scope, also when the test fails).
+//! guard goes out of scope, also when the test fails), and the search of a database's raw
+//! contents for secrets.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use keyward::secret::{self, Secret};
 use keyward::store::postgres::{PostgresOptions, PostgresStore};
-use keyward::store::{Actor, KeyStatus, MANAGED_BY, NewKey, Rotate};
+use keyward::store::{Actor, KeyStatus, MANAGED_BY, NewKey, Rotate, Store};
 use rand::RngCore;
 
 pub const PG_ENV: &str = "KEYWARD_TEST_POSTGRES_URL";
@@ -80,6 +81,78 @@ pub fn rotation(id: &str, until: Option<DateTime<Utc>>) -> (Rotate, Secret) {
         ]),
     };
     (r, s)
+}
+
+/// Whether `s` verifies on `store` at `valid_now()` (a store error fails the test).
+pub async fn verifies<S: Store + ?Sized>(store: &S, s: &Secret) -> bool {
+    store
+        .verify(s.expose(), valid_now())
+        .await
+        .expect("verify")
+        .valid
+}
+
+/// Creates `n` keys and rotates each with a week's grace, checking that both secrets of
+/// each verify; returns every secret (old and new) to search the database for.
+pub async fn keys_with_rotated_secrets(store: &dyn Store, n: usize) -> Vec<Secret> {
+    let mut secrets = Vec::new();
+    for i in 0..n {
+        let (nk, s) = new_key(&format!("k{i}"));
+        let k = store.create(nk, &actor()).await.expect("create");
+        let (rot, new) = rotation(&k.id, Some(valid_now() + Duration::days(7)));
+        store.rotate(&k.id, 1, rot, &actor()).await.expect("rotate");
+        for s in [&s, &new] {
+            assert!(verifies(store, s).await);
+        }
+        secrets.push(s);
+        secrets.push(new);
+    }
+    secrets
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The bytes of a SQLite database's files: the database, its write-ahead log and its
+/// shared-memory index (those that exist).
+pub fn sqlite_files(db: &Path) -> Vec<Vec<u8>> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|suffix| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(suffix);
+            std::fs::read(PathBuf::from(p)).ok()
+        })
+        .collect()
+}
+
+/// Panics if any of `contents` holds one of `secrets`, its hash (hex, either case) or the
+/// raw digest. `when` names the moment in the message.
+pub fn assert_no_secret_in(contents: &[Vec<u8>], secrets: &[Secret], when: &str) {
+    assert!(!contents.is_empty(), "nothing to search ({when})");
+    for s in secrets {
+        let hex = s.hash().0;
+        let raw = hex::decode(&hex).expect("hex");
+        for c in contents {
+            assert!(
+                !contains(c, s.expose().as_bytes()),
+                "secret in the database ({when})"
+            );
+            assert!(
+                !contains(c, hex.as_bytes()),
+                "secret hash in the database ({when})"
+            );
+            assert!(
+                !contains(c, hex.to_uppercase().as_bytes()),
+                "secret hash in the database ({when})"
+            );
+            assert!(
+                !contains(c, &raw),
+                "raw secret digest in the database ({when})"
+            );
+        }
+    }
 }
 
 /// The PostgreSQL URL, or None after printing a visible SKIPPED line. The line is written
