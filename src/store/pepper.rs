@@ -16,8 +16,11 @@ use crate::store::{SecretHash, StoreError, StoreResult};
 const LEN: usize = 32;
 const CHECK_LABEL: &[u8] = b"keyward pepper check v1";
 
-/// The secret key of the store's MACs. Debug never shows it.
-pub(crate) struct Pepper(Zeroizing<[u8; LEN]>);
+/// The secret key of the store's MACs. Debug never shows it. The HMAC is keyed once (its
+/// inner and outer pads computed when the pepper is loaded) and cloned for each MAC.
+pub(crate) struct Pepper {
+    keyed: Hmac<Sha256>,
+}
 
 impl std::fmt::Debug for Pepper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,10 +40,15 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 }
 
 impl Pepper {
-    fn mac_bytes(&self, data: &[u8]) -> StoreResult<[u8; 32]> {
+    fn new(bytes: Zeroizing<[u8; LEN]>) -> StoreResult<Pepper> {
         // HMAC accepts keys of any length, so this error is not expected.
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
+        let keyed = <Hmac<Sha256> as Mac>::new_from_slice(bytes.as_ref())
             .map_err(|_| StoreError::Backend("cannot key the HMAC with the pepper".into()))?;
+        Ok(Pepper { keyed })
+    }
+
+    fn mac_bytes(&self, data: &[u8]) -> StoreResult<[u8; 32]> {
+        let mut m = self.keyed.clone();
         m.update(data);
         Ok(m.finalize().into_bytes().into())
     }
@@ -101,7 +109,7 @@ pub(crate) fn load(path: &Path) -> StoreResult<Option<Pepper>> {
     }
     let mut bytes = Zeroizing::new([0u8; LEN]);
     bytes.copy_from_slice(&buf);
-    Ok(Some(Pepper(bytes)))
+    Pepper::new(bytes).map(Some)
 }
 
 fn open_new(path: &Path) -> std::io::Result<File> {
@@ -160,5 +168,5 @@ pub(crate) fn create(path: &Path) -> StoreResult<Pepper> {
             let _ = d.sync_all();
         }
     }
-    Ok(Pepper(bytes))
+    Pepper::new(bytes)
 }

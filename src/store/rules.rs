@@ -62,7 +62,9 @@ pub(crate) fn parse_ts(s: &str, col: &str) -> StoreResult<DateTime<Utc>> {
 
 /// The UTC day a quota counter belongs to (`YYYY-MM-DD`).
 pub(crate) fn quota_day(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
+    use chrono::Datelike;
+    // As `%Y-%m-%d` for years 0..=9999, without the format parser on every verify.
+    format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day())
 }
 
 /// Counters of days before this one are pruned (None when out of range).
@@ -545,5 +547,18 @@ pub(crate) fn capabilities() -> Capabilities {
         .into_iter()
         .map(String::from)
         .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    #[test]
+    fn quota_day_is_the_utc_date() {
+        for (y, m, d) in [(2026, 1, 5), (2026, 12, 31), (999, 3, 9), (9999, 11, 22)] {
+            let t = chrono::Utc.with_ymd_and_hms(y, m, d, 23, 59, 59).unwrap();
+            assert_eq!(super::quota_day(&t), t.format("%Y-%m-%d").to_string());
+        }
     }
 }
