@@ -275,7 +275,13 @@ fn interview<R: BufRead>(
         None => p.ask(
             "Application name (the key's name: lowercase letters, digits, -)",
             None,
-            |a| request::check_name(spec, a, &known_stores).map(|_| a.to_string()),
+            |a| {
+                request::check_name(spec, a, &known_stores)?;
+                match request::name_problem(spec, a, &known_stores) {
+                    Some(why) => Err(why),
+                    None => Ok(a.to_string()),
+                }
+            },
         )?,
     };
     let purpose_required = spec.policy.required_fields.iter().any(|f| f == "purpose");
@@ -302,7 +308,12 @@ fn interview<R: BufRead>(
                 |a| {
                     let s = request::parse_stores(spec, &words(&[a]))?;
                     request::check_name(spec, &name, &s)?;
-                    Ok(s)
+                    match request::name_problem(spec, &name, &s) {
+                        Some(why) => Err(format!(
+                            "{why}; press Ctrl-C to start again with another name"
+                        )),
+                        None => Ok(s),
+                    }
                 },
             )?
         }

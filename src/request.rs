@@ -229,8 +229,7 @@ pub fn existing(spec: &Spec, store: &str, name: &str) -> Option<String> {
         .map(|k| format!("{}:{}", k.location.file.display(), k.location.line))
 }
 
-/// Check a key name: its form, every chosen store's name pattern, and that no chosen store
-/// has it already.
+/// Check a key name: its form, and that no chosen store has it already.
 pub fn check_name(spec: &Spec, name: &str, stores: &[String]) -> Result<(), String> {
     if !valid_key_name(name) {
         return Err(format!(
@@ -238,14 +237,6 @@ pub fn check_name(spec: &Spec, name: &str, stores: &[String]) -> Result<(), Stri
         ));
     }
     for s in stores {
-        for np in spec.policy.name_patterns_for(s) {
-            if !np.regex.is_match(name) {
-                return Err(format!(
-                    "`{name}` does not match the naming pattern `{}` for store `{s}`",
-                    np.pattern
-                ));
-            }
-        }
         if let Some(at) = existing(spec, s, name) {
             return Err(format!(
                 "a key named `{name}` already exists in store `{s}` ({at}); choose another name, or edit that file to change the key"
@@ -253,6 +244,57 @@ pub fn check_name(spec: &Spec, name: &str, stores: &[String]) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// What the policy says against a key name in the chosen stores (or, before they are
+/// known, in every store): the naming patterns, and an environment named in it that is not
+/// its store's (`illiad-sandbox` may not reach a production store).
+pub fn name_problem(spec: &Spec, name: &str, stores: &[String]) -> Option<String> {
+    let pattern = |store: &str, np: &crate::spec::NamePattern| {
+        (!np.regex.is_match(name)).then(|| {
+            let which = if np.store == "*" {
+                "every store".to_string()
+            } else {
+                format!("store `{store}`")
+            };
+            format!(
+                "`{name}` does not match the naming pattern `{}` for {which}",
+                np.pattern
+            )
+        })
+    };
+    if stores.is_empty() {
+        return spec
+            .policy
+            .name_patterns
+            .iter()
+            .filter(|np| np.store == "*")
+            .find_map(|np| pattern("*", np));
+    }
+    let envs: BTreeSet<&str> = spec
+        .stores
+        .values()
+        .map(|s| s.environment.as_str())
+        .collect();
+    for s in stores {
+        if let Some(why) = spec
+            .policy
+            .name_patterns_for(s)
+            .find_map(|np| pattern(s, np))
+        {
+            return Some(why);
+        }
+        let env = spec.stores.get(s).map(|c| c.environment.as_str())?;
+        if let Some(w) = name
+            .split(['-', '_', '.'])
+            .find(|w| envs.contains(w) && *w != env)
+        {
+            return Some(format!(
+                "the word `{w}` in `{name}` marks it as a {w} key, which may not reach the {env} store `{s}`; leave the environment out of the name (each store gets its own key)"
+            ));
+        }
+    }
+    None
 }
 
 /// Stores named directly or by number (1-based, as listed), or every store of an
@@ -799,6 +841,15 @@ mod tests {
         assert!(check_name(&spec, "illiad-barcode-lookup", &prod).is_err());
         assert!(check_name(&spec, "illiad-barcode-lookup", &[]).is_ok());
         assert!(check_name(&spec, "Bad", &[]).is_err());
+        // The example's `*` pattern, before the stores are known; the environment word after.
+        assert!(name_problem(&spec, "x--y", &[]).is_some_and(|w| w.contains("every store")));
+        assert_eq!(name_problem(&spec, "ill-sandbox", &[]), None);
+        let why = name_problem(&spec, "ill-sandbox", &prod).expect("sandbox word in production");
+        assert!(why.contains("`sandbox`"), "{why}");
+        assert_eq!(
+            name_problem(&spec, "ill-sandbox", &["alma-sandbox".into()]),
+            None
+        );
         assert_eq!(
             parse_stores(&spec, &["2".into(), "production".into()]),
             Ok(vec![

@@ -246,6 +246,29 @@ fn a_forbidden_scope_is_refused_with_its_reason_and_nothing_is_written() {
     assert_eq!(o.code, 3, "{}", o.stderr);
     assert!(o.stderr.contains("KW202"), "{}", o.stderr);
     assert_eq!(key_files(root), before);
+
+    // A sandbox key (by its name) may not reach a production store: the environment rule.
+    let o = run(
+        root,
+        &[
+            "request",
+            "--name",
+            "ill-sandbox",
+            "--purpose",
+            "Tests",
+            "--env",
+            "production",
+            "--env",
+            "sandbox",
+            "--owner",
+            "jdoe",
+            "--scope",
+            "bibs",
+        ],
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.stderr.contains("KW211"), "{}", o.stderr);
+    assert_eq!(key_files(root), before);
 }
 
 #[test]
@@ -634,4 +657,57 @@ fn help_shows_examples_and_completions_know_the_command() {
         assert!(c.stdout.contains("request"), "{shell}");
         assert!(c.stdout.contains("recipient"), "{shell}");
     }
+}
+
+#[test]
+fn an_eleventh_key_for_one_owner_is_refused() {
+    let repo = library();
+    let root = repo.path();
+    // mlopez owns one key in the example; the policy allows ten.
+    for i in 2..=10 {
+        let name = format!("mlopez-{i}");
+        let o = run(
+            root,
+            &[
+                "request",
+                "--name",
+                &name,
+                "--purpose",
+                "p",
+                "--store",
+                "alma-sandbox",
+                "--owner",
+                "mlopez",
+                "--scope",
+                "bibs",
+            ],
+        );
+        assert_eq!(o.code, 0, "key {i}: {}", o.stderr);
+    }
+    let before = key_files(root);
+    let o = run(
+        root,
+        &[
+            "request",
+            "--name",
+            "mlopez-11",
+            "--purpose",
+            "p",
+            "--store",
+            "alma-sandbox",
+            "--owner",
+            "mlopez",
+            "--scope",
+            "bibs",
+        ],
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("owner `mlopez` has 11 keys; the policy allows at most 10"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("keys/mlopez-11.yaml"), "{}", o.stderr);
+    assert_eq!(key_files(root), before);
 }
