@@ -13,7 +13,14 @@ struct Fixture {
     read: String,
     write: String,
     verify: String,
-    c: reqwest::Client,
+    api: Api,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 fn fixture() -> Fixture {
@@ -25,49 +32,44 @@ fn fixture() -> Fixture {
     let server = Server::start(dir.path(), &[]);
     Fixture {
         _dir: dir,
+        api: Api::new(&server),
         server,
         read,
         write,
         verify,
-        c: client(),
     }
 }
 
 impl Fixture {
-    fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.server.url)
-    }
     async fn create(&self, body: &Value, idem: Option<&str>) -> reqwest::Response {
-        let mut r = self
-            .c
-            .post(self.url("/v1/keys"))
-            .bearer_auth(&self.write)
-            .json(body);
+        let mut r = self.post("/v1/keys", &self.write).json(body);
         if let Some(i) = idem {
             r = r.header("Idempotency-Key", i);
         }
-        r.send().await.unwrap()
+        send(r).await
     }
     async fn verify(&self, key: &str) -> Value {
-        let r = self
-            .c
-            .post(self.url("/v1/verify"))
-            .bearer_auth(&self.verify)
-            .json(&json!({ "key": key }))
-            .send()
-            .await
-            .unwrap();
+        let r = send(
+            self.post("/v1/verify", &self.verify)
+                .json(&json!({ "key": key })),
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::OK);
         r.json().await.unwrap()
     }
     async fn post_status(&self, id: &str, what: &str, version: u64) -> reqwest::Response {
-        self.c
-            .post(self.url(&format!("/v1/keys/{id}/{what}")))
-            .bearer_auth(&self.write)
-            .header("If-Match", format!("\"{version}\""))
-            .send()
-            .await
-            .unwrap()
+        let path = format!("/v1/keys/{id}/{what}");
+        send(
+            self.post(&path, &self.write)
+                .header("If-Match", format!("\"{version}\"")),
+        )
+        .await
+    }
+    /// `GET /v1/keys{query}` with the read token: must answer 200; the page as JSON.
+    async fn list(&self, query: &str) -> Value {
+        let r = send(self.get(&format!("/v1/keys{query}"), &self.read)).await;
+        assert_eq!(r.status(), StatusCode::OK, "{query}");
+        r.json().await.unwrap()
     }
 }
 
@@ -82,76 +84,36 @@ async fn error_code(r: reqwest::Response) -> (StatusCode, String) {
 async fn tokens_and_roles() {
     let f = fixture();
     // No token, a malformed header, an unknown token: 401 with a JSON body.
-    let r = f.c.get(f.url("/v1/keys")).send().await.unwrap();
+    let r = send(f.c.get(f.url("/v1/keys"))).await;
     assert_eq!(
         error_code(r).await,
         (StatusCode::UNAUTHORIZED, "unauthorized".into())
     );
-    let r =
+    let basic =
         f.c.get(f.url("/v1/keys"))
-            .header("Authorization", "Basic abc")
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r =
-        f.c.get(f.url("/v1/keys"))
-            .bearer_auth("kwt_0000")
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            .header("Authorization", "Basic abc");
+    assert_eq!(status_of(basic).await, StatusCode::UNAUTHORIZED);
+    let unknown = f.get("/v1/keys", "kwt_0000");
+    assert_eq!(status_of(unknown).await, StatusCode::UNAUTHORIZED);
     // Roles: read lists; read cannot create or lock; verify cannot list; write does both.
-    let r =
-        f.c.get(f.url("/v1/keys"))
-            .bearer_auth(&f.read)
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(status_of(f.get("/v1/keys", &f.read)).await, StatusCode::OK);
     let (body, _) = new_key("k", "sandbox", None);
-    let r =
-        f.c.post(f.url("/v1/keys"))
-            .bearer_auth(&f.read)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-    let (s, code) = error_code(r).await;
+    let (s, code) = error_code(send(f.post("/v1/keys", &f.read).json(&body)).await).await;
     assert_eq!((s, code.as_str()), (StatusCode::FORBIDDEN, "forbidden"));
-    let r =
-        f.c.post(f.url("/v1/locks"))
-            .bearer_auth(&f.read)
-            .json(&json!({"holder": "x", "ttl_seconds": 5}))
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r =
-        f.c.get(f.url("/v1/keys"))
-            .bearer_auth(&f.verify)
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r =
-        f.c.post(f.url("/v1/verify"))
-            .bearer_auth(&f.read)
-            .json(&json!({"key": "x"}))
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r =
-        f.c.get(f.url("/v1/events"))
-            .bearer_auth(&f.write)
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let lock = f
+        .post("/v1/locks", &f.read)
+        .json(&json!({"holder": "x", "ttl_seconds": 5}));
+    assert_eq!(status_of(lock).await, StatusCode::FORBIDDEN);
+    let list = f.get("/v1/keys", &f.verify);
+    assert_eq!(status_of(list).await, StatusCode::FORBIDDEN);
+    let verify = f.post("/v1/verify", &f.read).json(&json!({"key": "x"}));
+    assert_eq!(status_of(verify).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        status_of(f.get("/v1/events", &f.write)).await,
+        StatusCode::OK
+    );
     // healthz needs no token.
-    let r = f.c.get(f.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(status_of(f.c.get(f.url("/healthz"))).await, StatusCode::OK);
 
     // Revoking a token takes effect on the running server.
     let o = std::process::Command::new(bin())
@@ -173,13 +135,7 @@ async fn tokens_and_roles() {
     let mut gone = false;
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let r =
-            f.c.get(f.url("/v1/keys"))
-                .bearer_auth(&f.read)
-                .send()
-                .await
-                .unwrap();
-        if r.status() == StatusCode::UNAUTHORIZED {
+        if status_of(f.get("/v1/keys", &f.read)).await == StatusCode::UNAUTHORIZED {
             gone = true;
             break;
         }
@@ -225,39 +181,16 @@ async fn keys_lifecycle_etags_and_events() {
     );
     let (s, code) = error_code(f.create(&body, None).await).await;
     assert_eq!((s, code.as_str()), (StatusCode::CONFLICT, "already_exists"));
-    let list: Value =
-        f.c.get(f.url("/v1/keys?owner=jdoe"))
-            .bearer_auth(&f.read)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let list = f.list("?owner=jdoe").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
 
     // GET with ETag and If-None-Match.
-    let r =
-        f.c.get(f.url(&format!("/v1/keys/{id}")))
-            .bearer_auth(&f.read)
-            .send()
-            .await
-            .unwrap();
+    let path = format!("/v1/keys/{id}");
+    let r = send(f.get(&path, &f.read)).await;
     assert_eq!(r.headers()["etag"], "\"1\"");
-    let r =
-        f.c.get(f.url(&format!("/v1/keys/{id}")))
-            .bearer_auth(&f.read)
-            .header("If-None-Match", "\"1\"")
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-    let r =
-        f.c.get(f.url("/v1/keys/nope"))
-            .bearer_auth(&f.read)
-            .send()
-            .await
-            .unwrap();
+    let unchanged = f.get(&path, &f.read).header("If-None-Match", "\"1\"");
+    assert_eq!(status_of(unchanged).await, StatusCode::NOT_MODIFIED);
+    let r = send(f.get("/v1/keys/nope", &f.read)).await;
     assert_eq!(
         error_code(r).await,
         (StatusCode::NOT_FOUND, "not_found".into())
@@ -265,52 +198,29 @@ async fn keys_lifecycle_etags_and_events() {
 
     // PATCH: 428 without If-Match, 412 when stale, 200 and a new ETag when current.
     let patch = json!({ "scopes": ["bibs:read", "users:read"] });
-    let url = f.url(&format!("/v1/keys/{id}"));
-    let r =
-        f.c.patch(&url)
-            .bearer_auth(&f.write)
-            .json(&patch)
-            .send()
-            .await
-            .unwrap();
+    let patch_at = |version: Option<&str>| {
+        let r = f.patch(&path, &f.write).json(&patch);
+        send(match version {
+            Some(v) => r.header("If-Match", v),
+            None => r,
+        })
+    };
     assert_eq!(
-        error_code(r).await,
+        error_code(patch_at(None).await).await,
         (
             StatusCode::PRECONDITION_REQUIRED,
             "precondition_required".into()
         )
     );
-    let r =
-        f.c.patch(&url)
-            .bearer_auth(&f.write)
-            .header("If-Match", "\"7\"")
-            .json(&patch)
-            .send()
-            .await
-            .unwrap();
     assert_eq!(
-        error_code(r).await,
+        error_code(patch_at(Some("\"7\"")).await).await,
         (StatusCode::PRECONDITION_FAILED, "version_mismatch".into())
     );
-    let r =
-        f.c.patch(&url)
-            .bearer_auth(&f.write)
-            .header("If-Match", "\"1\"")
-            .json(&patch)
-            .send()
-            .await
-            .unwrap();
+    let r = patch_at(Some("\"1\"")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["etag"], "\"2\"");
     // The same version again is now stale.
-    let r =
-        f.c.patch(&url)
-            .bearer_auth(&f.write)
-            .header("If-Match", "\"1\"")
-            .json(&patch)
-            .send()
-            .await
-            .unwrap();
+    let r = patch_at(Some("\"1\"")).await;
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
 
     // Verify, disable, enable, revoke, each with If-Match.
@@ -319,13 +229,8 @@ async fn keys_lifecycle_etags_and_events() {
         f.post_status(&id, "disable", 1).await.status(),
         StatusCode::PRECONDITION_FAILED
     );
-    let r =
-        f.c.post(f.url(&format!("/v1/keys/{id}/disable")))
-            .bearer_auth(&f.write)
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::PRECONDITION_REQUIRED);
+    let disable = f.post(&format!("/v1/keys/{id}/disable"), &f.write);
+    assert_eq!(status_of(disable).await, StatusCode::PRECONDITION_REQUIRED);
     assert_eq!(
         f.post_status(&id, "disable", 2).await.status(),
         StatusCode::OK
@@ -348,42 +253,20 @@ async fn keys_lifecycle_etags_and_events() {
     let (s, code) = error_code(f.post_status(&id, "enable", 5).await).await;
     assert_eq!((s, code.as_str()), (StatusCode::CONFLICT, "refused"));
     // DELETE needs If-Match too.
-    let r = f.c.delete(&url).bearer_auth(&f.write).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::PRECONDITION_REQUIRED);
-    let r =
-        f.c.delete(&url)
-            .bearer_auth(&f.write)
-            .header("If-Match", "\"5\"")
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let delete = f.delete(&path, &f.write);
+    assert_eq!(status_of(delete).await, StatusCode::PRECONDITION_REQUIRED);
+    let delete = f.delete(&path, &f.write).header("If-Match", "\"5\"");
+    assert_eq!(status_of(delete).await, StatusCode::NO_CONTENT);
     assert_eq!(f.verify(&secret).await["reason"], "unknown");
 
     // The events name the token that made each change, and page.
-    let ev: Value =
-        f.c.get(f.url("/v1/events?limit=3"))
-            .bearer_auth(&f.read)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let ev = json_of(f.get("/v1/events?limit=3", &f.read)).await;
     let items = ev["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
     assert!(items.iter().all(|e| e["who"] == "token:ci-apply"), "{ev}");
     assert_eq!(items[0]["action"], "create");
     let next = ev["next"].as_i64().unwrap();
-    let ev2: Value =
-        f.c.get(f.url(&format!("/v1/events?after={next}&limit=100")))
-            .bearer_auth(&f.read)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let ev2 = json_of(f.get(&format!("/v1/events?after={next}&limit=100"), &f.read)).await;
     let actions: Vec<&str> = ev2["items"]
         .as_array()
         .unwrap()
@@ -416,43 +299,24 @@ async fn list_filters_and_cursor_pagination() {
         }
         assert_eq!(f.create(&body, None).await.status(), StatusCode::CREATED);
     }
-    let get = |q: &'static str| {
-        let r =
-            f.c.get(f.url(&format!("/v1/keys{q}")))
-                .bearer_auth(&f.read)
-                .send();
-        async move {
-            let r = r.await.unwrap();
-            assert_eq!(r.status(), StatusCode::OK, "{q}");
-            r.json::<Value>().await.unwrap()
-        }
-    };
     let n = |v: &Value| v["items"].as_array().unwrap().len();
-    assert_eq!(n(&get("").await), 7);
-    assert_eq!(n(&get("?owner=asmith").await), 1);
-    assert_eq!(n(&get("?environment=sandbox").await), 4);
-    assert_eq!(n(&get("?label=ticket%3DT-9").await), 1);
-    assert_eq!(n(&get("?managed=false").await), 1);
-    assert_eq!(n(&get("?managed=true&status=active").await), 6);
-    assert_eq!(n(&get("?expiring_before=2026-06-01").await), 1);
-    assert_eq!(n(&get("?status=revoked").await), 0);
+    assert_eq!(n(&f.list("").await), 7);
+    assert_eq!(n(&f.list("?owner=asmith").await), 1);
+    assert_eq!(n(&f.list("?environment=sandbox").await), 4);
+    assert_eq!(n(&f.list("?label=ticket%3DT-9").await), 1);
+    assert_eq!(n(&f.list("?managed=false").await), 1);
+    assert_eq!(n(&f.list("?managed=true&status=active").await), 6);
+    assert_eq!(n(&f.list("?expiring_before=2026-06-01").await), 1);
+    assert_eq!(n(&f.list("?status=revoked").await), 0);
     // Pages of 3 cover every key exactly once.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let q = match &cursor {
-            Some(c) => format!("/v1/keys?limit=3&cursor={c}"),
-            None => "/v1/keys?limit=3".to_string(),
+            Some(c) => format!("?limit=3&cursor={c}"),
+            None => "?limit=3".to_string(),
         };
-        let v: Value =
-            f.c.get(f.url(&q))
-                .bearer_auth(&f.read)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let v = f.list(&q).await;
         seen.extend(
             v["items"]
                 .as_array()
@@ -479,13 +343,8 @@ async fn list_filters_and_cursor_pagination() {
         "?unknown=1",
         "?managed=maybe",
     ] {
-        let r =
-            f.c.get(f.url(&format!("/v1/keys{q}")))
-                .bearer_auth(&f.read)
-                .send()
-                .await
-                .unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{q}");
+        let r = f.get(&format!("/v1/keys{q}"), &f.read);
+        assert_eq!(status_of(r).await, StatusCode::BAD_REQUEST, "{q}");
     }
 }
 
@@ -520,37 +379,31 @@ async fn verify_reasons_and_quota() {
 #[tokio::test]
 async fn locks() {
     let f = fixture();
-    let lock = |holder: &str| {
-        f.c.post(f.url("/v1/locks"))
-            .bearer_auth(&f.write)
-            .json(&json!({ "holder": holder, "ttl_seconds": 60 }))
-            .send()
+    let lock = |holder: &str, ttl: i64| {
+        send(
+            f.post("/v1/locks", &f.write)
+                .json(&json!({ "holder": holder, "ttl_seconds": ttl })),
+        )
     };
-    let r = lock("alice").await.unwrap();
+    let r = lock("alice", 60).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let lease: Value = r.json().await.unwrap();
-    let r = lock("bob").await.unwrap();
+    let r = lock("bob", 60).await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "locked");
     assert_eq!(body["holder"], "alice");
     assert_eq!(body["lease_id"], lease["id"]);
-    let r =
-        f.c.delete(f.url(&format!("/v1/locks/{}", lease["id"].as_str().unwrap())))
-            .bearer_auth(&f.write)
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(lock("bob").await.unwrap().status(), StatusCode::CREATED);
-    let r =
-        f.c.post(f.url("/v1/locks"))
-            .bearer_auth(&f.write)
-            .json(&json!({ "holder": "x", "ttl_seconds": -1 }))
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let unlock = f.delete(
+        &format!("/v1/locks/{}", lease["id"].as_str().unwrap()),
+        &f.write,
+    );
+    assert_eq!(status_of(unlock).await, StatusCode::NO_CONTENT);
+    assert_eq!(lock("bob", 60).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        lock("x", -1).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 }
 
 #[tokio::test]
@@ -639,13 +492,7 @@ async fn hostile_input_is_never_a_5xx() {
     ];
     for (method, path) in &cases {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let r =
-            f.c.request(m, f.url(path))
-                .bearer_auth(&f.write)
-                .header("If-Match", "\"1\"")
-                .send()
-                .await
-                .unwrap();
+        let r = send(f.request(m, path, &f.write).header("If-Match", "\"1\"")).await;
         let s = r.status();
         assert!(s.is_client_error(), "{method} {path}: {s}");
         let text = r.text().await.unwrap();
@@ -655,19 +502,11 @@ async fn hostile_input_is_never_a_5xx() {
         );
     }
     for bad in ["\"x\"", "*", "W/\"abc\"", ""] {
-        let r =
-            f.c.patch(f.url(&format!("/v1/keys/{gid}")))
-                .bearer_auth(&f.write)
-                .header("If-Match", bad)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
-        assert!(
-            r.status().is_client_error(),
-            "If-Match {bad}: {}",
-            r.status()
-        );
+        let r = f
+            .patch(&format!("/v1/keys/{gid}"), &f.write)
+            .header("If-Match", bad);
+        let s = status_of(r.json(&json!({}))).await;
+        assert!(s.is_client_error(), "If-Match {bad}: {s}");
     }
     // Random keys at verify: all 200, never valid.
     for i in 0..200 {
@@ -683,8 +522,7 @@ async fn hostile_input_is_never_a_5xx() {
         assert_eq!(v["valid"], false);
     }
     // The server is still healthy.
-    let r = f.c.get(f.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(status_of(f.c.get(f.url("/healthz"))).await, StatusCode::OK);
     let log = f.server.stop();
     assert!(!log.contains("panicked"), "{log}");
 }

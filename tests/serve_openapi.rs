@@ -31,19 +31,20 @@ impl Checker {
             compiler,
         }
     }
-    fn check(&mut self, schema: &str, v: &Value) {
+    fn compile(&mut self, schema: &str) -> boon::SchemaIndex {
         let loc = format!("{DOC_URL}#/components/schemas/{schema}");
-        let idx = self
-            .compiler
+        self.compiler
             .compile(&loc, &mut self.schemas)
-            .unwrap_or_else(|e| panic!("schema {schema} does not compile: {e:?}"));
+            .unwrap_or_else(|e| panic!("schema {schema} does not compile: {e:?}"))
+    }
+    fn check(&mut self, schema: &str, v: &Value) {
+        let idx = self.compile(schema);
         if let Err(e) = self.schemas.validate(v, idx) {
             panic!("answer does not match {schema}: {e}\n{v:#}");
         }
     }
     fn rejects(&mut self, schema: &str, v: &Value) {
-        let loc = format!("{DOC_URL}#/components/schemas/{schema}");
-        let idx = self.compiler.compile(&loc, &mut self.schemas).unwrap();
+        let idx = self.compile(schema);
         assert!(
             self.schemas.validate(v, idx).is_err(),
             "{schema} accepted {v}"
@@ -91,150 +92,69 @@ async fn real_answers_match_the_document() {
     let write = make_token(&t, "ci-apply", "write");
     let app = make_token(&t, "app", "verify");
     let server = Server::start(dir.path(), &[]);
-    let c = client();
-    let u = |p: &str| format!("{}{p}", server.url);
+    let api = Api::new(&server);
 
-    let h: Value = c
-        .get(u("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    ck.check("Health", &h);
-    let caps: Value = c
-        .get(u("/v1/capabilities"))
-        .bearer_auth(&write)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    ck.check("Health", &json_of(api.c.get(api.url("/healthz"))).await);
+    let caps = json_of(api.get("/v1/capabilities", &write)).await;
     ck.check("Capabilities", &caps);
 
     let (body, secret) = new_key("k1", "sandbox", Some(10));
     ck.check("NewKey", &body);
-    let r = c
-        .post(u("/v1/keys"))
-        .bearer_auth(&write)
-        .header("Idempotency-Key", "a")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let create = api.post("/v1/keys", &write).header("Idempotency-Key", "a");
+    let r = send(create.json(&body)).await;
     assert_eq!(r.status(), 201);
     let k: Value = r.json().await.unwrap();
     ck.check("LiveKey", &k);
     let id = k["id"].as_str().unwrap().to_string();
-    let page: Value = c
-        .get(u("/v1/keys?limit=5"))
-        .bearer_auth(&write)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    ck.check("KeyPage", &page);
+    ck.check(
+        "KeyPage",
+        &json_of(api.get("/v1/keys?limit=5", &write)).await,
+    );
     let patch = json!({ "purpose": null, "labels": { "a": "b" } });
     ck.check("KeyPatch", &patch);
-    let r = c
-        .patch(u(&format!("/v1/keys/{id}")))
-        .bearer_auth(&write)
-        .header("If-Match", "\"1\"")
-        .json(&patch)
-        .send()
-        .await
-        .unwrap();
+    let key_path = format!("/v1/keys/{id}");
+    let r = send(
+        api.patch(&key_path, &write)
+            .header("If-Match", "\"1\"")
+            .json(&patch),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     ck.check("LiveKey", &r.json().await.unwrap());
 
-    let ok: Value = c
-        .post(u("/v1/verify"))
-        .bearer_auth(&app)
-        .json(&json!({ "key": secret }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let verify = |key: Value| json_of(api.post("/v1/verify", &app).json(&json!({ "key": key })));
+    let ok = verify(json!(secret)).await;
     assert_eq!(ok["valid"], true);
     ck.check("Verdict", &ok);
-    let bad: Value = c
-        .post(u("/v1/verify"))
-        .bearer_auth(&app)
-        .json(&json!({ "key": "nope" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    ck.check("Verdict", &bad);
+    ck.check("Verdict", &verify(json!("nope")).await);
 
-    let lease: Value = c
-        .post(u("/v1/locks"))
-        .bearer_auth(&write)
-        .json(&json!({ "holder": "me", "ttl_seconds": 30 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    ck.check("Lease", &lease);
-    let locked: Value = c
-        .post(u("/v1/locks"))
-        .bearer_auth(&write)
-        .json(&json!({ "holder": "you", "ttl_seconds": 30 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lock = |holder: &str| {
+        json_of(
+            api.post("/v1/locks", &write)
+                .json(&json!({ "holder": holder, "ttl_seconds": 30 })),
+        )
+    };
+    ck.check("Lease", &lock("me").await);
+    let locked = lock("you").await;
     ck.check("Error", &locked);
     assert_eq!(locked["code"], "locked");
 
-    let ev: Value = c
-        .get(u("/v1/events"))
-        .bearer_auth(&write)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    ck.check("EventPage", &ev);
+    ck.check("EventPage", &json_of(api.get("/v1/events", &write)).await);
     for (req, status) in [
-        (c.get(u("/v1/keys")), 401),
-        (c.get(u("/v1/keys")).bearer_auth(&app), 403),
-        (c.get(u("/v1/keys/none")).bearer_auth(&write), 404),
+        (api.c.get(api.url("/v1/keys")), 401),
+        (api.get("/v1/keys", &app), 403),
+        (api.get("/v1/keys/none", &write), 404),
+        (api.patch(&key_path, &write).json(&patch), 428),
         (
-            c.patch(u(&format!("/v1/keys/{id}")))
-                .bearer_auth(&write)
-                .json(&patch),
-            428,
-        ),
-        (
-            c.patch(u(&format!("/v1/keys/{id}")))
-                .bearer_auth(&write)
+            api.patch(&key_path, &write)
                 .header("If-Match", "\"1\"")
                 .json(&patch),
             412,
         ),
-        (c.post(u("/v1/verify")).bearer_auth(&app).body("{"), 400),
-        (
-            c.post(u("/v1/verify"))
-                .bearer_auth(&app)
-                .json(&json!({ "key": 1 })),
-            422,
-        ),
+        (api.post("/v1/verify", &app).body("{"), 400),
+        (api.post("/v1/verify", &app).json(&json!({ "key": 1 })), 422),
     ] {
-        let r = req.send().await.unwrap();
+        let r = send(req).await;
         assert_eq!(r.status().as_u16(), status);
         ck.check("Error", &r.json().await.unwrap());
     }

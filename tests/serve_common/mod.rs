@@ -1,5 +1,6 @@
 //! Shared helpers for the `keyward serve` tests: start the real binary on a free loopback
-//! port with a fresh SQLite database and tokens, and talk to it with reqwest.
+//! port with a fresh SQLite database and tokens, and talk to it with reqwest (`Api`, `send`,
+//! `status_of`, `json_of`: one request per line in the tests).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -7,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::Duration;
+
+use reqwest::RequestBuilder;
 
 pub fn install_crypto() {
     static ONCE: Once = Once::new();
@@ -146,4 +149,59 @@ pub fn new_key(name: &str, environment: &str, quota: Option<u64>) -> (serde_json
         "secret_hash": secret.hash().0,
     });
     (v, secret.expose().to_string())
+}
+
+/// Requests to one running server by path, with a bearer token where the route needs one.
+pub struct Api {
+    pub c: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(server: &Server) -> Api {
+        Api {
+            c: client(),
+            base: server.url.clone(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `method path` with `Authorization: Bearer token`.
+    pub fn request(&self, method: reqwest::Method, path: &str, token: &str) -> RequestBuilder {
+        self.c.request(method, self.url(path)).bearer_auth(token)
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> RequestBuilder {
+        self.request(reqwest::Method::GET, path, token)
+    }
+
+    pub fn post(&self, path: &str, token: &str) -> RequestBuilder {
+        self.request(reqwest::Method::POST, path, token)
+    }
+
+    pub fn patch(&self, path: &str, token: &str) -> RequestBuilder {
+        self.request(reqwest::Method::PATCH, path, token)
+    }
+
+    pub fn delete(&self, path: &str, token: &str) -> RequestBuilder {
+        self.request(reqwest::Method::DELETE, path, token)
+    }
+}
+
+/// Sends `req`; a transport error fails the test.
+pub async fn send(req: RequestBuilder) -> reqwest::Response {
+    req.send().await.expect("send the request")
+}
+
+/// Sends `req` and returns the answer's status.
+pub async fn status_of(req: RequestBuilder) -> reqwest::StatusCode {
+    send(req).await.status()
+}
+
+/// Sends `req` and returns the answer's body as JSON (a body that is not JSON fails the test).
+pub async fn json_of(req: RequestBuilder) -> serde_json::Value {
+    send(req).await.json().await.expect("a JSON answer")
 }
