@@ -142,7 +142,7 @@ pub enum Command {
     /// Keys that expire or are due for rotation soon, by owner, with what to do
     /// (exit 2 when something is due).
     #[command(
-        after_help = "Examples:\n  keyward expiring                       # within the policy's reminder window (30d)\n  keyward expiring --within 7d --format markdown"
+        after_help = "Examples:\n  keyward expiring                       # within the policy's reminder window (30d)\n  keyward expiring --within 7d --format markdown\n  keyward expiring --notify               # the nightly job: mail/webhook reminders"
     )]
     Expiring {
         /// Window to look ahead, e.g. `30d` (default: the policy's longest reminder offset).
@@ -150,6 +150,11 @@ pub enum Command {
         within: Option<String>,
         #[arg(long, value_enum, default_value_t = crate::cli_lifecycle::ReportFormat::Text)]
         format: crate::cli_lifecycle::ReportFormat,
+        /// Also send the expiry reminders owed now (keyward.yaml `notify:`; each once per
+        /// key and offset) and retry notices earlier runs could not send. Exit 1 when a
+        /// message could not be sent.
+        #[arg(long)]
+        notify: bool,
     },
     /// Run the key store as an HTTP service (the /v1 store protocol).
     #[command(
@@ -427,28 +432,19 @@ async fn run_async(cli: Cli) -> Result<i32> {
             eprintln!("Released lease {lease_id} on {store} (if it was still held).");
             Ok(exit::OK)
         }
-        Command::Expiring { within, format } => {
-            let Some(loaded) = load_or_report(&cli.dir, color_err)? else {
-                return Ok(exit::ERROR);
-            };
-            let within = match within {
-                Some(w) => crate::spec::Span::parse(w)
-                    .ok_or_else(|| anyhow!("`{w}` is not a duration (e.g. 30d, 12h, 2w)"))?,
-                None => loaded.spec.policy.reminder_window(),
-            };
-            let now = SystemClock.now();
-            let stores = observe::open_all(&loaded.spec, None)?;
-            let observed = observe::list_stores(&stores).await?;
-            let items = crate::lifecycle::due(&loaded.spec, &observed, now, within);
-            print!(
-                "{}",
-                crate::cli_lifecycle::render(&loaded.spec, &items, within, now, *format)
-            );
-            Ok(if items.is_empty() {
-                exit::OK
-            } else {
-                exit::CHANGES
-            })
+        Command::Expiring {
+            within,
+            format,
+            notify,
+        } => {
+            crate::cli_lifecycle::expiring_cmd(
+                &cli.dir,
+                within.as_deref(),
+                *format,
+                *notify,
+                color_err,
+            )
+            .await
         }
         Command::Schema { name, write } => schema_cmd(&cli.dir, name.as_deref(), write.as_deref()),
         Command::Import {

@@ -146,6 +146,55 @@ fn md_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// `keyward expiring [--notify]`: the report, and with `--notify` the reminders owed now
+/// (plus retries of notices earlier runs could not send).
+pub async fn expiring_cmd(
+    dir: &std::path::Path,
+    within: Option<&str>,
+    format: ReportFormat,
+    notify: bool,
+    color: bool,
+) -> anyhow::Result<i32> {
+    use crate::cli::exit;
+    use crate::clock::{Clock, SystemClock};
+    use anyhow::anyhow;
+    let Some(loaded) = crate::cli::load_or_report(dir, color)? else {
+        return Ok(exit::ERROR);
+    };
+    let spec = &loaded.spec;
+    if notify && spec.notify.is_none() {
+        eprintln!(
+            "error: --notify needs a `notify:` section in keyward.yaml (email and/or webhook; see the README, \"Notifications\"); nothing was sent."
+        );
+        return Ok(exit::ERROR);
+    }
+    let within = match within {
+        Some(w) => {
+            Span::parse(w).ok_or_else(|| anyhow!("`{w}` is not a duration (e.g. 30d, 12h, 2w)"))?
+        }
+        None => spec.policy.reminder_window(),
+    };
+    let now = SystemClock.now();
+    let stores = crate::observe::open_all(spec, None)?;
+    let observed = crate::observe::list_stores(&stores).await?;
+    let items = crate::lifecycle::due(spec, &observed, now, within);
+    print!("{}", render(spec, &items, within, now, format));
+    let mut code = if items.is_empty() {
+        exit::OK
+    } else {
+        exit::CHANGES
+    };
+    if notify {
+        let owed = crate::notify::reminders(spec, &observed, now);
+        let ok =
+            crate::notify::run_and_report(spec, &stores, owed, &crate::cli::actor(), now).await;
+        if !ok {
+            code = exit::ERROR;
+        }
+    }
+    Ok(code)
+}
+
 /// `keyward import`: write YAML for the unmanaged keys of `store`, check the spec still
 /// loads, then adopt each key (the YAML is written first, so an interrupted import leaves
 /// keys in the spec that the next import adopts, never adopted keys missing from the spec,

@@ -1215,6 +1215,7 @@ pub(crate) mod tests {
                 retain: Span::days(7),
             },
             guards: Guards::default(),
+            notify: None,
             principals,
             teams: BTreeMap::new(),
             keys,

@@ -13,6 +13,7 @@ pub mod git;
 pub mod guard;
 pub mod import;
 pub mod lifecycle;
+pub mod notify;
 pub mod observe;
 pub mod pipeline;
 pub mod plan;

@@ -481,6 +481,8 @@ pub async fn apply_cmd(
         }
         Err(e) => return Err(e.into()),
     };
+    let notify_actor = actor.clone();
+    let mut notices: Option<Vec<crate::notify::Notice>> = None;
     let result = apply_locked(
         &desired,
         &stores,
@@ -489,12 +491,28 @@ pub async fn apply_cmd(
         color_out,
         actor,
         &clock,
+        &mut notices,
     )
     .await;
     apply::unlock_stores(&stores, &leases).await;
+    // Notifications go out after the locks are released, and whatever happens to them,
+    // the apply's exit code stays what the apply earned (failures are retried next run).
+    if let (Some(fresh), Some(_)) = (notices, &desired.loaded.spec.notify) {
+        crate::notify::run_and_report(
+            &desired.loaded.spec,
+            &stores,
+            fresh,
+            &notify_actor,
+            clock.now(),
+        )
+        .await;
+    }
     result
 }
 
+// One more than clippy's limit: `notices` is an out-parameter, so that the many early
+// returns of an apply keep returning just their exit code.
+#[allow(clippy::too_many_arguments)]
 async fn apply_locked(
     desired: &Desired,
     stores: &Stores,
@@ -503,6 +521,7 @@ async fn apply_locked(
     color: bool,
     actor: Actor,
     clock: &dyn Clock,
+    notices: &mut Option<Vec<crate::notify::Notice>>,
 ) -> Result<i32> {
     let loaded = &desired.loaded;
     let outbox = Outbox::new(loaded.spec.delivery.outbox.clone());
@@ -566,6 +585,8 @@ async fn apply_locked(
     };
     print_plan(&plan, args.plan.format, color);
     if plan.is_empty() {
+        // Nothing new to tell, but notices earlier runs could not send are retried.
+        *notices = Some(Vec::new());
         report_skipped(&plan);
         // Nothing to change, but superseded deliveries may have outlived `delivery.retain`.
         let pruned = match cx
@@ -632,6 +653,7 @@ async fn apply_locked(
         }
     }
     let bar = progress_bar(plan.actions.len() as u64);
+    let commit = actor.commit.clone();
     let opts = ApplyOptions {
         concurrency: args.concurrency,
         actor,
@@ -686,6 +708,13 @@ async fn apply_locked(
     if !report.ok() {
         eprintln!("  hint: fix the cause and run `keyward apply` again; it resumes safely.");
     }
+    *notices = Some(crate::notify::after_apply(
+        &loaded.spec,
+        &plan.actions,
+        &report,
+        commit.as_deref(),
+        clock.now(),
+    ));
     Ok(code)
 }
 

@@ -734,6 +734,7 @@ mod tests {
                 retain: Span::days(7),
             },
             guards: Guards::default(),
+            notify: None,
             principals: BTreeMap::from([
                 (
                     "jdoe".to_string(),

@@ -2,8 +2,9 @@
 //! Owns validating that file (and the scope syntax shared by all files); must not do I/O.
 
 use super::model::{
-    DeliveryConfig, ForbiddenScope, GuardLimits, Guards, NamePattern, Policy, Scope,
-    ScopeCatalogue, Span, StoreConfig, StoreKind,
+    DeliveryConfig, EmailNotify, ForbiddenScope, GuardLimits, Guards, NamePattern, NoticeKind,
+    NotifyConfig, Policy, Scope, ScopeCatalogue, SmtpTls, Span, StoreConfig, StoreKind,
+    WebhookNotify,
 };
 use super::pos::YPath;
 use super::raw::fields;
@@ -24,6 +25,7 @@ pub struct Config {
     pub policy: Policy,
     pub delivery: DeliveryConfig,
     pub guards: Guards,
+    pub notify: Option<NotifyConfig>,
 }
 
 impl Config {
@@ -38,6 +40,7 @@ impl Config {
                 retain: Span::days(7),
             },
             guards: Guards::default(),
+            notify: None,
         }
     }
 }
@@ -152,6 +155,9 @@ pub fn parse(ctx: &mut Ctx, root: &Path) -> Config {
     }
     if let Some(v) = get("guards") {
         cfg.guards = parse_guards(ctx, v, &top.key("guards"));
+    }
+    if let Some(v) = get("notify") {
+        cfg.notify = parse_notify(ctx, v, &top.key("notify"));
     }
     cfg
 }
@@ -783,4 +789,367 @@ fn parse_delivery(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Co
             cfg.delivery.retain = s;
         }
     }
+}
+
+/// An environment variable name: letters, digits and `_`, not starting with a digit.
+fn valid_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A plain mail address `local@domain`: one `@`, both sides non-empty, no spaces, quotes,
+/// angle brackets, commas or control characters (so it cannot smuggle a header).
+pub fn valid_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && (domain.contains('.') || domain == "localhost")
+        && s.len() <= 254
+        && !s.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | '"' | ',' | ';' | '(' | ')' | '\\')
+        })
+}
+
+/// `addr@example.edu` or `Display Name <addr@example.edu>`.
+fn valid_mailbox(s: &str) -> bool {
+    let s = s.trim();
+    match s.rsplit_once('<') {
+        Some((name, rest)) => {
+            rest.strip_suffix('>').is_some_and(valid_email)
+                && !name
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '<' | '>' | '"'))
+        }
+        None => valid_email(s),
+    }
+}
+
+/// Is `host` the local machine (so a plain connection never leaves it)?
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn env_name(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<String> {
+    let s = ctx.string(v, p)?;
+    if valid_env_name(&s) {
+        return Some(s);
+    }
+    ctx.err(
+        codes::INVALID_VALUE,
+        p,
+        format!("`{s}` is not an environment variable name"),
+        "name the variable that holds the value (e.g. `KEYWARD_SMTP_PASSWORD`), never the value itself",
+    );
+    None
+}
+
+/// `notify:` — email and/or webhook channels, and which messages they carry.
+fn parse_notify(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<NotifyConfig> {
+    let fields = ctx.mapping(v, p, fields::NOTIFY)?;
+    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let mut ok = true;
+    let email = match get("email") {
+        None => None,
+        Some(ev) => {
+            let e = parse_notify_email(ctx, ev, &p.key("email"));
+            ok &= e.is_some();
+            e
+        }
+    };
+    let webhook = match get("webhook") {
+        None => None,
+        Some(wv) => {
+            let w = parse_notify_webhook(ctx, wv, &p.key("webhook"));
+            ok &= w.is_some();
+            w
+        }
+    };
+    let mut on: BTreeSet<NoticeKind> = NoticeKind::ALL.into_iter().collect();
+    if let Some(ov) = get("on") {
+        let op = p.key("on");
+        on.clear();
+        for (i, item) in ctx.seq(ov, &op).unwrap_or_default().iter().enumerate() {
+            let ip = op.idx(i);
+            let Some(name) = ctx.string(item, &ip) else {
+                ok = false;
+                continue;
+            };
+            match NoticeKind::parse(&name) {
+                Some(k) => {
+                    on.insert(k);
+                }
+                None => {
+                    ok = false;
+                    let hint =
+                        did_you_mean(&name, NoticeKind::ALL.map(NoticeKind::as_str), "messages");
+                    ctx.err(
+                        codes::INVALID_VALUE,
+                        &ip,
+                        format!("unknown message kind `{name}`"),
+                        hint,
+                    );
+                }
+            }
+        }
+    }
+    if email.is_none() && webhook.is_none() && ok {
+        ctx.push(
+            Diagnostic::error(codes::MISSING_FIELD, "`notify` names no channel")
+                .at(ctx.key_loc(p))
+                .hint("add `email:` (SMTP) and/or `webhook:` (JSON POST), or remove `notify:`"),
+        );
+        return None;
+    }
+    ok.then(|| NotifyConfig {
+        email,
+        webhook,
+        on,
+        location: Some(ctx.key_loc(p)),
+    })
+}
+
+fn parse_notify_email(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<EmailNotify> {
+    let fields = ctx.mapping(v, p, fields::NOTIFY_EMAIL)?;
+    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let mut ok = true;
+    let host = match get("host") {
+        None => {
+            ctx.missing(
+                p,
+                "host",
+                "add the SMTP server, e.g. `host: smtp.example.edu`",
+            );
+            None
+        }
+        Some(h) => ctx.string(h, &p.key("host")).and_then(|h| {
+            let h = h.trim().to_string();
+            let bare = h.trim_start_matches('[').trim_end_matches(']');
+            let bad_colon = h.contains(':') && bare.parse::<std::net::Ipv6Addr>().is_err();
+            if h.is_empty() || h.contains('/') || h.contains(char::is_whitespace) || bad_colon {
+                ctx.err(
+                    codes::INVALID_VALUE,
+                    &p.key("host"),
+                    format!("`{h}` is not a host name"),
+                    "give the host alone (e.g. `smtp.example.edu`); the port goes in `port:`",
+                );
+                None
+            } else {
+                Some(h)
+            }
+        }),
+    };
+    let tls = match get("tls") {
+        None => Some(SmtpTls::Starttls),
+        Some(t) => ctx.string(t, &p.key("tls")).and_then(|t| match t.as_str() {
+            "starttls" => Some(SmtpTls::Starttls),
+            "tls" => Some(SmtpTls::Tls),
+            "none" => Some(SmtpTls::None),
+            other => {
+                let hint = did_you_mean(other, ["starttls", "tls", "none"], "values");
+                ctx.err(
+                    codes::INVALID_VALUE,
+                    &p.key("tls"),
+                    format!("unknown SMTP security `{other}`"),
+                    hint,
+                );
+                None
+            }
+        }),
+    };
+    let port = match get("port") {
+        None => tls.map(SmtpTls::default_port),
+        Some(pv) => ctx.uint(pv, &p.key("port")).and_then(|n| {
+            match u16::try_from(n).ok().filter(|n| *n > 0) {
+                Some(n) => Some(n),
+                None => {
+                    ctx.err(
+                        codes::INVALID_VALUE,
+                        &p.key("port"),
+                        format!("{n} is not a TCP port"),
+                        "use 587 (starttls), 465 (tls) or 25",
+                    );
+                    None
+                }
+            }
+        }),
+    };
+    let username = get("username").and_then(|u| ctx.text(u, &p.key("username")));
+    let password_env = match get("password_env") {
+        None => None,
+        Some(e) => {
+            let n = env_name(ctx, e, &p.key("password_env"));
+            ok &= n.is_some();
+            n
+        }
+    };
+    if username.is_some() != password_env.is_some() && ok {
+        let (field, hint) = if username.is_some() {
+            (
+                "username",
+                "add `password_env: NAME`, the environment variable holding the SMTP password",
+            )
+        } else {
+            ("password_env", "add `username:` for the SMTP login")
+        };
+        ctx.err(
+            codes::MISSING_FIELD,
+            &p.key(field),
+            "an SMTP login needs both `username` and `password_env`",
+            hint,
+        );
+        ok = false;
+    }
+    if let (Some(SmtpTls::None), Some(h)) = (tls, &host)
+        && username.is_some()
+        && !is_loopback_host(h)
+    {
+        ctx.err(
+            codes::INVALID_VALUE,
+            &p.key("tls"),
+            format!("`tls: none` would send the SMTP password to {h} in plain text"),
+            "use `tls: starttls` (or `tls`); `none` with a login is only allowed for a relay on loopback",
+        );
+        ok = false;
+    }
+    let from = match get("from") {
+        None => {
+            ctx.missing(
+                p,
+                "from",
+                "add the sender, e.g. `from: keyward <keyward@example.edu>`",
+            );
+            None
+        }
+        Some(f) => ctx.string(f, &p.key("from")).and_then(|f| {
+            if valid_mailbox(&f) {
+                Some(f.trim().to_string())
+            } else {
+                ctx.err(
+                    codes::INVALID_VALUE,
+                    &p.key("from"),
+                    format!("`{f}` is not a mail address"),
+                    "write `keyward@example.edu` or `keyward <keyward@example.edu>`",
+                );
+                None
+            }
+        }),
+    };
+    let mut to = Vec::new();
+    if let Some(tv) = get("to") {
+        let tp = p.key("to");
+        for (i, item) in ctx.seq(tv, &tp).unwrap_or_default().iter().enumerate() {
+            let ip = tp.idx(i);
+            let Some(a) = ctx.string(item, &ip) else {
+                ok = false;
+                continue;
+            };
+            let a = a.trim().to_string();
+            if !valid_email(&a) {
+                ctx.err(
+                    codes::INVALID_VALUE,
+                    &ip,
+                    format!("`{a}` is not a mail address"),
+                    "write a plain address, e.g. `security@example.edu`",
+                );
+                ok = false;
+            } else if !to.contains(&a) {
+                to.push(a);
+            }
+        }
+    }
+    let owners = match get("owners") {
+        None => true,
+        Some(b) => ctx.boolean(b, &p.key("owners")).unwrap_or(true),
+    };
+    if !owners && to.is_empty() && ok {
+        ctx.err(
+            codes::INVALID_VALUE,
+            &p.key("owners"),
+            "with `owners: false` and no `to:` addresses, email reaches nobody",
+            "add `to: [security@example.edu]`, or set `owners: true`",
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(EmailNotify {
+        host: host?,
+        port: port?,
+        tls: tls?,
+        username,
+        password_env,
+        from: from?,
+        to,
+        owners,
+        location: Some(ctx.key_loc(p)),
+    })
+}
+
+fn parse_notify_webhook(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<WebhookNotify> {
+    let fields = ctx.mapping(v, p, fields::NOTIFY_WEBHOOK)?;
+    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let url = match get("url") {
+        None => {
+            ctx.missing(p, "url", "add `url: https://hooks.example.edu/keyward`");
+            None
+        }
+        Some(u) => ctx.string(u, &p.key("url")).and_then(|u| {
+            let u = u.trim().to_string();
+            let host = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"))
+                .map(|rest| {
+                    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+                    let authority = authority.rsplit('@').next().unwrap_or(authority);
+                    match authority.strip_prefix('[') {
+                        Some(v6) => v6.split(']').next().unwrap_or("").to_string(),
+                        None => authority.split(':').next().unwrap_or("").to_string(),
+                    }
+                });
+            match host {
+                Some(h) if !h.is_empty() && !u.contains(char::is_whitespace) => {
+                    if u.starts_with("http://") && !is_loopback_host(&h) {
+                        ctx.err(
+                            codes::INVALID_VALUE,
+                            &p.key("url"),
+                            format!("`{u}` would send notifications to {h} unencrypted"),
+                            "use `https://`; plain `http://` is only allowed on loopback",
+                        );
+                        None
+                    } else {
+                        Some(u)
+                    }
+                }
+                _ => {
+                    ctx.err(
+                        codes::INVALID_VALUE,
+                        &p.key("url"),
+                        format!("`{u}` is not an http(s) URL"),
+                        "write it as `https://host/path`",
+                    );
+                    None
+                }
+            }
+        }),
+    };
+    let secret_env = match get("secret_env") {
+        None => None,
+        Some(e) => Some(env_name(ctx, e, &p.key("secret_env"))?),
+    };
+    Some(WebhookNotify {
+        url: url?,
+        secret_env,
+        location: Some(ctx.key_loc(p)),
+    })
 }

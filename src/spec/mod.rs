@@ -196,6 +196,7 @@ fn finish(
         policy: config.policy,
         delivery: config.delivery,
         guards: config.guards,
+        notify: config.notify,
         principals: people.principals,
         teams: people.teams,
         keys: keys_out,

@@ -3,7 +3,7 @@
 
 use crate::diag::Location;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
@@ -19,6 +19,8 @@ pub struct Spec {
     pub delivery: DeliveryConfig,
     /// Safety thresholds apply enforces unless `--force` (keyward.yaml `guards:`).
     pub guards: Guards,
+    /// Notification channels (keyward.yaml `notify:`); None when the section is absent.
+    pub notify: Option<NotifyConfig>,
     /// People and services, by id. Teams are expanded into their members where used.
     pub principals: BTreeMap<String, Principal>,
     pub teams: BTreeMap<String, Team>,
@@ -383,6 +385,125 @@ pub struct DeliveryConfig {
     /// Outbox directory, absolute.
     pub outbox: PathBuf,
     pub retain: Span,
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeKind {
+    /// A key is inside one of the policy's reminder offsets before its expiry.
+    Reminder,
+    /// A new key was created and its secret delivered.
+    Created,
+    /// A key got a new secret (same id); the previous one works until the grace end.
+    Rotated,
+    /// A key was replaced by a new one (owner, store or environment changed).
+    Replaced,
+    /// A key was revoked.
+    Revoked,
+    /// A key was disabled.
+    Disabled,
+    /// A key was deleted (tombstone).
+    Deleted,
+}
+
+impl NoticeKind {
+    pub const ALL: [NoticeKind; 7] = [
+        NoticeKind::Reminder,
+        NoticeKind::Created,
+        NoticeKind::Rotated,
+        NoticeKind::Replaced,
+        NoticeKind::Revoked,
+        NoticeKind::Disabled,
+        NoticeKind::Deleted,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Reminder => "reminder",
+            NoticeKind::Created => "created",
+            NoticeKind::Rotated => "rotated",
+            NoticeKind::Replaced => "replaced",
+            NoticeKind::Revoked => "revoked",
+            NoticeKind::Disabled => "disabled",
+            NoticeKind::Deleted => "deleted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<NoticeKind> {
+        NoticeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for NoticeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// keyward.yaml `notify:`: the channels owners hear about their keys through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub email: Option<EmailNotify>,
+    pub webhook: Option<WebhookNotify>,
+    /// Which messages are sent (default: all kinds).
+    pub on: BTreeSet<NoticeKind>,
+    /// Where `notify:` is written.
+    pub location: Option<Location>,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required, not opportunistic); port 587.
+    Starttls,
+    /// TLS from the first byte (SMTPS); port 465.
+    Tls,
+    /// No TLS (a relay on loopback, or a test server); port 25.
+    None,
+}
+
+impl SmtpTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpTls::Starttls => "starttls",
+            SmtpTls::Tls => "tls",
+            SmtpTls::None => "none",
+        }
+    }
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        }
+    }
+}
+
+/// `notify.email`: mail over SMTP to each key's owner (and fixed addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailNotify {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// SMTP login; the password comes only from the environment variable `password_env`.
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    /// The sender, `addr@example.edu` or `Name <addr@example.edu>`.
+    pub from: String,
+    /// Addresses that get every message, besides the owner.
+    pub to: Vec<String>,
+    /// Mail the key's owner (their `email` in people.yaml); default true.
+    pub owners: bool,
+    pub location: Option<Location>,
+}
+
+/// `notify.webhook`: a JSON POST per message, signed with HMAC-SHA256 when `secret_env` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookNotify {
+    pub url: String,
+    /// Environment variable holding the signing secret (`X-Keyward-Signature: sha256=<hex>`).
+    pub secret_env: Option<String>,
+    pub location: Option<Location>,
 }
 
 /// A person or a service that can receive secrets.

@@ -108,7 +108,21 @@ fn principal(
     let fields = ctx.mapping(v, p, allowed)?;
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
     let name = get("name").and_then(|v| ctx.text(v, &p.key("name")));
-    let email = get("email").and_then(|v| ctx.text(v, &p.key("email")));
+    let email = get("email")
+        .and_then(|v| ctx.text(v, &p.key("email")))
+        .map(|e| e.trim().to_string())
+        .filter(|e| {
+            if super::config::valid_email(e) {
+                return true;
+            }
+            ctx.err(
+                codes::INVALID_VALUE,
+                &p.key("email"),
+                format!("`{e}` is not a mail address"),
+                "write a plain address, e.g. `jdoe@example.edu` (notifications go there)",
+            );
+            false
+        });
     let mut recipients: Vec<RecipientKey> = Vec::new();
     let mut ok = true;
     let rp = p.key("recipients");

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 /// The field names accepted at each place, as the validators use them.
 pub mod fields {
     pub const CONFIG: &[&str] = &[
-        "version", "stores", "scopes", "policy", "delivery", "guards",
+        "version", "stores", "scopes", "policy", "delivery", "guards", "notify",
     ];
     pub const STORE: &[&str] = &["kind", "path", "url", "token_env", "environment"];
     pub const SCOPES: &[&str] = &["areas", "levels"];
@@ -31,6 +31,18 @@ pub mod fields {
     pub const REQUIRABLE: &[&str] = &["purpose", "expiry", "quota", "rotation", "recipients"];
     pub const FORBID: &[&str] = &["scope", "reason", "stores", "environments"];
     pub const DELIVERY: &[&str] = &["outbox", "retain"];
+    pub const NOTIFY: &[&str] = &["email", "webhook", "on"];
+    pub const NOTIFY_EMAIL: &[&str] = &[
+        "host",
+        "port",
+        "tls",
+        "username",
+        "password_env",
+        "from",
+        "to",
+        "owners",
+    ];
+    pub const NOTIFY_WEBHOOK: &[&str] = &["url", "secret_env"];
     pub const GUARD_LIMITS: &[&str] = &[
         "max_revokes",
         "max_revoke_percent",
@@ -87,6 +99,9 @@ pub struct ConfigFile {
     /// Safety thresholds: how much one apply may revoke or replace before it needs --force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guards: Option<GuardsEntry>,
+    /// Notifications: expiry reminders and apply notices by email and/or webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyEntry>,
 }
 
 /// The kind of a store.
@@ -218,6 +233,87 @@ pub struct DeliveryEntry {
     /// How long superseded generations are kept (default `7d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain: Option<String>,
+}
+
+/// keyward.yaml `notify:`: at least one channel. Messages never contain a secret.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<NotifyEmailEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<NotifyWebhookEntry>,
+    /// Which messages to send (default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<NoticeKindName>>,
+}
+
+/// A kind of notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeKindName {
+    /// Before expiry, at the policy's `reminders` offsets (sent by `keyward expiring --notify`).
+    Reminder,
+    /// After apply created a key (where the encrypted secret is, how to decrypt it).
+    Created,
+    /// After apply rotated a key (and until when the previous secret works).
+    Rotated,
+    /// After apply replaced a key with a new one.
+    Replaced,
+    Revoked,
+    Disabled,
+    Deleted,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTlsName {
+    /// STARTTLS, required (default; port 587).
+    Starttls,
+    /// Implicit TLS (port 465).
+    Tls,
+    /// No TLS (port 25): only for a relay on loopback when a login is given.
+    None,
+}
+
+/// Mail over SMTP to each key's owner (their `email` in people.yaml) and fixed addresses.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyEmailEntry {
+    /// SMTP server host name.
+    pub host: String,
+    /// Default 587 (starttls), 465 (tls) or 25 (none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SmtpTlsName>,
+    /// SMTP login (with `password_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the SMTP password (never the password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Sender: `keyward@example.edu` or `keyward <keyward@example.edu>`.
+    pub from: String,
+    /// Addresses that receive every message too (e.g. the security team).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+    /// Mail each key's owner (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owners: Option<bool>,
+}
+
+/// A JSON POST per message.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyWebhookEntry {
+    /// `https://...` (or `http://` on loopback).
+    pub url: String,
+    /// Name of the environment variable holding the HMAC-SHA256 signing secret; when set,
+    /// each request carries `X-Keyward-Signature: sha256=<hex of HMAC(secret, body)>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
 }
 
 /// A guard value: a whole number, or `none` to switch the guard off.
@@ -430,6 +526,12 @@ mod tests {
         assert_eq!(properties::<DeliveryEntry>(), set(fields::DELIVERY));
         assert_eq!(properties::<GuardsEntry>(), set(fields::GUARDS));
         assert_eq!(properties::<GuardLimitsEntry>(), set(fields::GUARD_LIMITS));
+        assert_eq!(properties::<NotifyEntry>(), set(fields::NOTIFY));
+        assert_eq!(properties::<NotifyEmailEntry>(), set(fields::NOTIFY_EMAIL));
+        assert_eq!(
+            properties::<NotifyWebhookEntry>(),
+            set(fields::NOTIFY_WEBHOOK)
+        );
         assert_eq!(properties::<PeopleFile>(), set(fields::PEOPLE_FILE));
         assert_eq!(properties::<PersonEntry>(), set(fields::PERSON));
         assert_eq!(properties::<ServiceEntry>(), set(fields::SERVICE));

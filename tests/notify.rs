@@ -1,0 +1,664 @@
+//! Notifications through the real binary against real servers on loopback: an SMTP server
+//! (Python's aiosmtpd, started by the test, requiring a login) and an HTTP receiver (a
+//! std TcpListener recording each request). The clock is set with KEYWARD_NOW. Checks that
+//! reminders go out once per key and offset, that apply's notices say where the envelope is
+//! and never carry the secret, and that a down server neither fails an apply nor loses the
+//! notice (the next run delivers it).
+//!
+//! Without aiosmtpd (`pip install aiosmtpd`) the tests are skipped with a visible message,
+//! except under CI=true, where they fail.
+
+mod common;
+use common::{Out, Repo};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T0: &str = "2027-01-10T12:00:00Z";
+const SMTP_USER: &str = "keyward-test";
+const SMTP_PASSWORD: &str = "pw-for-the-test-smtp-server";
+const HOOK_SECRET: &str = "hook-signing-secret-for-tests";
+
+fn t(days: f64) -> String {
+    let t0 = chrono::DateTime::parse_from_rfc3339(T0).unwrap();
+    (t0 + chrono::Duration::minutes((days * 1440.0) as i64)).to_rfc3339()
+}
+
+/// Is aiosmtpd importable? Without it: skip (visibly), or fail under CI=true.
+fn smtp_server_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("aiosmtpd is missing under CI=true: .ci/run installs it (pip install aiosmtpd)");
+    }
+    eprintln!(
+        "SKIPPED: the notification tests need Python's aiosmtpd (pip install aiosmtpd); not installed here"
+    );
+    false
+}
+
+/// A port nothing listens on (yet).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real SMTP server: aiosmtpd in a child process, one JSON file per message.
+struct Smtp {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Smtp {
+    fn start(port: u16) -> Smtp {
+        let dir = tempfile::tempdir().unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/notify_support/smtp_sink.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(SMTP_USER)
+            .arg(SMTP_PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the SMTP server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the SMTP server did not start: {line:?}"));
+        Smtp { child, port, dir }
+    }
+
+    /// Every message received so far, in order.
+    fn messages(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request the HTTP receiver got.
+#[derive(Debug, Clone)]
+struct Call {
+    request_line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Call {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("the webhook body is JSON")
+    }
+}
+
+/// The real HTTP receiver: a TcpListener thread answering 200 to each request.
+struct Hook {
+    calls: Arc<Mutex<Vec<Call>>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<Call> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut l = String::new();
+        reader.read_line(&mut l).ok()?;
+        let l = l.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(Call {
+        request_line: request_line.trim_end().to_string(),
+        headers,
+        body,
+    })
+}
+
+impl Hook {
+    fn start(port: u16) -> Hook {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the webhook port");
+        listener.set_nonblocking(true).unwrap();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (calls.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        stream.set_nonblocking(false).ok();
+                        if let Some(call) = read_request(&mut stream) {
+                            c.lock().unwrap().push(call);
+                        }
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Hook { calls, stop }
+    }
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn notify_yaml(smtp_port: u16, hook_port: u16, fixed_to: &[&str]) -> String {
+    let to = if fixed_to.is_empty() {
+        String::new()
+    } else {
+        format!("    to: [{}]\n", fixed_to.join(", "))
+    };
+    format!(
+        "notify:\n  email:\n    host: 127.0.0.1\n    port: {smtp_port}\n    tls: none\n    username: {SMTP_USER}\n    password_env: KW_TEST_SMTP_PASSWORD\n    from: \"keyward <keyward@example.edu>\"\n{to}  webhook:\n    url: http://127.0.0.1:{hook_port}/keyward\n    secret_env: KW_TEST_HOOK_SECRET\n"
+    )
+}
+
+fn repo_with_notify(keys: &str, smtp_port: u16, hook_port: u16, fixed_to: &[&str]) -> Repo {
+    let r = Repo::new(keys);
+    let path = r.root().join("keyward.yaml");
+    let mut cfg = std::fs::read_to_string(&path).unwrap();
+    cfg.push_str(&notify_yaml(smtp_port, hook_port, fixed_to));
+    std::fs::write(&path, cfg).unwrap();
+    r
+}
+
+fn at(r: &Repo, day: f64, args: &[&str]) -> Out {
+    r.run_with(
+        args,
+        &[
+            ("KEYWARD_NOW", &t(day)),
+            ("KW_TEST_SMTP_PASSWORD", SMTP_PASSWORD),
+            ("KW_TEST_HOOK_SECRET", HOOK_SECRET),
+        ],
+        None,
+    )
+}
+
+fn apply_at(r: &Repo, day: f64) -> Out {
+    let o = at(r, day, &["apply", "--auto-approve"]);
+    assert_eq!(o.code, 0, "apply failed: {}", o.all());
+    o
+}
+
+/// Wait (briefly) until the servers have what the finished command sent: the SMTP server
+/// writes its file after answering, so give it a moment.
+fn settle<T>(want: usize, get: impl Fn() -> Vec<T>) -> Vec<T> {
+    let start = Instant::now();
+    loop {
+        let v = get();
+        if v.len() >= want || start.elapsed() > Duration::from_secs(5) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_signed(c: &Call) {
+    let sig = c.header("X-Keyward-Signature").expect("a signature header");
+    let hexsig = sig.strip_prefix("sha256=").expect("sha256= prefix");
+    let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(&c.body);
+    mac.verify_slice(&hex::decode(hexsig).expect("hex"))
+        .expect("the signature is HMAC-SHA256 of the body with the configured secret");
+}
+
+fn kind_of_mail(m: &serde_json::Value) -> String {
+    m["subject"].as_str().unwrap_or("").to_string()
+}
+
+const SHORT: &str = "\
+keys:
+  - name: short-lived
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+    lifetime: 30d
+  - name: long-lived
+    store: alma-production
+    owner: asmith
+    scopes: [users:read]
+    lifetime: 365d
+";
+
+#[test]
+fn a_key_seven_days_from_expiry_sends_one_reminder_email_and_one_signed_webhook_once() {
+    if !smtp_server_available() {
+        return;
+    }
+    let smtp = Smtp::start(0);
+    let hook_port = free_port();
+    let hook = Hook::start(hook_port);
+    let r = repo_with_notify(SHORT, smtp.port, hook_port, &[]);
+    let o = apply_at(&r, 0.0);
+    // The apply's own notices: one created mail per owner, one webhook call per key.
+    let mails = settle(2, || smtp.messages());
+    assert_eq!(mails.len(), 2, "{mails:#?}\n{}", o.all());
+    assert_eq!(hook.calls().len(), 2);
+    assert!(
+        o.stderr
+            .contains("notified alma-production/short-lived (created) by email (jdoe@example.edu)"),
+        "{}",
+        o.stderr
+    );
+
+    // 7 days before the 30-day key expires, the nightly job runs.
+    let o = at(&r, 23.0, &["expiring", "--notify"]);
+    assert_eq!(o.code, 2, "something is due: {}", o.all());
+    let mails = settle(3, || smtp.messages());
+    let reminders: Vec<&serde_json::Value> = mails
+        .iter()
+        .filter(|m| kind_of_mail(m).contains("expires in"))
+        .collect();
+    assert_eq!(reminders.len(), 1, "{mails:#?}");
+    let m = reminders[0];
+    assert_eq!(m["rcpt_tos"], serde_json::json!(["jdoe@example.edu"]));
+    assert_eq!(
+        m["login"], SMTP_USER,
+        "the password from password_env was used"
+    );
+    assert_eq!(
+        m["subject"],
+        "[keyward] alma-production/short-lived expires in 7 day(s)"
+    );
+    let body = m["body"].as_str().unwrap();
+    assert!(body.contains("Hello jdoe,"), "{body}");
+    assert!(body.contains("the 7d reminder"), "{body}");
+    assert!(body.contains("rotation.generation"), "{body}");
+    assert!(body.contains("keys/keys.yaml:2"), "{body}");
+    let calls = hook.calls();
+    let hook_reminders: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.header("X-Keyward-Event") == Some("key.reminder"))
+        .collect();
+    assert_eq!(hook_reminders.len(), 1, "{calls:#?}");
+    let c = hook_reminders[0];
+    assert_eq!(c.request_line, "POST /keyward HTTP/1.1");
+    assert_eq!(c.header("Content-Type"), Some("application/json"));
+    assert_signed(c);
+    let v = c.json();
+    assert_eq!(v["key"], "short-lived");
+    assert_eq!(v["offset"], "7d");
+    assert_eq!(v["days_left"], 7);
+    assert_eq!(v["owner"], "jdoe");
+    assert_eq!(c.header("X-Keyward-Delivery"), v["id"].as_str());
+    // Every call is signed, not only the reminder.
+    calls.iter().for_each(assert_signed);
+
+    // The job runs again (the same night, and the next day, still in the 7d slot):
+    // nothing new.
+    for day in [23.0, 23.5, 24.0] {
+        let o = at(&r, day, &["expiring", "--notify"]);
+        assert_eq!(o.code, 2, "{}", o.all());
+        assert!(!o.stderr.contains("notified"), "{}", o.stderr);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(smtp.messages().len(), 3);
+    assert_eq!(hook.calls().len(), 3);
+
+    // Inside the 1d offset: the next (and last) reminder.
+    let o = at(&r, 29.5, &["expiring", "--notify"]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    let mails = settle(4, || smtp.messages());
+    assert_eq!(mails.len(), 4);
+    assert_eq!(
+        mails[3]["subject"],
+        "[keyward] alma-production/short-lived expires today"
+    );
+    let calls = settle(4, || hook.calls());
+    assert_eq!(calls[3].json()["offset"], "1d");
+}
+
+#[test]
+fn apply_notices_say_where_the_envelope_is_and_never_carry_the_secret() {
+    if !smtp_server_available() {
+        return;
+    }
+    let smtp = Smtp::start(0);
+    let hook_port = free_port();
+    let hook = Hook::start(hook_port);
+    let keys = "\
+keys:
+  - name: ill-lookup
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+    recipients: [team:ill-staff]
+  - name: reports
+    store: alma-production
+    owner: asmith
+    scopes: [analytics:read]
+  - name: course-sync
+    store: alma-sandbox
+    owner: rkumar
+    scopes: [courses:read]
+";
+    let r = repo_with_notify(keys, smtp.port, hook_port, &["security@example.edu"]);
+    apply_at(&r, 0.0);
+    let mut secrets = vec![
+        r.secret("ill-lookup", "alma-production", "jdoe"),
+        r.secret("reports", "alma-production", "asmith"),
+        r.secret("course-sync", "alma-sandbox", "rkumar"),
+    ];
+    let mails = settle(3, || smtp.messages());
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    let created = mails
+        .iter()
+        .find(|m| kind_of_mail(m).contains("alma-production/ill-lookup"))
+        .expect("a mail about ill-lookup");
+    assert_eq!(
+        created["rcpt_tos"],
+        serde_json::json!(["jdoe@example.edu", "security@example.edu"])
+    );
+    assert_eq!(
+        created["subject"],
+        "[keyward] New key alma-production/ill-lookup: your encrypted secret is ready"
+    );
+    let body = created["body"].as_str().unwrap();
+    for want in [
+        "deliveries/alma-production/ill-lookup/g1/<your id>.age",
+        "keyward secret ill-lookup --store alma-production",
+        "keyward decrypt deliveries/alma-production/ill-lookup/g1/<your id>.age",
+        "age -d -i",
+        "(asmith, jdoe)",
+        "The secret is NOT in this message",
+    ] {
+        assert!(body.contains(want), "missing {want:?}:\n{body}");
+    }
+    // The envelope it names is really there.
+    assert!(
+        r.root()
+            .join("deliveries/alma-production/ill-lookup/g1/jdoe.age")
+            .is_file()
+    );
+
+    // Rotate one, revoke one (removed from the spec), disable one.
+    r.write_keys(
+        "\
+keys:
+  - name: ill-lookup
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+    recipients: [team:ill-staff]
+    rotation: { generation: 2 }
+  - name: course-sync
+    store: alma-sandbox
+    owner: rkumar
+    scopes: [courses:read]
+    state: disabled
+",
+    );
+    let o = apply_at(&r, 1.0);
+    secrets.push(r.secret("ill-lookup", "alma-production", "jdoe"));
+    assert_ne!(secrets[0], secrets[3], "rotated");
+    let mails = settle(6, || smtp.messages());
+    assert_eq!(mails.len(), 6, "{mails:#?}\n{}", o.all());
+    let subject = |s: &str| {
+        mails
+            .iter()
+            .find(|m| kind_of_mail(m) == s)
+            .unwrap_or_else(|| panic!("no mail {s:?} in {mails:#?}"))
+    };
+    let rotated = subject("[keyward] alma-production/ill-lookup was rotated: fetch the new secret");
+    let body = rotated["body"].as_str().unwrap();
+    assert!(
+        body.contains("deliveries/alma-production/ill-lookup/g2/<your id>.age"),
+        "{body}"
+    );
+    assert!(
+        body.contains("The previous secret keeps working until"),
+        "{body}"
+    );
+    assert!(body.contains("generation 1 -> 2"), "{body}");
+    let revoked = subject("[keyward] alma-production/reports was revoked");
+    assert_eq!(
+        revoked["rcpt_tos"],
+        serde_json::json!(["asmith@example.edu", "security@example.edu"])
+    );
+    assert!(
+        revoked["body"]
+            .as_str()
+            .unwrap()
+            .contains("removed from spec")
+    );
+    let disabled = subject("[keyward] alma-sandbox/course-sync was disabled");
+    assert_eq!(disabled["rcpt_tos"][0], "rkumar@example.edu");
+
+    let calls = settle(6, || hook.calls());
+    let events: Vec<String> = calls
+        .iter()
+        .map(|c| c.header("X-Keyward-Event").unwrap_or("").to_string())
+        .collect();
+    for e in ["key.created", "key.rotated", "key.revoked", "key.disabled"] {
+        assert!(events.iter().any(|x| x == e), "{events:?}");
+    }
+    let rot = calls
+        .iter()
+        .find(|c| c.header("X-Keyward-Event") == Some("key.rotated"))
+        .unwrap()
+        .json();
+    assert_eq!(rot["delivery"], "deliveries/alma-production/ill-lookup/g2");
+    assert_eq!(rot["generation"], 2);
+    assert!(rot["previous_valid_until"].is_string());
+
+    // No secret, in any form the servers saw: raw mail, decoded body, webhook body.
+    for s in &secrets {
+        assert!(s.starts_with("kw_"), "a real secret: {}", s.len());
+        for m in &mails {
+            let all = m.to_string();
+            assert!(!all.contains(s.as_str()), "a secret in a mail");
+        }
+        for c in &calls {
+            assert!(!common::contains(&c.body, s), "a secret in a webhook body");
+            assert!(
+                c.headers.iter().all(|(_, v)| !v.contains(s.as_str())),
+                "a secret in a webhook header"
+            );
+        }
+        assert!(!o.all().contains(s.as_str()));
+    }
+}
+
+#[test]
+fn down_servers_never_fail_an_apply_and_the_next_run_delivers() {
+    if !smtp_server_available() {
+        return;
+    }
+    let smtp_port = free_port();
+    let hook_port = free_port();
+    let keys = "\
+keys:
+  - name: ill-lookup
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+";
+    let r = repo_with_notify(keys, smtp_port, hook_port, &[]);
+    // Both down: the apply succeeds and says what was not sent and what happens next.
+    let o = apply_at(&r, 0.0);
+    assert!(o.stderr.contains("1 change(s) applied"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "warning: email notification about alma-production/ill-lookup (created) not sent via smtp 127.0.0.1:{smtp_port} (none)"
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains(&format!(
+            "warning: webhook notification about alma-production/ill-lookup (created) not sent via webhook http://127.0.0.1:{hook_port}"
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr
+            .contains("the next `keyward apply` or `keyward expiring --notify` retries it"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("keyward.yaml:"),
+        "names the config: {}",
+        o.stderr
+    );
+    let secret = r.secret("ill-lookup", "alma-production", "jdoe");
+    assert!(!o.all().contains(&secret));
+
+    // The webhook comes back: the next apply (nothing to change) delivers its notice; the
+    // mail is still pending and reported again.
+    let hook = Hook::start(hook_port);
+    let o = apply_at(&r, 0.1);
+    assert!(
+        o.stderr.contains("No changes") || o.stdout.contains("No changes"),
+        "{}",
+        o.all()
+    );
+    let calls = settle(1, || hook.calls());
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].header("X-Keyward-Event"), Some("key.created"));
+    assert_signed(&calls[0]);
+    assert!(
+        o.stderr
+            .contains("email notification about alma-production/ill-lookup (created) not sent"),
+        "{}",
+        o.stderr
+    );
+
+    // The nightly job while the SMTP server is still down: exit 1, the failure named.
+    let o = at(&r, 0.2, &["expiring", "--notify"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stderr.contains("email notification about"),
+        "{}",
+        o.stderr
+    );
+
+    // The SMTP server comes back: the nightly job delivers the created notice.
+    let smtp = Smtp::start(smtp_port);
+    let o = at(&r, 0.3, &["expiring", "--notify"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let mails = settle(1, || smtp.messages());
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        mails[0]["subject"],
+        "[keyward] New key alma-production/ill-lookup: your encrypted secret is ready"
+    );
+    assert_eq!(mails[0]["rcpt_tos"][0], "jdoe@example.edu");
+
+    // Nothing is sent twice: neither by the job nor by the next apply.
+    let o = at(&r, 0.4, &["expiring", "--notify"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    apply_at(&r, 0.5);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(smtp.messages().len(), 1);
+    assert_eq!(hook.calls().len(), 1);
+}
+
+#[test]
+fn validate_reports_notify_mistakes_at_their_line() {
+    let r = Repo::new("keys: []\n");
+    let path = r.root().join("keyward.yaml");
+    let mut cfg = std::fs::read_to_string(&path).unwrap();
+    cfg.push_str(
+        "notify:\n  email:\n    host: smtp.example.edu\n    tls: none\n    username: kw\n    password_env: \"not a name\"\n    from: nobody\n  webhook:\n    url: http://hooks.example.edu/x\n  on: [reminders]\n",
+    );
+    std::fs::write(&path, &cfg).unwrap();
+    let o = r.run(&["validate"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let line_of = |needle: &str| {
+        cfg.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap()
+    };
+    for (needle, msg) in [
+        ("password_env", "is not an environment variable name"),
+        ("from: nobody", "`nobody` is not a mail address"),
+        ("url: http://hooks", "unencrypted"),
+        ("on: [reminders]", "unknown message kind `reminders`"),
+    ] {
+        assert!(o.all().contains(msg), "{msg}: {}", o.all());
+        assert!(
+            o.all()
+                .contains(&format!("keyward.yaml:{}:", line_of(needle))),
+            "{needle} at its line: {}",
+            o.all()
+        );
+    }
+    assert!(o.all().contains("did you mean `reminder`?"), "{}", o.all());
+    // `expiring --notify` without a notify section says what to add.
+    let r = Repo::new("keys: []\n");
+    let o = r.run(&["expiring", "--notify"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.all().contains("--notify needs a `notify:` section"),
+        "{}",
+        o.all()
+    );
+}

@@ -1,0 +1,76 @@
+"""A real SMTP server for keyward's notification tests (aiosmtpd on loopback).
+
+Usage: smtp_sink.py OUT_DIR PORT USER PASSWORD
+Listens on 127.0.0.1:PORT (0 = any free port), prints the port on the first line of
+stdout, requires AUTH (LOGIN/PLAIN, allowed without TLS on loopback) with USER/PASSWORD,
+and writes each accepted message to OUT_DIR/NNNN.json: envelope, headers, the decoded
+text body and the raw message.
+"""
+import asyncio
+import email
+import email.policy
+import itertools
+import json
+import os
+import sys
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+OUT, PORT, USER, PASSWORD = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+COUNTER = itertools.count()
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login.decode() == USER
+        and auth_data.password.decode() == PASSWORD
+    )
+    return AuthResult(success=ok, auth_data=auth_data if ok else None)
+
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        raw = envelope.original_content or envelope.content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        body = msg.get_body(preferencelist=("plain",))
+        record = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "login": (
+                session.auth_data.login.decode()
+                if isinstance(session.auth_data, LoginPassword)
+                else None
+            ),
+            "subject": str(msg["Subject"]),
+            "to": str(msg["To"]),
+            "from": str(msg["From"]),
+            "message_id": str(msg["Message-ID"]),
+            "body": body.get_content() if body is not None else "",
+            "raw": raw.decode("latin-1"),
+        }
+        n = next(COUNTER)
+        path = os.path.join(OUT, "%04d.json" % n)
+        with open(path + ".tmp", "w") as f:
+            json.dump(record, f)
+        os.rename(path + ".tmp", path)
+        return "250 OK"
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(
+            Handler(),
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=False,
+        ),
+        "127.0.0.1",
+        PORT,
+    )
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+
+asyncio.run(main())
