@@ -11,6 +11,8 @@
 #                            store listing alone); rewrites its own block of the report.
 #   2. bench/verify_pg.sh    /v1/verify throughput and latency on SQLite and PostgreSQL next
 #                            to the machine's ceiling (`keyward serve --bare`), same run.
+#   2b. bench/verify.sh      listing 100,000 keys through the http store (and verify with
+#                            one wrk thread), into $BENCH_ALL_DIR/list.md.
 #   3. bench/soak.sh         the service under verify load while applies create, rotate and
 #                            revoke keys (zero failed verifies, zero lost writes, RSS flat).
 #   4. the proof suites      `cargo test --release --test proof_faults --test proof_canaries
@@ -27,7 +29,7 @@ QUICK=0
 for a in "$@"; do
     case "$a" in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 1 ;;
     esac
 done
@@ -76,6 +78,18 @@ if [ -x bench/verify_pg.sh ]; then
     fi
 else
     echo "== bench/verify_pg.sh not found: verify not measured" >&2
+fi
+
+# Listing 100,000 keys through the http store (what `plan` does against a service), with
+# bench/verify.sh: its verify numbers repeat step 2's SQLite row with one wrk thread.
+if [ -x bench/verify.sh ]; then
+    if [ "$QUICK" = 1 ]; then
+        N=200 DURATION=2s LIST_KEYS=10000 REPORT=$OUT/list.md step list bench/verify.sh
+    else
+        N=1000 DURATION=10s LIST_KEYS=100000 REPORT=$OUT/list.md step list bench/verify.sh
+    fi
+else
+    echo "== bench/verify.sh not found: listing not measured" >&2
 fi
 
 if [ -x bench/soak.sh ]; then

@@ -5,6 +5,7 @@
 #
 #   bench/verify.sh                       # defaults below
 #   N=1000 DURATION=20s CONNS=32 LIST_KEYS=100000 bench/verify.sh
+#   REPORT=/tmp/x.md bench/verify.sh      # append the section there instead (bench/all.sh)
 #
 # Server and load generator share the machine (loopback only). Not a test: numbers vary.
 set -euo pipefail
@@ -84,4 +85,4 @@ CPU=$(nproc)
   echo "| bare axum handler (ceiling), same load | $B_RPS | $B_P99 ms |"
   echo
   echo "verify / ceiling: ${RATIO}%. Listing through the http store: $LIST_LINE."
-} | tee -a docs/benchmarks.md
+} | tee -a "${REPORT:-docs/benchmarks.md}"
