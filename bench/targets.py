@@ -176,7 +176,7 @@ def report(res):
     add(3, "ratio against the machine's ceiling, same run",
         f"SQLite {sqlite[4]} of {ceiling[1]} req/s" if sqlite and ceiling else "-",
         None if not rows else bool(sqlite and ceiling))
-    listed = re.search(r"keys=(\d+) seconds=([\d.]+)",
+    listed = re.search(r"keys=(\d+) seconds=(\d+(?:\.\d+)?)",
                        read(os.path.join(res, "list.md"), "") or "")
     if listed and int(listed.group(1)) == 100000:
         secs = float(listed.group(2))
