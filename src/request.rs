@@ -343,6 +343,12 @@ pub fn stores_list(spec: &Spec) -> String {
 
 /// Check the owner: a person in people.yaml.
 pub fn check_owner(spec: &Spec, owner: &str) -> Result<(), String> {
+    if people_list(spec).is_empty() {
+        return Err(format!(
+            "people.yaml lists no person yet, so `{owner}` cannot own a key: run `keyward keygen`, \
+             then add yourself under `people:` with the printed age1... recipient"
+        ));
+    }
     match spec.principals.get(owner).map(|p| p.kind) {
         Some(crate::spec::PrincipalKind::Person) => Ok(()),
         Some(crate::spec::PrincipalKind::Service) => Err(format!(

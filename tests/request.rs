@@ -711,3 +711,25 @@ fn an_eleventh_key_for_one_owner_is_refused() {
     assert!(o.stderr.contains("keys/mlopez-11.yaml"), "{}", o.stderr);
     assert_eq!(key_files(root), before);
 }
+
+#[test]
+fn a_new_repository_without_people_says_how_to_add_oneself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("keys-repo");
+    let o = run(dir.path(), &["init", root.to_str().expect("utf-8 path")]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = run(
+        &root,
+        &[
+            "request", "--name", "first", "--store", "sandbox", "--owner", "me", "--scope", "bibs",
+        ],
+    );
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("people.yaml lists no person yet"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("keyward keygen"), "{}", o.stderr);
+    assert!(!root.join("keys/first.yaml").exists());
+}
