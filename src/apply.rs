@@ -603,18 +603,46 @@ where
     }
 }
 
-/// After registering failed: the secret never became valid, so its envelopes go.
-fn void_after_failure(
+/// After registering failed. The error alone does not prove the store did nothing: an
+/// `http` store's connection can drop after the server committed the change, and a
+/// retried create can be answered `idempotency_in_progress`. So the store is asked, as the
+/// recovery of the next run would: if it holds key `id` at `generation`, the secret is
+/// live and its delivery is marked active. If it does not, and the error is an answer (a
+/// refusal, a conflict), the secret never became valid and its envelopes go. After a
+/// backend error (no answer: the request may still be running on the server) or when the
+/// store cannot be asked, the delivery stays `pending` for the next apply to settle.
+/// Voiding on the error alone once left a live rotated secret whose only delivery was void
+/// (found by killing `keyward serve` mid-apply).
+async fn settle_after_failure(
     cx: &Context<'_>,
+    store: &dyn Store,
+    c: &Change,
     dir: &std::path::Path,
+    (id, generation): (&str, u32),
     e: StoreError,
-    store: &str,
 ) -> ApplyError {
-    if let Err(ve) = cx.outbox.void(dir) {
-        tracing::warn!(error = %ve, "could not void a pending delivery; the next apply settles it");
+    match store.get(id).await {
+        Ok(live) => {
+            let registered =
+                live.is_some_and(|k| k.generation == generation && k.status != KeyStatus::Revoked);
+            tracing::debug!(key = %c.name, id = %id, generation, registered, "settling a delivery after a failed store call");
+            let settled = if registered {
+                mark_active(cx, c, dir).await.map_err(|e| e.to_string())
+            } else if matches!(e, StoreError::Backend(_)) {
+                Ok(())
+            } else {
+                cx.outbox.void(dir).map(|_| ()).map_err(|e| e.to_string())
+            };
+            if let Err(se) = settled {
+                tracing::warn!(error = %se, "could not settle a pending delivery; the next apply settles it");
+            }
+        }
+        Err(ge) => {
+            tracing::warn!(error = %ge, key = %c.name, "the store cannot say whether it took the change; the delivery stays pending for the next apply to settle");
+        }
     }
     ApplyError::Store {
-        store: store.to_string(),
+        store: c.store.clone(),
         source: e,
     }
 }
@@ -681,7 +709,7 @@ async fn create_key(
     };
     tracing::trace!(key = ?new, dir = %dir.display(), "registering a new key (hash only)");
     if let Err(e) = store.create(new, actor).await {
-        return Err(void_after_failure(cx, &dir, e, &c.store));
+        return Err(settle_after_failure(cx, store, c, &dir, (&id, generation), e).await);
     }
     failpoint::hit(failpoint::AFTER_REGISTER)?;
     mark_active(cx, c, &dir).await?;
@@ -737,7 +765,9 @@ async fn rotate_key(
     tracing::trace!(id = %id, rotate = ?rot, dir = %dir.display(), "rotating (hash only)");
     let live = match store.rotate(&id, version, rot, actor).await {
         Ok(k) => k,
-        Err(e) => return Err(void_after_failure(cx, &dir, e, &c.store)),
+        Err(e) => {
+            return Err(settle_after_failure(cx, store, c, &dir, (&id, generation), e).await);
+        }
     };
     failpoint::hit(failpoint::ROTATE_AFTER_STORE)?;
     mark_active(cx, c, &dir).await?;

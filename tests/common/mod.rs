@@ -9,6 +9,8 @@ pub struct Repo {
     pub dir: tempfile::TempDir,
     /// principal id -> identity file path
     pub identities: Vec<(String, PathBuf)>,
+    /// Environment every command gets (e.g. the token of an `http` store).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Out {
@@ -51,7 +53,11 @@ impl Repo {
             "version: 1\nstores:\n  alma-production: { kind: sqlite, path: .keyward/prod.db, environment: production }\n  alma-sandbox: { kind: sqlite, path: .keyward/sbx.db, environment: sandbox }\npolicy:\n  default_lifetime: 365d\n",
         )
         .unwrap();
-        let r = Repo { dir, identities };
+        let r = Repo {
+            dir,
+            identities,
+            env: Vec::new(),
+        };
         r.write_keys(keys_yaml);
         r
     }
@@ -81,6 +87,9 @@ impl Repo {
         c.env_remove("SOPS_AGE_KEY_FILE");
         c.env("HOME", self.root().join("home"));
         c.env("NO_COLOR", "1");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 
@@ -266,7 +275,11 @@ impl Repo {
                 (id.clone(), dir.path().join(rel))
             })
             .collect();
-        Repo { dir, identities }
+        Repo {
+            dir,
+            identities,
+            env: self.env.clone(),
+        }
     }
 
     /// The private identity text (`AGE-SECRET-KEY-...`) of a principal.
@@ -285,22 +298,23 @@ impl Repo {
         ]
     }
 
+    /// The sqlite stores of the standard repository, opened with the library.
+    pub fn open_stores(&self) -> Vec<(String, std::sync::Arc<dyn keyward::store::Store>)> {
+        use keyward::store::sqlite::SqliteStore;
+        self.stores()
+            .into_iter()
+            .filter(|(_, p)| p.exists())
+            .map(|(n, p)| {
+                let s: std::sync::Arc<dyn keyward::store::Store> =
+                    std::sync::Arc::new(SqliteStore::open(n, &p).expect("open store"));
+                (n.to_string(), s)
+            })
+            .collect()
+    }
+
     /// Every key of every store, read with the library (no binary), as (store, key).
     pub fn live_keys(&self) -> Vec<(String, keyward::store::LiveKey)> {
-        use keyward::store::{ListFilter, list_all, sqlite::SqliteStore};
-        let rt = runtime();
-        let mut out = Vec::new();
-        for (name, path) in self.stores() {
-            if !path.exists() {
-                continue;
-            }
-            let store = SqliteStore::open(name, &path).expect("open store");
-            let keys = rt
-                .block_on(list_all(&store, &ListFilter::default()))
-                .expect("list keys");
-            out.extend(keys.into_iter().map(|k| (name.to_string(), k)));
-        }
-        out
+        live_keys_in(&self.open_stores())
     }
 
     /// Check the delivery invariants of apply against the real stores and outbox, and
@@ -317,9 +331,21 @@ impl Repo {
         context: &str,
         expected_count: &[(&str, &str, usize)],
     ) -> Vec<String> {
-        use keyward::store::{KeyStatus, Store, sqlite::SqliteStore};
+        self.check_invariants_in(context, expected_count, &self.open_stores())
+    }
+
+    /// `check_invariants` against the given stores (by their keyward.yaml names), e.g.
+    /// `http` stores reached through `keyward serve`, whose verdicts then come from
+    /// `/v1/verify`.
+    pub fn check_invariants_in(
+        &self,
+        context: &str,
+        expected_count: &[(&str, &str, usize)],
+        open: &[(String, std::sync::Arc<dyn keyward::store::Store>)],
+    ) -> Vec<String> {
+        use keyward::store::KeyStatus;
         let rt = runtime();
-        let keys = self.live_keys();
+        let keys = live_keys_in(open);
         let mut secrets = Vec::new();
         let mut per_name: std::collections::BTreeMap<(String, String), (usize, usize)> =
             Default::default();
@@ -350,12 +376,8 @@ impl Repo {
                 );
             }
         }
-        let stores: std::collections::BTreeMap<String, SqliteStore> = self
-            .stores()
-            .into_iter()
-            .filter(|(_, p)| p.exists())
-            .map(|(n, p)| (n.to_string(), SqliteStore::open(n, &p).expect("open store")))
-            .collect();
+        let stores: std::collections::BTreeMap<&str, &dyn keyward::store::Store> =
+            open.iter().map(|(n, s)| (n.as_str(), s.as_ref())).collect();
         for (store, k) in &keys {
             if k.managed_by.as_deref() != Some("keyward") || k.status == KeyStatus::Revoked {
                 continue;
@@ -391,7 +413,7 @@ impl Repo {
                     .expect("secret in envelope")
                     .to_string();
                 let verdict = rt
-                    .block_on(stores[store].verify(&secret, chrono::Utc::now()))
+                    .block_on(stores[store.as_str()].verify(&secret, chrono::Utc::now()))
                     .expect("verify");
                 let want = if k.status == KeyStatus::Active {
                     "ok"
@@ -443,6 +465,22 @@ impl Repo {
         );
         assert!(o.stdout.contains("No changes."), "{context}: {}", o.stdout);
     }
+}
+
+/// Every key of each of `stores`, as (store name, key).
+pub fn live_keys_in(
+    stores: &[(String, std::sync::Arc<dyn keyward::store::Store>)],
+) -> Vec<(String, keyward::store::LiveKey)> {
+    use keyward::store::{ListFilter, list_all};
+    let rt = runtime();
+    let mut out = Vec::new();
+    for (name, store) in stores {
+        let keys = rt
+            .block_on(list_all(store.as_ref(), &ListFilter::default()))
+            .expect("list keys");
+        out.extend(keys.into_iter().map(|k| (name.clone(), k)));
+    }
+    out
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -40,6 +40,7 @@ pub struct Server {
     pub url: String,
     pub dir: PathBuf,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Server {
@@ -50,22 +51,42 @@ impl Server {
 
     /// Start `keyward serve` in `dir` on `database` (tokens `dir/tokens.yaml`).
     pub fn start_with_database(dir: &Path, database: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_on(dir, database, "127.0.0.1:0", env)
+    }
+
+    /// Start `keyward serve` in `dir` on `database`, listening on `listen` (e.g. the
+    /// address of a server that was killed, to restart it where its clients look).
+    pub fn start_on(dir: &Path, database: &str, listen: &str, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin());
         cmd.arg("-C")
             .arg(dir)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
+            .args(["serve", "--listen", listen, "--database", database])
             .args(["--tokens", "tokens.yaml"])
             .env_remove("KEYWARD_NOW")
             .env_remove("KEYWARD_SERVE_TOKENS")
             .env("KEYWARD_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start keyward serve");
         let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out2 = out.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut stdout = stdout;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out2.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let log2 = log.clone();
@@ -93,7 +114,13 @@ impl Server {
             url,
             dir: dir.to_path_buf(),
             stderr: log,
+            stdout: out,
         }
+    }
+
+    /// Everything the server wrote to stdout so far.
+    pub fn stdout_bytes(&self) -> Vec<u8> {
+        self.stdout.lock().unwrap().clone()
     }
 
     pub fn log(&self) -> String {
