@@ -88,7 +88,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match &e {
-            StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
+            StoreError::NotFound(id) => {
+                ApiError::not_found(format!("key {} not found", shown_name(id)))
+            }
             StoreError::Conflict { found, .. } => {
                 let mut err = ApiError::new(
                     StatusCode::PRECONDITION_FAILED,
@@ -129,14 +131,39 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Longest name (field, parameter, key id) an error message repeats from a request.
+pub const SHOWN_NAME_MAX: usize = 32;
+
+/// `name` when it looks like a field name or key id (1-32 of `A-Za-z0-9_.:-`), else `…`:
+/// names come from the request too, and a secret (~90 characters), a token or a hash
+/// pasted where a name or id goes must not come back in an answer.
+pub fn shown_name(name: &str) -> &str {
+    let plain = !name.is_empty()
+        && name.len() <= SHOWN_NAME_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+    if plain { name } else { "…" }
+}
+
 /// Replace every double-quoted part of a serde message (a value from the request) with
-/// `"…"`, so a misplaced secret never comes back in an error. Field names are quoted with
-/// backticks by serde and stay.
+/// `"…"`, so a misplaced secret never comes back in an error. Names quoted with backticks
+/// (field names, serde's unknown field or parameter) stay only when short and plain
+/// ([`shown_name`]): a secret sent as a field name is a name too.
 pub fn scrub(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut inside = false;
+    let mut name: Option<String> = None;
     for c in message.chars() {
-        if c == '"' {
+        if let Some(n) = name.as_mut() {
+            if c == '`' {
+                out.push_str(shown_name(n));
+                out.push('`');
+                name = None;
+            } else {
+                n.push(c);
+            }
+        } else if c == '"' {
             if inside {
                 out.push_str("…\"");
             } else {
@@ -145,11 +172,45 @@ pub fn scrub(message: &str) -> String {
             inside = !inside;
         } else if !inside {
             out.push(c);
+            if c == '`' {
+                name = Some(String::new());
+            }
         }
     }
     if inside {
         out.push_str("…\"");
     }
+    if name.is_some() {
+        out.push_str("…`");
+    }
+    hide_long_words(&out)
+}
+
+/// Replace every run of name-like characters longer than [`SHOWN_NAME_MAX`] with `…`
+/// (serde and axum put request parts outside quotes too, e.g. a query parameter's name
+/// as a path prefix: `kw_prod_…: unknown field`).
+fn hide_long_words(message: &str) -> String {
+    let wordy =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '+' | '/' | '=');
+    let mut out = String::with_capacity(message.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.len() > SHOWN_NAME_MAX {
+            out.push('…');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in message.chars() {
+        if wordy(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
     out
 }
 
@@ -183,6 +244,23 @@ mod tests {
         );
         assert_eq!(scrub("missing field `key`"), "missing field `key`");
         assert_eq!(scrub("open \"abc"), "open \"…\"");
+        let secret = format!("kw_prod_abcdefghijklmnop_{}", "x".repeat(60));
+        assert_eq!(
+            scrub(&format!(
+                "unknown field `{secret}`, expected one of `id`, `name` at line 1"
+            )),
+            "unknown field `…`, expected one of `id`, `name` at line 1"
+        );
+        assert_eq!(scrub("unknown field `a b`"), "unknown field `…`");
+        assert_eq!(
+            scrub(&format!(
+                "Failed to deserialize query string: {secret}: unknown field"
+            )),
+            "Failed to deserialize query string: …: unknown field"
+        );
+        assert_eq!(scrub("cut `kw_prod_abc"), "cut `…`");
+        assert_eq!(shown_name("twy3p45kv3zsagrq"), "twy3p45kv3zsagrq");
+        assert_eq!(shown_name(&"a".repeat(64)), "…");
     }
 
     #[test]

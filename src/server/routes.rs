@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::error::{ApiError, json_error, scrub};
+use super::error::{ApiError, json_error, scrub, shown_name};
 use super::idempotency::{Claim, STALE_CLAIM};
 use super::tokens::{Principal, Role};
 use crate::store::{
@@ -116,7 +116,7 @@ fn parse_strict<T: DeserializeOwned + Serialize>(
             "invalid_body",
             format!(
                 "request body has the wrong shape: unknown field `{}`",
-                scrub(unknown)
+                shown_name(unknown)
             ),
         ));
     }
@@ -311,7 +311,7 @@ pub(super) async fn get_key(
         .store
         .get(&id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("key {id} not found")))?;
+        .ok_or_else(|| ApiError::not_found(format!("key {} not found", shown_name(&id))))?;
     if let Some(v) = headers.get(header::IF_NONE_MATCH)
         && v.as_bytes() == etag(key.version).as_bytes()
     {
@@ -673,7 +673,8 @@ pub(super) async fn unlock(
     let p = authorize(&state, &headers, Role::Write)?;
     let id = path_id(id)?;
     state.store.unlock(&id).await?;
-    tracing::info!(token = %p.name, lease = %id, "unlock");
+    // The id comes from the request and may name no lease: logged only when plain.
+    tracing::info!(token = %p.name, lease = %shown_name(&id), "unlock");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
