@@ -68,6 +68,11 @@ struct Smtp {
 
 impl Smtp {
     fn start(port: u16) -> Smtp {
+        Smtp::start_tls(port, None)
+    }
+
+    /// With `tls` (certificate and key files), the server requires STARTTLS.
+    fn start_tls(port: u16, tls: Option<(&Path, &Path)>) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/notify_support/smtp_sink.py");
@@ -77,6 +82,7 @@ impl Smtp {
             .arg(port.to_string())
             .arg(SMTP_USER)
             .arg(SMTP_PASSWORD)
+            .args(tls.iter().flat_map(|(c, k)| [c.as_os_str(), k.as_os_str()]))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -661,4 +667,139 @@ fn validate_reports_notify_mistakes_at_their_line() {
         "{}",
         o.all()
     );
+}
+
+/// A test CA and a server certificate for localhost/127.0.0.1 signed by it (openssl CLI).
+/// Returns (ca.pem, server.pem, server.key).
+fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl CLI (.ci/run installs it)");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let (ca, ca_key, key, csr, cert, ext) = (
+        p("ca.pem"),
+        p("ca.key"),
+        p("server.key"),
+        p("server.csr"),
+        p("server.pem"),
+        p("ext.cnf"),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    let (cas, cakeys) = (s(&ca), s(&ca_key));
+    a.extend([
+        "-keyout",
+        &cakeys,
+        "-out",
+        &cas,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=keyward test CA",
+    ]);
+    run(&a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    let (keys, csrs) = (s(&key), s(&csr));
+    a.extend(["-keyout", &keys, "-out", &csrs, "-subj", "/CN=localhost"]);
+    run(&a);
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let (certs, exts) = (s(&cert), s(&ext));
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csrs,
+        "-CA",
+        &cas,
+        "-CAkey",
+        &cakeys,
+        "-CAcreateserial",
+        "-out",
+        &certs,
+        "-days",
+        "2",
+        "-extfile",
+        &exts,
+    ]);
+    (ca, cert, key)
+}
+
+/// STARTTLS for real: the SMTP server requires it (and AUTH only after it), keyward verifies
+/// the server's certificate (rustls with the platform verifier, here trusting the test CA via
+/// SSL_CERT_FILE), and a certificate from an unknown CA is refused: the apply still succeeds,
+/// the failure is reported, and the next run delivers once the CA is trusted.
+#[test]
+fn email_uses_starttls_and_refuses_an_untrusted_certificate() {
+    if !smtp_server_available() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path(), "good");
+    let (other_ca, _, _) = make_certs(certs.path(), "other");
+    let smtp = Smtp::start_tls(0, Some((&cert, &key)));
+    let keys = "keys:\n  - name: ill-lookup\n    store: alma-production\n    owner: jdoe\n    scopes: [bibs:read]\n";
+    let r = Repo::new(keys);
+    let path = r.root().join("keyward.yaml");
+    let mut cfg = std::fs::read_to_string(&path).unwrap();
+    cfg.push_str(&format!(
+        "notify:\n  email:\n    host: localhost\n    port: {}\n    tls: starttls\n    username: {SMTP_USER}\n    password_env: KW_TEST_SMTP_PASSWORD\n    from: keyward@example.edu\n",
+        smtp.port
+    ));
+    std::fs::write(&path, cfg).unwrap();
+    let run = |day: &str, trusted: &Path, args: &[&str]| {
+        r.run_with(
+            args,
+            &[
+                ("KEYWARD_NOW", day),
+                ("KW_TEST_SMTP_PASSWORD", SMTP_PASSWORD),
+                ("SSL_CERT_FILE", trusted.to_str().unwrap()),
+            ],
+            None,
+        )
+    };
+    // Trusting another CA: refused (no password sent in the clear, nothing delivered).
+    let o = run(&t(0.0), &other_ca, &["apply", "--auto-approve"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr.contains("email notification about alma-production/ill-lookup (created) not sent via smtp localhost:"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        o.stderr
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(smtp.messages().is_empty());
+    // Trusting the server's CA: the pending notice goes out over TLS, after STARTTLS + AUTH.
+    let o = run(&t(0.1), &ca, &["expiring", "--notify"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let mails = settle(1, || smtp.messages());
+    assert_eq!(mails.len(), 1, "{}", o.all());
+    assert_eq!(mails[0]["tls"], true);
+    assert_eq!(mails[0]["login"], SMTP_USER);
+    assert_eq!(mails[0]["rcpt_tos"][0], "jdoe@example.edu");
 }

@@ -1,10 +1,11 @@
 """A real SMTP server for keyward's notification tests (aiosmtpd on loopback).
 
-Usage: smtp_sink.py OUT_DIR PORT USER PASSWORD
+Usage: smtp_sink.py OUT_DIR PORT USER PASSWORD [CERT KEY]
 Listens on 127.0.0.1:PORT (0 = any free port), prints the port on the first line of
-stdout, requires AUTH (LOGIN/PLAIN, allowed without TLS on loopback) with USER/PASSWORD,
-and writes each accepted message to OUT_DIR/NNNN.json: envelope, headers, the decoded
-text body and the raw message.
+stdout, requires AUTH (LOGIN/PLAIN) with USER/PASSWORD, and writes each accepted message to
+OUT_DIR/NNNN.json: envelope, headers, the decoded text body and the raw message. Without
+CERT/KEY, AUTH is allowed in plain text (loopback tests); with them, the server requires
+STARTTLS before anything else (and AUTH only after it).
 """
 import asyncio
 import email
@@ -12,11 +13,16 @@ import email.policy
 import itertools
 import json
 import os
+import ssl
 import sys
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 OUT, PORT, USER, PASSWORD = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+TLS = None
+if len(sys.argv) > 6:
+    TLS = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    TLS.load_cert_chain(sys.argv[5], sys.argv[6])
 COUNTER = itertools.count()
 
 
@@ -46,6 +52,7 @@ class Handler:
             "to": str(msg["To"]),
             "from": str(msg["From"]),
             "message_id": str(msg["Message-ID"]),
+            "tls": session.ssl is not None,
             "body": body.get_content() if body is not None else "",
             "raw": raw.decode("latin-1"),
         }
@@ -64,7 +71,9 @@ async def main():
             Handler(),
             authenticator=authenticator,
             auth_required=True,
-            auth_require_tls=False,
+            auth_require_tls=TLS is not None,
+            tls_context=TLS,
+            require_starttls=TLS is not None,
         ),
         "127.0.0.1",
         PORT,
