@@ -280,6 +280,75 @@ async fn keys_lifecycle_etags_and_events() {
     assert!(!log.contains(&secret) && !log.contains(body["secret_hash"].as_str().unwrap()));
 }
 
+/// Every change to a key (PATCH, rotate, disable, enable, revoke, DELETE) checks, in this
+/// order: the token's role, the key id, If-Match, the body, X-Keyward-Commit; a refused
+/// change leaves the key alone.
+#[tokio::test]
+async fn key_changes_check_their_preconditions_in_order() {
+    let f = fixture();
+    let (body, _) = new_key("k", "sandbox", None);
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(f.create(&body, None).await.status(), StatusCode::CREATED);
+    let long_id = "a".repeat(200);
+    let bad_commit = "x".repeat(101);
+    let wrong_shape = json!({ "no_such_field": 1 });
+    for (method, suffix, reads_body) in [
+        ("PATCH", "", true),
+        ("POST", "/rotate", true),
+        ("POST", "/disable", false),
+        ("POST", "/enable", false),
+        ("POST", "/revoke", false),
+        ("DELETE", "", false),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let req = |key: &str, token: &str| {
+            f.request(m.clone(), &format!("/v1/keys/{key}{suffix}"), token)
+                .header("X-Keyward-Commit", &bad_commit)
+                .json(&wrong_shape)
+        };
+        let code = |r| async { error_code(send(r).await).await };
+        let what = format!("{method} {suffix}");
+        let everything_wrong = req(&long_id, &f.read);
+        assert_eq!(
+            code(everything_wrong).await,
+            (StatusCode::FORBIDDEN, "forbidden".into()),
+            "{what}"
+        );
+        assert_eq!(
+            code(req(&long_id, &f.write)).await,
+            (StatusCode::NOT_FOUND, "not_found".into()),
+            "{what}"
+        );
+        assert_eq!(
+            code(req(&id, &f.write)).await,
+            (
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition_required".into()
+            ),
+            "{what}"
+        );
+        let with_version = req(&id, &f.write).header("If-Match", "\"1\"");
+        let expected = if reads_body {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body".into())
+        } else {
+            (StatusCode::BAD_REQUEST, "bad_request".into())
+        };
+        assert_eq!(code(with_version).await, expected, "{what}");
+    }
+    // A valid patch with a bad commit header: refused for the header.
+    let patch = f
+        .patch(&format!("/v1/keys/{id}"), &f.write)
+        .header("If-Match", "\"1\"")
+        .header("X-Keyward-Commit", &bad_commit)
+        .json(&json!({ "owner": "asmith" }));
+    assert_eq!(
+        error_code(send(patch).await).await,
+        (StatusCode::BAD_REQUEST, "bad_request".into())
+    );
+    let r = send(f.get(&format!("/v1/keys/{id}"), &f.read)).await;
+    assert_eq!(r.headers()["etag"], "\"1\"", "the key was left alone");
+}
+
 #[tokio::test]
 async fn list_filters_and_cursor_pagination() {
     let f = fixture();

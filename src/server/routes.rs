@@ -123,6 +123,23 @@ fn parse_strict<T: DeserializeOwned + Serialize>(
     Ok((parsed, value))
 }
 
+/// The query parameters: 400 (with the parser's message, scrubbed) when they do not parse.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    let Query(p) = q.map_err(|e| ApiError::bad_request(scrub(&e.body_text())))?;
+    Ok(p)
+}
+
+/// A page size from `?limit=` (default 100): 400 outside 1-`MAX_LIMIT`.
+fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1-{MAX_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
 fn path_id(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     let Path(id) = p.map_err(|e| ApiError::bad_request(scrub(&e.body_text())))?;
     if id.is_empty() || id.len() > 128 {
@@ -253,7 +270,7 @@ pub(super) async fn list_keys(
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult {
     authorize(&state, &headers, Role::Read)?;
-    let Query(p) = q.map_err(|e| ApiError::bad_request(scrub(&e.body_text())))?;
+    let p = query(q)?;
     let status =
         match p.status.as_deref() {
             None => None,
@@ -274,12 +291,7 @@ pub(super) async fn list_keys(
         None => None,
         Some(s) => Some(parse_instant("expiring_before", s)?),
     };
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1-{MAX_LIMIT}"
-        )));
-    }
+    let limit = page_limit(p.limit)?;
     let filter = ListFilter {
         owner: p.owner,
         status,
@@ -468,22 +480,60 @@ fn created(key: &LiveKey) -> Response {
     r
 }
 
+/// One change to one key.
+enum Change {
+    Update(KeyPatch),
+    Rotate(Rotate),
+    Disable,
+    Enable,
+    Revoke,
+    Delete,
+}
+
+/// Every change to one key (update, rotate, disable, enable, revoke, delete) goes through
+/// here, checking in this order: a write token (401/403), the key id from the path
+/// (400/404), the version the client saw from If-Match (428/400), the change itself
+/// (`change`: the body, 400/422), the X-Keyward-Commit header (400); then the store
+/// applies it (its errors map to their statuses). The change is logged by token and key
+/// id only. The answer is 200 with the changed key and its new ETag, or 204 for a delete.
+async fn change_key(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    change: impl FnOnce() -> ApiResult<Change>,
+) -> ApiResult {
+    let p = authorize(state, headers, Role::Write)?;
+    let id = path_id(id)?;
+    let version = if_match(headers)?;
+    let change = change()?;
+    let actor = actor(&p, headers)?;
+    let store = &state.store;
+    let (key, what) = match change {
+        Change::Update(patch) => (store.update(&id, version, patch, &actor).await?, "update"),
+        Change::Rotate(rotate) => (store.rotate(&id, version, rotate, &actor).await?, "rotate"),
+        Change::Disable => (store.disable(&id, version, &actor).await?, "disable"),
+        Change::Enable => (store.enable(&id, version, &actor).await?, "enable"),
+        Change::Revoke => (store.revoke(&id, version, &actor).await?, "revoke"),
+        Change::Delete => {
+            store.delete(&id, version, &actor).await?;
+            tracing::info!(token = %p.name, key = %id, "delete");
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    };
+    tracing::info!(token = %p.name, key = %id, "{what}");
+    Ok(key_response(StatusCode::OK, &key))
+}
+
 pub(super) async fn patch_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: RawBody,
 ) -> ApiResult {
-    let p = authorize(&state, &headers, Role::Write)?;
-    let id = path_id(id)?;
-    let version = if_match(&headers)?;
-    let (patch, _): (KeyPatch, _) = parse_strict(&body)?;
-    let key = state
-        .store
-        .update(&id, version, patch, &actor(&p, &headers)?)
-        .await?;
-    tracing::info!(token = %p.name, key = %id, "update");
-    Ok(key_response(StatusCode::OK, &key))
+    change_key(&state, &headers, id, || {
+        Ok(Change::Update(parse_strict::<KeyPatch>(&body)?.0))
+    })
+    .await
 }
 
 pub(super) async fn rotate_key(
@@ -492,16 +542,10 @@ pub(super) async fn rotate_key(
     id: Result<Path<String>, PathRejection>,
     body: RawBody,
 ) -> ApiResult {
-    let p = authorize(&state, &headers, Role::Write)?;
-    let id = path_id(id)?;
-    let version = if_match(&headers)?;
-    let (rotate, _): (Rotate, _) = parse_strict(&body)?;
-    let key = state
-        .store
-        .rotate(&id, version, rotate, &actor(&p, &headers)?)
-        .await?;
-    tracing::info!(token = %p.name, key = %id, "rotate");
-    Ok(key_response(StatusCode::OK, &key))
+    change_key(&state, &headers, id, || {
+        Ok(Change::Rotate(parse_strict::<Rotate>(&body)?.0))
+    })
+    .await
 }
 
 #[derive(Clone, Copy)]
@@ -517,17 +561,12 @@ pub(super) async fn change_status(
     id: Result<Path<String>, PathRejection>,
     change: StatusChange,
 ) -> ApiResult {
-    let p = authorize(&state, &headers, Role::Write)?;
-    let id = path_id(id)?;
-    let version = if_match(&headers)?;
-    let actor = actor(&p, &headers)?;
-    let (key, what) = match change {
-        StatusChange::Disable => (state.store.disable(&id, version, &actor).await?, "disable"),
-        StatusChange::Enable => (state.store.enable(&id, version, &actor).await?, "enable"),
-        StatusChange::Revoke => (state.store.revoke(&id, version, &actor).await?, "revoke"),
+    let change = match change {
+        StatusChange::Disable => Change::Disable,
+        StatusChange::Enable => Change::Enable,
+        StatusChange::Revoke => Change::Revoke,
     };
-    tracing::info!(token = %p.name, key = %id, "{what}");
-    Ok(key_response(StatusCode::OK, &key))
+    change_key(&state, &headers, id, || Ok(change)).await
 }
 
 pub(super) async fn delete_key(
@@ -535,15 +574,7 @@ pub(super) async fn delete_key(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let p = authorize(&state, &headers, Role::Write)?;
-    let id = path_id(id)?;
-    let version = if_match(&headers)?;
-    state
-        .store
-        .delete(&id, version, &actor(&p, &headers)?)
-        .await?;
-    tracing::info!(token = %p.name, key = %id, "delete");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    change_key(&state, &headers, id, || Ok(Change::Delete)).await
 }
 
 // ---------------------------------------------------------------- verify
@@ -596,13 +627,8 @@ pub(super) async fn events(
     q: Result<Query<EventParams>, QueryRejection>,
 ) -> ApiResult {
     authorize(&state, &headers, Role::Read)?;
-    let Query(p) = q.map_err(|e| ApiError::bad_request(scrub(&e.body_text())))?;
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1-{MAX_LIMIT}"
-        )));
-    }
+    let p = query(q)?;
+    let limit = page_limit(p.limit)?;
     let items = state.store.events(p.after, limit).await?;
     let next = if items.len() == limit {
         items.last().map(|e| e.seq)
