@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
-use keyward::secret;
+use keyward::secret::{self, Secret};
 use keyward::store::postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION as PG_VERSION};
 use keyward::store::sqlite::SqliteStore;
 use keyward::store::{
@@ -1085,19 +1085,20 @@ async fn check_quota_under_concurrency(b: &Backend) {
     let (mut nk, s) = new_key("k");
     nk.quota_per_day = Some(25);
     a.create(nk, &actor()).await.expect("create");
-    let presented = s.expose().to_string();
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let store = if i % 2 == 0 {
-            a.clone()
-        } else {
-            second.clone()
-        };
-        let p = presented.clone();
-        tasks.push(tokio::spawn(
-            async move { store.verify(&p, valid_now()).await },
-        ));
-    }
+    let ok = verify_at_once(&[a, second], &s, 40).await;
+    assert_eq!(ok, 25, "exactly the quota, across handles");
+}
+
+/// Presents `s` `n` times at once, the `i`th time through `stores[i % stores.len()]`;
+/// returns how many verifies succeeded (every other one must be refused for the quota).
+async fn verify_at_once(stores: &[Arc<dyn Store>], s: &Secret, n: usize) -> i64 {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let store = stores[i % stores.len()].clone();
+            let p = s.expose().to_string();
+            tokio::spawn(async move { store.verify(&p, valid_now()).await })
+        })
+        .collect();
     let mut ok = 0;
     for t in tasks {
         let v = t.await.expect("join").expect("verify");
@@ -1107,7 +1108,7 @@ async fn check_quota_under_concurrency(b: &Backend) {
             assert_eq!(v.reason, VerifyReason::QuotaExceeded);
         }
     }
-    assert_eq!(ok, 25, "exactly the quota, across handles");
+    ok
 }
 
 /// Serving handles reserve quota calls in blocks: never more successful verifies than the
@@ -1119,27 +1120,8 @@ async fn check_quota_reserved_by_servers(b: &Backend) {
     let (mut nk, s) = new_key("k");
     nk.quota_per_day = Some(250);
     let id = plain.create(nk, &actor()).await.expect("create").id;
-    let presented = s.expose().to_string();
-    let mut tasks = Vec::new();
-    for i in 0..300 {
-        let store = match i % 3 {
-            0 => plain.clone(),
-            n => servers[n - 1].clone(),
-        };
-        let p = presented.clone();
-        tasks.push(tokio::spawn(
-            async move { store.verify(&p, valid_now()).await },
-        ));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        let v = t.await.expect("join").expect("verify");
-        if v.valid {
-            ok += 1;
-        } else {
-            assert_eq!(v.reason, VerifyReason::QuotaExceeded);
-        }
-    }
+    let handles = [plain.clone(), servers[0].clone(), servers[1].clone()];
+    let ok = verify_at_once(&handles, &s, 300).await;
     // Block of 250 / 100 = 2 calls: each of the two servers may hold at most 1 unused.
     assert!((248..=250).contains(&ok), "{ok} successful verifies");
     let day = valid_now().format("%Y-%m-%d").to_string();
