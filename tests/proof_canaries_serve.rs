@@ -539,6 +539,90 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
     );
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 
+    // A secret pasted into what the service keeps and shows (a key's text fields, a
+    // change, a lock holder, an event, the headers it records) is refused, not stored.
+    let (pasted, _) = new_key("canary-pasted", "production", None);
+    for (what, field, value) in [
+        (
+            "secret in a purpose",
+            "purpose",
+            json!(format!("the key is {good}")),
+        ),
+        ("secret in a label", "labels", json!({ "note": good })),
+        (
+            "secret as a label name",
+            "labels",
+            json!({ good.clone(): "x" }),
+        ),
+        ("secret as a name", "name", json!(good)),
+    ] {
+        let mut body = pasted.clone();
+        body[field] = value;
+        let (s, _) = cap.call(
+            &rt,
+            what,
+            c.post(format!("{url}/v1/keys"))
+                .bearer_auth(&write)
+                .json(&body),
+        );
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{what}");
+    }
+    let (_, current) = cap.call(&rt, "get the key", c.get(&key_url).bearer_auth(&read));
+    let current = format!("\"{}\"", current["version"]);
+    let (s, _) = cap.call(
+        &rt,
+        "secret in a patched label",
+        c.patch(&key_url)
+            .bearer_auth(&write)
+            .header("If-Match", &current)
+            .json(&json!({ "labels": { "note": good } })),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = cap.call(
+        &rt,
+        "secret as lock holder",
+        c.post(format!("{url}/v1/locks"))
+            .bearer_auth(&write)
+            .json(&json!({ "holder": good, "ttl_seconds": 60 })),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = cap.call(
+        &rt,
+        "secret in an event",
+        c.post(format!("{url}/v1/events"))
+            .bearer_auth(&write)
+            .json(&json!({ "action": "note", "detail": { "said": good } })),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = cap.call(
+        &rt,
+        "secret as Idempotency-Key",
+        c.post(format!("{url}/v1/keys"))
+            .bearer_auth(&write)
+            .header("Idempotency-Key", &good)
+            .json(&pasted),
+    );
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = cap.call(
+        &rt,
+        "secret as the commit",
+        c.post(format!("{url}/v1/keys"))
+            .bearer_auth(&write)
+            .header("X-Keyward-Commit", &good)
+            .json(&pasted),
+    );
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = cap.call(
+        &rt,
+        "secret as the commit of a change",
+        c.patch(&key_url)
+            .bearer_auth(&write)
+            .header("If-Match", &current)
+            .header("X-Keyward-Commit", &good)
+            .json(&patch),
+    );
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
     // Rotate, replace (owner change) and revoke (removal) through apply.
     let next = KEYS
         .replace("rotation: { generation: 1 }", "rotation: { generation: 2 }")

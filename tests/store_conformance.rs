@@ -239,6 +239,7 @@ conformance!(
     check_unmanaged_and_adoption,
     check_events,
     check_no_secret_in_database,
+    check_secrets_pasted_into_fields_are_refused,
     check_verify_reasons,
     check_rotation_grace,
     check_quota_across_rotation,
@@ -825,6 +826,61 @@ async fn check_no_secret_in_database(b: &Backend) {
     for s in &secrets {
         assert!(!events.contains(&s.hash().0) && !events.contains(s.expose()));
     }
+}
+
+/// A secret pasted into a field the store keeps and shows (a purpose, a label, a name, a
+/// change, a lock holder) is refused; nothing is stored.
+async fn check_secrets_pasted_into_fields_are_refused(b: &Backend) {
+    let store = b.store();
+    let (nk, _) = new_key("pasted");
+    let s = secret::generate("production", &nk.id);
+    let pasted = format!("see {} here", s.expose());
+    let variants: Vec<(&str, NewKey)> = vec![
+        (
+            "purpose",
+            NewKey {
+                purpose: Some(pasted.clone()),
+                ..nk.clone()
+            },
+        ),
+        ("label value", {
+            let mut k = nk.clone();
+            k.labels.insert("note".into(), s.expose().to_string());
+            k
+        }),
+        ("label name", {
+            let mut k = nk.clone();
+            k.labels.insert(s.expose().to_string(), "x".into());
+            k
+        }),
+        (
+            "name",
+            NewKey {
+                name: s.expose().to_string(),
+                ..nk.clone()
+            },
+        ),
+    ];
+    for (what, k) in variants {
+        let r = store.create(k, &actor()).await;
+        assert!(
+            matches!(&r, Err(StoreError::Invalid(m)) if m.contains("secret")),
+            "{what}: {r:?}"
+        );
+    }
+    assert!(store.get(&nk.id).await.expect("get").is_none());
+    let k = store.create(nk, &actor()).await.expect("create");
+    let patch = KeyPatch {
+        purpose: Some(Some(pasted.clone())),
+        ..KeyPatch::default()
+    };
+    let r = store.update(&k.id, k.version, patch, &actor()).await;
+    assert!(matches!(&r, Err(StoreError::Invalid(_))), "{r:?}");
+    assert_eq!(store.get(&k.id).await.expect("get"), Some(k.clone()));
+    let r = store.lock(&pasted, chrono::Duration::minutes(1)).await;
+    assert!(matches!(&r, Err(StoreError::Invalid(_))), "{r:?}");
+    let contents = b.raw_contents().await;
+    assert_no_secret_in(&contents, &[s], "after the refusals");
 }
 
 async fn check_verify_reasons(b: &Backend) {

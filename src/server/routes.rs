@@ -163,6 +163,7 @@ fn actor(p: &Principal, headers: &HeaderMap) -> ApiResult<Actor> {
                         "X-Keyward-Commit must be 1-100 printable ASCII characters",
                     )
                 })?;
+            refuse_secret_header("X-Keyward-Commit", s)?;
             Some(s.to_owned())
         }
     };
@@ -337,15 +338,33 @@ pub(super) async fn get_key(
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     match headers.get("idempotency-key") {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .filter(|s| !s.is_empty() && s.len() <= 200 && s.chars().all(|c| c.is_ascii_graphic()))
-            .map(|s| Some(s.to_owned()))
-            .ok_or_else(|| {
-                ApiError::bad_request("Idempotency-Key must be 1-200 printable ASCII characters")
-            }),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .ok()
+                .filter(|s| {
+                    !s.is_empty() && s.len() <= 200 && s.chars().all(|c| c.is_ascii_graphic())
+                })
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Idempotency-Key must be 1-200 printable ASCII characters",
+                    )
+                })?;
+            refuse_secret_header("Idempotency-Key", s)?;
+            Ok(Some(s.to_owned()))
+        }
     }
+}
+
+/// Headers the server keeps (the commit in events, the idempotency key in its log) must not
+/// be a keyward secret.
+fn refuse_secret_header(name: &str, value: &str) -> ApiResult<()> {
+    if crate::secret::parse(value).is_some() {
+        return Err(ApiError::bad_request(format!(
+            "{name} has the format of a keyward secret; never send a secret there"
+        )));
+    }
+    Ok(())
 }
 
 /// Outcome of a create, as status + JSON body (what is persisted for replays).

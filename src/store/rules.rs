@@ -118,7 +118,22 @@ pub(crate) fn validate_new(mut key: NewKey) -> StoreResult<NewKey> {
     if let Some(q) = key.quota_per_day {
         to_i64(q, "quota_per_day")?;
     }
+    refuse_secret("a key", &key)?;
     Ok(key)
+}
+
+/// Refuse `value` (a key, a patch, a lock holder) when any text in it is a keyward secret:
+/// the store keeps and answers these fields, so a secret pasted into a purpose or a label
+/// would be stored and shown to every reader. (Event details are checked the same way.)
+pub(crate) fn refuse_secret<T: serde::Serialize>(what: &str, value: &T) -> StoreResult<()> {
+    let v = serde_json::to_value(value)
+        .map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))?;
+    if contains_secret(&v) {
+        return Err(StoreError::Invalid(format!(
+            "{what} must not contain a secret (a value has the format of a keyward secret)"
+        )));
+    }
+    Ok(())
 }
 
 /// The key a validated `NewKey` becomes (version 1, created now) with its MAC.
@@ -340,6 +355,7 @@ pub(crate) fn lease_expiry(
     now: DateTime<Utc>,
 ) -> StoreResult<DateTime<Utc>> {
     check_text("holder", holder, 256)?;
+    refuse_secret("the lock holder", &holder)?;
     if ttl <= chrono::Duration::zero() {
         return Err(StoreError::Invalid("lock ttl must be positive".into()));
     }
@@ -364,6 +380,7 @@ pub(crate) fn apply_patch(
     k: &mut LiveKey,
     patch: KeyPatch,
 ) -> StoreResult<(Vec<&'static str>, serde_json::Value)> {
+    refuse_secret("a change", &patch)?;
     let mut changed = Vec::new();
     let mut detail = serde_json::Map::new();
     macro_rules! set {
