@@ -48,6 +48,15 @@ impl Fixture {
         }
         send(r).await
     }
+    /// Creates a sandbox key named `name` (no idempotency key), asserting 201; returns its
+    /// request body, id and secret.
+    async fn create_key(&self, name: &str, quota: Option<u64>) -> (Value, String, String) {
+        let (body, secret) = new_key(name, "sandbox", quota);
+        let r = self.create(&body, None).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create {name}");
+        let id = body["id"].as_str().unwrap().to_string();
+        (body, id, secret)
+    }
     async fn verify(&self, key: &str) -> Value {
         let r = send(
             self.post("/v1/verify", &self.verify)
@@ -286,9 +295,7 @@ async fn keys_lifecycle_etags_and_events() {
 #[tokio::test]
 async fn key_changes_check_their_preconditions_in_order() {
     let f = fixture();
-    let (body, _) = new_key("k", "sandbox", None);
-    let id = body["id"].as_str().unwrap().to_string();
-    assert_eq!(f.create(&body, None).await.status(), StatusCode::CREATED);
+    let (_, id, _) = f.create_key("k", None).await;
     let long_id = "a".repeat(200);
     let bad_commit = "x".repeat(101);
     let wrong_shape = json!({ "no_such_field": 1 });
@@ -420,8 +427,7 @@ async fn list_filters_and_cursor_pagination() {
 #[tokio::test]
 async fn verify_reasons_and_quota() {
     let f = fixture();
-    let (body, secret) = new_key("q", "sandbox", Some(3));
-    assert_eq!(f.create(&body, None).await.status(), StatusCode::CREATED);
+    let (_, id, secret) = f.create_key("q", Some(3)).await;
     for _ in 0..3 {
         let v = f.verify(&secret).await;
         assert_eq!(v["reason"], "ok", "{v}");
@@ -437,11 +443,11 @@ async fn verify_reasons_and_quota() {
     // Garbage and well-formed strangers.
     assert_eq!(f.verify("hello").await["reason"], "malformed");
     assert_eq!(f.verify(&"x".repeat(10_000)).await["reason"], "malformed");
-    let id = keyward::secret::new_key_id();
-    let stranger = keyward::secret::generate("sandbox", &id);
+    let stranger_id = keyward::secret::new_key_id();
+    let stranger = keyward::secret::generate("sandbox", &stranger_id);
     assert_eq!(f.verify(stranger.expose()).await["reason"], "unknown");
     // A correct id with a wrong secret body is unknown, not ok.
-    let other = keyward::secret::generate("sandbox", body["id"].as_str().unwrap());
+    let other = keyward::secret::generate("sandbox", &id);
     assert_eq!(f.verify(other.expose()).await["reason"], "unknown");
 }
 
@@ -478,9 +484,7 @@ async fn locks() {
 #[tokio::test]
 async fn hostile_input_is_never_a_5xx() {
     let f = fixture();
-    let (good, _) = new_key("ok", "sandbox", None);
-    let gid = good["id"].as_str().unwrap().to_string();
-    assert_eq!(f.create(&good, None).await.status(), StatusCode::CREATED);
+    let (_, gid, _) = f.create_key("ok", None).await;
     let big = "x".repeat(200 * 1024);
     let bodies: Vec<(&str, Vec<u8>)> = vec![
         ("not json", b"{not json".to_vec()),
