@@ -149,27 +149,9 @@ fn path_id(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
 }
 
 fn actor(p: &Principal, headers: &HeaderMap) -> ApiResult<Actor> {
-    let commit = match headers.get("x-keyward-commit") {
-        None => None,
-        Some(v) => {
-            let s = v
-                .to_str()
-                .ok()
-                .filter(|s| {
-                    !s.is_empty() && s.len() <= 100 && s.chars().all(|c| c.is_ascii_graphic())
-                })
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "X-Keyward-Commit must be 1-100 printable ASCII characters",
-                    )
-                })?;
-            refuse_secret_header("X-Keyward-Commit", s)?;
-            Some(s.to_owned())
-        }
-    };
     Ok(Actor {
         who: format!("token:{}", p.name),
-        commit,
+        commit: kept_header(headers, "X-Keyward-Commit", 100)?,
     })
 }
 
@@ -336,35 +318,28 @@ pub(super) async fn get_key(
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => {
-            let s = v
-                .to_str()
-                .ok()
-                .filter(|s| {
-                    !s.is_empty() && s.len() <= 200 && s.chars().all(|c| c.is_ascii_graphic())
-                })
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "Idempotency-Key must be 1-200 printable ASCII characters",
-                    )
-                })?;
-            refuse_secret_header("Idempotency-Key", s)?;
-            Ok(Some(s.to_owned()))
-        }
-    }
+    kept_header(headers, "Idempotency-Key", 200)
 }
 
-/// Headers the server keeps (the commit in events, the idempotency key in its log) must not
-/// be a keyward secret.
-fn refuse_secret_header(name: &str, value: &str) -> ApiResult<()> {
-    if crate::secret::parse(value).is_some() {
+/// An optional header the server keeps (X-Keyward-Commit in events, Idempotency-Key in its
+/// log): 1-`max` printable ASCII characters and never a keyward secret; 400 otherwise.
+fn kept_header(headers: &HeaderMap, name: &str, max: usize) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get(name) else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("{name} must be 1-{max} printable ASCII characters"))
+        })?;
+    if crate::secret::parse(s).is_some() {
         return Err(ApiError::bad_request(format!(
             "{name} has the format of a keyward secret; never send a secret there"
         )));
     }
-    Ok(())
+    Ok(Some(s.to_owned()))
 }
 
 /// Outcome of a create, as status + JSON body (what is persisted for replays).
