@@ -15,6 +15,10 @@ import json
 import os
 import ssl
 import sys
+import warnings
+
+# aiosmtpd warns on every connection that AUTH without TLS is risky: intended here (loopback).
+warnings.filterwarnings("ignore")
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
