@@ -74,7 +74,9 @@ if [ -x bench/verify_pg.sh ]; then
     if [ "$QUICK" = 1 ]; then
         DURATION=3s KEYS=200 step verify bench/verify_pg.sh
     else
-        step verify bench/verify_pg.sh
+        # 32 connections (wrk -t2): the concurrency the issue-3 target is judged at, stated
+        # in docs/benchmarks.md; `CONNS=64 bench/verify_pg.sh` shows the tail at twice that.
+        CONNS=32 step verify bench/verify_pg.sh
     fi
 else
     echo "== bench/verify_pg.sh not found: verify not measured" >&2
