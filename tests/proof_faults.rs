@@ -196,8 +196,8 @@ fn big_spec(n: usize, generation: u32, drop_every: usize, owner_flip: bool) -> S
     s
 }
 
-/// A real `kill -9` of an apply of 200 keys at concurrency 4, after a random short delay,
-/// in several rounds (creates, rotations, replaces and revokes); each time the next apply
+/// A real `kill -9` of an apply of 200 keys at concurrency 4, once it has written a random
+/// few new delivery manifests, in several rounds (creates, rotations, replaces and revokes); each time the next apply
 /// converges and the invariants hold.
 #[test]
 fn sigkill_during_a_200_key_apply_converges() {
@@ -222,10 +222,12 @@ fn sigkill_during_a_200_key_apply_converges() {
     let mut killed_midway = 0;
     for (round, spec) in rounds.iter().enumerate() {
         r.write_keys(spec);
-        // Up to three kills per round, each after a random delay; stop once the apply
-        // finishes on its own before the kill.
+        // Up to three kills per round, each once the apply has written a random number
+        // (1-20) of new delivery manifests, so the kill lands mid-apply however fast the
+        // build and the machine are; stop once an apply finishes on its own first.
         for attempt in 0..3 {
-            let delay = rng.gen_range(150..900u64);
+            let progress = rng.gen_range(1..=20usize);
+            let before = count_manifests(&r.root().join("deliveries"));
             let mut child = std::process::Command::new(&bin)
                 .arg("-C")
                 .arg(r.root())
@@ -237,15 +239,25 @@ fn sigkill_during_a_200_key_apply_converges() {
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .expect("spawn keyward");
-            std::thread::sleep(std::time::Duration::from_millis(delay));
-            let finished = child.try_wait().expect("wait").is_some();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            let finished = loop {
+                if child.try_wait().expect("wait").is_some() {
+                    break true;
+                }
+                if count_manifests(&r.root().join("deliveries")) >= before + progress
+                    || std::time::Instant::now() > deadline
+                {
+                    break false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            };
             child.kill().ok(); // SIGKILL
             child.wait().expect("reap");
             if finished {
                 break;
             }
             killed_midway += 1;
-            let context = format!("round {round} kill {attempt} after {delay} ms");
+            let context = format!("round {round} kill {attempt} after {progress} new manifests");
             // What a kill leaves is safe before any re-run: every active manifest's key
             // exists; pending ones are settled by the next apply.
             let keys = r.live_keys();
@@ -279,6 +291,21 @@ fn sigkill_during_a_200_key_apply_converges() {
         killed_midway >= 2,
         "the kills all came after apply finished; the test proved nothing"
     );
+}
+
+/// Delivery manifests under `deliveries/<store>/<key>/g<N>/manifest.json` (pending or not).
+fn count_manifests(deliveries: &std::path::Path) -> usize {
+    let dirs = |p: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(p)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    };
+    dirs(deliveries)
+        .iter()
+        .flat_map(|store| dirs(store))
+        .flat_map(|key| dirs(&key))
+        .filter(|generation| generation.join("manifest.json").exists())
+        .count()
 }
 
 /// `apply --commit-deliveries` failed or killed while committing: the re-run (whose plan
