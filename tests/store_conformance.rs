@@ -1195,20 +1195,10 @@ async fn check_quota_reserved_by_servers(b: &Backend) {
     nk.quota_per_day = Some(1000);
     let id = plain.create(nk, &actor()).await.expect("create").id;
     let server = b.serving().await;
-    assert!(
-        server
-            .verify(s.expose(), valid_now())
-            .await
-            .expect("v")
-            .valid
-    );
-    assert!(
-        server
-            .verify(s.expose(), valid_now())
-            .await
-            .expect("v")
-            .valid
-    );
+    for _ in 0..2 {
+        let v = server.verify(s.expose(), valid_now()).await.expect("v");
+        assert!(v.valid, "{v:?}");
+    }
     assert_eq!(
         b.quota_calls(&id, &day).await,
         10,
