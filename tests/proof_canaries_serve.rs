@@ -116,6 +116,19 @@ impl Capture {
         }
         (status, v)
     }
+
+    /// `call`, then check the status; returns the JSON body.
+    fn expect(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        what: &str,
+        req: reqwest::RequestBuilder,
+        want: StatusCode,
+    ) -> Value {
+        let (status, body) = self.call(rt, what, req);
+        assert_eq!(status, want, "{what}: {body}");
+        body
+    }
 }
 
 fn run(r: &Repo, cap: &mut Capture, what: &str, args: &[&str], stdin: Option<&str>) -> Out {
@@ -255,14 +268,14 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
         (StatusCode::OK, json!("malformed"))
     );
     let long = format!("{good}{}", "x".repeat(600));
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "verify too long",
         c.post(format!("{url}/v1/verify"))
             .bearer_auth(&verify)
             .json(&v(&long)),
+        StatusCode::OK,
     );
-    assert_eq!(s, StatusCode::OK);
 
     // Tokens on purpose wrong: none, malformed, unknown, revoked, the secret as a token,
     // another scheme, and roles that may not do the request.
@@ -296,21 +309,21 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
         };
         assert_eq!(s, want, "{what}");
     }
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "verify token lists keys",
         c.get(format!("{url}/v1/keys")).bearer_auth(&verify),
+        StatusCode::FORBIDDEN,
     );
-    assert_eq!(s, StatusCode::FORBIDDEN);
     let (nk, nk_secret) = new_key("canary-direct", "production", None);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "read token creates",
         c.post(format!("{url}/v1/keys"))
             .bearer_auth(&read)
             .json(&nk),
+        StatusCode::FORBIDDEN,
     );
-    assert_eq!(s, StatusCode::FORBIDDEN);
 
     // Malformed bodies that hold the secret.
     let bodies: Vec<(&str, Vec<u8>)> = vec![
@@ -363,14 +376,14 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
     // A create whose body is wrong in ways that carry the secret or its hash.
     let mut bad = nk.clone();
     bad["secret"] = json!(nk_secret);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "create with a secret field",
         c.post(format!("{url}/v1/keys"))
             .bearer_auth(&write)
             .json(&bad),
+        StatusCode::UNPROCESSABLE_ENTITY,
     );
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let mut bad = nk.clone();
     bad["secret_hash"] = json!(nk_secret);
     let (s, _) = cap.call(
@@ -383,53 +396,53 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
     assert!(s.is_client_error(), "{s}");
     let mut bad = nk.clone();
     bad["generation"] = json!(nk["secret_hash"]);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "create with the hash as generation",
         c.post(format!("{url}/v1/keys"))
             .bearer_auth(&write)
             .json(&bad),
+        StatusCode::UNPROCESSABLE_ENTITY,
     );
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let mut bad = nk.clone();
     bad.as_object_mut()
         .expect("object")
         .insert(nk_secret.clone(), json!(1));
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "create with the secret as a field name",
         c.post(format!("{url}/v1/keys"))
             .bearer_auth(&write)
             .json(&bad),
+        StatusCode::UNPROCESSABLE_ENTITY,
     );
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     // A good direct create (a second secret), then the same again (409).
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "create direct",
         c.post(format!("{url}/v1/keys"))
             .bearer_auth(&write)
             .header("Idempotency-Key", "canary-1")
             .json(&nk),
+        StatusCode::CREATED,
     );
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "create replayed",
         c.post(format!("{url}/v1/keys"))
             .bearer_auth(&write)
             .header("Idempotency-Key", "canary-1")
             .json(&nk),
+        StatusCode::CREATED,
     );
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "create twice",
         c.post(format!("{url}/v1/keys"))
             .bearer_auth(&write)
             .json(&nk),
+        StatusCode::CONFLICT,
     );
-    assert_eq!(s, StatusCode::CONFLICT);
     let (s, b) = cap.call(
         &rt,
         "verify direct",
@@ -495,15 +508,15 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
         let (s, _) = cap.call(&rt, what, req);
         assert!(s.is_client_error() || s == StatusCode::OK, "{what}: {s}");
     }
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "patch with the secret as a value",
         c.patch(&key_url)
             .bearer_auth(&write)
             .header("If-Match", "\"1\"")
             .json(&json!({ "scopes": good })),
+        StatusCode::UNPROCESSABLE_ENTITY,
     );
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, _) = cap.call(
         &rt,
         "rotate with the secret as hash",
@@ -515,29 +528,29 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
         "spec_generation": 1, "recipients": { "jdoe": "fp" } })),
     );
     assert!(s.is_client_error(), "{s}");
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "secret as lease id",
         c.delete(format!("{url}/v1/locks/{good}"))
             .bearer_auth(&write),
+        StatusCode::NO_CONTENT,
     );
-    assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "secret as key id to delete",
         c.delete(format!("{url}/v1/keys/{good}"))
             .bearer_auth(&write)
             .header("If-Match", "\"1\""),
+        StatusCode::NOT_FOUND,
     );
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "lock with a wrong ttl",
         c.post(format!("{url}/v1/locks"))
             .bearer_auth(&write)
             .json(&json!({ "holder": "canary", "ttl_seconds": good })),
+        StatusCode::UNPROCESSABLE_ENTITY,
     );
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 
     // A secret pasted into what the service keeps and shows (a key's text fields, a
     // change, a lock holder, an event, the headers it records) is refused, not stored.
@@ -569,50 +582,50 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
     }
     let (_, current) = cap.call(&rt, "get the key", c.get(&key_url).bearer_auth(&read));
     let current = format!("\"{}\"", current["version"]);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "secret in a patched label",
         c.patch(&key_url)
             .bearer_auth(&write)
             .header("If-Match", &current)
             .json(&json!({ "labels": { "note": good } })),
+        StatusCode::UNPROCESSABLE_ENTITY,
     );
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "secret as lock holder",
         c.post(format!("{url}/v1/locks"))
             .bearer_auth(&write)
             .json(&json!({ "holder": good, "ttl_seconds": 60 })),
+        StatusCode::UNPROCESSABLE_ENTITY,
     );
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "secret in an event",
         c.post(format!("{url}/v1/events"))
             .bearer_auth(&write)
             .json(&json!({ "action": "note", "detail": { "said": good } })),
+        StatusCode::UNPROCESSABLE_ENTITY,
     );
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "secret as Idempotency-Key",
         c.post(format!("{url}/v1/keys"))
             .bearer_auth(&write)
             .header("Idempotency-Key", &good)
             .json(&pasted),
+        StatusCode::BAD_REQUEST,
     );
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "secret as the commit",
         c.post(format!("{url}/v1/keys"))
             .bearer_auth(&write)
             .header("X-Keyward-Commit", &good)
             .json(&pasted),
+        StatusCode::BAD_REQUEST,
     );
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "secret as the commit of a change",
         c.patch(&key_url)
@@ -620,8 +633,8 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
             .header("If-Match", &current)
             .header("X-Keyward-Commit", &good)
             .json(&patch),
+        StatusCode::BAD_REQUEST,
     );
-    assert_eq!(s, StatusCode::BAD_REQUEST);
 
     // Rotate, replace (owner change) and revoke (removal) through apply.
     let next = KEYS
@@ -670,33 +683,33 @@ fn no_secret_token_or_identity_in_anything_the_service_writes_or_answers() {
         .expect("ill-lookup");
     let ill_url = format!("{url}/v1/keys/{}", ill["id"].as_str().expect("id"));
     let etag = format!("\"{}\"", ill["version"]);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "read token edits",
         c.patch(&ill_url)
             .bearer_auth(&read)
             .header("If-Match", &etag)
             .json(&json!({ "scopes": ["bibs:write"] })),
+        StatusCode::FORBIDDEN,
     );
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "stale edit",
         c.patch(&ill_url)
             .bearer_auth(&write)
             .header("If-Match", "\"999\"")
             .json(&json!({ "scopes": ["bibs:write"] })),
+        StatusCode::PRECONDITION_FAILED,
     );
-    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
-    let (s, _) = cap.call(
+    cap.expect(
         &rt,
         "console edit",
         c.patch(&ill_url)
             .bearer_auth(&write)
             .header("If-Match", &etag)
             .json(&json!({ "scopes": ["bibs:write"] })),
+        StatusCode::OK,
     );
-    assert_eq!(s, StatusCode::OK);
     let o = run(
         &r,
         &mut cap,

@@ -381,10 +381,25 @@ impl HttpStore {
         actor: &Actor,
     ) -> StoreResult<LiveKey> {
         let url = self.url_for(&["v1", "keys", id, what]);
+        self.versioned(Method::POST, url, None, id, version, actor)
+            .await
+    }
+
+    /// A change to key `id` made with `If-Match: version` (update, rotate, status changes):
+    /// retried only when the connection failed, a 412 names the version that was expected.
+    async fn versioned(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        id: &str,
+        version: u64,
+        actor: &Actor,
+    ) -> StoreResult<LiveKey> {
         self.json(
-            Method::POST,
+            method,
             url,
-            None,
+            body,
             self.change_headers(Some(version), actor),
             Retry::ConnectOnly,
             Some(id),
@@ -418,27 +433,10 @@ impl Store for HttpStore {
         &self.name
     }
 
-    /// The protocol's capabilities (`GET /v1/capabilities` reports the server's own).
+    /// The protocol's capabilities, the same as the database-backed stores behind it
+    /// (`GET /v1/capabilities` reports the server's own).
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            client_secret_hash: true,
-            native_expiry: true,
-            in_place: [
-                "purpose",
-                "scopes",
-                "labels",
-                "expires_at",
-                "lifetime",
-                "recipients",
-                "quota_per_day",
-                "protected",
-                "managed_by",
-                "owner",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-        }
+        super::rules::capabilities()
     }
 
     async fn list(
@@ -519,19 +517,11 @@ impl Store for HttpStore {
         patch: KeyPatch,
         actor: &Actor,
     ) -> StoreResult<LiveKey> {
-        let url = self.url_for(&["v1", "keys", id]);
         let body = serde_json::to_value(&patch)
             .map_err(|e| StoreError::Invalid(format!("cannot encode the patch: {e}")))?;
-        self.json(
-            Method::PATCH,
-            url,
-            Some(body),
-            self.change_headers(Some(version), actor),
-            Retry::ConnectOnly,
-            Some(id),
-        )
-        .await
-        .map_err(|e| Self::with_expected(e, version))
+        let url = self.url_for(&["v1", "keys", id]);
+        self.versioned(Method::PATCH, url, Some(body), id, version, actor)
+            .await
     }
 
     async fn rotate(
@@ -541,19 +531,11 @@ impl Store for HttpStore {
         rotate: Rotate,
         actor: &Actor,
     ) -> StoreResult<LiveKey> {
-        let url = self.url_for(&["v1", "keys", id, "rotate"]);
         let body = serde_json::to_value(&rotate)
             .map_err(|e| StoreError::Invalid(format!("cannot encode the rotation: {e}")))?;
-        self.json(
-            Method::POST,
-            url,
-            Some(body),
-            self.change_headers(Some(version), actor),
-            Retry::ConnectOnly,
-            Some(id),
-        )
-        .await
-        .map_err(|e| Self::with_expected(e, version))
+        let url = self.url_for(&["v1", "keys", id, "rotate"]);
+        self.versioned(Method::POST, url, Some(body), id, version, actor)
+            .await
     }
 
     async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
