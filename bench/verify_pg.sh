@@ -8,7 +8,8 @@
 #
 # PostgreSQL URL: KEYWARD_BENCH_POSTGRES_URL, else KEYWARD_TEST_POSTGRES_URL, else
 # postgres://postgres@127.0.0.1:5432/test. The run uses a fresh schema and drops it at the end.
-# Keys are throwaway test keys registered through the HTTP API (secret hashes only); their
+# Keys are throwaway test keys registered through the HTTP API (secret hashes only), each with
+# a daily quota (as bench/verify.sh's), so every verify also goes through quota counting; their
 # secrets sit in the scratch directory (mode 0700) for wrk and are deleted at the end.
 # Prints a Markdown table (requests/s, p50, p99 latency, share of the ceiling).
 set -euo pipefail
@@ -87,7 +88,7 @@ for i in range(n):
         "issued_at": (now - datetime.timedelta(minutes=5)).isoformat(),
         "expires_at": (now + datetime.timedelta(days=30)).isoformat(), "lifetime": None,
         "generation": 1, "spec_generation": 1, "recipients": {"bench": "fp"},
-        "quota_per_day": None, "protected": False, "managed_by": "keyward",
+        "quota_per_day": 1000000000, "protected": False, "managed_by": "keyward",
         "secret_hash": hashlib.sha256(secret.encode()).hexdigest(),
     }
     req = urllib.request.Request(url + "/v1/keys", data=json.dumps(body).encode(), method="POST",

@@ -16,12 +16,33 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Unused reserved calls, per key, for the UTC day they were reserved on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reservations {
     slots: Mutex<HashMap<String, Slot>>,
-    /// Held while reserving, so concurrent misses wait for one reservation instead of each
-    /// reserving a block (which would leave many blocks unused in one process).
-    refill: tokio::sync::Mutex<()>,
+    /// Held while reserving, so concurrent misses of one key wait for one reservation
+    /// instead of each reserving a block (which would leave many blocks unused in one
+    /// process). Sharded by key id: a cold start with many keys reserves for different keys
+    /// at once (one global lock made their first verifies queue behind each other).
+    refill: [tokio::sync::Mutex<()>; REFILL_SHARDS],
+}
+
+const REFILL_SHARDS: usize = 64;
+
+impl Default for Reservations {
+    fn default() -> Self {
+        Reservations {
+            slots: Mutex::default(),
+            refill: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+fn shard(id: &str) -> usize {
+    // FNV-1a: cheap and stable; only spreads key ids over the shards.
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % REFILL_SHARDS as u64) as usize
 }
 
 #[derive(Debug)]
@@ -51,7 +72,8 @@ impl Reservations {
 
     /// Use one reserved call, or reserve a block with `reserve` (called with the block size;
     /// returns how many calls the database granted) and use one of those. False when the
-    /// quota is used up. Only one reservation per process is in flight at a time.
+    /// quota is used up. Only one reservation per key (per shard of keys) and process is in
+    /// flight at a time.
     pub async fn take_or_reserve<F, Fut, E>(
         &self,
         id: &str,
@@ -66,7 +88,7 @@ impl Reservations {
         if self.take(id, day) {
             return Ok(true);
         }
-        let _refilling = self.refill.lock().await;
+        let _refilling = self.refill[shard(id)].lock().await;
         if self.take(id, day) {
             return Ok(true);
         }
