@@ -263,35 +263,96 @@ fn read_file(path: &Path) -> Result<TokensFile, TokenError> {
     })
 }
 
-fn write_file(path: &Path, file: &TokensFile) -> Result<(), TokenError> {
-    let werr = |source| TokenError::Write {
+fn write_err(path: &Path) -> impl Fn(std::io::Error) -> TokenError + '_ {
+    move |source| TokenError::Write {
         path: path.to_owned(),
         source,
-    };
+    }
+}
+
+/// The lock file beside the tokens file (`tokens.yaml.lock`). The tokens file itself is
+/// replaced by a rename on every write, so a lock on it would be a lock on the old inode;
+/// the lock file is never renamed or removed.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// An exclusive lock on the tokens file for one read-modify-write (`create`, `revoke`):
+/// held until dropped, so concurrent `keyward token` processes take turns instead of each
+/// writing back what it read before the other's change (a lost revocation).
+struct WriteLock {
+    _file: std::fs::File,
+}
+
+impl WriteLock {
+    fn take(path: &Path) -> Result<WriteLock, TokenError> {
+        let werr = write_err(path);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(&werr)?;
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(lock_path(path)).map_err(&werr)?;
+        #[cfg(unix)]
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| werr(e.into()))?;
+        Ok(WriteLock { _file: file })
+    }
+}
+
+/// A temporary file name beside `path` no other writer uses (pid and random suffix).
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    path.with_file_name(name)
+}
+
+/// Write the file durably: a unique temp file, fsync, rename over the file, fsync the
+/// directory. Callers hold the [`WriteLock`].
+fn write_file(path: &Path, file: &TokensFile, _lock: &WriteLock) -> Result<(), TokenError> {
+    let werr = write_err(path);
     let mut text = String::from(
         "# keyward serve tokens: SHA-256 hashes only; a token itself is shown once, at creation.\n",
     );
     text.push_str(
         &serde_yaml::to_string(file).map_err(|e| werr(std::io::Error::other(e.to_string())))?,
     );
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(werr)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
+    let tmp = temp_path(path);
+    let written = (|| {
         use std::io::Write;
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut f = opts.open(&tmp).map_err(werr)?;
-        f.write_all(text.as_bytes()).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
+        let mut f = opts.open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(werr(e));
     }
-    std::fs::rename(&tmp, path).map_err(werr)?;
+    #[cfg(unix)]
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(&werr)?;
+    }
     Ok(())
 }
 
@@ -313,6 +374,7 @@ pub fn create(
     if !valid_name(name) {
         return Err(TokenError::BadName(name.to_owned()));
     }
+    let lock = WriteLock::take(path)?;
     let mut file = read_file(path)?;
     if file.tokens.iter().any(|t| t.name == name) {
         return Err(TokenError::Exists(name.to_owned()));
@@ -324,7 +386,7 @@ pub fn create(
         sha256: hash_token(&token),
         created_at: Some(Utc::now()),
     });
-    write_file(path, &file)?;
+    write_file(path, &file, &lock)?;
     Ok(token)
 }
 
@@ -335,6 +397,7 @@ pub fn list(path: &Path) -> Result<Vec<TokenEntry>, TokenError> {
 
 /// Remove the token named `name` from the file.
 pub fn revoke(path: &Path, name: &str) -> Result<TokenEntry, TokenError> {
+    let lock = WriteLock::take(path)?;
     let mut file = read_file(path)?;
     let pos = file
         .tokens
@@ -342,7 +405,7 @@ pub fn revoke(path: &Path, name: &str) -> Result<TokenEntry, TokenError> {
         .position(|t| t.name == name)
         .ok_or_else(|| TokenError::NoSuchToken(name.to_owned()))?;
     let removed = file.tokens.remove(pos);
-    write_file(path, &file)?;
+    write_file(path, &file, &lock)?;
     Ok(removed)
 }
 
