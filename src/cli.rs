@@ -4,25 +4,23 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::deliver::{self, IdentitySources, Outbox, OutputFormat};
-use crate::diag::{self, Diagnostics};
+use crate::diag;
+use crate::flow::{ApplyRunOptions, Colors, PlanFormat as FlowFormat, PlanOptions, load_or_report};
 use crate::observe;
 use crate::spec::{self, Loaded};
-use crate::store::{Actor, KeyStatus, ListFilter, LiveKey, list_all};
+use crate::store::{KeyStatus, ListFilter, LiveKey, list_all};
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Exit codes (Terraform-like).
+/// Exit codes (Terraform-like): `Outcome::code()`.
 pub mod exit {
-    /// Success; with --detailed-exitcode: no changes.
-    pub const OK: i32 = 0;
-    /// An error, including an invalid spec.
-    pub const ERROR: i32 = 1;
-    /// With --detailed-exitcode: there are changes.
-    pub const CHANGES: i32 = 2;
-    /// Refused by a guard: lock held, stale plan, safety threshold, policy, dirty tree.
-    pub const REFUSED: i32 = 3;
+    use crate::outcome::Outcome;
+    pub const OK: i32 = Outcome::Ok.code();
+    pub const ERROR: i32 = Outcome::Error.code();
+    pub const CHANGES: i32 = Outcome::Changes.code();
+    pub const REFUSED: i32 = Outcome::Refused.code();
 }
 
 const AFTER_HELP: &str = "\
@@ -252,6 +250,25 @@ pub struct PlanArgs {
     pub out: Option<PathBuf>,
 }
 
+impl PlanArgs {
+    /// The flow's options.
+    pub fn options(&self) -> PlanOptions {
+        PlanOptions {
+            detailed_exitcode: self.detailed_exitcode,
+            format: match self.format {
+                PlanOutput::Text => FlowFormat::Text,
+                PlanOutput::Json => FlowFormat::Json,
+                PlanOutput::Markdown => FlowFormat::Markdown,
+            },
+            only: self.only.clone(),
+            drift_only: self.drift_only,
+            rev: self.rev.clone(),
+            base: self.base.clone(),
+            out: self.out.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct ApplyArgs {
     /// A plan saved by `keyward plan --out FILE`: apply exactly it, after checking that the
@@ -279,6 +296,22 @@ pub struct ApplyArgs {
     /// checked-out branch, without touching the working tree.
     #[arg(long, value_name = "BRANCH", requires = "commit_deliveries")]
     pub branch: Option<String>,
+}
+
+impl ApplyArgs {
+    /// The flow's options.
+    pub fn options(&self) -> ApplyRunOptions {
+        ApplyRunOptions {
+            plan_file: self.plan_file.clone(),
+            plan: self.plan.options(),
+            auto_approve: self.auto_approve,
+            concurrency: self.concurrency,
+            force: self.force,
+            allow_dirty: self.allow_dirty,
+            commit_deliveries: self.commit_deliveries,
+            branch: self.branch.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -350,13 +383,6 @@ fn use_color(cli_no_color: bool, stream_is_tty: bool) -> bool {
     !cli_no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream_is_tty
 }
 
-pub(crate) fn actor() -> Actor {
-    let who = std::env::var("KEYWARD_ACTOR")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".to_string());
-    Actor { who, commit: None }
-}
-
 /// The HEAD commit of the repository holding `root`, if it is one.
 pub fn head_commit(root: &Path) -> Option<String> {
     let repo = git2::Repository::discover(root).ok()?;
@@ -386,15 +412,19 @@ pub fn run(cli: Cli) -> Result<i32> {
 async fn run_async(cli: Cli) -> Result<i32> {
     let color_err = use_color(cli.no_color, std::io::stderr().is_terminal());
     let color_out = use_color(cli.no_color, std::io::stdout().is_terminal());
+    let colors = Colors {
+        out: color_out,
+        err: color_err,
+    };
     match &cli.command {
         Command::Init { dir } => init(dir.as_deref().unwrap_or(&cli.dir)),
         Command::Validate { format } => validate(&cli.dir, *format, color_out),
-        Command::Plan(args) => {
-            crate::pipeline::plan_cmd(&cli.dir, args, color_out, color_err).await
-        }
-        Command::Apply(args) => {
-            crate::pipeline::apply_cmd(&cli.dir, args, color_out, color_err).await
-        }
+        Command::Plan(args) => Ok(crate::flow::plan(&cli.dir, &args.options(), colors)
+            .await?
+            .code()),
+        Command::Apply(args) => Ok(crate::flow::apply(&cli.dir, &args.options(), colors)
+            .await?
+            .code()),
         Command::Keys(args) => keys_cmd(&cli.dir, args, color_out).await,
         Command::Verify { key, store } => verify_cmd(&cli.dir, key.clone(), store.as_deref()).await,
         Command::Keygen { output } => keygen_cmd(output.as_deref()),
@@ -469,56 +499,6 @@ async fn run_async(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Load the spec; print diagnostics (warnings too) to stderr. None when it has errors.
-pub(crate) fn load_or_report(dir: &Path, color: bool) -> Result<Option<Loaded>> {
-    match spec::load(dir) {
-        Ok(loaded) => {
-            if !loaded.warnings.is_empty() {
-                eprint!("{}", diag::render(&loaded.warnings, &loaded.sources, color));
-            }
-            Ok(Some(loaded))
-        }
-        Err(diags) => {
-            let sources = read_sources(dir, &diags);
-            eprint!("{}", diag::render(&diags, &sources, color));
-            eprintln!(
-                "\n{} error(s) in the spec under {}; nothing was changed.",
-                diags.error_count(),
-                dir.display()
-            );
-            Ok(None)
-        }
-    }
-}
-
-/// The texts of the files diagnostics point at (for caret rendering on failure): only
-/// regular spec files inside the repository, under the size limit (never a symlink out of
-/// it, a device or a 50 MB file).
-fn read_sources(dir: &Path, diags: &Diagnostics) -> diag::Sources {
-    crate::spec::sources_for(dir, diags)
-}
-
-/// Policy violations refuse plan and apply (exit 3). Prints them.
-pub(crate) fn policy_refuses(
-    loaded: &Loaded,
-    now: chrono::DateTime<chrono::Utc>,
-    color: bool,
-) -> bool {
-    let found = crate::policy::check(&loaded.spec, now);
-    if found.is_empty() {
-        return false;
-    }
-    eprint!("{}", diag::render(&found, &loaded.sources, color));
-    if found.has_errors() {
-        eprintln!(
-            "\nThe spec breaks policy ({} violation(s)); refusing. Fix the spec or the policy in keyward.yaml.",
-            found.error_count()
-        );
-        return true;
-    }
-    false
-}
-
 fn validate(dir: &Path, format: DiagFormat, color: bool) -> Result<i32> {
     let now = SystemClock.now();
     let (mut all, sources, spec) = match spec::load(dir) {
@@ -528,7 +508,7 @@ fn validate(dir: &Path, format: DiagFormat, color: bool) -> Result<i32> {
             (d, l.sources, Some(l.spec))
         }
         Err(d) => {
-            let s = read_sources(dir, &d);
+            let s = crate::flow::load::read_sources(dir, &d);
             (d, s, None)
         }
     };

@@ -158,7 +158,7 @@ pub async fn expiring_cmd(
     use crate::cli::exit;
     use crate::clock::{Clock, SystemClock};
     use anyhow::anyhow;
-    let Some(loaded) = crate::cli::load_or_report(dir, color)? else {
+    let Some(loaded) = crate::flow::load_or_report(dir, color)? else {
         return Ok(exit::ERROR);
     };
     let spec = &loaded.spec;
@@ -187,7 +187,7 @@ pub async fn expiring_cmd(
     if notify {
         let owed = crate::notify::reminders(spec, &observed, now);
         let ok =
-            crate::notify::run_and_report(spec, &stores, owed, &crate::cli::actor(), now).await;
+            crate::notify::run_and_report(spec, &stores, owed, &crate::flow::actor(), now).await;
         if !ok {
             code = exit::ERROR;
         }
@@ -211,7 +211,7 @@ pub async fn import_cmd(
     use crate::store::{Actor, KeyPatch, ListFilter, MANAGED_BY, list_all};
     use anyhow::{Context as _, anyhow, bail};
 
-    let Some(loaded) = crate::cli::load_or_report(dir, color)? else {
+    let Some(loaded) = crate::flow::load_or_report(dir, color)? else {
         return Ok(exit::ERROR);
     };
     let cfg = loaded.spec.stores.get(store).ok_or_else(|| {

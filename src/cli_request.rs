@@ -483,7 +483,7 @@ fn output_rel(dir: &Path, output: Option<&Path>, name: &str) -> Result<PathBuf> 
 
 /// Run `keyward request`.
 pub fn request_cmd(dir: &Path, args: &RequestArgs, color_err: bool) -> Result<i32> {
-    let Some(loaded) = crate::cli::load_or_report(dir, color_err)? else {
+    let Some(loaded) = crate::flow::load_or_report(dir, color_err)? else {
         eprintln!(
             "The repository's spec must be valid before a key can be requested; ask its admins."
         );

@@ -1,0 +1,217 @@
+//! The `plan` and `apply` flows end to end, as people and CI run them, reading top to
+//! bottom as the data flows: load → policy → observe → diff → plan → guards → apply →
+//! deliver → notify. Takes plain option structs (never clap types), prints the plan on
+//! stdout and progress on stderr, and returns an `Outcome`. Orchestration only: must not
+//! decide what changes (the diff) nor how keys change (`apply`).
+
+mod base;
+mod execute;
+pub mod load;
+pub mod options;
+mod planning;
+mod saved;
+
+pub use load::{Desired, load_desired, load_or_report, policy_refuses};
+pub use options::{ApplyRunOptions, Colors, PlanFormat, PlanOptions, Step, actor};
+
+use crate::apply::Context;
+use crate::clock::{Clock, SystemClock};
+use crate::deliver::Outbox;
+use crate::notify::Notice;
+use crate::observe;
+use crate::outcome::Outcome;
+use crate::plan::{Plan, saved as saved_file};
+use crate::store::Actor;
+use anyhow::{Result, bail};
+use planning::{Stores, make_plan, print_plan};
+use std::path::Path;
+
+/// `keyward plan`: load → policy → observe → diff → plan (→ saved file).
+pub async fn plan(dir: &Path, opts: &PlanOptions, color: Colors) -> Result<Outcome> {
+    let Some(desired) = load_desired(dir, opts.rev.as_deref(), color.err)? else {
+        return Ok(Outcome::Error);
+    };
+    let now = SystemClock.now();
+    if policy_refuses(&desired.loaded, now, color.err) {
+        return Ok(Outcome::Refused);
+    }
+    let stores = observe::open_all(&desired.loaded.spec, None)?;
+    let plan = make_plan(&desired, &stores, opts, now).await?;
+    if opts.drift_only && plan.is_empty() && opts.format == PlanFormat::Text {
+        println!("No drift: the live stores hold what keyward left in them.");
+        return Ok(Outcome::Ok);
+    }
+    print_plan(&plan, opts.format, color.out);
+    if let Some(out) = &opts.out {
+        saved_file::write(out, &plan)?;
+        eprintln!(
+            "Saved the plan to {}. Apply exactly this plan with `keyward apply {}`.",
+            out.display(),
+            out.display()
+        );
+    }
+    let changes = (opts.detailed_exitcode || opts.drift_only) && !plan.is_empty();
+    Ok(if changes {
+        Outcome::Changes
+    } else {
+        Outcome::Ok
+    })
+}
+
+/// `keyward apply` (a fresh plan) and `keyward apply FILE` (a saved plan): load → policy →
+/// dirty check → lock → (plan → guards → apply → deliver) → unlock → notify.
+pub async fn apply(dir: &Path, opts: &ApplyRunOptions, color: Colors) -> Result<Outcome> {
+    let saved_plan = match saved::read(opts)? {
+        Ok(p) => p,
+        Err(stop) => return Ok(stop),
+    };
+    if opts.plan.out.is_some() {
+        bail!("--out belongs to `keyward plan`; apply a saved plan with `keyward apply FILE`");
+    }
+    let rev = saved::revision_to_load(saved_plan.as_ref(), opts);
+    let Some(desired) = load_desired(dir, rev.as_deref(), color.err)? else {
+        return Ok(Outcome::Error);
+    };
+    if let Some(p) = &saved_plan
+        && let Err(stop) = saved::check_spec(p, &desired)
+    {
+        return Ok(stop);
+    }
+    let clock = SystemClock;
+    if policy_refuses(&desired.loaded, clock.now(), color.err) {
+        return Ok(Outcome::Refused);
+    }
+    if !execute::dirty_check(&desired, opts.allow_dirty, opts.commit_deliveries)? {
+        return Ok(Outcome::Refused);
+    }
+    if opts.commit_deliveries && desired.git.is_none() {
+        bail!(
+            "--commit-deliveries needs a git repository, and {} is not in one",
+            dir.display()
+        );
+    }
+    let stores = observe::open_all(&desired.loaded.spec, None)?;
+    let mut actor = actor();
+    actor.commit = execute::recorded_commit(&desired);
+    let leases = match execute::lock(&stores, &actor).await? {
+        Ok(l) => l,
+        Err(stop) => return Ok(stop),
+    };
+    let locked = Locked {
+        desired: &desired,
+        stores: &stores,
+        opts,
+        clock: &clock,
+    };
+    let result = locked
+        .apply(saved_plan.as_ref(), color.out, actor.clone())
+        .await;
+    crate::apply::unlock_stores(&stores, &leases).await;
+    let (outcome, notices) = result?;
+    notify(&desired, &stores, notices, &actor, clock.now()).await;
+    Ok(outcome)
+}
+
+/// Notifications go out after the locks are released, and whatever happens to them, the
+/// apply's outcome stays what the apply earned (failures are retried next run). `None`:
+/// the apply stopped before it could say anything.
+async fn notify(
+    desired: &Desired,
+    stores: &Stores,
+    notices: Option<Vec<Notice>>,
+    actor: &Actor,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    if let (Some(fresh), Some(_)) = (notices, &desired.loaded.spec.notify) {
+        crate::notify::run_and_report(&desired.loaded.spec, stores, fresh, actor, now).await;
+    }
+}
+
+/// What an apply holding the store locks works with.
+struct Locked<'a> {
+    desired: &'a Desired,
+    stores: &'a Stores,
+    opts: &'a ApplyRunOptions,
+    clock: &'a dyn Clock,
+}
+
+impl Locked<'_> {
+    /// recover → plan → guards → confirm → apply → deliver (commit). Returns the outcome
+    /// and the notices owed (None when the apply stopped before changing anything).
+    async fn apply(
+        &self,
+        saved_plan: Option<&Plan>,
+        color: bool,
+        actor: Actor,
+    ) -> Result<(Outcome, Option<Vec<Notice>>)> {
+        let spec = &self.desired.loaded.spec;
+        let cx = Context {
+            spec,
+            stores: self.stores,
+            outbox: Outbox::new(spec.delivery.outbox.clone()),
+            clock: self.clock,
+        };
+        execute::recover(&cx).await?;
+        let plan = match self.plan(saved_plan).await? {
+            Ok(p) => p,
+            Err(stop) => return Ok((stop, None)),
+        };
+        print_plan(&plan, self.opts.plan.format, color);
+        if plan.is_empty() {
+            // Nothing new to tell, but notices earlier runs could not send are retried.
+            let outcome = execute::nothing_to_apply(&cx, self.desired, self.opts, &plan);
+            return Ok((outcome, Some(Vec::new())));
+        }
+        if !execute::guards_pass(&plan, self.opts.force) {
+            return Ok((Outcome::Refused, None));
+        }
+        if let Some(stop) = execute::confirmation(self.opts, saved_plan.is_some())? {
+            return Ok((stop, None));
+        }
+        let commit = actor.commit.clone();
+        let report = execute::run_changes(&cx, &plan, self.opts.concurrency, actor).await;
+        execute::report_applied(&spec.root, &plan, &report);
+        let outcome = self.deliver(&report);
+        let notices = crate::notify::after_apply(
+            spec,
+            &plan.actions,
+            &report,
+            commit.as_deref(),
+            self.clock.now(),
+        );
+        Ok((outcome, Some(notices)))
+    }
+
+    /// observe → diff → plan: a fresh plan, or the saved one checked against the live state.
+    async fn plan(&self, saved_plan: Option<&Plan>) -> Step<Plan> {
+        match saved_plan {
+            None => Ok(Ok(make_plan(
+                self.desired,
+                self.stores,
+                &self.opts.plan,
+                self.clock.now(),
+            )
+            .await?)),
+            Some(saved_plan) => {
+                let observed = observe::list_stores(self.stores).await?;
+                saved::replan(self.desired, &observed, saved_plan)
+            }
+        }
+    }
+
+    /// Delivered secrets are valid: their envelopes are committed even after a failure.
+    fn deliver(&self, report: &crate::apply::ApplyReport) -> Outcome {
+        let mut outcome = Outcome::ok_if(report.ok());
+        if self.opts.commit_deliveries
+            && let Err(e) =
+                execute::commit_deliveries(self.desired, self.opts.branch.as_deref(), report)
+        {
+            eprintln!("error: committing the deliveries failed: {e:#}");
+            outcome = Outcome::Error;
+        }
+        if !report.ok() {
+            eprintln!("  hint: fix the cause and run `keyward apply` again; it resumes safely.");
+        }
+        outcome
+    }
+}

@@ -1,0 +1,92 @@
+//! The middle of the flow, shared by plan and apply: observe the stores, check the policy
+//! that needs live keys, diff, make the plan (marked, filtered, with the guards it
+//! crosses) and print it. Must not change a store or the outbox.
+
+use super::base::mark_base;
+use super::load::Desired;
+use super::options::{PlanFormat, PlanOptions};
+use crate::deliver::Outbox;
+use crate::diff;
+use crate::observe;
+use crate::plan::{Plan, render};
+use crate::spec::Loaded;
+use crate::store::{LiveKey, Store};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The opened stores, by name.
+pub type Stores = BTreeMap<String, Arc<dyn Store>>;
+
+/// What each store holds, by store name.
+pub type Observed = BTreeMap<String, Vec<LiveKey>>;
+
+fn environments(loaded: &Loaded) -> BTreeMap<String, String> {
+    loaded
+        .spec
+        .stores
+        .iter()
+        .map(|(n, s)| (n.clone(), s.environment.clone()))
+        .collect()
+}
+
+/// Diff the desired state against what the stores hold (and what the outbox delivered),
+/// as a plan (unfiltered, unmarked).
+pub fn plan_from(
+    desired: &Desired,
+    observed: &Observed,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Plan> {
+    let outbox = Outbox::new(desired.loaded.spec.delivery.outbox.clone());
+    let delivered = observe::delivered(&outbox)?;
+    let result = diff::diff_with_deliveries(&desired.loaded.spec, observed, &delivered, now);
+    Ok(Plan::new(
+        result,
+        observed,
+        &environments(&desired.loaded),
+        desired.identity.clone(),
+        desired.revision.clone(),
+        now,
+    ))
+}
+
+/// The policy checks that need the live keys (keys per owner, counting keys made outside
+/// keyward): `Err(policy::Refused)` (exit 3) when they fail.
+pub fn live_policy(desired: &Desired, observed: &Observed) -> Result<()> {
+    let found = crate::policy::check_live(&desired.loaded.spec, observed);
+    if found.has_errors() {
+        return Err(crate::policy::Refused::new(&found, &desired.loaded.sources).into());
+    }
+    Ok(())
+}
+
+/// Observe the stores and make the plan: marked with the change under review (`--base`),
+/// filtered (`--only`), with the guards it crosses.
+pub async fn make_plan(
+    desired: &Desired,
+    stores: &Stores,
+    opts: &PlanOptions,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Plan> {
+    let observed = observe::list_stores(stores).await?;
+    live_policy(desired, &observed)?;
+    let mut plan = plan_from(desired, &observed, now)?;
+    if let Some(base) = &opts.base {
+        mark_base(&mut plan, desired, base)?;
+    }
+    plan.retain_only(&opts.only);
+    if opts.drift_only {
+        plan.retain_drift();
+    }
+    plan.guards = crate::guard::check(&plan, &desired.loaded.spec.guards);
+    Ok(plan)
+}
+
+/// Print the plan on stdout.
+pub fn print_plan(plan: &Plan, format: PlanFormat, color: bool) {
+    match format {
+        PlanFormat::Text => print!("{}", render::text(plan, render::Style { color })),
+        PlanFormat::Json => println!("{}", render::json(plan)),
+        PlanFormat::Markdown => print!("{}", render::markdown(plan)),
+    }
+}

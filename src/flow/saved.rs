@@ -1,0 +1,95 @@
+//! `keyward apply FILE`: the checks that a saved plan is still the one that was reviewed
+//! (same repository, same spec, same live keys, same recomputed actions), each refusing
+//! with what changed. Must not change a store or the outbox.
+
+use super::load::Desired;
+use super::options::{ApplyRunOptions, Step};
+use super::planning::{Observed, live_policy, plan_from};
+use crate::outcome::Outcome;
+use crate::plan::{Plan, RevisionSource, saved};
+use anyhow::bail;
+
+const REPLAN_HINT: &str =
+    "  nothing was changed.\n  hint: run `keyward plan --out FILE` again and review the new plan.";
+
+/// Read the saved plan `opts.plan_file` names (None when there is none).
+pub fn read(opts: &ApplyRunOptions) -> Step<Option<Plan>> {
+    let Some(f) = &opts.plan_file else {
+        return Ok(Ok(None));
+    };
+    if opts.plan.rev.is_some() || opts.plan.base.is_some() || !opts.plan.only.is_empty() {
+        bail!(
+            "a saved plan fixes its revision and filter: drop --rev, --base and --only when applying {}",
+            f.display()
+        );
+    }
+    match saved::read(f) {
+        Ok(p) => Ok(Ok(Some(p))),
+        Err(e) => {
+            eprintln!("error: {e}\n  nothing was changed.");
+            Ok(Err(Outcome::Error))
+        }
+    }
+}
+
+/// The revision to load the desired state from: the saved plan's, or the one asked for.
+pub fn revision_to_load(saved_plan: Option<&Plan>, opts: &ApplyRunOptions) -> Option<String> {
+    match saved_plan {
+        Some(p) if p.desired_revision.source == RevisionSource::GitRevision => {
+            p.desired_revision.commit.clone()
+        }
+        Some(_) => None,
+        None => opts.plan.rev.clone(),
+    }
+}
+
+/// The saved plan was made in this repository from this spec; else the outcome that
+/// refuses it.
+pub fn check_spec(p: &Plan, desired: &Desired) -> Result<(), Outcome> {
+    if let Some(why) = saved::other_repository(&p.repository, &desired.identity) {
+        eprintln!(
+            "error: refusing {}: {why}.\n  nothing was changed.",
+            saved::describe(p)
+        );
+        return Err(Outcome::Error);
+    }
+    if let Some(lines) = saved::spec_changed(&p.desired_revision, &desired.revision) {
+        eprintln!("error: the saved plan is stale: {}", lines.join("\n"));
+        eprintln!("{REPLAN_HINT}");
+        return Err(Outcome::Refused);
+    }
+    Ok(())
+}
+
+/// Recompute the saved plan from the same spec and the live state: refused (exit 3) when a
+/// live key it was made from changed or its actions differ; else the plan to apply (with
+/// the in-place patches rebuilt, the guards and the base it was made with).
+pub fn replan(desired: &Desired, observed: &Observed, saved_plan: &Plan) -> Step<Plan> {
+    live_policy(desired, observed)?;
+    let stale = saved::live_changes(saved_plan, observed);
+    if !stale.is_empty() {
+        eprintln!("error: the saved plan is stale:");
+        for l in &stale {
+            eprintln!("  {l}");
+        }
+        eprintln!("{REPLAN_HINT}");
+        return Ok(Err(Outcome::Refused));
+    }
+    // Recompute at the plan's time from the same spec and live state: it must be the plan
+    // that was reviewed (this also rebuilds the in-place patches).
+    let mut now_plan = plan_from(desired, observed, saved_plan.created_at)?;
+    now_plan.retain_only(&saved_plan.only);
+    let diffs = saved::action_changes(&saved_plan.actions, &now_plan.actions);
+    if !diffs.is_empty() {
+        eprintln!("error: the saved plan does not match what the spec and the stores give now:");
+        for l in &diffs {
+            eprintln!("  {l}");
+        }
+        eprintln!("{REPLAN_HINT}");
+        return Ok(Err(Outcome::Refused));
+    }
+    now_plan.guards = crate::guard::check(&now_plan, &desired.loaded.spec.guards);
+    now_plan.base = saved_plan.base.clone();
+    eprintln!("Applying the saved {}.", saved::describe(saved_plan));
+    Ok(Ok(now_plan))
+}
