@@ -573,3 +573,68 @@ fn slash(p: &Path) -> String {
         .collect::<Vec<_>>()
         .join("/")
 }
+
+/// One commit that changed a file (for the web view's key pages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCommit {
+    pub id: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// The author's name (the web view shows no addresses).
+    pub author: String,
+    pub summary: String,
+}
+
+impl GitRepo {
+    /// For each of `files` (relative to the key repository root, with `/`): the commits
+    /// reachable from HEAD that changed it (added, edited or removed), newest first, at most
+    /// `per_file` each, looking at no more than `max_commits` commits.
+    pub fn file_history(
+        &self,
+        files: &[String],
+        per_file: usize,
+        max_commits: usize,
+    ) -> Result<BTreeMap<String, Vec<FileCommit>>, GitError> {
+        let mut out: BTreeMap<String, Vec<FileCommit>> = BTreeMap::new();
+        if files.is_empty() || self.head_commit().is_none() {
+            return Ok(out);
+        }
+        let mut walk = self.repo.revwalk().map_err(ctx("walking history"))?;
+        walk.set_sorting(git2::Sort::TIME)
+            .map_err(ctx("walking history"))?;
+        walk.push_head().map_err(ctx("walking history"))?;
+        let blob = |tree: Option<&git2::Tree<'_>>, f: &str| {
+            tree.and_then(|t| t.get_path(&self.prefix.join(f)).ok())
+                .map(|e| e.id())
+        };
+        for id in walk.take(max_commits) {
+            let id = id.map_err(ctx("walking history"))?;
+            let c = self.repo.find_commit(id).map_err(ctx("reading a commit"))?;
+            let tree = c.tree().map_err(ctx("reading a commit's tree"))?;
+            let parent = match c.parents().next() {
+                Some(p) => Some(p.tree().map_err(ctx("reading a parent tree"))?),
+                None => None,
+            };
+            for f in files {
+                let seen = out.get(f).map_or(0, Vec::len);
+                if seen >= per_file || blob(Some(&tree), f) == blob(parent.as_ref(), f) {
+                    continue;
+                }
+                out.entry(f.clone()).or_default().push(FileCommit {
+                    id: id.to_string(),
+                    time: chrono::DateTime::from_timestamp(c.time().seconds(), 0)
+                        .unwrap_or_default(),
+                    author: String::from_utf8_lossy(c.author().name_bytes()).into_owned(),
+                    summary: c
+                        .summary()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(200)
+                        .collect(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}

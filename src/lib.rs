@@ -20,6 +20,7 @@ pub mod outcome;
 pub mod plan;
 pub mod policy;
 pub mod recipient;
+pub mod report;
 pub mod request;
 pub mod schema;
 pub mod secret;
