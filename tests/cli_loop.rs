@@ -2,6 +2,7 @@
 //! store accepts exactly the delivered secret. Real SQLite files, real age, temp repos.
 
 mod common;
+mod needs;
 use common::{Repo, contains};
 
 const TWO_KEYS: &str = "\
@@ -83,15 +84,7 @@ fn plan_apply_deliver_and_verify_then_nothing_left() {
 
 #[test]
 fn the_standard_age_cli_decrypts_a_delivery() {
-    if std::process::Command::new("age")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("KEYWARD_SKIP_AGE_CLI").is_ok(),
-            "the `age` CLI is missing: apt-get install age (or set KEYWARD_SKIP_AGE_CLI=1)"
-        );
+    if !needs::tool(&needs::AGE) {
         return;
     }
     let r = Repo::new(TWO_KEYS);

@@ -1,9 +1,10 @@
 //! Interoperability with the standard `age` CLI (Debian `age` 1.1.1): it must decrypt our
 //! envelopes (`age -d -i ID FILE | jq -r .secret`), and we must decrypt what it encrypts.
-//! Without `age` on PATH these tests FAIL (install it: `apt-get install age`), unless
-//! KEYWARD_SKIP_AGE_CLI=1 is set, in which case they say so and pass.
+//! Without `age` on PATH these tests skip with one visible line (`apt-get install age`), and
+//! fail under `CI=true` (tests/needs); the last test here proves both through a child run.
 
 mod deliver_common;
+mod needs;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -14,20 +15,6 @@ use keyward::deliver::{
 };
 use keyward::secret;
 use keyward::spec::model::{PrincipalKind, RecipientKey};
-
-/// True when the age CLI can be used; panics with install advice when it is missing.
-fn age_cli() -> bool {
-    if Command::new("age").arg("--version").output().is_ok() {
-        return true;
-    }
-    if std::env::var("KEYWARD_SKIP_AGE_CLI").as_deref() == Ok("1") {
-        eprintln!("SKIPPED (KEYWARD_SKIP_AGE_CLI=1): the `age` CLI is not on PATH");
-        return false;
-    }
-    panic!(
-        "the `age` CLI is not on PATH: install it with `apt-get install age` (or set KEYWARD_SKIP_AGE_CLI=1 to skip)"
-    );
-}
 
 fn age_decrypt(identity: &std::path::Path, file: &std::path::Path) -> serde_json::Value {
     let out = Command::new("age")
@@ -47,7 +34,7 @@ fn age_decrypt(identity: &std::path::Path, file: &std::path::Path) -> serde_json
 
 #[test]
 fn the_age_cli_decrypts_our_envelopes() {
-    if !age_cli() {
+    if !needs::tool(&needs::AGE) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -98,7 +85,7 @@ fn the_age_cli_decrypts_our_envelopes() {
 
 #[test]
 fn we_decrypt_what_the_age_cli_encrypts() {
-    if !age_cli() {
+    if !needs::tool(&needs::AGE) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -132,7 +119,7 @@ fn we_decrypt_what_the_age_cli_encrypts() {
 
 #[test]
 fn keygen_files_are_read_by_age_keygen_and_age() {
-    if !age_cli() {
+    if !needs::tool(&needs::AGE) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -163,44 +150,62 @@ fn keygen_files_are_read_by_age_keygen_and_age() {
     );
 }
 
-/// Runs one of the tests above in a child process whose PATH has no `age`.
-fn run_without_age(skip: bool) -> std::process::Output {
+/// Runs one of the tests above in a child process whose PATH has no `age`, captured by the
+/// harness as in a plain `cargo test` (no `--nocapture`), recording skips in `log`.
+fn run_without_age(ci: Option<&str>, log: &std::path::Path) -> (bool, String, String) {
     let exe = std::env::current_exe().expect("test binary");
     let mut cmd = Command::new(exe);
     cmd.args([
         "--exact",
         "we_decrypt_what_the_age_cli_encrypts",
-        "--nocapture",
         "--test-threads=1",
     ])
     .env("PATH", "/nonexistent-keyward-test-path")
-    .env_remove("KEYWARD_SKIP_AGE_CLI");
-    if skip {
-        cmd.env("KEYWARD_SKIP_AGE_CLI", "1");
-    }
-    cmd.output().expect("run the test binary")
+    .env("KEYWARD_TEST_SKIP_LOG", log);
+    match ci {
+        Some(v) => cmd.env("CI", v),
+        None => cmd.env_remove("CI"),
+    };
+    let out = cmd.output().expect("run the test binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
-fn without_the_age_cli_the_interop_tests_fail_unless_skipped_explicitly() {
-    let out = run_without_age(false);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "must fail without age: {text}");
-    assert!(text.contains("apt-get install age"), "{text}");
+fn without_the_age_cli_a_test_skips_with_one_visible_line_and_fails_under_ci() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let want = "SKIP tests/deliver_age_cli.rs::we_decrypt_what_the_age_cli_encrypts: \
+                needs the age CLI (apt-get install age)";
 
-    let out = run_without_age(true);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let log = dir.path().join("skipped.log");
+    let (ok, stdout, stderr) = run_without_age(None, &log);
+    assert!(ok, "skips and passes without age: {stdout}{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("SKIP")).collect();
+    assert_eq!(lines, [want], "one line on the real stderr: {stderr}");
+    // Recorded for the end-of-run summary, under the run of the process that started it.
+    let recorded = std::fs::read_to_string(&log).expect("skip recorded");
+    let run = format!("{}:", std::process::id());
+    assert_eq!(recorded.lines().count(), 1, "{recorded}");
+    assert!(recorded.starts_with(&run), "{recorded}");
     assert!(
-        out.status.success(),
-        "skips with KEYWARD_SKIP_AGE_CLI=1: {text}"
+        recorded.trim_end().ends_with(&format!("\t{want}")),
+        "{recorded}"
     );
-    assert!(text.contains("SKIPPED (KEYWARD_SKIP_AGE_CLI=1)"), "{text}");
+
+    for ci in ["true", "1"] {
+        let log = dir.path().join(format!("ci-{ci}.log"));
+        let (ok, stdout, stderr) = run_without_age(Some(ci), &log);
+        let text = format!("{stdout}{stderr}");
+        assert!(!ok, "CI={ci} must fail without age: {text}");
+        assert!(text.contains("CI=true never skips"), "{text}");
+        assert!(text.contains("apt-get install age"), "{text}");
+        assert!(!log.exists(), "a failure is not a skip");
+    }
+    // CI=false is a developer's machine: it skips.
+    let (ok, _, stderr) = run_without_age(Some("false"), &dir.path().join("no-ci.log"));
+    assert!(ok && stderr.contains(want), "{stderr}");
 }

@@ -2,6 +2,7 @@
 //! keygen and write_secret_file file modes.
 
 mod deliver_common;
+mod needs;
 
 use std::path::{Path, PathBuf};
 

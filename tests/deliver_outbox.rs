@@ -2,6 +2,7 @@
 //! key's directory, pruning, tamper and swap detection, and no plaintext on disk.
 
 mod deliver_common;
+mod needs;
 
 use std::path::{Path, PathBuf};
 

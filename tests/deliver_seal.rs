@@ -2,6 +2,7 @@
 //! SSH keys from ssh-keygen, real files).
 
 mod deliver_common;
+mod needs;
 
 use deliver_common::*;
 use keyward::deliver::{

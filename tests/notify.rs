@@ -9,6 +9,7 @@
 //! except under CI=true, where they fail.
 
 mod common;
+mod needs;
 use common::{Out, Repo};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -30,24 +31,10 @@ fn t(days: f64) -> String {
     (t0 + chrono::Duration::minutes((days * 1440.0) as i64)).to_rfc3339()
 }
 
-/// Is aiosmtpd importable? Without it: skip (visibly), or fail under CI=true.
+/// Is aiosmtpd importable? Without it: skip (one visible line), or fail under CI=true.
+#[track_caller]
 fn smtp_server_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("aiosmtpd is missing under CI=true: .ci/run installs it (pip install aiosmtpd)");
-    }
-    eprintln!(
-        "SKIPPED: the notification tests need Python's aiosmtpd (pip install aiosmtpd); not installed here"
-    );
-    false
+    needs::tool(&needs::AIOSMTPD)
 }
 
 /// A port nothing listens on (yet).
@@ -752,7 +739,7 @@ fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 /// the failure is reported, and the next run delivers once the CA is trusted.
 #[test]
 fn email_uses_starttls_and_refuses_an_untrusted_certificate() {
-    if !smtp_server_available() {
+    if !smtp_server_available() || !needs::tool(&needs::OPENSSL) {
         return;
     }
     let certs = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 //! delivered secret verified through `/v1/verify`). Real binary, real databases, real age.
 
 mod common;
+mod needs;
 mod serve_common;
 mod store_common;
 
@@ -255,9 +256,7 @@ fn serve_on_sqlite_killed_mid_apply_converges_after_restart() {
 
 #[test]
 fn serve_on_postgres_killed_mid_apply_converges_after_restart() {
-    let Some(url) =
-        store_common::pg_url("serve_on_postgres_killed_mid_apply_converges_after_restart")
-    else {
+    let Some(url) = store_common::pg_url() else {
         return;
     };
     let schema = store_common::PgSchema::new(&url);

@@ -6,32 +6,17 @@
 //! Needs `wrk` and `python3` (installed by `.ci/run`): without them the test says so and
 //! passes outside CI, and fails under `CI=true`.
 
+mod needs;
+
 use std::collections::BTreeMap;
 use std::process::Command;
 
 /// Seconds of load in the CI setting (`KEYWARD_SOAK_SECONDS` overrides it).
 const CI_SECONDS: u64 = 10;
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn soak_verifies_under_applies_lose_nothing_and_memory_stays_flat() {
-    let missing: Vec<&str> = ["wrk", "python3"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    if !missing.is_empty() {
-        let msg = format!(
-            "SKIPPED soak test: {} not installed (apt-get install wrk; .ci/run installs it)",
-            missing.join(", ")
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("{msg}");
+    if !needs::tool(&needs::WRK) || !needs::tool(&needs::PYTHON3) {
         return;
     }
     let seconds = std::env::var("KEYWARD_SOAK_SECONDS")

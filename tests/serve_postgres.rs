@@ -4,6 +4,7 @@
 //! is exclusive across the instances, and quotas are exact across them. Skipped with a
 //! visible message when `KEYWARD_TEST_POSTGRES_URL` is unset.
 
+mod needs;
 mod serve_common;
 mod store_common;
 
@@ -62,7 +63,7 @@ async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_postgres_schema_do_not_corrupt_each_other() {
-    let Some(url) = pg_url("two_servers_on_one_postgres_schema_do_not_corrupt_each_other") else {
+    let Some(url) = pg_url() else {
         return;
     };
     let p = start_pair(&url);
@@ -264,7 +265,7 @@ async fn two_servers_on_one_postgres_schema_do_not_corrupt_each_other() {
 
 #[test]
 fn serve_refuses_a_postgres_database_without_a_pepper_file() {
-    let Some(url) = pg_url("serve_refuses_a_postgres_database_without_a_pepper_file") else {
+    let Some(url) = pg_url() else {
         return;
     };
     let schema = PgSchema::new(&url);

@@ -4,6 +4,7 @@
 //! both backends keep the same behaviour. PostgreSQL-only race tests with two independent
 //! store handles (as two `keyward serve` instances would have) are at the end.
 
+mod needs;
 mod store_common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -219,7 +220,7 @@ macro_rules! conformance {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    let Some(url) = super::pg_url(stringify!($check)) else {
+                    let Some(url) = super::pg_url() else {
                         return;
                     };
                     super::$check(&super::Backend::postgres(&url).await).await;
@@ -1618,7 +1619,7 @@ async fn check_concurrent_updates(b: &Backend) {
 /// order, so a reader following `after` sees every one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_event_numbers_are_gapless_under_concurrent_writers() {
-    let Some(url) = pg_url("pg_event_numbers_are_gapless_under_concurrent_writers") else {
+    let Some(url) = pg_url() else {
         return;
     };
     let b = Backend::postgres(&url).await;
@@ -1662,7 +1663,7 @@ async fn pg_event_numbers_are_gapless_under_concurrent_writers() {
 
 #[tokio::test]
 async fn pg_a_newer_schema_or_a_wrong_pepper_is_refused() {
-    let Some(url) = pg_url("pg_a_newer_schema_or_a_wrong_pepper_is_refused") else {
+    let Some(url) = pg_url() else {
         return;
     };
     let schema = PgSchema::new(&url);
@@ -1730,7 +1731,7 @@ async fn pg_a_newer_schema_or_a_wrong_pepper_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_instances_starting_together_migrate_once() {
-    let Some(url) = pg_url("pg_instances_starting_together_migrate_once") else {
+    let Some(url) = pg_url() else {
         return;
     };
     let schema = PgSchema::new(&url);
@@ -1771,7 +1772,7 @@ async fn pg_connection_urls_carry_keyward_parameters() {
         Err(StoreError::Invalid(_))
     ));
 
-    let Some(url) = pg_url("pg_connection_urls_carry_keyward_parameters") else {
+    let Some(url) = pg_url() else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1834,7 +1835,7 @@ async fn open_database_accepts_both_kinds_and_refuses_others() {
             "{bad:?}"
         );
     }
-    let Some(url) = pg_url("open_database_accepts_both_kinds_and_refuses_others") else {
+    let Some(url) = pg_url() else {
         return;
     };
     let schema = PgSchema::new(&url);

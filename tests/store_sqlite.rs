@@ -14,6 +14,7 @@ use keyward::store::sqlite::{SCHEMA_VERSION, SqliteStore};
 use keyward::store::{ListFilter, Store, StoreError, list_all};
 use tempfile::TempDir;
 
+mod needs;
 mod store_common;
 use store_common::{
     actor, assert_no_secret_in, keys_with_rotated_secrets, new_key, sqlite_files, verifies,

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -13,8 +12,6 @@ use keyward::secret::{self, Secret};
 use keyward::store::postgres::{PostgresOptions, PostgresStore};
 use keyward::store::{Actor, KeyStatus, MANAGED_BY, NewKey, Rotate, Store};
 use rand::RngCore;
-
-pub const PG_ENV: &str = "KEYWARD_TEST_POSTGRES_URL";
 
 pub fn actor() -> Actor {
     Actor {
@@ -155,19 +152,11 @@ pub fn assert_no_secret_in(contents: &[Vec<u8>], secrets: &[Secret], when: &str)
     }
 }
 
-/// The PostgreSQL URL, or None after printing a visible SKIPPED line. The line is written
-/// to the real stderr (not the test harness's captured output) so it shows in every run.
-pub fn pg_url(test: &str) -> Option<String> {
-    match std::env::var(PG_ENV) {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {PG_ENV} not set (PostgreSQL half of {test})"
-            );
-            None
-        }
-    }
+/// The PostgreSQL URL, or None after the visible SKIP line of `needs` (a failure under
+/// CI=true).
+#[track_caller]
+pub fn pg_url() -> Option<String> {
+    crate::needs::postgres_url()
 }
 
 /// A fresh PostgreSQL schema with a pepper file in a temporary directory; the schema is
