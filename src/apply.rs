@@ -6,12 +6,11 @@
 use crate::clock::Clock;
 use crate::deliver::{self, DeliveryStatus, EnvelopeMeta, Manifest, Outbox};
 use crate::diff::{self, Action, Change};
+use crate::model::{Actor, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate};
 use crate::plan::Plan;
 use crate::secret;
 use crate::spec::{DesiredKey, DesiredState, Principal, Spec};
-use crate::store::{
-    Actor, KeyPatch, KeyStatus, Lease, LiveKey, MANAGED_BY, NewKey, Rotate, Store, StoreError,
-};
+use crate::store::{Lease, Store, StoreError};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::StreamExt;
 use std::collections::BTreeMap;

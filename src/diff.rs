@@ -2,8 +2,8 @@
 //! with its reasons, the fields it touches and the escalations it carries.
 //! Must not do I/O, read the clock or generate secrets: apply does those.
 
+use crate::model::{KeyPatch, KeyStatus, LiveKey};
 use crate::spec::{DesiredKey, DesiredState, Expiry, Scope, ScopeCatalogue, Spec};
-use crate::store::{KeyPatch, KeyStatus, LiveKey};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -1159,8 +1159,8 @@ impl Ctx<'_> {
 pub(crate) mod tests {
     use super::*;
     use crate::diag::Location;
+    use crate::model::MANAGED_BY;
     use crate::spec::*;
-    use crate::store::MANAGED_BY;
     use chrono::TimeZone;
     use std::path::PathBuf;
 
@@ -1285,6 +1285,52 @@ pub(crate) mod tests {
             self.applied_digest = Some(self.state_digest());
             self
         }
+    }
+
+    /// `lifecycle::due` on keys as the diff's fixtures build them (kept here so the
+    /// lifecycle module's tests need no diff).
+    #[test]
+    fn expiring_expired_and_due_rotations_are_reported_with_what_to_do() {
+        let mut short = key("prod", "short", &["bibs:read"]);
+        short.expiry = Expiry::Lifetime(Span::days(30));
+        let mut fixed = key("prod", "fixed", &["bibs:read"]);
+        fixed.expiry = Expiry::At(now() + chrono::Duration::days(400));
+        fixed.rotation.every = Some(Span::days(90));
+        let far = key("prod", "far", &["bibs:read"]);
+        let s = spec(vec![short.clone(), fixed.clone(), far.clone()]);
+        let issued = now() - chrono::Duration::days(5);
+        let lives = vec![
+            live_from(&s, &short, "id1", issued),
+            live_from(&s, &fixed, "id2", now() - chrono::Duration::days(80)),
+            live_from(&s, &far, "id3", issued),
+        ];
+        let obs: BTreeMap<String, Vec<LiveKey>> = [("prod".to_string(), lives)].into();
+        let d = crate::lifecycle::due(&s, &obs, now(), Span::days(30));
+        assert_eq!(d.len(), 2, "{d:?}");
+        let short_item = d.iter().find(|i| i.name == "short").unwrap();
+        assert_eq!(
+            (short_item.kind, short_item.days_left),
+            (crate::lifecycle::DueKind::Expiring, 25)
+        );
+        assert!(short_item.todo.contains("rotation.generation"));
+        let rot = d.iter().find(|i| i.name == "fixed").unwrap();
+        assert_eq!(
+            (rot.kind, rot.days_left),
+            (crate::lifecycle::DueKind::RotationDue, 10)
+        );
+        // Past the expiry: expired.
+        let later = now() + chrono::Duration::days(26);
+        let d = crate::lifecycle::due(&s, &obs, later, Span::days(1));
+        let short_item = d.iter().find(|i| i.name == "short").unwrap();
+        assert_eq!(short_item.kind, crate::lifecycle::DueKind::Expired);
+        // An overdue rotation stays reported.
+        let rot = d.iter().find(|i| i.name == "fixed").unwrap();
+        assert_eq!(
+            (rot.kind, rot.days_left),
+            (crate::lifecycle::DueKind::RotationDue, -16)
+        );
+        // Nothing within a day today.
+        assert!(crate::lifecycle::due(&s, &obs, now(), Span::days(1)).is_empty());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! which expiry reminders are owed. Pure: takes the spec, the observed keys and `now`;
 //! must not do I/O, read the clock or send anything (`notify` sends, the CLI prints).
 
+use crate::model::{KeyStatus, LiveKey};
 use crate::spec::{Expiry, Span, Spec};
-use crate::store::{KeyStatus, LiveKey};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -161,44 +161,10 @@ pub fn reminder_slot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::tests::{key, live_from, now, spec};
+    use chrono::TimeZone;
 
-    #[test]
-    fn expiring_expired_and_due_rotations_are_reported_with_what_to_do() {
-        let mut short = key("prod", "short", &["bibs:read"]);
-        short.expiry = Expiry::Lifetime(Span::days(30));
-        let mut fixed = key("prod", "fixed", &["bibs:read"]);
-        fixed.expiry = Expiry::At(now() + chrono::Duration::days(400));
-        fixed.rotation.every = Some(Span::days(90));
-        let far = key("prod", "far", &["bibs:read"]);
-        let s = spec(vec![short.clone(), fixed.clone(), far.clone()]);
-        let issued = now() - chrono::Duration::days(5);
-        let lives = vec![
-            live_from(&s, &short, "id1", issued),
-            live_from(&s, &fixed, "id2", now() - chrono::Duration::days(80)),
-            live_from(&s, &far, "id3", issued),
-        ];
-        let obs: BTreeMap<String, Vec<LiveKey>> = [("prod".to_string(), lives)].into();
-        let d = due(&s, &obs, now(), Span::days(30));
-        assert_eq!(d.len(), 2, "{d:?}");
-        let short_item = d.iter().find(|i| i.name == "short").unwrap();
-        assert_eq!(
-            (short_item.kind, short_item.days_left),
-            (DueKind::Expiring, 25)
-        );
-        assert!(short_item.todo.contains("rotation.generation"));
-        let rot = d.iter().find(|i| i.name == "fixed").unwrap();
-        assert_eq!((rot.kind, rot.days_left), (DueKind::RotationDue, 10));
-        // Past the expiry: expired.
-        let later = now() + chrono::Duration::days(26);
-        let d = due(&s, &obs, later, Span::days(1));
-        let short_item = d.iter().find(|i| i.name == "short").unwrap();
-        assert_eq!(short_item.kind, DueKind::Expired);
-        // An overdue rotation stays reported.
-        let rot = d.iter().find(|i| i.name == "fixed").unwrap();
-        assert_eq!((rot.kind, rot.days_left), (DueKind::RotationDue, -16));
-        // Nothing within a day today.
-        assert!(due(&s, &obs, now(), Span::days(1)).is_empty());
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()
     }
 
     #[test]

@@ -20,9 +20,9 @@
 
 use crate::diag::Location;
 use crate::diag::{Diagnostic, Diagnostics, codes};
+use crate::model::LiveKey;
 use crate::spec::Loaded;
 use crate::spec::model::{DesiredKey, DesiredState, Expiry, Policy, Scope, Spec};
-use crate::store::LiveKey;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -639,7 +639,7 @@ pub fn check_live(spec: &Spec, observed: &BTreeMap<String, Vec<LiveKey>>) -> Dia
         for k in keys {
             let active = matches!(
                 k.status,
-                crate::store::KeyStatus::Active | crate::store::KeyStatus::Disabled
+                crate::model::KeyStatus::Active | crate::model::KeyStatus::Disabled
             );
             if active && !k.is_managed() {
                 outside

@@ -6,7 +6,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use crate::store::SecretHash;
+use crate::model::SecretHash;
 
 const PREFIX: &str = "kw";
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";

@@ -78,6 +78,7 @@ mod envelope;
 mod error;
 mod fsio;
 mod identity;
+mod manifest;
 mod outbox;
 mod seal;
 
@@ -91,10 +92,11 @@ pub use identity::{
     Identities, IdentityOrigin, IdentitySources, PassphrasePrompt, find_identities, keygen,
     ssh_public_key_text,
 };
-pub use outbox::{
-    DeliveryStatus, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestRecipient, Outbox,
-    RecipientKind, check_opened, decrypt_delivery, manifest_schema, sha256_hex, verify_envelope,
+pub use manifest::{
+    DeliveryStatus, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestRecipient, RecipientKind,
+    manifest_schema, sha256_hex,
 };
+pub use outbox::{Outbox, check_opened, decrypt_delivery, verify_envelope};
 pub use seal::{SealedFile, decrypt_bytes, decrypt_file, seal, seal_bytes, seal_for_principals};
 
 /// Result type of this module.

@@ -1,7 +1,7 @@
 //! The outbox: `deliveries/<store>/<key-name>/g<generation>/<principal>.age` + `manifest.json`,
 //! written durably (temp + fsync + rename + directory fsync) and moved through the statuses
 //! pending -> active -> superseded (or pending -> void).
-//! Owns the layout, the manifest format and status transitions. Must not decrypt except
+//! Owns the layout and the status transitions (the manifest format is `manifest`). Must not decrypt except
 //! through `open*` (which verify before decrypting), must not talk to a store, and only ever
 //! writes ciphertext and manifests.
 
@@ -11,135 +11,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::DeliverError;
 use super::envelope::{EnvelopeMeta, Opened};
-use super::fsio::{
-    MODE_PUBLIC, create_dir_durable, fsync_dir, remove_if_exists, write_atomic, write_replace,
-};
+use super::fsio::{MODE_PUBLIC, create_dir_durable, fsync_dir, remove_if_exists, write_replace};
 use super::identity::Identities;
+use super::manifest::{
+    DeliveryStatus, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestRecipient, check_name,
+    manifest_bytes, sha256_hex, write_json,
+};
 use super::seal::{SealedFile, decrypt_bytes, read_ciphertext};
-use crate::spec::model::PrincipalKind;
-
-/// File name of the manifest in each `g<N>` directory.
-pub const MANIFEST_FILE: &str = "manifest.json";
-/// `manifest_version` written and accepted.
-pub const MANIFEST_VERSION: u32 = 1;
-
-/// Where a delivery stands.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    /// Written, but the key is not (yet) registered with the store: not valid.
-    Pending,
-    /// The store accepts this generation's secret.
-    Active,
-    /// The key was never registered (or a pending write was abandoned): envelopes deleted.
-    Void,
-    /// Replaced by a newer active generation (or an older key's manifest kept for audit).
-    Superseded,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Active => "active",
-            DeliveryStatus::Void => "void",
-            DeliveryStatus::Superseded => "superseded",
-        }
-    }
-
-    fn may_become(self, to: DeliveryStatus) -> bool {
-        use DeliveryStatus::*;
-        self == to
-            || matches!(
-                (self, to),
-                (Pending, Active) | (Pending, Void) | (Active, Superseded)
-            )
-    }
-}
-
-impl std::fmt::Display for DeliveryStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Kind of principal a delivery is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RecipientKind {
-    Person,
-    Service,
-}
-
-impl RecipientKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecipientKind::Person => "person",
-            RecipientKind::Service => "service",
-        }
-    }
-}
-
-impl From<PrincipalKind> for RecipientKind {
-    fn from(k: PrincipalKind) -> Self {
-        match k {
-            PrincipalKind::Person => RecipientKind::Person,
-            PrincipalKind::Service => RecipientKind::Service,
-        }
-    }
-}
-
-/// One recipient's envelope in a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ManifestRecipient {
-    /// Principal id (person or service in people.yaml).
-    pub id: String,
-    pub kind: RecipientKind,
-    /// Fingerprints of the public keys the envelope is sealed to.
-    pub fingerprints: Vec<String>,
-    /// Envelope file name in the same directory (`<id>.age`).
-    pub file: String,
-    /// Hex SHA-256 of the envelope file's bytes.
-    pub sha256: String,
-}
-
-/// `manifest.json`: what one generation of one key delivered, to whom, and its status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Manifest {
-    pub manifest_version: u32,
-    pub key_id: String,
-    /// The key's name in the spec.
-    pub name: String,
-    pub store: String,
-    pub environment: String,
-    pub generation: u32,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Until when the previous generation's secret still verifies.
-    pub previous_valid_until: Option<DateTime<Utc>>,
-    /// The spec commit the delivery was made from, if known.
-    pub commit: Option<String>,
-    pub status: DeliveryStatus,
-    pub recipients: Vec<ManifestRecipient>,
-}
-
-/// JSON Schema of `manifest.json` (generated from [`Manifest`]).
-pub fn manifest_schema() -> serde_json::Value {
-    schemars::schema_for!(Manifest).to_value()
-}
-
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 impl Manifest {
     /// A pending manifest for `sealed` envelopes of `meta` (checksums computed here).
@@ -173,71 +54,6 @@ impl Manifest {
                 })
                 .collect(),
         }
-    }
-
-    pub fn recipient(&self, principal_id: &str) -> Option<&ManifestRecipient> {
-        self.recipients.iter().find(|r| r.id == principal_id)
-    }
-
-    /// Read and check a manifest file.
-    pub fn read(path: &Path) -> Result<Manifest, DeliverError> {
-        let bytes = fs::read(path).map_err(|e| DeliverError::io("read", path, e))?;
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| DeliverError::Manifest {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        if m.manifest_version != MANIFEST_VERSION {
-            return Err(DeliverError::Manifest {
-                path: path.to_path_buf(),
-                message: format!(
-                    "manifest_version {} is not supported (this keyward reads {MANIFEST_VERSION}); upgrade keyward",
-                    m.manifest_version
-                ),
-            });
-        }
-        for r in &m.recipients {
-            if check_name("recipient file", &r.file).is_err() || !r.file.ends_with(".age") {
-                return Err(DeliverError::Manifest {
-                    path: path.to_path_buf(),
-                    message: format!("recipient file `{}` is not a plain `<id>.age` name", r.file),
-                });
-            }
-        }
-        Ok(m)
-    }
-
-    fn write(&self, dir: &Path) -> Result<(), DeliverError> {
-        write_json(&dir.join(MANIFEST_FILE), self)
-    }
-}
-
-fn manifest_bytes(m: &Manifest) -> Result<Vec<u8>, DeliverError> {
-    let mut bytes = serde_json::to_vec_pretty(m)
-        .map_err(|e| DeliverError::Internal(format!("could not serialise a manifest: {e}")))?;
-    bytes.push(b'\n');
-    Ok(bytes)
-}
-
-fn write_json(path: &Path, m: &Manifest) -> Result<(), DeliverError> {
-    write_atomic(path, &manifest_bytes(m)?, MODE_PUBLIC)
-}
-
-/// A name used as a path component must be plain: letters, digits, `-`, `_`, `.`, not
-/// starting with `.`, so nothing can escape the outbox or hide in it.
-fn check_name(what: &'static str, value: &str) -> Result<(), DeliverError> {
-    let ok = !value.is_empty()
-        && value.len() <= 200
-        && !value.starts_with('.')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(DeliverError::UnsafeName {
-            what,
-            value: value.to_string(),
-        })
     }
 }
 

@@ -12,7 +12,7 @@ use super::DeliverError;
 use super::envelope::{Envelope, EnvelopeMeta, EnvelopeRef, Opened};
 use super::error::json_error_summary;
 use super::identity::Identities;
-use super::outbox::{MANIFEST_FILE, Manifest, RecipientKind};
+use super::manifest::{MANIFEST_FILE, Manifest, RecipientKind};
 use crate::recipient::{self, clean_age_message};
 use crate::secret::Secret;
 use crate::spec::model::{Principal, RecipientKey};

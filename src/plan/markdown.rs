@@ -2,7 +2,7 @@
 //! a summary table per store, escalations and revocations first, each key's details folded,
 //! and a hard size budget. Pure function of a `Plan`; must not decide what changes.
 
-use super::render::{clean, summary_line, verb};
+use super::text::{clean, summary_line, verb};
 use super::{Plan, short};
 use crate::diff::{Action, Change};
 use std::fmt::Write as _;
@@ -479,83 +479,6 @@ mod tests {
             md.contains("#### Revocations and deletions"),
             "revocations are not crowded out"
         );
-    }
-
-    /// A plan made by the diff with a key about to expire (not renewed) and a person who left
-    /// people.yaml (a recipient of one key, the owner of another): the PR comment says both,
-    /// as the text plan does.
-    #[test]
-    fn expiry_warnings_and_access_removed_appear_in_the_markdown() {
-        use crate::diff::tests::{key, live_from, now, spec};
-        use crate::plan::{RepoIdentity, RepoKind, Revision, RevisionSource};
-        use crate::spec::Expiry;
-        use std::collections::BTreeMap;
-        let ill = key("prod", "ill-lookup", &["bibs:read"]);
-        let mut soon = key("prod", "expiring-soon", &["users:read"]);
-        soon.expiry = Expiry::At(now() + chrono::Duration::days(5));
-        let reports = key("prod", "reports", &["analytics:read"]);
-        let s = spec(vec![ill.clone(), soon.clone(), reports.clone()]);
-        let t0 = now() - chrono::Duration::days(10);
-        let mut l_ill = live_from(&s, &ill, "ILLID0000000001", t0);
-        l_ill
-            .recipients
-            .insert("mleft".into(), "sha256:0011223344556677".into());
-        let l_ill = l_ill.recorded();
-        let mut l_rep = live_from(&s, &reports, "REPID0000000002", t0);
-        l_rep.owner = "mleft".into();
-        let l_rep = l_rep.recorded();
-        let l_soon = live_from(&s, &soon, "SOONID000000003", t0);
-        let observed: BTreeMap<String, Vec<crate::store::LiveKey>> =
-            [("prod".to_string(), vec![l_ill, l_rep, l_soon])].into();
-        let envs: BTreeMap<String, String> = s
-            .stores
-            .iter()
-            .map(|(n, st)| (n.clone(), st.environment.clone()))
-            .collect();
-        let files: BTreeMap<std::path::PathBuf, Vec<u8>> =
-            [("keys/a.yaml".into(), b"keys: []\n".to_vec())].into();
-        let mut rev = Revision::of_files(
-            RevisionSource::WorkingTree,
-            Some("0123456789abcdef0123456789abcdef01234567".into()),
-            &files,
-        );
-        rev.dirty = false;
-        let plan = Plan::new(
-            crate::diff::diff(&s, &observed, now()),
-            &observed,
-            &envs,
-            RepoIdentity {
-                kind: RepoKind::Git,
-                id: "fedcba9876543210fedcba9876543210fedcba98".into(),
-            },
-            rev,
-            now(),
-        );
-        assert_eq!(plan.access_removed.len(), 1, "{:?}", plan.access_removed);
-        assert!(!plan.warnings.is_empty());
-        let md = markdown(&plan);
-        let text = super::super::render::text(&plan, super::super::render::Style { color: false });
-        // The same line as the text plan, in the head (which is never cut).
-        let line = plan.access_removed[0].to_string();
-        assert_eq!(
-            line,
-            "access removed for mleft: 1 key(s) rotated, 1 key(s) need a new owner"
-        );
-        assert!(text.contains(&line), "{text}");
-        let summary_end = md.find("| Store |").expect("summary table");
-        assert!(md[..summary_end].contains(&format!("> **{line}**")), "{md}");
-        assert!(
-            md[..summary_end].contains("1 key(s) expired or expire soon"),
-            "{md}"
-        );
-        // Each warning the text plan shows is listed, before the details.
-        let w = md.find("#### ⚠️ Warnings").expect("warnings section");
-        assert!(w < md.find("#### Details").expect("details"), "{md}");
-        for n in &plan.warnings {
-            assert!(text.contains(&n.message), "{text}");
-            assert!(md.contains(&inline(&n.message)), "{md}");
-        }
-        insta::assert_snapshot!(md);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 pub mod markdown;
 pub mod render;
 pub mod saved;
+pub mod text;
 
 use crate::diff::{Action, Change, DiffResult, Note};
-use crate::store::{KeyStatus, LiveKey};
+use crate::model::{KeyStatus, LiveKey};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

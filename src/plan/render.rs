@@ -2,6 +2,7 @@
 //! Pure functions from a `Plan` to a `String`; must not decide what changes.
 
 use super::Plan;
+pub use super::text::{clean, summary_line, verb};
 use crate::diff::{Action, Change};
 
 /// ANSI styling, switched off for NO_COLOR and non-terminals.
@@ -34,53 +35,6 @@ impl Style {
     fn warn(&self, s: &str) -> String {
         self.paint("1;33", s)
     }
-}
-
-/// What happens to a key, in words.
-pub fn verb(a: Action) -> &'static str {
-    match a {
-        Action::Create => "will be created",
-        Action::Update => "will be updated in place",
-        Action::Rotate => "will be rotated (same id, new secret)",
-        Action::Replace => "must be replaced",
-        Action::Disable => "will be disabled",
-        Action::Revoke => "will be revoked",
-        Action::Delete => "will be deleted",
-    }
-}
-
-/// Make a spec-supplied value safe to print on one line: newlines become `⏎`, tabs spaces,
-/// other control characters (terminal escapes) and bidi overrides the replacement character.
-pub fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '\n' => '⏎',
-            '\t' => ' ',
-            c if c.is_control() => '\u{FFFD}',
-            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' => {
-                '\u{FFFD}'
-            }
-            c => c,
-        })
-        .collect()
-}
-
-/// The one-line summary, Terraform style.
-pub fn summary_line(plan: &Plan) -> String {
-    let s = plan.summary();
-    if s.total() == 0 {
-        return "No changes. The live stores match the spec.".into();
-    }
-    format!(
-        "Plan: {} to create, {} to update, {} to rotate, {} to replace, {} to disable, {} to revoke, {} to delete.",
-        s.get(Action::Create),
-        s.get(Action::Update),
-        s.get(Action::Rotate),
-        s.get(Action::Replace),
-        s.get(Action::Disable),
-        s.get(Action::Revoke),
-        s.get(Action::Delete)
-    )
 }
 
 fn render_change(out: &mut String, c: &Change, st: Style) {
@@ -289,5 +243,85 @@ mod tests {
         assert_eq!(esc[0]["kind"], "level_raised", "{esc}");
         assert!(j["summary"]["escalations"].as_u64().unwrap() >= 2);
         assert!(markdown(&p).contains("bibs: read -&gt; write"));
+    }
+
+    /// A plan made by the diff with a key about to expire (not renewed) and a person who left
+    /// people.yaml (a recipient of one key, the owner of another): the PR comment says both,
+    /// as the text plan does.
+    #[test]
+    fn expiry_warnings_and_access_removed_appear_in_the_markdown() {
+        use crate::diff::tests::{key, live_from, now, spec};
+        use crate::plan::{RepoIdentity, RepoKind, Revision, RevisionSource};
+        use crate::spec::Expiry;
+        use std::collections::BTreeMap;
+        let ill = key("prod", "ill-lookup", &["bibs:read"]);
+        let mut soon = key("prod", "expiring-soon", &["users:read"]);
+        soon.expiry = Expiry::At(now() + chrono::Duration::days(5));
+        let reports = key("prod", "reports", &["analytics:read"]);
+        let s = spec(vec![ill.clone(), soon.clone(), reports.clone()]);
+        let t0 = now() - chrono::Duration::days(10);
+        let mut l_ill = live_from(&s, &ill, "ILLID0000000001", t0);
+        l_ill
+            .recipients
+            .insert("mleft".into(), "sha256:0011223344556677".into());
+        let l_ill = l_ill.recorded();
+        let mut l_rep = live_from(&s, &reports, "REPID0000000002", t0);
+        l_rep.owner = "mleft".into();
+        let l_rep = l_rep.recorded();
+        let l_soon = live_from(&s, &soon, "SOONID000000003", t0);
+        let observed: BTreeMap<String, Vec<crate::model::LiveKey>> =
+            [("prod".to_string(), vec![l_ill, l_rep, l_soon])].into();
+        let envs: BTreeMap<String, String> = s
+            .stores
+            .iter()
+            .map(|(n, st)| (n.clone(), st.environment.clone()))
+            .collect();
+        let files: BTreeMap<std::path::PathBuf, Vec<u8>> =
+            [("keys/a.yaml".into(), b"keys: []\n".to_vec())].into();
+        let mut rev = Revision::of_files(
+            RevisionSource::WorkingTree,
+            Some("0123456789abcdef0123456789abcdef01234567".into()),
+            &files,
+        );
+        rev.dirty = false;
+        let plan = Plan::new(
+            crate::diff::diff(&s, &observed, now()),
+            &observed,
+            &envs,
+            RepoIdentity {
+                kind: RepoKind::Git,
+                id: "fedcba9876543210fedcba9876543210fedcba98".into(),
+            },
+            rev,
+            now(),
+        );
+        assert_eq!(plan.access_removed.len(), 1, "{:?}", plan.access_removed);
+        assert!(!plan.warnings.is_empty());
+        let md = markdown(&plan);
+        let text = text(&plan, Style { color: false });
+        // The same line as the text plan, in the head (which is never cut).
+        let line = plan.access_removed[0].to_string();
+        assert_eq!(
+            line,
+            "access removed for mleft: 1 key(s) rotated, 1 key(s) need a new owner"
+        );
+        assert!(text.contains(&line), "{text}");
+        let summary_end = md.find("| Store |").expect("summary table");
+        assert!(md[..summary_end].contains(&format!("> **{line}**")), "{md}");
+        assert!(
+            md[..summary_end].contains("1 key(s) expired or expire soon"),
+            "{md}"
+        );
+        // Each warning the text plan shows is listed, before the details.
+        let w = md.find("#### ⚠️ Warnings").expect("warnings section");
+        assert!(w < md.find("#### Details").expect("details"), "{md}");
+        for n in &plan.warnings {
+            assert!(text.contains(&n.message), "{text}");
+            assert!(
+                md.contains(&crate::plan::markdown::inline(&n.message)),
+                "{md}"
+            );
+        }
+        insta::assert_snapshot!(md);
     }
 }

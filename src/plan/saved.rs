@@ -10,7 +10,7 @@
 
 use super::{FORMAT_VERSION, Plan, RepoIdentity, Revision, short};
 use crate::diff::Change;
-use crate::store::LiveKey;
+use crate::model::LiveKey;
 use std::collections::BTreeMap;
 use std::path::Path;
 
