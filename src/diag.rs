@@ -228,6 +228,26 @@ pub mod codes {
     pub const MISSING_REQUIRED_LABEL: &str = "KW209";
     pub const NAME_PATTERN: &str = "KW210";
     pub const ENVIRONMENT_MISMATCH: &str = "KW211";
+
+    // KW4xx: console stores (src/console): ledgers and the vendors' presets.
+    /// A ledger names another store or vendor than keyward.yaml.
+    pub const LEDGER_MISMATCH: &str = "KW401";
+    /// A key name or id appears twice in a ledger.
+    pub const LEDGER_DUPLICATE: &str = "KW402";
+    /// A ledger entry does not fit the format (type, fingerprint, generation, step).
+    pub const LEDGER_INVALID: &str = "KW403";
+    /// A scope the console does not offer.
+    pub const CONSOLE_SCOPE: &str = "KW410";
+    /// More than one scope where the console takes exactly one (OpenAthens).
+    pub const CONSOLE_ONE_SCOPE: &str = "KW411";
+    /// An expiry the console cannot have (none where it always sets one, beyond its maximum).
+    pub const CONSOLE_EXPIRY: &str = "KW412";
+    /// More keys for one owner than the console allows.
+    pub const CONSOLE_PER_OWNER: &str = "KW413";
+    /// A key field a console store cannot honour (a quota: the vendor counts calls).
+    pub const CONSOLE_FIELD: &str = "KW414";
+    /// An environment the console does not have.
+    pub const CONSOLE_ENVIRONMENT: &str = "KW415";
 }
 
 /// Source texts by path relative to the repository root, for caret rendering.

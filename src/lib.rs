@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cli_lifecycle;
 pub mod cli_request;
 pub mod clock;
+pub mod console;
 pub mod deliver;
 pub mod diag;
 pub mod diff;

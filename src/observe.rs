@@ -1,6 +1,7 @@
 //! Observe: open the stores a spec names and list what they hold. The only place that
 //! turns a `StoreConfig` into a live `Store`; must not compare or change anything.
 
+use crate::console::ConsoleStore;
 use crate::deliver::{DeliverError, DeliveryStatus, Outbox};
 use crate::diff::{Delivered, DeliveredKey};
 use crate::spec::{Spec, StoreConfig, StoreKind};
@@ -27,6 +28,12 @@ pub enum ObserveError {
         url: String,
         var: String,
     },
+    #[error("console store `{store}`: {source}")]
+    Ledger {
+        store: String,
+        #[source]
+        source: crate::console::LedgerError,
+    },
     #[error("listing store `{store}`: {source}")]
     List {
         store: String,
@@ -43,6 +50,12 @@ pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ObserveError> {
             .map_err(|e| ObserveError::Open {
                 store: cfg.name.clone(),
                 location: path.display().to_string(),
+                source: e,
+            }),
+        StoreKind::Console(console) => ConsoleStore::open(cfg, console)
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|e| ObserveError::Ledger {
+                store: cfg.name.clone(),
                 source: e,
             }),
         StoreKind::Http { url, token_env } => {

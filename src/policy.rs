@@ -452,6 +452,8 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
             out.push(d);
         }
     }
+    // The console stores' own rules (their vendors' presets).
+    out.extend(crate::console::rules::check(spec, now));
     out.sort();
     out
 }

@@ -15,11 +15,12 @@ pub const NAMES: &[(&str, &str)] = &[
     ("people", "people.schema.json"),
     ("keys", "keys.schema.json"),
     ("plan", "plan.schema.json"),
+    ("ledger", "ledger.schema.json"),
 ];
 
 /// An unknown schema name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown schema `{0}` (known: keyward, people, keys, plan)")]
+#[error("unknown schema `{0}` (known: keyward, people, keys, plan, ledger)")]
 pub struct UnknownSchema(pub String);
 
 /// Writing the schema files failed.
@@ -53,6 +54,10 @@ pub fn get(name: &str) -> Result<serde_json::Value, UnknownSchema> {
         "keyward" => with_id::<raw::ConfigFile>("keyward.schema.json", "keyward.yaml"),
         "people" => with_id::<raw::PeopleFile>("people.schema.json", "people.yaml"),
         "keys" => with_id::<raw::KeyFile>("keys.schema.json", "keyward key file (keys/*.yaml)"),
+        "ledger" => with_id::<crate::console::LedgerFile>(
+            "ledger.schema.json",
+            "keyward console ledger (ledger/<store>.yaml)",
+        ),
         _ => crate::plan::json_schema(),
     })
 }

@@ -126,6 +126,13 @@ pub(crate) fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<
     }
 }
 
+/// Write a committed, public file (a console ledger) atomically and durably, creating its
+/// directory if missing: temp file, fsync, rename, fsync directory.
+pub fn write_committed_file(path: &Path, bytes: &[u8]) -> Result<(), DeliverError> {
+    create_dir_durable(&parent_of(path))?;
+    write_atomic(path, bytes, MODE_PUBLIC)
+}
+
 /// Create `dir` and any missing parents, fsyncing each parent after a directory is made in it.
 pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), DeliverError> {
     let mut missing = Vec::new();

@@ -87,7 +87,7 @@ pub use envelope::{
     envelope_schema, render,
 };
 pub use error::DeliverError;
-pub use fsio::write_secret_file;
+pub use fsio::{write_committed_file, write_secret_file};
 pub use identity::{
     Identities, IdentityOrigin, IdentitySources, PassphrasePrompt, find_identities, keygen,
     ssh_public_key_text,

@@ -432,8 +432,11 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
                 let token_env = get("token_env").and_then(|t| ctx.string(t, &sp.key("token_env")));
                 url.map(|url| StoreKind::Http { url, token_env })
             }
+            Some("console") => {
+                super::console_store::parse(ctx, &fields, &sp, root, &name).map(StoreKind::Console)
+            }
             Some(other) => {
-                let hint = did_you_mean(other, ["sqlite", "http"], "kinds");
+                let hint = did_you_mean(other, ["sqlite", "http", "console"], "kinds");
                 ctx.err(
                     codes::INVALID_VALUE,
                     &sp.key("kind"),

@@ -3,6 +3,7 @@
 //! revision) and reporting every problem at once; must not talk to stores or apply policy.
 
 pub mod config;
+pub mod console_store;
 pub mod keys;
 pub mod model;
 pub mod people;

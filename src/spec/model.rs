@@ -73,6 +73,29 @@ pub enum StoreKind {
         url: String,
         token_env: Option<String>,
     },
+    /// A vendor console without a key API (see `spec::console_store`).
+    Console(ConsoleStoreConfig),
+}
+
+/// The vendors `kind: console` accepts; each has a preset in `src/console/presets/`.
+pub const CONSOLE_VENDORS: [&str; 5] = ["alma", "primo", "openathens", "alm", "generic"];
+
+/// A `kind: console` store's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleStoreConfig {
+    /// One of `CONSOLE_VENDORS`.
+    pub vendor: String,
+    /// The ledger file, absolute (resolved against the repo root).
+    pub ledger: PathBuf,
+    /// The ledger path as written (relative to the repo root), for messages.
+    pub ledger_rel: PathBuf,
+    pub console_url: Option<String>,
+    /// vendor `generic`: the whole-value pattern of a secret.
+    pub secret_pattern: Option<String>,
+    /// The console's per-owner limit, overriding the preset's default.
+    pub max_keys_per_owner: Option<usize>,
+    /// The console's longest lifetime.
+    pub max_lifetime: Option<Span>,
 }
 
 /// The scope catalogue: API areas and ordered access levels (a later level implies earlier ones).

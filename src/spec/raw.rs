@@ -13,7 +13,19 @@ pub mod fields {
     pub const CONFIG: &[&str] = &[
         "version", "stores", "scopes", "policy", "delivery", "guards", "notify",
     ];
-    pub const STORE: &[&str] = &["kind", "path", "url", "token_env", "environment"];
+    pub const STORE: &[&str] = &[
+        "kind",
+        "path",
+        "url",
+        "token_env",
+        "environment",
+        "vendor",
+        "console_url",
+        "ledger",
+        "secret_pattern",
+        "max_keys_per_owner",
+        "max_lifetime",
+    ];
     pub const SCOPES: &[&str] = &["areas", "levels"];
     pub const POLICY: &[&str] = &[
         "default_lifetime",
@@ -112,6 +124,8 @@ pub enum StoreKindName {
     Sqlite,
     /// keyward's store protocol over HTTP (`keyward serve`).
     Http,
+    /// A vendor web console without a key API; its live state is a committed ledger.
+    Console,
 }
 
 /// One live store.
@@ -131,6 +145,25 @@ pub struct StoreEntry {
     pub token_env: Option<String>,
     /// The environment this store serves, e.g. `production` or `sandbox`.
     pub environment: String,
+    /// console only: `alma`, `primo`, `openathens`, `alm` or `generic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// console only: the console's address, shown in the steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
+    /// console only: the ledger file, relative to the repository root
+    /// (default `ledger/<store>.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<String>,
+    /// console, vendor `generic` only: a regular expression a pasted secret must match whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_pattern: Option<String>,
+    /// console only: the console's per-owner key limit (ALM: APIKEY_MAX_NUM_PER_USER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys_per_owner: Option<u64>,
+    /// console only: the console's longest lifetime (ALM: APIKEY_EXPIRE_DAYS), e.g. `90d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<String>,
 }
 
 /// API areas and ordered access levels (a later level implies the earlier ones).
