@@ -24,6 +24,7 @@ pub fn store_view(cfg: &StoreConfig) -> StoreView {
         kind: match cfg.kind {
             StoreKind::Sqlite { .. } => "sqlite".into(),
             StoreKind::Http { .. } => "http".into(),
+            StoreKind::Console(_) => "console".into(),
         },
         error: None,
         knows_last_use: false,
