@@ -8,8 +8,10 @@
 //! Without aiosmtpd (`pip install aiosmtpd`) the tests are skipped with a visible message,
 //! except under CI=true, where they fail.
 
+mod certs_common;
 mod common;
 mod needs;
+use certs_common::make_certs;
 use common::{Out, Repo};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -654,83 +656,6 @@ fn validate_reports_notify_mistakes_at_their_line() {
         "{}",
         o.all()
     );
-}
-
-/// A test CA and a server certificate for localhost/127.0.0.1 signed by it (openssl CLI).
-/// Returns (ca.pem, server.pem, server.key).
-fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl CLI (.ci/run installs it)");
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
-    let (ca, ca_key, key, csr, cert, ext) = (
-        p("ca.pem"),
-        p("ca.key"),
-        p("server.key"),
-        p("server.csr"),
-        p("server.pem"),
-        p("ext.cnf"),
-    );
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509"];
-    a.extend(ec);
-    let (cas, cakeys) = (s(&ca), s(&ca_key));
-    a.extend([
-        "-keyout",
-        &cakeys,
-        "-out",
-        &cas,
-        "-days",
-        "2",
-        "-subj",
-        "/CN=keyward test CA",
-    ]);
-    run(&a);
-    let mut a = vec!["req"];
-    a.extend(ec);
-    let (keys, csrs) = (s(&key), s(&csr));
-    a.extend(["-keyout", &keys, "-out", &csrs, "-subj", "/CN=localhost"]);
-    run(&a);
-    std::fs::write(
-        &ext,
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let (certs, exts) = (s(&cert), s(&ext));
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csrs,
-        "-CA",
-        &cas,
-        "-CAkey",
-        &cakeys,
-        "-CAcreateserial",
-        "-out",
-        &certs,
-        "-days",
-        "2",
-        "-extfile",
-        &exts,
-    ]);
-    (ca, cert, key)
 }
 
 /// STARTTLS for real: the SMTP server requires it (and AUTH only after it), keyward verifies

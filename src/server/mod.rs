@@ -6,6 +6,7 @@
 pub mod error;
 pub mod idempotency;
 pub mod idempotency_pg;
+pub mod listen;
 pub mod routes;
 pub mod tokens;
 
@@ -177,6 +178,32 @@ pub enum ServeError {
     },
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("--tls-cert and --tls-key go together: give both or neither")]
+    TlsHalf,
+}
+
+/// A duration argument: `10s`, `500ms`, `2m`, or whole seconds (`10`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected e.g. 10s, 500ms or 2m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("`{s}`: the unit must be ms, s or m")),
+    };
+    if d.is_zero() {
+        return Err(format!("`{s}`: must be more than zero"));
+    }
+    Ok(d)
 }
 
 /// `keyward serve` arguments.
@@ -197,6 +224,33 @@ pub struct ServeArgs {
     /// KEYWARD_SERVE_TOKENS environment variable (`name:role:sha256,...`) are added.
     #[arg(long, env = "KEYWARD_TOKENS_FILE", default_value = DEFAULT_TOKENS, value_name = "FILE")]
     pub tokens: PathBuf,
+    /// Close a connection that has not sent a complete request head this long after it
+    /// opened or after its previous answer (also the keep-alive idle timeout).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub header_timeout: Duration,
+    /// Answer 408 to a request (body included) not handled within this time.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
+    /// Open connections at once; more wait in the listen queue. Lowered to fit the
+    /// open-file limit (whose soft value is raised to the hard one at start).
+    #[arg(long, default_value_t = listen::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); SIGHUP reloads both.
+    #[arg(
+        long,
+        env = "KEYWARD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "KEYWARD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Benchmark only: serve a bare handler answering 200 on every path (the machine's ceiling).
     #[arg(long, hide = true)]
     pub bare: bool,
@@ -364,14 +418,50 @@ async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, SocketAddr), Ser
     Ok((listener, addr))
 }
 
+/// The limits and TLS of `args`: raises the open-file soft limit, fits the connection cap
+/// under it, loads the certificate (and reloads it on SIGHUP).
+fn connection_setup(
+    dir: &Path,
+    args: &ServeArgs,
+) -> Result<(listen::Limits, Option<Arc<listen::Tls>>), ServeError> {
+    let open_files = listen::raise_open_file_limit();
+    let limits = listen::Limits {
+        header_timeout: args.header_timeout,
+        request_timeout: args.request_timeout,
+        max_connections: listen::fit_connections(args.max_connections, open_files),
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        open_files = open_files.unwrap_or(0),
+        header_timeout_ms = limits.header_timeout.as_millis() as u64,
+        request_timeout_ms = limits.request_timeout.as_millis() as u64,
+        "connection limits"
+    );
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let files = listen::TlsFiles {
+                cert: resolve(dir, cert),
+                key: resolve(dir, key),
+            };
+            let tls = Arc::new(listen::Tls::load(files).map_err(ServeError::Tls)?);
+            listen::reload_on_sighup(Arc::clone(&tls));
+            Some(tls)
+        }
+        _ => return Err(ServeError::TlsHalf),
+    };
+    Ok((limits, tls))
+}
+
 /// Run `keyward serve` until SIGINT/SIGTERM.
 pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
+    let (limits, tls) = connection_setup(dir, args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if args.bare {
         let (listener, addr) = bind(&args.listen).await?;
-        eprintln!("keyward serve (bare benchmark handler) listening on http://{addr}");
+        eprintln!("keyward serve (bare benchmark handler) listening on {scheme}://{addr}");
         let app = Router::new().fallback(|| async { StatusCode::OK });
-        return axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+        return listen::run(listener, app, limits, tls, shutdown_signal())
             .await
             .map_err(ServeError::Serve);
     }
@@ -389,9 +479,9 @@ pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     ));
     watch_tokens(Arc::clone(&state), tokens_path);
     let (listener, addr) = bind(&args.listen).await?;
-    eprintln!("keyward serve listening on http://{addr}");
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    eprintln!("keyward serve listening on {scheme}://{addr}");
+    let app = listen::with_request_timeout(router(state), limits.request_timeout);
+    let served = listen::run(listener, app, limits, tls, shutdown_signal())
         .await
         .map_err(ServeError::Serve);
     // Give unused quota reservations back so a restart does not lose those calls.

@@ -57,11 +57,34 @@ impl Server {
     /// Start `keyward serve` in `dir` on `database`, listening on `listen` (e.g. the
     /// address of a server that was killed, to restart it where its clients look).
     pub fn start_on(dir: &Path, database: &str, listen: &str, env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(bin());
+        Server::start_with(dir, database, listen, &[], None, env)
+    }
+
+    /// Start `keyward serve` in `dir` with `extra` arguments; with `ulimit` (shell `ulimit`
+    /// arguments, e.g. `-Sn 1024`) it runs under those resource limits.
+    pub fn start_with(
+        dir: &Path,
+        database: &str,
+        listen: &str,
+        extra: &[&str],
+        ulimit: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut cmd = match ulimit {
+            None => Command::new(bin()),
+            Some(limits) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit {limits} && exec \"$0\" \"$@\""))
+                    .arg(bin());
+                c
+            }
+        };
         cmd.arg("-C")
             .arg(dir)
             .args(["serve", "--listen", listen, "--database", database])
             .args(["--tokens", "tokens.yaml"])
+            .args(extra)
             .env_remove("KEYWARD_NOW")
             .env_remove("KEYWARD_SERVE_TOKENS")
             .env("KEYWARD_LOG", "info")
