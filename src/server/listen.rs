@@ -20,11 +20,6 @@ use tokio::sync::{Semaphore, watch};
 
 use super::error::ApiError;
 
-/// Default time a connection may take to deliver a complete request head, counted from
-/// when it opens or from its previous answer (so it is the keep-alive idle timeout too).
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time one request may take, body included, before it is answered 408.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on open connections (lowered to fit the open-file limit).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// File descriptors kept for everything but client connections (databases, the tokens
