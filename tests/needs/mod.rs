@@ -71,6 +71,16 @@ pub const GNU_TIME: Tool = Tool {
     install: "apt-get install time",
     probe: || runs("time", &["-f", "%M", "true"]),
 };
+pub const CURL: Tool = Tool {
+    what: "curl",
+    install: "apt-get install curl",
+    probe: || runs("curl", &["--version"]),
+};
+pub const ZIP: Tool = Tool {
+    what: "zip",
+    install: "apt-get install zip",
+    probe: || runs("zip", &["-v"]),
+};
 pub const WRK: Tool = Tool {
     what: "wrk",
     install: "apt-get install wrk",
