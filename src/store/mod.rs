@@ -8,6 +8,7 @@ pub mod http;
 mod pepper;
 pub mod postgres;
 pub(crate) mod quota;
+pub(crate) mod row;
 pub(crate) mod rules;
 pub mod sqlite;
 

@@ -34,6 +34,7 @@
 //!   judged by the database's clock.
 //! * quotas: one atomic upsert per counted verify.
 
+mod rows;
 mod schema;
 
 pub use schema::SCHEMA_VERSION;
@@ -47,15 +48,14 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 
+use self::rows::{POSTGRES, Param, get, param, params};
 use super::pepper::{self, Pepper};
 use super::quota::Reservations;
-use super::rules::{
-    self, StoredKey, check_version, decode_cursor, encode_cursor, opt_ts, parse_ts, to_i64, ts,
-    verdict, who,
-};
+use super::row::{self, EVENT_COLUMNS, STORED_COLUMNS};
+use super::rules::{self, StoredKey, check_version, parse_ts, ts, verdict, who};
 use super::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY,
     NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
@@ -71,17 +71,6 @@ pub const PEPPER_FILE_ENV: &str = "KEYWARD_PEPPER_FILE";
 const DEFAULT_POOL_SIZE: usize = 16;
 const POOL_WAIT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-const KEY_COLUMNS: &str = "id, name, environment, owner, purpose, scopes, labels, status, \
-     issued_at, created_at, updated_at, expires_at, lifetime, version, generation, \
-     spec_generation, previous_valid_until, recipients, quota_per_day, protected, managed_by, \
-     applied_digest";
-const KEY_COLUMN_COUNT: usize = 22;
-const STORED_COLUMNS: &str = "id, name, environment, owner, purpose, scopes, labels, status, \
-     issued_at, created_at, updated_at, expires_at, lifetime, version, generation, \
-     spec_generation, previous_valid_until, recipients, quota_per_day, protected, managed_by, \
-     applied_digest, secret_mac, previous_secret_mac";
-const EVENT_COLUMNS: &str = "seq, at, who, action, key_id, key_name, commit_sha, detail";
 
 /// How to reach the database and where the pepper is.
 #[derive(Clone)]
@@ -237,208 +226,12 @@ fn pg_error(what: &str, e: &tokio_postgres::Error) -> StoreError {
     }
 }
 
-fn corrupt(col: &str) -> StoreError {
-    StoreError::Backend(format!("corrupt value in column `{col}`"))
-}
-
-fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
-    row: &'a Row,
-    i: usize,
-    col: &str,
-) -> StoreResult<T> {
-    row.try_get(i).map_err(|_| corrupt(col))
-}
-
-fn unsigned<T: TryFrom<i64>>(v: i64, col: &str) -> StoreResult<T> {
-    T::try_from(v).map_err(|_| corrupt(col))
-}
-
 fn time(row: &Row, i: usize, col: &str) -> StoreResult<DateTime<Utc>> {
     parse_ts(&get::<String>(row, i, col)?, col)
 }
 
-fn opt_time(row: &Row, i: usize, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
-    get::<Option<String>>(row, i, col)?
-        .map(|s| parse_ts(&s, col))
-        .transpose()
-}
-
-/// Read a `LiveKey` from a row selected with `KEY_COLUMNS` (or `STORED_COLUMNS`).
-fn key_from_row(row: &Row) -> StoreResult<LiveKey> {
-    let status: String = get(row, 7, "status")?;
-    Ok(LiveKey {
-        id: get(row, 0, "id")?,
-        name: get(row, 1, "name")?,
-        environment: get(row, 2, "environment")?,
-        owner: get(row, 3, "owner")?,
-        purpose: get(row, 4, "purpose")?,
-        scopes: get::<Json<_>>(row, 5, "scopes")?.0,
-        labels: get::<Json<_>>(row, 6, "labels")?.0,
-        status: KeyStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        issued_at: time(row, 8, "issued_at")?,
-        created_at: time(row, 9, "created_at")?,
-        updated_at: time(row, 10, "updated_at")?,
-        expires_at: opt_time(row, 11, "expires_at")?,
-        lifetime: get(row, 12, "lifetime")?,
-        version: unsigned(get(row, 13, "version")?, "version")?,
-        generation: unsigned(get(row, 14, "generation")?, "generation")?,
-        spec_generation: unsigned(get(row, 15, "spec_generation")?, "spec_generation")?,
-        previous_valid_until: opt_time(row, 16, "previous_valid_until")?,
-        recipients: get::<Json<_>>(row, 17, "recipients")?.0,
-        quota_per_day: get::<Option<i64>>(row, 18, "quota_per_day")?
-            .map(|q| unsigned(q, "quota_per_day"))
-            .transpose()?,
-        protected: get(row, 19, "protected")?,
-        managed_by: get(row, 20, "managed_by")?,
-        applied_digest: get(row, 21, "applied_digest")?,
-    })
-}
-
-fn stored_from_row(row: &Row) -> StoreResult<StoredKey> {
-    Ok(StoredKey {
-        key: key_from_row(row)?,
-        mac: get(row, KEY_COLUMN_COUNT, "secret_mac")?,
-        previous_mac: get(row, KEY_COLUMN_COUNT + 1, "previous_secret_mac")?,
-    })
-}
-
-fn event_from_row(row: &Row) -> StoreResult<Event> {
-    Ok(Event {
-        seq: get(row, 0, "seq")?,
-        at: time(row, 1, "at")?,
-        who: get(row, 2, "who")?,
-        action: get(row, 3, "action")?,
-        key_id: get(row, 4, "key_id")?,
-        key_name: get(row, 5, "key_name")?,
-        commit: get(row, 6, "commit_sha")?,
-        detail: get::<Json<serde_json::Value>>(row, 7, "detail")?.0,
-    })
-}
-
-/// The column values of a key row, in `STORED_COLUMNS` order.
-struct KeyValues {
-    id: String,
-    name: String,
-    environment: String,
-    owner: String,
-    purpose: Option<String>,
-    scopes: Json<serde_json::Value>,
-    labels: Json<serde_json::Value>,
-    status: &'static str,
-    issued_at: String,
-    created_at: String,
-    updated_at: String,
-    expires_at: Option<String>,
-    lifetime: Option<String>,
-    version: i64,
-    generation: i64,
-    spec_generation: i64,
-    previous_valid_until: Option<String>,
-    recipients: Json<serde_json::Value>,
-    quota_per_day: Option<i64>,
-    protected: bool,
-    managed_by: Option<String>,
-    applied_digest: Option<String>,
-    secret_mac: Vec<u8>,
-    previous_secret_mac: Option<Vec<u8>>,
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<Json<serde_json::Value>> {
-    serde_json::to_value(v)
-        .map(Json)
-        .map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
-}
-
-impl KeyValues {
-    fn of(s: &StoredKey) -> StoreResult<KeyValues> {
-        let k = &s.key;
-        Ok(KeyValues {
-            id: k.id.clone(),
-            name: k.name.clone(),
-            environment: k.environment.clone(),
-            owner: k.owner.clone(),
-            purpose: k.purpose.clone(),
-            scopes: to_json(&k.scopes)?,
-            labels: to_json(&k.labels)?,
-            status: k.status.as_str(),
-            issued_at: ts(&k.issued_at),
-            created_at: ts(&k.created_at),
-            updated_at: ts(&k.updated_at),
-            expires_at: opt_ts(&k.expires_at),
-            lifetime: k.lifetime.clone(),
-            version: to_i64(k.version, "version")?,
-            generation: i64::from(k.generation),
-            spec_generation: i64::from(k.spec_generation),
-            previous_valid_until: opt_ts(&k.previous_valid_until),
-            recipients: to_json(&k.recipients)?,
-            quota_per_day: k
-                .quota_per_day
-                .map(|q| to_i64(q, "quota_per_day"))
-                .transpose()?,
-            protected: k.protected,
-            managed_by: k.managed_by.clone(),
-            applied_digest: k.applied_digest.clone(),
-            secret_mac: s.mac.clone(),
-            previous_secret_mac: s.previous_mac.clone(),
-        })
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 24] {
-        [
-            &self.id,
-            &self.name,
-            &self.environment,
-            &self.owner,
-            &self.purpose,
-            &self.scopes,
-            &self.labels,
-            &self.status,
-            &self.issued_at,
-            &self.created_at,
-            &self.updated_at,
-            &self.expires_at,
-            &self.lifetime,
-            &self.version,
-            &self.generation,
-            &self.spec_generation,
-            &self.previous_valid_until,
-            &self.recipients,
-            &self.quota_per_day,
-            &self.protected,
-            &self.managed_by,
-            &self.applied_digest,
-            &self.secret_mac,
-            &self.previous_secret_mac,
-        ]
-    }
-}
-
-fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id`
-fn insert_sql() -> String {
-    format!(
-        "INSERT INTO keys ({STORED_COLUMNS}) VALUES ({}) ON CONFLICT (id) DO NOTHING RETURNING id",
-        placeholders(24)
-    )
-}
-
-/// `UPDATE keys SET <every column but id> WHERE id = $1`
-fn update_sql() -> String {
-    let sets = STORED_COLUMNS
-        .split(',')
-        .map(str::trim)
-        .enumerate()
-        .skip(1)
-        .map(|(i, col)| format!("{col} = ${}", i + 1))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("UPDATE keys SET {sets} WHERE id = $1")
+fn key_params(s: &StoredKey) -> StoreResult<Vec<Param>> {
+    Ok(row::key_cells(s)?.into_iter().map(param).collect())
 }
 
 /// The advisory lock key under which the migrations of `schema` run.
@@ -521,15 +314,18 @@ async fn load<C: GenericClient>(
     };
     let st = c.prepare_cached(&sql).await.db("prepare")?;
     match c.query_opt(&st, &[&id]).await.db("look up key")? {
-        Some(row) => stored_from_row(&row).map(Some),
+        Some(r) => row::stored_from(&r).map(Some),
         None => Ok(None),
     }
 }
 
 async fn update_row<C: GenericClient>(c: &C, s: &StoredKey) -> StoreResult<()> {
-    let v = KeyValues::of(s)?;
-    let st = c.prepare_cached(&update_sql()).await.db("prepare update")?;
-    let n = c.execute(&st, &v.params()).await.db("update key")?;
+    let values = key_params(s)?;
+    let st = c
+        .prepare_cached(&row::update_sql(&POSTGRES))
+        .await
+        .db("prepare update")?;
+    let n = c.execute(&st, &params(&values)).await.db("update key")?;
     if n != 1 {
         return Err(StoreError::Backend(format!(
             "key {} vanished during update",
@@ -666,15 +462,16 @@ impl PostgresStore {
         let key = rules::validate_new(key)?;
         let mac = self.pepper.mac(&key.secret_hash)?;
         let stored = rules::new_stored(key, mac, Utc::now());
-        let values = KeyValues::of(&stored)?;
+        let values = key_params(&stored)?;
         let mut c = self.client().await?;
         let tx = c.transaction().await.db("begin")?;
-        let st = tx
-            .prepare_cached(&insert_sql())
-            .await
-            .db("prepare insert")?;
+        let insert = format!(
+            "{} ON CONFLICT (id) DO NOTHING RETURNING id",
+            row::insert_sql(&POSTGRES)
+        );
+        let st = tx.prepare_cached(&insert).await.db("prepare insert")?;
         if tx
-            .query_opt(&st, &values.params())
+            .query_opt(&st, &params(&values))
             .await
             .db("insert key")?
             .is_none()
@@ -883,68 +680,16 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> StoreResult<Page<LiveKey>> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE true");
-        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn ToSql + Sync + Send>| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("${}", args.len())));
-        };
-        if let Some(c) = cursor {
-            arg(&mut sql, " AND id > ?", Box::new(decode_cursor(c)?));
-        }
-        if let Some(o) = &filter.owner {
-            arg(&mut sql, " AND owner = ?", Box::new(o.clone()));
-        }
-        if let Some(s) = filter.status {
-            arg(&mut sql, " AND status = ?", Box::new(s.as_str()));
-        }
-        if let Some(e) = &filter.environment {
-            arg(&mut sql, " AND environment = ?", Box::new(e.clone()));
-        }
-        if let Some((k, v)) = &filter.label {
-            arg(&mut sql, " AND labels ->> (?::text)", Box::new(k.clone()));
-            arg(&mut sql, " = ?::text", Box::new(v.clone()));
-        }
-        match filter.managed {
-            Some(true) => arg(&mut sql, " AND managed_by = ?", Box::new(MANAGED_BY)),
-            Some(false) => arg(
-                &mut sql,
-                " AND (managed_by IS NULL OR managed_by <> ?)",
-                Box::new(MANAGED_BY),
-            ),
-            None => {}
-        }
-        if let Some(t) = &filter.expiring_before {
-            arg(
-                &mut sql,
-                " AND expires_at IS NOT NULL AND expires_at < ?",
-                Box::new(ts(t)),
-            );
-        }
-        if filter.never_expires {
-            sql.push_str(" AND expires_at IS NULL");
-        }
-        // One extra row tells whether there is a next page.
-        arg(&mut sql, " ORDER BY id LIMIT ?", Box::new(limit as i64 + 1));
-
+        let (sql, args) = row::list_query(&POSTGRES, filter, cursor, limit)?;
+        let args: Vec<Param> = args.into_iter().map(param).collect();
         let c = self.client().await?;
         let st = c.prepare_cached(&sql).await.db("prepare list")?;
-        let params: Vec<&(dyn ToSql + Sync)> = args
+        let rows = c.query(&st, &params(&args)).await.db("list keys")?;
+        let items = rows
             .iter()
-            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let rows = c.query(&st, &params).await.db("list keys")?;
-        let mut items = rows
-            .iter()
-            .map(key_from_row)
+            .map(row::key_from)
             .collect::<StoreResult<Vec<_>>>()?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|k| encode_cursor(&k.id))
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(row::page(items, limit))
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<LiveKey>> {
@@ -1135,7 +880,7 @@ impl Store for PostgresStore {
             .query(&st, &[&after.unwrap_or(i64::MIN), &limit])
             .await
             .db("read events")?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter().map(row::event_from).collect()
     }
 
     async fn record(

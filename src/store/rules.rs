@@ -77,10 +77,6 @@ pub(crate) fn to_i64(v: u64, field: &str) -> StoreResult<i64> {
     i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{field} is too large")))
 }
 
-pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
-}
-
 pub(crate) fn check_text(field: &str, v: &str, max: usize) -> StoreResult<()> {
     if v.trim().is_empty() {
         return Err(StoreError::Invalid(format!("{field} must not be empty")));

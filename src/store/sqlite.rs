@@ -52,12 +52,11 @@ use rusqlite::{
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use self::rows::{EVENT_COLUMNS, KEY_COLUMNS, STORED_COLUMNS, StoredKey, opt_ts, ts};
+use self::rows::{SQLITE, sql_value};
 use super::pepper::{self, Pepper};
 use super::quota::Reservations;
-use super::rules::{
-    self, check_version, decode_cursor, encode_cursor, json_text, to_i64, verdict, who,
-};
+use super::row::{self, EVENT_COLUMNS, STORED_COLUMNS};
+use super::rules::{self, StoredKey, check_version, parse_ts, to_i64, ts, verdict, who};
 use super::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY,
     NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
@@ -290,7 +289,7 @@ impl SqliteStore {
             let lease = match lease {
                 None => None,
                 Some((id, holder, until)) => {
-                    let expires_at = rows::parse_ts(&until, "locks.expires_at")?;
+                    let expires_at = parse_ts(&until, "locks.expires_at")?;
                     let actor = Actor {
                         who: "force-unlock".into(),
                         commit: None,
@@ -473,7 +472,7 @@ fn load(conn: &Connection, id: &str) -> StoreResult<Option<StoredKey>> {
         .db("prepare")?;
     let mut found = st.query([id]).db("look up key")?;
     match found.next().db("read key")? {
-        Some(row) => rows::stored_from_row(row).map(Some),
+        Some(row) => row::stored_from(row).map(Some),
         None => Ok(None),
     }
 }
@@ -484,76 +483,23 @@ fn load_checked(conn: &Connection, id: &str, version: u64) -> StoreResult<Stored
     Ok(stored)
 }
 
-/// The column values of a key row after `id`, in `STORED_COLUMNS` order.
-fn row_values(s: &StoredKey) -> StoreResult<Vec<Value>> {
-    let k = &s.key;
-    let text = |v: &str| Value::Text(v.to_owned());
-    let opt_text = |v: Option<&str>| v.map_or(Value::Null, |t| Value::Text(t.to_owned()));
-    Ok(vec![
-        text(&k.name),
-        text(&k.environment),
-        text(&k.owner),
-        opt_text(k.purpose.as_deref()),
-        Value::Text(json_text(&k.scopes)?),
-        Value::Text(json_text(&k.labels)?),
-        text(k.status.as_str()),
-        Value::Text(ts(&k.issued_at)),
-        Value::Text(ts(&k.created_at)),
-        Value::Text(ts(&k.updated_at)),
-        opt_text(opt_ts(&k.expires_at).as_deref()),
-        opt_text(k.lifetime.as_deref()),
-        Value::Integer(to_i64(k.version, "version")?),
-        Value::Integer(i64::from(k.generation)),
-        Value::Integer(i64::from(k.spec_generation)),
-        opt_text(opt_ts(&k.previous_valid_until).as_deref()),
-        Value::Text(json_text(&k.recipients)?),
-        match k.quota_per_day {
-            Some(q) => Value::Integer(to_i64(q, "quota_per_day")?),
-            None => Value::Null,
-        },
-        Value::Integer(i64::from(k.protected)),
-        opt_text(k.managed_by.as_deref()),
-        opt_text(k.applied_digest.as_deref()),
-        Value::Blob(s.mac.clone()),
-        s.previous_mac.clone().map_or(Value::Null, Value::Blob),
-    ])
+fn key_values(s: &StoredKey) -> StoreResult<Vec<Value>> {
+    Ok(row::key_cells(s)?.into_iter().map(sql_value).collect())
 }
 
 fn insert_row(conn: &Connection, s: &StoredKey) -> StoreResult<()> {
-    let mut values = vec![Value::Text(s.key.id.clone())];
-    values.extend(row_values(s)?);
-    let placeholders = (1..=values.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    conn.prepare_cached(&format!(
-        "INSERT INTO keys ({STORED_COLUMNS}) VALUES ({placeholders})"
-    ))
-    .and_then(|mut st| st.execute(params_from_iter(values.iter())))
-    .db("insert key")?;
+    let values = key_values(s)?;
+    conn.prepare_cached(&row::insert_sql(&SQLITE))
+        .and_then(|mut st| st.execute(params_from_iter(values.iter())))
+        .db("insert key")?;
     Ok(())
 }
 
 fn update_row(conn: &Connection, s: &StoredKey) -> StoreResult<()> {
-    let values = row_values(s)?;
-    let sets = STORED_COLUMNS
-        .split(',')
-        .map(str::trim)
-        .skip(1)
-        .enumerate()
-        .map(|(i, col)| format!("{col} = ?{}", i + 1))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let id_param = values.len() + 1;
+    let values = key_values(s)?;
     let n = conn
-        .prepare_cached(&format!("UPDATE keys SET {sets} WHERE id = ?{id_param}"))
-        .and_then(|mut st| {
-            st.execute(params_from_iter(
-                values
-                    .iter()
-                    .chain(std::iter::once(&Value::Text(s.key.id.clone()))),
-            ))
-        })
+        .prepare_cached(&row::update_sql(&SQLITE))
+        .and_then(|mut st| st.execute(params_from_iter(values.iter())))
         .db("update key")?;
     if n != 1 {
         return Err(StoreError::Backend(format!(
@@ -581,76 +527,16 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<Page<LiveKey>> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE 1 = 1");
-        let mut args: Vec<Value> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: Value| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
-        if let Some(c) = cursor {
-            arg(&mut sql, " AND id > ?", Value::Text(decode_cursor(c)?));
-        }
-        if let Some(o) = &filter.owner {
-            arg(&mut sql, " AND owner = ?", Value::Text(o.clone()));
-        }
-        if let Some(s) = filter.status {
-            arg(&mut sql, " AND status = ?", Value::Text(s.as_str().into()));
-        }
-        if let Some(e) = &filter.environment {
-            arg(&mut sql, " AND environment = ?", Value::Text(e.clone()));
-        }
-        if let Some((k, v)) = &filter.label {
-            arg(
-                &mut sql,
-                " AND EXISTS (SELECT 1 FROM json_each(keys.labels) AS l WHERE l.key = ?",
-                Value::Text(k.clone()),
-            );
-            arg(&mut sql, " AND l.value = ?)", Value::Text(v.clone()));
-        }
-        match filter.managed {
-            Some(true) => arg(
-                &mut sql,
-                " AND managed_by = ?",
-                Value::Text(MANAGED_BY.into()),
-            ),
-            Some(false) => arg(
-                &mut sql,
-                " AND (managed_by IS NULL OR managed_by <> ?)",
-                Value::Text(MANAGED_BY.into()),
-            ),
-            None => {}
-        }
-        if let Some(t) = &filter.expiring_before {
-            arg(
-                &mut sql,
-                " AND expires_at IS NOT NULL AND expires_at < ?",
-                Value::Text(ts(t)),
-            );
-        }
-        if filter.never_expires {
-            sql.push_str(" AND expires_at IS NULL");
-        }
-        // One extra row tells whether there is a next page.
-        arg(
-            &mut sql,
-            " ORDER BY id LIMIT ?",
-            Value::Integer(limit as i64 + 1),
-        );
-
+        let (sql, args) = row::list_query(&SQLITE, filter, cursor, limit)?;
+        let args: Vec<Value> = args.into_iter().map(sql_value).collect();
         self.run(move |conn, _| {
             let mut st = conn.prepare_cached(&sql).db("prepare list")?;
             let mut found = st.query(params_from_iter(args.iter())).db("list keys")?;
             let mut items = Vec::with_capacity(limit.min(256));
-            while let Some(row) = found.next().db("read key")? {
-                items.push(rows::key_from_row(row)?);
+            while let Some(r) = found.next().db("read key")? {
+                items.push(row::key_from(r)?);
             }
-            let next = if items.len() > limit {
-                items.truncate(limit);
-                items.last().map(|k| encode_cursor(&k.id))
-            } else {
-                None
-            };
-            Ok(Page { items, next })
+            Ok(row::page(items, limit))
         })
         .await
     }
@@ -745,7 +631,7 @@ impl Store for SqliteStore {
                 .optional()
                 .db("read lease")?;
             if let Some((id, holder, until)) = current {
-                let until = rows::parse_ts(&until, "locks.expires_at")?;
+                let until = parse_ts(&until, "locks.expires_at")?;
                 if until > now {
                     return Err(StoreError::Locked { holder, id, until });
                 }
@@ -834,7 +720,7 @@ impl Store for SqliteStore {
                 .db("read events")?;
             let mut out = Vec::new();
             while let Some(row) = found.next().db("read event")? {
-                out.push(rows::event_from_row(row)?);
+                out.push(row::event_from(row)?);
             }
             Ok(out)
         })
