@@ -2,14 +2,12 @@
 //! spec -> policy -> observe (store) -> diff -> plan -> apply -> deliver.
 
 pub mod apply;
-pub mod cli;
-pub mod cli_lifecycle;
-pub mod cli_request;
 pub mod clock;
 pub mod console;
 pub mod deliver;
 pub mod diag;
 pub mod diff;
+pub mod expiry_report;
 pub mod flow;
 pub mod git;
 pub mod guard;

@@ -2,7 +2,7 @@
 //! owner, scopes, expiry, recipients, ticket) into the text of a new key file, checks each
 //! answer against the spec and policy as it is given, checks the finished text against the
 //! keys JSON Schema, and describes the request for a pull request. Must not prompt, write
-//! files or decide exit codes (the CLI in `cli_request` does), and never sees a secret.
+//! files or decide exit codes (the command line in `cli/request/` does), and never sees a secret.
 
 use crate::policy::forbidden_where;
 use crate::spec::keys::valid_key_name;

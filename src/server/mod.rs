@@ -206,78 +206,43 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// `keyward serve` arguments.
-#[derive(Debug, Clone, clap::Args)]
+/// `keyward serve` options (the command line's `cli::serve` fills them).
+#[derive(Debug, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on (use port 0 for any free port; the chosen one is printed).
-    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    /// Address to listen on (port 0: any free port; the chosen one is printed).
     pub listen: String,
     /// The database: `sqlite:PATH` (WAL mode) or `postgres://...`.
-    #[arg(
-        long,
-        env = "KEYWARD_DATABASE",
-        default_value = "sqlite:.keyward/serve.db",
-        value_name = "URL"
-    )]
     pub database: String,
-    /// Tokens file (hashes only; see `keyward token create`). Entries from the
-    /// KEYWARD_SERVE_TOKENS environment variable (`name:role:sha256,...`) are added.
-    #[arg(long, env = "KEYWARD_TOKENS_FILE", default_value = DEFAULT_TOKENS, value_name = "FILE")]
+    /// Tokens file (hashes only); entries from `KEYWARD_SERVE_TOKENS` are added.
     pub tokens: PathBuf,
     /// Close a connection that has not sent a complete request head this long after it
     /// opened or after its previous answer (also the keep-alive idle timeout).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub header_timeout: Duration,
     /// Answer 408 to a request (body included) not handled within this time.
-    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub request_timeout: Duration,
-    /// Open connections at once; more wait in the listen queue. Lowered to fit the
-    /// open-file limit (whose soft value is raised to the hard one at start).
-    #[arg(long, default_value_t = listen::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    /// Open connections at once; more wait in the listen queue.
     pub max_connections: usize,
-    /// Serve HTTPS with this PEM certificate chain (with --tls-key); SIGHUP reloads both.
-    #[arg(
-        long,
-        env = "KEYWARD_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
+    /// Serve HTTPS with this PEM certificate chain (with `tls_key`); SIGHUP reloads both.
     pub tls_cert: Option<PathBuf>,
-    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
-    #[arg(
-        long,
-        env = "KEYWARD_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
+    /// The PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Benchmark only: serve a bare handler answering 200 on every path (the machine's ceiling).
-    #[arg(long, hide = true)]
+    /// Benchmark only: serve a bare handler answering 200 on every path.
     pub bare: bool,
 }
 
-/// `keyward token` subcommands.
-#[derive(Debug, Clone, clap::Subcommand)]
+/// `keyward token` subcommands, each with its tokens file.
+#[derive(Debug, Clone)]
 pub enum TokenCommand {
-    /// Make a token; prints it once on stdout (everything else goes to stderr).
+    /// Make a token; prints it once on stdout.
     Create {
         name: String,
-        #[arg(long, value_enum)]
         role: Role,
-        #[arg(long, env = "KEYWARD_TOKENS_FILE", default_value = DEFAULT_TOKENS, value_name = "FILE")]
         tokens: PathBuf,
     },
     /// List token names and roles (never the tokens).
-    List {
-        #[arg(long, env = "KEYWARD_TOKENS_FILE", default_value = DEFAULT_TOKENS, value_name = "FILE")]
-        tokens: PathBuf,
-    },
-    /// Remove a token; a running server stops accepting it within seconds.
-    Revoke {
-        name: String,
-        #[arg(long, env = "KEYWARD_TOKENS_FILE", default_value = DEFAULT_TOKENS, value_name = "FILE")]
-        tokens: PathBuf,
-    },
+    List { tokens: PathBuf },
+    /// Remove a token.
+    Revoke { name: String, tokens: PathBuf },
 }
 
 fn resolve(dir: &Path, p: &Path) -> PathBuf {

@@ -35,7 +35,7 @@ pub const TOKEN_PREFIX: &str = "kwt_";
 pub const TOKENS_ENV: &str = "KEYWARD_SERVE_TOKENS";
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// list, get, events (what `keyward plan` needs).

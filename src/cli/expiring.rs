@@ -1,0 +1,80 @@
+//! `keyward expiring [--notify]`: the expiry report a nightly job runs, and with `--notify`
+//! the reminders owed now (plus retries of notices earlier runs could not send). Reads the
+//! stores; the decisions live in `lifecycle`, the rendering in `expiry_report`, sending in
+//! `notify`.
+
+use anyhow::{Result, anyhow};
+use clap::{Args, ValueEnum};
+use keyward::clock::{Clock, SystemClock};
+use keyward::expiry_report::{self, ReportFormat};
+use keyward::flow::{actor, load_or_report};
+use keyward::outcome::Outcome;
+use keyward::spec::Span;
+use std::path::Path;
+
+/// Output formats of `keyward expiring`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormatArg {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+pub struct ExpiringArgs {
+    /// Window to look ahead, e.g. `30d` (default: the policy's longest reminder offset).
+    #[arg(long, value_name = "SPAN")]
+    pub within: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormatArg::Text)]
+    pub format: ReportFormatArg,
+    /// Also send the expiry reminders owed now (keyward.yaml `notify:`; each once per
+    /// key and offset) and retry notices earlier runs could not send. Exit 1 when a
+    /// message could not be sent.
+    #[arg(long)]
+    pub notify: bool,
+}
+
+/// Run `keyward expiring`.
+pub async fn run(dir: &Path, args: &ExpiringArgs, color: bool) -> Result<Outcome> {
+    let Some(loaded) = load_or_report(dir, color)? else {
+        return Ok(Outcome::Error);
+    };
+    let spec = &loaded.spec;
+    if args.notify && spec.notify.is_none() {
+        eprintln!(
+            "error: --notify needs a `notify:` section in keyward.yaml (email and/or webhook; see the README, \"Notifications\"); nothing was sent."
+        );
+        return Ok(Outcome::Error);
+    }
+    let within = match &args.within {
+        Some(w) => {
+            Span::parse(w).ok_or_else(|| anyhow!("`{w}` is not a duration (e.g. 30d, 12h, 2w)"))?
+        }
+        None => spec.policy.reminder_window(),
+    };
+    let format = match args.format {
+        ReportFormatArg::Text => ReportFormat::Text,
+        ReportFormatArg::Json => ReportFormat::Json,
+        ReportFormatArg::Markdown => ReportFormat::Markdown,
+    };
+    let now = SystemClock.now();
+    let stores = keyward::observe::open_all(spec, None)?;
+    let observed = keyward::observe::list_stores(&stores).await?;
+    let items = keyward::lifecycle::due(spec, &observed, now, within);
+    print!(
+        "{}",
+        expiry_report::render(spec, &items, within, now, format)
+    );
+    let mut outcome = if items.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Changes
+    };
+    if args.notify {
+        let owed = keyward::notify::reminders(spec, &observed, now);
+        if !keyward::notify::run_and_report(spec, &stores, owed, &actor(), now).await {
+            outcome = Outcome::Error;
+        }
+    }
+    Ok(outcome)
+}

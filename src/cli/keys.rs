@@ -1,0 +1,141 @@
+//! `keyward keys`: list what the stores hold (no secrets, no hashes) as a table or JSON.
+//! Reads the stores only; must not change one.
+
+use super::common::unknown_store;
+use anyhow::{Result, anyhow};
+use clap::{Args, ValueEnum};
+use keyward::flow::load_or_report;
+use keyward::observe;
+use keyward::outcome::Outcome;
+use keyward::store::{KeyStatus, ListFilter, LiveKey, list_all};
+use std::path::Path;
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[arg(long)]
+    pub store: Option<String>,
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
+    /// YYYY-MM-DD
+    #[arg(long, value_name = "DATE")]
+    pub expiring_before: Option<String>,
+    #[arg(long)]
+    pub never_expires: bool,
+    /// Only keys not managed by keyward (made in a console).
+    #[arg(long)]
+    pub unmanaged: bool,
+    #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ListFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusArg {
+    Active,
+    Disabled,
+    Revoked,
+}
+
+fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| anyhow!("`{s}` is not a date (YYYY-MM-DD)"))?;
+    d.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .ok_or_else(|| anyhow!("bad date {s}"))
+}
+
+impl KeysArgs {
+    fn filter(&self) -> Result<ListFilter> {
+        Ok(ListFilter {
+            owner: self.owner.clone(),
+            status: self.status.map(|s| match s {
+                StatusArg::Active => KeyStatus::Active,
+                StatusArg::Disabled => KeyStatus::Disabled,
+                StatusArg::Revoked => KeyStatus::Revoked,
+            }),
+            managed: self.unmanaged.then_some(false),
+            expiring_before: self
+                .expiring_before
+                .as_deref()
+                .map(parse_date)
+                .transpose()?,
+            never_expires: self.never_expires,
+            ..ListFilter::default()
+        })
+    }
+}
+
+/// Run `keyward keys`.
+pub async fn run(dir: &Path, args: &KeysArgs, color: bool) -> Result<Outcome> {
+    let Some(loaded) = load_or_report(dir, color)? else {
+        return Ok(Outcome::Error);
+    };
+    if let Some(s) = &args.store
+        && !loaded.spec.stores.contains_key(s)
+    {
+        return Err(unknown_store(&loaded.spec, s));
+    }
+    let stores = observe::open_all(&loaded.spec, args.store.as_deref())?;
+    let filter = args.filter()?;
+    let mut rows: Vec<(String, LiveKey)> = Vec::new();
+    for (name, s) in &stores {
+        for k in list_all(s.as_ref(), &filter).await? {
+            rows.push((name.clone(), k));
+        }
+    }
+    match args.format {
+        ListFormat::Json => print_json(&rows)?,
+        ListFormat::Text => print_table(&rows),
+    }
+    Ok(Outcome::Ok)
+}
+
+fn print_json(rows: &[(String, LiveKey)]) -> Result<()> {
+    let v: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(s, k)| {
+            let mut j = serde_json::to_value(k).unwrap_or_default();
+            if let Some(o) = j.as_object_mut() {
+                o.insert("store".into(), serde_json::Value::String(s.clone()));
+            }
+            j
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+fn print_table(rows: &[(String, LiveKey)]) {
+    println!(
+        "{:<18} {:<28} {:<18} {:<10} {:<9} {:<11} {:<4} SCOPES",
+        "STORE", "NAME", "ID", "OWNER", "STATUS", "EXPIRES", "GEN"
+    );
+    for (s, k) in rows {
+        let name = if k.is_managed() {
+            k.name.clone()
+        } else {
+            format!("{} (unmanaged)", k.name)
+        };
+        println!(
+            "{:<18} {:<28} {:<18} {:<10} {:<9} {:<11} {:<4} {}",
+            s,
+            name,
+            k.id,
+            k.owner,
+            k.status.as_str(),
+            k.expires_at
+                .map(|t| t.format("%Y-%m-%d").to_string())
+                .unwrap_or_else(|| "never".into()),
+            k.generation,
+            k.scopes.join(",")
+        );
+    }
+    eprintln!("{} key(s).", rows.len());
+}

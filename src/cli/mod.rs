@@ -1,0 +1,202 @@
+//! The command line (part of the binary; the library never sees clap): the clap tree with
+//! the global options, and the dispatch of each command to its file in `cli/`, which reads
+//! its arguments into plain options and calls the library. Turns outcomes into exit codes.
+//! Secrets reach stdout only through `decrypt`/`secret` with `--reveal` or a pipe.
+
+mod apply;
+mod common;
+mod expiring;
+mod import;
+mod keys;
+mod plan;
+mod repo;
+mod request;
+mod secret;
+mod serve;
+mod token;
+mod unlock;
+mod verify;
+
+use anyhow::{Context as _, Result};
+use clap::{CommandFactory, Parser, Subcommand};
+use keyward::flow::Colors;
+use keyward::outcome::Outcome;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success (with --detailed-exitcode: no changes)
+  1  error, including an invalid spec, a corrupt plan file or one from another repository
+  2  changes present (plan --detailed-exitcode)
+  3  refused by a guard: a stale saved plan, a safety threshold (keyward.yaml `guards:`,
+     override with --force), the store lock held by another apply, a policy violation,
+     uncommitted spec files or deliveries (override with --allow-dirty)
+
+Examples:
+  keyward -C examples/library plan
+  keyward -C examples/library apply --auto-approve
+  keyward secret illiad-barcode-lookup --store alma-production -i ~/.config/keyward/identities.txt --reveal
+  keyward keys --store alma-production --expiring-before 2027-01-01
+  keyward request                       # ask for a new key (a key file for a pull request)";
+
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about = "API keys the GitOps way: YAML in git -> plan -> apply -> age-encrypted delivery", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Run as if started in DIR (the key repository).
+    #[arg(
+        short = 'C',
+        long = "dir",
+        global = true,
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
+    /// Never colour output (NO_COLOR is honoured too).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a new key repository (keyward.yaml, people.yaml, keys/, schemas/, .gitignore).
+    #[command(
+        after_help = "Example:\n  keyward init my-keys && cd my-keys && keyward keygen -o me.txt"
+    )]
+    Init(repo::InitArgs),
+    /// Check the spec and print every problem at once (exit 1 when there are errors).
+    #[command(
+        after_help = "Example:\n  keyward -C examples/library validate\n  keyward validate --format json"
+    )]
+    Validate(repo::ValidateArgs),
+    /// Show what apply would change in the live stores.
+    #[command(
+        after_help = "Examples:\n  keyward plan\n  keyward plan --detailed-exitcode   # 0 none, 2 changes, 1 error, 3 refused\n  keyward plan --format json > plan.json\n  keyward plan --base origin/main --format markdown   # a pull request's comment\n  keyward plan --rev v1.2 --out plan.json            # save it; then: keyward apply plan.json"
+    )]
+    Plan(plan::PlanArgs),
+    /// Plan, confirm, then create/update/rotate/revoke keys and deliver new secrets.
+    #[command(
+        after_help = "Examples:\n  keyward apply                 # asks for confirmation on a terminal\n  keyward apply --auto-approve --commit-deliveries   # CI, then: git push\n  keyward apply plan.json       # exactly a saved plan; exit 3 if it is stale"
+    )]
+    Apply(apply::ApplyArgs),
+    /// List the keys the stores hold (no secrets, no hashes).
+    #[command(
+        after_help = "Examples:\n  keyward keys --store alma-production --status active\n  keyward keys --unmanaged --format json"
+    )]
+    Keys(keys::KeysArgs),
+    /// Ask a store whether it accepts a secret (read from stdin when not given).
+    #[command(
+        after_help = "Example:\n  keyward secret ill-lookup --store alma-sandbox | keyward verify --store alma-sandbox"
+    )]
+    Verify(verify::VerifyArgs),
+    /// Create a new age identity (mode 0600) and print its public recipient.
+    #[command(after_help = "Example:\n  keyward keygen -o ~/.config/keyward/identities.txt")]
+    Keygen(secret::KeygenArgs),
+    /// Decrypt one delivered envelope.
+    #[command(
+        after_help = "Example:\n  keyward decrypt deliveries/alma-production/ill/g1/jdoe.age -i me.txt --format env"
+    )]
+    Decrypt(secret::DecryptArgs),
+    /// Decrypt the newest delivery of a key by name.
+    #[command(
+        after_help = "Example:\n  keyward secret illiad-barcode-lookup --store alma-production -i me.txt --reveal"
+    )]
+    Secret(secret::SecretArgs),
+    /// Release an apply lock left behind by an apply that died on another machine.
+    #[command(
+        after_help = "Example:\n  keyward force-unlock --store alma-production 2d4b004f82b5a9f8"
+    )]
+    ForceUnlock(unlock::ForceUnlockArgs),
+    /// Keys that expire or are due for rotation soon, by owner, with what to do
+    /// (exit 2 when something is due).
+    #[command(
+        after_help = "Examples:\n  keyward expiring                       # within the policy's reminder window (30d)\n  keyward expiring --within 7d --format markdown\n  keyward expiring --notify               # the nightly job: mail/webhook reminders"
+    )]
+    Expiring(expiring::ExpiringArgs),
+    /// Run the key store as an HTTP service (the /v1 store protocol).
+    #[command(
+        after_help = "Examples:\n  keyward token create ci-apply --role write\n  keyward serve --listen 127.0.0.1:7450 --database sqlite:.keyward/serve.db"
+    )]
+    Serve(serve::ServeCliArgs),
+    /// Manage the bearer tokens `keyward serve` accepts.
+    #[command(subcommand)]
+    Token(token::TokenArgs),
+    /// Print a JSON Schema (keyward, people, keys, plan), or write them all with --write.
+    #[command(
+        after_help = "Examples:\n  keyward schema keys > keys.schema.json\n  keyward schema --write            # into ./schemas\n  keyward schema --write docs/schemas"
+    )]
+    Schema(repo::SchemaArgs),
+    /// Adopt keys made in a console: write YAML for the store's unmanaged keys, then mark
+    /// them managed, so the next plan is empty. Secrets are never touched.
+    #[command(
+        after_help = "Examples:\n  keyward import --store alma-production\n  keyward import --store alma-sandbox --owner jdoe --output keys/jdoe-sandbox.yaml"
+    )]
+    Import(import::ImportArgs),
+    /// Ask for a new API key: write a checked key file under keys/ for a pull request, and
+    /// print its description (interactive on a terminal, or all by flags).
+    #[command(after_help = request::AFTER_HELP)]
+    Request(request::RequestArgs),
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// Whether to colour: not for NO_COLOR, --no-color, or a non-terminal.
+fn use_color(cli_no_color: bool, stream_is_tty: bool) -> bool {
+    !cli_no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream_is_tty
+}
+
+/// Run the CLI; returns its outcome (a policy refusal is one: exit 3).
+pub fn run(cli: Cli) -> Result<Outcome> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match rt.block_on(dispatch(cli)) {
+        Err(e) if e.downcast_ref::<keyward::policy::Refused>().is_some() => {
+            if let Some(r) = e.downcast_ref::<keyward::policy::Refused>() {
+                eprint!("{}", r.rendered);
+                eprintln!("\n{r}");
+            }
+            Ok(Outcome::Refused)
+        }
+        other => other,
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<Outcome> {
+    let colors = Colors {
+        out: use_color(cli.no_color, std::io::stdout().is_terminal()),
+        err: use_color(cli.no_color, std::io::stderr().is_terminal()),
+    };
+    let dir = cli.dir.as_path();
+    match &cli.command {
+        Command::Init(args) => repo::init(dir, args),
+        Command::Validate(args) => repo::validate(dir, args, colors.out),
+        Command::Plan(args) => plan::run(dir, args, colors).await,
+        Command::Apply(args) => apply::run(dir, args, colors).await,
+        Command::Keys(args) => keys::run(dir, args, colors.out).await,
+        Command::Verify(args) => verify::run(dir, args).await,
+        Command::Keygen(args) => secret::keygen(args),
+        Command::Serve(args) => serve::run(dir, args).await,
+        Command::Token(args) => token::run(dir, args),
+        Command::Decrypt(args) => secret::decrypt(args),
+        Command::Secret(args) => secret::secret(dir, args, colors.err),
+        Command::ForceUnlock(args) => unlock::run(dir, args, colors.err).await,
+        Command::Expiring(args) => expiring::run(dir, args, colors.err).await,
+        Command::Schema(args) => repo::schema(dir, args),
+        Command::Import(args) => import::run(dir, args, colors.err).await,
+        Command::Request(args) => request::run(dir, args, colors.err),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "keyward",
+                &mut std::io::stdout(),
+            );
+            Ok(Outcome::Ok)
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `keyward init`, `keyward validate` and `keyward schema`: the key repository itself —
+//! scaffold one, check its spec (every problem at once, plus the policy report) and print
+//! or write the JSON Schemas. Must not open a store.
+
+use anyhow::{Context as _, Result};
+use clap::{Args, ValueEnum};
+use keyward::clock::{Clock, SystemClock};
+use keyward::diag;
+use keyward::outcome::Outcome;
+use keyward::spec;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create (default: the -C directory).
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
+    pub format: DiagFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DiagFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// keyward, people, keys or plan.
+    #[arg(required_unless_present = "write")]
+    pub name: Option<String>,
+    /// Write every schema into DIR (default `schemas`, relative to -C).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "schemas")]
+    pub write: Option<PathBuf>,
+}
+
+/// Run `keyward validate`.
+pub fn validate(dir: &Path, args: &ValidateArgs, color: bool) -> Result<Outcome> {
+    let format = args.format;
+    let now = SystemClock.now();
+    let (mut all, sources, spec) = match spec::load(dir) {
+        Ok(l) => {
+            let mut d = l.warnings.clone();
+            d.extend(keyward::policy::check(&l.spec, now));
+            (d, l.sources, Some(l.spec))
+        }
+        Err(d) => {
+            let s = keyward::flow::load::read_sources(dir, &d);
+            (d, s, None)
+        }
+    };
+    all.sort();
+    match format {
+        DiagFormat::Json => {
+            let mut v: serde_json::Value = serde_json::from_str(&diag::to_json(&all))?;
+            if let (Some(o), Some(spec)) = (v.as_object_mut(), &spec) {
+                o.insert(
+                    "report".into(),
+                    serde_json::to_value(keyward::policy::report(spec))?,
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        DiagFormat::Text => {
+            print!("{}", diag::render(&all, &sources, color));
+            match &spec {
+                Some(s) if !all.has_errors() => {
+                    println!(
+                        "The spec is valid: {} key(s) in {} store(s), {} principal(s).",
+                        s.keys.len(),
+                        s.stores.len(),
+                        s.principals.len()
+                    );
+                }
+                _ => println!("{} error(s) found.", all.error_count()),
+            }
+            if let Some(s) = &spec {
+                print!(
+                    "{}",
+                    keyward::policy::render_report(&keyward::policy::report(s))
+                );
+            }
+        }
+    }
+    Ok(if all.has_errors() {
+        Outcome::Error
+    } else {
+        Outcome::Ok
+    })
+}
+
+/// Run `keyward schema`.
+pub fn schema(dir: &Path, args: &SchemaArgs) -> Result<Outcome> {
+    let (name, write) = (args.name.as_deref(), args.write.as_deref());
+    if let Some(out) = write {
+        let out = dir.join(out);
+        let changed = keyward::schema::write_all(&out)?;
+        if changed.is_empty() {
+            eprintln!("The schemas in {} are current.", out.display());
+        }
+        for p in changed {
+            eprintln!("wrote {}", p.display());
+        }
+        if name.is_none() {
+            return Ok(Outcome::Ok);
+        }
+    }
+    if let Some(n) = name {
+        print!("{}", keyward::schema::text(&keyward::schema::get(n)?));
+    }
+    Ok(Outcome::Ok)
+}
+
+const INIT_CONFIG: &str = "\
+# yaml-language-server: $schema=schemas/keyward.schema.json
+version: 1
+stores:
+  production: { kind: sqlite, path: .keyward/production.db, environment: production }
+  sandbox:    { kind: sqlite, path: .keyward/sandbox.db, environment: sandbox }
+scopes:
+  areas: [acquisitions, analytics, bibs, configuration, courses, electronic, resource-sharing, task-lists, users]
+  levels: [read, write]
+policy:
+  default_lifetime: 365d
+  max_lifetime: 730d
+  max_keys_per_owner: 10
+  min_recipients: 1
+  forbid:
+    - { scope: configuration:write, reason: \"Read/write access to the Configuration API is not granted.\" }
+delivery:
+  outbox: deliveries
+  retain: 7d
+";
+
+const INIT_PEOPLE: &str = "\
+# yaml-language-server: $schema=schemas/people.schema.json
+# Add yourself: run `keyward keygen -o ~/.config/keyward/identities.txt` and paste the
+# printed age1... public recipient below. Never paste the AGE-SECRET-KEY line.
+people: {}
+teams: {}
+services: {}
+";
+
+/// Run `keyward init [DIR]` (`default` is the -C directory).
+pub fn init(default: &Path, args: &InitArgs) -> Result<Outcome> {
+    let dir = args.dir.as_deref().unwrap_or(default);
+    std::fs::create_dir_all(dir.join("keys"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let files: [(&str, &str); 4] = [
+        ("keyward.yaml", INIT_CONFIG),
+        ("people.yaml", INIT_PEOPLE),
+        (".gitignore", ".keyward/\n"),
+        ("keys/.gitkeep", ""),
+    ];
+    let mut wrote = Vec::new();
+    let schemas = keyward::schema::all();
+    let schema_files = schemas
+        .iter()
+        .map(|(f, t)| (format!("schemas/{f}"), t.as_str()));
+    let files = files
+        .iter()
+        .map(|(n, c)| (n.to_string(), *c))
+        .chain(schema_files);
+    std::fs::create_dir_all(dir.join("schemas"))
+        .with_context(|| format!("creating {}", dir.join("schemas").display()))?;
+    for (name, content) in files {
+        let p = dir.join(name);
+        if p.exists() {
+            eprintln!("kept existing {}", p.display());
+            continue;
+        }
+        std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))?;
+        wrote.push(p);
+    }
+    for p in &wrote {
+        eprintln!("created {}", p.display());
+    }
+    eprintln!(
+        "\nNext: `keyward keygen`, add yourself to people.yaml, write a key in keys/, then `keyward -C {} plan`.",
+        dir.display()
+    );
+    Ok(Outcome::Ok)
+}

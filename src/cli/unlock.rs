@@ -1,0 +1,36 @@
+//! `keyward force-unlock`: release an apply lock left behind by an apply that died on
+//! another machine. Touches only the named store's lock.
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use keyward::flow::load_or_report;
+use keyward::observe;
+use keyward::outcome::Outcome;
+use std::path::Path;
+
+#[derive(Debug, Args)]
+pub struct ForceUnlockArgs {
+    /// The lease id from the `locked by` message.
+    pub lease_id: String,
+    #[arg(long)]
+    pub store: String,
+}
+
+/// Run `keyward force-unlock`.
+pub async fn run(dir: &Path, args: &ForceUnlockArgs, color_err: bool) -> Result<Outcome> {
+    let Some(loaded) = load_or_report(dir, color_err)? else {
+        return Ok(Outcome::Error);
+    };
+    let store = &args.store;
+    let cfg = loaded
+        .spec
+        .stores
+        .get(store)
+        .ok_or_else(|| anyhow!("store `{store}` is not in keyward.yaml"))?;
+    observe::open(cfg)?.unlock(&args.lease_id).await?;
+    eprintln!(
+        "Released lease {} on {store} (if it was still held).",
+        args.lease_id
+    );
+    Ok(Outcome::Ok)
+}
