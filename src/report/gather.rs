@@ -47,25 +47,10 @@ pub async fn all_events(store: &dyn Store) -> Result<Vec<Event>, crate::store::S
     Ok(out)
 }
 
-/// What to read: the stores (each with how it is shown), and where the outbox and the
-/// repository are.
-pub struct Sources<'a> {
-    pub title: String,
-    pub stores: Vec<(StoreView, Arc<dyn Store>)>,
-    pub outbox: Option<&'a Outbox>,
-    pub git: Option<&'a GitRepo>,
-}
-
-/// Read everything the view shows. Store failures are recorded on the store's view.
-pub async fn gather(spec: Option<&Spec>, src: Sources<'_>) -> Inputs {
-    let mut inputs = Inputs {
-        title: src.title,
-        commit: src.git.and_then(GitRepo::head_commit),
-        ..Inputs::default()
-    };
-    for (mut view, store) in src.stores {
-        let listed = list_all(store.as_ref(), &ListFilter::default()).await;
-        let keys = match listed {
+/// List each store and read its events. A store that fails is kept, with its error.
+pub async fn read_stores(stores: Vec<(StoreView, Arc<dyn Store>)>, inputs: &mut Inputs) {
+    for (mut view, store) in stores {
+        let keys = match list_all(store.as_ref(), &ListFilter::default()).await {
             Ok(k) => k,
             Err(e) => {
                 view.error = Some(e.to_string());
@@ -79,16 +64,27 @@ pub async fn gather(spec: Option<&Spec>, src: Sources<'_>) -> Inputs {
         }
         inputs.stores.push((view, keys));
     }
-    if let Some(outbox) = src.outbox
+}
+
+/// Read the delivery manifests and the git history of the key files (blocking file I/O).
+pub fn read_local(
+    spec: &Spec,
+    outbox: Option<&Outbox>,
+    git: Option<&GitRepo>,
+    inputs: &mut Inputs,
+) {
+    if let Some(outbox) = outbox
         && outbox.root().exists()
-        && let Ok(list) = outbox.list()
     {
-        inputs.manifests = list.into_iter().map(|(_, m)| m).collect();
+        match outbox.list() {
+            Ok(list) => inputs.manifests = list.into_iter().map(|(_, m)| m).collect(),
+            Err(e) => tracing::warn!(error = %e, "the delivery manifests were not read"),
+        }
     }
-    if let (Some(git), Some(spec)) = (src.git, spec) {
+    if let Some(git) = git {
+        inputs.commit = git.head_commit();
         inputs.history = history(git, spec);
     }
-    inputs
 }
 
 fn history(git: &GitRepo, spec: &Spec) -> BTreeMap<String, Vec<CommitInfo>> {

@@ -104,7 +104,7 @@ pub fn layout(cx: &Ctx, title: &str, section: Section, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"referrer\" content=\"no-referrer\">\n\
+         <meta name=\"referrer\" content=\"same-origin\">\n\
          <title>{title} — {site} — keyward</title>\n\
          <link rel=\"stylesheet\" href=\"{r}assets/report.css\">\n\
          <script src=\"{r}assets/report.js\" defer></script>\n</head>\n<body>\n\

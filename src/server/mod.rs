@@ -9,6 +9,7 @@ pub mod idempotency_pg;
 pub mod listen;
 pub mod routes;
 pub mod tokens;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub struct AppState {
     pub idempotency: Arc<dyn IdempotencyLog>,
     pub clock: Arc<dyn Clock>,
     tokens: RwLock<Arc<Tokens>>,
+    /// How the web view at `/ui/` is offered.
+    pub ui: ui::UiOptions,
 }
 
 impl AppState {
@@ -57,7 +60,13 @@ impl AppState {
             idempotency,
             clock,
             tokens: RwLock::new(Arc::new(tokens)),
+            ui: ui::UiOptions::default(),
         }
+    }
+    /// Serve the web view with these options (the repository it shows, TLS cookies).
+    pub fn with_ui(mut self, ui: ui::UiOptions) -> AppState {
+        self.ui = ui;
+        self
     }
     /// The tokens in force.
     pub fn tokens(&self) -> Arc<Tokens> {
@@ -147,6 +156,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", get(routes::events).post(routes::record_event))
         .route("/v1/locks", post(routes::lock))
         .route("/v1/locks/{id}", axum::routing::delete(routes::unlock))
+        .merge(ui::router(state.ui.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -436,12 +446,15 @@ pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
         return Err(ServeError::NoTokens(tokens_path.display().to_string()));
     }
     let (store, idem) = open_database(dir, &args.database).await?;
-    let state = Arc::new(AppState::new(
-        Arc::clone(&store),
-        idem,
-        tokens,
-        server_clock(),
-    ));
+    let ui = ui::UiOptions {
+        repo: dir
+            .join("keyward.yaml")
+            .is_file()
+            .then(|| dir.to_path_buf()),
+        secure_cookie: false,
+    };
+    let state =
+        Arc::new(AppState::new(Arc::clone(&store), idem, tokens, server_clock()).with_ui(ui));
     watch_tokens(Arc::clone(&state), tokens_path);
     let (listener, addr) = bind(&args.listen).await?;
     eprintln!("keyward serve listening on {scheme}://{addr}");

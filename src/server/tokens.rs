@@ -201,10 +201,15 @@ impl Tokens {
     /// Find the token's entry. Compares the presented token's hash with every entry in
     /// constant time (no early exit), so timing tells nothing about which hash matched.
     pub fn authenticate(&self, presented: &str) -> Option<Principal> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.authenticate_digest(&Sha256::digest(presented.as_bytes()).into())
+    }
+
+    /// `authenticate` by the token's SHA-256 (a web view session keeps the digest, never
+    /// the token), so a revoked token ends its sessions too.
+    pub fn authenticate_digest(&self, digest: &[u8; 32]) -> Option<Principal> {
         let mut found: Option<&TokenEntry> = None;
         for (entry, raw) in &self.entries {
-            if bool::from(raw.ct_eq(&digest)) {
+            if bool::from(raw.ct_eq(digest)) {
                 found = Some(entry);
             }
         }

@@ -130,6 +130,17 @@ pub const REDIS: Tool = Tool {
     install: "apt-get install redis-server",
     probe: || runs("redis-server", &["--version"]),
 };
+/// Debian's Chromium and its WebDriver: the web view's browser tests drive them.
+pub const CHROMIUM: Tool = Tool {
+    what: "chromium",
+    install: "apt-get install chromium",
+    probe: || runs("chromium", &["--version"]),
+};
+pub const CHROMEDRIVER: Tool = Tool {
+    what: "chromedriver",
+    install: "apt-get install chromium-driver",
+    probe: || runs("chromedriver", &["--version"]),
+};
 
 /// Is CI asking for the whole suite? `CI` set to anything but empty, `0` or `false` (GitHub
 /// and GitLab set `CI=true`).

@@ -1,0 +1,288 @@
+//! The web view, for real: `keyward serve`'s `/ui/` over loopback (sign-in with wrong, verify
+//! and read tokens, cookie attributes, Content-Security-Policy, server-side filters, sign-out,
+//! a revoked token ending its session), first over plain HTTP, then driven in headless
+//! Chromium through chromedriver (JavaScript filters, a key page's events, sign-in and out).
+
+mod needs;
+mod serve_common;
+mod webdriver;
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
+use serve_common::{Api, Server, make_token, new_key, status_of};
+use webdriver::Browser;
+
+struct Live {
+    _dir: tempfile::TempDir,
+    server: Server,
+    read: String,
+    verify: String,
+    /// Secrets and secret hashes of the keys created (never on a page).
+    secrets: Vec<String>,
+}
+
+/// A server with read, write and verify tokens and two keys, created through the API.
+async fn live() -> Live {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens.yaml");
+    let write = make_token(&tokens, "ci-apply", "write");
+    let read = make_token(&tokens, "librarian", "read");
+    let verify = make_token(&tokens, "app", "verify");
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    let mut secrets = Vec::new();
+    for (name, owner) in [("ill-lookup", "jdoe"), ("reports", "asmith")] {
+        let (mut body, secret) = new_key(name, "production", Some(100));
+        body["owner"] = owner.into();
+        secrets.push(body["secret_hash"].as_str().unwrap().to_string());
+        secrets.push(secret);
+        let st = status_of(api.post("/v1/keys", &write).json(&body)).await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+    Live {
+        _dir: dir,
+        server,
+        read,
+        verify,
+        secrets,
+    }
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+async fn sign_in(c: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
+    c.post(format!("{base}/ui/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .expect("post the sign-in form")
+}
+
+async fn page(c: &reqwest::Client, url: &str, cookie: &str) -> (StatusCode, String) {
+    let r = c
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("get");
+    (r.status(), r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_signs_in_with_a_read_token_only_and_serves_live_pages() {
+    let l = live().await;
+    let base = l.server.url.clone();
+    let c = no_redirects();
+    // Not signed in: every page sends to the sign-in form; the assets are public.
+    let r = c.get(format!("{base}/ui/keys.html")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/ui/signin");
+    let r = c.get(format!("{base}/ui/signin")).send().await.unwrap();
+    let csp = r.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"));
+    let form = r.text().await.unwrap();
+    assert!(form.contains("method=\"post\" action=\"signin\""), "{form}");
+    let r = c
+        .get(format!("{base}/ui/assets/report.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A wrong token and a verify-only token are refused, without a cookie.
+    let r = sign_in(&c, &base, "kwt_not-a-token").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    let r = sign_in(&c, &base, &l.verify).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("role `verify`"), "{body}");
+    assert!(!body.contains(&l.verify), "the token is never echoed");
+    // Another site's form is refused.
+    let r = c
+        .post(format!("{base}/ui/signin"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", l.read))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    let r = c
+        .post(format!("{base}/ui/signin"))
+        .header("sec-fetch-site", "cross-site")
+        .body(format!("token={}", l.read))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A read token: a session cookie that holds no token.
+    let r = sign_in(&c, &base, &l.read).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/ui/");
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(
+        !set.contains("Secure"),
+        "plain HTTP: no Secure flag ({set})"
+    );
+    assert!(!set.contains(&l.read));
+    let cookie = set.split(';').next().unwrap().to_string();
+    // Live pages, filtered on the server (no JavaScript needed).
+    let (st, html) = page(&c, &format!("{base}/ui/"), &cookie).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        html.contains("<h1>Overview</h1>") && html.contains("reports"),
+        "{html}"
+    );
+    let (_, html) = page(&c, &format!("{base}/ui/keys.html?owner=asmith"), &cookie).await;
+    assert!(html.contains("1 of 2 keys (filtered)"), "{html}");
+    assert!(
+        html.contains("keyward request"),
+        "every page says how to change things"
+    );
+    let (st, html) = page(&c, &format!("{base}/ui/keys/serve/reports.html"), &cookie).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        html.contains("id=\"key-events\"") && html.contains("ci-apply"),
+        "{html}"
+    );
+    for s in l.secrets.iter().chain([&l.read, &l.verify]) {
+        assert!(
+            !html.contains(s.as_str()),
+            "a secret, hash or token on a page"
+        );
+    }
+    let (st, _) = page(&c, &format!("{base}/ui/keys/../../v1/keys"), &cookie).await;
+    assert_ne!(st, StatusCode::OK);
+    // Sign out ends the session.
+    let r = c
+        .post(format!("{base}/ui/signout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (st, _) = page(&c, &format!("{base}/ui/"), &cookie).await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    // Revoking the token ends its sessions (the tokens file is reloaded within seconds).
+    let set = sign_in(&c, &base, &l.read).await.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let cookie = set.split(';').next().unwrap().to_string();
+    assert_eq!(
+        page(&c, &format!("{base}/ui/"), &cookie).await.0,
+        StatusCode::OK
+    );
+    let o = std::process::Command::new(serve_common::bin())
+        .args(["token", "revoke", "librarian", "--tokens"])
+        .arg(l.server.dir.join("tokens.yaml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut ended = false;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if page(&c, &format!("{base}/ui/"), &cookie).await.0 == StatusCode::SEE_OTHER {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "a revoked token's session must end");
+}
+
+/// The number of rows of the keys table the browser shows.
+async fn visible_rows(b: &Browser) -> u64 {
+    let v = b
+        .script(
+            "return Array.from(document.querySelectorAll('#keys tbody tr')).filter(function (r) { return r.offsetParent !== null; }).length;",
+            serde_json::json!([]),
+        )
+        .await;
+    v.as_u64().expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_in_chromium_signs_in_filters_shows_events_and_signs_out() {
+    if !needs::tool(&needs::CHROMIUM) || !needs::tool(&needs::CHROMEDRIVER) {
+        return;
+    }
+    let l = live().await;
+    let base = l.server.url.clone();
+    let b = Browser::start().await;
+    b.goto(&format!("{base}/ui/")).await;
+    assert!(b.url().await.ends_with("/ui/signin"), "{}", b.url().await);
+    for (token, expect) in [
+        ("kwt_wrong", "Unknown or revoked token"),
+        (l.verify.as_str(), "role `verify`"),
+    ] {
+        let input = b.find("#token").await;
+        b.type_into(&input, token).await;
+        b.click(&b.find("#signin button[type=submit]").await).await;
+        let err = b.wait_for("#signin-error").await;
+        let text = b.text(&err).await;
+        assert!(text.contains(expect), "{text}");
+        assert!(b.url().await.ends_with("/ui/signin"));
+        assert!(
+            !b.url().await.contains(token),
+            "the token never goes in a URL"
+        );
+    }
+    b.type_into(&b.find("#token").await, &l.read).await;
+    b.click(&b.find("#signin button[type=submit]").await).await;
+    let h1 = b.wait_for("main h1").await;
+    assert_eq!(b.text(&h1).await, "Overview");
+    assert_eq!(b.url().await, format!("{base}/ui/"));
+    let cookies = b.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == "keyward_ui")
+        .expect("the session cookie");
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["sameSite"], "Strict");
+    // The script filters in place (the server would too, on submit).
+    b.goto(&format!("{base}/ui/keys.html")).await;
+    b.wait_for("#keys").await;
+    assert_eq!(visible_rows(&b).await, 2);
+    b.click(&b.find("#f-owner option[value=asmith]").await)
+        .await;
+    assert_eq!(visible_rows(&b).await, 1);
+    // A key page shows its events.
+    b.click(&b.find("#keys a[href$='reports.html']").await)
+        .await;
+    let events = b.wait_for("#key-events").await;
+    let text = b.text(&events).await;
+    assert!(
+        text.contains("ci-apply") && text.contains("create"),
+        "{text}"
+    );
+    b.click(&b.find("form.signout button").await).await;
+    b.wait_for("#signin").await;
+    assert!(b.url().await.ends_with("/ui/signin"));
+    b.goto(&format!("{base}/ui/keys.html")).await;
+    assert!(b.url().await.ends_with("/ui/signin"), "signed out");
+    b.quit().await;
+}
