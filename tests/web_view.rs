@@ -3,6 +3,7 @@
 //! a revoked token ending its session), first over plain HTTP, then driven in headless
 //! Chromium through chromedriver (JavaScript filters, a key page's events, sign-in and out).
 
+mod certs_common;
 mod needs;
 mod serve_common;
 mod webdriver;
@@ -285,4 +286,38 @@ async fn ui_in_chromium_signs_in_filters_shows_events_and_signs_out() {
     b.goto(&format!("{base}/ui/keys.html")).await;
     assert!(b.url().await.ends_with("/ui/signin"), "signed out");
     b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_over_tls_marks_the_session_cookie_secure() {
+    if !needs::tool(&needs::OPENSSL) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let read = make_token(&dir.path().join("tokens.yaml"), "librarian", "read");
+    let (ca, cert, key) = certs_common::make_certs(dir.path(), "ui");
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    let tls = ["--tls-cert", cert.as_ref(), "--tls-key", key.as_ref()];
+    let server = Server::start_with(
+        dir.path(),
+        "sqlite:serve.db",
+        "127.0.0.1:0",
+        &tls,
+        None,
+        &[],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let r = sign_in(&c, &server.url, &read).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    assert!(
+        set.contains("; Secure") && set.contains("HttpOnly"),
+        "{set}"
+    );
 }

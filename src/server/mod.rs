@@ -451,7 +451,7 @@ pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
             .join("keyward.yaml")
             .is_file()
             .then(|| dir.to_path_buf()),
-        secure_cookie: false,
+        secure_cookie: tls.is_some(),
     };
     let state =
         Arc::new(AppState::new(Arc::clone(&store), idem, tokens, server_clock()).with_ui(ui));
