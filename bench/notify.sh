@@ -78,6 +78,7 @@ notify:
   webhook:
     url: http://127.0.0.1:$HOOK_PORT/keyward
     secret_env: KW_BENCH_HOOK_SECRET
+    allow_private: true
 EOF
 
 t() { /usr/bin/time -f '%e s, %M KB peak RSS' -o "$WORK/$1.time" "${@:2}" >/dev/null 2>"$WORK/$1.err" || true; cat "$WORK/$1.time"; }

@@ -214,6 +214,10 @@ pub mod codes {
     pub const EMPTY_TEAM: &str = "KW123";
     pub const INVALID_STORE: &str = "KW124";
     pub const PROTECTED_TOMBSTONE: &str = "KW125";
+    /// A place keyward would send a token or a notification that it must not: a webhook on
+    /// a non-public address (without `allow_private`) or with user info in its URL, a store
+    /// `token_env` outside `KEYWARD_*`.
+    pub const UNSAFE_ENDPOINT: &str = "KW130";
 
     // KW2xx: policy (src/policy.rs).
     pub const FORBIDDEN_SCOPE: &str = "KW201";

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod import;
 pub mod lifecycle;
 pub mod model;
+pub mod net;
 pub mod notify;
 pub mod observe;
 pub mod outcome;

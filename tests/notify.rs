@@ -209,7 +209,7 @@ fn notify_yaml(smtp_port: u16, hook_port: u16, fixed_to: &[&str]) -> String {
         format!("    to: [{}]\n", fixed_to.join(", "))
     };
     format!(
-        "notify:\n  email:\n    host: 127.0.0.1\n    port: {smtp_port}\n    tls: none\n    username: {SMTP_USER}\n    password_env: KW_TEST_SMTP_PASSWORD\n    from: \"keyward <keyward@example.edu>\"\n{to}  webhook:\n    url: http://127.0.0.1:{hook_port}/keyward\n    secret_env: KW_TEST_HOOK_SECRET\n"
+        "notify:\n  email:\n    host: 127.0.0.1\n    port: {smtp_port}\n    tls: none\n    username: {SMTP_USER}\n    password_env: KW_TEST_SMTP_PASSWORD\n    from: \"keyward <keyward@example.edu>\"\n{to}  webhook:\n    url: http://127.0.0.1:{hook_port}/keyward\n    secret_env: KW_TEST_HOOK_SECRET\n    allow_private: true\n"
     )
 }
 
@@ -253,13 +253,36 @@ fn settle<T>(want: usize, get: impl Fn() -> Vec<T>) -> Vec<T> {
     }
 }
 
+/// Standard Webhooks: `webhook-signature: v1,<base64 HMAC-SHA256(secret, id.timestamp.body)>`
+/// with the id and a timestamp of the send (within the 5-minute replay window).
 fn assert_signed(c: &Call) {
-    let sig = c.header("X-Keyward-Signature").expect("a signature header");
-    let hexsig = sig.strip_prefix("sha256=").expect("sha256= prefix");
+    use base64::Engine as _;
+    let id = c.header("webhook-id").expect("a webhook-id header");
+    assert_eq!(Some(id), c.header("X-Keyward-Delivery"));
+    let ts: i64 = c
+        .header("webhook-timestamp")
+        .expect("a webhook-timestamp header")
+        .parse()
+        .expect("Unix seconds");
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        (now - ts).abs() < 300,
+        "timestamp {ts} is not the send time ({now})"
+    );
+    let sig = c.header("webhook-signature").expect("a signature header");
+    let b64 = sig.strip_prefix("v1,").expect("v1, prefix");
     let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
     mac.update(&c.body);
-    mac.verify_slice(&hex::decode(hexsig).expect("hex"))
-        .expect("the signature is HMAC-SHA256 of the body with the configured secret");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    mac.verify_slice(&raw)
+        .expect("the signature is HMAC-SHA256 of id.timestamp.body with the configured secret");
+    assert!(
+        c.header("X-Keyward-Signature").is_none(),
+        "the replayable body-only signature is gone"
+    );
 }
 
 fn kind_of_mail(m: &serde_json::Value) -> String {

@@ -12,8 +12,13 @@ use std::fmt::Write as _;
 /// Version of the webhook JSON body.
 pub const WEBHOOK_FORMAT_VERSION: u32 = 1;
 
-/// The header carrying the webhook signature.
-pub const SIGNATURE_HEADER: &str = "X-Keyward-Signature";
+/// Standard Webhooks headers: the message id (the same on every retry), the send time
+/// (Unix seconds) and the signature over both and the body.
+pub const ID_HEADER: &str = "webhook-id";
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
+/// Prefix of a Standard Webhooks secret; the key is the base64 after it.
+pub const STANDARD_SECRET_PREFIX: &str = "whsec_";
 
 /// One email, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,15 +263,35 @@ pub fn webhook(n: &Notice, spec: &Spec) -> WebhookCall {
     }
 }
 
-/// `sha256=<hex of HMAC-SHA256(secret, body)>`, the `X-Keyward-Signature` value.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
+/// The HMAC key of a configured secret: a Standard Webhooks secret (`whsec_<base64>`) is
+/// its decoded bytes, anything else its bytes as given.
+pub fn signing_key(secret: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    secret
+        .strip_prefix(STANDARD_SECRET_PREFIX)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// The `webhook-signature` value: `v1,<base64 of HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`
+/// (Standard Webhooks). The timestamp is inside the signature, so a receiver that refuses
+/// old timestamps (5 minutes is usual) cannot be fed a recorded call again.
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    use base64::Engine as _;
     // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => return String::new(),
     };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
 }
 
 /// Does the composed message hold anything that parses as a keyward secret?
@@ -418,17 +443,37 @@ mod tests {
                 .contains("keyward secret ill --store prod")
         );
         assert_eq!(w.event, "key.created");
-        // Signature: HMAC-SHA256 over the exact body bytes (RFC 4231 test case 2 first).
+        // Signature: HMAC-SHA256 over `id.timestamp.body` (RFC 4231 test case 2 first: the
+        // message "what do ya want for nothing?" split at two dots).
+        use base64::Engine as _;
+        let b64 =
+            |h: &str| base64::engine::general_purpose::STANDARD.encode(hex::decode(h).unwrap());
+        let hmac_of = |key: &[u8], msg: &[u8]| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+            mac.update(msg);
+            hex::encode(mac.finalize().into_bytes())
+        };
         assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            hmac_of(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        let sig = sign(b"s3cret", &w.body);
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
-        mac.update(&w.body);
-        let hexsig = sig.strip_prefix("sha256=").unwrap();
-        assert!(mac.verify_slice(&hex::decode(hexsig).unwrap()).is_ok());
-        assert_ne!(sign(b"other", &w.body), sig);
+        let at = 1_700_000_000;
+        let sig = sign(b"s3cret", &w.id, at, &w.body);
+        let mut msg = format!("{}.{at}.", w.id).into_bytes();
+        msg.extend_from_slice(&w.body);
+        assert_eq!(sig, format!("v1,{}", b64(&hmac_of(b"s3cret", &msg))));
+        // Another secret, another time or another id: another signature (no replay with a
+        // fresh timestamp).
+        assert_ne!(sign(b"other", &w.id, at, &w.body), sig);
+        assert_ne!(sign(b"s3cret", &w.id, at + 1, &w.body), sig);
+        assert_ne!(sign(b"s3cret", "other-id", at, &w.body), sig);
+        // A Standard Webhooks secret is used by its decoded bytes.
+        let std_secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(b"s3cret")
+        );
+        assert_eq!(signing_key(&std_secret), b"s3cret");
+        assert_eq!(signing_key("plain"), b"plain");
     }
 
     #[test]

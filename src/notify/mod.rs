@@ -79,6 +79,8 @@ pub enum NotifyError {
     WouldLeak,
     #[error("{0}")]
     Invalid(String),
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("not tried: the previous {0} sends on this channel failed")]
     ChannelDown(usize),
     #[error("the store's events could not be read, so it is unknown whether it was sent: {0}")]
@@ -96,6 +98,9 @@ impl NotifyError {
                 "fix the address (people.yaml `email`, or `from`/`to` of notify.{channel} at {place})"
             ),
             NotifyError::WouldLeak => "report this bug; nothing was sent".into(),
+            NotifyError::Refused(_) => format!(
+                "point notify.{channel} at a public receiver, or set `allow_private: true` there ({place}) if it is on your own network"
+            ),
             NotifyError::Log(_) => "check that the store is reachable".into(),
             _ => format!("check that the server is up and notify.{channel} at {place}"),
         }

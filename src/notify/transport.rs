@@ -4,7 +4,7 @@
 //! environment variables the config names; must not compose messages, decide what is due,
 //! or put a credential into an error.
 
-use super::compose::{Outgoing, SIGNATURE_HEADER, sign};
+use super::compose::{ID_HEADER, Outgoing, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, signing_key};
 use super::{Channel, NotifyError};
 use crate::spec::{EmailNotify, SmtpTls, WebhookNotify};
 use async_trait::async_trait;
@@ -123,42 +123,99 @@ impl Transport for SmtpTransport {
     }
 }
 
-/// A JSON POST via reqwest, signed when a secret is configured.
+/// A JSON POST via reqwest, signed when a secret is configured. The receiver's host is
+/// resolved once per run, every address checked ([`check_addresses`]), and the client pinned
+/// to those addresses, so a second DNS answer (rebinding) cannot move the connection.
 pub struct WebhookTransport {
     cfg: WebhookNotify,
-    client: reqwest::Client,
+    client: tokio::sync::Mutex<Option<reqwest::Client>>,
+}
+
+/// Refuse a receiver any of whose addresses is not public, unless `allow_private`.
+pub fn check_addresses(
+    host: &str,
+    addrs: &[std::net::SocketAddr],
+    allow_private: bool,
+) -> Result<(), NotifyError> {
+    if addrs.is_empty() {
+        return Err(NotifyError::Http(format!("{host} has no address")));
+    }
+    if allow_private {
+        return Ok(());
+    }
+    for a in addrs {
+        if let Some(why) = crate::net::non_public(a.ip()) {
+            return Err(NotifyError::Refused(format!(
+                "{host} resolves to {}, {why}",
+                a.ip()
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl WebhookTransport {
     pub fn new(cfg: &WebhookNotify) -> Result<WebhookTransport, NotifyError> {
         crate::store::http::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        Ok(WebhookTransport {
+            cfg: cfg.clone(),
+            client: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The client for this run: resolve, check, pin (built at the first send).
+    async fn client(&self) -> Result<reqwest::Client, NotifyError> {
+        let mut slot = self.client.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let url = &self.cfg.url;
+        let host = url.host_str().unwrap_or_default().to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let mut builder = reqwest::Client::builder()
             .timeout(SEND_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             // A redirected POST would lose its body or be resent unsigned elsewhere.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("keyward/", env!("CARGO_PKG_VERSION")))
+            // A proxy would resolve the host itself, past the check below.
+            .no_proxy()
+            .user_agent(concat!("keyward/", env!("CARGO_PKG_VERSION")));
+        match url.host() {
+            Some(url::Host::Domain(d)) => {
+                let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((d, port))
+                    .await
+                    .map_err(|e| NotifyError::Http(format!("cannot resolve {d}: {e}")))?
+                    .collect();
+                check_addresses(d, &addrs, self.cfg.allow_private)?;
+                builder = builder.resolve_to_addrs(d, &addrs);
+            }
+            Some(h) => {
+                let ip = crate::net::host_ip(&h).expect("an IP host");
+                check_addresses(
+                    &host,
+                    &[std::net::SocketAddr::new(ip, port)],
+                    self.cfg.allow_private,
+                )?;
+            }
+            None => return Err(NotifyError::Invalid("the webhook URL has no host".into())),
+        }
+        let c = builder
             .build()
             .map_err(|e| NotifyError::Http(e.without_url().to_string()))?;
-        Ok(WebhookTransport {
-            cfg: cfg.clone(),
-            client,
-        })
+        *slot = Some(c.clone());
+        Ok(c)
     }
 }
 
 /// `scheme://host[:port]` of a URL: what a report may show of it (paths of chat webhooks
 /// are often secrets).
-pub fn url_origin(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!(
-            "{}://{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or("?"),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-        Err(_) => "(invalid URL)".into(),
-    }
+pub fn url_origin(u: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        u.scheme(),
+        u.host_str().unwrap_or("?"),
+        u.port().map(|p| format!(":{p}")).unwrap_or_default()
+    )
 }
 
 #[async_trait]
@@ -173,18 +230,22 @@ impl Transport for WebhookTransport {
         let Outgoing::Webhook(w) = msg else {
             return Err(NotifyError::Invalid("not a webhook call".into()));
         };
-        let mut req = self
-            .client
-            .post(&self.cfg.url)
+        let client = self.client().await?;
+        // The send time, not the notice's: a retry is a new attempt with a fresh timestamp.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut req = client
+            .post(self.cfg.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-Keyward-Event", &w.event)
-            .header("X-Keyward-Delivery", &w.id);
+            .header("X-Keyward-Delivery", &w.id)
+            .header(ID_HEADER, &w.id)
+            .header(TIMESTAMP_HEADER, now.to_string());
         if let Some(env) = &self.cfg.secret_env {
             let secret = env_secret(env)?;
-            req = req.header(
-                SIGNATURE_HEADER,
-                sign(secret.expose_secret().as_bytes(), &w.body),
-            );
+            let key = zeroize::Zeroizing::new(signing_key(secret.expose_secret()));
+            req = req.header(SIGNATURE_HEADER, sign(&key, &w.id, now, &w.body));
         }
         let resp = req
             .body(w.body.clone())

@@ -1099,52 +1099,71 @@ fn parse_notify_email(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<EmailNotify
     })
 }
 
+/// A webhook URL, parsed once with the parser the HTTP client uses (so no spelling such
+/// as `http://evil.example\\@localhost/` reads as one host here and another there): http(s)
+/// with a host and no user info; plain http only to loopback; an IP literal that is not
+/// public only with `allow_private`. Host names are resolved and checked at each send.
+fn webhook_url(ctx: &mut Ctx, p: &YPath, u: &str, allow_private: bool) -> Option<url::Url> {
+    let bad = |ctx: &mut Ctx, code: &'static str, msg: String, hint: &str| {
+        ctx.err(code, p, msg, hint);
+        None
+    };
+    let parsed = match url::Url::parse(u) {
+        Ok(x) if matches!(x.scheme(), "http" | "https") && x.host().is_some() => x,
+        _ => {
+            return bad(
+                ctx,
+                codes::INVALID_VALUE,
+                format!("`{u}` is not an http(s) URL"),
+                "write it as `https://host/path`",
+            );
+        }
+    };
+    let host = parsed.host().expect("checked above");
+    let shown = parsed.host_str().unwrap_or_default().to_string();
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return bad(
+            ctx,
+            codes::UNSAFE_ENDPOINT,
+            format!("the webhook URL carries user info (`...@{shown}`)"),
+            "remove the part before `@`; sign requests with `secret_env` instead",
+        );
+    }
+    let why = crate::net::host_ip(&host).and_then(crate::net::non_public);
+    if let Some(why) = why.filter(|_| !allow_private) {
+        return bad(
+            ctx,
+            codes::UNSAFE_ENDPOINT,
+            format!("the webhook host {shown} is {why}"),
+            "point it at a public receiver, or add `allow_private: true` under `notify.webhook` if the receiver is on your own network",
+        );
+    }
+    if parsed.scheme() == "http" && !crate::net::is_loopback_host(&host) {
+        return bad(
+            ctx,
+            codes::INVALID_VALUE,
+            format!("`{u}` would send notifications to {shown} unencrypted"),
+            "use `https://`; plain `http://` is only allowed on loopback",
+        );
+    }
+    Some(parsed)
+}
+
 fn parse_notify_webhook(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<WebhookNotify> {
     let fields = ctx.mapping(v, p, fields::NOTIFY_WEBHOOK)?;
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let allow_private = match get("allow_private") {
+        None => false,
+        Some(b) => ctx.boolean(b, &p.key("allow_private")).unwrap_or(false),
+    };
     let url = match get("url") {
         None => {
             ctx.missing(p, "url", "add `url: https://hooks.example.edu/keyward`");
             None
         }
-        Some(u) => ctx.string(u, &p.key("url")).and_then(|u| {
-            let u = u.trim().to_string();
-            let host = u
-                .strip_prefix("https://")
-                .or_else(|| u.strip_prefix("http://"))
-                .map(|rest| {
-                    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-                    let authority = authority.rsplit('@').next().unwrap_or(authority);
-                    match authority.strip_prefix('[') {
-                        Some(v6) => v6.split(']').next().unwrap_or("").to_string(),
-                        None => authority.split(':').next().unwrap_or("").to_string(),
-                    }
-                });
-            match host {
-                Some(h) if !h.is_empty() && !u.contains(char::is_whitespace) => {
-                    if u.starts_with("http://") && !is_loopback_host(&h) {
-                        ctx.err(
-                            codes::INVALID_VALUE,
-                            &p.key("url"),
-                            format!("`{u}` would send notifications to {h} unencrypted"),
-                            "use `https://`; plain `http://` is only allowed on loopback",
-                        );
-                        None
-                    } else {
-                        Some(u)
-                    }
-                }
-                _ => {
-                    ctx.err(
-                        codes::INVALID_VALUE,
-                        &p.key("url"),
-                        format!("`{u}` is not an http(s) URL"),
-                        "write it as `https://host/path`",
-                    );
-                    None
-                }
-            }
-        }),
+        Some(u) => ctx
+            .string(u, &p.key("url"))
+            .and_then(|u| webhook_url(ctx, &p.key("url"), u.trim(), allow_private)),
     };
     let secret_env = match get("secret_env") {
         None => None,
@@ -1153,6 +1172,7 @@ fn parse_notify_webhook(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<WebhookNo
     Some(WebhookNotify {
         url: url?,
         secret_env,
+        allow_private,
         location: Some(ctx.key_loc(p)),
     })
 }

@@ -523,9 +523,12 @@ pub struct EmailNotify {
 /// `notify.webhook`: a JSON POST per message, signed with HMAC-SHA256 when `secret_env` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookNotify {
-    pub url: String,
-    /// Environment variable holding the signing secret (`X-Keyward-Signature: sha256=<hex>`).
+    /// Parsed once, with the parser the HTTP client uses: http(s), a host, no user info.
+    pub url: url::Url,
+    /// Environment variable holding the signing secret (Standard Webhooks `webhook-signature`).
     pub secret_env: Option<String>,
+    /// Receivers on loopback, private and link-local addresses are allowed.
+    pub allow_private: bool,
     pub location: Option<Location>,
 }
 

@@ -54,7 +54,7 @@ pub mod fields {
         "to",
         "owners",
     ];
-    pub const NOTIFY_WEBHOOK: &[&str] = &["url", "secret_env"];
+    pub const NOTIFY_WEBHOOK: &[&str] = &["url", "secret_env", "allow_private"];
     pub const GUARD_LIMITS: &[&str] = &[
         "max_revokes",
         "max_revoke_percent",
@@ -341,12 +341,17 @@ pub struct NotifyEmailEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyWebhookEntry {
-    /// `https://...` (or `http://` on loopback).
+    /// `https://...` (or `http://` on loopback, with `allow_private`).
     pub url: String,
-    /// Name of the environment variable holding the HMAC-SHA256 signing secret; when set,
-    /// each request carries `X-Keyward-Signature: sha256=<hex of HMAC(secret, body)>`.
+    /// Name of the environment variable holding the signing secret; when set, each request
+    /// is signed as Standard Webhooks do (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature: v1,<base64 of HMAC-SHA256(secret, id.timestamp.body)>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_env: Option<String>,
+    /// Allow a receiver on a loopback, private or link-local address (default false: the
+    /// host's every address must be public; it is checked again, and pinned, at each run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_private: Option<bool>,
 }
 
 /// A guard value: a whole number, or `none` to switch the guard off.
