@@ -234,6 +234,24 @@ fn holder_is_dead_local_process(holder: &str) -> bool {
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Let every store catch up on what it cannot do itself (emulated expiry, the end of a
+/// rotation's grace; see `Store::enforce`): one line per thing done, or per failure.
+pub async fn enforce_stores(
+    stores: &BTreeMap<String, Arc<dyn Store>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, s) in stores {
+        match s.enforce(now).await {
+            Ok(lines) => out.extend(lines.into_iter().map(|l| format!("{name}: {l}"))),
+            Err(e) => out.push(format!(
+                "{name}: enforcing expiry and grace ends failed: {e}"
+            )),
+        }
+    }
+    out
+}
+
 pub async fn unlock_stores(stores: &BTreeMap<String, Arc<dyn Store>>, leases: &[(String, Lease)]) {
     for (n, lease) in leases {
         if let Some(s) = stores.get(n)
@@ -666,7 +684,8 @@ async fn create_key(
         expires_at,
         previous_valid_until: None,
     };
-    let secret_hash = secret.hash();
+    // The form the store registers (a hash, or a verifier it checks logins with).
+    let secret_hash = store.secret_form(&secret).map_err(store_err(&c.store))?;
     let dir = deliver_pending(
         cx,
         c,
@@ -738,7 +757,7 @@ async fn rotate_key(
         expires_at,
         previous_valid_until: Some(grace_until),
     };
-    let secret_hash = secret.hash();
+    let secret_hash = store.secret_form(&secret).map_err(store_err(&c.store))?;
     let dir = deliver_pending(
         cx,
         c,

@@ -4,8 +4,10 @@
 use crate::console::ConsoleStore;
 use crate::deliver::{DeliverError, DeliveryStatus, Outbox};
 use crate::diff::{Delivered, DeliveredKey};
-use crate::spec::{Spec, StoreConfig, StoreKind};
+use crate::spec::{ConnUrl, Spec, StoreConfig, StoreKind};
 use crate::store::http::HttpStore;
+use crate::store::pg_roles::{PgRolesOptions, PgRolesStore};
+use crate::store::redis_acl::{RedisAclOptions, RedisAclStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ListFilter, LiveKey, Store, StoreError, list_all};
 use std::collections::BTreeMap;
@@ -34,6 +36,15 @@ pub enum ObserveError {
         #[source]
         source: crate::console::LedgerError,
     },
+    #[error(
+        "store `{store}` ({kind}) reads its URL from the environment variable {var}, which is not set\n  hint: `export {var}=...` (the URL of an account that may manage {what})"
+    )]
+    MissingUrl {
+        store: String,
+        kind: &'static str,
+        var: String,
+        what: &'static str,
+    },
     #[error("listing store `{store}`: {source}")]
     List {
         store: String,
@@ -42,9 +53,83 @@ pub enum ObserveError {
     },
 }
 
+/// The URL of a store that names it directly or through an environment variable.
+fn conn_url(cfg: &StoreConfig, url: &ConnUrl, what: &'static str) -> Result<String, ObserveError> {
+    match url {
+        ConnUrl::Value(u) => Ok(u.clone()),
+        ConnUrl::Env(var) => match std::env::var(var) {
+            Ok(u) if !u.trim().is_empty() => Ok(u.trim().to_owned()),
+            _ => Err(ObserveError::MissingUrl {
+                store: cfg.name.clone(),
+                kind: cfg.kind.name(),
+                var: var.clone(),
+                what,
+            }),
+        },
+    }
+}
+
+/// Open a store keyward reaches but does not run.
+fn open_adapter(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ObserveError> {
+    let failed = |location: String| {
+        let store = cfg.name.clone();
+        move |source| ObserveError::Open {
+            store,
+            location,
+            source,
+        }
+    };
+    let timeout = std::time::Duration::from_secs(10);
+    match &cfg.kind {
+        StoreKind::PostgresRoles {
+            url,
+            role_prefix,
+            grants,
+        } => {
+            let url = conn_url(cfg, url, "roles")?;
+            let opts = PgRolesOptions {
+                url,
+                role_prefix: role_prefix.clone(),
+                grants: grants.clone(),
+                timeout,
+            };
+            PgRolesStore::new(&cfg.name, opts)
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+                .map_err(failed(format!("postgres-roles {role_prefix}*")))
+        }
+        StoreKind::RedisAcl {
+            url,
+            user_prefix,
+            grants,
+        } => {
+            let url = conn_url(cfg, url, "ACL users")?;
+            let opts = RedisAclOptions {
+                url,
+                user_prefix: user_prefix.clone(),
+                grants: grants.clone(),
+                timeout,
+            };
+            RedisAclStore::new(&cfg.name, opts)
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+                .map_err(failed(format!("redis-acl {user_prefix}*")))
+        }
+        StoreKind::Exec { command, .. } => Err(failed(command.join(" "))(StoreError::Invalid(
+            "kind: exec stores are not available in this build".into(),
+        ))),
+        StoreKind::Sqlite { .. } | StoreKind::Http { .. } | StoreKind::Console(_) => {
+            Err(failed(String::new())(StoreError::Invalid(
+                "not a store keyward reaches through an adapter".into(),
+            )))
+        }
+    }
+}
+
 /// Open one configured store.
 pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ObserveError> {
     match &cfg.kind {
+        StoreKind::Exec { .. } | StoreKind::PostgresRoles { .. } | StoreKind::RedisAcl { .. } => {
+            open_adapter(cfg)
+        }
         StoreKind::Sqlite { path } => SqliteStore::open(&cfg.name, path)
             .map(|s| Arc::new(s) as Arc<dyn Store>)
             .map_err(|e| ObserveError::Open {

@@ -294,6 +294,10 @@ impl Store for ConsoleStore {
             client_secret_hash: false,
             native_expiry: self.preset.expiry != ExpiryRule::None,
             in_place,
+            // The console makes the secret; the admin pastes it.
+            secret: crate::store::SecretMode::Server,
+            expiry: None,
+            rotation_overlap: crate::store::Overlap::default(),
         }
     }
 

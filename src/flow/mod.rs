@@ -97,6 +97,11 @@ pub async fn apply(dir: &Path, opts: &ApplyRunOptions, color: Colors) -> Result<
         Ok(l) => l,
         Err(stop) => return Ok(stop),
     };
+    // Stores with emulated expiry or a grace to end are brought up to date first, also
+    // when the plan turns out empty.
+    for line in crate::apply::enforce_stores(&stores, clock.now()).await {
+        eprintln!("{line}");
+    }
     let locked = Locked {
         desired: &desired,
         stores: &stores,

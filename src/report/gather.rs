@@ -6,7 +6,7 @@
 use super::{COMMITS_PER_FILE, CommitInfo, Inputs, StoreView, relative};
 use crate::deliver::Outbox;
 use crate::git::GitRepo;
-use crate::spec::{Spec, StoreConfig, StoreKind};
+use crate::spec::{Spec, StoreConfig};
 use crate::store::{Event, ListFilter, Store, list_all};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,11 +21,7 @@ pub fn store_view(cfg: &StoreConfig) -> StoreView {
     StoreView {
         name: cfg.name.clone(),
         environment: cfg.environment.clone(),
-        kind: match cfg.kind {
-            StoreKind::Sqlite { .. } => "sqlite".into(),
-            StoreKind::Http { .. } => "http".into(),
-            StoreKind::Console(_) => "console".into(),
-        },
+        kind: cfg.kind.name().into(),
         error: None,
         knows_last_use: false,
     }

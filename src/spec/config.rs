@@ -370,8 +370,14 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
                 }
             }
         };
+        if let Some(k) = kind.as_deref() {
+            super::adapters::refuse_foreign(ctx, k, &fields, &sp);
+        }
         let kind = match kind.as_deref() {
             None => None,
+            Some(k) if super::adapters::KINDS.contains(&k) => {
+                super::adapters::parse_kind(ctx, k, &fields, &sp)
+            }
             Some("sqlite") => {
                 for f in ["url", "token_env"] {
                     if get(f).is_some() {
@@ -436,7 +442,11 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
                 super::console_store::parse(ctx, &fields, &sp, root, &name).map(StoreKind::Console)
             }
             Some(other) => {
-                let hint = did_you_mean(other, ["sqlite", "http", "console"], "kinds");
+                let hint = did_you_mean(
+                    other,
+                    ["sqlite", "http", "console", "postgres-roles", "redis-acl"],
+                    "kinds",
+                );
                 ctx.err(
                     codes::INVALID_VALUE,
                     &sp.key("kind"),
@@ -842,7 +852,7 @@ pub fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn env_name(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<String> {
+pub(super) fn env_name(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<String> {
     let s = ctx.string(v, p)?;
     if valid_env_name(&s) {
         return Some(s);

@@ -2,6 +2,7 @@
 //! `model::Spec`. Owns reading those files (from disk, or from an in-memory map for a git
 //! revision) and reporting every problem at once; must not talk to stores or apply policy.
 
+pub mod adapters;
 pub mod config;
 pub mod console_store;
 pub mod keys;

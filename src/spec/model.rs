@@ -75,6 +75,51 @@ pub enum StoreKind {
     },
     /// A vendor console without a key API (see `spec::console_store`).
     Console(ConsoleStoreConfig),
+    /// An adapter process speaking keyward's store protocol (NDJSON over stdin/stdout).
+    Exec {
+        /// Program and arguments (never a secret: argv is visible to every local user).
+        command: Vec<String>,
+        /// Names of the environment variables passed on to the adapter.
+        env: Vec<String>,
+        /// Per request.
+        timeout_secs: u64,
+    },
+    /// PostgreSQL login roles with keyward-computed SCRAM-SHA-256 verifiers.
+    PostgresRoles {
+        url: ConnUrl,
+        role_prefix: String,
+        /// scope -> group roles.
+        grants: BTreeMap<String, Vec<String>>,
+    },
+    /// Redis ACL users with `#sha256` passwords.
+    RedisAcl {
+        url: ConnUrl,
+        user_prefix: String,
+        /// scope -> ACL rules.
+        grants: BTreeMap<String, Vec<String>>,
+    },
+}
+
+impl StoreKind {
+    /// The `kind:` word of keyward.yaml.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StoreKind::Sqlite { .. } => "sqlite",
+            StoreKind::Http { .. } => "http",
+            StoreKind::Console(_) => "console",
+            StoreKind::Exec { .. } => "exec",
+            StoreKind::PostgresRoles { .. } => "postgres-roles",
+            StoreKind::RedisAcl { .. } => "redis-acl",
+        }
+    }
+}
+
+/// A connection URL given in keyward.yaml (`url`) or named by an environment variable
+/// (`url_env`, for URLs that carry a password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnUrl {
+    Value(String),
+    Env(String),
 }
 
 /// The vendors `kind: console` accepts; each has a preset in `src/console/presets/`.

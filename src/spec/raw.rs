@@ -25,6 +25,13 @@ pub mod fields {
         "secret_pattern",
         "max_keys_per_owner",
         "max_lifetime",
+        "url_env",
+        "role_prefix",
+        "user_prefix",
+        "grants",
+        "command",
+        "env",
+        "timeout",
     ];
     pub const SCOPES: &[&str] = &["areas", "levels"];
     pub const POLICY: &[&str] = &[
@@ -126,6 +133,15 @@ pub enum StoreKindName {
     Http,
     /// A vendor web console without a key API; its live state is a committed ledger.
     Console,
+    /// An adapter process speaking keyward's store protocol over stdin/stdout
+    /// (docs/store-protocol.md).
+    Exec,
+    /// PostgreSQL login roles (SCRAM-SHA-256 verifiers computed by keyward).
+    #[serde(rename = "postgres-roles")]
+    PostgresRoles,
+    /// Redis ACL users (`#sha256` passwords).
+    #[serde(rename = "redis-acl")]
+    RedisAcl,
 }
 
 /// One live store.
@@ -137,9 +153,33 @@ pub struct StoreEntry {
     /// (default `.keyward/<store>.db`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// http only: base URL, `http://` or `https://`.
+    /// http: base URL, `http://` or `https://`; postgres-roles: `postgres://...`;
+    /// redis-acl: `redis://...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// postgres-roles / redis-acl: the environment variable holding the URL (instead of
+    /// `url`, when it carries a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    /// postgres-roles: prefix of the login roles (default `kw_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_prefix: Option<String>,
+    /// redis-acl: prefix of the ACL users (default `kw-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_prefix: Option<String>,
+    /// postgres-roles / redis-acl: scope -> group roles (postgres-roles) or ACL rules
+    /// (redis-acl), e.g. `{ bibs:read: [bibs_reader] }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<BTreeMap<String, Vec<String>>>,
+    /// exec: the adapter program and its arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// exec: names of the environment variables passed to the adapter (no others are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    /// exec: how long one request may take (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
     /// http only: name of the environment variable holding the bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,

@@ -4,12 +4,18 @@
 //! `crate::model` (re-exported here). Stores never see a plaintext secret: only `SecretHash` values.
 //! This module must not know about specs, plans or deliveries.
 
+pub mod check;
+pub(crate) mod credential;
 pub mod http;
 mod pepper;
+pub mod pg_roles;
 pub mod postgres;
 pub(crate) mod quota;
+pub mod redis_acl;
+pub(crate) mod resp;
 pub(crate) mod row;
 pub(crate) mod rules;
+pub mod scram;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -50,6 +56,66 @@ pub struct Capabilities {
     pub native_expiry: bool,
     /// Fields changeable in place.
     pub in_place: Vec<String>,
+    /// Who makes a secret and in which form the store takes it (absent in older servers'
+    /// answers: `client_hash`).
+    #[serde(default)]
+    pub secret: SecretMode,
+    /// How expiry is enforced (absent: from `native_expiry`).
+    #[serde(default)]
+    pub expiry: Option<ExpiryMode>,
+    /// Whether the previous secret keeps working during a rotation's grace.
+    #[serde(default)]
+    pub rotation_overlap: Overlap,
+}
+
+impl Capabilities {
+    /// How expiry is enforced, also for answers that only carry `native_expiry`.
+    pub fn expiry_mode(&self) -> ExpiryMode {
+        self.expiry.unwrap_or(if self.native_expiry {
+            ExpiryMode::Native
+        } else {
+            ExpiryMode::None
+        })
+    }
+}
+
+/// Who makes a key's secret, and what the store receives.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretMode {
+    /// keyward generates the secret and passes it to the store (through a pipe only).
+    Client,
+    /// keyward generates the secret; the store only ever gets a hash or verifier of it.
+    #[default]
+    ClientHash,
+    /// The store generates the secret and returns it once.
+    Server,
+}
+
+/// How a store enforces expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryMode {
+    /// The store refuses an expired secret by itself.
+    Native,
+    /// keyward switches expired keys off (on apply and on the nightly run).
+    Emulated,
+    /// Keys never expire in this store.
+    None,
+}
+
+/// Whether a rotated key's previous secret keeps working until the grace ends.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    #[default]
+    Native,
+    /// The old secret stops at once.
+    None,
 }
 
 /// An apply lease.
@@ -171,6 +237,22 @@ pub trait Store: Send + Sync {
     /// reservations). Stores that hold nothing keep the default.
     async fn close(&self) -> StoreResult<()> {
         Ok(())
+    }
+    /// The form in which this store takes a new secret (`NewKey::secret_hash`,
+    /// `Rotate::secret_hash`): the hex SHA-256 by default; a SCRAM verifier for
+    /// postgres-roles; the secret itself for `client` adapters, which get it through a pipe
+    /// only (so the value is as secret as the secret: never logged, never serialised by
+    /// anything but that store).
+    fn secret_form(&self, secret: &crate::secret::Secret) -> StoreResult<SecretHash> {
+        Ok(secret.hash())
+    }
+    /// What keyward does for a store that cannot do it itself, run by apply and the
+    /// nightly job (emulated expiry: switch expired keys off; the end of a rotation's
+    /// grace: drop the previous secret). Never changes a key's version. Returns one line
+    /// per thing done.
+    async fn enforce(&self, now: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        let _ = now;
+        Ok(Vec::new())
     }
 }
 

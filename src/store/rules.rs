@@ -560,6 +560,9 @@ pub(crate) fn capabilities() -> Capabilities {
         .into_iter()
         .map(String::from)
         .collect(),
+        secret: super::SecretMode::ClientHash,
+        expiry: Some(super::ExpiryMode::Native),
+        rotation_overlap: super::Overlap::Native,
     }
 }
 

@@ -120,15 +120,23 @@ pub const POSTGRES: Tool = Tool {
     install: "set KEYWARD_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test",
     probe: || env_set("KEYWARD_TEST_POSTGRES_URL"),
 };
+/// The PostgreSQL server binaries (initdb, pg_ctl): on PATH, in `KEYWARD_TEST_PG_BIN`, or
+/// under /usr/lib/postgresql/*/bin; use [`pg_bin`].
 pub const INITDB: Tool = Tool {
-    what: "PostgreSQL's initdb",
+    what: "PostgreSQL's initdb and pg_ctl",
     install: "apt-get install postgresql",
-    probe: || runs("initdb", &["--version"]),
+    probe: || pg_bin().is_some(),
 };
+/// A Redis answering at `KEYWARD_TEST_REDIS_URL` (default redis://127.0.0.1:6379); use
+/// [`redis_url`].
 pub const REDIS: Tool = Tool {
-    what: "redis-server",
-    install: "apt-get install redis-server",
-    probe: || runs("redis-server", &["--version"]),
+    what: "a running Redis",
+    install: "apt-get install redis-server; redis-server --daemonize yes (.ci/run does)",
+    probe: || {
+        let url = redis_url_value();
+        let addr = url.trim_start_matches("redis://").trim_end_matches('/');
+        std::net::TcpStream::connect(addr).is_ok()
+    },
 };
 /// Debian's Chromium and its WebDriver: the web view's browser tests drive them.
 pub const CHROMIUM: Tool = Tool {
@@ -141,6 +149,32 @@ pub const CHROMEDRIVER: Tool = Tool {
     install: "apt-get install chromium-driver",
     probe: || runs("chromedriver", &["--version"]),
 };
+
+fn redis_url_value() -> String {
+    std::env::var("KEYWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The Redis URL (`KEYWARD_TEST_REDIS_URL`, default redis://127.0.0.1:6379) when one
+/// answers, or None after the SKIP line.
+#[track_caller]
+pub fn redis_url() -> Option<String> {
+    tool(&REDIS).then(redis_url_value)
+}
+
+/// The directory holding initdb and pg_ctl, if there is one.
+pub fn pg_bin() -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("KEYWARD_TEST_PG_BIN")
+        .map(|d| vec![d.into()])
+        .unwrap_or_default();
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
+        dirs.extend(rd.flatten().map(|e| e.path().join("bin")));
+    }
+    dirs.into_iter()
+        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+}
 
 /// Is CI asking for the whole suite? `CI` set to anything but empty, `0` or `false` (GitHub
 /// and GitLab set `CI=true`).

@@ -1,0 +1,707 @@
+//! The store conformance kit (`keyward store check STORE`): the behaviours every store is
+//! held to — create -> list -> rotate with grace -> disable -> enable -> revoke -> delete,
+//! version conflicts, idempotent retries, unmanaged keys untouched, paging, expiry — run
+//! through the `Store` trait against any store, reported as one pass/fail row per
+//! behaviour. Works on keys of its own (named `kwcheck-<run>-...`) and removes them; must
+//! never print a secret (rows say what was expected and what was seen, never a value).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use chrono::{Duration, DurationRound, Utc};
+use rand::RngCore;
+use serde::Serialize;
+
+use super::{
+    Capabilities, ExpiryMode, ListFilter, Overlap, Store, StoreError, VerifyReason, list_all,
+};
+use crate::model::{Actor, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate};
+use crate::secret::{self, Secret};
+
+/// What the kit may assume about the store.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The environment of the store (keys are created in it).
+    pub environment: String,
+    /// Scopes the store can give (for stores with a grants table: scopes it has grants for).
+    pub scopes: Vec<String>,
+    /// How many keys the paging check creates.
+    pub paging_keys: usize,
+}
+
+/// One behaviour's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    pub check: &'static str,
+    pub passed: bool,
+    /// What was checked, or what went wrong (no secrets).
+    pub detail: String,
+    pub millis: u64,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub store: String,
+    pub capabilities: Capabilities,
+    pub checks: Vec<CheckRow>,
+    /// Keys of this run that could not be removed afterwards (ids).
+    pub left_behind: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed) && self.left_behind.is_empty()
+    }
+
+    /// The table `keyward store check` prints.
+    pub fn table(&self) -> String {
+        let w = self
+            .checks
+            .iter()
+            .map(|c| c.check.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let mut out = format!(
+            "store {}: secret {:?}, expiry {:?}, rotation overlap {:?}\n{:<w$}  {:<6}  {:>7}  detail\n",
+            self.store,
+            self.capabilities.secret,
+            self.capabilities.expiry_mode(),
+            self.capabilities.rotation_overlap,
+            "check",
+            "result",
+            "ms",
+        );
+        for c in &self.checks {
+            out.push_str(&format!(
+                "{:<w$}  {:<6}  {:>7}  {}\n",
+                c.check,
+                if c.passed { "pass" } else { "FAIL" },
+                c.millis,
+                c.detail
+            ));
+        }
+        let failed = self.checks.iter().filter(|c| !c.passed).count();
+        out.push_str(&format!(
+            "{} of {} checks passed{}\n",
+            self.checks.len() - failed,
+            self.checks.len(),
+            if self.left_behind.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} test key(s) could not be removed",
+                    self.left_behind.len()
+                )
+            }
+        ));
+        out
+    }
+}
+
+type Outcome = Result<String, String>;
+
+/// Run every check against `store`.
+pub async fn run(store: &dyn Store, opts: &CheckOptions) -> CheckReport {
+    let mut run_id = [0u8; 3];
+    rand::rngs::OsRng.fill_bytes(&mut run_id);
+    let k = Kit {
+        store,
+        opts,
+        caps: store.capabilities(),
+        prefix: format!("kwcheck-{}", hex::encode(run_id)),
+        actor: Actor {
+            who: "keyward-store-check".into(),
+            commit: None,
+        },
+    };
+    let mut checks = Vec::new();
+    macro_rules! check {
+        ($name:literal, $f:expr) => {{
+            let t = Instant::now();
+            let r: Outcome = $f.await;
+            checks.push(CheckRow {
+                check: $name,
+                passed: r.is_ok(),
+                detail: r.unwrap_or_else(|e| e),
+                millis: t.elapsed().as_millis() as u64,
+            });
+        }};
+    }
+    check!("create", k.create_list_get());
+    check!("rotate-with-grace", k.rotate_with_grace());
+    check!("disable-enable", k.disable_enable());
+    check!("revoke", k.revoke());
+    check!("delete", k.delete());
+    check!("version-conflicts", k.conflicts());
+    check!("idempotent-retries", k.idempotent());
+    check!("unmanaged-untouched", k.unmanaged());
+    check!("paging", k.paging());
+    check!("expiry", k.expiry());
+    let left_behind = k.cleanup().await;
+    CheckReport {
+        store: store.name().to_owned(),
+        capabilities: k.caps.clone(),
+        checks,
+        left_behind,
+    }
+}
+
+struct Kit<'a> {
+    store: &'a dyn Store,
+    opts: &'a CheckOptions,
+    caps: Capabilities,
+    prefix: String,
+    actor: Actor,
+}
+
+fn fail(step: &str) -> impl Fn(StoreError) -> String + '_ {
+    move |e| format!("{step}: {e}")
+}
+
+fn ensure(ok: bool, what: impl Into<String>) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what.into()) }
+}
+
+impl Kit<'_> {
+    fn now(&self) -> chrono::DateTime<Utc> {
+        Utc::now()
+            .duration_trunc(Duration::seconds(1))
+            .unwrap_or_else(|_| Utc::now())
+    }
+
+    /// A new key record of this run, with its secret.
+    fn new_key(&self, name: &str, managed: bool) -> Result<(NewKey, Secret), String> {
+        let id = secret::new_key_id();
+        let s = secret::generate(&self.opts.environment, &id);
+        let now = self.now();
+        let key = NewKey {
+            id,
+            name: format!("{}-{name}", self.prefix),
+            environment: self.opts.environment.clone(),
+            owner: "kwcheck".into(),
+            purpose: Some("keyward store check".into()),
+            scopes: self.opts.scopes.iter().take(1).cloned().collect(),
+            labels: BTreeMap::from([("kwcheck".into(), self.prefix.clone())]),
+            status: KeyStatus::Active,
+            issued_at: now - Duration::minutes(1),
+            expires_at: Some(now + Duration::days(30)),
+            lifetime: Some("30d".into()),
+            generation: 1,
+            spec_generation: 1,
+            recipients: BTreeMap::from([("kwcheck".into(), "fingerprint".into())]),
+            quota_per_day: None,
+            protected: false,
+            managed_by: managed.then(|| MANAGED_BY.to_owned()),
+            applied_digest: None,
+            secret_hash: self.store.secret_form(&s).map_err(fail("secret form"))?,
+        };
+        Ok((key, s))
+    }
+
+    async fn made(&self, name: &str) -> Result<(LiveKey, Secret), String> {
+        let (nk, s) = self.new_key(name, true)?;
+        let k = self
+            .store
+            .create(nk, &self.actor)
+            .await
+            .map_err(fail("create"))?;
+        Ok((k, s))
+    }
+
+    async fn verdict(&self, s: &Secret) -> Result<(bool, VerifyReason), String> {
+        let v = self
+            .store
+            .verify(s.expose(), Utc::now())
+            .await
+            .map_err(fail("verify"))?;
+        Ok((v.valid, v.reason))
+    }
+
+    async fn expect_valid(&self, s: &Secret, when: &str) -> Result<(), String> {
+        let (valid, reason) = self.verdict(s).await?;
+        ensure(
+            valid,
+            format!("{when}: the secret was refused ({reason:?})"),
+        )
+    }
+
+    /// Refused; when `reason` is given and the store can tell (keyward's own stores and
+    /// any store whose check still accepts the password), with that reason.
+    async fn expect_refused(
+        &self,
+        s: &Secret,
+        when: &str,
+        reason: Option<VerifyReason>,
+    ) -> Result<(), String> {
+        let (valid, got) = self.verdict(s).await?;
+        ensure(!valid, format!("{when}: the secret still verifies"))?;
+        if let Some(r) = reason
+            && got != r
+            && got != VerifyReason::Unknown
+        {
+            return Err(format!("{when}: refused as {got:?}, expected {r:?}"));
+        }
+        Ok(())
+    }
+
+    async fn create_list_get(&self) -> Outcome {
+        let (k, s) = self.made("create").await?;
+        let got = self.store.get(&k.id).await.map_err(fail("get"))?;
+        ensure(
+            got.as_ref() == Some(&k),
+            "get does not return the key as created",
+        )?;
+        ensure(
+            k.version >= 1 && k.is_managed(),
+            "a new key has a version and the managed marker",
+        )?;
+        let listed = list_all(
+            self.store,
+            &ListFilter {
+                managed: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(fail("list"))?;
+        ensure(
+            listed.iter().any(|x| x.id == k.id),
+            "the new key is not listed",
+        )?;
+        self.expect_valid(&s, "after create").await?;
+        Ok("created, got, listed as managed, secret verifies".into())
+    }
+
+    fn rotation(&self, k: &LiveKey, grace: Duration) -> Result<(Rotate, Secret), String> {
+        let s = secret::generate(&self.opts.environment, &k.id);
+        let now = self.now();
+        Ok((
+            Rotate {
+                secret_hash: self.store.secret_form(&s).map_err(fail("secret form"))?,
+                previous_valid_until: Some(now + grace),
+                issued_at: now - Duration::seconds(1),
+                expires_at: Some(now + Duration::days(30)),
+                generation: k.generation + 1,
+                spec_generation: k.spec_generation + 1,
+                recipients: k.recipients.clone(),
+            },
+            s,
+        ))
+    }
+
+    async fn rotate_with_grace(&self) -> Outcome {
+        let (k, old) = self.made("rotate").await?;
+        let (rot, new) = self.rotation(&k, Duration::hours(1))?;
+        let r = self
+            .store
+            .rotate(&k.id, k.version, rot, &self.actor)
+            .await
+            .map_err(fail("rotate"))?;
+        ensure(
+            r.id == k.id && r.generation == k.generation + 1,
+            "rotation keeps the id and bumps the generation",
+        )?;
+        self.expect_valid(&new, "after rotate, the new secret")
+            .await?;
+        if self.caps.rotation_overlap == Overlap::None {
+            self.expect_refused(&old, "no overlap: the old secret after rotate", None)
+                .await?;
+            return Ok("new secret verifies; no overlap: the old one stopped at once".into());
+        }
+        self.expect_valid(&old, "during the grace, the old secret")
+            .await?;
+        // A second rotation whose grace ends almost at once: afterwards only the newest works.
+        let (rot, newest) = self.rotation(&r, Duration::seconds(1))?;
+        self.store
+            .rotate(&r.id, r.version, rot, &self.actor)
+            .await
+            .map_err(fail("rotate again"))?;
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        self.store
+            .enforce(Utc::now())
+            .await
+            .map_err(fail("enforce"))?;
+        self.expect_valid(&newest, "after the grace, the newest secret")
+            .await?;
+        self.expect_refused(&new, "after the grace, the previous secret", None)
+            .await?;
+        Ok("new secret verifies, old one during the grace, only the newest after it".into())
+    }
+
+    async fn disable_enable(&self) -> Outcome {
+        let (k, s) = self.made("disable").await?;
+        let d = self
+            .store
+            .disable(&k.id, k.version, &self.actor)
+            .await
+            .map_err(fail("disable"))?;
+        ensure(
+            d.status == KeyStatus::Disabled && d.version > k.version,
+            "disable sets the status and bumps the version",
+        )?;
+        self.expect_refused(&s, "disabled", Some(VerifyReason::Disabled))
+            .await?;
+        let e = self
+            .store
+            .enable(&k.id, d.version, &self.actor)
+            .await
+            .map_err(fail("enable"))?;
+        ensure(e.status == KeyStatus::Active, "enable makes it active")?;
+        self.expect_valid(&s, "enabled again").await?;
+        Ok("disabled key refused, enabled key verifies".into())
+    }
+
+    async fn revoke(&self) -> Outcome {
+        let (k, s) = self.made("revoke").await?;
+        let r = self
+            .store
+            .revoke(&k.id, k.version, &self.actor)
+            .await
+            .map_err(fail("revoke"))?;
+        ensure(r.status == KeyStatus::Revoked, "revoke sets the status")?;
+        self.expect_refused(&s, "revoked", Some(VerifyReason::Revoked))
+            .await?;
+        let again = self.store.enable(&k.id, r.version, &self.actor).await;
+        ensure(
+            matches!(again, Err(StoreError::Refused(_))),
+            "enabling a revoked key is refused",
+        )?;
+        let listed = self.store.get(&k.id).await.map_err(fail("get"))?;
+        ensure(
+            listed.is_some_and(|x| x.status == KeyStatus::Revoked),
+            "a revoked key stays listed (audit trail)",
+        )?;
+        Ok("revoked key refused, cannot be enabled, stays listed".into())
+    }
+
+    async fn delete(&self) -> Outcome {
+        let (k, s) = self.made("delete").await?;
+        self.store
+            .delete(&k.id, k.version, &self.actor)
+            .await
+            .map_err(fail("delete"))?;
+        ensure(
+            self.store.get(&k.id).await.map_err(fail("get"))?.is_none(),
+            "a deleted key is gone",
+        )?;
+        self.expect_refused(&s, "deleted", Some(VerifyReason::Unknown))
+            .await?;
+        let again = self.store.delete(&k.id, k.version, &self.actor).await;
+        ensure(
+            matches!(again, Err(StoreError::NotFound(_))),
+            "deleting it again is not_found",
+        )?;
+        Ok("deleted key gone, refused, second delete is not_found".into())
+    }
+
+    async fn conflicts(&self) -> Outcome {
+        let (k, _) = self.made("conflict").await?;
+        let patch = KeyPatch {
+            purpose: Some(Some("first".into())),
+            ..Default::default()
+        };
+        let u = self
+            .store
+            .update(&k.id, k.version, patch, &self.actor)
+            .await
+            .map_err(fail("update"))?;
+        ensure(u.version > k.version, "an update bumps the version")?;
+        let stale = KeyPatch {
+            purpose: Some(Some("second".into())),
+            ..Default::default()
+        };
+        let r = self
+            .store
+            .update(&k.id, k.version, stale, &self.actor)
+            .await;
+        ensure(
+            matches!(r, Err(StoreError::Conflict { .. })),
+            format!(
+                "update with a stale version: expected a conflict, got {:?}",
+                r.map(|k| k.version)
+            ),
+        )?;
+        let r = self.store.disable(&k.id, k.version, &self.actor).await;
+        ensure(
+            matches!(r, Err(StoreError::Conflict { .. })),
+            "disable with a stale version: expected a conflict",
+        )?;
+        let (rot, _) = self.rotation(&k, Duration::hours(1))?;
+        let r = self.store.rotate(&k.id, k.version, rot, &self.actor).await;
+        ensure(
+            matches!(r, Err(StoreError::Conflict { .. })),
+            "rotate with a stale version: expected a conflict",
+        )?;
+        let now = self.store.get(&k.id).await.map_err(fail("get"))?;
+        ensure(
+            now.is_some_and(|x| x.purpose.as_deref() == Some("first") && x.version == u.version),
+            "a refused change changed nothing",
+        )?;
+        Ok("stale update, disable and rotate are conflicts and change nothing".into())
+    }
+
+    async fn idempotent(&self) -> Outcome {
+        let (nk, _) = self.new_key("retry", true)?;
+        let k = self
+            .store
+            .create(nk.clone(), &self.actor)
+            .await
+            .map_err(fail("create"))?;
+        let r = self.store.create(nk, &self.actor).await;
+        ensure(
+            matches!(r, Err(StoreError::AlreadyExists(_))),
+            "creating the same id again: expected already-exists",
+        )?;
+        let patch = KeyPatch {
+            labels: Some(BTreeMap::from([
+                ("kwcheck".into(), self.prefix.clone()),
+                ("x".into(), "1".into()),
+            ])),
+            ..Default::default()
+        };
+        let a = self
+            .store
+            .update(&k.id, k.version, patch.clone(), &self.actor)
+            .await
+            .map_err(fail("update"))?;
+        let b = self
+            .store
+            .update(&k.id, a.version, patch, &self.actor)
+            .await
+            .map_err(fail("repeat update"))?;
+        ensure(
+            b.version == a.version,
+            "repeating an update changes nothing (same version)",
+        )?;
+        let d = self
+            .store
+            .disable(&k.id, b.version, &self.actor)
+            .await
+            .map_err(fail("disable"))?;
+        let d2 = self
+            .store
+            .disable(&k.id, d.version, &self.actor)
+            .await
+            .map_err(fail("repeat disable"))?;
+        ensure(
+            d2.version == d.version,
+            "repeating a disable changes nothing",
+        )?;
+        Ok("repeated create is already-exists; repeated update and disable are no-ops".into())
+    }
+
+    async fn unmanaged(&self) -> Outcome {
+        let (nk, _) = self.new_key("unmanaged", false)?;
+        let k = match self.store.create(nk, &self.actor).await {
+            Ok(k) => k,
+            Err(StoreError::Refused(m)) | Err(StoreError::Invalid(m)) => {
+                return Ok(format!("the store does not create unmanaged keys ({m})"));
+            }
+            Err(e) => return Err(format!("create an unmanaged key: {e}")),
+        };
+        ensure(!k.is_managed(), "the key is unmanaged")?;
+        let patch = KeyPatch {
+            purpose: Some(Some("changed".into())),
+            ..Default::default()
+        };
+        let (rot, _) = self.rotation(&k, Duration::hours(1))?;
+        let results = [
+            (
+                "update",
+                self.store
+                    .update(&k.id, k.version, patch, &self.actor)
+                    .await
+                    .err(),
+            ),
+            (
+                "rotate",
+                self.store
+                    .rotate(&k.id, k.version, rot, &self.actor)
+                    .await
+                    .err(),
+            ),
+            (
+                "disable",
+                self.store
+                    .disable(&k.id, k.version, &self.actor)
+                    .await
+                    .err(),
+            ),
+            (
+                "revoke",
+                self.store.revoke(&k.id, k.version, &self.actor).await.err(),
+            ),
+            (
+                "delete",
+                self.store.delete(&k.id, k.version, &self.actor).await.err(),
+            ),
+        ];
+        for (what, r) in results {
+            ensure(
+                matches!(r, Some(StoreError::Refused(_))),
+                format!("{what} of an unmanaged key was not refused"),
+            )?;
+        }
+        let after = self.store.get(&k.id).await.map_err(fail("get"))?;
+        ensure(after.as_ref() == Some(&k), "the unmanaged key changed")?;
+        let listed = list_all(
+            self.store,
+            &ListFilter {
+                managed: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(fail("list unmanaged"))?;
+        ensure(
+            listed.iter().any(|x| x.id == k.id),
+            "the unmanaged key is not listed as unmanaged",
+        )?;
+        Ok(
+            "update, rotate, disable, revoke, delete refused; key unchanged; listed as unmanaged"
+                .into(),
+        )
+    }
+
+    async fn paging(&self) -> Outcome {
+        let n = self.opts.paging_keys;
+        let mut ids = BTreeSet::new();
+        for i in 0..n {
+            let (nk, _) = self.new_key(&format!("page-{i}"), true)?;
+            ids.insert(
+                self.store
+                    .create(nk, &self.actor)
+                    .await
+                    .map_err(fail("create"))?
+                    .id,
+            );
+        }
+        let filter = ListFilter {
+            label: Some(("kwcheck".into(), self.prefix.clone())),
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = self
+                .store
+                .list(&filter, cursor.as_deref(), 97)
+                .await
+                .map_err(fail("list"))?;
+            pages += 1;
+            ensure(page.items.len() <= 97, "a page is longer than asked for")?;
+            seen.extend(page.items.into_iter().map(|k| k.id));
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+            ensure(pages <= n + 20, "the cursor does not end")?;
+        }
+        let unique: BTreeSet<&String> = seen.iter().collect();
+        ensure(
+            unique.len() == seen.len(),
+            "a key was listed twice across pages",
+        )?;
+        ensure(
+            ids.iter().all(|i| unique.contains(i)),
+            "a key was missing from the pages",
+        )?;
+        Ok(format!(
+            "{n} keys in {pages} pages of at most 97, each exactly once"
+        ))
+    }
+
+    async fn expiry(&self) -> Outcome {
+        let mode = self.caps.expiry_mode();
+        let (mut nk, s) = self.new_key("expired", true)?;
+        let now = self.now();
+        nk.issued_at = now - Duration::hours(2);
+        if mode == ExpiryMode::Emulated {
+            // keyward switches the key off: it must work until then, and not after.
+            nk.expires_at = Some(Utc::now() + Duration::seconds(2));
+            let k = self
+                .store
+                .create(nk, &self.actor)
+                .await
+                .map_err(fail("create"))?;
+            self.expect_valid(&s, "before it expires").await?;
+            tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+            let done = self
+                .store
+                .enforce(Utc::now())
+                .await
+                .map_err(fail("enforce"))?;
+            ensure(
+                done.iter().any(|l| l.contains(&k.name)),
+                "emulated expiry: enforce did not switch the expired key off",
+            )?;
+            self.expect_refused(&s, "expired", Some(VerifyReason::Expired))
+                .await?;
+            return Ok("valid until it expired; enforce switched it off (expiry Emulated)".into());
+        }
+        nk.expires_at = Some(now - Duration::minutes(1));
+        self.store
+            .create(nk, &self.actor)
+            .await
+            .map_err(fail("create"))?;
+        self.store
+            .enforce(Utc::now())
+            .await
+            .map_err(fail("enforce"))?;
+        self.expect_refused(&s, "expired", Some(VerifyReason::Expired))
+            .await?;
+        Ok(format!("an expired key is refused (expiry {mode:?})"))
+    }
+
+    /// Remove every key of this run (revoked ones too); returns the ids that stayed.
+    async fn cleanup(&self) -> Vec<String> {
+        let filter = ListFilter {
+            label: Some(("kwcheck".into(), self.prefix.clone())),
+            ..Default::default()
+        };
+        let mut left = Vec::new();
+        let Ok(keys) = list_all(self.store, &filter).await else {
+            return vec!["(the store could not be listed)".into()];
+        };
+        for k in keys {
+            if !k.is_managed() {
+                // Unmanaged keys cannot be deleted through keyward: adopt, then delete.
+                let adopt = KeyPatch {
+                    managed_by: Some(Some(MANAGED_BY.into())),
+                    ..Default::default()
+                };
+                match self
+                    .store
+                    .update(&k.id, k.version, adopt, &self.actor)
+                    .await
+                {
+                    Ok(a)
+                        if self
+                            .store
+                            .delete(&a.id, a.version, &self.actor)
+                            .await
+                            .is_ok() =>
+                    {
+                        continue;
+                    }
+                    _ => {
+                        left.push(k.id);
+                        continue;
+                    }
+                }
+            }
+            if self
+                .store
+                .delete(&k.id, k.version, &self.actor)
+                .await
+                .is_err()
+            {
+                left.push(k.id);
+            }
+        }
+        left
+    }
+}
