@@ -73,8 +73,7 @@ async fn memberships(c: &ScramCluster, role: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn postgres_roles_logins_follow_the_key_through_its_life() {
-    let Some(c) = ScramCluster::start()
-    else {
+    let Some(c) = ScramCluster::start() else {
         return;
     };
     schema(&c).await;

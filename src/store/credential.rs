@@ -149,3 +149,8 @@ pub(crate) fn foreign_key(id: String, name: &str, active: bool) -> LiveKey {
         applied_digest: None,
     }
 }
+
+/// JSON text of a record keyward keeps beside a credential.
+pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
+}

@@ -239,7 +239,7 @@ impl PgRolesStore {
             }
             alter.push_str(&format!(" PASSWORD '{v}'"));
         }
-        let json = rules::json_text(k)?;
+        let json = credential::json_text(k)?;
         let comment = format!("{MARKER}{json}").replace('\'', "''");
         Ok(vec![
             alter,

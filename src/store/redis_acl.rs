@@ -254,7 +254,7 @@ impl RedisAclStore {
             commit: actor.commit.clone(),
             detail,
         };
-        let json = rules::json_text(&ev)?;
+        let json = credential::json_text(&ev)?;
         let r = c
             .cmd(&[b"RPUSH", self.ns("events").as_bytes(), json.as_bytes()])
             .await
@@ -330,7 +330,7 @@ impl RedisAclStore {
             let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", rec.user.as_bytes()];
             args.extend(acl.iter().map(|a| a.as_bytes()));
             c.cmd(&args).await.map_err(backend(&self.name))?;
-            let json = rules::json_text(rec)?;
+            let json = credential::json_text(rec)?;
             c.cmd(&[
                 b"HSET",
                 keys.as_bytes(),
@@ -431,7 +431,7 @@ impl RedisAclStore {
             return Err(self.missing(id));
         };
         rules::check_version(&rec.key, version)?;
-        let old = rules::json_text(&rec)?;
+        let old = credential::json_text(&rec)?;
         let change = f(&mut rec)?;
         Ok((rec, change, old))
     }
@@ -610,7 +610,7 @@ impl RedisAclStore {
             args.extend(acl.iter().map(|a| a.as_bytes()));
             let r = c.cmd(&args).await.map_err(backend(&self.name))?;
             ok(&self.name, "ACL SETUSER", &r)?;
-            let json = rules::json_text(&rec)?;
+            let json = credential::json_text(&rec)?;
             let r = c
                 .cmd(&[
                     b"HSET",
@@ -803,7 +803,7 @@ impl Store for RedisAclStore {
             holder: holder.to_owned(),
             expires_at,
         };
-        let json = rules::json_text(&lease)?;
+        let json = credential::json_text(&lease)?;
         let ms = ttl.num_milliseconds().max(1).to_string();
         let key = self.ns("lock");
         with!(self, |c| {
