@@ -344,14 +344,18 @@ pub async fn apply(cx: &Context<'_>, plan: &Plan, opts: &ApplyOptions) -> ApplyR
     report
 }
 
-fn store_err(store: &str) -> impl Fn(StoreError) -> ApplyError + '_ {
+pub(crate) fn store_err(store: &str) -> impl Fn(StoreError) -> ApplyError + '_ {
     move |e| ApplyError::Store {
         store: store.to_string(),
         source: e,
     }
 }
 
-async fn apply_one(cx: &Context<'_>, c: &Change, actor: &Actor) -> Result<Done, ApplyError> {
+pub(crate) async fn apply_one(
+    cx: &Context<'_>,
+    c: &Change,
+    actor: &Actor,
+) -> Result<Done, ApplyError> {
     failpoint::hit(failpoint::BETWEEN_KEYS)?;
     tracing::debug!(store = %c.store, key = %c.name, action = ?c.action, id = ?c.key_id, "applying");
     tracing::trace!(change = ?c, "change");
@@ -453,7 +457,11 @@ async fn apply_one(cx: &Context<'_>, c: &Change, actor: &Actor) -> Result<Done, 
 
 /// Record the state keyward left a key in (`applied_digest`), so a later edit made outside
 /// keyward shows as drift.
-async fn record_state(store: &dyn Store, k: LiveKey, actor: &Actor) -> Result<LiveKey, StoreError> {
+pub(crate) async fn record_state(
+    store: &dyn Store,
+    k: LiveKey,
+    actor: &Actor,
+) -> Result<LiveKey, StoreError> {
     let want = k.state_digest();
     if k.applied_digest.as_deref() == Some(want.as_str()) || k.status == KeyStatus::Revoked {
         return Ok(k);
@@ -467,7 +475,7 @@ async fn record_state(store: &dyn Store, k: LiveKey, actor: &Actor) -> Result<Li
 
 /// Revoke, recording first that keyward is the one revoking (a revoked key cannot be
 /// updated afterwards).
-async fn revoke_recorded(
+pub(crate) async fn revoke_recorded(
     store: &dyn Store,
     store_name: &str,
     id: &str,
@@ -503,7 +511,7 @@ async fn revoke_recorded(
 }
 
 /// A replace across stores names the old store in its `store` field change.
-fn old_store_of(c: &Change) -> String {
+pub(crate) fn old_store_of(c: &Change) -> String {
     c.fields
         .iter()
         .find(|f| f.field == "store" && f.forces_replacement)
@@ -671,9 +679,23 @@ async fn create_key(
     actor: &Actor,
 ) -> Result<(String, PathBuf), ApplyError> {
     let d = desired(cx, c)?;
-    let now = cx.clock.now().trunc_subsecs(0);
     let id = secret::new_key_id();
     let secret = secret::generate(&d.environment, &id);
+    create_key_with(cx, store, c, actor, (id, secret)).await
+}
+
+/// Create key `c` with a secret made elsewhere (generated here, or pasted from a vendor
+/// console): seal it, write the delivery durably as `pending`, register the key by hash,
+/// then mark the delivery active.
+pub(crate) async fn create_key_with(
+    cx: &Context<'_>,
+    store: &dyn Store,
+    c: &Change,
+    actor: &Actor,
+    (id, secret): (String, secret::Secret),
+) -> Result<(String, PathBuf), ApplyError> {
+    let d = desired(cx, c)?;
+    let now = cx.clock.now().trunc_subsecs(0);
     let generation = c.new_generation.unwrap_or(1);
     let expires_at = diff::expires_at(&d.expiry, now);
     let meta = EnvelopeMeta {
@@ -743,19 +765,35 @@ async fn rotate_key(
     actor: &Actor,
 ) -> Result<(PathBuf, LiveKey), ApplyError> {
     let d = desired(cx, c)?;
-    let now = cx.clock.now().trunc_subsecs(0);
     let id = c.key_id.clone().unwrap_or_default();
     let secret = secret::generate(&d.environment, &id);
+    let grace = Some(d.rotation.grace.to_chrono());
+    rotate_key_with(cx, store, c, (version, actor), secret, grace).await
+}
+
+/// Rotate key `c` to a secret made elsewhere. `grace`: how long the previous secret keeps
+/// working (None: it stops at once, as when a console regenerates a key).
+pub(crate) async fn rotate_key_with(
+    cx: &Context<'_>,
+    store: &dyn Store,
+    c: &Change,
+    (version, actor): (u64, &Actor),
+    secret: secret::Secret,
+    grace: Option<chrono::Duration>,
+) -> Result<(PathBuf, LiveKey), ApplyError> {
+    let d = desired(cx, c)?;
+    let now = cx.clock.now().trunc_subsecs(0);
+    let id = c.key_id.clone().unwrap_or_default();
     let generation = c.new_generation.unwrap_or(1);
     let expires_at = diff::expires_at(&d.expiry, now);
-    let grace_until = now + d.rotation.grace.to_chrono();
+    let grace_until = grace.map(|g| now + g);
     let meta = EnvelopeMeta {
         key: d.name.clone(),
         store: d.store.clone(),
         id: id.clone(),
         generation,
         expires_at,
-        previous_valid_until: Some(grace_until),
+        previous_valid_until: grace_until,
     };
     let secret_hash = store.secret_form(&secret).map_err(store_err(&c.store))?;
     let dir = deliver_pending(
@@ -773,7 +811,7 @@ async fn rotate_key(
     .await?;
     let rot = Rotate {
         secret_hash,
-        previous_valid_until: Some(grace_until),
+        previous_valid_until: grace_until,
         issued_at: now,
         expires_at,
         generation,

@@ -111,7 +111,10 @@ pub fn due(
                             .to_string()
                     }
                 };
-                out.push(item(kind, exp, todo));
+                let console = desired
+                    .map(|_| console_todo(spec, store))
+                    .unwrap_or_default();
+                out.push(item(kind, exp, todo + &console));
             }
             if let Some(d) = desired
                 && let Some(every) = d.rotation.every
@@ -136,6 +139,19 @@ pub fn due(
             .cmp(&(&b.owner, b.at, &b.store, &b.name, b.kind))
     });
     out
+}
+
+/// For a key in a console store: who does the renewal, and where.
+fn console_todo(spec: &Spec, store: &str) -> String {
+    use crate::console::preset::{Vendor, preset};
+    let Some(crate::spec::StoreKind::Console(c)) = spec.stores.get(store).map(|s| &s.kind) else {
+        return String::new();
+    };
+    let p = preset(Vendor::parse(&c.vendor).unwrap_or(Vendor::Generic));
+    format!(
+        "; once merged, an admin makes the new key in {} with `keyward apply --store {store}` at a terminal (it shows each step and reads the new value hidden)",
+        p.console
+    )
 }
 
 /// The reminder offset a key is inside of now: the smallest configured offset that is at

@@ -13,7 +13,7 @@ stores:
   alm: { kind: console, vendor: alm, environment: production, max_lifetime: 90d, max_keys_per_owner: 2 }
 scopes:
   areas: [acquisitions, analytics, bibs, configuration, courses, electronic, resource-sharing, task-lists, users, authentication-api, reports-api, full-access, api, odata]
-  levels: [use, read, write]
+  levels: [read, write]
 policy:
   default_lifetime: 365d
 ";
@@ -35,7 +35,7 @@ const GOOD: &str = "keys:
     store: openathens
     owner: jdoe
     purpose: EZproxy local authentication
-    scopes: [authentication-api:use]
+    scopes: [authentication-api:read]
     lifetime: 365d
 ";
 
@@ -66,11 +66,11 @@ fn validate_checks_console_keys_against_the_vendor_preset() {
   - name: a
     store: alma-production
     owner: jdoe
-    scopes: [bibs:read, authentication-api:use]
+    scopes: [bibs:read, authentication-api:read]
   - name: b
     store: openathens
     owner: jdoe
-    scopes: [authentication-api:use, reports-api:use]
+    scopes: [authentication-api:read, reports-api:read]
     expires: never
   - name: c
     store: alm
@@ -108,7 +108,9 @@ fn validate_checks_console_keys_against_the_vendor_preset() {
         );
     }
     assert!(
-        out.contains("Alma (Ex Libris Developer Network) offers no scope `authentication-api:use`"),
+        out.contains(
+            "Alma (Ex Libris Developer Network) offers no scope `authentication-api:read`"
+        ),
         "{out}"
     );
     let r = repo(
@@ -116,10 +118,7 @@ fn validate_checks_console_keys_against_the_vendor_preset() {
     );
     std::fs::write(
         r.root().join("keyward.yaml"),
-        CONFIG.replace(
-            "levels: [use, read, write]",
-            "levels: [use, read, reed, write]",
-        ),
+        CONFIG.replace("levels: [read, write]", "levels: [read, reed, write]"),
     )
     .unwrap();
     let o = r.run(&["validate"]);

@@ -34,6 +34,13 @@ pub struct ApplyArgs {
     /// checked-out branch, without touching the working tree.
     #[arg(long, value_name = "BRANCH", requires = "commit_deliveries")]
     pub branch: Option<String>,
+    /// Only the changes of this store (e.g. a console store's checklist at a terminal).
+    #[arg(long, value_name = "STORE")]
+    pub store: Option<String>,
+    /// Answers to console steps, for scripts and tests: a JSON object
+    /// {"KEY": {"secret": "...", "client_id": "...", "done": true}}, mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub console_input: Option<PathBuf>,
 }
 
 impl ApplyArgs {
@@ -41,13 +48,18 @@ impl ApplyArgs {
     pub fn options(&self) -> ApplyRunOptions {
         ApplyRunOptions {
             plan_file: self.plan_file.clone(),
-            plan: self.plan.options(),
+            plan: {
+                let mut p = self.plan.options();
+                p.only.extend(self.store.iter().map(|s| format!("{s}/*")));
+                p
+            },
             auto_approve: self.auto_approve,
             concurrency: self.concurrency,
             force: self.force,
             allow_dirty: self.allow_dirty,
             commit_deliveries: self.commit_deliveries,
             branch: self.branch.clone(),
+            console_input: self.console_input.clone(),
         }
     }
 }

@@ -119,6 +119,9 @@ pub struct PendingStep {
     pub generation: u32,
     /// The admin said the key was made (or regenerated) in the console.
     pub made: bool,
+    /// The client id the console showed with it (ALM), once typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     pub by: String,
     pub at: DateTime<Utc>,
 }
@@ -324,7 +327,9 @@ fn check(f: &LedgerFile, doc: &yaml::Doc, store: &str, vendor: &str, diags: &mut
     let mut ids: BTreeSet<&str> = BTreeSet::new();
     for (i, k) in f.keys.iter().enumerate() {
         let p = YPath::root().key("keys").idx(i);
-        if let Some(first) = names.insert(k.name.as_str(), i) {
+        if k.status != KeyStatus::Revoked
+            && let Some(first) = names.insert(k.name.as_str(), i)
+        {
             diags.push(
                 Diagnostic::error(
                     codes::LEDGER_DUPLICATE,

@@ -4,10 +4,13 @@
 //! Owns presets, the ledger, the ledger-backed store and the console rules; must not parse
 //! keyward.yaml (spec does) nor decide changes (the diff does).
 
+pub mod checklist;
+pub mod input;
 pub mod ledger;
 pub mod preset;
 pub mod rules;
 pub mod shape;
+pub mod steps;
 pub mod store;
 
 pub use ledger::{LedgerError, LedgerFile, LedgerKey, PendingStep};

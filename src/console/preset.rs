@@ -147,6 +147,8 @@ pub struct Preset {
     pub areas: Vec<(String, String)>,
     /// Level id -> console label, lowest first.
     pub levels: Vec<(String, String)>,
+    /// The exact `area:level` choices, where not every area takes every level.
+    pub offered: Option<Vec<String>>,
     /// Console-side fields changeable in place (`scopes`); keyward-only metadata (purpose,
     /// labels, recipients, protection) never needs a console step.
     pub editable: Vec<String>,
@@ -222,6 +224,8 @@ struct RawScopes {
     pick: Pick,
     areas: serde_yaml::Mapping,
     levels: serde_yaml::Mapping,
+    #[serde(default)]
+    offered: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +328,7 @@ pub fn parse(vendor: Vendor, text: &str) -> Result<Preset, PresetError> {
         pick: raw.scopes.pick,
         areas: pairs(&raw.scopes.areas, "scopes.areas").map_err(err)?,
         levels: pairs(&raw.scopes.levels, "scopes.levels").map_err(err)?,
+        offered: raw.scopes.offered,
         editable: raw.editable,
         editable_source: raw.editable_source,
         expiry: raw.lifetime.expiry,

@@ -175,6 +175,9 @@ fn check_key(
 
 /// The `area:level` strings the console offers (generic: the whole catalogue).
 pub fn offered(spec: &Spec, p: &Preset) -> Vec<String> {
+    if let Some(o) = &p.offered {
+        return o.clone();
+    }
     let areas: Vec<&str> = if p.areas.is_empty() {
         spec.catalogue.areas.iter().map(String::as_str).collect()
     } else {

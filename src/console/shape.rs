@@ -33,6 +33,10 @@ pub enum ShapeError {
     TooLong,
     #[error("that contains spaces or control characters; paste only the key")]
     Whitespace,
+    #[error(
+        "that value is already recorded for `{0}` (an old value?); paste the one the console shows now"
+    )]
+    AlreadyRecorded(String),
 }
 
 /// How a vendor's key is named in messages ("an Alma", "an OpenAthens").

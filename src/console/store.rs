@@ -108,6 +108,19 @@ impl ConsoleStore {
         })
     }
 
+    /// Keep the client id typed for the pending step of `name` (recorded with the key).
+    pub fn set_pending_client_id(&self, name: &str, client_id: &str) -> StoreResult<()> {
+        self.change(|f| {
+            let p = f
+                .pending
+                .iter_mut()
+                .find(|p| p.key == name)
+                .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+            p.client_id = Some(client_id.to_string());
+            Ok(())
+        })
+    }
+
     /// Record an audit of the whole console by `actor`.
     pub fn audited(&self, actor: &Actor, at: DateTime<Utc>) -> StoreResult<()> {
         self.change(|f| {
@@ -488,12 +501,14 @@ impl ConsoleStore {
     ) -> StoreResult<LiveKey> {
         let now = now();
         self.change(|f| {
-            if f.keys
-                .iter()
-                .any(|k| k.id == key.id || (k.name == key.name && k.status != KeyStatus::Revoked))
-            {
+            if f.keys.iter().any(|k| k.id == key.id) {
                 return Err(StoreError::AlreadyExists(key.id.clone()));
             }
+            let client_id = client_id.or_else(|| {
+                f.pending_for(&key.name)
+                    .filter(|p| p.id == key.id)
+                    .and_then(|p| p.client_id.clone())
+            });
             let mut scopes = key.scopes.clone();
             scopes.sort();
             scopes.dedup();

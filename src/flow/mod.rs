@@ -5,6 +5,7 @@
 //! decide what changes (the diff) nor how keys change (`apply`).
 
 mod base;
+mod consoles;
 mod execute;
 pub mod load;
 pub mod options;
@@ -174,9 +175,18 @@ impl Locked<'_> {
             return Ok((stop, None));
         }
         let commit = actor.commit.clone();
-        let report = execute::run_changes(&cx, &plan, self.opts.concurrency, actor).await;
+        let (rest, console_changes) = crate::console::checklist::split(&plan, spec);
+        let mut report =
+            execute::run_changes(&cx, &rest, self.opts.concurrency, actor.clone()).await;
+        let pending = match consoles::run(&cx, &console_changes, self.opts, &actor).await? {
+            Ok(c) => consoles::merge(&mut report, c),
+            Err(stop) => return Ok((stop, None)),
+        };
         execute::report_applied(&spec.root, &plan, &report);
-        let outcome = self.deliver(&report);
+        let mut outcome = self.deliver(&report);
+        if outcome == Outcome::Ok && !pending.is_empty() {
+            outcome = consoles::pending_outcome(&pending);
+        }
         let notices = crate::notify::after_apply(
             spec,
             &plan.actions,

@@ -52,6 +52,8 @@ pub struct ApplyRunOptions {
     pub commit_deliveries: bool,
     /// With `commit_deliveries`: commit on this branch instead of the checked-out one.
     pub branch: Option<String>,
+    /// Answers to console steps for scripts and tests (`--console-input FILE`, 0600 JSON).
+    pub console_input: Option<PathBuf>,
 }
 
 /// Whether stdout and stderr get colour.

@@ -79,6 +79,7 @@ pub async fn make_plan(
         plan.retain_drift();
     }
     plan.guards = crate::guard::check(&plan, &desired.loaded.spec.guards);
+    plan.console_steps = crate::console::checklist::plan_steps(&desired.loaded.spec, &plan, now);
     Ok(plan)
 }
 

@@ -108,6 +108,25 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
         }
         head.push('\n');
     }
+    // Console steps: nobody can apply them from CI.
+    if !plan.console_steps.is_empty() {
+        let mut stores: Vec<&str> = plan
+            .console_steps
+            .iter()
+            .map(|s| s.store.as_str())
+            .collect();
+        stores.dedup();
+        let runs: Vec<String> = stores
+            .iter()
+            .map(|s| code(&format!("keyward apply --store {s}")))
+            .collect();
+        let _ = writeln!(
+            head,
+            "> [!NOTE]\n> **{} step(s) to do by hand in vendor consoles** (see Console steps below): CI applies the other stores and leaves these pending; an admin runs {} at a terminal.\n",
+            plan.console_steps.len(),
+            runs.join(", ")
+        );
+    }
     // Expiry: the count stays in the head; the keys are listed in the warnings section.
     if !plan.warnings.is_empty() {
         let _ = writeln!(
@@ -205,6 +224,11 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
             removals.iter().map(|c| removal_line(c)).collect(),
         ),
         (
+            "console step(s)",
+            "#### Console steps (by hand, at a terminal)\n\n",
+            plan.console_steps.iter().map(console_step).collect(),
+        ),
+        (
             "warning(s)",
             "#### ⚠️ Warnings\n\n",
             plan.warnings
@@ -242,7 +266,7 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
     // Each list gets a share of what is left, so a flood of escalations cannot hide every
     // revocation or expiry warning; details and notes get the rest.
     let limit = budget.saturating_sub(RESERVE);
-    let shares = [(1, 2), (2, 3), (2, 3), (1, 1), (1, 1)];
+    let shares = [(1, 2), (2, 3), (2, 3), (2, 3), (1, 1), (1, 1)];
     let mut body = String::new();
     let mut used = head.chars().count();
     let mut cut: Vec<(usize, &str)> = Vec::new();
@@ -298,6 +322,23 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
         }
         cutoff.push_str("\n\n… (cut: the plan summary alone exceeds the comment budget)\n");
         return cutoff;
+    }
+    out
+}
+
+fn console_step(s: &crate::plan::ConsoleStep) -> String {
+    let mut out = format!(
+        "- {} **{}**{}\n",
+        code(&format!("{}/{}", s.store, s.key)),
+        s.action.as_str(),
+        if s.begun {
+            " (begun: made in the console, value not yet pasted)"
+        } else {
+            ""
+        }
+    );
+    for (i, l) in s.steps.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {}", i + 1, inline(l));
     }
     out
 }

@@ -337,6 +337,24 @@ pub struct Plan {
     /// How many changes `--only` left out (0 when not filtered).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub filtered_out: usize,
+    /// The changes an admin does by hand in a vendor console (`kind: console` stores), with
+    /// their steps: `keyward apply --store STORE` at a terminal guides them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub console_steps: Vec<ConsoleStep>,
+}
+
+/// One change to do by hand in a vendor console. No secret: the steps name what to type and
+/// tick, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConsoleStep {
+    pub store: String,
+    pub key: String,
+    pub action: Action,
+    /// The numbered steps, in the vendor's words (from its preset).
+    pub steps: Vec<String>,
+    /// A step begun by an earlier apply (made in the console, value not yet pasted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub begun: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -393,6 +411,7 @@ impl Plan {
             only: Vec::new(),
             skipped: Vec::new(),
             filtered_out: 0,
+            console_steps: Vec::new(),
         }
     }
 

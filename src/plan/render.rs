@@ -196,6 +196,39 @@ pub fn text(plan: &Plan, st: Style) -> String {
             ));
         }
     }
+    if !plan.console_steps.is_empty() {
+        out.push_str(&console_steps(plan));
+    }
+    out
+}
+
+/// The changes an admin does by hand in a vendor console, one line each (the checklist
+/// shows the full steps).
+fn console_steps(plan: &Plan) -> String {
+    let mut out = String::from("\nConsole steps (by hand, in the vendor console):\n");
+    let mut stores: Vec<&str> = Vec::new();
+    for s in &plan.console_steps {
+        let begun = if s.begun {
+            " (begun: made in the console, value not yet pasted)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  - {}/{}: {}{begun}\n",
+            clean(&s.store),
+            clean(&s.key),
+            s.action.as_str()
+        ));
+        if !stores.contains(&s.store.as_str()) {
+            stores.push(&s.store);
+        }
+    }
+    for st in stores {
+        out.push_str(&format!(
+            "  run `keyward apply --store {}` at a terminal to be guided through them\n",
+            clean(st)
+        ));
+    }
     out
 }
 

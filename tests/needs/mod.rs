@@ -91,6 +91,12 @@ pub const PYTHON3: Tool = Tool {
     install: "apt-get install python3",
     probe: || runs("python3", &["--version"]),
 };
+/// Python's pexpect: the console checklist tests drive the binary through a pseudo-terminal.
+pub const PEXPECT: Tool = Tool {
+    what: "Python's pexpect",
+    install: "apt-get install python3-pexpect, or pip install pexpect",
+    probe: || runs("python3", &["-c", "import pexpect"]),
+};
 pub const AIOSMTPD: Tool = Tool {
     what: "Python's aiosmtpd",
     install: "pip install aiosmtpd",

@@ -1,0 +1,483 @@
+//! `apply` on console stores, driving the real binary on a copy of examples/consoles:
+//! `--console-input` creates, rotates and revokes; every delivery opens with the age CLI;
+//! the plan is empty afterwards; without a terminal apply exits 3 and leaves the ledger
+//! untouched; a kill between paste and ledger write is resumed; the ledger fits its schema;
+//! and no pasted value appears in any byte written except the envelopes.
+
+mod needs;
+
+use assert_cmd::Command;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// A copy of examples/consoles in a temp dir, and a second temp dir (outside the repo) for
+/// the --console-input files.
+struct Example {
+    repo: tempfile::TempDir,
+    outside: tempfile::TempDir,
+    /// Every stdout/stderr byte the binary wrote, for the canary scan.
+    printed: std::cell::RefCell<String>,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "ledger" || name == "deliveries" || name == ".keyward" {
+            continue;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(&name));
+        } else {
+            std::fs::copy(&p, to.join(&name)).unwrap();
+        }
+    }
+}
+
+impl Example {
+    fn new() -> Example {
+        let repo = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/consoles");
+        copy_dir(&src, repo.path());
+        Example {
+            repo,
+            outside: tempfile::tempdir().unwrap(),
+            printed: Default::default(),
+        }
+    }
+    fn root(&self) -> &Path {
+        self.repo.path()
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("keyward").unwrap();
+        c.arg("-C").arg(self.root());
+        c.env_remove("KEYWARD_FAILPOINT");
+        c.env("HOME", self.outside.path());
+        c.env("NO_COLOR", "1");
+        c.env("KEYWARD_ACTOR", "jdoe");
+        c
+    }
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.cmd();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.write_stdin(Vec::new());
+        let o = c.output().unwrap();
+        let out = Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        };
+        self.printed.borrow_mut().push_str(&out.all());
+        out
+    }
+    /// A 0600 --console-input file (outside the repository).
+    fn input(&self, name: &str, json: &serde_json::Value) -> PathBuf {
+        let p = self.outside.path().join(name);
+        std::fs::write(&p, serde_json::to_vec(json).unwrap()).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+    fn apply_with(&self, name: &str, json: serde_json::Value, extra: &[&str]) -> Out {
+        let p = self.input(name, &json);
+        let mut args = vec![
+            "apply",
+            "--auto-approve",
+            "--console-input",
+            p.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args, &[])
+    }
+    fn ledger(&self, store: &str) -> serde_yaml::Value {
+        let text =
+            std::fs::read_to_string(self.root().join("ledger").join(format!("{store}.yaml")))
+                .unwrap();
+        serde_yaml::from_str(&text).unwrap()
+    }
+    fn edit(&self, rel: &str, from: &str, to: &str) {
+        let p = self.root().join(rel);
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains(from), "{rel} has {from}");
+        std::fs::write(&p, s.replacen(from, to, 1)).unwrap();
+    }
+
+    /// No value appears in any file of the repository except the envelopes, nor in
+    /// anything the binary printed.
+    fn assert_no_canary(&self, values: &[&str]) {
+        for e in walkdir::WalkDir::new(self.root())
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            let p = e.path();
+            if !e.file_type().is_file() || p.extension().is_some_and(|x| x == "age") {
+                continue;
+            }
+            let bytes = std::fs::read(p).unwrap();
+            for v in values {
+                assert!(
+                    !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
+                    "a pasted value is in {}",
+                    p.display()
+                );
+                let tail = &v[4..];
+                assert!(
+                    !bytes.windows(tail.len()).any(|w| w == tail.as_bytes()),
+                    "part of a pasted value is in {}",
+                    p.display()
+                );
+            }
+        }
+        let printed = self.printed.borrow();
+        for v in values {
+            assert!(!printed.contains(&v[4..]), "a pasted value was printed");
+        }
+    }
+}
+
+/// A fresh Alma-shaped value: `l7xx` + 32 lowercase hex digits.
+fn alma_value() -> String {
+    let id = keyward::secret::new_key_id();
+    let h = keyward::secret::hash_presented(&id);
+    format!("l7xx{}", &h.0[..32])
+}
+
+fn fingerprint(v: &str) -> String {
+    format!("sha256:{}", keyward::secret::hash_presented(v).0)
+}
+
+/// The ledger fits schemas/ledger.schema.json (boon).
+fn check_schema(ledger: &serde_yaml::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/ledger.schema.json");
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler.enable_format_assertions();
+    compiler.add_resource("ledger.schema.json", schema).unwrap();
+    let idx = compiler
+        .compile("ledger.schema.json", &mut schemas)
+        .unwrap();
+    let json = serde_json::to_value(ledger).unwrap();
+    schemas
+        .validate(&json, idx)
+        .unwrap_or_else(|e| panic!("the ledger breaks its schema: {e:#}"));
+}
+
+/// `age -d` opens the delivery of `store/name` (generation `g`) for `who`; returns the secret.
+fn age_open(ex: &Example, store: &str, name: &str, g: u32, who: &str) -> String {
+    let file = ex
+        .root()
+        .join(format!("deliveries/{store}/{name}/g{g}/{who}.age"));
+    let id = ex.root().join(format!("demo-identities/{who}.txt"));
+    let o = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&id)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "age -d {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["key"], name);
+    assert_eq!(v["store"], store);
+    v["secret"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn console_input_creates_delivers_rotates_and_revokes_and_the_plan_is_empty_after() {
+    let ex = Example::new();
+    let prod = alma_value();
+    let sandbox = alma_value();
+    let primo = alma_value();
+    let oa = "3c1f0e2a-77b9-4d1e-9a55-0f6d2b8c4e11".to_string();
+    let o = ex.apply_with(
+        "create.json",
+        serde_json::json!({
+            "alma-production/illiad-barcode-lookup": {"secret": prod},
+            "alma-sandbox/illiad-barcode-lookup": {"secret": sandbox},
+            "discovery-search": {"secret": primo},
+            "ezproxy-local-auth": {"secret": oa},
+        }),
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr
+            .contains("Apply complete: 4 change(s) applied, 0 failed."),
+        "{}",
+        o.all()
+    );
+    let ledger = ex.ledger("alma-production");
+    check_schema(&ledger);
+    let k = &ledger["keys"][0];
+    assert_eq!(k["name"], "illiad-barcode-lookup");
+    assert_eq!(k["fingerprint"], fingerprint(&prod).as_str());
+    assert_eq!(k["status"], "active");
+    assert_eq!(k["confirmed"][0]["step"], "create");
+    assert_eq!(k["confirmed"][0]["by"], "jdoe");
+    assert!(ledger.get("pending").is_none(), "nothing left pending");
+    check_schema(&ex.ledger("openathens"));
+
+    if needs::part(&needs::AGE, "opening the console deliveries with age -d") {
+        for who in ["jdoe", "asmith", "illiad-server"] {
+            assert_eq!(
+                age_open(&ex, "alma-production", "illiad-barcode-lookup", 1, who),
+                prod
+            );
+        }
+        assert_eq!(
+            age_open(&ex, "alma-sandbox", "illiad-barcode-lookup", 1, "asmith"),
+            sandbox
+        );
+        assert_eq!(
+            age_open(&ex, "primo-production", "discovery-search", 1, "asmith"),
+            primo
+        );
+        assert_eq!(
+            age_open(&ex, "openathens", "ezproxy-local-auth", 1, "jdoe"),
+            oa
+        );
+    }
+    let o = ex.run(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(
+        o.code,
+        0,
+        "the plan is empty after the checklist: {}",
+        o.all()
+    );
+
+    let o = ex.run(&["expiring", "--within", "400d"], &[]);
+    assert!(
+        o.stdout.contains("alma-production/illiad-barcode-lookup"),
+        "{}",
+        o.all()
+    );
+    assert!(
+        o.stdout.contains("openathens/ezproxy-local-auth"),
+        "{}",
+        o.all()
+    );
+
+    // Rotation: the old value is refused as a paste; a new one is delivered as g2.
+    ex.edit(
+        "keys/alma.yaml",
+        "    lifetime: 180d\n",
+        "    lifetime: 180d\n    rotation: { generation: 2 }\n",
+    );
+    let o = ex.apply_with(
+        "old.json",
+        serde_json::json!({"alma-sandbox/illiad-barcode-lookup": {"secret": sandbox}}),
+        &[],
+    );
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(
+        o.stderr
+            .contains("already recorded for `illiad-barcode-lookup`"),
+        "{}",
+        o.all()
+    );
+    assert!(o.stderr.contains("1 manual step pending for store alma-sandbox; run `keyward apply --store alma-sandbox` at a terminal"), "{}", o.all());
+    let rotated = alma_value();
+    let o = ex.apply_with(
+        "new.json",
+        serde_json::json!({"illiad-barcode-lookup": {"secret": rotated}}),
+        &["--store", "alma-sandbox"],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(ex.ledger("alma-sandbox")["keys"][0]["generation"], 2);
+    if needs::part(&needs::AGE, "opening the rotated delivery with age -d") {
+        assert_eq!(
+            age_open(&ex, "alma-sandbox", "illiad-barcode-lookup", 2, "jdoe"),
+            rotated
+        );
+    }
+
+    // Revoke through the checklist: confirmed done.
+    ex.edit(
+        "keys/primo.yaml",
+        "    lifetime: 365d\n",
+        "    lifetime: 365d\n    state: revoked\n",
+    );
+    let o = ex.apply_with(
+        "revoke.json",
+        serde_json::json!({"discovery-search": {"done": true}}),
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr
+            .contains("- primo-production/discovery-search: revoke done"),
+        "{}",
+        o.all()
+    );
+    let ledger = ex.ledger("primo-production");
+    assert_eq!(ledger["keys"][0]["status"], "revoked");
+    assert_eq!(ledger["keys"][0]["confirmed"][1]["step"], "revoke");
+    let o = ex.run(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(o.code, 0, "{}", o.all());
+
+    ex.assert_no_canary(&[&prod, &sandbox, &primo, &oa, &rotated]);
+}
+
+#[test]
+fn without_a_terminal_apply_applies_the_other_stores_and_exits_3_with_the_ledger_untouched() {
+    let ex = Example::new();
+    ex.edit(
+        "keyward.yaml",
+        "stores:\n",
+        "stores:\n  local: { kind: sqlite, path: .keyward/local.db, environment: sandbox }\n",
+    );
+    std::fs::write(
+        ex.root().join("keys/local.yaml"),
+        "keys:\n  - name: local-test\n    store: local\n    owner: jdoe\n    purpose: a key keyward makes itself\n    scopes: [bibs:read]\n",
+    )
+    .unwrap();
+    let o = ex.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(o.code, 3, "{}", o.all());
+    for store in [
+        "alma-production",
+        "alma-sandbox",
+        "openathens",
+        "primo-production",
+    ] {
+        assert!(
+            o.stderr.contains(&format!("1 manual step pending for store {store}; run `keyward apply --store {store}` at a terminal")),
+            "{store}: {}",
+            o.all()
+        );
+    }
+    assert!(
+        o.stderr.contains("+ local/local-test: create done"),
+        "the other store is applied: {}",
+        o.all()
+    );
+    assert!(!ex.root().join("ledger").exists(), "no ledger is written");
+    assert!(
+        !ex.root().join("deliveries/alma-production").exists(),
+        "nothing is delivered for a console"
+    );
+
+    // A group-readable input file is refused before anything is recorded.
+    let p = ex.input(
+        "loose.json",
+        &serde_json::json!({"discovery-search": {"secret": alma_value()}}),
+    );
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let o = ex.run(
+        &[
+            "apply",
+            "--auto-approve",
+            "--console-input",
+            p.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(
+        o.stderr.contains("readable or writable by group or others"),
+        "{}",
+        o.all()
+    );
+    assert!(!ex.root().join("ledger").exists());
+}
+
+#[test]
+fn a_kill_between_paste_and_ledger_write_leaves_a_step_the_next_apply_resumes() {
+    let ex = Example::new();
+    let value = alma_value();
+    let p = ex.input(
+        "one.json",
+        &serde_json::json!({"illiad-barcode-lookup": {"secret": value}}),
+    );
+    let args = [
+        "apply",
+        "--auto-approve",
+        "--store",
+        "alma-production",
+        "--console-input",
+        p.to_str().unwrap(),
+    ];
+    let o = ex.run(&args, &[("KEYWARD_FAILPOINT", "after-pending:exit")]);
+    assert_eq!(o.code, 86, "killed at the failpoint: {}", o.all());
+    let ledger = ex.ledger("alma-production");
+    assert_eq!(
+        ledger["keys"].as_sequence().map(Vec::len),
+        Some(0),
+        "the key is not recorded"
+    );
+    assert_eq!(ledger["pending"][0]["key"], "illiad-barcode-lookup");
+    assert_eq!(ledger["pending"][0]["made"], true);
+    check_schema(&ledger);
+    let manifest = ex
+        .root()
+        .join("deliveries/alma-production/illiad-barcode-lookup/g1/manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(m["status"], "pending");
+
+    // Without an answer the step stays pending (exit 3), the ledger as it was; the
+    // delivery of a value the ledger never recorded is voided (it is pasted again).
+    let before = std::fs::read(ex.root().join("ledger/alma-production.yaml")).unwrap();
+    let o = ex.run(
+        &["apply", "--auto-approve", "--store", "alma-production"],
+        &[],
+    );
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(
+        o.stderr.contains("recovered an interrupted delivery")
+            && o.stderr.contains("never registered; voided"),
+        "{}",
+        o.all()
+    );
+    assert!(
+        o.stdout
+            .contains("create (begun: made in the console, value not yet pasted)"),
+        "the plan says the step was begun: {}",
+        o.all()
+    );
+    assert_eq!(
+        std::fs::read(ex.root().join("ledger/alma-production.yaml")).unwrap(),
+        before
+    );
+
+    let o = ex.run(&args, &[]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let ledger = ex.ledger("alma-production");
+    assert_eq!(
+        ledger["keys"][0]["fingerprint"],
+        fingerprint(&value).as_str()
+    );
+    assert!(ledger.get("pending").is_none());
+    let o = ex.run(
+        &["plan", "--detailed-exitcode", "--only", "alma-production/*"],
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    if needs::part(&needs::AGE, "opening the resumed delivery with age -d") {
+        assert_eq!(
+            age_open(&ex, "alma-production", "illiad-barcode-lookup", 1, "jdoe"),
+            value
+        );
+    }
+    ex.assert_no_canary(&[&value]);
+}

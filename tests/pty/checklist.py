@@ -1,0 +1,124 @@
+"""Drive `keyward apply` on a console store through a real pseudo-terminal (pexpect), the
+way an admin does: answer the steps, paste values at the hidden prompt. Used by
+tests/console_pty.rs, which checks the ledger, the deliveries and the canary afterwards.
+
+usage: checklist.py SCENARIO KEYWARD REPO VALUES.json TRANSCRIPT
+
+VALUES.json holds the values to paste (outside the repository); nothing of them is ever
+printed here: the transcript file is what the terminal showed.
+"""
+
+import json
+import signal
+import sys
+
+import pexpect
+
+scenario, keyward, repo, values_path, transcript_path = sys.argv[1:6]
+with open(values_path) as f:
+    values = json.load(f)
+transcript = open(transcript_path, "a")
+
+
+def spawn(*args):
+    child = pexpect.spawn(
+        keyward,
+        ["-C", repo, *args],
+        env={"PATH": "/usr/bin:/bin", "HOME": repo, "NO_COLOR": "1", "KEYWARD_ACTOR": "jdoe", "TERM": "dumb"},
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(50, 200),
+    )
+    child.logfile_read = transcript
+    transcript.write(f"\n$ keyward apply {' '.join(args)}\n")
+    return child
+
+
+def expect(child, text):
+    try:
+        child.expect_exact(text)
+    except (pexpect.TIMEOUT, pexpect.EOF):
+        raise SystemExit(f"expected {text!r}; the terminal showed:\n{child.before}")
+
+
+def paste(child, value):
+    """At the hidden prompt: echo must be off before anything is typed."""
+    expect(child, "(input hidden; `s` skips, `q` stops): ")
+    if not child.waitnoecho(timeout=10):
+        raise SystemExit("the paste prompt left echo on")
+    child.send(value + "\r")
+
+
+def approve(child):
+    expect(child, "Enter a value: ")
+    child.sendline("yes")
+
+
+def done(child, question="Done in the console? [y] done / [s] skip / [q] stop: "):
+    expect(child, question)
+    child.sendline("y")
+
+
+def finish(child, code):
+    child.expect(pexpect.EOF)
+    child.close()
+    if child.exitstatus != code:
+        raise SystemExit(f"exit {child.exitstatus} (signal {child.signalstatus}), wanted {code}:\n{child.before}")
+
+
+if scenario == "create":
+    # Wrong shapes first (an age key, another vendor's format, an empty line, two lines),
+    # each refused and asked again; then the right value.
+    child = spawn("apply", "--store", "alma-production")
+    approve(child)
+    expect(child, "create alma-production/illiad-barcode-lookup")
+    expect(child, "Add these API areas, each at the level shown:")
+    done(child)
+    paste(child, "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ")
+    expect(child, "refused: ")
+    paste(child, values["openathens"])
+    expect(child, "refused: ")
+    paste(child, "")
+    expect(child, "refused: ")
+    paste(child, values["first_half"] + "\r" + values["second_half"])
+    expect(child, "refused: ")
+    paste(child, values["production"])
+    expect(child, "Apply complete: 1 change(s) applied, 0 failed.")
+    finish(child, 0)
+elif scenario == "interrupt":
+    # Made in the console, then Ctrl-C at the paste prompt: the step stays pending (exit 3).
+    child = spawn("apply", "--store", "alma-sandbox")
+    approve(child)
+    done(child)
+    expect(child, "(input hidden; `s` skips, `q` stops): ")
+    child.waitnoecho(timeout=10)
+    child.send("\x03")
+    expect(child, "1 manual step pending for store alma-sandbox")
+    finish(child, 3)
+    # Begun again and killed outright at the paste prompt.
+    child = spawn("apply", "--store", "alma-sandbox")
+    approve(child)
+    expect(child, "was never pasted here")
+    done(child, "Was `illiad-barcode-lookup` made in the console? [y] yes, it was made / [n] it was not made / [s] skip / [q] stop: ")
+    expect(child, "(input hidden; `s` skips, `q` stops): ")
+    child.kill(signal.SIGKILL)
+    child.expect(pexpect.EOF)
+    child.close()
+elif scenario == "resume":
+    child = spawn("apply", "--store", "alma-sandbox")
+    approve(child)
+    expect(child, "was never pasted here")
+    done(child, "Was `illiad-barcode-lookup` made in the console? [y] yes, it was made / [n] it was not made / [s] skip / [q] stop: ")
+    paste(child, values["sandbox"])
+    expect(child, "Apply complete: 1 change(s) applied, 0 failed.")
+    finish(child, 0)
+elif scenario == "revoke":
+    child = spawn("apply", "--store", "alma-production")
+    approve(child)
+    expect(child, "revoke alma-production/illiad-barcode-lookup")
+    expect(child, "delete the key `illiad-barcode-lookup` (Alma production)")
+    done(child)
+    expect(child, "Apply complete: 1 change(s) applied, 0 failed.")
+    finish(child, 0)
+else:
+    raise SystemExit(f"unknown scenario {scenario}")
