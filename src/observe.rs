@@ -174,7 +174,42 @@ pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ObserveError> {
     }
 }
 
-/// Open every store of the spec (or only `only`, when given).
+/// The opened stores, by name.
+pub type Opened = BTreeMap<String, Arc<dyn Store>>;
+
+/// The database file of an embedded store that does not exist (yet). Read-only commands
+/// never create it: such a store is observed as empty.
+pub fn missing_file(cfg: &StoreConfig) -> Option<&std::path::Path> {
+    match &cfg.kind {
+        StoreKind::Sqlite { path } if !path.exists() => Some(path.as_path()),
+        _ => None,
+    }
+}
+
+/// Open every store of the spec (or only `only`) that exists, for a read-only command
+/// (plan, keys, expiring): an embedded store whose database file is missing is not created
+/// but named in the second value (observe it as empty).
+pub fn open_existing(
+    spec: &Spec,
+    only: Option<&str>,
+) -> Result<(Opened, Vec<String>), ObserveError> {
+    let mut opened = BTreeMap::new();
+    let mut absent = Vec::new();
+    for c in spec.stores.values() {
+        if only.is_some_and(|o| o != c.name) {
+            continue;
+        }
+        if missing_file(c).is_some() {
+            absent.push(c.name.clone());
+        } else {
+            opened.insert(c.name.clone(), open(c)?);
+        }
+    }
+    Ok((opened, absent))
+}
+
+/// Open every store of the spec (or only `only`, when given), creating embedded stores
+/// whose file is missing (apply only: read-only commands use `open_existing`).
 pub fn open_all(
     spec: &Spec,
     only: Option<&str>,

@@ -58,7 +58,7 @@ pub async fn run(dir: &Path, args: &ExpiringArgs, color: bool) -> Result<Outcome
         ReportFormatArg::Markdown => ReportFormat::Markdown,
     };
     let now = SystemClock.now();
-    let stores = keyward::observe::open_all(spec, None)?;
+    let (stores, _absent) = keyward::observe::open_existing(spec, None)?;
     let observed = keyward::observe::list_stores(&stores).await?;
     let items = keyward::lifecycle::due(spec, &observed, now, within);
     print!(

@@ -82,7 +82,7 @@ pub async fn run(dir: &Path, args: &KeysArgs, color: bool) -> Result<Outcome> {
     {
         return Err(unknown_store(&loaded.spec, s));
     }
-    let stores = observe::open_all(&loaded.spec, args.store.as_deref())?;
+    let (stores, _absent) = observe::open_existing(&loaded.spec, args.store.as_deref())?;
     let filter = args.filter()?;
     let mut rows: Vec<(String, LiveKey)> = Vec::new();
     for (name, s) in &stores {

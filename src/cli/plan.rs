@@ -40,6 +40,10 @@ pub struct PlanArgs {
     /// Also save the plan (JSON) to FILE, for `keyward apply FILE` (plan only).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// An embedded store whose database file is missing although deliveries show keys from
+    /// it: re-create it on purpose, re-issuing every such key with a new secret. Repeatable.
+    #[arg(long, value_name = "STORE")]
+    pub recreate_store: Vec<String>,
 }
 
 impl PlanArgs {
@@ -57,6 +61,7 @@ impl PlanArgs {
             rev: self.rev.clone(),
             base: self.base.clone(),
             out: self.out.clone(),
+            recreate_store: self.recreate_store.clone(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod load;
 pub mod options;
 mod planning;
 mod saved;
+mod stores;
 
 pub use load::{Desired, load_desired, load_or_report, policy_refuses};
 pub use options::{ApplyRunOptions, Colors, PlanFormat, PlanOptions, Step, actor};
@@ -36,8 +37,11 @@ pub async fn plan(dir: &Path, opts: &PlanOptions, color: Colors) -> Result<Outco
     if policy_refuses(&desired.loaded, now, color.err) {
         return Ok(Outcome::Refused);
     }
-    let stores = observe::open_all(&desired.loaded.spec, None)?;
-    let plan = make_plan(&desired, &stores, opts, now).await?;
+    let opened = match stores::open_stores(&desired, &opts.recreate_store, false)? {
+        Ok(o) => o,
+        Err(stop) => return Ok(stop),
+    };
+    let plan = make_plan(&desired, &opened.stores, &opened.absent, opts, now).await?;
     if opts.drift_only && plan.is_empty() && opts.format == PlanFormat::Text {
         println!("No drift: the live stores hold what keyward left in them.");
         return Ok(Outcome::Ok);
@@ -91,7 +95,10 @@ pub async fn apply(dir: &Path, opts: &ApplyRunOptions, color: Colors) -> Result<
             dir.display()
         );
     }
-    let stores = observe::open_all(&desired.loaded.spec, None)?;
+    let stores = match stores::open_stores(&desired, &opts.plan.recreate_store, true)? {
+        Ok(o) => o.stores,
+        Err(stop) => return Ok(stop),
+    };
     let mut actor = actor();
     actor.commit = execute::recorded_commit(&desired);
     let leases = match execute::lock(&stores, &actor).await? {
@@ -203,6 +210,7 @@ impl Locked<'_> {
             None => Ok(Ok(make_plan(
                 self.desired,
                 self.stores,
+                &[],
                 &self.opts.plan,
                 self.clock.now(),
             )

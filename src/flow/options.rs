@@ -32,6 +32,9 @@ pub struct PlanOptions {
     pub base: Option<String>,
     /// Also save the plan (JSON) to this file (plan only).
     pub out: Option<PathBuf>,
+    /// Embedded stores whose database is missing to re-create on purpose, re-issuing every
+    /// key their deliveries show (plan shows it, apply does it).
+    pub recreate_store: Vec<String>,
 }
 
 /// Options of `keyward apply`.

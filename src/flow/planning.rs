@@ -61,14 +61,19 @@ pub fn live_policy(desired: &Desired, observed: &Observed) -> Result<()> {
 }
 
 /// Observe the stores and make the plan: marked with the change under review (`--base`),
-/// filtered (`--only`), with the guards it crosses.
+/// filtered (`--only`), with the guards it crosses. `absent` stores (an embedded store
+/// whose database does not exist yet) are observed as empty.
 pub async fn make_plan(
     desired: &Desired,
     stores: &Stores,
+    absent: &[String],
     opts: &PlanOptions,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
-    let observed = observe::list_stores(stores).await?;
+    let mut observed = observe::list_stores(stores).await?;
+    for name in absent {
+        observed.entry(name.clone()).or_default();
+    }
     live_policy(desired, &observed)?;
     let mut plan = plan_from(desired, &observed, now)?;
     if let Some(base) = &opts.base {

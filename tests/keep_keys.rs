@@ -1,0 +1,168 @@
+//! Issue 15, "never lose or re-create keys by accident", through the real binary on temp
+//! git repositories with real SQLite files: a missing store file is never created by a
+//! read-only command and never silently re-created by plan or apply.
+
+mod common;
+use common::Repo;
+
+const TWO_KEYS: &str = "\
+keys:
+  - name: illiad-lookup
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+  - name: course-reserves
+    store: alma-production
+    owner: asmith
+    scopes: [courses:read]
+";
+
+/// A fresh clone of `r` (the git CLI): `.keyward/` is git-ignored, so it has no store file.
+fn fresh_clone(r: &Repo) -> Repo {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = std::process::Command::new("git")
+        .arg("clone")
+        .arg("-q")
+        .arg(r.root())
+        .arg(dir.path())
+        .output()
+        .expect("git clone");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Repo {
+        dir,
+        identities: r.identities.clone(),
+        env: r.env.clone(),
+    }
+}
+
+fn store_files(r: &Repo) -> Vec<String> {
+    let dir = r.root().join(".keyward");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    rd.filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn read_only_commands_never_create_a_store_file_and_a_new_store_plans_creates() {
+    let r = Repo::new(TWO_KEYS);
+    r.git_init();
+    for args in [
+        &["validate"][..],
+        &["plan"],
+        &["plan", "--drift-only"],
+        &["plan", "--format", "json"],
+        &["keys"],
+        &["keys", "--store", "alma-production"],
+        &["expiring"],
+        &["secret", "illiad-lookup", "--store", "alma-production"],
+    ] {
+        let o = r.run(args);
+        assert!(
+            store_files(&r).is_empty(),
+            "`keyward {}` created {:?}: {}",
+            args.join(" "),
+            store_files(&r),
+            o.all()
+        );
+    }
+    // No deliveries yet: the store is new, and the plan shows the creates.
+    let o = r.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(
+        o.stdout
+            .contains("alma-production/illiad-lookup will be created"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("new key"), "{}", o.stdout);
+    assert!(!o.stdout.contains("drift"), "{}", o.stdout);
+    assert!(store_files(&r).is_empty());
+    // apply is the one command that creates it.
+    let o = r.run(&["apply", "--auto-approve"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(r.root().join(".keyward/prod.db").exists());
+}
+
+#[test]
+fn a_fresh_clone_without_the_store_file_refuses_plan_and_apply_until_told_what_to_do() {
+    let r = Repo::new(TWO_KEYS);
+    r.git_init();
+    let o = r.run(&["apply", "--auto-approve", "--commit-deliveries"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let old = r.secret("illiad-lookup", "alma-production", "jdoe");
+
+    let c = fresh_clone(&r);
+    assert!(
+        c.root().join("deliveries").exists(),
+        "the deliveries are committed"
+    );
+    assert!(store_files(&c).is_empty(), "the clone has no store file");
+    for args in [
+        &["plan"][..],
+        &["plan", "--drift-only"],
+        &["apply", "--auto-approve"],
+    ] {
+        let o = c.run(args);
+        assert_eq!(o.code, 3, "`keyward {}`: {}", args.join(" "), o.all());
+        for needle in [
+            "store `alma-production`: its database .keyward/prod.db does not exist",
+            "show 2 active key(s) from it (course-reserves, illiad-lookup)",
+            "restore the file",
+            "point `path` in keyward.yaml at it",
+            "--recreate-store alma-production",
+        ] {
+            assert!(
+                o.stderr.contains(needle),
+                "missing {needle:?}: {}",
+                o.stderr
+            );
+        }
+        assert!(!o.stdout.contains("will be created"), "{}", o.stdout);
+        assert!(
+            store_files(&c).is_empty(),
+            "`keyward {}` created a store",
+            args.join(" ")
+        );
+    }
+    // keys and expiring say nothing is there, without creating anything.
+    assert_eq!(c.run(&["keys"]).code, 0);
+    assert!(store_files(&c).is_empty());
+
+    // On purpose: the plan shows the re-issue, apply does it.
+    let o = c.run(&["plan", "--recreate-store", "alma-production"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr.contains("re-issued with new secrets"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stdout
+            .contains("alma-production/illiad-lookup will be created"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        store_files(&c).is_empty(),
+        "plan --recreate-store created a store"
+    );
+    let o = c.run(&[
+        "apply",
+        "--auto-approve",
+        "--recreate-store",
+        "alma-production",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let new = c.secret("illiad-lookup", "alma-production", "jdoe");
+    assert_ne!(new, old);
+    assert_eq!(c.verify(&new, "alma-production")["valid"], true);
+    // A name that is not a missing embedded store is an error, not a re-creation.
+    let o = c.run(&["plan", "--recreate-store", "alma-production"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stderr.contains("is not missing"), "{}", o.stderr);
+    let o = c.run(&["plan", "--recreate-store", "nope"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+}
