@@ -481,3 +481,105 @@ fn a_kill_between_paste_and_ledger_write_leaves_a_step_the_next_apply_resumes() 
     }
     ex.assert_no_canary(&[&value]);
 }
+
+#[test]
+fn the_shipped_example_has_a_ledger_and_a_pending_checklist_in_every_plan_format() {
+    let ex = Example::new();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/consoles");
+    copy_dir(&src.join("ledger"), &ex.root().join("ledger"));
+    copy_dir(&src.join("deliveries"), &ex.root().join("deliveries"));
+    let ledger_before = std::fs::read(ex.root().join("ledger/alma-production.yaml")).unwrap();
+    check_schema(&ex.ledger("alma-production"));
+
+    let o = ex.run(
+        &["plan", "--detailed-exitcode", "--format", "markdown"],
+        &[],
+    );
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(
+        o.stdout
+            .contains("**3 step(s) to do by hand in vendor consoles**"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout
+            .contains("#### Console steps (by hand, at a terminal)"),
+        "{}",
+        o.stdout
+    );
+    for (store, key) in [
+        ("alma-sandbox", "illiad-barcode-lookup"),
+        ("openathens", "ezproxy-local-auth"),
+        ("primo-production", "discovery-search"),
+    ] {
+        assert!(
+            o.stdout
+                .contains(&format!("<code>{store}/{key}</code> **create**")),
+            "{store}: {}",
+            o.stdout
+        );
+        assert!(
+            o.stdout.contains(&format!("keyward apply --store {store}")),
+            "{}",
+            o.stdout
+        );
+    }
+    assert!(
+        o.stdout
+            .contains("Click Save: the key is generated on save."),
+        "the vendor's own step: {}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("alma-production/illiad-barcode-lookup"));
+
+    let o = ex.run(&["plan", "--format", "json"], &[]);
+    let plan: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let steps = plan["console_steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{}", o.stdout);
+    assert_eq!(steps[1]["store"], "openathens");
+    assert_eq!(steps[1]["action"], "create");
+
+    // CI: nothing waits, nothing is recorded, exit 3 naming each store.
+    let o = ex.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(
+        o.stderr.contains("1 manual step pending for store openathens; run `keyward apply --store openathens` at a terminal"),
+        "{}",
+        o.all()
+    );
+    assert_eq!(
+        std::fs::read(ex.root().join("ledger/alma-production.yaml")).unwrap(),
+        ledger_before
+    );
+    assert!(!ex.root().join("ledger/openathens.yaml").exists());
+
+    // The nightly report: the console key, and who renews it where.
+    let o = ex.run(&["expiring", "--within", "400d"], &[]);
+    assert!(
+        o.stdout.contains("alma-production/illiad-barcode-lookup"),
+        "{}",
+        o.all()
+    );
+    assert!(
+        o.stdout.contains("an admin makes the new key in the Ex Libris Developer Network with `keyward apply --store alma-production` at a terminal"),
+        "{}",
+        o.all()
+    );
+
+    let o = ex.run(&["apply", "--store", "nowhere", "--auto-approve"], &[]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stderr.contains("keyward.yaml has no store `nowhere`"),
+        "{}",
+        o.all()
+    );
+
+    if needs::part(&needs::AGE, "opening the example's delivery with age -d") {
+        let v = age_open(&ex, "alma-production", "illiad-barcode-lookup", 1, "asmith");
+        assert_eq!(
+            ex.ledger("alma-production")["keys"][0]["fingerprint"],
+            fingerprint(&v).as_str()
+        );
+    }
+}

@@ -59,6 +59,7 @@ impl ApplyArgs {
             allow_dirty: self.allow_dirty,
             commit_deliveries: self.commit_deliveries,
             branch: self.branch.clone(),
+            store: self.store.clone(),
             console_input: self.console_input.clone(),
         }
     }

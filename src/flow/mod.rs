@@ -82,6 +82,21 @@ pub async fn apply(dir: &Path, opts: &ApplyRunOptions, color: Colors) -> Result<
     {
         return Ok(stop);
     }
+    if let Some(store) = &opts.store
+        && !desired.loaded.spec.stores.contains_key(store)
+    {
+        let known: Vec<&str> = desired
+            .loaded
+            .spec
+            .stores
+            .keys()
+            .map(String::as_str)
+            .collect();
+        bail!(
+            "--store {store}: keyward.yaml has no store `{store}` (its stores: {})",
+            known.join(", ")
+        );
+    }
     let clock = SystemClock;
     if policy_refuses(&desired.loaded, clock.now(), color.err) {
         return Ok(Outcome::Refused);

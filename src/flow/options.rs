@@ -55,6 +55,9 @@ pub struct ApplyRunOptions {
     pub commit_deliveries: bool,
     /// With `commit_deliveries`: commit on this branch instead of the checked-out one.
     pub branch: Option<String>,
+    /// `--store STORE`: only this store's changes (`plan.only` carries `STORE/*`); an
+    /// unknown store is an error.
+    pub store: Option<String>,
     /// Answers to console steps for scripts and tests (`--console-input FILE`, 0600 JSON).
     pub console_input: Option<PathBuf>,
 }
