@@ -646,6 +646,32 @@ pub fn is_drifted(l: &LiveKey) -> bool {
         .is_some_and(|d| *d != l.state_digest())
 }
 
+/// What changed outside keyward on a drifted key that the plan takes away (no desired key
+/// to compare with): the status, when the recorded state differs from the live one only
+/// there; otherwise that it was edited.
+fn drift_reason(l: &LiveKey) -> String {
+    let recorded = [KeyStatus::Active, KeyStatus::Disabled, KeyStatus::Revoked]
+        .into_iter()
+        .find(|s| {
+            let k = LiveKey {
+                status: *s,
+                ..l.clone()
+            };
+            l.applied_digest.as_deref() == Some(k.state_digest().as_str())
+        });
+    match recorded {
+        Some(was) => format!(
+            "drift: status changed outside keyward ({} -> {})",
+            was.as_str(),
+            l.status.as_str()
+        ),
+        None => format!(
+            "drift: edited outside keyward since keyward left it (status now {})",
+            l.status.as_str()
+        ),
+    }
+}
+
 /// Among live managed keys of one name, the one that represents the desired key: the
 /// newest non-revoked one (else the newest revoked one). The rest are duplicates.
 fn pick_current<'a>(
@@ -826,13 +852,18 @@ impl Ctx<'_> {
             Action::Revoke => Some("revoked".to_string()),
             _ => Some(l.status.as_str().to_string()),
         };
+        let mut reasons = vec![reason];
+        let drift = is_drifted(l);
+        if drift {
+            reasons.insert(0, drift_reason(l));
+        }
         self.out.changes.push(Change {
             action,
             store: store.to_string(),
             name: l.name.clone(),
             key_id: Some(l.id.clone()),
             version: Some(l.version),
-            reasons: vec![reason],
+            reasons,
             fields: vec![FieldChange {
                 field: "status".into(),
                 before: Some(l.status.as_str().into()),
@@ -841,7 +872,7 @@ impl Ctx<'_> {
             }],
             unchanged_fields: 0,
             escalations: Vec::new(),
-            drift: false,
+            drift,
             patch: KeyPatch::default(),
             set_status: None,
             new_generation: None,

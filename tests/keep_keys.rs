@@ -166,3 +166,61 @@ fn a_fresh_clone_without_the_store_file_refuses_plan_and_apply_until_told_what_t
     let o = c.run(&["plan", "--recreate-store", "nope"]);
     assert_eq!(o.code, 1, "{}", o.all());
 }
+
+/// An edit made by hand in the store's database, as an admin with `sqlite3` would.
+fn by_hand(r: &Repo, sql: &str) {
+    let c = rusqlite::Connection::open(r.root().join(".keyward/prod.db")).expect("open db");
+    let n = c.execute(sql, []).expect("hand edit");
+    assert_eq!(n, 1, "{sql}");
+}
+
+#[test]
+fn drift_only_reports_status_drift_on_revoked_and_kept_keys_with_every_field() {
+    let r = Repo::new(TWO_KEYS);
+    assert_eq!(r.run(&["apply", "--auto-approve"]).code, 0);
+    // course-reserves leaves the spec: revoked.
+    r.write_keys(&TWO_KEYS.replace(
+        "  - name: course-reserves\n    store: alma-production\n    owner: asmith\n    scopes: [courses:read]\n",
+        "",
+    ));
+    assert_eq!(r.run(&["apply", "--auto-approve"]).code, 0);
+    assert_eq!(r.run(&["plan", "--drift-only"]).code, 0);
+    // Someone re-activates the revoked key and edits the kept one, by hand.
+    by_hand(
+        &r,
+        "UPDATE keys SET status = 'active' WHERE name = 'course-reserves'",
+    );
+    by_hand(
+        &r,
+        "UPDATE keys SET status = 'disabled', scopes = '[\"bibs:write\"]' WHERE name = 'illiad-lookup'",
+    );
+    let o = r.run(&["plan", "--drift-only"]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(
+        o.stdout
+            .contains("drift: status changed outside keyward (revoked -> active)"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout
+            .contains("drift: scopes, status changed outside keyward"),
+        "{}",
+        o.stdout
+    );
+    let j = r.run(&["plan", "--drift-only", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&j.stdout).expect("json");
+    let actions = v["actions"].as_array().expect("actions");
+    assert_eq!(actions.len(), 2, "{}", j.stdout);
+    assert!(actions.iter().all(|a| a["drift"] == true), "{}", j.stdout);
+    let revoke = actions
+        .iter()
+        .find(|a| a["name"] == "course-reserves")
+        .expect("the revoked key");
+    assert_eq!(revoke["action"], "revoke");
+    // The full plan calls it drift too, and apply puts it back.
+    let o = r.run(&["plan"]);
+    assert!(o.stdout.contains("(revoked -> active)"), "{}", o.stdout);
+    assert_eq!(r.run(&["apply", "--auto-approve"]).code, 0);
+    assert_eq!(r.run(&["plan", "--drift-only"]).code, 0);
+}
