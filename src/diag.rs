@@ -218,6 +218,9 @@ pub mod codes {
     /// a non-public address (without `allow_private`) or with user info in its URL, a store
     /// `token_env` outside `KEYWARD_*`.
     pub const UNSAFE_ENDPOINT: &str = "KW130";
+    /// A secret-shaped string (a keyward secret, a scanner-known token format, an Alma/Primo
+    /// key) in a spec file; private keys are KW114.
+    pub const SECRET_IN_SPEC: &str = "KW140";
 
     // KW2xx: policy (src/policy.rs).
     pub const FORBIDDEN_SCOPE: &str = "KW201";
@@ -265,42 +268,11 @@ pub fn sources_from_files(files: &std::collections::BTreeMap<PathBuf, Vec<u8>>) 
         .collect()
 }
 
-/// Replace anything that looks like private key material in `text`, so no message, hint
-/// or echoed source line can leak it. Whitespace-separated tokens containing an age secret
-/// key or plugin identity are replaced; a text with a PEM/OpenSSH private key marker is
-/// withheld entirely.
+/// Replace every secret-shaped string in `text` (private keys, keyward secrets, the token
+/// formats secret scanners know: see [`crate::leak`]) with `<redacted>`, so no message,
+/// hint or echoed source line can leak it.
 pub fn redact(text: &str) -> String {
-    let upper = text.to_ascii_uppercase();
-    if upper.contains("-----BEGIN") || upper.contains("PRIVATE KEY-----") {
-        return "<withheld: contains private key material>".to_string();
-    }
-    if !upper.contains("AGE-SECRET-KEY-") && !upper.contains("AGE-PLUGIN-") {
-        return text.to_string();
-    }
-    let secret = |t: &str| {
-        let u = t.to_ascii_uppercase();
-        u.contains("AGE-SECRET-KEY-") || u.contains("AGE-PLUGIN-")
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut token = String::new();
-    let flush = |token: &mut String, out: &mut String| {
-        if secret(token) {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(token);
-        }
-        token.clear();
-    };
-    for c in text.chars() {
-        if c.is_whitespace() || matches!(c, '"' | '\'' | '`' | ',' | '[' | ']' | '{' | '}') {
-            flush(&mut token, &mut out);
-            out.push(c);
-        } else {
-            token.push(c);
-        }
-    }
-    flush(&mut token, &mut out);
-    out
+    crate::leak::redact(text)
 }
 
 struct Palette {
@@ -373,6 +345,7 @@ fn render_snippet(
     out: &mut String,
     loc: &Location,
     sources: &Sources,
+    withheld: &Withheld,
     p: &Palette,
     width: usize,
     mark: (char, &str),
@@ -387,9 +360,12 @@ fn render_snippet(
     };
     let line = line.replace('\t', " ");
     out.push_str(&format!("{pad} {}|{}\n", p.gutter, p.reset));
-    if crate::recipient::looks_private(&line) {
+    let secret_line = withheld
+        .get(&loc.file)
+        .is_some_and(|lines| lines.contains(&loc.line));
+    if secret_line || crate::recipient::looks_private(&line) {
         out.push_str(&format!(
-            "{}{:>width$} |{} <line not shown: it contains private key material>\n",
+            "{}{:>width$} |{} <line not shown: it contains secret or private key material>\n",
             p.gutter, loc.line, p.reset
         ));
         return;
@@ -423,6 +399,21 @@ fn render_snippet(
     ));
 }
 
+/// Per file, the lines a secret-shaped string touches (a PEM block: all its lines).
+type Withheld = std::collections::BTreeMap<PathBuf, std::collections::BTreeSet<usize>>;
+
+fn withheld_lines(diags: &Diagnostics, sources: &Sources) -> Withheld {
+    let files: std::collections::BTreeSet<&PathBuf> = diags
+        .iter()
+        .flat_map(|d| d.location.iter().chain(d.related.iter().map(|(_, l)| l)))
+        .map(|l| &l.file)
+        .collect();
+    files
+        .into_iter()
+        .filter_map(|f| Some((f.clone(), crate::leak::lines_touched(sources.get(f)?))))
+        .collect()
+}
+
 /// Source lines longer than this many characters are shown as a window around the column.
 const MAX_SNIPPET_CHARS: usize = 160;
 
@@ -432,6 +423,7 @@ const MAX_SNIPPET_CHARS: usize = 160;
 /// [`redact`], so private key material is never echoed.
 pub fn render(diags: &Diagnostics, sources: &Sources, color: bool) -> String {
     let p = if color { &COLOR } else { &PLAIN };
+    let withheld = withheld_lines(diags, sources);
     let mut out = String::new();
     for d in diags.iter() {
         let (sev, sc) = match d.severity {
@@ -453,7 +445,7 @@ pub fn render(diags: &Diagnostics, sources: &Sources, color: bool) -> String {
             p.reset
         ));
         if let Some(loc) = &d.location {
-            render_snippet(&mut out, loc, sources, p, width, ('^', sc));
+            render_snippet(&mut out, loc, sources, &withheld, p, width, ('^', sc));
         }
         for (what, loc) in &d.related {
             out.push_str(&format!(
@@ -463,7 +455,7 @@ pub fn render(diags: &Diagnostics, sources: &Sources, color: bool) -> String {
                 p.reset,
                 redact(what)
             ));
-            render_snippet(&mut out, loc, sources, p, width, ('-', p.gutter));
+            render_snippet(&mut out, loc, sources, &withheld, p, width, ('-', p.gutter));
         }
         if let Some(h) = &d.hint {
             out.push_str(&format!(

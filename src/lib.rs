@@ -12,6 +12,7 @@ pub mod flow;
 pub mod git;
 pub mod guard;
 pub mod import;
+pub mod leak;
 pub mod lifecycle;
 pub mod model;
 pub mod net;

@@ -19,6 +19,7 @@ fn main() {
             for cause in e.chain().skip(1) {
                 msg.push_str(&format!("\n  caused by: {cause}"));
             }
+            let msg = keyward::leak::redact(&msg);
             eprintln!("{}", keyward::recipient::clean_age_message(&msg));
             Outcome::Error
         }

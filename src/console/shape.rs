@@ -4,6 +4,7 @@
 //! key). Must never put the value into a message: errors say what is wrong, not what it was.
 
 use super::preset::{Preset, SecretRule, Vendor, preset};
+use crate::leak::Kind;
 
 /// Longest value accepted from a console.
 pub const MAX_VALUE_LEN: usize = 1024;
@@ -65,10 +66,14 @@ pub fn check<'a>(
         return Err(ShapeError::MultiLine);
     }
     let upper = v.to_ascii_uppercase();
-    if upper.contains("AGE-SECRET-KEY-") || upper.contains("AGE-PLUGIN-") {
+    let kind = crate::leak::first_kind(v);
+    if kind == Some(Kind::AgeIdentity) {
         return Err(ShapeError::AgeKey);
     }
-    if upper.contains("-----BEGIN") || upper.contains("PRIVATE KEY") {
+    if kind == Some(Kind::PrivateKey)
+        || upper.contains("-----BEGIN")
+        || upper.contains("PRIVATE KEY")
+    {
         return Err(ShapeError::PrivateKey);
     }
     if v.len() > MAX_VALUE_LEN {
@@ -77,7 +82,7 @@ pub fn check<'a>(
     if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ShapeError::Whitespace);
     }
-    if crate::secret::parse(v).is_some() || v.starts_with("kw_") {
+    if kind == Some(Kind::Keyward) || v.starts_with("kw_") {
         return Err(ShapeError::KeywardSecret);
     }
     let mismatch = || ShapeError::Mismatch {

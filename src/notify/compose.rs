@@ -294,16 +294,13 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     )
 }
 
-/// Does the composed message hold anything that parses as a keyward secret?
+/// Does the composed message hold anything secret-shaped ([`crate::leak`])?
 pub fn leaks_secret(out: &Outgoing) -> bool {
     let s = match out {
         Outgoing::Email(e) => format!("{}\n{}\n{}", e.subject, e.text, e.to.join(",")),
         Outgoing::Webhook(w) => String::from_utf8_lossy(&w.body).into_owned(),
     };
-    // Secrets are `kw_<env>_<id>_<body><crc>`: letters, digits and `_`; any other
-    // character ends a candidate (so a trailing `.` or a JSON quote cannot hide one).
-    s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|t| crate::secret::parse(t).is_some())
+    crate::leak::contains(&s)
 }
 
 #[cfg(test)]

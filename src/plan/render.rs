@@ -155,8 +155,13 @@ fn warnings(plan: &Plan, st: Style) -> String {
     out
 }
 
-/// Terraform-like text plan.
+/// Terraform-like text plan; secret-shaped text (from a live store: a label edited by hand)
+/// is redacted.
 pub fn text(plan: &Plan, st: Style) -> String {
+    crate::leak::redact(&text_unredacted(plan, st))
+}
+
+fn text_unredacted(plan: &Plan, st: Style) -> String {
     let mut out = warnings(plan, st);
     out.push_str(&revision_lines(plan));
     out.push('\n');
@@ -232,14 +237,15 @@ fn console_steps(plan: &Plan) -> String {
     out
 }
 
-/// The JSON plan (stable; `format_version`; documented by `schemas/plan.schema.json`).
+/// The JSON plan (stable; `format_version`; documented by `schemas/plan.schema.json`),
+/// secret-shaped strings redacted.
 pub fn json(plan: &Plan) -> String {
-    serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    crate::leak::to_json_pretty(plan).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
-/// The Markdown plan for a pull-request comment (see `plan::markdown`).
+/// The Markdown plan for a pull-request comment (see `plan::markdown`), redacted.
 pub fn markdown(plan: &Plan) -> String {
-    super::markdown::markdown(plan)
+    crate::leak::redact(&super::markdown::markdown(plan))
 }
 
 #[cfg(test)]

@@ -56,8 +56,8 @@ pub fn write(path: &Path, plan: &Plan) -> Result<(), SavedPlanError> {
         path: path.display().to_string(),
         source,
     };
-    let json = serde_json::to_string_pretty(plan)
-        .map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    let json =
+        crate::leak::to_json_pretty(plan).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

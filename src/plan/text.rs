@@ -19,9 +19,11 @@ pub fn verb(a: Action) -> &'static str {
 }
 
 /// Make a spec-supplied value safe to print on one line: newlines become `⏎`, tabs spaces,
-/// other control characters (terminal escapes) and bidi overrides the replacement character.
+/// other control characters (terminal escapes) and bidi overrides the replacement character;
+/// secret-shaped text becomes `<redacted>` (before any escaping could hide its shape).
 pub fn clean(s: &str) -> String {
-    s.chars()
+    crate::leak::redact(s)
+        .chars()
         .map(|c| match c {
             '\n' => '⏎',
             '\t' => ' ',

@@ -334,9 +334,9 @@ fn kept_header(headers: &HeaderMap, name: &str, max: usize) -> ApiResult<Option<
         .ok_or_else(|| {
             ApiError::bad_request(format!("{name} must be 1-{max} printable ASCII characters"))
         })?;
-    if crate::secret::parse(s).is_some() {
+    if crate::leak::contains(s) {
         return Err(ApiError::bad_request(format!(
-            "{name} has the format of a keyward secret; never send a secret there"
+            "{name} has the format of a secret or private key; never send a secret there"
         )));
     }
     Ok(Some(s.to_owned()))

@@ -182,7 +182,7 @@ fn finish(
     }
     keys_out.sort_by(|a, b| (&a.store, &a.name).cmp(&(&b.store, &b.name)));
 
-    private_material_anywhere(&sources, &mut diags);
+    secrets_anywhere(&sources, &mut diags);
     for d in &mut diags.0 {
         d.message = redact(&d.message);
         d.hint = d.hint.as_deref().map(redact);
@@ -210,33 +210,36 @@ fn finish(
     })
 }
 
-/// Does this line hold private key material (strictly: an age secret key or plugin
-/// identity, or a PEM/OpenSSH private key header)? Words like "private key" alone do not count.
-fn holds_private_material(line: &str) -> bool {
-    let u = line.to_ascii_uppercase();
-    u.contains("AGE-SECRET-KEY-1")
-        || u.contains("AGE-PLUGIN-")
-        || (u.contains("-----BEGIN") && u.contains("PRIVATE KEY"))
-}
-
-/// A private key anywhere in a spec file (a comment, a label, a purpose) is refused too:
-/// the repository is shared and its history is forever. Lines already reported (a pasted
+/// A secret-shaped string anywhere in a spec file (a comment, a label, a purpose) is
+/// refused: the repository is shared and its history is forever. Private keys are KW114,
+/// other secrets KW140; neither shows the value. Lines already reported (a pasted
 /// recipient) are not reported twice.
-fn private_material_anywhere(sources: &Sources, diags: &mut Diagnostics) {
+fn secrets_anywhere(sources: &Sources, diags: &mut Diagnostics) {
     let reported: BTreeSet<(PathBuf, usize)> = diags
         .iter()
         .filter(|d| d.code == codes::PRIVATE_KEY)
         .filter_map(|d| d.location.as_ref().map(|l| (l.file.clone(), l.line)))
         .collect();
     for (file, text) in sources {
-        for (i, line) in text.lines().enumerate() {
-            if holds_private_material(line) && !reported.contains(&(file.clone(), i + 1)) {
-                diags.push(
-                    Diagnostic::error(codes::PRIVATE_KEY, "private key material in a spec file (its value is not shown)")
-                        .at(Location::new(file, i + 1, 1))
-                        .hint("remove it now and treat that identity as compromised: it is in the repository, and may be in git history"),
-                );
+        for found in crate::leak::find(text) {
+            let (line, column) = crate::leak::line_col(text, found.start);
+            if reported.contains(&(file.clone(), line)) {
+                continue;
             }
+            let message = format!(
+                "{} in a spec file (its value is not shown)",
+                found.kind.describe()
+            );
+            let d = if found.kind.is_private_key() {
+                Diagnostic::error(codes::PRIVATE_KEY, message).hint(
+                    "remove it now and treat that identity as compromised: it is in the repository, and may be in git history",
+                )
+            } else {
+                Diagnostic::error(codes::SECRET_IN_SPEC, message).hint(
+                    "remove it now and revoke or rotate it where it was issued: the repository is shared and git history keeps it; describe what a key is for, never paste its value",
+                )
+            };
+            diags.push(d.at(Location::new(file, line, column)));
         }
     }
 }

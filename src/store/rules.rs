@@ -13,7 +13,6 @@ use super::{
     Actor, Capabilities, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate, StoreError,
     StoreResult, Verdict, VerifiedKey, VerifyReason,
 };
-use crate::secret;
 
 /// Largest page `list` and `events` return.
 pub const MAX_PAGE: usize = 1000;
@@ -118,7 +117,7 @@ pub(crate) fn validate_new(mut key: NewKey) -> StoreResult<NewKey> {
     Ok(key)
 }
 
-/// Refuse `value` (a key, a patch, a lock holder) when any text in it is a keyward secret:
+/// Refuse `value` (a key, a patch, a lock holder) when any text in it is secret-shaped:
 /// the store keeps and answers these fields, so a secret pasted into a purpose or a label
 /// would be stored and shown to every reader. (Event details are checked the same way.)
 pub(crate) fn refuse_secret<T: serde::Serialize>(what: &str, value: &T) -> StoreResult<()> {
@@ -126,7 +125,7 @@ pub(crate) fn refuse_secret<T: serde::Serialize>(what: &str, value: &T) -> Store
         .map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))?;
     if contains_secret(&v) {
         return Err(StoreError::Invalid(format!(
-            "{what} must not contain a secret (a value has the format of a keyward secret)"
+            "{what} must not contain a secret (a value has the format of a secret or private key; it is not shown)"
         )));
     }
     Ok(())
@@ -363,6 +362,7 @@ pub(crate) fn lease_expiry(
 /// Check the arguments of `Store::record`.
 pub(crate) fn check_record(action: &str, detail: &serde_json::Value) -> StoreResult<()> {
     check_text("action", action, 100)?;
+    refuse_secret("an event action", &action)?;
     if contains_secret(detail) {
         return Err(StoreError::Invalid(
             "event detail must not contain a secret".into(),
@@ -467,12 +467,11 @@ pub(crate) fn decode_cursor(c: &str) -> StoreResult<String> {
     String::from_utf8(hex::decode(hexed).map_err(|_| bad())?).map_err(|_| bad())
 }
 
-/// Refuse event details that contain a well-formed keyward secret.
+/// Does any text in `v` (keys included) look like a secret ([`crate::leak`]: a keyward
+/// secret, a private key, a token format secret scanners know)?
 pub(crate) fn contains_secret(v: &serde_json::Value) -> bool {
     match v {
-        serde_json::Value::String(s) => s
-            .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '=' | ':' | ',' | ';'))
-            .any(|t| secret::parse(t).is_some()),
+        serde_json::Value::String(s) => crate::leak::contains(s),
         serde_json::Value::Array(a) => a.iter().any(contains_secret),
         serde_json::Value::Object(o) => o.iter().any(|(k, v)| {
             contains_secret(&serde_json::Value::String(k.clone())) || contains_secret(v)
