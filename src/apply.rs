@@ -436,6 +436,10 @@ pub(crate) async fn apply_one(
         }
         Action::Revoke => {
             revoke_recorded(store.as_ref(), &c.store, &id(), version()?, actor).await?;
+            // Its deliveries must not look current to a recipient.
+            if let Err(e) = cx.outbox.mark_revoked(&c.store, &c.name, &id()) {
+                tracing::warn!(error = %e, "could not mark the revoked key's deliveries revoked");
+            }
         }
         Action::Delete => {
             store

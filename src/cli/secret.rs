@@ -74,7 +74,10 @@ fn identity_sources() -> IdentitySources {
 pub fn decrypt(args: &DecryptArgs) -> Result<Outcome> {
     let ids = deliver::find_identities(&identity_sources(), &args.out.identity)?;
     // Checks the manifest beside the envelope, when there is one: listed, checksum, payload.
-    let (_manifest, opened) = deliver::decrypt_delivery(&args.file, &ids)?;
+    let (manifest, opened) = deliver::decrypt_delivery(&args.file, &ids)?;
+    if let Some(m) = &manifest {
+        warn_status(m);
+    }
     emit_secret(&opened, &args.out)
 }
 
@@ -86,8 +89,19 @@ pub fn secret(dir: &Path, args: &SecretArgs, color_err: bool) -> Result<Outcome>
     let store = pick_store(&loaded, &args.name, args.store.as_deref())?;
     let ids = deliver::find_identities(&identity_sources(), &args.out.identity)?;
     let outbox = Outbox::new(loaded.spec.delivery.outbox.clone());
-    let (_dir, _m, opened) = outbox.open_latest(&store, &args.name, &ids)?;
+    let (_dir, m, opened) = outbox.open_latest(&store, &args.name, &ids)?;
+    warn_status(&m);
     emit_secret(&opened, &args.out)
+}
+
+/// On stderr: a delivery that is not the key's current secret says so.
+fn warn_status(m: &deliver::Manifest) {
+    if let Some(w) = m.status.warning() {
+        eprintln!(
+            "warning: {}/{} generation {}: {w}",
+            m.store, m.name, m.generation
+        );
+    }
 }
 
 /// Find the store of key `name` when `--store` is not given (must be unambiguous).

@@ -34,6 +34,8 @@ pub enum DeliveryStatus {
     Void,
     /// Replaced by a newer active generation (or an older key's manifest kept for audit).
     Superseded,
+    /// The key was revoked: its secret no longer verifies.
+    Revoked,
 }
 
 impl DeliveryStatus {
@@ -43,6 +45,7 @@ impl DeliveryStatus {
             DeliveryStatus::Active => "active",
             DeliveryStatus::Void => "void",
             DeliveryStatus::Superseded => "superseded",
+            DeliveryStatus::Revoked => "revoked",
         }
     }
 
@@ -51,8 +54,33 @@ impl DeliveryStatus {
         self == to
             || matches!(
                 (self, to),
-                (Pending, Active) | (Pending, Void) | (Active, Superseded)
+                (Pending, Active)
+                    | (Pending, Void)
+                    | (Active, Superseded)
+                    | (Active, Revoked)
+                    | (Superseded, Revoked)
             )
+    }
+}
+
+impl DeliveryStatus {
+    /// What a recipient opening a delivery in this status should be told, if anything.
+    pub fn warning(self) -> Option<&'static str> {
+        match self {
+            DeliveryStatus::Active => None,
+            DeliveryStatus::Pending => Some(
+                "this delivery is pending: its key is not registered with the store, so the secret does not work (yet)",
+            ),
+            DeliveryStatus::Void => {
+                Some("this delivery is void: its key was never registered; the secret never worked")
+            }
+            DeliveryStatus::Superseded => Some(
+                "this delivery is superseded by a newer generation; its secret works at most until the rotation grace ends",
+            ),
+            DeliveryStatus::Revoked => {
+                Some("this delivery's key was revoked: the secret no longer verifies")
+            }
+        }
     }
 }
 

@@ -300,6 +300,7 @@ impl Outbox {
         old.status = match old.status {
             DeliveryStatus::Pending | DeliveryStatus::Void => DeliveryStatus::Void,
             DeliveryStatus::Active | DeliveryStatus::Superseded => DeliveryStatus::Superseded,
+            DeliveryStatus::Revoked => DeliveryStatus::Revoked,
         };
         write_json(&dir.join(format!("superseded-{}.json", old.key_id)), &old)?;
         remove_if_exists(&dir.join(MANIFEST_FILE))?;
@@ -444,6 +445,50 @@ impl Outbox {
             .max_by_key(|(_, m)| (m.created_at, m.generation)))
     }
 
+    /// Mark every active or superseded generation of key `key_id` (named `name` in `store`)
+    /// `revoked`: its secret no longer verifies. Returns how many were marked.
+    pub fn mark_revoked(
+        &self,
+        store: &str,
+        name: &str,
+        key_id: &str,
+    ) -> Result<usize, DeliverError> {
+        let mut n = 0;
+        for (dir, m) in self.generations(store, name)? {
+            let current = matches!(
+                m.status,
+                DeliveryStatus::Active | DeliveryStatus::Superseded
+            );
+            if m.key_id == key_id && current {
+                self.mark(&dir, DeliveryStatus::Revoked)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The delivery `keyward secret NAME` opens: the newest active one, else (with its
+    /// status to warn about) the newest superseded or revoked one.
+    fn current(
+        &self,
+        store: &str,
+        name: &str,
+    ) -> Result<Option<(PathBuf, Manifest)>, DeliverError> {
+        if let Some(found) = self.latest(store, name)? {
+            return Ok(Some(found));
+        }
+        Ok(self
+            .generations(store, name)?
+            .into_iter()
+            .filter(|(_, m)| {
+                matches!(
+                    m.status,
+                    DeliveryStatus::Superseded | DeliveryStatus::Revoked
+                )
+            })
+            .max_by_key(|(_, m)| (m.created_at, m.generation)))
+    }
+
     /// For every key: generations replaced by a newer active one are marked `superseded`;
     /// once `retain` has passed since the newer one was created, their envelopes are
     /// deleted (manifests stay, for audit). Returns the deleted envelope paths.
@@ -511,7 +556,8 @@ impl Outbox {
         open_entry(dir, &m, &r.file, identities)
     }
 
-    /// Open the newest active delivery of a key with whichever envelope `identities` can
+    /// Open the newest active delivery of a key (when none is active, the newest superseded
+    /// or revoked one: the caller warns by its status) with whichever envelope `identities` can
     /// read (envelopes whose fingerprints match the identities are tried first).
     pub fn open_latest(
         &self,
@@ -519,7 +565,7 @@ impl Outbox {
         name: &str,
         identities: &Identities,
     ) -> Result<(PathBuf, Manifest, Opened), DeliverError> {
-        let Some((dir, m)) = self.latest(store, name)? else {
+        let Some((dir, m)) = self.current(store, name)? else {
             return Err(DeliverError::NoDelivery {
                 key: format!("{store}/{name}"),
                 dir: self.key_dir(store, name)?,
