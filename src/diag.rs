@@ -255,6 +255,10 @@ pub mod codes {
     pub const CONSOLE_FIELD: &str = "KW414";
     /// An environment the console does not have.
     pub const CONSOLE_ENVIRONMENT: &str = "KW415";
+    /// A key field its store cannot honour, by the store's capabilities (an expiry where
+    /// keys never expire, a quota where nothing counts calls, `state: disabled` where keys
+    /// cannot be disabled).
+    pub const STORE_CANNOT: &str = "KW430";
 }
 
 /// Source texts by path relative to the repository root, for caret rendering.

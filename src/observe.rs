@@ -5,6 +5,7 @@ use crate::console::ConsoleStore;
 use crate::deliver::{DeliverError, DeliveryStatus, Outbox};
 use crate::diff::{Delivered, DeliveredKey};
 use crate::spec::{ConnUrl, Spec, StoreConfig, StoreKind};
+use crate::store::exec::{ExecOptions, ExecStore};
 use crate::store::http::HttpStore;
 use crate::store::pg_roles::{PgRolesOptions, PgRolesStore};
 use crate::store::redis_acl::{RedisAclOptions, RedisAclStore};
@@ -113,9 +114,25 @@ fn open_adapter(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ObserveError> {
                 .map(|s| Arc::new(s) as Arc<dyn Store>)
                 .map_err(failed(format!("redis-acl {user_prefix}*")))
         }
-        StoreKind::Exec { command, .. } => Err(failed(command.join(" "))(StoreError::Invalid(
-            "kind: exec stores are not available in this build".into(),
-        ))),
+        StoreKind::Exec {
+            command,
+            env,
+            timeout_secs,
+        } => {
+            // Only the variables the store names reach the adapter (those that are set).
+            let env = env
+                .iter()
+                .filter_map(|n| std::env::var(n).ok().map(|v| (n.clone(), v)))
+                .collect();
+            let opts = ExecOptions {
+                command: command.clone(),
+                env,
+                timeout: std::time::Duration::from_secs(*timeout_secs),
+            };
+            ExecStore::open(&cfg.name, opts)
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+                .map_err(failed(format!("exec {}", command[0])))
+        }
         StoreKind::Sqlite { .. } | StoreKind::Http { .. } | StoreKind::Console(_) => {
             Err(failed(String::new())(StoreError::Invalid(
                 "not a store keyward reaches through an adapter".into(),

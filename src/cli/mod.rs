@@ -13,6 +13,7 @@ mod repo;
 mod request;
 mod secret;
 mod serve;
+mod store;
 mod token;
 mod unlock;
 mod verify;
@@ -123,6 +124,9 @@ pub enum Command {
     /// Manage the bearer tokens `keyward serve` accepts.
     #[command(subcommand)]
     Token(token::TokenArgs),
+    /// Work with a store of keyward.yaml (`store check STORE`: the conformance kit).
+    #[command(subcommand)]
+    Store(store::StoreArgs),
     /// Print a JSON Schema (keyward, people, keys, plan), or write them all with --write.
     #[command(
         after_help = "Examples:\n  keyward schema keys > keys.schema.json\n  keyward schema --write            # into ./schemas\n  keyward schema --write docs/schemas"
@@ -188,6 +192,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
         Command::Expiring(args) => expiring::run(dir, args, colors.err).await,
         Command::Schema(args) => repo::schema(dir, args),
         Command::Import(args) => import::run(dir, args, colors.err).await,
+        Command::Store(args) => store::run(dir, args, colors.err).await,
         Command::Request(args) => request::run(dir, args, colors.err),
         Command::Completions { shell } => {
             clap_complete::generate(

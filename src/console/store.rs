@@ -311,6 +311,8 @@ impl Store for ConsoleStore {
             secret: crate::store::SecretMode::Server,
             expiry: None,
             rotation_overlap: crate::store::Overlap::default(),
+            disable: true,
+            quota: false,
         }
     }
 

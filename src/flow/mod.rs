@@ -5,6 +5,7 @@
 //! decide what changes (the diff) nor how keys change (`apply`).
 
 mod base;
+mod capabilities;
 mod consoles;
 mod execute;
 pub mod load;

@@ -10,7 +10,7 @@ use crate::diff;
 use crate::observe;
 use crate::plan::{Plan, render};
 use crate::spec::Loaded;
-use crate::store::{LiveKey, Store};
+use crate::store::{Capabilities, LiveKey, Store};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -75,6 +75,14 @@ pub async fn make_plan(
         observed.entry(name.clone()).or_default();
     }
     live_policy(desired, &observed)?;
+    let caps: BTreeMap<String, Capabilities> = stores
+        .iter()
+        .map(|(n, s)| (n.clone(), s.capabilities()))
+        .collect();
+    let found = super::capabilities::diagnostics(&desired.loaded.spec, &caps);
+    if found.has_errors() {
+        return Err(crate::policy::Refused::new(&found, &desired.loaded.sources).into());
+    }
     let mut plan = plan_from(desired, &observed, now)?;
     if let Some(base) = &opts.base {
         mark_base(&mut plan, desired, base)?;
@@ -83,6 +91,8 @@ pub async fn make_plan(
     if opts.drift_only {
         plan.retain_drift();
     }
+    let said = super::capabilities::notes(&plan, &caps);
+    plan.notes.extend(said);
     plan.guards = crate::guard::check(&plan, &desired.loaded.spec.guards);
     plan.console_steps = crate::console::checklist::plan_steps(&desired.loaded.spec, &plan, now);
     Ok(plan)

@@ -2,16 +2,17 @@
 //! `postgres-roles`, `redis-acl`) in keyward.yaml: parsed into `StoreKind` with every
 //! problem reported at its line. Must not open a connection or start a process.
 
-use super::config::env_name;
+use super::envvar::env_name;
 use super::model::{ConnUrl, StoreKind};
 use super::pos::YPath;
 use super::yaml::Ctx;
 use crate::diag::codes;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// The kinds this module parses.
-pub const KINDS: &[&str] = &["postgres-roles", "redis-acl"];
+pub const KINDS: &[&str] = &["exec", "postgres-roles", "redis-acl"];
 
 /// Fields that belong to some kinds only: (field, kinds that take it).
 const OWNED: &[(&str, &[&str])] = &[
@@ -50,10 +51,22 @@ pub fn parse_kind(
     kind: &str,
     fields: &[(String, &Value)],
     sp: &YPath,
+    root: &Path,
 ) -> Option<StoreKind> {
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
     match kind {
-        "exec" => parse_exec(ctx, get("command"), get("env"), get("timeout"), sp),
+        "exec" => {
+            let mut k = parse_exec(ctx, get("command"), get("env"), get("timeout"), sp)?;
+            // A relative program path is relative to the repository, not to where keyward
+            // happens to run; a bare name is looked up on PATH when the store is opened.
+            if let StoreKind::Exec { command, .. } = &mut k
+                && command[0].contains('/')
+                && Path::new(&command[0]).is_relative()
+            {
+                command[0] = root.join(&command[0]).display().to_string();
+            }
+            Some(k)
+        }
         "postgres-roles" => {
             let url = conn_url(
                 ctx,

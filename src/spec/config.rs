@@ -1,6 +1,7 @@
 //! keyward.yaml: version, stores, scope catalogue, policy and delivery settings.
 //! Owns validating that file (and the scope syntax shared by all files); must not do I/O.
 
+use super::envvar::env_name;
 use super::model::{
     DeliveryConfig, EmailNotify, ForbiddenScope, GuardLimits, Guards, NamePattern, NoticeKind,
     NotifyConfig, Policy, Scope, ScopeCatalogue, SmtpTls, Span, StoreConfig, StoreKind,
@@ -376,7 +377,7 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
         let kind = match kind.as_deref() {
             None => None,
             Some(k) if super::adapters::KINDS.contains(&k) => {
-                super::adapters::parse_kind(ctx, k, &fields, &sp)
+                super::adapters::parse_kind(ctx, k, &fields, &sp, root)
             }
             Some("sqlite") => {
                 for f in ["url", "token_env"] {
@@ -444,7 +445,14 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
             Some(other) => {
                 let hint = did_you_mean(
                     other,
-                    ["sqlite", "http", "console", "postgres-roles", "redis-acl"],
+                    [
+                        "sqlite",
+                        "http",
+                        "console",
+                        "exec",
+                        "postgres-roles",
+                        "redis-acl",
+                    ],
                     "kinds",
                 );
                 ctx.err(
@@ -805,13 +813,6 @@ fn parse_delivery(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Co
 }
 
 /// An environment variable name: letters, digits and `_`, not starting with a digit.
-fn valid_env_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// A plain mail address `local@domain`: one `@`, both sides non-empty, no spaces, quotes,
 /// angle brackets, commas or control characters (so it cannot smuggle a header).
 pub fn valid_email(s: &str) -> bool {
@@ -850,20 +851,6 @@ pub fn is_loopback_host(host: &str) -> bool {
     h.eq_ignore_ascii_case("localhost")
         || h.parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-pub(super) fn env_name(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<String> {
-    let s = ctx.string(v, p)?;
-    if valid_env_name(&s) {
-        return Some(s);
-    }
-    ctx.err(
-        codes::INVALID_VALUE,
-        p,
-        format!("`{s}` is not an environment variable name"),
-        "name the variable that holds the value (e.g. `KEYWARD_SMTP_PASSWORD`), never the value itself",
-    );
-    None
 }
 
 /// `notify:` — email and/or webhook channels, and which messages they carry.

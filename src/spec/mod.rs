@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod config;
 pub mod console_store;
+mod envvar;
 pub mod keys;
 pub mod model;
 pub mod people;

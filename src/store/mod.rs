@@ -6,6 +6,7 @@
 
 pub mod check;
 pub(crate) mod credential;
+pub mod exec;
 pub mod http;
 mod pepper;
 pub mod pg_roles;
@@ -66,6 +67,16 @@ pub struct Capabilities {
     /// Whether the previous secret keeps working during a rotation's grace.
     #[serde(default)]
     pub rotation_overlap: Overlap,
+    /// Keys can be disabled and enabled again (absent: yes).
+    #[serde(default = "yes")]
+    pub disable: bool,
+    /// The store counts calls against a key's `quota` when it verifies (absent: yes).
+    #[serde(default = "yes")]
+    pub quota: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Capabilities {

@@ -562,6 +562,8 @@ pub(crate) fn capabilities() -> Capabilities {
         secret: super::SecretMode::ClientHash,
         expiry: Some(super::ExpiryMode::Native),
         rotation_overlap: super::Overlap::Native,
+        disable: true,
+        quota: true,
     }
 }
 
