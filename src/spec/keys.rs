@@ -103,362 +103,64 @@ pub fn parse_quota(s: &str) -> Option<Quota> {
     Some(Quota { per_day })
 }
 
+/// The fields of one key entry, by YAML name.
+struct Fields<'v>(Vec<(String, &'v Value)>);
+
+impl<'v> Fields<'v> {
+    fn get(&self, n: &str) -> Option<&'v Value> {
+        self.0.iter().find(|(k, _)| k == n).map(|(_, v)| *v)
+    }
+    /// The field when present and not `null`.
+    fn given(&self, n: &str) -> Option<&'v Value> {
+        self.get(n).filter(|v| !v.is_null())
+    }
+}
+
+/// One key entry: each field checked by its own step; `ok` turns false on any error, so
+/// the entry is still `Seen` (for duplicate checks) but yields no `DesiredKey`.
 fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
-    let fields = ctx.mapping(v, p, KEY_FIELDS)?;
-    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let f = Fields(ctx.mapping(v, p, KEY_FIELDS)?);
     let mut ok = true;
     let mut field_locations: BTreeMap<String, Location> = BTreeMap::new();
-    for (k, _) in &fields {
+    for (k, _) in &f.0 {
         field_locations.insert(k.clone(), ctx.loc(&p.key(k)));
     }
-
-    // name
-    let name = match get("name") {
-        None => {
-            ctx.missing(
-                p,
-                "name",
-                "every key needs a `name:` (unique within its store)",
-            );
-            None
-        }
-        Some(v) => ctx.string(v, &p.key("name")),
-    };
-    if let Some(n) = &name
-        && !valid_key_name(n)
-    {
-        ok = false;
-        ctx.err(
-            codes::INVALID_KEY_NAME,
-            &p.key("name"),
-            format!("`{n}` is not a valid key name"),
-            "use lowercase letters, digits and `-`, 1 to 64 characters, starting with a letter",
-        );
-    }
+    let name = key_name(ctx, &f, p, &mut ok);
     let location = match name {
         Some(_) => ctx.loc(&p.key("name")),
         None => ctx.loc(p),
     };
-
-    // store
-    let store = match get("store") {
-        None => {
-            ctx.missing(
-                p,
-                "store",
-                "add `store: NAME` with a store from keyward.yaml",
-            );
-            None
-        }
-        Some(v) => ctx.string(v, &p.key("store")),
-    };
-    let mut environment = None;
-    if let Some(s) = &store {
-        match refs.config.stores.get(s) {
-            Some(cfg) => environment = Some(cfg.environment.clone()),
-            None if !refs.stores_ok || refs.config.store_names.contains(s) => ok = false,
-            None => {
-                ok = false;
-                let hint = did_you_mean(
-                    s,
-                    refs.config.store_names.iter().map(String::as_str),
-                    "stores",
-                );
-                ctx.err(
-                    codes::UNKNOWN_STORE,
-                    &p.key("store"),
-                    format!("unknown store `{s}`"),
-                    hint,
-                );
-            }
-        }
-    }
-
-    // owner
-    let owner = match get("owner") {
-        None => {
-            ctx.missing(
-                p,
-                "owner",
-                "add `owner: PERSON` with a person from people.yaml",
-            );
-            None
-        }
-        Some(v) => ctx.string(v, &p.key("owner")),
-    };
-    if let Some(o) = &owner {
-        let op = p.key("owner");
-        match refs.people.known.get(o) {
-            Some(PrincipalKind::Person) => {}
-            Some(PrincipalKind::Service) => {
-                ok = false;
-                ctx.err(
-                    codes::OWNER_NOT_PERSON,
-                    &op,
-                    format!("owner `{o}` is a service; keys are owned by people"),
-                    format!(
-                        "make a person accountable as `owner:` and list `{o}` under `recipients:`"
-                    ),
-                );
-            }
-            None if !refs.people_ok => ok = false,
-            None => {
-                ok = false;
-                let people = refs
-                    .people
-                    .known
-                    .iter()
-                    .filter(|(_, k)| **k == PrincipalKind::Person)
-                    .map(|(id, _)| id.as_str());
-                let hint = if o.starts_with("team:") {
-                    "a team cannot own a key; name one accountable person".to_string()
-                } else {
-                    match super::yaml::suggest(o, people.clone()) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!(
-                            "if `{o}` has left: reassign the key with `owner: PERSON` (it is replaced: new id, new secret delivered) or remove it (it is revoked); otherwise add `{o}` to people.yaml. {}",
-                            did_you_mean(o, people, "people")
-                        ),
-                    }
-                };
-                ctx.err(
-                    codes::UNKNOWN_OWNER,
-                    &op,
-                    format!("unknown owner `{o}`"),
-                    hint,
-                );
-            }
-        }
-    }
-
-    let purpose = get("purpose")
-        .filter(|v| !v.is_null())
+    let (store, environment) = key_store(ctx, refs, &f, p, &mut ok);
+    let owner = key_owner(ctx, refs, &f, p, &mut ok);
+    let purpose = f
+        .given("purpose")
         .and_then(|v| ctx.text(v, &p.key("purpose")));
-
-    // scopes
-    let mut scopes: BTreeMap<String, (Scope, YPath)> = BTreeMap::new();
-    match get("scopes") {
-        None => {
-            ok = false;
-            ctx.missing(
-                p,
-                "scopes",
-                "list the narrowest scopes the integration needs, e.g. `scopes: [bibs:read]`",
-            );
-        }
-        Some(v) => {
-            let sp = p.key("scopes");
-            match ctx.seq(v, &sp) {
-                None => ok = false,
-                Some([]) => {
-                    ok = false;
-                    ctx.err(
-                        codes::EMPTY_SCOPES,
-                        &sp,
-                        "a key needs at least one scope",
-                        "list the narrowest scopes needed, e.g. `[bibs:read]`",
-                    );
-                }
-                Some(items) => {
-                    for (i, s) in items.iter().enumerate() {
-                        let ip = sp.idx(i);
-                        let Some(sc) = scope(ctx, &refs.config.catalogue, s, &ip) else {
-                            ok = false;
-                            continue;
-                        };
-                        add_scope(ctx, refs, &mut scopes, sc, ip);
-                    }
-                }
-            }
-        }
-    }
+    let scopes = key_scopes(ctx, refs, &f, p, &mut ok);
     for (area, (_, sp)) in &scopes {
         field_locations.insert(format!("scope:{area}"), ctx.loc(sp));
     }
-
-    // expiry
-    let expires = get("expires").filter(|v| !v.is_null());
-    let lifetime = get("lifetime").filter(|v| !v.is_null());
-    let expiry = match (expires, lifetime) {
-        (Some(_), Some(_)) => {
+    let expiry = key_expiry(ctx, refs, &f, p);
+    ok &= expiry.is_some();
+    let recipients = key_recipients(ctx, refs, &f, p, owner.as_deref(), &mut ok);
+    let rotation = match f.get("rotation") {
+        None => Rotation::default(),
+        Some(v) => rotation(ctx, v, &p.key("rotation")).unwrap_or_else(|| {
             ok = false;
-            let d = Diagnostic::error(codes::EXPIRES_AND_LIFETIME, "both `expires` and `lifetime` are given")
-                .at(ctx.key_loc(&p.key("lifetime")))
-                .related("`expires` is here", ctx.key_loc(&p.key("expires")))
-                .hint("keep one: `expires: 2027-06-30` (a fixed date) or `lifetime: 180d` (from creation/rotation)");
-            ctx.push(d);
-            None
-        }
-        (Some(e), None) => {
-            let ep = p.key("expires");
-            let text = match e {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                other => {
-                    ctx.wrong_type(&ep, other, "a date such as `2027-06-30` or `never`");
-                    None
-                }
-            };
-            let parsed = text.as_deref().and_then(parse_expires);
-            if let (Some(t), None) = (&text, parsed) {
-                ctx.err(
-                    codes::BAD_DATE,
-                    &ep,
-                    format!("`{t}` is not a date"),
-                    "write `expires: YYYY-MM-DD` (end of that day, UTC), an RFC 3339 time, or `never`",
-                );
-            }
-            parsed
-        }
-        (None, Some(l)) => match l {
-            Value::String(s) if s.trim() == "never" => Some(Expiry::Never),
-            _ => ctx
-                .positive_span(l, &p.key("lifetime"))
-                .map(Expiry::Lifetime),
-        },
-        (None, None) => Some(match refs.config.policy.default_lifetime {
-            Some(s) => Expiry::Lifetime(s),
-            None => Expiry::Never,
+            Rotation::default()
         }),
     };
-    ok &= expiry.is_some();
-
-    // recipients
-    let include_owner = match get("include_owner") {
-        None => true,
-        Some(v) => ctx.boolean(v, &p.key("include_owner")).unwrap_or(true),
-    };
-    let mut recipients: BTreeSet<String> = BTreeSet::new();
-    if include_owner && let Some(o) = &owner {
-        recipients.insert(o.clone());
-    }
-    if let Some(v) = get("recipients") {
-        let rp = p.key("recipients");
-        let mut listed: BTreeSet<String> = BTreeSet::new();
-        for (i, r) in ctx.seq(v, &rp).unwrap_or_default().iter().enumerate() {
-            let ip = rp.idx(i);
-            let Value::String(r) = r else {
-                ok = false;
-                ctx.wrong_type(&ip, r, "a person, service or `team:NAME`");
-                continue;
-            };
-            if !listed.insert(r.clone()) {
-                ctx.warn(
-                    codes::DUPLICATE_RECIPIENT,
-                    &ip,
-                    format!("recipient `{r}` is listed twice"),
-                    "remove the duplicate",
-                );
-                continue;
-            }
-            ok &= recipient(ctx, refs, r, &ip, &mut recipients);
-        }
-    }
-
-    // rotation
-    let rotation = match get("rotation") {
-        None => Rotation::default(),
-        Some(v) => match rotation(ctx, v, &p.key("rotation")) {
-            Some(r) => r,
-            None => {
-                ok = false;
-                Rotation::default()
-            }
-        },
-    };
-
-    let quota = match get("quota").filter(|v| !v.is_null()) {
-        None => None,
-        Some(v) => {
-            let qp = p.key("quota");
-            let text = match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                other => {
-                    ctx.wrong_type(&qp, other, "a quota such as `1000/day`");
-                    None
-                }
-            };
-            let q = text.as_deref().and_then(parse_quota);
-            if let (Some(t), None) = (&text, q) {
-                ctx.err(
-                    codes::BAD_QUOTA,
-                    &qp,
-                    format!("`{t}` is not a quota"),
-                    "write calls per day as `1000/day` (a whole number above 0)",
-                );
-            }
-            ok &= q.is_some();
-            q
-        }
-    };
-
-    let mut labels = BTreeMap::new();
-    if let Some(v) = get("labels").filter(|v| !v.is_null()) {
-        let lp = p.key("labels");
-        match ctx.mapping(v, &lp, &[]) {
-            None => ok = false,
-            Some(entries) => {
-                for (k, val) in entries {
-                    match ctx.text(val, &lp.key(&k)) {
-                        Some(t) => {
-                            field_locations.insert(format!("label:{k}"), ctx.loc(&lp.key(&k)));
-                            labels.insert(k, t);
-                        }
-                        None => ok = false,
-                    }
-                }
-            }
-        }
-    }
-
-    let state = match get("state") {
-        None => Some(DesiredState::Active),
-        Some(v) => {
-            let sp = p.key("state");
-            match ctx.string(v, &sp).as_deref() {
-                Some("active") => Some(DesiredState::Active),
-                Some("disabled") => Some(DesiredState::Disabled),
-                Some("revoked") => Some(DesiredState::Revoked),
-                Some("deleted") => Some(DesiredState::Deleted),
-                Some(other) => {
-                    let choices = ["active", "disabled", "revoked", "deleted"];
-                    let hint = did_you_mean(other, choices, "states");
-                    ctx.err(
-                        codes::INVALID_VALUE,
-                        &sp,
-                        format!("unknown state `{other}`"),
-                        hint,
-                    );
-                    None
-                }
-                None => None,
-            }
-        }
-    };
+    let quota = key_quota(ctx, &f, p, &mut ok);
+    let labels = key_labels(ctx, &f, p, &mut ok, &mut field_locations);
+    let state = key_state(ctx, &f, p);
     ok &= state.is_some();
-    let protected = match get("protected") {
+    let protected = match f.get("protected") {
         None => false,
-        Some(v) => match ctx.boolean(v, &p.key("protected")) {
-            Some(b) => b,
-            None => {
-                ok = false;
-                false
-            }
-        },
+        Some(v) => ctx.boolean(v, &p.key("protected")).unwrap_or_else(|| {
+            ok = false;
+            false
+        }),
     };
-
-    if protected && matches!(state, Some(DesiredState::Revoked | DesiredState::Deleted)) {
-        ok = false;
-        let d = Diagnostic::error(
-            codes::PROTECTED_TOMBSTONE,
-            "a protected key cannot be revoked or deleted",
-        )
-        .at(ctx.loc(&p.key("state")))
-        .related("`protected: true` is here", ctx.loc(&p.key("protected")))
-        .hint("first merge `protected: false`, then revoke or delete it in a separate change");
-        ctx.push(d);
-    }
+    ok &= protected_not_removed(ctx, p, protected, state);
 
     let (name, store) = (name?, store?);
     let key = match (ok, environment, owner, expiry, state) {
@@ -487,6 +189,372 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
         location,
         key,
     })
+}
+
+/// `name:`, required and a valid key name.
+fn key_name(ctx: &mut Ctx, f: &Fields, p: &YPath, ok: &mut bool) -> Option<String> {
+    let name = match f.get("name") {
+        None => {
+            ctx.missing(
+                p,
+                "name",
+                "every key needs a `name:` (unique within its store)",
+            );
+            None
+        }
+        Some(v) => ctx.string(v, &p.key("name")),
+    };
+    if let Some(n) = &name
+        && !valid_key_name(n)
+    {
+        *ok = false;
+        ctx.err(
+            codes::INVALID_KEY_NAME,
+            &p.key("name"),
+            format!("`{n}` is not a valid key name"),
+            "use lowercase letters, digits and `-`, 1 to 64 characters, starting with a letter",
+        );
+    }
+    name
+}
+
+/// `store:`, required and a store of keyward.yaml: the store and its environment.
+fn key_store(
+    ctx: &mut Ctx,
+    refs: &Refs,
+    f: &Fields,
+    p: &YPath,
+    ok: &mut bool,
+) -> (Option<String>, Option<String>) {
+    let store = match f.get("store") {
+        None => {
+            ctx.missing(
+                p,
+                "store",
+                "add `store: NAME` with a store from keyward.yaml",
+            );
+            None
+        }
+        Some(v) => ctx.string(v, &p.key("store")),
+    };
+    let mut environment = None;
+    if let Some(s) = &store {
+        match refs.config.stores.get(s) {
+            Some(cfg) => environment = Some(cfg.environment.clone()),
+            None if !refs.stores_ok || refs.config.store_names.contains(s) => *ok = false,
+            None => {
+                *ok = false;
+                let hint = did_you_mean(
+                    s,
+                    refs.config.store_names.iter().map(String::as_str),
+                    "stores",
+                );
+                ctx.err(
+                    codes::UNKNOWN_STORE,
+                    &p.key("store"),
+                    format!("unknown store `{s}`"),
+                    hint,
+                );
+            }
+        }
+    }
+    (store, environment)
+}
+
+/// `owner:`, required and a person of people.yaml.
+fn key_owner(ctx: &mut Ctx, refs: &Refs, f: &Fields, p: &YPath, ok: &mut bool) -> Option<String> {
+    let owner = match f.get("owner") {
+        None => {
+            ctx.missing(
+                p,
+                "owner",
+                "add `owner: PERSON` with a person from people.yaml",
+            );
+            None
+        }
+        Some(v) => ctx.string(v, &p.key("owner")),
+    };
+    if let Some(o) = &owner {
+        let op = p.key("owner");
+        match refs.people.known.get(o) {
+            Some(PrincipalKind::Person) => {}
+            Some(PrincipalKind::Service) => {
+                *ok = false;
+                ctx.err(
+                    codes::OWNER_NOT_PERSON,
+                    &op,
+                    format!("owner `{o}` is a service; keys are owned by people"),
+                    format!(
+                        "make a person accountable as `owner:` and list `{o}` under `recipients:`"
+                    ),
+                );
+            }
+            None if !refs.people_ok => *ok = false,
+            None => {
+                *ok = false;
+                ctx.err(
+                    codes::UNKNOWN_OWNER,
+                    &op,
+                    format!("unknown owner `{o}`"),
+                    unknown_owner_hint(refs, o),
+                );
+            }
+        }
+    }
+    owner
+}
+
+/// What to do about an owner people.yaml does not know (a typo, or someone who left).
+fn unknown_owner_hint(refs: &Refs, o: &str) -> String {
+    let people = refs
+        .people
+        .known
+        .iter()
+        .filter(|(_, k)| **k == PrincipalKind::Person)
+        .map(|(id, _)| id.as_str());
+    if o.starts_with("team:") {
+        return "a team cannot own a key; name one accountable person".to_string();
+    }
+    match super::yaml::suggest(o, people.clone()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!(
+            "if `{o}` has left: reassign the key with `owner: PERSON` (it is replaced: new id, new secret delivered) or remove it (it is revoked); otherwise add `{o}` to people.yaml. {}",
+            did_you_mean(o, people, "people")
+        ),
+    }
+}
+
+/// `scopes:`, a non-empty list of catalogue scopes: the highest level per area, with the
+/// path of the entry that set it.
+fn key_scopes(
+    ctx: &mut Ctx,
+    refs: &Refs,
+    f: &Fields,
+    p: &YPath,
+    ok: &mut bool,
+) -> BTreeMap<String, (Scope, YPath)> {
+    let mut scopes: BTreeMap<String, (Scope, YPath)> = BTreeMap::new();
+    let Some(v) = f.get("scopes") else {
+        *ok = false;
+        ctx.missing(
+            p,
+            "scopes",
+            "list the narrowest scopes the integration needs, e.g. `scopes: [bibs:read]`",
+        );
+        return scopes;
+    };
+    let sp = p.key("scopes");
+    match ctx.seq(v, &sp) {
+        None => *ok = false,
+        Some([]) => {
+            *ok = false;
+            ctx.err(
+                codes::EMPTY_SCOPES,
+                &sp,
+                "a key needs at least one scope",
+                "list the narrowest scopes needed, e.g. `[bibs:read]`",
+            );
+        }
+        Some(items) => {
+            for (i, s) in items.iter().enumerate() {
+                let ip = sp.idx(i);
+                let Some(sc) = scope(ctx, &refs.config.catalogue, s, &ip) else {
+                    *ok = false;
+                    continue;
+                };
+                add_scope(ctx, refs, &mut scopes, sc, ip);
+            }
+        }
+    }
+    scopes
+}
+
+/// A scalar read as text (a string, or a number YAML parsed as one), or a type error.
+fn scalar_text(ctx: &mut Ctx, v: &Value, p: &YPath, expected: &str) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        other => {
+            ctx.wrong_type(p, other, expected);
+            None
+        }
+    }
+}
+
+/// `expires:` or `lifetime:` (not both), else the policy's default lifetime.
+fn key_expiry(ctx: &mut Ctx, refs: &Refs, f: &Fields, p: &YPath) -> Option<Expiry> {
+    match (f.given("expires"), f.given("lifetime")) {
+        (Some(_), Some(_)) => {
+            let d = Diagnostic::error(codes::EXPIRES_AND_LIFETIME, "both `expires` and `lifetime` are given")
+                .at(ctx.key_loc(&p.key("lifetime")))
+                .related("`expires` is here", ctx.key_loc(&p.key("expires")))
+                .hint("keep one: `expires: 2027-06-30` (a fixed date) or `lifetime: 180d` (from creation/rotation)");
+            ctx.push(d);
+            None
+        }
+        (Some(e), None) => {
+            let ep = p.key("expires");
+            let text = scalar_text(ctx, e, &ep, "a date such as `2027-06-30` or `never`");
+            let parsed = text.as_deref().and_then(parse_expires);
+            if let (Some(t), None) = (&text, parsed) {
+                ctx.err(
+                    codes::BAD_DATE,
+                    &ep,
+                    format!("`{t}` is not a date"),
+                    "write `expires: YYYY-MM-DD` (end of that day, UTC), an RFC 3339 time, or `never`",
+                );
+            }
+            parsed
+        }
+        (None, Some(l)) => match l {
+            Value::String(s) if s.trim() == "never" => Some(Expiry::Never),
+            _ => ctx
+                .positive_span(l, &p.key("lifetime"))
+                .map(Expiry::Lifetime),
+        },
+        (None, None) => Some(match refs.config.policy.default_lifetime {
+            Some(s) => Expiry::Lifetime(s),
+            None => Expiry::Never,
+        }),
+    }
+}
+
+/// `recipients:` (people, services, `team:NAME`), plus the owner unless
+/// `include_owner: false`.
+fn key_recipients(
+    ctx: &mut Ctx,
+    refs: &Refs,
+    f: &Fields,
+    p: &YPath,
+    owner: Option<&str>,
+    ok: &mut bool,
+) -> BTreeSet<String> {
+    let include_owner = match f.get("include_owner") {
+        None => true,
+        Some(v) => ctx.boolean(v, &p.key("include_owner")).unwrap_or(true),
+    };
+    let mut recipients: BTreeSet<String> = BTreeSet::new();
+    if include_owner && let Some(o) = owner {
+        recipients.insert(o.to_string());
+    }
+    let Some(v) = f.get("recipients") else {
+        return recipients;
+    };
+    let rp = p.key("recipients");
+    let mut listed: BTreeSet<String> = BTreeSet::new();
+    for (i, r) in ctx.seq(v, &rp).unwrap_or_default().iter().enumerate() {
+        let ip = rp.idx(i);
+        let Value::String(r) = r else {
+            *ok = false;
+            ctx.wrong_type(&ip, r, "a person, service or `team:NAME`");
+            continue;
+        };
+        if !listed.insert(r.clone()) {
+            ctx.warn(
+                codes::DUPLICATE_RECIPIENT,
+                &ip,
+                format!("recipient `{r}` is listed twice"),
+                "remove the duplicate",
+            );
+            continue;
+        }
+        *ok &= recipient(ctx, refs, r, &ip, &mut recipients);
+    }
+    recipients
+}
+
+/// `quota:` as `N/day`.
+fn key_quota(ctx: &mut Ctx, f: &Fields, p: &YPath, ok: &mut bool) -> Option<Quota> {
+    let v = f.given("quota")?;
+    let qp = p.key("quota");
+    let text = scalar_text(ctx, v, &qp, "a quota such as `1000/day`");
+    let q = text.as_deref().and_then(parse_quota);
+    if let (Some(t), None) = (&text, q) {
+        ctx.err(
+            codes::BAD_QUOTA,
+            &qp,
+            format!("`{t}` is not a quota"),
+            "write calls per day as `1000/day` (a whole number above 0)",
+        );
+    }
+    *ok &= q.is_some();
+    q
+}
+
+/// `labels:`, a mapping of text values (each value's position kept as `label:<name>`).
+fn key_labels(
+    ctx: &mut Ctx,
+    f: &Fields,
+    p: &YPath,
+    ok: &mut bool,
+    field_locations: &mut BTreeMap<String, Location>,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let Some(v) = f.given("labels") else {
+        return labels;
+    };
+    let lp = p.key("labels");
+    let Some(entries) = ctx.mapping(v, &lp, &[]) else {
+        *ok = false;
+        return labels;
+    };
+    for (k, val) in entries {
+        match ctx.text(val, &lp.key(&k)) {
+            Some(t) => {
+                field_locations.insert(format!("label:{k}"), ctx.loc(&lp.key(&k)));
+                labels.insert(k, t);
+            }
+            None => *ok = false,
+        }
+    }
+    labels
+}
+
+/// `state:`, active unless given.
+fn key_state(ctx: &mut Ctx, f: &Fields, p: &YPath) -> Option<DesiredState> {
+    let Some(v) = f.get("state") else {
+        return Some(DesiredState::Active);
+    };
+    let sp = p.key("state");
+    match ctx.string(v, &sp).as_deref() {
+        Some("active") => Some(DesiredState::Active),
+        Some("disabled") => Some(DesiredState::Disabled),
+        Some("revoked") => Some(DesiredState::Revoked),
+        Some("deleted") => Some(DesiredState::Deleted),
+        Some(other) => {
+            let choices = ["active", "disabled", "revoked", "deleted"];
+            let hint = did_you_mean(other, choices, "states");
+            ctx.err(
+                codes::INVALID_VALUE,
+                &sp,
+                format!("unknown state `{other}`"),
+                hint,
+            );
+            None
+        }
+        None => None,
+    }
+}
+
+/// A protected key cannot be revoked or deleted in the same change; false when it is.
+fn protected_not_removed(
+    ctx: &mut Ctx,
+    p: &YPath,
+    protected: bool,
+    state: Option<DesiredState>,
+) -> bool {
+    if !(protected && matches!(state, Some(DesiredState::Revoked | DesiredState::Deleted))) {
+        return true;
+    }
+    let d = Diagnostic::error(
+        codes::PROTECTED_TOMBSTONE,
+        "a protected key cannot be revoked or deleted",
+    )
+    .at(ctx.loc(&p.key("state")))
+    .related("`protected: true` is here", ctx.loc(&p.key("protected")))
+    .hint("first merge `protected: false`, then revoke or delete it in a separate change");
+    ctx.push(d);
+    false
 }
 
 /// Add a scope to the per-area set, keeping the highest level and warning on redundancy.
