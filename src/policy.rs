@@ -128,300 +128,339 @@ pub fn enforce(loaded: &mut Loaded, now: DateTime<Utc>) -> Result<(), Diagnostic
 /// Every policy problem in `spec`, as of `now`.
 pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
     let mut out = Diagnostics::default();
+    for k in spec.keys.iter().filter(|k| live(k)) {
+        forbidden_scopes(spec, k, &mut out);
+        beyond_owner_grant(spec, k, &mut out);
+        lifetimes(spec, k, now, &mut out);
+        too_few_recipients(spec, k, &mut out);
+        required_fields_and_labels(spec, k, &mut out);
+        name_patterns(spec, k, &mut out);
+        environment_mismatch(spec, k, &mut out);
+    }
+    keys_per_owner(spec, &mut out);
+    // The console stores' own rules (their vendors' presets).
+    out.extend(crate::console::rules::check(spec, now));
+    out.sort();
+    out
+}
+
+/// Forbidden scopes: a rule at level L matches L and every higher level of its area.
+fn forbidden_scopes(spec: &Spec, k: &DesiredKey, out: &mut Diagnostics) {
     let pol = &spec.policy;
     let cat = &spec.catalogue;
-    for k in spec.keys.iter().filter(|k| live(k)) {
-        // Forbidden scopes: a rule at level L matches L and every higher level of its area.
-        for rule in &pol.forbid {
-            if !rule.applies_to(&k.store, &k.environment) {
-                continue;
-            }
-            for s in k.scopes.iter().filter(|s| cat.implies(s, &rule.scope)) {
-                let where_ = forbidden_where(rule, &k.store, &k.environment);
-                let mut d = Diagnostic::error(
-                    codes::FORBIDDEN_SCOPE,
-                    format!(
-                        "key `{}` asks for `{s}`, which is forbidden{where_}: {}",
-                        k.name, rule.reason
-                    ),
-                )
-                .at(scope_location(k, s))
-                .hint(
-                    match cat
-                        .level_rank(&rule.scope.level)
-                        .and_then(|r| r.checked_sub(1))
-                    {
-                        Some(below) => format!(
-                            "remove `{s}`, or ask for `{}:{}` instead",
-                            s.area, cat.levels[below]
-                        ),
-                        None => format!("remove `{s}`: no level of `{}` is granted here", s.area),
-                    },
-                );
-                if let Some(l) = &rule.location {
-                    d = d.related(
-                        format!("forbidden by the policy rule for `{}`", rule.scope),
-                        l.clone(),
-                    );
-                }
-                out.push(d);
-            }
+    for rule in &pol.forbid {
+        if !rule.applies_to(&k.store, &k.environment) {
+            continue;
         }
-
-        // The owner's grants bound the key's scopes.
-        if let Some(owner) = spec.principals.get(&k.owner)
-            && let Some(grants) = &owner.may_grant
-        {
-            for s in &k.scopes {
-                if grants.iter().any(|g| cat.implies(g, s)) {
-                    continue;
-                }
-                let may: Vec<String> = grants.iter().map(Scope::to_string).collect();
-                let may = if may.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    may.join(", ")
-                };
-                let mut d = Diagnostic::error(
-                        codes::BEYOND_OWNER_GRANT,
-                        format!("owner `{}` may not grant `{s}` (key `{}`)", k.owner, k.name),
-                    )
-                    .at(scope_location(k, s))
-                    .hint(format!(
-                        "`{}` may grant: {may}; narrow the scope, or choose an owner whose `may_grant` covers it",
-                        k.owner
-                    ));
-                if let Some(l) = &owner.location {
-                    d = d.related(format!("`{}` is defined here", k.owner), l.clone());
-                }
-                out.push(d);
-            }
-        }
-
-        // Lifetimes.
-        let expiry_field = if k.field_locations.contains_key("expires") {
-            "expires"
-        } else {
-            "lifetime"
-        };
-        let expiry_loc = k.field_location(expiry_field);
-        if let Some(max) = pol.max_lifetime {
-            match k.expiry {
-                Expiry::Lifetime(l) if l > max => out.push(rule_note(
-                    Diagnostic::error(
-                        codes::LIFETIME_TOO_LONG,
-                        format!(
-                            "key `{}` has lifetime {l}, longer than the maximum {max}",
-                            k.name
-                        ),
-                    )
-                    .at(expiry_loc.clone())
-                    .hint(format!("use `lifetime: {max}` or less")),
-                    pol,
-                    "max_lifetime",
-                )),
-                Expiry::At(t) if t > now + max.to_chrono() => {
-                    let latest = (now + max.to_chrono()).format("%Y-%m-%d");
-                    out.push(rule_note(
-                        Diagnostic::error(
-                            codes::LIFETIME_TOO_LONG,
-                            format!(
-                                "key `{}` expires {}, more than the maximum lifetime {max} from now",
-                                k.name,
-                                t.format("%Y-%m-%d")
-                            ),
-                        )
-                        .at(expiry_loc.clone())
-                        .hint(format!("expire it on {latest} or earlier, or use `lifetime: {max}`")),
-                        pol,
-                        "max_lifetime",
-                    ))
-                }
-                _ => {}
-            }
-        }
-        if k.expiry == Expiry::Never && !pol.never_allowed(&k.store) {
-            let (why, rule) = match (&pol.allow_never, pol.max_lifetime) {
-                (Some(stores), _) if stores.is_empty() => (
-                    "`policy.allow_never` lists no store".to_string(),
-                    "allow_never",
-                ),
-                (Some(stores), _) => (
-                    format!(
-                        "keys may never expire only in {}",
-                        stores
-                            .iter()
-                            .map(|s| format!("`{s}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    "allow_never",
-                ),
-                (None, Some(max)) => (
-                    format!("the policy sets max_lifetime {max}"),
-                    "max_lifetime",
-                ),
-                (None, None) => (String::new(), ""),
-            };
-            let hint = match pol.max_lifetime {
-                Some(max) => format!("give it `lifetime: {max}` or less, or an `expires:` date"),
-                None => "give it a `lifetime:` (e.g. `365d`) or an `expires:` date".to_string(),
-            };
-            out.push(rule_note(
-                Diagnostic::error(
-                    codes::NEVER_EXPIRES,
-                    format!("key `{}` never expires in `{}`: {why}", k.name, k.store),
-                )
-                .at(expiry_loc.clone())
-                .hint(hint),
-                pol,
-                rule,
-            ));
-        }
-        if let Expiry::At(t) = k.expiry
-            && t <= now
-            && k.state == DesiredState::Active
-        {
-            out.push(
-                    Diagnostic::warning(
-                        codes::ALREADY_EXPIRED,
-                        format!("key `{}` expired on {}", k.name, t.format("%Y-%m-%d")),
-                    )
-                    .at(expiry_loc.clone())
-                    .hint("move `expires:` forward, or set `state: revoked` if the key is no longer needed"),
-                );
-        }
-
-        // Recipients (per environment).
-        let (min, rule) = pol.min_recipients_for(&k.environment);
-        if k.recipients.len() < min {
-            let in_env = if rule.contains('.') {
-                format!(" in {}", k.environment)
-            } else {
-                String::new()
-            };
-            out.push(rule_note(
-                Diagnostic::error(
-                    codes::TOO_FEW_RECIPIENTS,
-                    format!(
-                        "key `{}` has {} recipient(s); the policy requires at least {min}{in_env}",
-                        k.name,
-                        k.recipients.len(),
-                    ),
-                )
-                .at(k.field_location("recipients"))
-                .hint("add people, services or `team:NAME` under `recipients:` (the owner counts unless `include_owner: false`)"),
-                pol,
-                &rule,
-            ));
-        }
-
-        // Required fields and labels.
-        for f in &pol.required_fields {
-            let present = match f.as_str() {
-                "purpose" => k.purpose.as_deref().is_some_and(|p| !p.trim().is_empty()),
-                "expiry" => {
-                    k.field_locations.contains_key("expires")
-                        || k.field_locations.contains_key("lifetime")
-                }
-                "quota" => k.quota.is_some(),
-                "rotation" => k.rotation.every.is_some(),
-                _ => k.field_locations.contains_key("recipients"),
-            };
-            if present {
-                continue;
-            }
-            let example = match f.as_str() {
-                "purpose" => "purpose: What the integration does, for whom",
-                "expiry" => "lifetime: 365d",
-                "quota" => "quota: 1000/day",
-                "rotation" => "rotation: { every: 90d }",
-                _ => "recipients: [jdoe]",
-            };
-            out.push(rule_note(
-                Diagnostic::error(
-                    codes::MISSING_REQUIRED_FIELD,
-                    format!("key `{}` has no `{f}`, which the policy requires", k.name),
-                )
-                .at(k.location.clone())
-                .hint(format!("add `{example}`")),
-                pol,
-                "required_fields",
-            ));
-        }
-        for l in &pol.required_labels {
-            if k.labels.get(l).is_some_and(|v| !v.trim().is_empty()) {
-                continue;
-            }
-            let at = if k.field_locations.contains_key("labels") {
-                k.field_location("labels")
-            } else {
-                k.location.clone()
-            };
-            out.push(rule_note(
-                Diagnostic::error(
-                    codes::MISSING_REQUIRED_LABEL,
-                    format!(
-                        "key `{}` has no label `{l}`, which the policy requires",
-                        k.name
-                    ),
-                )
-                .at(at)
-                .hint(format!(
-                    "add `labels: {{ {l}: ... }}` (e.g. the ticket that asked for the key)"
-                )),
-                pol,
-                "required_labels",
-            ));
-        }
-
-        // Naming patterns per store.
-        for np in pol.name_patterns_for(&k.store) {
-            if np.regex.is_match(&k.name) {
-                continue;
-            }
-            let which = if np.store == "*" {
-                "every store".to_string()
-            } else {
-                format!("store `{}`", np.store)
-            };
-            out.push(rule_note(
-                Diagnostic::error(
-                    codes::NAME_PATTERN,
-                    format!(
-                        "key name `{}` does not match the pattern `{}` for {which}",
-                        k.name, np.pattern
-                    ),
-                )
-                .at(k.location.clone())
-                .hint("rename the key so its whole name matches the pattern"),
-                pol,
-                &format!("name_patterns.{}", np.store),
-            ));
-        }
-
-        // Environment: a key marked for one environment may not reach a store of another.
-        if let Some((env, how, at)) = foreign_marker(spec, k) {
+        for s in k.scopes.iter().filter(|s| cat.implies(s, &rule.scope)) {
+            let where_ = forbidden_where(rule, &k.store, &k.environment);
             let mut d = Diagnostic::error(
-                codes::ENVIRONMENT_MISMATCH,
+                codes::FORBIDDEN_SCOPE,
                 format!(
-                    "key `{}` is marked for `{env}` ({how}) but its store `{}` is `{}`",
-                    k.name, k.store, k.environment
+                    "key `{}` asks for `{s}`, which is forbidden{where_}: {}",
+                    k.name, rule.reason
                 ),
             )
-            .at(at)
-            .hint(format!(
-                "a {env} key may not reach a {} store: use a `{env}` store, or request a separate {} key",
-                k.environment, k.environment
-            ));
-            if let Some(l) = spec.stores.get(&k.store).and_then(|s| s.location.clone()) {
-                d = d.related(format!("store `{}` serves `{}`", k.store, k.environment), l);
+            .at(scope_location(k, s))
+            .hint(
+                match cat
+                    .level_rank(&rule.scope.level)
+                    .and_then(|r| r.checked_sub(1))
+                {
+                    Some(below) => format!(
+                        "remove `{s}`, or ask for `{}:{}` instead",
+                        s.area, cat.levels[below]
+                    ),
+                    None => format!("remove `{s}`: no level of `{}` is granted here", s.area),
+                },
+            );
+            if let Some(l) = &rule.location {
+                d = d.related(
+                    format!("forbidden by the policy rule for `{}`", rule.scope),
+                    l.clone(),
+                );
             }
             out.push(d);
         }
     }
+}
 
-    // Keys per owner, over the whole spec.
+/// The owner's grants bound the key's scopes.
+fn beyond_owner_grant(spec: &Spec, k: &DesiredKey, out: &mut Diagnostics) {
+    let cat = &spec.catalogue;
+    if let Some(owner) = spec.principals.get(&k.owner)
+        && let Some(grants) = &owner.may_grant
+    {
+        for s in &k.scopes {
+            if grants.iter().any(|g| cat.implies(g, s)) {
+                continue;
+            }
+            let may: Vec<String> = grants.iter().map(Scope::to_string).collect();
+            let may = if may.is_empty() {
+                "nothing".to_string()
+            } else {
+                may.join(", ")
+            };
+            let mut d = Diagnostic::error(
+                    codes::BEYOND_OWNER_GRANT,
+                    format!("owner `{}` may not grant `{s}` (key `{}`)", k.owner, k.name),
+                )
+                .at(scope_location(k, s))
+                .hint(format!(
+                    "`{}` may grant: {may}; narrow the scope, or choose an owner whose `may_grant` covers it",
+                    k.owner
+                ));
+            if let Some(l) = &owner.location {
+                d = d.related(format!("`{}` is defined here", k.owner), l.clone());
+            }
+            out.push(d);
+        }
+    }
+}
+
+/// The lifetime rules: the maximum lifetime, `never` only where allowed, already expired.
+fn lifetimes(spec: &Spec, k: &DesiredKey, now: DateTime<Utc>, out: &mut Diagnostics) {
+    let pol = &spec.policy;
+    let expiry_field = if k.field_locations.contains_key("expires") {
+        "expires"
+    } else {
+        "lifetime"
+    };
+    let expiry_loc = k.field_location(expiry_field);
+    if let Some(max) = pol.max_lifetime {
+        match k.expiry {
+            Expiry::Lifetime(l) if l > max => out.push(rule_note(
+                Diagnostic::error(
+                    codes::LIFETIME_TOO_LONG,
+                    format!(
+                        "key `{}` has lifetime {l}, longer than the maximum {max}",
+                        k.name
+                    ),
+                )
+                .at(expiry_loc.clone())
+                .hint(format!("use `lifetime: {max}` or less")),
+                pol,
+                "max_lifetime",
+            )),
+            Expiry::At(t) if t > now + max.to_chrono() => {
+                let latest = (now + max.to_chrono()).format("%Y-%m-%d");
+                out.push(rule_note(
+                    Diagnostic::error(
+                        codes::LIFETIME_TOO_LONG,
+                        format!(
+                            "key `{}` expires {}, more than the maximum lifetime {max} from now",
+                            k.name,
+                            t.format("%Y-%m-%d")
+                        ),
+                    )
+                    .at(expiry_loc.clone())
+                    .hint(format!(
+                        "expire it on {latest} or earlier, or use `lifetime: {max}`"
+                    )),
+                    pol,
+                    "max_lifetime",
+                ))
+            }
+            _ => {}
+        }
+    }
+    if k.expiry == Expiry::Never && !pol.never_allowed(&k.store) {
+        let (why, rule) = match (&pol.allow_never, pol.max_lifetime) {
+            (Some(stores), _) if stores.is_empty() => (
+                "`policy.allow_never` lists no store".to_string(),
+                "allow_never",
+            ),
+            (Some(stores), _) => (
+                format!(
+                    "keys may never expire only in {}",
+                    stores
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "allow_never",
+            ),
+            (None, Some(max)) => (
+                format!("the policy sets max_lifetime {max}"),
+                "max_lifetime",
+            ),
+            (None, None) => (String::new(), ""),
+        };
+        let hint = match pol.max_lifetime {
+            Some(max) => format!("give it `lifetime: {max}` or less, or an `expires:` date"),
+            None => "give it a `lifetime:` (e.g. `365d`) or an `expires:` date".to_string(),
+        };
+        out.push(rule_note(
+            Diagnostic::error(
+                codes::NEVER_EXPIRES,
+                format!("key `{}` never expires in `{}`: {why}", k.name, k.store),
+            )
+            .at(expiry_loc.clone())
+            .hint(hint),
+            pol,
+            rule,
+        ));
+    }
+    if let Expiry::At(t) = k.expiry
+        && t <= now
+        && k.state == DesiredState::Active
+    {
+        out.push(
+            Diagnostic::warning(
+                codes::ALREADY_EXPIRED,
+                format!("key `{}` expired on {}", k.name, t.format("%Y-%m-%d")),
+            )
+            .at(expiry_loc.clone())
+            .hint(
+                "move `expires:` forward, or set `state: revoked` if the key is no longer needed",
+            ),
+        );
+    }
+}
+
+/// The minimum number of recipients (per environment).
+fn too_few_recipients(spec: &Spec, k: &DesiredKey, out: &mut Diagnostics) {
+    let pol = &spec.policy;
+    let (min, rule) = pol.min_recipients_for(&k.environment);
+    if k.recipients.len() < min {
+        let in_env = if rule.contains('.') {
+            format!(" in {}", k.environment)
+        } else {
+            String::new()
+        };
+        out.push(rule_note(
+            Diagnostic::error(
+                codes::TOO_FEW_RECIPIENTS,
+                format!(
+                    "key `{}` has {} recipient(s); the policy requires at least {min}{in_env}",
+                    k.name,
+                    k.recipients.len(),
+                ),
+            )
+            .at(k.field_location("recipients"))
+            .hint("add people, services or `team:NAME` under `recipients:` (the owner counts unless `include_owner: false`)"),
+            pol,
+            &rule,
+        ));
+    }
+}
+
+/// The fields and labels the policy requires.
+fn required_fields_and_labels(spec: &Spec, k: &DesiredKey, out: &mut Diagnostics) {
+    let pol = &spec.policy;
+    for f in &pol.required_fields {
+        let present = match f.as_str() {
+            "purpose" => k.purpose.as_deref().is_some_and(|p| !p.trim().is_empty()),
+            "expiry" => {
+                k.field_locations.contains_key("expires")
+                    || k.field_locations.contains_key("lifetime")
+            }
+            "quota" => k.quota.is_some(),
+            "rotation" => k.rotation.every.is_some(),
+            _ => k.field_locations.contains_key("recipients"),
+        };
+        if present {
+            continue;
+        }
+        let example = match f.as_str() {
+            "purpose" => "purpose: What the integration does, for whom",
+            "expiry" => "lifetime: 365d",
+            "quota" => "quota: 1000/day",
+            "rotation" => "rotation: { every: 90d }",
+            _ => "recipients: [jdoe]",
+        };
+        out.push(rule_note(
+            Diagnostic::error(
+                codes::MISSING_REQUIRED_FIELD,
+                format!("key `{}` has no `{f}`, which the policy requires", k.name),
+            )
+            .at(k.location.clone())
+            .hint(format!("add `{example}`")),
+            pol,
+            "required_fields",
+        ));
+    }
+    for l in &pol.required_labels {
+        if k.labels.get(l).is_some_and(|v| !v.trim().is_empty()) {
+            continue;
+        }
+        let at = if k.field_locations.contains_key("labels") {
+            k.field_location("labels")
+        } else {
+            k.location.clone()
+        };
+        out.push(rule_note(
+            Diagnostic::error(
+                codes::MISSING_REQUIRED_LABEL,
+                format!(
+                    "key `{}` has no label `{l}`, which the policy requires",
+                    k.name
+                ),
+            )
+            .at(at)
+            .hint(format!(
+                "add `labels: {{ {l}: ... }}` (e.g. the ticket that asked for the key)"
+            )),
+            pol,
+            "required_labels",
+        ));
+    }
+}
+
+/// Naming patterns per store.
+fn name_patterns(spec: &Spec, k: &DesiredKey, out: &mut Diagnostics) {
+    let pol = &spec.policy;
+    for np in pol.name_patterns_for(&k.store) {
+        if np.regex.is_match(&k.name) {
+            continue;
+        }
+        let which = if np.store == "*" {
+            "every store".to_string()
+        } else {
+            format!("store `{}`", np.store)
+        };
+        out.push(rule_note(
+            Diagnostic::error(
+                codes::NAME_PATTERN,
+                format!(
+                    "key name `{}` does not match the pattern `{}` for {which}",
+                    k.name, np.pattern
+                ),
+            )
+            .at(k.location.clone())
+            .hint("rename the key so its whole name matches the pattern"),
+            pol,
+            &format!("name_patterns.{}", np.store),
+        ));
+    }
+}
+
+/// Environment: a key marked for one environment may not reach a store of another.
+fn environment_mismatch(spec: &Spec, k: &DesiredKey, out: &mut Diagnostics) {
+    if let Some((env, how, at)) = foreign_marker(spec, k) {
+        let mut d = Diagnostic::error(
+            codes::ENVIRONMENT_MISMATCH,
+            format!(
+                "key `{}` is marked for `{env}` ({how}) but its store `{}` is `{}`",
+                k.name, k.store, k.environment
+            ),
+        )
+        .at(at)
+        .hint(format!(
+            "a {env} key may not reach a {} store: use a `{env}` store, or request a separate {} key",
+            k.environment, k.environment
+        ));
+        if let Some(l) = spec.stores.get(&k.store).and_then(|s| s.location.clone()) {
+            d = d.related(format!("store `{}` serves `{}`", k.store, k.environment), l);
+        }
+        out.push(d);
+    }
+}
+
+/// Keys per owner, over the whole spec.
+fn keys_per_owner(spec: &Spec, out: &mut Diagnostics) {
+    let pol = &spec.policy;
     if pol.max_keys_per_owner > 0 {
         let mut by_owner: BTreeMap<&str, Vec<&DesiredKey>> = BTreeMap::new();
         for k in spec.keys.iter().filter(|k| live(k)) {
@@ -452,10 +491,6 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
             out.push(d);
         }
     }
-    // The console stores' own rules (their vendors' presets).
-    out.extend(crate::console::rules::check(spec, now));
-    out.sort();
-    out
 }
 
 /// The one-screen summary `keyward validate` ends with (also in its JSON as `report`).
