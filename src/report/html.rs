@@ -3,26 +3,11 @@
 //! and no inline style (the live view's Content-Security-Policy forbids both). Must not read
 //! files, the clock or the network.
 
+pub use super::escape::esc;
 use super::timeline;
 use super::{KeyQuery, KeyRow, Mode, PrincipalKind, PrincipalView, Report, RowStatus, Sort};
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
-
-/// Escape text for HTML element content and (double- or single-quoted) attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Which top-level section a page belongs to (for `aria-current`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

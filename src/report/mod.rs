@@ -5,6 +5,7 @@
 //! secret, a hash of one, a fingerprint of one or a recipient's public key: only names, ids,
 //! dates and statuses are copied into the model.
 
+pub mod escape;
 pub mod gather;
 pub mod html;
 pub mod site;

@@ -2,7 +2,7 @@
 //! drawn as inline SVG (presentation attributes only, no inline style or script) and the
 //! same numbers as a table. Pure: reads the `Report`, returns markup.
 
-use super::html::esc;
+use super::escape::esc;
 use super::{Report, RowStatus};
 use chrono::{DateTime, Duration, Utc};
 use std::fmt::Write;
