@@ -70,6 +70,28 @@ pub struct FieldChange {
     pub forces_replacement: bool,
 }
 
+impl FieldChange {
+    /// A field that changes in place.
+    pub fn in_place(field: &str, before: Option<String>, after: Option<String>) -> Self {
+        FieldChange {
+            field: field.into(),
+            before,
+            after,
+            forces_replacement: false,
+        }
+    }
+
+    /// A field that cannot change in place: the key is replaced.
+    pub fn forcing(field: &str, before: &str, after: &str) -> Self {
+        FieldChange {
+            field: field.into(),
+            before: Some(before.into()),
+            after: Some(after.into()),
+            forces_replacement: true,
+        }
+    }
+}
+
 /// A change that widens what a key can do or who holds it: called out for reviewers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -348,205 +370,82 @@ pub fn diff_with_deliveries(
     delivered: &Delivered,
     now: DateTime<Utc>,
 ) -> DiffResult {
-    let mut cx = Ctx {
-        spec,
-        now,
-        out: DiffResult::default(),
-        fingerprints: spec
-            .principals
-            .iter()
-            .map(|(id, p)| (id.as_str(), p.fingerprint()))
-            .collect(),
-    };
-    let empty = Vec::new();
-
-    // Managed live keys per (store, name); unmanaged names per store.
-    let mut managed: BTreeMap<(&str, &str), Vec<&LiveKey>> = BTreeMap::new();
-    let mut unmanaged: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for (store, keys) in observed {
-        for k in keys {
-            if k.is_managed() {
-                managed
-                    .entry((store.as_str(), k.name.as_str()))
-                    .or_default()
-                    .push(k);
-            } else {
-                unmanaged.insert((store.as_str(), k.name.as_str()));
-            }
-        }
-    }
-
+    let mut cx = Ctx::new(spec, now);
+    let seen = Observed::index(observed);
     // Creates that might pair with a revoke in another store (a store change = replace).
-    let mut unmatched_desired: Vec<&DesiredKey> = Vec::new();
-    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let unmatched: Vec<&DesiredKey> = spec
+        .keys
+        .iter()
+        .filter(|d| cx.desired(d, &seen, delivered))
+        .collect();
+    let removed = removed_from_spec(spec, &seen.managed);
+    let taken = cx.pair_replacements(unmatched, &removed);
+    cx.revoke_removed(removed, &taken);
+    cx.finish(&seen, now)
+}
 
-    for d in &spec.keys {
-        seen.insert((d.store.as_str(), d.name.as_str()));
-        let lives = managed
-            .get(&(d.store.as_str(), d.name.as_str()))
-            .unwrap_or(&empty);
-        let (current, others) = pick_current(lives, d);
-        // Duplicates left by an interrupted replace: revoke all but the current one.
-        for o in others {
-            if o.status != KeyStatus::Revoked {
-                cx.push_remove(
-                    o,
-                    &d.store,
-                    Action::Revoke,
-                    format!(
-                        "duplicate of the current key {}",
-                        current.map(|c| c.id.as_str()).unwrap_or("-")
-                    ),
-                );
+/// What the stores list, indexed: managed live keys per (store, name), unmanaged names.
+struct Observed<'o> {
+    all: &'o BTreeMap<String, Vec<LiveKey>>,
+    managed: BTreeMap<(&'o str, &'o str), Vec<&'o LiveKey>>,
+    unmanaged: BTreeSet<(&'o str, &'o str)>,
+}
+
+impl<'o> Observed<'o> {
+    fn index(all: &'o BTreeMap<String, Vec<LiveKey>>) -> Self {
+        let mut managed: BTreeMap<(&str, &str), Vec<&LiveKey>> = BTreeMap::new();
+        let mut unmanaged = BTreeSet::new();
+        for (store, keys) in all {
+            for k in keys {
+                let at = (store.as_str(), k.name.as_str());
+                if k.is_managed() {
+                    managed.entry(at).or_default().push(k);
+                } else {
+                    unmanaged.insert(at);
+                }
             }
         }
-        match d.state {
-            DesiredState::Deleted => {
-                if d.protected {
-                    if !lives.is_empty() {
-                        cx.note(
-                            d,
-                            "protected: true; the tombstone (state: deleted) is ignored",
-                        );
-                    }
-                    continue;
-                }
-                for l in lives.iter() {
-                    cx.push_remove(l, &d.store, Action::Delete, "state: deleted".into());
-                }
-            }
-            DesiredState::Revoked => {
-                if let Some(l) = current.filter(|l| l.status != KeyStatus::Revoked) {
-                    if d.protected {
-                        cx.note(d, "protected: true; state: revoked is not applied");
-                    } else {
-                        cx.push_remove(l, &d.store, Action::Revoke, "state: revoked".into());
-                    }
-                }
-            }
-            DesiredState::Active | DesiredState::Disabled => match current {
-                Some(l) if l.status != KeyStatus::Revoked => cx.compare(d, l),
-                revoked => {
-                    if unmanaged.contains(&(d.store.as_str(), d.name.as_str())) {
-                        cx.note(
-                            d,
-                            "a key with this name exists in the store but is not managed by keyward; \
-                             adopt it with `keyward import` or choose another name",
-                        );
-                        continue;
-                    }
-                    let gone = delivered
-                        .get(&(d.store.clone(), d.name.clone()))
-                        .filter(|dk| {
-                            !observed
-                                .get(&d.store)
-                                .is_some_and(|ks| ks.iter().any(|k| k.id == dk.key_id))
-                        });
-                    match (revoked, gone) {
-                        (_, Some(dk)) => {
-                            let after = revoked.map_or(0, |r| r.generation).max(dk.generation);
-                            cx.push_create(
-                                d,
-                                None,
-                                format!(
-                                    "drift: deleted outside keyward (key id {}); a new key replaces it",
-                                    dk.key_id
-                                ),
-                            );
-                            if let Some(c) = cx.out.changes.last_mut() {
-                                c.drift = true;
-                                c.new_generation = Some(after + 1);
-                            }
-                        }
-                        (None, None) => unmatched_desired.push(d),
-                        (Some(r), _) if is_drifted(r) => {
-                            cx.push_create(
-                                d,
-                                revoked,
-                                "drift: revoked outside keyward; a new key replaces it".into(),
-                            );
-                            if let Some(c) = cx.out.changes.last_mut() {
-                                c.drift = true;
-                            }
-                        }
-                        (Some(_), _) => {
-                            cx.push_create(d, revoked, "the previous key was revoked".into())
-                        }
-                    }
-                }
-            },
+        Observed {
+            all,
+            managed,
+            unmanaged,
         }
     }
 
-    // Live managed keys no longer in the spec: revoke (protected ones are kept), or pair
-    // with a create of the same name in another store (replace).
-    let mut removed: Vec<(&str, &LiveKey)> = Vec::new();
-    for ((store, name), lives) in &managed {
-        if seen.contains(&(*store, *name)) {
-            continue;
-        }
-        for l in lives {
-            if l.status != KeyStatus::Revoked {
-                removed.push((store, l));
-            }
-        }
-    }
-    // Pair by name through an index (first candidate in `removed` order wins, as a scan
-    // would pick): O(n) overall instead of a scan of `removed` per unmatched key.
-    let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, (_, l)) in removed.iter().enumerate() {
-        by_name.entry(l.name.as_str()).or_default().push(i);
-    }
-    let mut taken = vec![false; removed.len()];
-    for d in unmatched_desired {
-        let pair = by_name.get(d.name.as_str()).and_then(|cands| {
-            cands.iter().copied().find(|&i| {
-                let (s, l) = removed[i];
-                !taken[i] && s != d.store && !l.protected
+    /// The delivery keyward made for `d` when the store no longer lists that key at all.
+    fn gone<'d>(&self, d: &DesiredKey, delivered: &'d Delivered) -> Option<&'d DeliveredKey> {
+        delivered
+            .get(&(d.store.clone(), d.name.clone()))
+            .filter(|dk| {
+                !self
+                    .all
+                    .get(&d.store)
+                    .is_some_and(|ks| ks.iter().any(|k| k.id == dk.key_id))
             })
-        });
-        match pair {
-            Some(i) => {
-                taken[i] = true;
-                let (old_store, old) = removed[i];
-                cx.push_replace(
-                    d,
-                    old,
-                    old_store,
-                    vec![FieldChange {
-                        field: "store".into(),
-                        before: Some(old_store.to_string()),
-                        after: Some(d.store.clone()),
-                        forces_replacement: true,
-                    }],
-                );
-            }
-            None => cx.push_create(d, None, "new key".into()),
-        }
     }
-    for (i, (store, l)) in removed.into_iter().enumerate() {
-        if taken[i] {
-            continue;
-        }
-        if l.protected {
-            cx.out.notes.push(Note {
-                store: store.to_string(),
-                name: l.name.clone(),
-                message: "removed from the spec but protected: true; kept as is".into(),
-            });
-        } else {
-            cx.push_remove(l, store, Action::Revoke, "removed from spec".into());
-        }
-    }
+}
 
-    let mut out = cx.out;
-    out.warnings = expiry_warnings(spec, observed, &out.changes, now);
-    out.access_removed = access_removed(spec, &managed, &out.changes);
-    out.changes
-        .sort_by(|a, b| (&a.store, a.action, &a.name).cmp(&(&b.store, b.action, &b.name)));
-    out.notes
-        .sort_by(|a, b| (&a.store, &a.name, &a.message).cmp(&(&b.store, &b.name, &b.message)));
-    out
+/// Live managed keys (not revoked) whose (store, name) the spec no longer has, in the
+/// order of the index.
+fn removed_from_spec<'o>(
+    spec: &Spec,
+    managed: &BTreeMap<(&'o str, &'o str), Vec<&'o LiveKey>>,
+) -> Vec<(&'o str, &'o LiveKey)> {
+    let wanted: BTreeSet<(&str, &str)> = spec
+        .keys
+        .iter()
+        .map(|d| (d.store.as_str(), d.name.as_str()))
+        .collect();
+    managed
+        .iter()
+        .filter(|(at, _)| !wanted.contains(*at))
+        .flat_map(|((store, _), lives)| {
+            lives
+                .iter()
+                .filter(|l| l.status != KeyStatus::Revoked)
+                .map(move |l| (*store, *l))
+        })
+        .collect()
 }
 
 /// Principals named on live managed keys (as recipients or owners) that people.yaml no
@@ -694,7 +593,180 @@ fn pick_current<'a>(
     (current, others)
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(spec: &'a Spec, now: DateTime<Utc>) -> Self {
+        Ctx {
+            spec,
+            now,
+            out: DiffResult::default(),
+            fingerprints: spec
+                .principals
+                .iter()
+                .map(|(id, p)| (id.as_str(), p.fingerprint()))
+                .collect(),
+        }
+    }
+
+    /// One desired key against its live keys: duplicates are revoked, then its state is
+    /// applied. True when no live key of its name is here to act on (a create, or one half
+    /// of a move to another store).
+    fn desired(&mut self, d: &DesiredKey, obs: &Observed, delivered: &Delivered) -> bool {
+        let empty = Vec::new();
+        let lives = obs
+            .managed
+            .get(&(d.store.as_str(), d.name.as_str()))
+            .unwrap_or(&empty);
+        let (current, others) = pick_current(lives, d);
+        // Duplicates left by an interrupted replace: revoke all but the current one.
+        for o in others {
+            if o.status != KeyStatus::Revoked {
+                let of = current.map(|c| c.id.as_str()).unwrap_or("-");
+                let why = format!("duplicate of the current key {of}");
+                self.push_remove(o, &d.store, Action::Revoke, why);
+            }
+        }
+        match d.state {
+            DesiredState::Deleted => self.tombstone(d, lives),
+            DesiredState::Revoked => self.revoke_wanted(d, current),
+            DesiredState::Active | DesiredState::Disabled => match current {
+                Some(l) if l.status != KeyStatus::Revoked => self.compare(d, l),
+                revoked => return self.absent(d, revoked, obs, delivered),
+            },
+        }
+        false
+    }
+
+    /// `state: deleted`: every live key of the name goes, unless the key is protected.
+    fn tombstone(&mut self, d: &DesiredKey, lives: &[&LiveKey]) {
+        if d.protected {
+            if !lives.is_empty() {
+                self.note(
+                    d,
+                    "protected: true; the tombstone (state: deleted) is ignored",
+                );
+            }
+            return;
+        }
+        for l in lives {
+            self.push_remove(l, &d.store, Action::Delete, "state: deleted".into());
+        }
+    }
+
+    /// `state: revoked`: the current key is revoked, unless the key is protected.
+    fn revoke_wanted(&mut self, d: &DesiredKey, current: Option<&LiveKey>) {
+        if let Some(l) = current.filter(|l| l.status != KeyStatus::Revoked) {
+            if d.protected {
+                self.note(d, "protected: true; state: revoked is not applied");
+            } else {
+                self.push_remove(l, &d.store, Action::Revoke, "state: revoked".into());
+            }
+        }
+    }
+
+    /// A wanted key with no live, non-revoked key: a name clash, drift (deleted or revoked
+    /// outside keyward), a successor of a revoked key, or (true) still unmatched.
+    fn absent(
+        &mut self,
+        d: &DesiredKey,
+        revoked: Option<&LiveKey>,
+        obs: &Observed,
+        delivered: &Delivered,
+    ) -> bool {
+        if obs.unmanaged.contains(&(d.store.as_str(), d.name.as_str())) {
+            self.note(
+                d,
+                "a key with this name exists in the store but is not managed by keyward; \
+                 adopt it with `keyward import` or choose another name",
+            );
+            return false;
+        }
+        match (revoked, obs.gone(d, delivered)) {
+            (_, Some(dk)) => {
+                let after = revoked.map_or(0, |r| r.generation).max(dk.generation);
+                let why = format!(
+                    "drift: deleted outside keyward (key id {}); a new key replaces it",
+                    dk.key_id
+                );
+                self.push_create(d, None, why);
+                if let Some(c) = self.out.changes.last_mut() {
+                    c.drift = true;
+                    c.new_generation = Some(after + 1);
+                }
+            }
+            (None, None) => return true,
+            (Some(r), _) if is_drifted(r) => {
+                let why = "drift: revoked outside keyward; a new key replaces it";
+                self.push_create(d, revoked, why.into());
+                if let Some(c) = self.out.changes.last_mut() {
+                    c.drift = true;
+                }
+            }
+            (Some(_), _) => self.push_create(d, revoked, "the previous key was revoked".into()),
+        }
+        false
+    }
+
+    /// Pairs each unmatched wanted key with a removed key of the same name in another store
+    /// (a move: replace), else creates it. Returns which of `removed` were taken.
+    fn pair_replacements(
+        &mut self,
+        unmatched: Vec<&DesiredKey>,
+        removed: &[(&str, &LiveKey)],
+    ) -> Vec<bool> {
+        // Pair by name through an index (first candidate in `removed` order wins, as a scan
+        // would pick): O(n) overall instead of a scan of `removed` per unmatched key.
+        let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, (_, l)) in removed.iter().enumerate() {
+            by_name.entry(l.name.as_str()).or_default().push(i);
+        }
+        let mut taken = vec![false; removed.len()];
+        for d in unmatched {
+            let pair = by_name.get(d.name.as_str()).and_then(|cands| {
+                cands.iter().copied().find(|&i| {
+                    let (s, l) = removed[i];
+                    !taken[i] && s != d.store && !l.protected
+                })
+            });
+            let Some(i) = pair else {
+                self.push_create(d, None, "new key".into());
+                continue;
+            };
+            taken[i] = true;
+            let (old_store, old) = removed[i];
+            let moved = FieldChange::forcing("store", old_store, &d.store);
+            self.push_replace(d, old, old_store, vec![moved]);
+        }
+        taken
+    }
+
+    /// Removed keys that no move took: revoked, or kept with a note when protected.
+    fn revoke_removed(&mut self, removed: Vec<(&str, &LiveKey)>, taken: &[bool]) {
+        for ((store, l), _) in removed.into_iter().zip(taken).filter(|(_, t)| !**t) {
+            if l.protected {
+                self.out.notes.push(Note {
+                    store: store.to_string(),
+                    name: l.name.clone(),
+                    message: "removed from the spec but protected: true; kept as is".into(),
+                });
+            } else {
+                self.push_remove(l, store, Action::Revoke, "removed from spec".into());
+            }
+        }
+    }
+
+    /// The result with its warnings and removed access, in a stable order.
+    fn finish(self, obs: &Observed, now: DateTime<Utc>) -> DiffResult {
+        let spec = self.spec;
+        let mut out = self.out;
+        out.warnings = expiry_warnings(spec, obs.all, &out.changes, now);
+        out.access_removed = access_removed(spec, &obs.managed, &out.changes);
+        out.changes
+            .sort_by(|a, b| (&a.store, a.action, &a.name).cmp(&(&b.store, b.action, &b.name)));
+        out.notes
+            .sort_by(|a, b| (&a.store, &a.name, &a.message).cmp(&(&b.store, &b.name, &b.message)));
+        out
+    }
+
     fn note(&mut self, d: &DesiredKey, msg: &str) {
         self.out.notes.push(Note {
             store: d.store.clone(),
@@ -713,12 +785,7 @@ impl Ctx<'_> {
 
     /// Fields a new key shows in a plan.
     fn creation_fields(&self, d: &DesiredKey) -> Vec<FieldChange> {
-        let add = |field: &str, v: String| FieldChange {
-            field: field.into(),
-            before: None,
-            after: Some(v),
-            forces_replacement: false,
-        };
+        let add = |field: &str, v: String| FieldChange::in_place(field, None, Some(v));
         let mut f = vec![
             add("owner", d.owner.clone()),
             add("environment", d.environment.clone()),
@@ -760,25 +827,11 @@ impl Ctx<'_> {
     fn push_create(&mut self, d: &DesiredKey, previous: Option<&LiveKey>, reason: String) {
         let fields = self.creation_fields(d);
         self.out.changes.push(Change {
-            action: Action::Create,
-            store: d.store.clone(),
-            name: d.name.clone(),
-            key_id: None,
-            version: None,
             reasons: vec![reason],
             fields,
-            unchanged_fields: 0,
-            escalations: Vec::new(),
-            drift: false,
-            patch: KeyPatch::default(),
-            set_status: None,
             new_generation: Some(previous.map(|p| p.generation + 1).unwrap_or(1)),
             deliver_to: d.recipients.iter().cloned().collect(),
-            owner: d.owner.clone(),
-            environment: d.environment.clone(),
-            protected: d.protected,
-            touched: None,
-            requested_by: Vec::new(),
+            ..Change::of_desired(Action::Create, d)
         });
     }
 
@@ -802,7 +855,7 @@ impl Ctx<'_> {
                 escalations.push(Escalation::NewRecipient { id: r.clone() });
             }
         }
-        let reasons = forcing
+        let mut reasons: Vec<String> = forcing
             .iter()
             .map(|f| {
                 format!(
@@ -813,37 +866,23 @@ impl Ctx<'_> {
                 )
             })
             .collect();
+        // The old key lives in another store when the store changed: remember where.
+        if old_store != d.store {
+            reasons.push(format!("the old key is revoked in {old_store}"));
+        }
         let mut fields = self.creation_fields(d);
         fields.retain(|f| !forcing.iter().any(|x| x.field == f.field));
         forcing.extend(fields);
         self.out.changes.push(Change {
-            action: Action::Replace,
-            store: d.store.clone(),
-            name: d.name.clone(),
             key_id: Some(old.id.clone()),
             version: Some(old.version),
             reasons,
             fields: forcing,
-            unchanged_fields: 0,
             escalations,
-            drift: false,
-            patch: KeyPatch::default(),
-            set_status: None,
             new_generation: Some(old.generation + 1),
             deliver_to: d.recipients.iter().cloned().collect(),
-            owner: d.owner.clone(),
-            environment: d.environment.clone(),
-            protected: d.protected,
-            touched: None,
-            requested_by: Vec::new(),
+            ..Change::of_desired(Action::Replace, d)
         });
-        // The old key lives in another store when the store changed: remember where.
-        if old_store != d.store
-            && let Some(c) = self.out.changes.last_mut()
-        {
-            c.reasons
-                .push(format!("the old key is revoked in {old_store}"));
-        }
     }
 
     fn push_remove(&mut self, l: &LiveKey, store: &str, action: Action, reason: String) {
@@ -857,199 +896,73 @@ impl Ctx<'_> {
         if drift {
             reasons.insert(0, drift_reason(l));
         }
+        let before = Some(l.status.as_str().into());
         self.out.changes.push(Change {
-            action,
-            store: store.to_string(),
-            name: l.name.clone(),
             key_id: Some(l.id.clone()),
             version: Some(l.version),
             reasons,
-            fields: vec![FieldChange {
-                field: "status".into(),
-                before: Some(l.status.as_str().into()),
-                after: status_after,
-                forces_replacement: false,
-            }],
-            unchanged_fields: 0,
-            escalations: Vec::new(),
+            fields: vec![FieldChange::in_place("status", before, status_after)],
             drift,
-            patch: KeyPatch::default(),
-            set_status: None,
-            new_generation: None,
-            deliver_to: Vec::new(),
-            owner: l.owner.clone(),
-            environment: self.environment_of(store),
             protected: l.protected,
-            touched: None,
-            requested_by: Vec::new(),
+            ..Change::bare(action, store, &l.name, &l.owner, self.environment_of(store))
         });
     }
 
     /// Compare a desired key with its live, non-revoked counterpart.
     fn compare(&mut self, d: &DesiredKey, l: &LiveKey) {
-        let spec = self.spec;
-        // Fields that cannot change in place.
-        let mut forcing = Vec::new();
-        if l.owner != d.owner {
-            forcing.push(FieldChange {
-                field: "owner".into(),
-                before: Some(l.owner.clone()),
-                after: Some(d.owner.clone()),
-                forces_replacement: true,
-            });
-        }
-        if l.environment != d.environment {
-            forcing.push(FieldChange {
-                field: "environment".into(),
-                before: Some(l.environment.clone()),
-                after: Some(d.environment.clone()),
-                forces_replacement: true,
-            });
-        }
+        let forcing = forcing_changes(d, l);
         if !forcing.is_empty() {
             self.push_replace(d, l, &d.store.clone(), forcing);
             return;
         }
-
-        let mut fields = Vec::new();
-        let mut patch = KeyPatch::default();
-        let mut reasons = Vec::new();
-        let mut escalations = Vec::new();
-        let total_fields: usize = 9;
-
-        let scopes = scope_strings(&d.scopes);
-        if scopes != l.scopes {
-            escalations.extend(scope_escalations(&spec.catalogue, &l.scopes, &d.scopes));
-            fields.push(FieldChange {
-                field: "scopes".into(),
-                before: Some(fmt_list(&l.scopes)),
-                after: Some(fmt_list(&scopes)),
-                forces_replacement: false,
-            });
-            patch.scopes = Some(scopes);
-            reasons.push("scopes changed".to_string());
-        }
-        if l.purpose != d.purpose {
-            fields.push(FieldChange {
-                field: "purpose".into(),
-                before: l.purpose.clone(),
-                after: d.purpose.clone(),
-                forces_replacement: false,
-            });
-            patch.purpose = Some(d.purpose.clone());
-            reasons.push("purpose changed".into());
-        }
-        if l.labels != d.labels {
-            fields.push(FieldChange {
-                field: "labels".into(),
-                before: Some(fmt_labels(&l.labels)),
-                after: Some(fmt_labels(&d.labels)),
-                forces_replacement: false,
-            });
-            patch.labels = Some(d.labels.clone());
-            reasons.push("labels changed".into());
-        }
-        let want_exp = expires_at(&d.expiry, l.issued_at);
-        if !same_instant(want_exp, l.expires_at) {
-            if longer(l.expires_at, want_exp) {
-                escalations.push(Escalation::LongerLifetime {
-                    from: fmt_time(l.expires_at),
-                    to: fmt_time(want_exp),
-                });
+        let mut e = Edits::default();
+        e.content(&self.spec.catalogue, d, l);
+        e.limits(d, l);
+        let (mut action, set_status) = e.status(d, l);
+        let want = self.want_recipients(d);
+        let rotate = self.rotate_reasons(d, l, &want, &mut e.escalations);
+        if !rotate.is_empty() {
+            if action == Action::Disable {
+                let why = format!("rotation deferred while disabled: {}", rotate.join("; "));
+                self.note(d, &why);
+            } else {
+                action = Action::Rotate;
             }
-            fields.push(FieldChange {
-                field: "expires".into(),
-                before: fmt_time(l.expires_at).or(Some("never".into())),
-                after: fmt_time(want_exp).or(Some("never".into())),
-                forces_replacement: false,
-            });
-            patch.expires_at = Some(want_exp);
-            reasons.push(
-                if longer(l.expires_at, want_exp) {
-                    "expiry extended"
-                } else {
-                    "expiry shortened"
-                }
-                .into(),
-            );
         }
-        let want_lifetime = lifetime_string(&d.expiry);
-        if want_lifetime != l.lifetime {
-            patch.lifetime = Some(want_lifetime);
+        if action == Action::Rotate {
+            e.rotation(l, &want, rotate);
         }
-        let want_quota = d.quota.map(|q| q.per_day);
-        if want_quota != l.quota_per_day {
-            let show = |q: Option<u64>| {
-                Some(
-                    q.map(|q| format!("{q}/day"))
-                        .unwrap_or_else(|| "none".into()),
-                )
-            };
-            fields.push(FieldChange {
-                field: "quota".into(),
-                before: show(l.quota_per_day),
-                after: show(want_quota),
-                forces_replacement: false,
-            });
-            patch.quota_per_day = Some(want_quota);
-            reasons.push("quota changed".into());
+        if e.fields.is_empty() && e.patch.is_empty() {
+            return;
         }
-        if l.protected != d.protected {
-            fields.push(FieldChange {
-                field: "protected".into(),
-                before: Some(l.protected.to_string()),
-                after: Some(d.protected.to_string()),
-                forces_replacement: false,
-            });
-            patch.protected = Some(d.protected);
-            reasons.push("protection changed".into());
-        }
+        self.push_update(d, l, action, set_status, e, want);
+    }
 
-        // Status.
-        let mut action = Action::Update;
-        let mut set_status = None;
-        match (d.state, l.status) {
-            (DesiredState::Disabled, KeyStatus::Active) => {
-                action = Action::Disable;
-                reasons.insert(0, "state: disabled".into());
-                fields.push(FieldChange {
-                    field: "status".into(),
-                    before: Some("active".into()),
-                    after: Some("disabled".into()),
-                    forces_replacement: false,
-                });
-            }
-            (DesiredState::Active, KeyStatus::Disabled) => {
-                set_status = Some(KeyStatus::Active);
-                reasons.push("state: active (enable)".into());
-                fields.push(FieldChange {
-                    field: "status".into(),
-                    before: Some("disabled".into()),
-                    after: Some("active".into()),
-                    forces_replacement: false,
-                });
-            }
-            _ => {}
-        }
-
-        // Rotation triggers.
-        let want_recipients: BTreeMap<String, String> = d
-            .recipients
+    /// Each recipient the key should have, with the fingerprint of their keys now.
+    fn want_recipients(&self, d: &DesiredKey) -> BTreeMap<String, String> {
+        d.recipients
             .iter()
             .map(|id| {
-                let fp = self
-                    .fingerprints
-                    .get(id.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                (id.clone(), fp)
+                let fp = self.fingerprints.get(id.as_str());
+                (id.clone(), fp.cloned().unwrap_or_default())
             })
-            .collect();
-        let mut rotate_reasons = Vec::new();
+            .collect()
+    }
+
+    /// Why the key's secret must be rotated now (empty: it need not). A recipient added
+    /// without `on_recipient_added: rotate` is noted rather than rotated for.
+    fn rotate_reasons(
+        &mut self,
+        d: &DesiredKey,
+        l: &LiveKey,
+        want: &BTreeMap<String, String>,
+        escalations: &mut Vec<Escalation>,
+    ) -> Vec<String> {
+        let mut rotate = Vec::new();
         // A key keyward did not create (imported from a console) records spec generation 0;
         // generation 1 is every key's baseline, so only a bump past it rotates.
         if d.rotation.generation > l.spec_generation.max(1) {
-            rotate_reasons.push(format!(
+            rotate.push(format!(
                 "generation {} -> {}",
                 l.spec_generation, d.rotation.generation
             ));
@@ -1057,87 +970,63 @@ impl Ctx<'_> {
         if let Some(every) = d.rotation.every
             && self.now >= l.issued_at + every.to_chrono()
         {
-            rotate_reasons.push(format!(
+            rotate.push(format!(
                 "due: rotate every {every} (issued {})",
                 l.issued_at.format("%Y-%m-%d")
             ));
         }
         for (id, fp) in &l.recipients {
-            match want_recipients.get(id) {
-                None => {
-                    rotate_reasons.push(format!("recipient removed: {id} holds the current secret"))
-                }
-                Some(new_fp) if new_fp != fp => {
-                    rotate_reasons.push(format!("recipient key changed: {id}"))
-                }
+            match want.get(id) {
+                None => rotate.push(format!("recipient removed: {id} holds the current secret")),
+                Some(new_fp) if new_fp != fp => rotate.push(format!("recipient key changed: {id}")),
                 Some(_) => {}
             }
         }
-        let added: Vec<&String> = want_recipients
+        let added: Vec<&str> = want
             .keys()
             .filter(|id| !l.recipients.contains_key(*id))
+            .map(String::as_str)
             .collect();
         for id in &added {
-            escalations.push(Escalation::NewRecipient { id: (*id).clone() });
+            escalations.push(Escalation::NewRecipient { id: id.to_string() });
         }
-        if !added.is_empty() {
-            if d.rotation.rotate_on_recipient_added {
-                rotate_reasons.push(format!(
-                    "recipient added: {} (on_recipient_added: rotate)",
-                    added
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            } else if rotate_reasons.is_empty() {
-                self.note(
-                    d,
-                    &format!(
-                        "{} will receive the secret at the next rotation \
-                         (bump rotation.generation or set on_recipient_added: rotate to deliver now)",
-                        added.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                );
-            }
+        if added.is_empty() {
+            return rotate;
         }
-        if !rotate_reasons.is_empty() {
-            if action == Action::Disable {
-                self.note(
-                    d,
-                    &format!(
-                        "rotation deferred while disabled: {}",
-                        rotate_reasons.join("; ")
-                    ),
-                );
-                rotate_reasons.clear();
-            } else {
-                action = Action::Rotate;
-            }
+        if d.rotation.rotate_on_recipient_added {
+            rotate.push(format!(
+                "recipient added: {} (on_recipient_added: rotate)",
+                added.join(", ")
+            ));
+        } else if rotate.is_empty() {
+            self.note(
+                d,
+                &format!(
+                    "{} will receive the secret at the next rotation \
+                     (bump rotation.generation or set on_recipient_added: rotate to deliver now)",
+                    added.join(", ")
+                ),
+            );
         }
-        if action == Action::Rotate {
-            fields.push(FieldChange {
-                field: "generation".into(),
-                before: Some(l.generation.to_string()),
-                after: Some((l.generation + 1).to_string()),
-                forces_replacement: false,
-            });
-            if l.recipients.keys().ne(want_recipients.keys()) {
-                fields.push(FieldChange {
-                    field: "recipients".into(),
-                    before: Some(fmt_list(l.recipients.keys())),
-                    after: Some(fmt_list(want_recipients.keys())),
-                    forces_replacement: false,
-                });
-            }
-            let mut r = rotate_reasons;
-            r.extend(reasons);
-            reasons = r;
-        }
+        rotate
+    }
 
-        if fields.is_empty() && patch.is_empty() {
-            return;
-        }
+    /// The in-place change (update, disable, enable, rotate) of a live key.
+    fn push_update(
+        &mut self,
+        d: &DesiredKey,
+        l: &LiveKey,
+        action: Action,
+        set_status: Option<KeyStatus>,
+        e: Edits,
+        want: BTreeMap<String, String>,
+    ) {
+        let Edits {
+            fields,
+            patch,
+            mut reasons,
+            escalations,
+        } = e;
         if fields.is_empty() {
             // Only bookkeeping (e.g. the lifetime string): apply quietly as an update.
             reasons.push("bookkeeping".into());
@@ -1150,39 +1039,200 @@ impl Ctx<'_> {
                 .filter(|f| *f != "generation" && *f != "recipients")
                 .collect();
             if !names.is_empty() {
-                reasons.insert(
-                    0,
-                    format!("drift: {} changed outside keyward", names.join(", ")),
-                );
+                let why = format!("drift: {} changed outside keyward", names.join(", "));
+                reasons.insert(0, why);
             }
         }
-        let unchanged = total_fields.saturating_sub(fields.len());
         let rotating = action == Action::Rotate;
         self.out.changes.push(Change {
-            action,
-            store: d.store.clone(),
-            name: d.name.clone(),
             key_id: Some(l.id.clone()),
             version: Some(l.version),
             reasons,
+            unchanged_fields: COMPARED_FIELDS.saturating_sub(fields.len()),
             fields,
-            unchanged_fields: unchanged,
             escalations,
             drift,
             patch,
             set_status,
             new_generation: rotating.then_some(l.generation + 1),
             deliver_to: if rotating {
-                want_recipients.keys().cloned().collect()
+                want.into_keys().collect()
             } else {
                 Vec::new()
             },
-            owner: d.owner.clone(),
-            environment: d.environment.clone(),
-            protected: d.protected,
+            ..Change::of_desired(action, d)
+        });
+    }
+}
+
+/// How many fields a comparison looks at (the plan counts the ones it does not show).
+const COMPARED_FIELDS: usize = 9;
+
+/// The fields that cannot change in place (owner, environment): any forces a replace.
+fn forcing_changes(d: &DesiredKey, l: &LiveKey) -> Vec<FieldChange> {
+    let mut forcing = Vec::new();
+    if l.owner != d.owner {
+        forcing.push(FieldChange::forcing("owner", &l.owner, &d.owner));
+    }
+    if l.environment != d.environment {
+        forcing.push(FieldChange::forcing(
+            "environment",
+            &l.environment,
+            &d.environment,
+        ));
+    }
+    forcing
+}
+
+impl Change {
+    /// A change of `action` with no reason, field, patch or delivery yet.
+    fn bare(action: Action, store: &str, name: &str, owner: &str, environment: String) -> Self {
+        Change {
+            action,
+            store: store.to_string(),
+            name: name.to_string(),
+            key_id: None,
+            version: None,
+            reasons: Vec::new(),
+            fields: Vec::new(),
+            unchanged_fields: 0,
+            escalations: Vec::new(),
+            drift: false,
+            patch: KeyPatch::default(),
+            set_status: None,
+            new_generation: None,
+            deliver_to: Vec::new(),
+            owner: owner.to_string(),
+            environment,
+            protected: false,
             touched: None,
             requested_by: Vec::new(),
-        });
+        }
+    }
+
+    /// `bare`, for the desired key `d` (its store, name, owner, environment, protection).
+    fn of_desired(action: Action, d: &DesiredKey) -> Self {
+        Change {
+            protected: d.protected,
+            ..Change::bare(action, &d.store, &d.name, &d.owner, d.environment.clone())
+        }
+    }
+}
+
+/// What a comparison found to change in place, and why.
+#[derive(Default)]
+struct Edits {
+    fields: Vec<FieldChange>,
+    patch: KeyPatch,
+    reasons: Vec<String>,
+    escalations: Vec<Escalation>,
+}
+
+impl Edits {
+    fn change(&mut self, field: &str, before: Option<String>, after: Option<String>, why: &str) {
+        self.fields
+            .push(FieldChange::in_place(field, before, after));
+        self.reasons.push(why.to_string());
+    }
+
+    /// What the key may do and says: scopes, purpose, labels.
+    fn content(&mut self, cat: &ScopeCatalogue, d: &DesiredKey, l: &LiveKey) {
+        let scopes = scope_strings(&d.scopes);
+        if scopes != l.scopes {
+            self.escalations
+                .extend(scope_escalations(cat, &l.scopes, &d.scopes));
+            let (before, after) = (fmt_list(&l.scopes), fmt_list(&scopes));
+            self.change("scopes", Some(before), Some(after), "scopes changed");
+            self.patch.scopes = Some(scopes);
+        }
+        if l.purpose != d.purpose {
+            let (before, after) = (l.purpose.clone(), d.purpose.clone());
+            self.change("purpose", before, after, "purpose changed");
+            self.patch.purpose = Some(d.purpose.clone());
+        }
+        if l.labels != d.labels {
+            let (before, after) = (fmt_labels(&l.labels), fmt_labels(&d.labels));
+            self.change("labels", Some(before), Some(after), "labels changed");
+            self.patch.labels = Some(d.labels.clone());
+        }
+    }
+
+    /// How long and how much: expiry, the lifetime string, quota, protection.
+    fn limits(&mut self, d: &DesiredKey, l: &LiveKey) {
+        let want_exp = expires_at(&d.expiry, l.issued_at);
+        if !same_instant(want_exp, l.expires_at) {
+            let extended = longer(l.expires_at, want_exp);
+            if extended {
+                self.escalations.push(Escalation::LongerLifetime {
+                    from: fmt_time(l.expires_at),
+                    to: fmt_time(want_exp),
+                });
+            }
+            let show = |t| fmt_time(t).or(Some("never".into()));
+            let why = if extended {
+                "expiry extended"
+            } else {
+                "expiry shortened"
+            };
+            self.change("expires", show(l.expires_at), show(want_exp), why);
+            self.patch.expires_at = Some(want_exp);
+        }
+        let want_lifetime = lifetime_string(&d.expiry);
+        if want_lifetime != l.lifetime {
+            self.patch.lifetime = Some(want_lifetime);
+        }
+        let want_quota = d.quota.map(|q| q.per_day);
+        if want_quota != l.quota_per_day {
+            let show =
+                |q: Option<u64>| Some(q.map_or_else(|| "none".into(), |q| format!("{q}/day")));
+            let (before, after) = (show(l.quota_per_day), show(want_quota));
+            self.change("quota", before, after, "quota changed");
+            self.patch.quota_per_day = Some(want_quota);
+        }
+        if l.protected != d.protected {
+            let (before, after) = (l.protected.to_string(), d.protected.to_string());
+            self.change("protected", Some(before), Some(after), "protection changed");
+            self.patch.protected = Some(d.protected);
+        }
+    }
+
+    /// Disable or enable: the action it makes and the status to set in place.
+    fn status(&mut self, d: &DesiredKey, l: &LiveKey) -> (Action, Option<KeyStatus>) {
+        let flip = |from: &str, to: &str| {
+            FieldChange::in_place("status", Some(from.into()), Some(to.into()))
+        };
+        match (d.state, l.status) {
+            (DesiredState::Disabled, KeyStatus::Active) => {
+                self.reasons.insert(0, "state: disabled".into());
+                self.fields.push(flip("active", "disabled"));
+                (Action::Disable, None)
+            }
+            (DesiredState::Active, KeyStatus::Disabled) => {
+                self.reasons.push("state: active (enable)".into());
+                self.fields.push(flip("disabled", "active"));
+                (Action::Update, Some(KeyStatus::Active))
+            }
+            _ => (Action::Update, None),
+        }
+    }
+
+    /// A rotation: the generation goes up, the recipients may change, and the reasons to
+    /// rotate come first.
+    fn rotation(&mut self, l: &LiveKey, want: &BTreeMap<String, String>, rotate: Vec<String>) {
+        let (now, next) = (l.generation.to_string(), (l.generation + 1).to_string());
+        self.fields
+            .push(FieldChange::in_place("generation", Some(now), Some(next)));
+        if l.recipients.keys().ne(want.keys()) {
+            let (before, after) = (fmt_list(l.recipients.keys()), fmt_list(want.keys()));
+            self.fields.push(FieldChange::in_place(
+                "recipients",
+                Some(before),
+                Some(after),
+            ));
+        }
+        let mut r = rotate;
+        r.append(&mut self.reasons);
+        self.reasons = r;
     }
 }
 
