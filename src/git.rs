@@ -391,8 +391,7 @@ impl GitRepo {
         let rel_root = self
             .rel_to_root(dir)
             .ok_or_else(|| GitError::NotARepo(dir.to_path_buf()))?;
-        let rel = self.prefix.join(&rel_root);
-        let rel_s = slash(&rel);
+        let rel_s = slash(&self.prefix.join(&rel_root));
         let on_head = match branch {
             None => true,
             Some(b) => self.current_branch().as_deref() == Some(b),
@@ -401,17 +400,7 @@ impl GitRepo {
             Some(b) if !on_head => format!("refs/heads/{b}"),
             _ => "HEAD".to_string(),
         };
-        let parent = if refname == "HEAD" {
-            self.repo.head().ok().and_then(|h| h.peel_to_commit().ok())
-        } else {
-            match self.repo.find_reference(&refname) {
-                Ok(r) => Some(
-                    r.peel_to_commit()
-                        .map_err(ctx(format!("reading branch {refname}")))?,
-                ),
-                Err(_) => self.repo.head().ok().and_then(|h| h.peel_to_commit().ok()),
-            }
-        };
+        let parent = self.parent_of(&refname)?;
         let mut index = git2::Index::new().map_err(ctx("creating an index"))?;
         if let Some(p) = &parent {
             let t = p.tree().map_err(ctx("reading the parent tree"))?;
@@ -424,57 +413,108 @@ impl GitRepo {
                 .remove_dir(Path::new(&rel_s), 0)
                 .map_err(ctx(format!("clearing {rel_s} in the index")))?;
         } else {
-            for r in removed {
-                if let Some(rr) = self.rel_to_root(r) {
-                    let p = slash(&self.prefix.join(rr));
-                    index
-                        .remove_dir(Path::new(&p), 0)
-                        .and_then(|()| index.remove_path(Path::new(&p)).or(Ok(())))
-                        .map_err(ctx(format!("removing {p} from the index")))?;
-                }
-            }
+            self.unindex(&mut index, removed)?;
         }
-        let mut entries = Vec::new();
-        if dir.exists() {
-            for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
-                let e = e.map_err(|e| GitError::Git {
-                    context: format!("reading {}", dir.display()),
-                    source: git2::Error::from_str(&e.to_string()),
-                })?;
-                if !e.file_type().is_file() {
-                    continue;
-                }
-                let Ok(inner) = e.path().strip_prefix(dir) else {
-                    continue;
-                };
-                let path = format!("{rel_s}/{}", slash(inner));
-                let bytes = std::fs::read(e.path()).map_err(|io| GitError::Git {
-                    context: format!("reading {}", e.path().display()),
-                    source: git2::Error::from_str(&io.to_string()),
-                })?;
-                let id = self
-                    .repo
-                    .blob(&bytes)
-                    .map_err(ctx(format!("storing {path}")))?;
-                let entry = index_entry(&path, id, bytes.len());
-                index
-                    .add(&entry)
-                    .map_err(ctx(format!("adding {path} to the index")))?;
-                entries.push(entry);
-            }
-        }
+        let entries = self.index_dir(&mut index, dir, &rel_s)?;
         let tree_id = index
             .write_tree_to(&self.repo)
             .map_err(ctx("writing the tree"))?;
         if parent.as_ref().is_some_and(|p| p.tree_id() == tree_id) {
             return Ok(None);
         }
+        let id = self.commit_tree(tree_id, parent.as_ref(), message)?;
+        if refname == "HEAD" {
+            self.advance_head(id, &rel_s, &entries)?;
+        } else {
+            self.repo
+                .reference(&refname, id, true, "keyward: commit deliveries")
+                .map_err(ctx(format!("updating {refname}")))?;
+        }
+        Ok(Some(id.to_string()))
+    }
+
+    /// The commit `refname` points at; a branch that does not exist yet starts from HEAD.
+    fn parent_of(&self, refname: &str) -> Result<Option<git2::Commit<'_>>, GitError> {
+        let head = || self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        if refname == "HEAD" {
+            return Ok(head());
+        }
+        match self.repo.find_reference(refname) {
+            Ok(r) => r
+                .peel_to_commit()
+                .map(Some)
+                .map_err(ctx(format!("reading branch {refname}"))),
+            Err(_) => Ok(head()),
+        }
+    }
+
+    /// Takes the files and directories in `removed` (paths on disk) out of `index`.
+    fn unindex(&self, index: &mut git2::Index, removed: &[PathBuf]) -> Result<(), GitError> {
+        for r in removed {
+            if let Some(rr) = self.rel_to_root(r) {
+                let p = slash(&self.prefix.join(rr));
+                index
+                    .remove_dir(Path::new(&p), 0)
+                    .and_then(|()| index.remove_path(Path::new(&p)).or(Ok(())))
+                    .map_err(ctx(format!("removing {p} from the index")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores every file under `dir` (on disk) as a blob and adds it to `index` below
+    /// `rel_s`; returns the entries added, in file-name order.
+    fn index_dir(
+        &self,
+        index: &mut git2::Index,
+        dir: &Path,
+        rel_s: &str,
+    ) -> Result<Vec<git2::IndexEntry>, GitError> {
+        let mut entries = Vec::new();
+        if !dir.exists() {
+            return Ok(entries);
+        }
+        let plain = |context: String, e: &dyn std::fmt::Display| GitError::Git {
+            context,
+            source: git2::Error::from_str(&e.to_string()),
+        };
+        for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+            let e = e.map_err(|e| plain(format!("reading {}", dir.display()), &e))?;
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let Ok(inner) = e.path().strip_prefix(dir) else {
+                continue;
+            };
+            let path = format!("{rel_s}/{}", slash(inner));
+            let bytes = std::fs::read(e.path())
+                .map_err(|io| plain(format!("reading {}", e.path().display()), &io))?;
+            let id = self
+                .repo
+                .blob(&bytes)
+                .map_err(ctx(format!("storing {path}")))?;
+            let entry = index_entry(&path, id, bytes.len());
+            index
+                .add(&entry)
+                .map_err(ctx(format!("adding {path} to the index")))?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    /// Writes the commit object for `tree_id` on `parent` (no reference moves yet).
+    fn commit_tree(
+        &self,
+        tree_id: git2::Oid,
+        parent: Option<&git2::Commit<'_>>,
+        message: &str,
+    ) -> Result<git2::Oid, GitError> {
         let tree = self
             .repo
             .find_tree(tree_id)
             .map_err(ctx("reading the new tree"))?;
         let sig = self.signature()?;
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        let parents: Vec<&git2::Commit> = parent.into_iter().collect();
         let id = self
             .repo
             .commit(None, &sig, &sig, message, &tree, &parents)
@@ -485,35 +525,38 @@ impl GitRepo {
                 source: git2::Error::from_str(&e.to_string()),
             },
         )?;
-        if refname == "HEAD" {
-            // Move the checked-out branch (or a detached HEAD) and keep the index in step,
-            // so `git status` stays clean for the committed files.
-            match self.repo.head() {
-                Ok(h) if h.is_branch() => {
-                    let name = String::from_utf8_lossy(h.name_bytes()).into_owned();
-                    self.repo
-                        .reference(&name, id, true, "keyward: commit deliveries")
-                        .map_err(ctx(format!("moving {name}")))?;
-                }
-                _ => {
-                    self.repo
-                        .set_head_detached(id)
-                        .map_err(ctx("moving HEAD"))?;
-                }
+        Ok(id)
+    }
+
+    /// Moves the checked-out branch (or a detached HEAD) to `id` and keeps the index in
+    /// step, so `git status` stays clean for the committed files.
+    fn advance_head(
+        &self,
+        id: git2::Oid,
+        rel_s: &str,
+        entries: &[git2::IndexEntry],
+    ) -> Result<(), GitError> {
+        match self.repo.head() {
+            Ok(h) if h.is_branch() => {
+                let name = String::from_utf8_lossy(h.name_bytes()).into_owned();
+                self.repo
+                    .reference(&name, id, true, "keyward: commit deliveries")
+                    .map_err(ctx(format!("moving {name}")))?;
             }
-            let mut real = self.repo.index().map_err(ctx("opening the index"))?;
-            real.remove_dir(Path::new(&rel_s), 0)
-                .map_err(ctx("updating the index"))?;
-            for e in &entries {
-                real.add(e).map_err(ctx("updating the index"))?;
+            _ => {
+                self.repo
+                    .set_head_detached(id)
+                    .map_err(ctx("moving HEAD"))?;
             }
-            real.write().map_err(ctx("writing the index"))?;
-        } else {
-            self.repo
-                .reference(&refname, id, true, "keyward: commit deliveries")
-                .map_err(ctx(format!("updating {refname}")))?;
         }
-        Ok(Some(id.to_string()))
+        let mut real = self.repo.index().map_err(ctx("opening the index"))?;
+        real.remove_dir(Path::new(rel_s), 0)
+            .map_err(ctx("updating the index"))?;
+        for e in entries {
+            real.add(e).map_err(ctx("updating the index"))?;
+        }
+        real.write().map_err(ctx("writing the index"))?;
+        Ok(())
     }
 
     /// Author of keyward's commits: GIT_AUTHOR_NAME/EMAIL, else the repository's
