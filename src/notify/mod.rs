@@ -507,48 +507,28 @@ pub async fn run(
     let Some(cfg) = &spec.notify else {
         return out;
     };
-    // What was sent already, per store; a store whose events cannot be read is skipped
-    // for reminders (they could be repeats) but an apply's own notices still go out.
-    let mut log = Log::default();
-    let mut unreadable: BTreeMap<String, String> = BTreeMap::new();
-    for (name, s) in stores {
-        if let Err(e) = read_log(s.as_ref(), &mut log).await {
-            unreadable.insert(name.clone(), e.to_string());
-        }
-    }
+    let (log, unreadable) = read_logs(stores).await;
     // An apply's notices are remembered as pending before the first try.
     for n in fresh
         .iter()
         .filter(|n| n.kind != NoticeKind::Reminder && cfg.on.contains(&n.kind))
     {
-        if let Some(s) = stores.get(&n.store) {
-            let detail = serde_json::json!({ "notice": n });
-            if let Err(e) = s.record(EVENT_PENDING, detail, actor).await {
-                out.unrecorded.push((n.store.clone(), e.to_string()));
-            }
-        }
+        let detail = serde_json::json!({ "notice": n });
+        remember(stores, &n.store, EVENT_PENDING, detail, actor, &mut out).await;
     }
-    let mut transports: BTreeMap<Channel, Configured> = BTreeMap::new();
-    for t in self::transports(spec) {
-        let c = match &t {
-            Ok(t) => t.channel(),
-            Err(u) => u.channel,
-        };
-        transports.insert(c, t);
-    }
+    let transports: BTreeMap<Channel, Configured> = self::transports(spec)
+        .into_iter()
+        .map(|t| (t.as_ref().map_or_else(|u| u.channel, |t| t.channel()), t))
+        .collect();
     let channels: Vec<Channel> = transports.keys().copied().collect();
     let work = plan_work(&fresh, &log, &channels, &cfg.on, now);
 
     for (n, c) in work.drop {
-        if let Some(s) = stores.get(&n.store) {
-            let detail = serde_json::json!({
-                "id": n.id, "channel": c, "kind": n.kind, "store": n.store, "key": n.key,
-                "why": format!("not delivered within {RETRY_FOR_DAYS} days"),
-            });
-            if let Err(e) = s.record(EVENT_DROPPED, detail, actor).await {
-                out.unrecorded.push((n.store.clone(), e.to_string()));
-            }
-        }
+        let detail = serde_json::json!({
+            "id": n.id, "channel": c, "kind": n.kind, "store": n.store, "key": n.key,
+            "why": format!("not delivered within {RETRY_FOR_DAYS} days"),
+        });
+        remember(stores, &n.store, EVENT_DROPPED, detail, actor, &mut out).await;
         out.dropped.push((n, c));
     }
 
@@ -557,10 +537,7 @@ pub async fn run(
         let Some(t) = transports.get(&c) else {
             continue;
         };
-        let target = match t {
-            Ok(t) => t.target(),
-            Err(u) => u.target.clone(),
-        };
+        let target = t.as_ref().map_or_else(|u| u.target.clone(), |t| t.target());
         let fail = |error: NotifyError| Failure {
             notice: n.clone(),
             channel: c,
@@ -586,34 +563,17 @@ pub async fn run(
             out.failed.push(fail(NotifyError::ChannelDown(failures)));
             continue;
         }
-        let Some(msg) = compose_for(spec, &n, c) else {
+        let Some((to, result)) = deliver(spec, t.as_ref(), &n, c).await else {
             continue;
-        };
-        let to = match &msg {
-            Outgoing::Email(e) => e.to.clone(),
-            Outgoing::Webhook(_) => Vec::new(),
-        };
-        let result = if compose::leaks_secret(&msg) {
-            Err(NotifyError::WouldLeak)
-        } else if c == Channel::Email && to.is_empty() {
-            // Nobody to mail (the owner has no address and there are no fixed ones):
-            // remembered as handled, so it is not retried every night.
-            Ok(())
-        } else {
-            t.send(&msg).await
         };
         match result {
             Ok(()) => {
                 in_a_row.insert(c, 0);
-                if let Some(s) = stores.get(&n.store) {
-                    let detail = serde_json::json!({
-                        "id": n.id, "channel": c, "kind": n.kind, "store": n.store,
-                        "key": n.key, "key_id": n.key_id, "to": to,
-                    });
-                    if let Err(e) = s.record(EVENT_SENT, detail, actor).await {
-                        out.unrecorded.push((n.store.clone(), e.to_string()));
-                    }
-                }
+                let detail = serde_json::json!({
+                    "id": n.id, "channel": c, "kind": n.kind, "store": n.store,
+                    "key": n.key, "key_id": n.key_id, "to": to,
+                });
+                remember(stores, &n.store, EVENT_SENT, detail, actor, &mut out).await;
                 out.sent.push(Sent {
                     notice: n,
                     channel: c,
@@ -627,6 +587,62 @@ pub async fn run(
         }
     }
     out
+}
+
+/// What was sent already, over every store; a store whose events cannot be read is named
+/// with its error (its reminders are skipped: they could be repeats; an apply's own notices
+/// still go out).
+async fn read_logs(stores: &Stores) -> (Log, BTreeMap<String, String>) {
+    let mut log = Log::default();
+    let mut unreadable = BTreeMap::new();
+    for (name, s) in stores {
+        if let Err(e) = read_log(s.as_ref(), &mut log).await {
+            unreadable.insert(name.clone(), e.to_string());
+        }
+    }
+    (log, unreadable)
+}
+
+/// Writes a `notify.*` event to `store` (when it is one of `stores`); a failure to write is
+/// kept in the outcome.
+async fn remember(
+    stores: &Stores,
+    store: &str,
+    event: &str,
+    detail: serde_json::Value,
+    actor: &Actor,
+    out: &mut Outcome,
+) {
+    if let Some(s) = stores.get(store)
+        && let Err(e) = s.record(event, detail, actor).await
+    {
+        out.unrecorded.push((store.to_string(), e.to_string()));
+    }
+}
+
+/// Composes `n` for channel `c` and sends it through `t`: the addressees and the result.
+/// None when the channel has nothing to compose it with.
+async fn deliver(
+    spec: &Spec,
+    t: &dyn Transport,
+    n: &Notice,
+    c: Channel,
+) -> Option<(Vec<String>, Result<(), NotifyError>)> {
+    let msg = compose_for(spec, n, c)?;
+    let to = match &msg {
+        Outgoing::Email(e) => e.to.clone(),
+        Outgoing::Webhook(_) => Vec::new(),
+    };
+    let result = if compose::leaks_secret(&msg) {
+        Err(NotifyError::WouldLeak)
+    } else if c == Channel::Email && to.is_empty() {
+        // Nobody to mail (the owner has no address and there are no fixed ones):
+        // remembered as handled, so it is not retried every night.
+        Ok(())
+    } else {
+        t.send(&msg).await
+    };
+    Some((to, result))
 }
 
 /// The lines a run prints on stderr (pure): what was sent, what failed and what to do,
