@@ -4,7 +4,7 @@
 
 use super::text::{clean, summary_line, verb};
 use super::{Plan, short};
-use crate::diff::{Action, Change};
+use crate::diff::{Action, Change, Note};
 use std::fmt::Write as _;
 
 /// The hidden first line CI looks for to find (and edit) its one comment.
@@ -69,9 +69,42 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
     head.push_str(MARKER);
     head.push('\n');
     let _ = writeln!(head, "### keyward plan\n");
-    let summary = plan.summary();
     let _ = writeln!(head, "**{}**\n", inline(&summary_line(plan)));
+    callouts(plan, &mut head);
+    head.push_str(&revision_line(plan));
+    head.push_str("\n\n");
+    summary_table(plan, &mut head);
 
+    let (body, cut) = fit(head.chars().count(), &sections(plan), budget);
+    let mut out = head;
+    out.push_str(&body);
+    if !cut.is_empty() {
+        let parts: Vec<String> = cut.iter().map(|(n, w)| format!("{n} {w}")).collect();
+        let _ = writeln!(
+            out,
+            "> [!NOTE]\n> ✂️ Cut to stay under {budget} characters: {} left out. Run `keyward plan` (or read the JSON plan from CI) for the full plan.\n",
+            parts.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<sub>keyward {} · plan format {} · no secrets are ever part of a plan</sub>",
+        inline(&plan.keyward_version),
+        plan.format_version
+    );
+    // The head alone can only exceed the budget with absurdly many stores or guards.
+    if out.chars().count() > budget {
+        let mut cutoff: String = out.chars().take(budget.saturating_sub(80)).collect();
+        cutoff.push_str("\n\n… (cut: the plan summary alone exceeds the comment budget)\n");
+        return cutoff;
+    }
+    out
+}
+
+/// The call-outs under the summary line: escalations, guards, `--only`, access removed
+/// (never cut) and the count of expiry warnings.
+fn callouts(plan: &Plan, head: &mut String) {
+    let summary = plan.summary();
     if summary.escalations > 0 {
         let keys = plan
             .actions
@@ -135,69 +168,78 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
             plan.warnings.len()
         );
     }
+}
 
-    // Where the desired state comes from, and who asks for it.
+/// Where the desired state comes from, and who asks for it.
+fn revision_line(plan: &Plan) -> String {
     let rev = &plan.desired_revision;
     let mut line = format!("Desired revision {}", code(&rev.label()));
-    if let Some(b) = &plan.base {
-        let _ = write!(
-            line,
-            " · base {} ({}, {} commit(s), {} key(s) edited)",
-            code(&b.rev),
-            code(short(&b.commit)),
-            b.commits,
-            b.touched_keys.len()
-        );
-        if !b.requesters.is_empty() {
-            let names: Vec<String> = b
-                .requesters
-                .iter()
-                .take(MAX_REQUESTERS)
-                .map(|r| inline(&r.to_string()))
-                .collect();
-            let more = b.requesters.len().saturating_sub(MAX_REQUESTERS);
-            let _ = write!(line, " · requested by {}", names.join(", "));
-            if more > 0 {
-                let _ = write!(line, " and {more} more");
-            }
+    let Some(b) = &plan.base else {
+        return line;
+    };
+    let _ = write!(
+        line,
+        " · base {} ({}, {} commit(s), {} key(s) edited)",
+        code(&b.rev),
+        code(short(&b.commit)),
+        b.commits,
+        b.touched_keys.len()
+    );
+    if !b.requesters.is_empty() {
+        let names: Vec<String> = b
+            .requesters
+            .iter()
+            .take(MAX_REQUESTERS)
+            .map(|r| inline(&r.to_string()))
+            .collect();
+        let more = b.requesters.len().saturating_sub(MAX_REQUESTERS);
+        let _ = write!(line, " · requested by {}", names.join(", "));
+        if more > 0 {
+            let _ = write!(line, " and {more} more");
         }
     }
-    head.push_str(&line);
-    head.push_str("\n\n");
+    line
+}
 
-    // The summary table: one row per store.
-    if !plan.stores.is_empty() {
-        head.push_str("| Store | Environment |");
+/// The summary table: one row per store, a column per action and the escalations.
+fn summary_table(plan: &Plan, head: &mut String) {
+    if plan.stores.is_empty() {
+        return;
+    }
+    head.push_str("| Store | Environment |");
+    for a in Action::ALL {
+        let _ = write!(head, " {} |", a.as_str());
+    }
+    head.push_str(" escalations |\n|---|---|");
+    for _ in Action::ALL {
+        head.push_str("--:|");
+    }
+    head.push_str("--:|\n");
+    let cell = |n: usize, mark: &str| {
+        if n == 0 {
+            " · |".to_string()
+        } else {
+            format!(" {mark}**{n}** |")
+        }
+    };
+    for (name, st) in &plan.stores {
+        let _ = write!(head, "| {} | {} |", code(name), inline(&st.environment));
+        let mine: Vec<&Change> = plan.actions.iter().filter(|c| &c.store == name).collect();
         for a in Action::ALL {
-            let _ = write!(head, " {} |", a.as_str());
+            head.push_str(&cell(mine.iter().filter(|c| c.action == a).count(), ""));
         }
-        head.push_str(" escalations |\n|---|---|");
-        for _ in Action::ALL {
-            head.push_str("--:|");
-        }
-        head.push_str("--:|\n");
-        for (name, st) in &plan.stores {
-            let _ = write!(head, "| {} | {} |", code(name), inline(&st.environment));
-            let mine: Vec<&Change> = plan.actions.iter().filter(|c| &c.store == name).collect();
-            for a in Action::ALL {
-                let n = mine.iter().filter(|c| c.action == a).count();
-                if n == 0 {
-                    head.push_str(" · |");
-                } else {
-                    let _ = write!(head, " **{n}** |");
-                }
-            }
-            let e: usize = mine.iter().map(|c| c.escalations.len()).sum();
-            if e == 0 {
-                head.push_str(" · |\n");
-            } else {
-                let _ = writeln!(head, " ⚠️ **{e}** |");
-            }
-        }
+        let e: usize = mine.iter().map(|c| c.escalations.len()).sum();
+        head.push_str(&cell(e, "⚠️ "));
         head.push('\n');
     }
+    head.push('\n');
+}
 
-    // Everything below is cut to the budget, in this order of priority.
+/// One list of the body: what its items are called in the cut note, its title, its items.
+type Section = (&'static str, &'static str, Vec<String>);
+
+/// The lists below the head, in the order they are cut to the budget.
+fn sections(plan: &Plan) -> Vec<Section> {
     let escalated: Vec<&Change> = plan
         .actions
         .iter()
@@ -211,8 +253,11 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
             .iter()
             .filter(|c| c.escalations.is_empty() && !is_removal(c)),
     );
-
-    let sections: Vec<(&str, &str, Vec<String>)> = vec![
+    let note_line = |n: &Note| {
+        let at = code(&format!("{}/{}", n.store, n.name));
+        format!("- {at}: {}\n", inline(&n.message))
+    };
+    vec![
         (
             "escalation line(s)",
             "#### ⚠️ Escalations\n\n",
@@ -231,16 +276,7 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
         (
             "warning(s)",
             "#### ⚠️ Warnings\n\n",
-            plan.warnings
-                .iter()
-                .map(|n| {
-                    format!(
-                        "- {}: {}\n",
-                        code(&format!("{}/{}", n.store, n.name)),
-                        inline(&n.message)
-                    )
-                })
-                .collect(),
+            plan.warnings.iter().map(note_line).collect(),
         ),
         (
             "key detail(s)",
@@ -250,26 +286,23 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
         (
             "note(s)",
             "#### Notes\n\n",
-            plan.notes
-                .iter()
-                .map(|n| {
-                    format!(
-                        "- {}: {}\n",
-                        code(&format!("{}/{}", n.store, n.name)),
-                        inline(&n.message)
-                    )
-                })
-                .collect(),
+            plan.notes.iter().map(note_line).collect(),
         ),
-    ];
+    ]
+}
 
-    // Each list gets a share of what is left, so a flood of escalations cannot hide every
-    // revocation or expiry warning; details and notes get the rest.
+/// The body that fits after a head of `used` characters, and how many items of which list
+/// were cut. Each list gets a share of what is left, so a flood of escalations cannot hide
+/// every revocation or expiry warning; details and notes get the rest.
+fn fit(
+    mut used: usize,
+    sections: &[Section],
+    budget: usize,
+) -> (String, Vec<(usize, &'static str)>) {
     let limit = budget.saturating_sub(RESERVE);
     let shares = [(1, 2), (2, 3), (2, 3), (2, 3), (1, 1), (1, 1)];
     let mut body = String::new();
-    let mut used = head.chars().count();
-    let mut cut: Vec<(usize, &str)> = Vec::new();
+    let mut cut = Vec::new();
     for ((what, title, items), (num, den)) in sections.iter().zip(shares) {
         if items.is_empty() {
             continue;
@@ -294,36 +327,10 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
             used += section_len;
         }
         if left > 0 {
-            cut.push((left, what));
+            cut.push((left, *what));
         }
     }
-
-    let mut out = head;
-    out.push_str(&body);
-    if !cut.is_empty() {
-        let parts: Vec<String> = cut.iter().map(|(n, w)| format!("{n} {w}")).collect();
-        let _ = writeln!(
-            out,
-            "> [!NOTE]\n> ✂️ Cut to stay under {budget} characters: {} left out. Run `keyward plan` (or read the JSON plan from CI) for the full plan.\n",
-            parts.join(", ")
-        );
-    }
-    let _ = writeln!(
-        out,
-        "<sub>keyward {} · plan format {} · no secrets are ever part of a plan</sub>",
-        inline(&plan.keyward_version),
-        plan.format_version
-    );
-    // The head alone can only exceed the budget with absurdly many stores or guards.
-    if out.chars().count() > budget {
-        let mut cutoff = String::new();
-        for c in out.chars().take(budget.saturating_sub(80)) {
-            cutoff.push(c);
-        }
-        cutoff.push_str("\n\n… (cut: the plan summary alone exceeds the comment budget)\n");
-        return cutoff;
-    }
-    out
+    (body, cut)
 }
 
 fn console_step(s: &crate::plan::ConsoleStep) -> String {
