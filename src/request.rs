@@ -670,17 +670,7 @@ pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
             format!("`{s}` ({env})")
         })
         .collect();
-    let expiry = match &a.expiry {
-        Some(ExpiryAnswer::Expires(d)) if d == "never" => "never expires".to_string(),
-        Some(ExpiryAnswer::Expires(d)) => format!("expires {d} (end of day, UTC)"),
-        Some(ExpiryAnswer::Lifetime(l)) => {
-            format!("lifetime {l} from creation (and each rotation)")
-        }
-        None => match spec.policy.default_lifetime {
-            Some(l) => format!("the policy default: lifetime {l} from creation"),
-            None => "never expires (no policy default)".to_string(),
-        },
-    };
+    let expiry = expiry_text(spec, a);
     let mut recipients = vec![format!("{} (owner)", person(&a.owner))];
     for r in &a.recipients {
         match r.strip_prefix("team:").and_then(|t| spec.teams.get(t)) {
@@ -705,14 +695,7 @@ pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
     out.push_str("| | |\n|---|---|\n");
     out.push_str(&format!("| Owner | {} |\n", person(&a.owner)));
     out.push_str(&format!("| Stores | {} |\n", stores.join(", ")));
-    out.push_str(&format!(
-        "| Scopes | {} |\n",
-        a.scopes
-            .iter()
-            .map(|s| format!("`{s}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    out.push_str(&format!("| Scopes | {} |\n", ticks(&a.scopes)));
     out.push_str(&format!("| Expiry | {expiry} |\n"));
     out.push_str(&format!("| Recipients | {} |\n", recipients.join(", ")));
     out.push_str(&format!(
@@ -720,6 +703,37 @@ pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
         a.ticket.as_deref().map(md).unwrap_or_else(|| "none".into())
     ));
     out.push_str(&format!("| File | `{file}` |\n"));
+    out.push_str(&reviewer_note(spec, a));
+    out.push_str(&next_steps(a, &file.to_string()));
+    out
+}
+
+/// Names in backticks, joined by commas.
+fn ticks<S: std::fmt::Display>(names: impl IntoIterator<Item = S>) -> String {
+    names
+        .into_iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How long the requested key lives, in words.
+fn expiry_text(spec: &Spec, a: &Answers) -> String {
+    match &a.expiry {
+        Some(ExpiryAnswer::Expires(d)) if d == "never" => "never expires".to_string(),
+        Some(ExpiryAnswer::Expires(d)) => format!("expires {d} (end of day, UTC)"),
+        Some(ExpiryAnswer::Lifetime(l)) => {
+            format!("lifetime {l} from creation (and each rotation)")
+        }
+        None => match spec.policy.default_lifetime {
+            Some(l) => format!("the policy default: lifetime {l} from creation"),
+            None => "never expires (no policy default)".to_string(),
+        },
+    }
+}
+
+/// What a reviewer should look at twice (write access, a production store), or nothing.
+fn reviewer_note(spec: &Spec, a: &Answers) -> String {
     let lowest = spec.catalogue.levels.first().map(String::as_str);
     let writes: Vec<&String> = a
         .scopes
@@ -731,31 +745,25 @@ pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
         .iter()
         .filter(|s| spec.stores.get(*s).is_some_and(|c| c.is_production()))
         .collect();
-    if !writes.is_empty() || !prod.is_empty() {
-        out.push_str("\n**For the reviewer:**");
-        if !writes.is_empty() {
-            out.push_str(&format!(
-                " write access ({});",
-                writes
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if !prod.is_empty() {
-            out.push_str(&format!(
-                " a production store ({});",
-                prod.iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        out.pop();
-        out.push_str(".\n");
+    if writes.is_empty() && prod.is_empty() {
+        return String::new();
     }
-    out.push_str(&format!(
+    let mut out = "\n**For the reviewer:**".to_string();
+    if !writes.is_empty() {
+        out.push_str(&format!(" write access ({});", ticks(writes)));
+    }
+    if !prod.is_empty() {
+        out.push_str(&format!(" a production store ({});", ticks(prod)));
+    }
+    out.pop();
+    out.push_str(".\n");
+    out
+}
+
+/// The commands that turn the written request into a pull request, and how the secret
+/// arrives.
+fn next_steps(a: &Answers, file: &str) -> String {
+    format!(
         "\n### Next steps\n\n\
          ```sh\n\
          git switch -c request/{name}\n\
@@ -771,8 +779,7 @@ pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
          ```\n",
         name = a.name,
         store = a.stores.first().map(String::as_str).unwrap_or("STORE"),
-    ));
-    out
+    )
 }
 
 #[cfg(test)]
