@@ -5,7 +5,7 @@
 use super::envvar::env_name;
 use super::model::{ConnUrl, StoreKind};
 use super::pos::YPath;
-use super::yaml::Ctx;
+use super::yaml::{Ctx, field};
 use crate::diag::codes;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
@@ -53,7 +53,7 @@ pub fn parse_kind(
     sp: &YPath,
     root: &Path,
 ) -> Option<StoreKind> {
-    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let get = |n: &str| field(fields, n);
     match kind {
         "exec" => {
             let mut k = parse_exec(ctx, get("command"), get("env"), get("timeout"), sp)?;

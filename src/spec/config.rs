@@ -9,7 +9,7 @@ use super::model::{
 };
 use super::pos::YPath;
 use super::raw::fields;
-use super::yaml::{Ctx, did_you_mean};
+use super::yaml::{Ctx, did_you_mean, field};
 use crate::diag::{Diagnostic, codes};
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,7 +111,7 @@ pub fn parse(ctx: &mut Ctx, root: &Path) -> Config {
     let Some(fields) = ctx.mapping(&doc.value, &top, fields::CONFIG) else {
         return cfg;
     };
-    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let get = |name: &str| field(&fields, name);
 
     match get("version") {
         None => ctx.push(
@@ -339,38 +339,14 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
         let Some(fields) = ctx.mapping(val, &sp, fields::STORE) else {
             continue;
         };
-        let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
-        let kind = match get("kind") {
+        let kind = match field(&fields, "kind") {
             None => {
                 ctx.missing(&sp, "kind", "add `kind: sqlite` (embedded) or `kind: http`");
                 None
             }
             Some(k) => ctx.string(k, &sp.key("kind")),
         };
-        let environment = match get("environment") {
-            None => {
-                ctx.missing(
-                    &sp,
-                    "environment",
-                    "add `environment: production` or `environment: sandbox`",
-                );
-                None
-            }
-            Some(e) => {
-                let e = ctx.string(e, &sp.key("environment"));
-                if e.as_deref().is_some_and(|e| !valid_id(e)) {
-                    ctx.err(
-                        codes::INVALID_STORE,
-                        &sp.key("environment"),
-                        "the environment must be a short lowercase name",
-                        "e.g. `production` or `sandbox`",
-                    );
-                    None
-                } else {
-                    e
-                }
-            }
-        };
+        let environment = store_environment(ctx, &fields, &sp);
         if let Some(k) = kind.as_deref() {
             super::adapters::refuse_foreign(ctx, k, &fields, &sp);
         }
@@ -379,66 +355,8 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
             Some(k) if super::adapters::KINDS.contains(&k) => {
                 super::adapters::parse_kind(ctx, k, &fields, &sp, root)
             }
-            Some("sqlite") => {
-                for f in ["url", "token_env"] {
-                    if get(f).is_some() {
-                        ctx.err(
-                            codes::INVALID_STORE,
-                            &sp.key(f),
-                            format!("`{f}` does not apply to a sqlite store"),
-                            "remove it, or use `kind: http`",
-                        );
-                    }
-                }
-                let path = match get("path") {
-                    None => Some(root.join(".keyward").join(format!("{name}.db"))),
-                    Some(v) => ctx.string(v, &sp.key("path")).and_then(|s| {
-                        if s.trim().is_empty() {
-                            ctx.err(
-                                codes::INVALID_STORE,
-                                &sp.key("path"),
-                                "the sqlite path is empty",
-                                "give a file path, e.g. `.keyward/alma.db`",
-                            );
-                            None
-                        } else {
-                            Some(root.join(s))
-                        }
-                    }),
-                };
-                path.map(|path| StoreKind::Sqlite { path })
-            }
-            Some("http") => {
-                if get("path").is_some() {
-                    ctx.err(
-                        codes::INVALID_STORE,
-                        &sp.key("path"),
-                        "`path` does not apply to an http store",
-                        "remove it, or use `kind: sqlite`",
-                    );
-                }
-                let url = match get("url") {
-                    None => {
-                        ctx.missing(&sp, "url", "add `url: \"http://127.0.0.1:7450\"`");
-                        None
-                    }
-                    Some(u) => ctx.string(u, &sp.key("url")).and_then(|u| {
-                        if u.starts_with("http://") || u.starts_with("https://") {
-                            Some(u)
-                        } else {
-                            ctx.err(
-                                codes::INVALID_STORE,
-                                &sp.key("url"),
-                                format!("`{u}` is not an http(s) URL"),
-                                "write it as `https://host:port`",
-                            );
-                            None
-                        }
-                    }),
-                };
-                let token_env = get("token_env").and_then(|t| ctx.string(t, &sp.key("token_env")));
-                url.map(|url| StoreKind::Http { url, token_env })
-            }
+            Some("sqlite") => sqlite_store(ctx, &fields, &sp, root, &name),
+            Some("http") => http_store(ctx, &fields, &sp),
             Some("console") => {
                 super::console_store::parse(ctx, &fields, &sp, root, &name).map(StoreKind::Console)
             }
@@ -479,6 +397,98 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
     }
 }
 
+/// A store's `environment`: required, a short lowercase name.
+fn store_environment(ctx: &mut Ctx, fields: &[(String, &Value)], sp: &YPath) -> Option<String> {
+    let Some(e) = field(fields, "environment") else {
+        ctx.missing(
+            sp,
+            "environment",
+            "add `environment: production` or `environment: sandbox`",
+        );
+        return None;
+    };
+    let e = ctx.string(e, &sp.key("environment"));
+    if e.as_deref().is_some_and(|e| !valid_id(e)) {
+        ctx.err(
+            codes::INVALID_STORE,
+            &sp.key("environment"),
+            "the environment must be a short lowercase name",
+            "e.g. `production` or `sandbox`",
+        );
+        return None;
+    }
+    e
+}
+
+/// `kind: sqlite`: an embedded database file (default `.keyward/NAME.db`).
+fn sqlite_store(
+    ctx: &mut Ctx,
+    fields: &[(String, &Value)],
+    sp: &YPath,
+    root: &Path,
+    name: &str,
+) -> Option<StoreKind> {
+    let (here, hint) = ("a sqlite store", "remove it, or use `kind: http`");
+    ctx.not_applicable(
+        codes::INVALID_STORE,
+        fields,
+        sp,
+        &["url", "token_env"],
+        here,
+        hint,
+    );
+    let path = match field(fields, "path") {
+        None => Some(root.join(".keyward").join(format!("{name}.db"))),
+        Some(v) => ctx.string(v, &sp.key("path")).and_then(|s| {
+            if s.trim().is_empty() {
+                ctx.err(
+                    codes::INVALID_STORE,
+                    &sp.key("path"),
+                    "the sqlite path is empty",
+                    "give a file path, e.g. `.keyward/alma.db`",
+                );
+                None
+            } else {
+                Some(root.join(s))
+            }
+        }),
+    };
+    path.map(|path| StoreKind::Sqlite { path })
+}
+
+/// `kind: http`: a store served over HTTP(S), with its token in an environment variable.
+fn http_store(ctx: &mut Ctx, fields: &[(String, &Value)], sp: &YPath) -> Option<StoreKind> {
+    if field(fields, "path").is_some() {
+        ctx.err(
+            codes::INVALID_STORE,
+            &sp.key("path"),
+            "`path` does not apply to an http store",
+            "remove it, or use `kind: sqlite`",
+        );
+    }
+    let url = match field(fields, "url") {
+        None => {
+            ctx.missing(sp, "url", "add `url: \"http://127.0.0.1:7450\"`");
+            None
+        }
+        Some(u) => ctx.string(u, &sp.key("url")).and_then(|u| {
+            if u.starts_with("http://") || u.starts_with("https://") {
+                Some(u)
+            } else {
+                ctx.err(
+                    codes::INVALID_STORE,
+                    &sp.key("url"),
+                    format!("`{u}` is not an http(s) URL"),
+                    "write it as `https://host:port`",
+                );
+                None
+            }
+        }),
+    };
+    let token_env = field(fields, "token_env").and_then(|t| ctx.string(t, &sp.key("token_env")));
+    url.map(|url| StoreKind::Http { url, token_env })
+}
+
 fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
     let Some(fields) = ctx.mapping(v, p, fields::POLICY) else {
         return;
@@ -510,126 +520,10 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
                 let names = store_list(ctx, val, &fp, cfg);
                 pol.allow_never = Some(names);
             }
-            "required_fields" => {
-                let Some(items) = ctx.seq(val, &fp) else {
-                    continue;
-                };
-                for (i, item) in items.iter().enumerate() {
-                    let ip = fp.idx(i);
-                    let Some(f) = ctx.string(item, &ip) else {
-                        continue;
-                    };
-                    if fields::REQUIRABLE.contains(&f.as_str()) {
-                        if !pol.required_fields.contains(&f) {
-                            pol.required_fields.push(f);
-                        }
-                    } else {
-                        let hint = did_you_mean(&f, fields::REQUIRABLE.iter().copied(), "fields");
-                        ctx.err(
-                            codes::INVALID_VALUE,
-                            &ip,
-                            format!("`{f}` cannot be required"),
-                            hint,
-                        );
-                    }
-                }
-            }
-            "required_labels" => {
-                let Some(items) = ctx.seq(val, &fp) else {
-                    continue;
-                };
-                for (i, item) in items.iter().enumerate() {
-                    let ip = fp.idx(i);
-                    let Some(l) = ctx.string(item, &ip) else {
-                        continue;
-                    };
-                    if l.trim().is_empty() {
-                        ctx.err(
-                            codes::INVALID_VALUE,
-                            &ip,
-                            "an empty label name",
-                            "name the label keys must carry, e.g. `ticket`",
-                        );
-                    } else if !pol.required_labels.contains(&l) {
-                        pol.required_labels.push(l);
-                    }
-                }
-            }
-            "name_patterns" => {
-                let Some(entries) = ctx.mapping(val, &fp, &[]) else {
-                    continue;
-                };
-                for (store, pv) in entries {
-                    let sp = fp.key(&store);
-                    if store != "*" && !cfg.store_names.contains(&store) {
-                        let hint = did_you_mean(
-                            &store,
-                            cfg.store_names.iter().map(String::as_str),
-                            "stores",
-                        );
-                        ctx.push(
-                            Diagnostic::error(
-                                codes::UNKNOWN_STORE,
-                                format!("unknown store `{store}`"),
-                            )
-                            .at(ctx.key_loc(&sp))
-                            .hint(hint),
-                        );
-                        continue;
-                    }
-                    let Some(pattern) = ctx.string(pv, &sp) else {
-                        continue;
-                    };
-                    match regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-                        .size_limit(1 << 20)
-                        .build()
-                    {
-                        Ok(regex) => {
-                            pol.locations
-                                .insert(format!("name_patterns.{store}"), ctx.loc(&sp));
-                            pol.name_patterns.push(NamePattern {
-                                store,
-                                pattern,
-                                regex,
-                            });
-                        }
-                        Err(e) => {
-                            let why = e.to_string();
-                            let why = why.lines().last().unwrap_or("").trim().to_string();
-                            ctx.err(
-                                codes::INVALID_VALUE,
-                                &sp,
-                                format!("`{pattern}` is not a valid regular expression: {why}"),
-                                "write a regular expression the whole key name must match, e.g. `[a-z]+(-[a-z0-9]+)*-prod`",
-                            );
-                        }
-                    }
-                }
-            }
-            "reminders" => {
-                let Some(items) = ctx.seq(val, &fp) else {
-                    continue;
-                };
-                let mut spans = Vec::new();
-                for (i, item) in items.iter().enumerate() {
-                    let ip = fp.idx(i);
-                    let Some(s) = ctx.positive_span(item, &ip) else {
-                        continue;
-                    };
-                    if spans.contains(&s) {
-                        ctx.err(
-                            codes::INVALID_VALUE,
-                            &ip,
-                            format!("reminder offset `{s}` is listed twice"),
-                            "list distinct offsets before expiry, e.g. `[30d, 14d, 7d, 1d]`",
-                        );
-                        continue;
-                    }
-                    spans.push(s);
-                }
-                spans.sort_by(|a, b| b.cmp(a));
-                pol.reminders = spans;
-            }
+            "required_fields" => parse_required_fields(ctx, val, &fp, &mut pol),
+            "required_labels" => parse_required_labels(ctx, val, &fp, &mut pol),
+            "name_patterns" => parse_name_patterns(ctx, val, &fp, cfg, &mut pol),
+            "reminders" => parse_reminders(ctx, val, &fp, &mut pol),
             _ => {
                 let Some(rules) = ctx.seq(val, &fp) else {
                     continue;
@@ -653,6 +547,127 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
         );
     }
     cfg.policy = pol;
+}
+
+/// `required_fields`: which fields every key must set.
+fn parse_required_fields(ctx: &mut Ctx, val: &Value, fp: &YPath, pol: &mut Policy) {
+    let Some(items) = ctx.seq(val, fp) else {
+        return;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let ip = fp.idx(i);
+        let Some(f) = ctx.string(item, &ip) else {
+            continue;
+        };
+        if fields::REQUIRABLE.contains(&f.as_str()) {
+            if !pol.required_fields.contains(&f) {
+                pol.required_fields.push(f);
+            }
+        } else {
+            let hint = did_you_mean(&f, fields::REQUIRABLE.iter().copied(), "fields");
+            ctx.err(
+                codes::INVALID_VALUE,
+                &ip,
+                format!("`{f}` cannot be required"),
+                hint,
+            );
+        }
+    }
+}
+
+/// `required_labels`: which labels every key must carry.
+fn parse_required_labels(ctx: &mut Ctx, val: &Value, fp: &YPath, pol: &mut Policy) {
+    let Some(items) = ctx.seq(val, fp) else {
+        return;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let ip = fp.idx(i);
+        let Some(l) = ctx.string(item, &ip) else {
+            continue;
+        };
+        if l.trim().is_empty() {
+            ctx.err(
+                codes::INVALID_VALUE,
+                &ip,
+                "an empty label name",
+                "name the label keys must carry, e.g. `ticket`",
+            );
+        } else if !pol.required_labels.contains(&l) {
+            pol.required_labels.push(l);
+        }
+    }
+}
+
+/// `name_patterns`: per store (or `*`), a regular expression every key name must match.
+fn parse_name_patterns(ctx: &mut Ctx, val: &Value, fp: &YPath, cfg: &Config, pol: &mut Policy) {
+    let Some(entries) = ctx.mapping(val, fp, &[]) else {
+        return;
+    };
+    for (store, pv) in entries {
+        let sp = fp.key(&store);
+        if store != "*" && !cfg.store_names.contains(&store) {
+            let hint = did_you_mean(&store, cfg.store_names.iter().map(String::as_str), "stores");
+            ctx.push(
+                Diagnostic::error(codes::UNKNOWN_STORE, format!("unknown store `{store}`"))
+                    .at(ctx.key_loc(&sp))
+                    .hint(hint),
+            );
+            continue;
+        }
+        let Some(pattern) = ctx.string(pv, &sp) else {
+            continue;
+        };
+        match regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(1 << 20)
+            .build()
+        {
+            Ok(regex) => {
+                pol.locations
+                    .insert(format!("name_patterns.{store}"), ctx.loc(&sp));
+                pol.name_patterns.push(NamePattern {
+                    store,
+                    pattern,
+                    regex,
+                });
+            }
+            Err(e) => {
+                let why = e.to_string();
+                let why = why.lines().last().unwrap_or("").trim().to_string();
+                ctx.err(
+                    codes::INVALID_VALUE,
+                    &sp,
+                    format!("`{pattern}` is not a valid regular expression: {why}"),
+                    "write a regular expression the whole key name must match, e.g. `[a-z]+(-[a-z0-9]+)*-prod`",
+                );
+            }
+        }
+    }
+}
+
+/// `reminders`: distinct offsets before expiry, longest first.
+fn parse_reminders(ctx: &mut Ctx, val: &Value, fp: &YPath, pol: &mut Policy) {
+    let Some(items) = ctx.seq(val, fp) else {
+        return;
+    };
+    let mut spans = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let ip = fp.idx(i);
+        let Some(s) = ctx.positive_span(item, &ip) else {
+            continue;
+        };
+        if spans.contains(&s) {
+            ctx.err(
+                codes::INVALID_VALUE,
+                &ip,
+                format!("reminder offset `{s}` is listed twice"),
+                "list distinct offsets before expiry, e.g. `[30d, 14d, 7d, 1d]`",
+            );
+            continue;
+        }
+        spans.push(s);
+    }
+    spans.sort_by(|a, b| b.cmp(a));
+    pol.reminders = spans;
 }
 
 /// `min_recipients: 2` or `min_recipients: { default: 1, production: 2 }`.
@@ -710,7 +725,7 @@ fn store_list(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &Config) -> Vec<String> 
 
 fn parse_forbid(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &Config) -> Option<ForbiddenScope> {
     let fields = ctx.mapping(v, p, fields::FORBID)?;
-    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let get = |n: &str| field(&fields, n);
     let scope = match get("scope") {
         None => {
             ctx.missing(
@@ -812,7 +827,6 @@ fn parse_delivery(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Co
     }
 }
 
-/// An environment variable name: letters, digits and `_`, not starting with a digit.
 /// A plain mail address `local@domain`: one `@`, both sides non-empty, no spaces, quotes,
 /// angle brackets, commas or control characters (so it cannot smuggle a header).
 pub fn valid_email(s: &str) -> bool {
@@ -856,7 +870,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 /// `notify:` — email and/or webhook channels, and which messages they carry.
 fn parse_notify(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<NotifyConfig> {
     let fields = ctx.mapping(v, p, fields::NOTIFY)?;
-    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let get = |n: &str| field(&fields, n);
     let mut ok = true;
     let email = match get("email") {
         None => None,
@@ -920,95 +934,26 @@ fn parse_notify(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<NotifyConfig> {
 
 fn parse_notify_email(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<EmailNotify> {
     let fields = ctx.mapping(v, p, fields::NOTIFY_EMAIL)?;
-    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let get = |n: &str| field(&fields, n);
     let mut ok = true;
-    let host = match get("host") {
-        None => {
-            ctx.missing(
-                p,
-                "host",
-                "add the SMTP server, e.g. `host: smtp.example.edu`",
-            );
-            None
-        }
-        Some(h) => ctx.string(h, &p.key("host")).and_then(|h| {
-            let h = h.trim().to_string();
-            let bare = h.trim_start_matches('[').trim_end_matches(']');
-            let bad_colon = h.contains(':') && bare.parse::<std::net::Ipv6Addr>().is_err();
-            if h.is_empty() || h.contains('/') || h.contains(char::is_whitespace) || bad_colon {
-                ctx.err(
-                    codes::INVALID_VALUE,
-                    &p.key("host"),
-                    format!("`{h}` is not a host name"),
-                    "give the host alone (e.g. `smtp.example.edu`); the port goes in `port:`",
-                );
-                None
-            } else {
-                Some(h)
-            }
-        }),
-    };
-    let tls = match get("tls") {
-        None => Some(SmtpTls::Starttls),
-        Some(t) => ctx.string(t, &p.key("tls")).and_then(|t| match t.as_str() {
-            "starttls" => Some(SmtpTls::Starttls),
-            "tls" => Some(SmtpTls::Tls),
-            "none" => Some(SmtpTls::None),
-            other => {
-                let hint = did_you_mean(other, ["starttls", "tls", "none"], "values");
-                ctx.err(
-                    codes::INVALID_VALUE,
-                    &p.key("tls"),
-                    format!("unknown SMTP security `{other}`"),
-                    hint,
-                );
-                None
-            }
-        }),
-    };
+    let host = smtp_host(ctx, get("host"), p);
+    let tls = smtp_tls(ctx, get("tls"), p);
     let port = match get("port") {
         None => tls.map(SmtpTls::default_port),
         Some(pv) => ctx.uint(pv, &p.key("port")).and_then(|n| {
-            match u16::try_from(n).ok().filter(|n| *n > 0) {
-                Some(n) => Some(n),
-                None => {
-                    ctx.err(
-                        codes::INVALID_VALUE,
-                        &p.key("port"),
-                        format!("{n} is not a TCP port"),
-                        "use 587 (starttls), 465 (tls) or 25",
-                    );
-                    None
-                }
+            let port = u16::try_from(n).ok().filter(|n| *n > 0);
+            if port.is_none() {
+                ctx.err(
+                    codes::INVALID_VALUE,
+                    &p.key("port"),
+                    format!("{n} is not a TCP port"),
+                    "use 587 (starttls), 465 (tls) or 25",
+                );
             }
+            port
         }),
     };
-    let username = get("username").and_then(|u| ctx.text(u, &p.key("username")));
-    let password_env = match get("password_env") {
-        None => None,
-        Some(e) => {
-            let n = env_name(ctx, e, &p.key("password_env"));
-            ok &= n.is_some();
-            n
-        }
-    };
-    if username.is_some() != password_env.is_some() && ok {
-        let (field, hint) = if username.is_some() {
-            (
-                "username",
-                "add `password_env: NAME`, the environment variable holding the SMTP password",
-            )
-        } else {
-            ("password_env", "add `username:` for the SMTP login")
-        };
-        ctx.err(
-            codes::MISSING_FIELD,
-            &p.key(field),
-            "an SMTP login needs both `username` and `password_env`",
-            hint,
-        );
-        ok = false;
-    }
+    let (username, password_env) = smtp_login(ctx, &fields, p, &mut ok);
     if let (Some(SmtpTls::None), Some(h)) = (tls, &host)
         && username.is_some()
         && !is_loopback_host(h)
@@ -1021,52 +966,8 @@ fn parse_notify_email(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<EmailNotify
         );
         ok = false;
     }
-    let from = match get("from") {
-        None => {
-            ctx.missing(
-                p,
-                "from",
-                "add the sender, e.g. `from: keyward <keyward@example.edu>`",
-            );
-            None
-        }
-        Some(f) => ctx.string(f, &p.key("from")).and_then(|f| {
-            if valid_mailbox(&f) {
-                Some(f.trim().to_string())
-            } else {
-                ctx.err(
-                    codes::INVALID_VALUE,
-                    &p.key("from"),
-                    format!("`{f}` is not a mail address"),
-                    "write `keyward@example.edu` or `keyward <keyward@example.edu>`",
-                );
-                None
-            }
-        }),
-    };
-    let mut to = Vec::new();
-    if let Some(tv) = get("to") {
-        let tp = p.key("to");
-        for (i, item) in ctx.seq(tv, &tp).unwrap_or_default().iter().enumerate() {
-            let ip = tp.idx(i);
-            let Some(a) = ctx.string(item, &ip) else {
-                ok = false;
-                continue;
-            };
-            let a = a.trim().to_string();
-            if !valid_email(&a) {
-                ctx.err(
-                    codes::INVALID_VALUE,
-                    &ip,
-                    format!("`{a}` is not a mail address"),
-                    "write a plain address, e.g. `security@example.edu`",
-                );
-                ok = false;
-            } else if !to.contains(&a) {
-                to.push(a);
-            }
-        }
-    }
+    let from = mail_from(ctx, get("from"), p);
+    let to = get("to").map_or_else(Vec::new, |tv| mail_to(ctx, tv, &p.key("to"), &mut ok));
     let owners = match get("owners") {
         None => true,
         Some(b) => ctx.boolean(b, &p.key("owners")).unwrap_or(true),
@@ -1094,6 +995,134 @@ fn parse_notify_email(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<EmailNotify
         owners,
         location: Some(ctx.key_loc(p)),
     })
+}
+
+/// `notify.email.host`: a host name or address alone (no port, no path).
+fn smtp_host(ctx: &mut Ctx, v: Option<&Value>, p: &YPath) -> Option<String> {
+    let Some(h) = v else {
+        ctx.missing(
+            p,
+            "host",
+            "add the SMTP server, e.g. `host: smtp.example.edu`",
+        );
+        return None;
+    };
+    let h = ctx.string(h, &p.key("host"))?.trim().to_string();
+    let bare = h.trim_start_matches('[').trim_end_matches(']');
+    let bad_colon = h.contains(':') && bare.parse::<std::net::Ipv6Addr>().is_err();
+    if h.is_empty() || h.contains('/') || h.contains(char::is_whitespace) || bad_colon {
+        ctx.err(
+            codes::INVALID_VALUE,
+            &p.key("host"),
+            format!("`{h}` is not a host name"),
+            "give the host alone (e.g. `smtp.example.edu`); the port goes in `port:`",
+        );
+        return None;
+    }
+    Some(h)
+}
+
+/// `notify.email.tls`: starttls (the default), tls or none.
+fn smtp_tls(ctx: &mut Ctx, v: Option<&Value>, p: &YPath) -> Option<SmtpTls> {
+    let Some(t) = v else {
+        return Some(SmtpTls::Starttls);
+    };
+    match ctx.string(t, &p.key("tls"))?.as_str() {
+        "starttls" => Some(SmtpTls::Starttls),
+        "tls" => Some(SmtpTls::Tls),
+        "none" => Some(SmtpTls::None),
+        other => {
+            let hint = did_you_mean(other, ["starttls", "tls", "none"], "values");
+            ctx.err(
+                codes::INVALID_VALUE,
+                &p.key("tls"),
+                format!("unknown SMTP security `{other}`"),
+                hint,
+            );
+            None
+        }
+    }
+}
+
+/// `notify.email.username` and `password_env`: both or neither (clears `ok` when not).
+fn smtp_login(
+    ctx: &mut Ctx,
+    fields: &[(String, &Value)],
+    p: &YPath,
+    ok: &mut bool,
+) -> (Option<String>, Option<String>) {
+    let username = field(fields, "username").and_then(|u| ctx.text(u, &p.key("username")));
+    let password_env = field(fields, "password_env").and_then(|e| {
+        let n = env_name(ctx, e, &p.key("password_env"));
+        *ok &= n.is_some();
+        n
+    });
+    if username.is_some() != password_env.is_some() && *ok {
+        let (field, hint) = if username.is_some() {
+            (
+                "username",
+                "add `password_env: NAME`, the environment variable holding the SMTP password",
+            )
+        } else {
+            ("password_env", "add `username:` for the SMTP login")
+        };
+        ctx.err(
+            codes::MISSING_FIELD,
+            &p.key(field),
+            "an SMTP login needs both `username` and `password_env`",
+            hint,
+        );
+        *ok = false;
+    }
+    (username, password_env)
+}
+
+/// `notify.email.from`: required, a mailbox (`keyward <keyward@example.edu>`).
+fn mail_from(ctx: &mut Ctx, v: Option<&Value>, p: &YPath) -> Option<String> {
+    let Some(f) = v else {
+        ctx.missing(
+            p,
+            "from",
+            "add the sender, e.g. `from: keyward <keyward@example.edu>`",
+        );
+        return None;
+    };
+    let f = ctx.string(f, &p.key("from"))?;
+    if !valid_mailbox(&f) {
+        ctx.err(
+            codes::INVALID_VALUE,
+            &p.key("from"),
+            format!("`{f}` is not a mail address"),
+            "write `keyward@example.edu` or `keyward <keyward@example.edu>`",
+        );
+        return None;
+    }
+    Some(f.trim().to_string())
+}
+
+/// `notify.email.to`: plain addresses, each once (clears `ok` on a bad one).
+fn mail_to(ctx: &mut Ctx, v: &Value, tp: &YPath, ok: &mut bool) -> Vec<String> {
+    let mut to = Vec::new();
+    for (i, item) in ctx.seq(v, tp).unwrap_or_default().iter().enumerate() {
+        let ip = tp.idx(i);
+        let Some(a) = ctx.string(item, &ip) else {
+            *ok = false;
+            continue;
+        };
+        let a = a.trim().to_string();
+        if !valid_email(&a) {
+            ctx.err(
+                codes::INVALID_VALUE,
+                &ip,
+                format!("`{a}` is not a mail address"),
+                "write a plain address, e.g. `security@example.edu`",
+            );
+            *ok = false;
+        } else if !to.contains(&a) {
+            to.push(a);
+        }
+    }
+    to
 }
 
 /// A webhook URL, parsed once with the parser the HTTP client uses (so no spelling such
@@ -1148,7 +1177,7 @@ fn webhook_url(ctx: &mut Ctx, p: &YPath, u: &str, allow_private: bool) -> Option
 
 fn parse_notify_webhook(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<WebhookNotify> {
     let fields = ctx.mapping(v, p, fields::NOTIFY_WEBHOOK)?;
-    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let get = |n: &str| field(&fields, n);
     let allow_private = match get("allow_private") {
         None => false,
         Some(b) => ctx.boolean(b, &p.key("allow_private")).unwrap_or(false),

@@ -4,7 +4,7 @@
 
 use super::model::{CONSOLE_VENDORS, ConsoleStoreConfig};
 use super::pos::YPath;
-use super::yaml::{Ctx, did_you_mean};
+use super::yaml::{Ctx, did_you_mean, field};
 use crate::diag::codes;
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
@@ -20,17 +20,13 @@ pub fn parse(
     root: &Path,
     name: &str,
 ) -> Option<ConsoleStoreConfig> {
-    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
-    for f in ["path", "url", "token_env"] {
-        if get(f).is_some() {
-            ctx.err(
-                codes::INVALID_STORE,
-                &sp.key(f),
-                format!("`{f}` does not apply to a console store"),
-                "a console store's state is its `ledger`; remove the field",
-            );
-        }
-    }
+    let get = |n: &str| field(fields, n);
+    let (here, hint) = (
+        "a console store",
+        "a console store's state is its `ledger`; remove the field",
+    );
+    let kinds = ["path", "url", "token_env"];
+    ctx.not_applicable(codes::INVALID_STORE, fields, sp, &kinds, here, hint);
     let vendor = match get("vendor") {
         None => {
             ctx.missing(

@@ -101,21 +101,11 @@ fn finish(
     };
     let (config_read, config_doc) = parse_one(CONFIG_FILE, &mut diags);
     let (people_read, people_doc) = parse_one(PEOPLE_FILE, &mut diags);
-    for (required, read) in [(CONFIG_FILE, config_read), (PEOPLE_FILE, people_read)] {
-        let p = PathBuf::from(required);
-        if !read && !reported.contains(&p) {
-            let hint = if required == CONFIG_FILE {
-                "create keyward.yaml with `version: 1` and your stores (see examples/library)"
-            } else {
-                "create people.yaml listing the people, teams and services that own and receive keys"
-            };
-            diags.push(
-                Diagnostic::error(codes::MISSING_FILE, format!("{required} is missing"))
-                    .at(Location::new(required, 1, 1))
-                    .hint(hint),
-            );
-        }
-    }
+    missing_required_files(
+        &[(CONFIG_FILE, config_read), (PEOPLE_FILE, people_read)],
+        &reported,
+        &mut diags,
+    );
 
     // keyward.yaml
     let config = match &config_doc {
@@ -158,30 +148,7 @@ fn finish(
         diags.extend(one.diags);
         seen.extend(one.seen);
     }
-    let mut first: BTreeMap<(String, String), Location> = BTreeMap::new();
-    let mut keys_out = Vec::new();
-    for s in seen {
-        match first.get(&(s.store.clone(), s.name.clone())) {
-            Some(prev) => diags.push(
-                Diagnostic::error(
-                    codes::DUPLICATE_KEY,
-                    format!("key `{}` is defined twice in store `{}`", s.name, s.store),
-                )
-                .at(s.location.clone())
-                .related("first defined here", prev.clone())
-                .hint(
-                    "key names are unique within a store; rename one, or put it in another store",
-                ),
-            ),
-            None => {
-                first.insert((s.store.clone(), s.name.clone()), s.location.clone());
-                if let Some(k) = s.key {
-                    keys_out.push(k);
-                }
-            }
-        }
-    }
-    keys_out.sort_by(|a, b| (&a.store, &a.name).cmp(&(&b.store, &b.name)));
+    let keys_out = unique_keys(seen, &mut diags);
 
     secrets_anywhere(&sources, &mut diags);
     for d in &mut diags.0 {
@@ -209,6 +176,60 @@ fn finish(
         warnings: diags,
         sources,
     })
+}
+
+/// An error for each required file (keyward.yaml, people.yaml) that was not read and has
+/// no diagnostic of its own yet.
+fn missing_required_files(
+    read: &[(&str, bool)],
+    reported: &BTreeSet<PathBuf>,
+    diags: &mut Diagnostics,
+) {
+    for &(required, read) in read {
+        let p = PathBuf::from(required);
+        if !read && !reported.contains(&p) {
+            let hint = if required == CONFIG_FILE {
+                "create keyward.yaml with `version: 1` and your stores (see examples/library)"
+            } else {
+                "create people.yaml listing the people, teams and services that own and receive keys"
+            };
+            diags.push(
+                Diagnostic::error(codes::MISSING_FILE, format!("{required} is missing"))
+                    .at(Location::new(required, 1, 1))
+                    .hint(hint),
+            );
+        }
+    }
+}
+
+/// The keys read, each (store, name) once, sorted; a second definition is an error that
+/// points at the first.
+fn unique_keys(seen: Vec<keys::Seen>, diags: &mut Diagnostics) -> Vec<DesiredKey> {
+    let mut first: BTreeMap<(String, String), Location> = BTreeMap::new();
+    let mut keys_out = Vec::new();
+    for s in seen {
+        match first.get(&(s.store.clone(), s.name.clone())) {
+            Some(prev) => diags.push(
+                Diagnostic::error(
+                    codes::DUPLICATE_KEY,
+                    format!("key `{}` is defined twice in store `{}`", s.name, s.store),
+                )
+                .at(s.location.clone())
+                .related("first defined here", prev.clone())
+                .hint(
+                    "key names are unique within a store; rename one, or put it in another store",
+                ),
+            ),
+            None => {
+                first.insert((s.store.clone(), s.name.clone()), s.location.clone());
+                if let Some(k) = s.key {
+                    keys_out.push(k);
+                }
+            }
+        }
+    }
+    keys_out.sort_by(|a, b| (&a.store, &a.name).cmp(&(&b.store, &b.name)));
+    keys_out
 }
 
 /// A secret-shaped string anywhere in a spec file (a comment, a label, a purpose) is

@@ -5,7 +5,7 @@ use super::config::{check_id, scope};
 use super::model::{Principal, PrincipalKind, RecipientKey, ScopeCatalogue, Team};
 use super::pos::YPath;
 use super::raw::fields;
-use super::yaml::{Ctx, did_you_mean};
+use super::yaml::{Ctx, did_you_mean, field};
 use crate::diag::{Diagnostic, Location, codes};
 use crate::recipient::{self, RecipientError};
 use serde_yaml::Value;
@@ -31,7 +31,7 @@ pub fn parse(ctx: &mut Ctx, cat: &ScopeCatalogue) -> People {
     let Some(fields) = ctx.mapping(&doc.value, &top, fields::PEOPLE_FILE) else {
         return out;
     };
-    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let get = |name: &str| field(&fields, name);
     let mut first_seen: BTreeMap<String, Location> = BTreeMap::new();
     for (section, kind) in [
         ("people", PrincipalKind::Person),
@@ -106,7 +106,7 @@ fn principal(
         PrincipalKind::Service => fields::SERVICE,
     };
     let fields = ctx.mapping(v, p, allowed)?;
-    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let get = |n: &str| field(&fields, n);
     let name = get("name").and_then(|v| ctx.text(v, &p.key("name")));
     let email = get("email")
         .and_then(|v| ctx.text(v, &p.key("email")))

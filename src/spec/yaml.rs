@@ -14,6 +14,11 @@ pub const MAX_ALIASES: usize = 64;
 /// Deeper flow/block nesting than this is refused.
 pub const MAX_DEPTH: usize = 48;
 
+/// The entry `name` among a mapping's `(key, value)` pairs (as `Ctx::mapping` returns them).
+pub fn field<'v>(fields: &[(String, &'v Value)], name: &str) -> Option<&'v Value> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+}
+
 /// A parsed file.
 pub struct Doc {
     pub file: PathBuf,
@@ -268,6 +273,25 @@ impl<'a> Ctx<'a> {
     ) {
         let d = Diagnostic::warning(code, msg).at(self.loc(p)).hint(hint);
         self.diags.push(d);
+    }
+
+    /// An error (`code`) for each of `names` present in `fields`: they do not apply `here`
+    /// (e.g. "a sqlite store").
+    pub fn not_applicable(
+        &mut self,
+        code: &'static str,
+        fields: &[(String, &Value)],
+        p: &YPath,
+        names: &[&str],
+        here: &str,
+        hint: &str,
+    ) {
+        for f in names {
+            if field(fields, f).is_some() {
+                let msg = format!("`{f}` does not apply to {here}");
+                self.err(code, &p.key(f), msg, hint);
+            }
+        }
     }
 
     pub fn wrong_type(&mut self, p: &YPath, v: &Value, expected: &str) {
