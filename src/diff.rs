@@ -1416,9 +1416,7 @@ pub(crate) mod tests {
 
     #[test]
     fn edits_made_outside_keyward_are_drift_and_spec_edits_are_not() {
-        let d = key("prod", "ill", &["bibs:read"]);
-        let s = spec(vec![d.clone()]);
-        let live = live_from(&s, &d, "id1", now());
+        let (_, s, live) = prod_ill();
         // Someone widened the scopes in a console.
         let mut edited = live.clone();
         edited.scopes = vec!["bibs:write".into()];
@@ -1486,17 +1484,26 @@ pub(crate) mod tests {
         // A rotation renews a lifetime-based expiry: no warning.
         let mut d2 = d.clone();
         d2.rotation.generation = 2;
-        let r = diff(
-            &spec(vec![d2]),
-            &observed("prod", vec![live.clone()]),
-            now(),
-        );
+        let r = against(d2, &live);
         assert_eq!(r.changes[0].action, Action::Rotate);
         assert!(r.warnings.is_empty());
         // Expired: a warning saying the store refuses it.
         let later = now() + chrono::Duration::days(11);
         let r = diff(&s, &observed("prod", vec![live]), later);
         assert!(r.warnings[0].message.contains("the store refuses it"));
+    }
+
+    /// The key `prod/ill` (bibs:read), its spec and its live key as keyward created it now.
+    fn prod_ill() -> (DesiredKey, Spec, LiveKey) {
+        let d = key("prod", "ill", &["bibs:read"]);
+        let s = spec(vec![d.clone()]);
+        let live = live_from(&s, &d, "id1", now());
+        (d, s, live)
+    }
+
+    /// The diff of a spec holding only `d` against `live` in the store `prod`.
+    fn against(d: DesiredKey, live: &LiveKey) -> DiffResult {
+        diff(&spec(vec![d]), &observed("prod", vec![live.clone()]), now())
     }
 
     fn observed(store: &str, keys: Vec<LiveKey>) -> BTreeMap<String, Vec<LiveKey>> {
@@ -1568,9 +1575,7 @@ pub(crate) mod tests {
 
     #[test]
     fn read_to_write_and_a_new_area_update_in_place_and_are_escalations() {
-        let d = key("prod", "ill", &["bibs:read"]);
-        let s0 = spec(vec![d.clone()]);
-        let live = live_from(&s0, &d, "id1", now());
+        let (_, _, live) = prod_ill();
         let s = spec(vec![key("prod", "ill", &["bibs:write", "users:read"])]);
         let r = diff(&s, &observed("prod", vec![live]), now());
         let c = &r.changes[0];
@@ -1592,9 +1597,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_owner_change_replaces() {
-        let d = key("prod", "ill", &["bibs:read"]);
-        let s0 = spec(vec![d.clone()]);
-        let live = live_from(&s0, &d, "id1", now());
+        let (d, _, live) = prod_ill();
         let mut d2 = d.clone();
         d2.owner = "asmith".into();
         let s = spec(vec![d2]);
@@ -1634,12 +1637,10 @@ pub(crate) mod tests {
 
     #[test]
     fn deletion_needs_a_tombstone() {
-        let d = key("prod", "ill", &["bibs:read"]);
-        let s0 = spec(vec![d.clone()]);
-        let live = live_from(&s0, &d, "id1", now());
+        let (d, _, live) = prod_ill();
         let mut t = d.clone();
         t.state = DesiredState::Deleted;
-        let r = diff(&spec(vec![t]), &observed("prod", vec![live]), now());
+        let r = against(t, &live);
         assert_eq!(r.changes[0].action, Action::Delete);
     }
 
@@ -1659,17 +1660,10 @@ pub(crate) mod tests {
 
     #[test]
     fn generation_bump_and_due_rotation_rotate() {
-        let d = key("prod", "ill", &["bibs:read"]);
-        let s0 = spec(vec![d.clone()]);
-        let live = live_from(&s0, &d, "id1", now());
+        let (d, _, live) = prod_ill();
         let mut d2 = d.clone();
         d2.rotation.generation = 2;
-        let c = &diff(
-            &spec(vec![d2]),
-            &observed("prod", vec![live.clone()]),
-            now(),
-        )
-        .changes[0];
+        let c = &against(d2, &live).changes[0];
         assert_eq!((c.action, c.new_generation), (Action::Rotate, Some(2)));
         assert_eq!(c.reasons[0], "generation 1 -> 2");
 
@@ -1689,22 +1683,13 @@ pub(crate) mod tests {
         let live = live_from(&s0, &d, "id1", now());
         let mut less = d.clone();
         less.recipients.remove("asmith");
-        let c = &diff(
-            &spec(vec![less]),
-            &observed("prod", vec![live.clone()]),
-            now(),
-        )
-        .changes[0];
+        let c = &against(less, &live).changes[0];
         assert_eq!(c.action, Action::Rotate);
         assert_eq!(c.deliver_to, vec!["jdoe".to_string()]);
 
         let mut more = d.clone();
         more.recipients.insert("svc".into());
-        let r = diff(
-            &spec(vec![more.clone()]),
-            &observed("prod", vec![live.clone()]),
-            now(),
-        );
+        let r = against(more.clone(), &live);
         assert!(r.changes.is_empty());
         assert!(
             r.notes[0]
@@ -1712,7 +1697,7 @@ pub(crate) mod tests {
                 .contains("svc will receive the secret at the next rotation")
         );
         more.rotation.rotate_on_recipient_added = true;
-        let r = diff(&spec(vec![more]), &observed("prod", vec![live]), now());
+        let r = against(more, &live);
         assert_eq!(r.changes[0].action, Action::Rotate);
         assert!(
             r.changes[0]
@@ -1746,36 +1731,24 @@ pub(crate) mod tests {
         let live = live_from(&s0, &d, "id1", now());
         let mut longer_key = d.clone();
         longer_key.expiry = Expiry::At(now() + chrono::Duration::days(200));
-        let c = &diff(
-            &spec(vec![longer_key]),
-            &observed("prod", vec![live.clone()]),
-            now(),
-        )
-        .changes[0];
+        let c = &against(longer_key, &live).changes[0];
         assert!(matches!(
             c.escalations[0],
             Escalation::LongerLifetime { .. }
         ));
         let mut shorter = d.clone();
         shorter.expiry = Expiry::At(now() + chrono::Duration::days(50));
-        let c = &diff(&spec(vec![shorter]), &observed("prod", vec![live]), now()).changes[0];
+        let c = &against(shorter, &live).changes[0];
         assert!(c.escalations.is_empty());
         assert_eq!(c.reasons, vec!["expiry shortened".to_string()]);
     }
 
     #[test]
     fn disable_and_enable() {
-        let d = key("prod", "ill", &["bibs:read"]);
-        let s0 = spec(vec![d.clone()]);
-        let live = live_from(&s0, &d, "id1", now());
+        let (d, s0, live) = prod_ill();
         let mut off = d.clone();
         off.state = DesiredState::Disabled;
-        let c = &diff(
-            &spec(vec![off]),
-            &observed("prod", vec![live.clone()]),
-            now(),
-        )
-        .changes[0];
+        let c = &against(off, &live).changes[0];
         assert_eq!(c.action, Action::Disable);
         let mut disabled = live;
         disabled.status = KeyStatus::Disabled;
