@@ -9,7 +9,7 @@ use super::model::{
 };
 use super::pos::YPath;
 use super::raw::fields;
-use super::yaml::{Ctx, did_you_mean, field};
+use super::yaml::{Ctx, did_you_mean, field, http_url};
 use crate::diag::{Diagnostic, codes};
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -471,19 +471,10 @@ fn http_store(ctx: &mut Ctx, fields: &[(String, &Value)], sp: &YPath) -> Option<
             ctx.missing(sp, "url", "add `url: \"http://127.0.0.1:7450\"`");
             None
         }
-        Some(u) => ctx.string(u, &sp.key("url")).and_then(|u| {
-            if u.starts_with("http://") || u.starts_with("https://") {
-                Some(u)
-            } else {
-                ctx.err(
-                    codes::INVALID_STORE,
-                    &sp.key("url"),
-                    format!("`{u}` is not an http(s) URL"),
-                    "write it as `https://host:port`",
-                );
-                None
-            }
-        }),
+        Some(u) => {
+            let hint = "write it as `https://host:port`";
+            http_url(ctx, u, &sp.key("url"), codes::INVALID_STORE, hint)
+        }
     };
     let token_env = field(fields, "token_env").and_then(|t| ctx.string(t, &sp.key("token_env")));
     url.map(|url| StoreKind::Http { url, token_env })
@@ -549,53 +540,42 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
     cfg.policy = pol;
 }
 
-/// `required_fields`: which fields every key must set.
-fn parse_required_fields(ctx: &mut Ctx, val: &Value, fp: &YPath, pol: &mut Policy) {
+/// Each string of the list `val` with its path; a non-list or non-string is reported.
+fn each_string(ctx: &mut Ctx, val: &Value, fp: &YPath, mut f: impl FnMut(&mut Ctx, YPath, String)) {
     let Some(items) = ctx.seq(val, fp) else {
         return;
     };
     for (i, item) in items.iter().enumerate() {
         let ip = fp.idx(i);
-        let Some(f) = ctx.string(item, &ip) else {
-            continue;
-        };
-        if fields::REQUIRABLE.contains(&f.as_str()) {
-            if !pol.required_fields.contains(&f) {
-                pol.required_fields.push(f);
-            }
-        } else {
-            let hint = did_you_mean(&f, fields::REQUIRABLE.iter().copied(), "fields");
-            ctx.err(
-                codes::INVALID_VALUE,
-                &ip,
-                format!("`{f}` cannot be required"),
-                hint,
-            );
+        if let Some(s) = ctx.string(item, &ip) {
+            f(ctx, ip, s);
         }
     }
 }
 
+/// `required_fields`: which fields every key must set.
+fn parse_required_fields(ctx: &mut Ctx, val: &Value, fp: &YPath, pol: &mut Policy) {
+    each_string(ctx, val, fp, |ctx, ip, f| {
+        if !fields::REQUIRABLE.contains(&f.as_str()) {
+            let hint = did_you_mean(&f, fields::REQUIRABLE.iter().copied(), "fields");
+            let msg = format!("`{f}` cannot be required");
+            ctx.err(codes::INVALID_VALUE, &ip, msg, hint);
+        } else if !pol.required_fields.contains(&f) {
+            pol.required_fields.push(f);
+        }
+    });
+}
+
 /// `required_labels`: which labels every key must carry.
 fn parse_required_labels(ctx: &mut Ctx, val: &Value, fp: &YPath, pol: &mut Policy) {
-    let Some(items) = ctx.seq(val, fp) else {
-        return;
-    };
-    for (i, item) in items.iter().enumerate() {
-        let ip = fp.idx(i);
-        let Some(l) = ctx.string(item, &ip) else {
-            continue;
-        };
+    each_string(ctx, val, fp, |ctx, ip, l| {
         if l.trim().is_empty() {
-            ctx.err(
-                codes::INVALID_VALUE,
-                &ip,
-                "an empty label name",
-                "name the label keys must carry, e.g. `ticket`",
-            );
+            let hint = "name the label keys must carry, e.g. `ticket`";
+            ctx.err(codes::INVALID_VALUE, &ip, "an empty label name", hint);
         } else if !pol.required_labels.contains(&l) {
             pol.required_labels.push(l);
         }
-    }
+    });
 }
 
 /// `name_patterns`: per store (or `*`), a regular expression every key name must match.

@@ -4,7 +4,7 @@
 
 use super::model::{CONSOLE_VENDORS, ConsoleStoreConfig};
 use super::pos::YPath;
-use super::yaml::{Ctx, did_you_mean, field};
+use super::yaml::{Ctx, did_you_mean, field, http_url};
 use crate::diag::codes;
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
@@ -58,18 +58,8 @@ pub fn parse(
             .and_then(|s| relative_path(ctx, &s, &sp.key("ledger"))),
     };
     let console_url = get("console_url").and_then(|v| {
-        let u = ctx.string(v, &sp.key("console_url"))?;
-        if u.starts_with("https://") || u.starts_with("http://") {
-            Some(u)
-        } else {
-            ctx.err(
-                codes::INVALID_STORE,
-                &sp.key("console_url"),
-                format!("`{u}` is not an http(s) URL"),
-                "write the console's address, e.g. `https://developers.exlibrisgroup.com`",
-            );
-            None
-        }
+        let hint = "write the console's address, e.g. `https://developers.exlibrisgroup.com`";
+        http_url(ctx, v, &sp.key("console_url"), codes::INVALID_STORE, hint)
     });
     let secret_pattern = secret_pattern(ctx, get("secret_pattern"), sp, vendor.as_deref());
     let max_keys_per_owner = get("max_keys_per_owner")

@@ -459,6 +459,22 @@ fn scalar_key(k: &Value) -> Option<String> {
     }
 }
 
+/// The value as an http(s) URL (`http://` or `https://`); `hint` says what to write.
+pub fn http_url(
+    ctx: &mut Ctx,
+    v: &Value,
+    p: &YPath,
+    code: &'static str,
+    hint: &str,
+) -> Option<String> {
+    let u = ctx.string(v, p)?;
+    if u.starts_with("http://") || u.starts_with("https://") {
+        return Some(u);
+    }
+    ctx.err(code, p, format!("`{u}` is not an http(s) URL"), hint);
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
