@@ -1,6 +1,7 @@
 //! One spec file as text + parsed YAML value + position index, and the typed accessors the
-//! validators use to report problems at the right place. Owns the size/UTF-8/YAML-bomb
-//! guards and syntax diagnostics; must not know what any field means.
+//! validators use to report problems at the right place (including value formats more than
+//! one parser takes, such as an http(s) URL). Owns the size/UTF-8/YAML-bomb guards and
+//! syntax diagnostics; must not know what any field means.
 
 use super::pos::{PosIndex, YPath};
 use crate::diag::{Diagnostic, Diagnostics, Location, codes};
