@@ -12,6 +12,10 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("KEYWARD_LOG"))
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = keyward::clock::env_override() {
+        eprintln!("error: {}", keyward::leak::redact(&e));
+        std::process::exit(Outcome::Error.code());
+    }
     let outcome = match cli::run(cli) {
         Ok(outcome) => outcome,
         Err(e) => {

@@ -124,3 +124,20 @@ fn superseded_and_revoked_deliveries_say_so_and_secret_picks_the_current_generat
     let o = at(&r, 3, &["plan", "--detailed-exitcode"]);
     assert_eq!(o.code, 0, "{}", o.all());
 }
+
+#[test]
+fn a_bad_keyward_now_is_an_error_not_the_system_clock() {
+    let r = Repo::new(&keys(1, false));
+    for cmd in [&["validate"][..], &["plan"], &["expiring"]] {
+        let o = r.run_with(cmd, &[("KEYWARD_NOW", "banana")], None);
+        assert_eq!(o.code, 1, "{cmd:?}: {}", o.all());
+        assert!(
+            o.stderr.contains("KEYWARD_NOW") && o.stderr.contains("RFC 3339"),
+            "{}",
+            o.stderr
+        );
+    }
+    assert!(!r.root().join(".keyward/prod.db").exists());
+    let o = at(&r, 0, &["validate"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+}
