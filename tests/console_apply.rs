@@ -583,3 +583,91 @@ fn the_shipped_example_has_a_ledger_and_a_pending_checklist_in_every_plan_format
         );
     }
 }
+
+#[test]
+fn an_audit_records_what_the_console_still_has_and_a_gone_key_is_drift_in_the_next_plan() {
+    let ex = Example::new();
+    let prod = alma_value();
+    let sandbox = alma_value();
+    let o = ex.apply_with(
+        "create.json",
+        serde_json::json!({
+            "alma-production/illiad-barcode-lookup": {"secret": prod},
+            "alma-sandbox/illiad-barcode-lookup": {"secret": sandbox},
+        }),
+        &[],
+    );
+    assert_eq!(o.code, 3, "two stores stay pending: {}", o.all());
+
+    // Without a terminal nor answers, an audit refuses and records nothing.
+    let before = std::fs::read(ex.root().join("ledger/alma-sandbox.yaml")).unwrap();
+    let o = ex.run(&["audit", "--store", "alma-sandbox"], &[]);
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(o.stderr.contains("at a terminal"), "{}", o.all());
+    assert_eq!(
+        std::fs::read(ex.root().join("ledger/alma-sandbox.yaml")).unwrap(),
+        before
+    );
+
+    let p = ex.input(
+        "gone.json",
+        &serde_json::json!({"illiad-barcode-lookup": {"done": false}}),
+    );
+    let o = ex.run(
+        &[
+            "audit",
+            "--store",
+            "alma-sandbox",
+            "--console-input",
+            p.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr
+            .contains("Audit of alma-sandbox: 0 as listed, 1 not in the console, 0 skipped."),
+        "{}",
+        o.all()
+    );
+    let ledger = ex.ledger("alma-sandbox");
+    check_schema(&ledger);
+    assert_eq!(ledger["audited"]["by"], "jdoe");
+    assert_eq!(ledger["keys"][0]["status"], "revoked");
+    assert_eq!(ledger["keys"][0]["confirmed"][1]["step"], "audit");
+
+    let p = ex.input(
+        "listed.json",
+        &serde_json::json!({"illiad-barcode-lookup": {"done": true}}),
+    );
+    let o = ex.run(
+        &[
+            "audit",
+            "--store",
+            "alma-production",
+            "--console-input",
+            p.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(ex.ledger("alma-production")["keys"][0]["status"], "active");
+
+    let o = ex.run(&["plan", "--only", "alma-*"], &[]);
+    assert!(
+        o.stdout.contains(
+            "alma-sandbox/illiad-barcode-lookup will be created (drift: revoked outside keyward"
+        ),
+        "{}",
+        o.all()
+    );
+    assert!(
+        !o.stdout
+            .contains("alma-production/illiad-barcode-lookup will"),
+        "{}",
+        o.all()
+    );
+    let o = ex.run(&["audit", "--store", "nowhere"], &[]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    ex.assert_no_canary(&[&prod, &sandbox]);
+}

@@ -2,7 +2,7 @@
 //! drives the real binary through a pseudo-terminal. It checks that echo is off at the paste
 //! prompt, that wrong shapes (an age key, another vendor's value, an empty line, two lines)
 //! are refused and asked again, that Ctrl-C and a kill between "made" and "pasted" leave a
-//! step the next apply resumes, and that a revoke is confirmed. This file then checks the
+//! step the next apply resumes, that a revoke is confirmed and an audit answered. This file then checks the
 //! ledger, opens the deliveries with `age -d`, and scans every byte written and shown for
 //! the pasted values.
 
@@ -128,6 +128,11 @@ fn the_checklist_at_a_terminal_hides_refuses_resumes_and_confirms() {
     assert!(ledger.get("pending").is_none(), "the resumed step is done");
     let fp = format!("sha256:{}", keyward::secret::hash_presented(&sandbox).0);
     assert_eq!(ledger["keys"][0]["fingerprint"], fp.as_str());
+
+    d.scenario("audit");
+    let ledger = d.ledger("alma-sandbox");
+    assert_eq!(ledger["audited"]["by"], "jdoe");
+    assert_eq!(ledger["keys"][0]["status"], "active");
 
     if needs::part(&needs::AGE, "opening the deliveries with age -d") {
         for who in ["jdoe", "asmith", "illiad-server"] {

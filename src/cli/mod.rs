@@ -4,6 +4,7 @@
 //! Secrets reach stdout only through `decrypt`/`secret` with `--reveal` or a pipe.
 
 mod apply;
+mod audit;
 mod common;
 mod expiring;
 mod import;
@@ -116,6 +117,9 @@ pub enum Command {
         after_help = "Examples:\n  keyward expiring                       # within the policy's reminder window (30d)\n  keyward expiring --within 7d --format markdown\n  keyward expiring --notify               # the nightly job: mail/webhook reminders"
     )]
     Expiring(expiring::ExpiringArgs),
+    /// Walk through a console store's ledger keys in the console and record what is there.
+    #[command(after_help = "Example:\n  keyward audit --store alma-production")]
+    Audit(audit::AuditArgs),
     /// Run the key store as an HTTP service (the /v1 store protocol).
     #[command(
         after_help = "Examples:\n  keyward token create ci-apply --role write\n  keyward serve --listen 127.0.0.1:7450 --database sqlite:.keyward/serve.db"
@@ -190,6 +194,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
         Command::Secret(args) => secret::secret(dir, args, colors.err),
         Command::ForceUnlock(args) => unlock::run(dir, args, colors.err).await,
         Command::Expiring(args) => expiring::run(dir, args, colors.err).await,
+        Command::Audit(args) => audit::run(dir, args, colors.err).await,
         Command::Schema(args) => repo::schema(dir, args),
         Command::Import(args) => import::run(dir, args, colors.err).await,
         Command::Store(args) => store::run(dir, args, colors.err).await,

@@ -260,6 +260,7 @@ async fn confirm_then(
             name: &c.name,
             text: "  Done in the console?",
             resumed: false,
+            choices: None,
         };
         match op.ask(&q).map_err(|e| invalid(c, e))? {
             Reply::Done => {}
@@ -330,6 +331,7 @@ async fn made(
             name: &c.name,
             text: &format!("  Was `{}` made in the console?", c.name),
             resumed: true,
+            choices: None,
         };
         match op.ask(&q).map_err(|e| invalid(c, e))? {
             Reply::Done => {}
@@ -354,6 +356,7 @@ async fn made(
             name: &c.name,
             text: "  Done in the console?",
             resumed: false,
+            choices: None,
         };
         match op.ask(&q).map_err(|e| invalid(c, e))? {
             Reply::Done => {}
@@ -382,6 +385,7 @@ async fn made(
             name: &c.name,
             text: "  Client ID",
             resumed: false,
+            choices: None,
         };
         let Some(cid) = read_client_id(op, &q, c)? else {
             return Ok(End::Pending);
@@ -409,6 +413,7 @@ fn read_value(
         name: &c.name,
         text: &format!("  Paste the value the console showed for `{}`", c.name),
         resumed: false,
+        choices: None,
     };
     loop {
         let value = match op.paste(&q).map_err(|e| invalid(c, e))? {

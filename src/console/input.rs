@@ -39,8 +39,10 @@ pub struct Question<'a> {
     /// The key's name alone.
     pub name: &'a str,
     pub text: &'a str,
-    /// "not made" is an answer (a resumed step).
+    /// "not made" is an answer (a resumed step, or an audit: "not in the console").
     pub resumed: bool,
+    /// The choices shown at a terminal, when not the usual ones.
+    pub choices: Option<&'a str>,
 }
 
 /// The one who does the console steps.
@@ -364,7 +366,9 @@ impl Operator for Terminal {
         self.write(text);
     }
     fn ask(&mut self, q: &Question) -> std::io::Result<Reply> {
-        let choices = if q.resumed {
+        let choices = if let Some(c) = q.choices {
+            c
+        } else if q.resumed {
             "[y] yes, it was made / [n] it was not made / [s] skip / [q] stop"
         } else {
             "[y] done / [s] skip / [q] stop"

@@ -4,6 +4,7 @@
 //! Owns presets, the ledger, the ledger-backed store and the console rules; must not parse
 //! keyward.yaml (spec does) nor decide changes (the diff does).
 
+pub mod audit;
 pub mod checklist;
 pub mod input;
 pub mod ledger;

@@ -30,7 +30,7 @@ def spawn(*args):
         dimensions=(50, 200),
     )
     child.logfile_read = transcript
-    transcript.write(f"\n$ keyward apply {' '.join(args)}\n")
+    transcript.write(f"\n$ keyward {' '.join(args)}\n")
     return child
 
 
@@ -119,6 +119,12 @@ elif scenario == "revoke":
     expect(child, "delete the key `illiad-barcode-lookup` (Alma production)")
     done(child)
     expect(child, "Apply complete: 1 change(s) applied, 0 failed.")
+    finish(child, 0)
+elif scenario == "audit":
+    child = spawn("audit", "--store", "alma-sandbox")
+    expect(child, "`illiad-barcode-lookup` (sandbox, owner jdoe): ")
+    done(child, "Is it in the console, exactly so? [y] yes, as listed / [n] no, it is not there / [s] skip / [q] stop: ")
+    expect(child, "Audit of alma-sandbox: 1 as listed, 0 not in the console, 0 skipped.")
     finish(child, 0)
 else:
     raise SystemExit(f"unknown scenario {scenario}")
