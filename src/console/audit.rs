@@ -17,7 +17,8 @@ pub struct AuditReport {
     /// No longer in the console (recorded revoked).
     pub gone: Vec<String>,
     pub skipped: usize,
-    /// The admin stopped before the end (the audit is then not recorded as complete).
+    /// The admin stopped before the end (the audit is then not recorded as complete, nor
+    /// when a key was skipped).
     pub stopped: bool,
 }
 
@@ -80,7 +81,8 @@ pub fn run(
             }
         }
     }
-    if !report.stopped {
+    // Only a walk through every key counts as an audit of the console.
+    if !report.stopped && report.skipped == 0 {
         cs.audited(actor, now)?;
     }
     Ok(report)
