@@ -282,8 +282,8 @@ fn console_input_creates_delivers_rotates_and_revokes_and_the_plan_is_empty_afte
     // Rotation: the old value is refused as a paste; a new one is delivered as g2.
     ex.edit(
         "keys/alma.yaml",
-        "    lifetime: 180d\n",
-        "    lifetime: 180d\n    rotation: { generation: 2 }\n",
+        "    recipients: [team:ill-staff]\n",
+        "    recipients: [team:ill-staff]\n    rotation: { generation: 2 }\n",
     );
     let o = ex.apply_with(
         "old.json",
@@ -316,8 +316,8 @@ fn console_input_creates_delivers_rotates_and_revokes_and_the_plan_is_empty_afte
     // Revoke through the checklist: confirmed done.
     ex.edit(
         "keys/primo.yaml",
-        "    lifetime: 365d\n",
-        "    lifetime: 365d\n    state: revoked\n",
+        "    scopes: [primo-search:read]\n",
+        "    scopes: [primo-search:read]\n    state: revoked\n",
     );
     let o = ex.apply_with(
         "revoke.json",

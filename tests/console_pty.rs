@@ -150,8 +150,8 @@ fn the_checklist_at_a_terminal_hides_refuses_resumes_and_confirms() {
     let keys = d.repo.path().join("keys/alma.yaml");
     let text = std::fs::read_to_string(&keys).unwrap();
     let text = text.replacen(
-        "    lifetime: 365d\n",
-        "    lifetime: 365d\n    state: revoked\n",
+        "    labels: { ticket: LSIS-1234 }\n",
+        "    labels: { ticket: LSIS-1234 }\n    state: revoked\n",
         1,
     );
     std::fs::write(&keys, text).unwrap();
