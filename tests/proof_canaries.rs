@@ -1,8 +1,9 @@
 //! Secret-leak canaries: the full cycle (create, rotate, verify, drift, replace, revoke and
 //! errors on purpose) runs through the real binary with `KEYWARD_LOG=trace`; every byte
 //! keyward wrote (stdout, stderr, store databases with their -wal/-shm, plan outputs, the
-//! outbox except the sealed envelopes, the temp directory) is searched for every secret it
-//! generated, their SHA-256 hex, and every private identity used. Zero hits.
+//! outbox except the sealed envelopes, the temp directory, the static report's pages) is
+//! searched for every secret it generated, their SHA-256 hex, and every private identity
+//! used; the report's pages also for the recipients' public keys. Zero hits.
 
 mod common;
 use common::{Out, Repo};
@@ -362,6 +363,23 @@ fn no_secret_hash_or_identity_in_anything_keyward_writes() {
         None,
     );
     assert_eq!(o.code, 0, "{}", o.all());
+    // The static web view (`keyward report --html`): every page and asset it writes is
+    // searched like any other output, for secrets, hashes, identities and public keys.
+    let site = r.root().join("site");
+    let o = run(
+        &r,
+        &mut cap,
+        "report html",
+        &["report", "--html", site.to_str().expect("utf8")],
+        None,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(site.join("keys/alma-production/ill-lookup.html").is_file());
+    assert!(
+        cap.items.iter().any(|(w, b)| w.contains("ill-lookup.html")
+            && String::from_utf8_lossy(b).contains("id=\"key-events\"")),
+        "the report's key pages are captured"
+    );
 
     // The needles.
     let mut needles: Vec<(String, String)> = Vec::new();
@@ -383,6 +401,20 @@ fn no_secret_hash_or_identity_in_anything_keyward_writes() {
             format!("{who}'s identity body"),
             text["AGE-SECRET-KEY-".len()..].to_string(),
         ));
+    }
+
+    // The report must not show a recipient's public key either (it is not secret, but a
+    // page about keys names people, not their keys); searched in the site's pages only.
+    let public_keys: Vec<String> = people
+        .split('"')
+        .filter(|p| p.starts_with("age1"))
+        .map(String::from)
+        .collect();
+    assert_eq!(public_keys.len(), 3);
+    for (where_, bytes) in cap.items.iter().filter(|(w, _)| w.contains("/site/")) {
+        for k in &public_keys {
+            assert!(!hits(bytes, k), "a recipient public key in {where_}");
+        }
     }
 
     // Sanity: the search works (the envelope-free capture is not empty, and a needle in

@@ -11,6 +11,7 @@ mod import;
 mod keys;
 mod plan;
 mod repo;
+mod report;
 mod request;
 mod secret;
 mod serve;
@@ -146,6 +147,12 @@ pub enum Command {
     /// print its description (interactive on a terminal, or all by flags).
     #[command(after_help = request::AFTER_HELP)]
     Request(request::RequestArgs),
+    /// Write the web view as a static site: overview, keys table with filters, a page per
+    /// key and per person/team/service, the expiry timeline (no secrets, hashes or keys).
+    #[command(
+        after_help = "Examples:\n  keyward -C examples/library report --html site/   # then open site/index.html\n  keyward report --html public/ --store alma-production"
+    )]
+    Report(report::ReportArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -199,6 +206,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
         Command::Import(args) => import::run(dir, args, colors.err).await,
         Command::Store(args) => store::run(dir, args, colors.err).await,
         Command::Request(args) => request::run(dir, args, colors.err),
+        Command::Report(args) => report::run(dir, args, colors.err).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -3,11 +3,13 @@
 //! the `Outbox` and `GitRepo`; a store that fails is shown with its error, never hidden.
 //! Must not change a store, the outbox or the repository.
 
-use super::{COMMITS_PER_FILE, CommitInfo, Inputs, StoreView, relative};
+use super::{COMMITS_PER_FILE, CommitInfo, ConsoleStep, Inputs, Report, StoreView, relative};
+use crate::console::ConsoleStore;
 use crate::deliver::Outbox;
 use crate::git::GitRepo;
-use crate::spec::{Spec, StoreConfig};
-use crate::store::{Event, ListFilter, Store, list_all};
+use crate::spec::{Spec, StoreConfig, StoreKind};
+use crate::store::{Event, ListFilter, LiveKey, Store, list_all};
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -112,4 +114,110 @@ fn history(git: &GitRepo, spec: &Spec) -> BTreeMap<String, Vec<CommitInfo>> {
             BTreeMap::new()
         }
     }
+}
+
+/// The whole view of a key repository, for `keyward report --html`: every store of the spec
+/// (or only `only`), each opened on its own so one that cannot be opened or listed is shown
+/// with its error instead of failing the report; the console stores' pending steps; the
+/// delivery manifests and the git history of the key files.
+pub async fn repository(spec: &Spec, only: Option<&str>, now: DateTime<Utc>) -> Report {
+    let mut inputs = Inputs {
+        title: spec
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "keys".into()),
+        ..Inputs::default()
+    };
+    let mut opened = Vec::new();
+    for cfg in spec
+        .stores
+        .values()
+        .filter(|c| only.is_none_or(|o| o == c.name))
+    {
+        let mut view = store_view(cfg);
+        match crate::observe::open(cfg) {
+            Ok(store) => opened.push((view, store)),
+            Err(e) => {
+                view.error = Some(e.to_string());
+                inputs.stores.push((view, Vec::new()));
+            }
+        }
+    }
+    read_stores(opened, &mut inputs).await;
+    inputs.stores.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let outbox = Outbox::new(spec.delivery.outbox.clone());
+    let git = GitRepo::discover(&spec.root).ok().flatten();
+    read_local(spec, Some(&outbox), git.as_ref(), &mut inputs);
+    inputs.console_steps = console_steps(spec, &inputs.stores, &outbox, now);
+    super::build(Some(spec), inputs, now)
+}
+
+/// The steps admins have to do in vendor consoles: those begun and not yet recorded (the
+/// ledger's pending steps), then those the next `keyward apply` will guide (the plan's
+/// changes to console stores). Only stores that were listed are looked at.
+pub fn console_steps(
+    spec: &Spec,
+    stores: &[(StoreView, Vec<LiveKey>)],
+    outbox: &Outbox,
+    now: DateTime<Utc>,
+) -> Vec<ConsoleStep> {
+    let consoles: Vec<(&StoreConfig, &crate::spec::ConsoleStoreConfig)> = stores
+        .iter()
+        .filter(|(v, _)| v.error.is_none())
+        .filter_map(|(v, _)| spec.stores.get(&v.name))
+        .filter_map(|c| match &c.kind {
+            StoreKind::Console(console) => Some((c, console)),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (cfg, console) in &consoles {
+        let Ok(ledger) = ConsoleStore::open(cfg, console).and_then(|s| s.read()) else {
+            continue;
+        };
+        out.extend(ledger.pending.iter().map(|p| ConsoleStep {
+            store: cfg.name.clone(),
+            key: p.key.clone(),
+            action: p.step.clone(),
+            detail: format!(
+                "begun by {} on {}{}; not recorded yet: the next keyward apply finishes it",
+                p.by,
+                p.at.format("%Y-%m-%d"),
+                if p.made { " (made in the console)" } else { "" }
+            ),
+        }));
+    }
+    if consoles.is_empty() {
+        return out;
+    }
+    let observed: BTreeMap<String, Vec<LiveKey>> = stores
+        .iter()
+        .filter(|(v, _)| v.error.is_none())
+        .map(|(v, keys)| (v.name.clone(), keys.clone()))
+        .collect();
+    let delivered = crate::observe::delivered(outbox).unwrap_or_default();
+    let planned = crate::diff::diff_with_deliveries(spec, &observed, &delivered, now);
+    let is_console = |s: &str| consoles.iter().any(|(c, _)| c.name == s);
+    let next: Vec<ConsoleStep> = planned
+        .changes
+        .iter()
+        .filter(|c| is_console(&c.store))
+        .filter(|c| !out.iter().any(|p| p.store == c.store && p.key == c.name))
+        .map(|c| ConsoleStep {
+            store: c.store.clone(),
+            key: c.name.clone(),
+            action: c.action.as_str().to_string(),
+            detail: format!(
+                "the next keyward apply guides it ({})",
+                if c.reasons.is_empty() {
+                    "spec change".to_string()
+                } else {
+                    c.reasons.join("; ")
+                }
+            ),
+        })
+        .collect();
+    out.extend(next);
+    out
 }

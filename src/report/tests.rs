@@ -94,7 +94,12 @@ pub(crate) fn fixture() -> Report {
             }],
         )]
         .into(),
-        console_steps: Vec::new(),
+        console_steps: vec![ConsoleStep {
+            store: "openathens".into(),
+            key: "ezproxy-auth".into(),
+            action: "create".into(),
+            detail: "the next keyward apply guides it (new key)".into(),
+        }],
     };
     build(Some(&s), inputs, now())
 }
@@ -255,8 +260,26 @@ fn html_snapshots() {
         ("key", "keys/prod/ill-lookup.html"),
         ("person", "people/person-jdoe.html"),
         ("timeline", "timeline.html"),
+        ("filter_owner", "filter/owner-asmith.html"),
+        ("person_unbounded", "people/person-asmith.html"),
     ] {
         let html = site::page(&r, Mode::Static, path, &q).unwrap_or_else(|| panic!("{path}"));
         insta::assert_snapshot!(format!("report_{name}"), html);
     }
+    // The live view: its keys page filtered on the server, and the sign-in form.
+    let q = KeyQuery::from_pairs([("store", "prod"), ("sort", "expires")]);
+    let live = site::page(&r, Mode::Live, "keys.html", &q).expect("keys.html");
+    insta::assert_snapshot!("report_live_keys", live);
+    let cx = html::Ctx {
+        report: &r,
+        mode: Mode::Live,
+        root: "",
+    };
+    insta::assert_snapshot!(
+        "report_signin",
+        html::signin_page(
+            &cx,
+            Some("Unknown or revoked token: nothing was signed in.")
+        )
+    );
 }
