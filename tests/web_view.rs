@@ -1,10 +1,13 @@
 //! The web view, for real: `keyward serve`'s `/ui/` over loopback (sign-in with wrong, verify
 //! and read tokens, cookie attributes, Content-Security-Policy, server-side filters, sign-out,
 //! a revoked token ending its session), first over plain HTTP, then driven in headless
-//! Chromium through chromedriver (JavaScript filters, a key page's events, sign-in and out).
+//! Chromium through chromedriver (JavaScript filters, a key page's events, sign-in and out);
+//! and the static site of `keyward report --html` in Chromium, with and without JavaScript
+//! (filters, sorting, a key page's events, the timeline, keyboard focus, screenshots).
 
 mod certs_common;
 mod needs;
+mod report_common;
 mod serve_common;
 mod webdriver;
 
@@ -257,6 +260,8 @@ async fn ui_in_chromium_signs_in_filters_shows_events_and_signs_out() {
     let h1 = b.wait_for("main h1").await;
     assert_eq!(b.text(&h1).await, "Overview");
     assert_eq!(b.url().await, format!("{base}/ui/"));
+    b.screenshot(&report_common::artifact("live-overview.png"))
+        .await;
     let cookies = b.cookies().await;
     let session = cookies
         .iter()
@@ -320,4 +325,138 @@ async fn ui_over_tls_marks_the_session_cookie_secure() {
         set.contains("; Secure") && set.contains("HttpOnly"),
         "{set}"
     );
+}
+
+/// How many rows of the keys table in `html` belong to `owner` (read from the file, not
+/// from the browser).
+fn rows_of_owner(html: &str, owner: &str) -> usize {
+    html.matches(&format!("data-owner=\"{owner}\"")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_in_chromium_filters_sorts_shows_events_and_the_timeline() {
+    if !needs::tool(&needs::CHROMIUM) || !needs::tool(&needs::CHROMEDRIVER) {
+        return;
+    }
+    serve_common::install_crypto();
+    let (_lib, site) = report_common::library_site();
+    let url = |p: &str| format!("file://{}/{p}", site.display());
+    let keys_html = std::fs::read_to_string(site.join("keys.html")).unwrap();
+    let jdoe = rows_of_owner(&keys_html, "jdoe");
+    let b = Browser::start().await;
+    // The overview, and its screenshot as the test's artifact.
+    b.goto(&url("index.html")).await;
+    let h1 = b.wait_for("main h1").await;
+    assert_eq!(b.text(&h1).await, "Overview");
+    let text = b.text(&b.find("main").await).await;
+    for want in [
+        "alma-production",
+        "alma-sandbox",
+        "Expiring",
+        "Pending console steps",
+    ] {
+        assert!(text.contains(want), "{want} not on the overview:\n{text}");
+    }
+    let shot = report_common::artifact("report-overview.png");
+    b.screenshot(&shot).await;
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "{}",
+        shot.display()
+    );
+    eprintln!("overview screenshot: {}", shot.display());
+    // Keyboard: the first Tab reaches the skip link, which is then visible.
+    b.press("\u{E004}").await;
+    let focused = b
+        .script(
+            "return document.activeElement.className;",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(focused, "skip");
+    // The keys table: the script shows the form and filters in place.
+    b.goto(&url("keys.html")).await;
+    b.wait_for("#keys").await;
+    let total = visible_rows(&b).await;
+    assert!(
+        total as usize > jdoe && jdoe > 0,
+        "{total} rows, {jdoe} of jdoe"
+    );
+    assert!(b.displayed(&b.find("#filters").await).await);
+    b.click(&b.find("#f-owner option[value=jdoe]").await).await;
+    assert_eq!(visible_rows(&b).await as usize, jdoe);
+    let caption = b.text(&b.find("#keys caption").await).await;
+    assert!(
+        caption.contains(&format!("{jdoe} of {total} keys")),
+        "{caption}"
+    );
+    b.click(&b.find("#f-store option[value=alma-sandbox]").await)
+        .await;
+    assert!((visible_rows(&b).await as usize) < jdoe);
+    b.click(&b.find("#f-owner option[value='']").await).await;
+    b.click(&b.find("#f-store option[value='']").await).await;
+    assert_eq!(visible_rows(&b).await, total);
+    // Sorting by expiry: the dates that are shown come in order.
+    b.click(&b.find("th[data-sort=expires] a").await).await;
+    let dates = b
+        .script(
+            "return Array.from(document.querySelectorAll('#keys tbody tr')).map(function (r) { return r.dataset.expires; }).filter(function (d) { return d; });",
+            serde_json::json!([]),
+        )
+        .await;
+    let dates: Vec<String> = serde_json::from_value(dates).unwrap();
+    assert!(
+        dates.len() > 1 && dates.windows(2).all(|w| w[0] <= w[1]),
+        "{dates:?}"
+    );
+    // A key page shows its events and where it is defined.
+    b.click(
+        &b.find("#keys a[href$='alma-production/illiad-barcode-lookup.html']")
+            .await,
+    )
+    .await;
+    let events = b.wait_for("#key-events").await;
+    let text = b.text(&events).await;
+    assert!(text.contains("create"), "{text}");
+    let page = b.text(&b.find("main").await).await;
+    assert!(page.contains("keys/interlibrary-loan.yaml"), "{page}");
+    // The timeline renders: bars with a height, and a text alternative.
+    b.goto(&url("timeline.html")).await;
+    b.wait_for("svg.timeline").await;
+    let height = b
+        .script(
+            "return Array.from(document.querySelectorAll('svg.timeline rect.bar')).reduce(function (a, r) { return a + r.getBBox().height; }, 0);",
+            serde_json::json!([]),
+        )
+        .await;
+    assert!(height.as_f64().unwrap_or(0.0) > 10.0, "{height}");
+    let title = b
+        .script(
+            "return document.querySelector('svg.timeline > title').textContent;",
+            serde_json::json!([]),
+        )
+        .await;
+    assert!(
+        title.as_str().unwrap_or_default().contains("expiring"),
+        "{title}"
+    );
+    b.screenshot(&report_common::artifact("report-timeline.png"))
+        .await;
+    b.quit().await;
+
+    // Without JavaScript: the form stays hidden, the pre-rendered filtered lists work.
+    let b = Browser::start_with(&["--blink-settings=scriptEnabled=false"]).await;
+    b.goto(&url("keys.html")).await;
+    b.wait_for("#keys").await;
+    assert!(!b.displayed(&b.find("#filters").await).await);
+    assert_eq!(b.find_all("#keys tbody tr").await.len() as u64, total);
+    b.click(
+        &b.find(".filter-links a[href$='filter/owner-jdoe.html']")
+            .await,
+    )
+    .await;
+    b.wait_for("#keys").await;
+    assert!(b.url().await.ends_with("filter/owner-jdoe.html"));
+    assert_eq!(b.find_all("#keys tbody tr").await.len(), jdoe);
+    b.quit().await;
 }

@@ -34,6 +34,11 @@ fn free_port() -> u16 {
 impl Browser {
     /// Start chromedriver and a headless Chromium session.
     pub async fn start() -> Browser {
+        Browser::start_with(&[]).await
+    }
+
+    /// `start`, with more Chromium switches (e.g. JavaScript off).
+    pub async fn start_with(extra: &[&str]) -> Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -68,7 +73,7 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().expect("profile dir");
-        let args = [
+        let mut args = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -81,6 +86,7 @@ impl Browser {
             "--window-size=1280,1600".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
@@ -199,6 +205,15 @@ impl Browser {
         let body = json!({"script": script, "args": args});
         self.call(reqwest::Method::POST, &self.s("/execute/sync"), Some(body))
             .await
+    }
+
+    /// Press a key on whatever has the focus (`\u{E004}` is Tab), as a user would.
+    pub async fn press(&self, key: &str) {
+        let body = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}
+        ]}]});
+        self.call(reqwest::Method::POST, &self.s("/actions"), Some(body))
+            .await;
     }
 
     /// The browser's cookies for the current page.
