@@ -241,7 +241,7 @@ const CONSOLE_KEYS: &str = "keys:
     store: openathens
     owner: jdoe
     purpose: EZproxy local authentication
-    scopes: [authentication-api:use]
+    scopes: [authentication-api:read]
     lifetime: 365d
 ";
 
