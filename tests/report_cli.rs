@@ -184,6 +184,10 @@ fn report_of_one_store_and_of_an_unknown_store() {
         "{keys}"
     );
     assert!(!keys.contains("ill-lookup"), "{keys}");
+    assert!(
+        !r.root().join(".keyward").exists(),
+        "a report never creates a store's file"
+    );
     let o = r.run(&["report", "--html", dir.to_str().unwrap(), "--store", "nope"]);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(

@@ -136,6 +136,11 @@ pub async fn repository(spec: &Spec, only: Option<&str>, now: DateTime<Utc>) -> 
         .filter(|c| only.is_none_or(|o| o == c.name))
     {
         let mut view = store_view(cfg);
+        // A read-only command never creates an embedded store's file: observed as empty.
+        if crate::observe::missing_file(cfg).is_some() {
+            inputs.stores.push((view, Vec::new()));
+            continue;
+        }
         match crate::observe::open(cfg) {
             Ok(store) => opened.push((view, store)),
             Err(e) => {
