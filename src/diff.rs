@@ -182,15 +182,38 @@ pub struct Change {
     /// With `plan --base REV`: authors of the commits that edited this key's file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requested_by: Vec<String>,
+    /// A rotation: how long the previous secret keeps working after the new one is issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<Grace>,
+}
+
+/// How long the previous secret of a rotated key keeps working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Grace {
+    /// The key's `rotation.grace` (`7d`), counted from the moment apply rotates it.
+    pub period: String,
+    /// The end of the grace when applied at the plan's time: the previous secret stops
+    /// working then (a later apply moves it by as much).
+    pub previous_valid_until: DateTime<Utc>,
 }
 
 /// Something a reviewer should see that is not a change (a protected key kept, an
 /// unmanaged name clash, a recipient who gets the secret at the next rotation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Note {
+    /// The key's store; empty for a note about several keys (the message names them).
     pub store: String,
+    /// The key's name; empty for a note about several keys.
     pub name: String,
     pub message: String,
+}
+
+impl Note {
+    /// `store/name` of the key the note is about; None for a note about several keys.
+    pub fn subject(&self) -> Option<String> {
+        (!self.store.is_empty() || !self.name.is_empty())
+            .then(|| format!("{}/{}", self.store, self.name))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -205,8 +228,9 @@ pub struct DiffResult {
     pub access_removed: Vec<AccessRemoved>,
 }
 
-/// A principal who left people.yaml: how many keys they could read are rotated (or replaced)
-/// and how many keys they own need a new owner.
+/// A principal who left people.yaml: of the live keys they could read, how many this plan
+/// gives a new secret, revokes, or leaves readable; and how many of the keys they own the
+/// plan leaves without a new owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AccessRemoved {
     pub id: String,
@@ -214,7 +238,14 @@ pub struct AccessRemoved {
     pub rotated: usize,
     /// Keys they could read that this plan revokes or deletes.
     pub revoked: usize,
-    /// Live keys they own: each needs a new owner (a replace) or to be removed (a revoke).
+    /// Keys they could read that this plan neither rotates nor removes (a disabled key's
+    /// rotation waits): they still hold a secret of each.
+    #[serde(default)]
+    pub kept: usize,
+    /// Live keys they own that this plan replaces, with the owner the spec now names.
+    #[serde(default)]
+    pub reassigned: usize,
+    /// Live keys they own that this plan neither gives a new owner (a replace) nor removes.
     pub need_owner: usize,
 }
 
@@ -222,11 +253,28 @@ impl std::fmt::Display for AccessRemoved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "access removed for {}: {} key(s) rotated, {} key(s) need a new owner",
-            self.id, self.rotated, self.need_owner
+            "access removed for {}: {} key(s) they could read get a new secret",
+            self.id, self.rotated
         )?;
         if self.revoked > 0 {
             write!(f, ", {} key(s) revoked", self.revoked)?;
+        }
+        if self.kept > 0 {
+            write!(
+                f,
+                ", {} key(s) they can still read (not rotated by this plan)",
+                self.kept
+            )?;
+        }
+        if self.reassigned > 0 {
+            write!(
+                f,
+                ", {} key(s) they owned move to a new owner",
+                self.reassigned
+            )?;
+        }
+        if self.need_owner > 0 {
+            write!(f, ", {} key(s) they own need a new owner", self.need_owner)?;
         }
         Ok(())
     }
@@ -350,6 +398,9 @@ struct Ctx<'a> {
     out: DiffResult,
     /// Each principal's fingerprint, computed once per diff (not once per key).
     fingerprints: BTreeMap<&'a str, String>,
+    /// Recipients added to keys that are not rotated now -> those keys (store, name):
+    /// one note per recipient, however many keys they were added to.
+    pending: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// Compute the changes that turn `observed` (every key listed from each store, managed or
@@ -462,6 +513,8 @@ fn access_removed(
                 id: id.to_string(),
                 rotated: 0,
                 revoked: 0,
+                kept: 0,
+                reassigned: 0,
                 need_owner: 0,
             })
             .clone()
@@ -481,18 +534,50 @@ fn access_removed(
                 match change {
                     Some(Action::Rotate | Action::Replace) => a.rotated += 1,
                     Some(Action::Revoke | Action::Delete) => a.revoked += 1,
-                    _ => {}
+                    _ => a.kept += 1,
                 }
                 by_id.insert(id.clone(), a);
             }
             if !spec.principals.contains_key(&l.owner) {
                 let mut a = entry(&mut by_id, &l.owner);
-                a.need_owner += 1;
+                match change {
+                    Some(Action::Replace) => a.reassigned += 1,
+                    Some(Action::Revoke | Action::Delete) => {}
+                    _ => a.need_owner += 1,
+                }
                 by_id.insert(l.owner.clone(), a);
             }
         }
     }
     by_id.into_values().collect()
+}
+
+/// One note per recipient added to keys that are not rotated now: on the key when it is
+/// one, else on no key (empty store and name) naming them all.
+fn pending_notes(pending: BTreeMap<String, Vec<(String, String)>>) -> Vec<Note> {
+    const HOW: &str = "bump rotation.generation or set on_recipient_added: rotate to deliver now";
+    pending
+        .into_iter()
+        .map(|(id, keys)| match keys.as_slice() {
+            [(store, name)] => Note {
+                store: store.clone(),
+                name: name.clone(),
+                message: format!("{id} will receive the secret at the next rotation ({HOW})"),
+            },
+            _ => Note {
+                store: String::new(),
+                name: String::new(),
+                message: format!(
+                    "{id} will receive the secrets of {} keys at their next rotation: {} ({HOW})",
+                    keys.len(),
+                    keys.iter()
+                        .map(|(s, n)| format!("{s}/{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        })
+        .collect()
 }
 
 /// Expired and soon-expiring keys (within the policy's reminder window) that the planned
@@ -604,6 +689,7 @@ impl<'a> Ctx<'a> {
                 .iter()
                 .map(|(id, p)| (id.as_str(), p.fingerprint()))
                 .collect(),
+            pending: BTreeMap::new(),
         }
     }
 
@@ -758,6 +844,7 @@ impl<'a> Ctx<'a> {
     fn finish(self, obs: &Observed, now: DateTime<Utc>) -> DiffResult {
         let spec = self.spec;
         let mut out = self.out;
+        out.notes.extend(pending_notes(self.pending));
         out.warnings = expiry_warnings(spec, obs.all, &out.changes, now);
         out.access_removed = access_removed(spec, &obs.managed, &out.changes);
         out.changes
@@ -999,14 +1086,12 @@ impl<'a> Ctx<'a> {
                 added.join(", ")
             ));
         } else if rotate.is_empty() {
-            self.note(
-                d,
-                &format!(
-                    "{} will receive the secret at the next rotation \
-                     (bump rotation.generation or set on_recipient_added: rotate to deliver now)",
-                    added.join(", ")
-                ),
-            );
+            for id in &added {
+                self.pending
+                    .entry(id.to_string())
+                    .or_default()
+                    .push((d.store.clone(), d.name.clone()));
+            }
         }
         rotate
     }
@@ -1060,6 +1145,10 @@ impl<'a> Ctx<'a> {
             } else {
                 Vec::new()
             },
+            grace: rotating.then(|| Grace {
+                period: d.rotation.grace.to_string(),
+                previous_valid_until: self.now + d.rotation.grace.to_chrono(),
+            }),
             ..Change::of_desired(action, d)
         });
     }
@@ -1107,6 +1196,7 @@ impl Change {
             protected: false,
             touched: None,
             requested_by: Vec::new(),
+            grace: None,
         }
     }
 

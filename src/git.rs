@@ -1,7 +1,8 @@
 //! Git, through libgit2 (no network: CI does the pushing): the spec files at a revision
 //! without checking it out, the change under review (base..revision) and its authors, the
-//! repository's identity, whether spec files or deliveries are uncommitted, and committing
-//! the delivery outbox. Must not push, fetch, or write the working tree's files.
+//! repository's identity, whether spec files or deliveries are uncommitted, committing
+//! the delivery outbox, and making a new repository for `keyward init`. Must not push,
+//! fetch, or write the working tree's files.
 
 use crate::plan::{RepoIdentity, RepoKind, Requester};
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,6 +82,18 @@ impl GitRepo {
         Ok(Some(GitRepo { repo, prefix }))
     }
 
+    /// Make `dir` a new git repository whose first branch is `branch` (nothing committed).
+    pub fn init(dir: &Path, branch: &str) -> Result<GitRepo, GitError> {
+        let mut opts = git2::RepositoryInitOptions::new();
+        opts.initial_head(branch).mkdir(true);
+        let repo = git2::Repository::init_opts(dir, &opts)
+            .map_err(ctx(format!("making a git repository in {}", dir.display())))?;
+        Ok(GitRepo {
+            repo,
+            prefix: PathBuf::new(),
+        })
+    }
+
     /// The work tree's root directory.
     pub fn workdir(&self) -> Option<&Path> {
         self.repo.workdir()
@@ -132,6 +145,25 @@ impl GitRepo {
             return None;
         }
         head.shorthand().ok().map(str::to_string)
+    }
+
+    /// The checked-out branch when it is a topic branch: not the default branch (the one
+    /// `origin/HEAD` names, else `main`, `master` or `trunk`). None on the default branch,
+    /// a detached HEAD or an unborn branch.
+    pub fn topic_branch(&self) -> Option<String> {
+        let current = self.current_branch()?;
+        self.head_commit()?;
+        let default = self
+            .repo
+            .find_reference("refs/remotes/origin/HEAD")
+            .ok()
+            .and_then(|r| r.symbolic_target().ok().flatten().map(str::to_string))
+            .and_then(|t| t.strip_prefix("refs/remotes/origin/").map(str::to_string));
+        let is_default = match default {
+            Some(d) => d == current,
+            None => ["main", "master", "trunk"].contains(&current.as_str()),
+        };
+        (!is_default).then_some(current)
     }
 
     /// Resolve a revision (`main`, `origin/main`, `HEAD~2`, a SHA) to a commit id.

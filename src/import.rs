@@ -147,15 +147,18 @@ pub fn entry(store: &str, k: &LiveKey) -> KeyEntry {
     }
 }
 
-/// The key file import writes.
+/// The key file import writes, starting with `modeline` (the editor's
+/// `# yaml-language-server: $schema=` line, as `request::modeline` makes it).
 pub fn render_file(
+    modeline: &str,
     store: &str,
     entries: Vec<KeyEntry>,
     generated: &str,
 ) -> Result<String, serde_yaml::Error> {
     let body = serde_yaml::to_string(&KeyFile { keys: entries })?;
     Ok(format!(
-        "# Imported from store `{store}` by `keyward import` on {generated}.\n\
+        "{modeline}\n\
+         # Imported from store `{store}` by `keyward import` on {generated}.\n\
          # These keys keep their secrets; the owner receives a secret through keyward at the first\n\
          # rotation (bump `rotation.generation`). Review owners, scopes, expiry and recipients.\n{body}"
     ))

@@ -21,7 +21,12 @@ fn main() {
         Err(e) => {
             let mut msg = format!("error: {e}");
             for cause in e.chain().skip(1) {
-                msg.push_str(&format!("\n  caused by: {cause}"));
+                // Most errors already say their cause (`listing store x: refused: ...`):
+                // a cause already in the message is not printed a second time.
+                let cause = cause.to_string();
+                if !msg.contains(&cause) {
+                    msg.push_str(&format!("\n  caused by: {cause}"));
+                }
             }
             let msg = keyward::leak::redact(&msg);
             eprintln!("{}", keyward::recipient::clean_age_message(&msg));

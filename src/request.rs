@@ -651,8 +651,10 @@ fn md(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The pull request description for a written request (Markdown).
-pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
+/// The pull request description for a written request (Markdown). `branch`: the topic
+/// branch the file was written on (`GitRepo::topic_branch`), else None (a new branch is
+/// suggested).
+pub fn pr_description(spec: &Spec, a: &Answers, file: &Path, branch: Option<&str>) -> String {
     let file = file.display();
     let person = |id: &str| match spec.principals.get(id).and_then(|p| p.name.clone()) {
         Some(n) => format!("`{id}` ({n})"),
@@ -704,7 +706,7 @@ pub fn pr_description(spec: &Spec, a: &Answers, file: &Path) -> String {
     ));
     out.push_str(&format!("| File | `{file}` |\n"));
     out.push_str(&reviewer_note(spec, a));
-    out.push_str(&next_steps(a, &file.to_string()));
+    out.push_str(&next_steps(a, &file.to_string(), branch));
     out
 }
 
@@ -760,16 +762,21 @@ fn reviewer_note(spec: &Spec, a: &Answers) -> String {
     out
 }
 
-/// The commands that turn the written request into a pull request, and how the secret
-/// arrives.
-fn next_steps(a: &Answers, file: &str) -> String {
+/// The description's "Next steps": commit the file on a branch (`branch` when already on
+/// one, else a new `request/NAME`), push it, open the pull request.
+fn next_steps(a: &Answers, file: &str, branch: Option<&str>) -> String {
+    let new_branch = format!("request/{}", a.name);
+    let (switch, branch) = match branch {
+        Some(b) => (String::new(), b),
+        None => (format!("git switch -c {new_branch}\n"), new_branch.as_str()),
+    };
     format!(
         "\n### Next steps\n\n\
          ```sh\n\
-         git switch -c request/{name}\n\
+         {switch}\
          git add {file}\n\
          git commit -m \"Request API key {name}\"\n\
-         git push -u origin request/{name}\n\
+         git push -u origin {branch}\n\
          ```\n\n\
          Then open a pull request with this text as its description. CI posts the plan (a \
          create in each store above); a reviewer merges it, and CI applies it and delivers the \
@@ -911,7 +918,7 @@ mod tests {
         let spec = library();
         let mut a = answers();
         a.ticket = Some("LSIS-1 | <b>x</b>\nmore".into());
-        let d = pr_description(&spec, &a, Path::new("keys/ill-lookup.yaml"));
+        let d = pr_description(&spec, &a, Path::new("keys/ill-lookup.yaml"), None);
         assert!(
             d.contains("| Ticket | LSIS-1 \\| &lt;b&gt;x&lt;/b&gt; more |"),
             "{d}"

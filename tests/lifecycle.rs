@@ -483,6 +483,12 @@ fn twenty_console_keys_are_imported_and_the_next_plan_is_empty() {
     assert!(o.stderr.contains("skipped terraformed"), "{}", o.stderr);
     let yaml = std::fs::read_to_string(r.root().join("keys/imported.yaml")).unwrap();
     assert!(yaml.contains("name: console-07"), "{yaml}");
+    // Editors check the file like any other key file (no schemas/ here: the path that
+    // `keyward schema --write` fills).
+    assert!(
+        yaml.starts_with("# yaml-language-server: $schema=../schemas/keys.schema.json\n"),
+        "{yaml}"
+    );
     assert!(!yaml.contains("kw_prod_"), "a secret in the YAML");
 
     let p = at(&r, 0, &["plan", "--detailed-exitcode"]);
@@ -599,7 +605,7 @@ fn a_person_leaving_is_reported_then_every_key_they_could_read_rotates() {
     assert_eq!(p.code, 2, "{}", p.all());
     assert!(
         p.stdout
-            .contains("access removed for asmith: 3 key(s) rotated, 1 key(s) need a new owner"),
+            .contains("access removed for asmith: 3 key(s) they could read get a new secret, 1 key(s) they owned move to a new owner\n"),
         "{}",
         p.stdout
     );

@@ -77,6 +77,12 @@ async fn plan_apply_verify_disable_rotate_quota_through_serve() {
     assert_ne!(o.code, 0, "{}", o.all());
     assert!(o.stderr.contains("403"), "{}", o.stderr);
     assert!(o.stderr.contains("`write` token"), "{}", o.stderr);
+    assert_eq!(
+        o.stderr.matches("has too narrow a role").count(),
+        1,
+        "the 403 is said once:\n{}",
+        o.stderr
+    );
     assert!(o.stderr.contains(&server.url), "{}", o.stderr);
     assert!(!o.all().contains(&read), "the token leaked into output");
 

@@ -125,7 +125,13 @@ fn write_entries(
         );
     }
     let now = keyward::clock::Clock::now(&keyward::clock::SystemClock);
-    let text = render_file(store, entries, &now.format("%Y-%m-%d").to_string())?;
+    let (modeline, _) = keyward::request::modeline(dir, rel);
+    let text = render_file(
+        &modeline,
+        store,
+        entries,
+        &now.format("%Y-%m-%d").to_string(),
+    )?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;

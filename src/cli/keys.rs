@@ -112,30 +112,56 @@ fn print_json(rows: &[(String, LiveKey)]) -> Result<()> {
     Ok(())
 }
 
+/// The text table: each column as wide as its widest cell (names and owners can be long).
 fn print_table(rows: &[(String, LiveKey)]) {
-    println!(
-        "{:<18} {:<28} {:<18} {:<10} {:<9} {:<11} {:<4} SCOPES",
-        "STORE", "NAME", "ID", "OWNER", "STATUS", "EXPIRES", "GEN"
-    );
-    for (s, k) in rows {
-        let name = if k.is_managed() {
-            k.name.clone()
-        } else {
-            format!("{} (unmanaged)", k.name)
-        };
-        println!(
-            "{:<18} {:<28} {:<18} {:<10} {:<9} {:<11} {:<4} {}",
-            s,
-            name,
-            k.id,
-            k.owner,
-            k.status.as_str(),
-            k.expires_at
-                .map(|t| t.format("%Y-%m-%d").to_string())
-                .unwrap_or_else(|| "never".into()),
-            k.generation,
-            k.scopes.join(",")
-        );
+    let header = [
+        "STORE", "NAME", "ID", "OWNER", "STATUS", "EXPIRES", "GEN", "SCOPES",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|(s, k)| {
+            let name = if k.is_managed() {
+                k.name.clone()
+            } else {
+                format!("{} (unmanaged)", k.name)
+            };
+            [
+                s.clone(),
+                name,
+                k.id.clone(),
+                k.owner.clone(),
+                k.status.as_str().to_string(),
+                k.expires_at
+                    .map(|t| t.format("%Y-%m-%d").to_string())
+                    .unwrap_or_else(|| "never".into()),
+                k.generation.to_string(),
+                k.scopes.join(","),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    println!("{}", table_line(&header.map(String::from), &widths));
+    for row in &cells {
+        println!("{}", table_line(row, &widths));
     }
     eprintln!("{} key(s).", rows.len());
+}
+
+/// One line of the table: every cell but the last padded to its column's width.
+fn table_line(cells: &[String; 8], widths: &[usize; 8]) -> String {
+    let mut line = String::new();
+    for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+        if i + 1 == cells.len() {
+            line.push_str(c);
+        } else {
+            let pad = w.saturating_sub(c.chars().count());
+            line.push_str(&format!("{c}{} ", " ".repeat(pad)));
+        }
+    }
+    line
 }

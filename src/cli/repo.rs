@@ -145,6 +145,33 @@ teams: {}
 services: {}
 ";
 
+/// `keyward init`'s repository must be a git repository (apply records the commit it
+/// applies, CI plans pull requests): make one when `dir` is not inside one yet, else say
+/// which one it is in.
+fn init_git(dir: &Path) -> Result<()> {
+    match keyward::git::GitRepo::discover(dir)? {
+        Some(repo) => {
+            let top = repo
+                .workdir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            eprintln!(
+                "{} is inside the git repository {}; commit the files there.",
+                dir.display(),
+                top.trim_end_matches('/')
+            );
+        }
+        None => {
+            keyward::git::GitRepo::init(dir, "main")?;
+            eprintln!(
+                "initialised a git repository in {} (branch main)",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Run `keyward init [DIR]` (`default` is the -C directory).
 pub fn init(default: &Path, args: &InitArgs) -> Result<Outcome> {
     let dir = args.dir.as_deref().unwrap_or(default);
@@ -179,6 +206,7 @@ pub fn init(default: &Path, args: &InitArgs) -> Result<Outcome> {
     for p in &wrote {
         eprintln!("created {}", p.display());
     }
+    init_git(dir)?;
     eprintln!(
         "\nNext: `keyward keygen`, add yourself to people.yaml, write a key in keys/, then `keyward -C {} plan`.",
         dir.display()

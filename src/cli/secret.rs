@@ -52,6 +52,11 @@ pub struct SecretArgs {
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
+    /// Where to write the identity (default ~/.config/keyward/identities.txt); the same as
+    /// `-o FILE`.
+    #[arg(value_name = "PATH", conflicts_with = "output")]
+    pub path: Option<PathBuf>,
+    /// Where to write the identity (the same as the PATH argument).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -63,8 +68,9 @@ fn identity_sources() -> IdentitySources {
     if !std::io::stdin().is_terminal() {
         return sources;
     }
+    // `what` is the whole question ("Passphrase for SSH key ~/.ssh/id_ed25519").
     sources.with_passphrase_prompt(std::sync::Arc::new(|what: &str| {
-        rpassword::prompt_password(format!("Passphrase for {what}: "))
+        rpassword::prompt_password(format!("{what}: "))
             .ok()
             .map(secrecy::SecretString::from)
     }))
@@ -131,7 +137,7 @@ fn pick_store(loaded: &Loaded, name: &str, store: Option<&str>) -> Result<String
 
 /// Run `keyward keygen`.
 pub fn keygen(args: &KeygenArgs) -> Result<Outcome> {
-    let path = match &args.output {
+    let path = match args.output.as_ref().or(args.path.as_ref()) {
         Some(p) => p.clone(),
         None => IdentitySources::from_process_env()
             .default_identity_file()

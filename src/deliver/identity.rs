@@ -28,8 +28,9 @@ const ENV_SOPS_KEY: &str = "SOPS_AGE_KEY";
 const ENV_XDG: &str = "XDG_CONFIG_HOME";
 const ENV_HOME: &str = "HOME";
 
-/// Asks the user for the passphrase of a protected SSH key; the argument describes which
-/// key. Return None when nobody can answer (no terminal).
+/// Asks the user for the passphrase of a protected SSH key; the argument is the whole
+/// question ("Passphrase for SSH key PATH"), to show as it is. Return None when nobody can
+/// answer (no terminal).
 pub type PassphrasePrompt = Arc<dyn Fn(&str) -> Option<SecretString> + Send + Sync>;
 
 /// Where identities are looked for: a home directory and environment variables, passed in
@@ -550,7 +551,8 @@ fn load_ssh(
         Some(prompt) => ids.list.push(Entry {
             identity: Box::new(identity.with_callbacks(PromptOnce {
                 prompt: prompt.clone(),
-                label: origin.to_string(),
+                // The file's path: "Passphrase for SSH key PATH", not "... key -i PATH".
+                label: origin.strip_prefix("-i ").unwrap_or(origin).to_string(),
                 answer: Arc::new(Mutex::new(Asked::No)),
             })),
             only_for,

@@ -253,9 +253,9 @@ fn sections(plan: &Plan) -> Vec<Section> {
             .iter()
             .filter(|c| c.escalations.is_empty() && !is_removal(c)),
     );
-    let note_line = |n: &Note| {
-        let at = code(&format!("{}/{}", n.store, n.name));
-        format!("- {at}: {}\n", inline(&n.message))
+    let note_line = |n: &Note| match n.subject() {
+        Some(key) => format!("- {}: {}\n", code(&key), inline(&n.message)),
+        None => format!("- {}\n", inline(&n.message)),
     };
     vec![
         (
@@ -411,6 +411,9 @@ fn details(c: &Change) -> String {
             "- new secret delivered to: {}",
             inline(&c.deliver_to.join(", "))
         );
+    }
+    if let Some(g) = &c.grace {
+        let _ = writeln!(s, "- {}", inline(&super::text::grace_line(g)));
     }
     if !c.fields.is_empty() {
         s.push_str("\n```diff\n");

@@ -183,7 +183,9 @@ impl Revision {
         match (&self.commit, self.dirty) {
             (Some(c), false) => short(c).to_string(),
             (Some(c), true) => format!("{} + uncommitted changes", short(c)),
-            (None, _) => "working tree (not a git repository)".to_string(),
+            // Only a git repository has uncommitted files: one without a commit yet.
+            (None, true) => "working tree (nothing committed yet)".to_string(),
+            (None, false) => "working tree (not a git repository)".to_string(),
         }
     }
 

@@ -98,6 +98,9 @@ fn render_change(out: &mut String, c: &Change, st: Style) {
             c.deliver_to.join(", ")
         ));
     }
+    if let Some(g) = &c.grace {
+        out.push_str(&format!("        {}\n", super::text::grace_line(g)));
+    }
     out.push_str("    }\n");
     for e in &c.escalations {
         out.push_str(&format!(
@@ -193,12 +196,10 @@ fn text_unredacted(plan: &Plan, st: Style) -> String {
     if !plan.notes.is_empty() {
         out.push_str("\nNotes:\n");
         for n in &plan.notes {
-            out.push_str(&format!(
-                "  - {}/{}: {}\n",
-                n.store,
-                n.name,
-                clean(&n.message)
-            ));
+            match n.subject() {
+                Some(key) => out.push_str(&format!("  - {key}: {}\n", clean(&n.message))),
+                None => out.push_str(&format!("  - {}\n", clean(&n.message))),
+            }
         }
     }
     if !plan.console_steps.is_empty() {
@@ -342,7 +343,8 @@ mod tests {
         let line = plan.access_removed[0].to_string();
         assert_eq!(
             line,
-            "access removed for mleft: 1 key(s) rotated, 1 key(s) need a new owner"
+            "access removed for mleft: 1 key(s) they could read get a new secret, \
+             1 key(s) they owned move to a new owner"
         );
         assert!(text.contains(&line), "{text}");
         let summary_end = md.find("| Store |").expect("summary table");

@@ -3,7 +3,7 @@
 //! spec-supplied values. Pure; must not know an output format.
 
 use super::Plan;
-use crate::diff::Action;
+use crate::diff::{Action, Grace};
 
 /// What happens to a key, in words.
 pub fn verb(a: Action) -> &'static str {
@@ -16,6 +16,15 @@ pub fn verb(a: Action) -> &'static str {
         Action::Revoke => "will be revoked",
         Action::Delete => "will be deleted",
     }
+}
+
+/// Until when a rotated key's previous secret keeps working, in words.
+pub fn grace_line(g: &Grace) -> String {
+    format!(
+        "previous secret valid until {} (grace {} from the apply)",
+        g.previous_valid_until.format("%Y-%m-%d %H:%M UTC"),
+        clean(&g.period)
+    )
 }
 
 /// Make a spec-supplied value safe to print on one line: newlines become `⏎`, tabs spaces,

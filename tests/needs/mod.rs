@@ -71,6 +71,18 @@ pub const GNU_TIME: Tool = Tool {
     install: "apt-get install time",
     probe: || runs("time", &["-f", "%M", "true"]),
 };
+/// util-linux `setsid -c`: makes a pseudo-terminal a test opens the controlling terminal
+/// of the process it runs (prompts that read /dev/tty).
+pub const SETSID: Tool = Tool {
+    what: "setsid (util-linux)",
+    install: "apt-get install util-linux",
+    probe: || runs("setsid", &["--version"]),
+};
+pub const GIT: Tool = Tool {
+    what: "the git CLI",
+    install: "apt-get install git",
+    probe: || runs("git", &["--version"]),
+};
 pub const CURL: Tool = Tool {
     what: "curl",
     install: "apt-get install curl",

@@ -83,7 +83,15 @@ pub fn run(dir: &Path, args: &RequestArgs, color_err: bool) -> Result<Outcome> {
             "note: no schemas/keys.schema.json found; run `keyward schema --write` so editors can check the file."
         );
     }
-    print!("{}", request::pr_description(spec, &answers, &rel));
+    // Already on a topic branch: the next steps commit there, not on a new one.
+    let branch = keyward::git::GitRepo::discover(dir)
+        .ok()
+        .flatten()
+        .and_then(|g| g.topic_branch());
+    print!(
+        "{}",
+        request::pr_description(spec, &answers, &rel, branch.as_deref())
+    );
     Ok(Outcome::Ok)
 }
 
