@@ -50,6 +50,16 @@ pub struct Diagnostic {
     pub related: Vec<(String, Location)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// KW009 only: the diagnostics this one stands for (not reported one by one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<Omitted>,
+}
+
+/// How many diagnostics were left out of a report (see `spec::MAX_REPORTED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Omitted {
+    pub errors: usize,
+    pub warnings: usize,
 }
 
 impl Diagnostic {
@@ -61,6 +71,7 @@ impl Diagnostic {
             location: None,
             related: Vec::new(),
             hint: None,
+            omitted: None,
         }
     }
     pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
@@ -122,8 +133,19 @@ impl Diagnostics {
     pub fn has_errors(&self) -> bool {
         self.0.iter().any(Diagnostic::is_error)
     }
+    /// Errors, counting those a KW009 stands for.
     pub fn error_count(&self) -> usize {
-        self.0.iter().filter(|d| d.is_error()).count()
+        self.0
+            .iter()
+            .map(|d| d.omitted.map_or(usize::from(d.is_error()), |o| o.errors))
+            .sum()
+    }
+    /// Warnings, counting those a KW009 stands for.
+    pub fn warning_count(&self) -> usize {
+        self.0
+            .iter()
+            .map(|d| d.omitted.map_or(usize::from(!d.is_error()), |o| o.warnings))
+            .sum()
     }
     pub fn sort(&mut self) {
         self.0.sort_by(|a, b| {
@@ -153,7 +175,7 @@ pub mod codes {
     pub const IO: &str = "KW001";
     /// A file is not valid UTF-8.
     pub const NOT_UTF8: &str = "KW002";
-    /// A file is larger than the 8 MiB limit.
+    /// A file, the spec or a key file is over a size limit (bytes, files, keys).
     pub const TOO_LARGE: &str = "KW003";
     /// A symlink points outside the repository.
     pub const SYMLINK_OUTSIDE: &str = "KW004";
@@ -165,6 +187,8 @@ pub mod codes {
     pub const MISSING_FILE: &str = "KW007";
     /// A key file is empty (warning).
     pub const EMPTY_FILE: &str = "KW008";
+    /// More diagnostics than are reported: the count of the rest.
+    pub const TOO_MANY_DIAGNOSTICS: &str = "KW009";
     /// A field that does not exist at this place.
     pub const UNKNOWN_FIELD: &str = "KW010";
     /// A value of the wrong type (a list where a string belongs, ...).
@@ -362,6 +386,9 @@ fn render_snippet(
     let Some(line) = text.lines().nth(loc.line.saturating_sub(1)) else {
         return;
     };
+    // Only a window of a very long line is shown; cut it before copying, so a megabyte
+    // line costs one scan per diagnostic, not several copies.
+    let (line, loc) = &window(line, loc);
     let line = line.replace('\t', " ");
     out.push_str(&format!("{pad} {}|{}\n", p.gutter, p.reset));
     let secret_line = withheld
@@ -421,6 +448,28 @@ fn withheld_lines(diags: &Diagnostics, sources: &Sources) -> Withheld {
 /// Source lines longer than this many characters are shown as a window around the column.
 const MAX_SNIPPET_CHARS: usize = 160;
 
+/// A long line cut to the characters around `loc.column` that the snippet may show (with a
+/// margin, so the private-material check still sees a key that starts just outside the
+/// window), and the location's column within the cut. Short lines are kept whole.
+fn window<'a>(line: &'a str, loc: &Location) -> (std::borrow::Cow<'a, str>, Location) {
+    const MARGIN: usize = MAX_SNIPPET_CHARS * 2;
+    if line.len() <= MAX_SNIPPET_CHARS * 4 {
+        return (line.into(), loc.clone());
+    }
+    let col = loc.column.saturating_sub(1);
+    let from = col.saturating_sub(MARGIN);
+    let mut idx = line.char_indices().map(|(i, _)| i).skip(from);
+    let Some(start) = idx.next() else {
+        return (line.into(), loc.clone());
+    };
+    let end = idx.nth(col - from + MARGIN).unwrap_or(line.len());
+    let cut = Location {
+        column: col - from + 1,
+        ..loc.clone()
+    };
+    (line[start..end].into(), cut)
+}
+
 /// Compiler-style rendering: `error[KW102]: message`, ` --> file:line:col`, the source
 /// line with a caret under the column, notes for related places and `= hint: ...`.
 /// No ANSI escapes when `color` is false. Messages, hints and source lines pass through
@@ -478,7 +527,7 @@ pub fn render(diags: &Diagnostics, sources: &Sources, color: bool) -> String {
 /// `2 errors, 1 warning` (empty string when there is nothing).
 pub fn summary(diags: &Diagnostics) -> String {
     let e = diags.error_count();
-    let w = diags.0.len() - e;
+    let w = diags.warning_count();
     let plural = |n: usize, s: &str| {
         if n == 1 {
             format!("1 {s}")
@@ -512,7 +561,7 @@ pub fn to_json(diags: &Diagnostics) -> String {
     let doc = serde_json::json!({
         "format_version": 1,
         "errors": diags.error_count(),
-        "warnings": diags.0.len() - diags.error_count(),
+        "warnings": diags.warning_count(),
         "diagnostics": redacted,
     });
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".to_string())

@@ -26,6 +26,13 @@ pub enum GitError {
         what: &'static str,
         rev: String,
     },
+    #[error(
+        "the spec at {rev} is over keyward's limits at {path} (at most {} files and {} MiB \
+         together); split the keys over fewer, smaller files",
+        crate::spec::MAX_SPEC_FILES,
+        crate::spec::MAX_SPEC_BYTES / 1024 / 1024
+    )]
+    TooLarge { path: String, rev: String },
 }
 
 fn ctx(context: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError {
@@ -215,6 +222,8 @@ impl GitRepo {
             }
         };
         let mut problem: Option<GitError> = None;
+        let odb = self.repo.odb().ok();
+        let mut total: u64 = 0;
         root_tree
             .walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
                 let Ok(name) = entry.name() else {
@@ -241,6 +250,21 @@ impl GitRepo {
                     problem = Some(GitError::NotAFile {
                         path: slash(&rel),
                         what,
+                        rev: id.to_string(),
+                    });
+                    return git2::TreeWalkResult::Abort;
+                }
+                // The spec-wide limits (spec::load reports them): stop reading past them,
+                // by the object's size, before its content is loaded.
+                let size = odb
+                    .as_ref()
+                    .and_then(|o| o.read_header(entry.id()).ok())
+                    .map_or(0, |(n, _)| n as u64);
+                total += size;
+                if files.len() >= crate::spec::MAX_SPEC_FILES || total > crate::spec::MAX_SPEC_BYTES
+                {
+                    problem = Some(GitError::TooLarge {
+                        path: slash(&rel),
                         rev: id.to_string(),
                     });
                     return git2::TreeWalkResult::Abort;

@@ -46,6 +46,9 @@ pub fn valid_key_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// More keys than this in one file are refused (and none of them checked).
+pub const MAX_KEYS_PER_FILE: usize = 20_000;
+
 pub fn parse_file(ctx: &mut Ctx, refs: &Refs) -> Vec<Seen> {
     let doc = ctx.doc;
     let top = YPath::root();
@@ -71,6 +74,21 @@ pub fn parse_file(ctx: &mut Ctx, refs: &Refs) -> Vec<Seen> {
     };
     let kp = top.key("keys");
     let items = ctx.seq(keys, &kp).unwrap_or_default();
+    if items.len() > MAX_KEYS_PER_FILE {
+        let at = ctx.key_loc(&kp);
+        ctx.push(
+            Diagnostic::error(
+                codes::TOO_LARGE,
+                format!(
+                    "this file holds {} keys, more than the {MAX_KEYS_PER_FILE} a key file may hold",
+                    items.len()
+                ),
+            )
+            .at(at)
+            .hint("split the keys into several files under keys/"),
+        );
+        return Vec::new();
+    }
     items
         .iter()
         .enumerate()

@@ -26,6 +26,15 @@ pub const CONFIG_FILE: &str = "keyward.yaml";
 pub const PEOPLE_FILE: &str = "people.yaml";
 /// The directory of key files, relative to the repository root.
 pub const KEYS_DIR: &str = "keys";
+/// The spec files together may not be larger than this (each file: `yaml::MAX_FILE_BYTES`).
+pub const MAX_SPEC_BYTES: u64 = 64 * 1024 * 1024;
+/// No more spec files than this.
+pub const MAX_SPEC_FILES: usize = 10_000;
+/// No more keys than this in the whole spec.
+pub const MAX_KEYS: usize = 200_000;
+/// At most this many diagnostics are reported; the rest are counted in one last
+/// diagnostic ("and N more").
+pub const MAX_REPORTED: usize = 200;
 
 /// A successfully validated spec, its warnings and the source texts (for rendering).
 #[derive(Debug, Clone)]
@@ -136,10 +145,7 @@ fn finish(
         stores_ok: config_doc.is_some(),
         people_ok: people_doc.is_some(),
     };
-    let key_files: Vec<(PathBuf, Vec<u8>)> = files
-        .into_iter()
-        .filter(|(rel, _)| is_key_file(rel))
-        .collect();
+    let key_files = within_limits(files, &sources, &mut diags);
     let mut seen: Vec<keys::Seen> = Vec::new();
     for one in key_files_checked(key_files, &refs) {
         if let Some(t) = one.text {
@@ -150,12 +156,14 @@ fn finish(
     }
     let keys_out = unique_keys(seen, &mut diags);
 
+    diags.0.extend(too_many_keys(keys_out.len()));
     secrets_anywhere(&sources, &mut diags);
+    diags.sort();
+    cap_reported(&mut diags);
     for d in &mut diags.0 {
         d.message = redact(&d.message);
         d.hint = d.hint.as_deref().map(redact);
     }
-    diags.sort();
     if diags.has_errors() {
         return Err(diags);
     }
@@ -230,6 +238,43 @@ fn unique_keys(seen: Vec<keys::Seen>, diags: &mut Diagnostics) -> Vec<DesiredKey
     }
     keys_out.sort_by(|a, b| (&a.store, &a.name).cmp(&(&b.store, &b.name)));
     keys_out
+
+fn too_many_keys(n: usize) -> Option<Diagnostic> {
+    (n > MAX_KEYS).then(|| {
+        Diagnostic::error(
+            codes::TOO_LARGE,
+            format!("the spec holds {n} keys, more than the {MAX_KEYS} keyward checks"),
+        )
+        .at(Location::new(KEYS_DIR, 1, 1))
+        .hint("split the keys over several key repositories")
+    })
+}
+
+/// Keep the first [`MAX_REPORTED`] diagnostics (sorted: by file and line) and count the
+/// rest in one more, so a spec with a million mistakes reports in the time of a few.
+fn cap_reported(diags: &mut Diagnostics) {
+    if diags.0.len() <= MAX_REPORTED {
+        return;
+    }
+    let rest = diags.0.split_off(MAX_REPORTED);
+    let errors = rest.iter().filter(|d| d.is_error()).count();
+    let warnings = rest.len() - errors;
+    let what = match (errors, warnings) {
+        (e, 0) => format!("{e} more error(s)"),
+        (0, w) => format!("{w} more warning(s)"),
+        (e, w) => format!("{e} more error(s) and {w} more warning(s)"),
+    };
+    let first = rest.iter().find_map(|d| d.location.clone());
+    let d = if errors > 0 {
+        Diagnostic::error(codes::TOO_MANY_DIAGNOSTICS, format!("and {what} not shown"))
+    } else {
+        Diagnostic::warning(codes::TOO_MANY_DIAGNOSTICS, format!("and {what} not shown"))
+    };
+    let mut d = d.at_opt(first).hint(format!(
+        "fix the first {MAX_REPORTED} and run again (the next one is here)"
+    ));
+    d.omitted = Some(crate::diag::Omitted { errors, warnings });
+    diags.push(d);
 }
 
 /// A secret-shaped string anywhere in a spec file (a comment, a label, a purpose) is
@@ -403,6 +448,7 @@ fn read_tree(root: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, Diagnostics) {
     for name in [CONFIG_FILE, PEOPLE_FILE] {
         read_one(root, &canon_root, Path::new(name), &mut files, &mut diags);
     }
+    let mut total: u64 = files.values().map(|b| b.len() as u64).sum();
     let keys_dir = root.join(KEYS_DIR);
     if keys_dir.symlink_metadata().is_err() {
         return (files, diags);
@@ -440,9 +486,61 @@ fn read_tree(root: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, Diagnostics) {
         }
         if entry.file_type().is_file() && is_key_file(&rel) {
             read_one(root, &canon_root, &rel, &mut files, &mut diags);
+            total += files.get(&rel).map_or(0, |b| b.len() as u64);
+            if let Some(d) = over_limits(&rel, files.len(), total) {
+                diags.push(d);
+                break;
+            }
         }
     }
     (files, diags)
+}
+
+/// The key files to check, in order, up to the spec-wide limits (files given in memory,
+/// e.g. from a git revision, may be over them).
+fn within_limits(
+    files: BTreeMap<PathBuf, Vec<u8>>,
+    sources: &Sources,
+    diags: &mut Diagnostics,
+) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut count = sources.len();
+    let mut total: u64 = sources.values().map(|t| t.len() as u64).sum();
+    let mut out = Vec::new();
+    for (rel, bytes) in files.into_iter().filter(|(rel, _)| is_key_file(rel)) {
+        count += 1;
+        total += bytes.len() as u64;
+        if let Some(d) = over_limits(&rel, count, total) {
+            // Already reported when the files were read from disk.
+            if !diags
+                .iter()
+                .any(|x| x.code == codes::TOO_LARGE && x.location == d.location)
+            {
+                diags.push(d);
+            }
+            break;
+        }
+        out.push((rel, bytes));
+    }
+    out
+}
+
+/// The spec-wide limits on files and bytes, crossed at file `rel`: the rest is not read.
+pub fn over_limits(rel: &Path, files: usize, bytes: u64) -> Option<Diagnostic> {
+    let msg = if files > MAX_SPEC_FILES {
+        format!("more than {MAX_SPEC_FILES} spec files; the files after this one were not read")
+    } else if bytes > MAX_SPEC_BYTES {
+        format!(
+            "the spec files together are larger than {} MiB at this file; the files after it were not read",
+            MAX_SPEC_BYTES / 1024 / 1024
+        )
+    } else {
+        return None;
+    };
+    Some(
+        Diagnostic::error(codes::TOO_LARGE, msg)
+            .at(Location::new(rel, 1, 1))
+            .hint("keep fewer, smaller key files (or split the keys over several repositories)"),
+    )
 }
 
 fn inside(path: &Path, canon_root: &Path) -> bool {

@@ -14,6 +14,10 @@ pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_ALIASES: usize = 64;
 /// Deeper flow/block nesting than this is refused.
 pub const MAX_DEPTH: usize = 48;
+/// More YAML values (scalars, list items, mappings) than this in one file are refused
+/// before the YAML parser builds them: ~20,000 keys of ordinary size, or 3.5 MiB of
+/// `[{},{},...]`. Counted by the pre-scan (an upper bound of the parser's count).
+pub const MAX_NODES: usize = 500_000;
 
 /// The entry `name` among a mapping's `(key, value)` pairs (as `Ctx::mapping` returns them).
 pub fn field<'v>(fields: &[(String, &'v Value)], name: &str) -> Option<&'v Value> {
@@ -140,15 +144,22 @@ pub fn parse(file: &Path, bytes: &[u8], diags: &mut Diagnostics) -> (Option<Stri
     }
 }
 
-/// Cheap pre-scan against YAML bombs: alias count and nesting depth.
+/// Cheap pre-scan (one pass, linear) against YAML bombs and oversized documents: alias
+/// count, nesting depth and the number of values.
 fn complexity(file: &Path, text: &str) -> Option<Diagnostic> {
     let mut aliases = 0usize;
+    let mut nodes = 0usize;
     for (n, line) in text.lines().enumerate() {
         let chars: Vec<char> = line.chars().collect();
         let indent = chars
             .iter()
             .take_while(|c| **c == ' ' || **c == '-')
             .count();
+        // A line with content is a value at least; each block list dash opens another.
+        let first = chars[indent..].iter().find(|c| !c.is_whitespace());
+        if first.is_some_and(|c| *c != '#') || chars[..indent].contains(&'-') {
+            nodes += 1 + chars[..indent].iter().filter(|c| **c == '-').count();
+        }
         // Rough block depth: every two columns of indentation is a level at most.
         let mut depth = indent / 2;
         let mut quote: Option<char> = None;
@@ -162,8 +173,12 @@ fn complexity(file: &Path, text: &str) -> Option<Diagnostic> {
                     '"' | '\'' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':') => {
                         quote = Some(c)
                     }
-                    '[' | '{' => depth += 1,
+                    '[' | '{' => {
+                        depth += 1;
+                        nodes += 1;
+                    }
                     ']' | '}' => depth = depth.saturating_sub(1),
+                    ',' => nodes += 1,
                     '*' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':') => {
                         aliases += 1
                     }
@@ -181,6 +196,16 @@ fn complexity(file: &Path, text: &str) -> Option<Diagnostic> {
                 );
             }
             prev = c;
+        }
+        if nodes > MAX_NODES {
+            return Some(
+                Diagnostic::error(
+                    codes::YAML_TOO_COMPLEX,
+                    format!("more than {MAX_NODES} YAML values in one file"),
+                )
+                .at(Location::new(file, n + 1, 1))
+                .hint("split the keys into several files under keys/ (a file holds at most 20000 keys)"),
+            );
         }
         if aliases > MAX_ALIASES {
             return Some(
