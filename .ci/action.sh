@@ -21,6 +21,12 @@ case "${COMMAND:-}" in
     plan)
         md="$tmp/keyward-plan.md"
         rm -f "$plan" "$md"
+        # On a pull request the stores' connection settings must come from the base (a PR
+        # must not choose where the token goes): add --base when the workflow did not.
+        if [ "${GITHUB_EVENT_NAME:-}" = pull_request ] && [ -n "${GITHUB_BASE_REF:-}" ] \
+            && [[ " ${args[*]:-} " != *" --base"* ]]; then
+            args+=(--base "origin/$GITHUB_BASE_REF")
+        fi
         keyward plan --format markdown --detailed-exitcode --out "$plan" "${args[@]}" > "$md"
         code=$?
         [ "$code" -eq 2 ] && has=true

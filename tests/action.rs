@@ -28,13 +28,18 @@ fn root() -> &'static Path {
 /// The runner's side of one action run: its temp dir, output and summary files.
 struct Runner {
     dir: tempfile::TempDir,
+    /// The event's variables (none: not a pull request, whatever runs these tests).
+    event: Vec<(&'static str, &'static str)>,
 }
 
 impl Runner {
     fn new() -> Runner {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("temp")).unwrap();
-        Runner { dir }
+        Runner {
+            dir,
+            event: Vec::new(),
+        }
     }
 
     fn temp(&self) -> PathBuf {
@@ -80,6 +85,9 @@ impl Runner {
             .env_remove("KEYWARD_AGE_IDENTITY_FILE")
             .env_remove("GIT_AUTHOR_NAME")
             .env_remove("GIT_AUTHOR_EMAIL")
+            .env_remove("GITHUB_EVENT_NAME")
+            .env_remove("GITHUB_BASE_REF")
+            .envs(self.event.iter().copied())
             .output()
             .unwrap();
         assert!(
@@ -157,6 +165,40 @@ fn plan_saves_and_comments_then_apply_applies_exactly_the_downloaded_plan() {
     assert_eq!(out["exitcode"], "0", "{out:?}");
     assert_eq!(out["has-changes"], "false");
     assert_eq!(out["plan-path"], "");
+}
+
+#[test]
+fn on_a_pull_request_the_plan_gets_base_so_store_settings_come_from_the_base() {
+    let r = Repo::new(KEYS);
+    r.git_init();
+    r.git(&["update-ref", "refs/remotes/origin/main", "HEAD"]);
+    r.git(&["checkout", "-q", "-b", "pr"]);
+    let moved = std::fs::read_to_string(r.root().join("keyward.yaml"))
+        .unwrap()
+        .replace(".keyward/prod.db", ".keyward/elsewhere.db");
+    std::fs::write(r.root().join("keyward.yaml"), moved).unwrap();
+    r.commit_all("Mallory", "mallory@example.edu", "move the store");
+    let mut job = Runner::new();
+    job.event = vec![
+        ("GITHUB_EVENT_NAME", "pull_request"),
+        ("GITHUB_BASE_REF", "main"),
+    ];
+    // The workflow passes no --base: the action adds it.
+    let out = job.run(&r, "plan", "", "");
+    assert_eq!(out["exitcode"], "2", "{out:?}");
+    let md = std::fs::read_to_string(&out["markdown"]).unwrap();
+    assert!(md.contains("base <code>origin/main</code>"), "{md}");
+    assert!(md.contains("Store connection settings change"), "{md}");
+    assert!(md.contains("elsewhere.db"), "{md}");
+    assert!(
+        !r.root().join(".keyward/elsewhere.db").exists(),
+        "the PR's store path was opened"
+    );
+    // Not on a pull request: no --base is added.
+    let plain = Runner::new();
+    let out = plain.run(&r, "plan", "", "");
+    let md = std::fs::read_to_string(&out["markdown"]).unwrap();
+    assert!(!md.contains("origin/main"), "{md}");
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn http_repo(url: &str) -> Repo {
     std::fs::write(
         r.root().join("keyward.yaml"),
         format!(
-            "version: 1\nstores:\n  alma-production: {{ kind: http, url: \"{url}\", token_env: KW_TOKEN, environment: production }}\npolicy:\n  default_lifetime: 365d\n"
+            "version: 1\nstores:\n  alma-production: {{ kind: http, url: \"{url}\", token_env: KEYWARD_TOKEN, environment: production }}\npolicy:\n  default_lifetime: 365d\n"
         ),
     )
     .unwrap();
@@ -61,19 +61,23 @@ async fn plan_apply_verify_disable_rotate_quota_through_serve() {
     // No token in the environment: a clear error naming the variable.
     let o = r.run(&["plan"]);
     assert_eq!(o.code, 1, "{}", o.all());
-    assert!(o.stderr.contains("KW_TOKEN"), "{}", o.stderr);
+    assert!(o.stderr.contains("KEYWARD_TOKEN"), "{}", o.stderr);
 
     // A read token plans.
     let o = r.run_with(
         &["plan", "--detailed-exitcode"],
-        &[("KW_TOKEN", &read)],
+        &[("KEYWARD_TOKEN", &read)],
         None,
     );
     assert_eq!(o.code, 2, "{}", o.all());
     assert!(o.stdout.contains("+ key \"ill-lookup\""), "{}", o.stdout);
 
     // ...but cannot apply: 403 with a hint about the role.
-    let o = r.run_with(&["apply", "--auto-approve"], &[("KW_TOKEN", &read)], None);
+    let o = r.run_with(
+        &["apply", "--auto-approve"],
+        &[("KEYWARD_TOKEN", &read)],
+        None,
+    );
     assert_ne!(o.code, 0, "{}", o.all());
     assert!(o.stderr.contains("403"), "{}", o.stderr);
     assert!(o.stderr.contains("`write` token"), "{}", o.stderr);
@@ -87,11 +91,15 @@ async fn plan_apply_verify_disable_rotate_quota_through_serve() {
     assert!(!o.all().contains(&read), "the token leaked into output");
 
     // A write token applies; the plan is then empty.
-    let o = r.run_with(&["apply", "--auto-approve"], &[("KW_TOKEN", &write)], None);
+    let o = r.run_with(
+        &["apply", "--auto-approve"],
+        &[("KEYWARD_TOKEN", &write)],
+        None,
+    );
     assert_eq!(o.code, 0, "{}", o.all());
     let o = r.run_with(
         &["plan", "--detailed-exitcode"],
-        &[("KW_TOKEN", &read)],
+        &[("KEYWARD_TOKEN", &read)],
         None,
     );
     assert_eq!(o.code, 0, "{}", o.all());
@@ -105,7 +113,7 @@ async fn plan_apply_verify_disable_rotate_quota_through_serve() {
     // `keyward verify` through the http store works with a write token as well.
     let o = r.run_with(
         &["verify", "--store", "alma-production"],
-        &[("KW_TOKEN", &write)],
+        &[("KEYWARD_TOKEN", &write)],
         Some(&s1),
     );
     assert_eq!(o.code, 0, "{}", o.all());
@@ -144,13 +152,21 @@ async fn plan_apply_verify_disable_rotate_quota_through_serve() {
         "    rotation: { every: 90d, grace: 7d, generation: 1 }\n",
         "    rotation: { every: 90d, grace: 7d, generation: 1 }\n    state: disabled\n",
     ));
-    let o = r.run_with(&["apply", "--auto-approve"], &[("KW_TOKEN", &write)], None);
+    let o = r.run_with(
+        &["apply", "--auto-approve"],
+        &[("KEYWARD_TOKEN", &write)],
+        None,
+    );
     assert_eq!(o.code, 0, "{}", o.all());
     assert_eq!(verify(&server.url, &app, &s1).await["reason"], "disabled");
 
     // Enable and rotate (generation 2): both secrets verify during the grace period.
     r.write_keys(&KEYS.replace("generation: 1 }", "generation: 2 }"));
-    let o = r.run_with(&["apply", "--auto-approve"], &[("KW_TOKEN", &write)], None);
+    let o = r.run_with(
+        &["apply", "--auto-approve"],
+        &[("KEYWARD_TOKEN", &write)],
+        None,
+    );
     assert_eq!(o.code, 0, "{}", o.all());
     let s2 = r.secret("ill-lookup", "alma-production", "jdoe");
     assert_ne!(s1, s2);
@@ -181,7 +197,7 @@ async fn plan_apply_verify_disable_rotate_quota_through_serve() {
 async fn http_store_errors_name_the_store_and_url() {
     // Nothing listens on this port: a clear error, after retries, naming store and URL.
     let r = http_repo("http://127.0.0.1:9");
-    let o = r.run_with(&["plan"], &[("KW_TOKEN", "kwt_x")], None);
+    let o = r.run_with(&["plan"], &[("KEYWARD_TOKEN", "kwt_x")], None);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(
         o.stderr.contains("alma-production") && o.stderr.contains("127.0.0.1:9"),
@@ -193,10 +209,10 @@ async fn http_store_errors_name_the_store_and_url() {
     make_token(&sdir.path().join("tokens.yaml"), "planner", "read");
     let server = Server::start(sdir.path(), &[]);
     let r = http_repo(&server.url);
-    let o = r.run_with(&["plan"], &[("KW_TOKEN", "kwt_wrong")], None);
+    let o = r.run_with(&["plan"], &[("KEYWARD_TOKEN", "kwt_wrong")], None);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(
-        o.stderr.contains("401") && o.stderr.contains("KW_TOKEN"),
+        o.stderr.contains("401") && o.stderr.contains("KEYWARD_TOKEN"),
         "{}",
         o.stderr
     );

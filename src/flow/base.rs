@@ -54,6 +54,7 @@ pub fn mark_base(plan: &mut Plan, desired: &Desired, base: &str) -> Result<()> {
         requesters: range.requesters,
         touched_keys: touched.iter().map(|(s, n)| format!("{s}/{n}")).collect(),
         other_files,
+        connection_changes: Vec::new(),
     });
     Ok(())
 }

@@ -10,6 +10,7 @@ mod consoles;
 mod execute;
 pub mod load;
 pub mod options;
+mod pinned;
 mod planning;
 mod saved;
 mod stores;
@@ -38,11 +39,32 @@ pub async fn plan(dir: &Path, opts: &PlanOptions, color: Colors) -> Result<Outco
     if policy_refuses(&desired.loaded, now, color.err) {
         return Ok(Outcome::Refused);
     }
-    let opened = match stores::open_stores(&desired, &opts.recreate_store, false)? {
+    // With --base, stores are opened with the base's connection settings (item 12 of
+    // issue 15): the change under review cannot choose where the token goes, and a store
+    // it adds is not contacted (observed as empty).
+    let pinned = match &opts.base {
+        Some(base) => Some(pinned::pin_to_base(&desired, base)?),
+        None => None,
+    };
+    let opened = match &pinned {
+        Some(p) => {
+            let configs: Vec<_> = p.open.iter().collect();
+            stores::open_configs(&desired, &configs, &opts.recreate_store, false)?
+        }
+        None => stores::open_stores(&desired, &opts.recreate_store, false)?,
+    };
+    let mut opened = match opened {
         Ok(o) => o,
         Err(stop) => return Ok(stop),
     };
-    let plan = make_plan(&desired, &opened.stores, &opened.absent, opts, now).await?;
+    if let Some(p) = &pinned {
+        let added = p.changes.iter().filter(|c| c.new_store);
+        opened.absent.extend(added.map(|c| c.store.clone()));
+    }
+    let mut plan = make_plan(&desired, &opened.stores, &opened.absent, opts, now).await?;
+    if let (Some(p), Some(b)) = (pinned, plan.base.as_mut()) {
+        b.connection_changes = p.changes;
+    }
     if opts.drift_only && plan.is_empty() && opts.format == PlanFormat::Text {
         println!("No drift: the live stores hold what keyward left in them.");
         return Ok(Outcome::Ok);

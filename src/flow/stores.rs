@@ -9,6 +9,7 @@ use super::planning::Stores;
 use crate::deliver::Outbox;
 use crate::observe;
 use crate::outcome::Outcome;
+use crate::spec::StoreConfig;
 use anyhow::{Result, bail};
 use std::collections::BTreeMap;
 
@@ -25,11 +26,23 @@ pub struct Opened {
 /// whose database is missing while the outbox holds active deliveries from it refuses
 /// (exit 3) unless it is named in `recreate`.
 pub fn open_stores(desired: &Desired, recreate: &[String], create: bool) -> Step<Opened> {
+    let configs: Vec<&StoreConfig> = desired.loaded.spec.stores.values().collect();
+    open_configs(desired, &configs, recreate, create)
+}
+
+/// [`open_stores`] with the settings given (`plan --base`: the base revision's connection
+/// settings; a store missing from `configs` is not opened).
+pub fn open_configs(
+    desired: &Desired,
+    configs: &[&StoreConfig],
+    recreate: &[String],
+    create: bool,
+) -> Step<Opened> {
     let spec = &desired.loaded.spec;
     check_recreate(desired, recreate)?;
     let delivered = delivered_per_store(desired)?;
     let mut refused = false;
-    for cfg in spec.stores.values() {
+    for cfg in configs.iter().copied() {
         let Some(path) = observe::missing_file(cfg) else {
             continue;
         };
@@ -63,14 +76,16 @@ pub fn open_stores(desired: &Desired, recreate: &[String], create: bool) -> Step
     if refused {
         return Ok(Err(Outcome::Refused));
     }
-    if create {
-        let stores = observe::open_all(spec, None)?;
-        return Ok(Ok(Opened {
-            stores,
-            absent: Vec::new(),
-        }));
+    let mut stores = Stores::new();
+    let mut absent = Vec::new();
+    for cfg in configs.iter().copied() {
+        // Plan never creates a database: a missing one is observed as empty.
+        if !create && observe::missing_file(cfg).is_some() {
+            absent.push(cfg.name.clone());
+        } else {
+            stores.insert(cfg.name.clone(), observe::open(cfg)?);
+        }
     }
-    let (stores, absent) = observe::open_existing(spec, None)?;
     Ok(Ok(Opened { stores, absent }))
 }
 

@@ -61,6 +61,23 @@ pub fn markdown(plan: &Plan) -> String {
     markdown_with_budget(plan, BUDGET)
 }
 
+/// `--base`: the stores whose connection settings the pull request changes (never cut).
+fn connection_caution(plan: &Plan, head: &mut String) {
+    let moved: Vec<_> = plan
+        .base
+        .iter()
+        .flat_map(|b| &b.connection_changes)
+        .collect();
+    if moved.is_empty() {
+        return;
+    }
+    head.push_str("> [!CAUTION]\n> **Store connection settings change in this pull request.** Review where the token goes:\n");
+    for c in moved {
+        let _ = writeln!(head, "> - {}", inline(&c.describe()));
+    }
+    head.push('\n');
+}
+
 /// The Markdown plan within `budget` characters (the summary, the "access removed" lines and
 /// the count of expiry warnings always stay; escalation, revocation and warning lines,
 /// details and notes are cut, with a note saying how many).
@@ -117,6 +134,7 @@ fn callouts(plan: &Plan, head: &mut String) {
             summary.escalations, keys
         );
     }
+    connection_caution(plan, head);
     if !plan.guards.is_empty() {
         head.push_str(
             "> [!CAUTION]\n> **`keyward apply` will refuse this plan without `--force`:**\n",

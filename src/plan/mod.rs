@@ -248,6 +248,62 @@ pub struct BaseInfo {
     /// Spec files other than key files that the change edits (keyward.yaml, people.yaml).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_files: Vec<String>,
+    /// Stores whose connection settings (url, token_env, path, ...) the change edits or
+    /// adds. The plan used the base's settings and contacted no store the change adds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connection_changes: Vec<ConnectionChange>,
+}
+
+/// `plan --base`: a store whose connection settings the change under review edits (or a
+/// store it adds). They take effect only once the change is merged and applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConnectionChange {
+    pub store: String,
+    /// The store is not in the base: it was not contacted (its keys are planned as new).
+    pub new_store: bool,
+    /// The settings that differ from the base.
+    pub settings: Vec<SettingChange>,
+}
+
+impl ConnectionChange {
+    /// One sentence for a reviewer (plain text; the renderers escape it).
+    pub fn describe(&self) -> String {
+        let list = |with_base: bool| {
+            self.settings
+                .iter()
+                .map(|s| match (&s.base, with_base) {
+                    (Some(b), true) => format!("{}: {b} -> {}", s.field, s.change),
+                    _ => format!("{}: {}", s.field, s.change),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.new_store {
+            format!(
+                "store `{}` is new in this change and was NOT contacted ({}); its keys are planned as if it were empty",
+                self.store,
+                list(false)
+            )
+        } else {
+            format!(
+                "this change edits the connection settings of store `{}` ({}); this plan used the base's settings, the new ones take effect only once the change is merged",
+                self.store,
+                list(true)
+            )
+        }
+    }
+}
+
+/// One connection setting the change edits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SettingChange {
+    /// `kind`, `url`, `token_env`, `path`, `ledger`.
+    pub field: String,
+    /// The base's value (what the plan used), absent when the base has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The change's value (not used by this plan).
+    pub change: String,
 }
 
 /// A change left out by `--only`.
@@ -604,6 +660,7 @@ pub(crate) fn sample_plan() -> Plan {
         }],
         touched_keys: vec!["prod/ill-lookup".into(), "sbx/new-integration".into()],
         other_files: Vec::new(),
+        connection_changes: Vec::new(),
     });
     plan.guards = vec![GuardViolation {
         store: "sbx".into(),

@@ -138,6 +138,11 @@ fn revision_lines(plan: &Plan) -> String {
 /// The warnings shown above a plan: `--only` in effect, guards apply will enforce.
 fn warnings(plan: &Plan, st: Style) -> String {
     let mut out = String::new();
+    let moved = plan.base.iter().flat_map(|b| &b.connection_changes);
+    for c in moved {
+        out.push_str(&st.warn(&format!("Warning: {}.", clean(&c.describe()))));
+        out.push_str("\n\n");
+    }
     if plan.filtered_out > 0 {
         out.push_str(&st.warn(&format!(
             "Warning: --only is in effect; {} change(s) outside the filter are NOT shown and will NOT be applied.",

@@ -9,7 +9,7 @@ use super::model::{
 };
 use super::pos::YPath;
 use super::raw::fields;
-use super::yaml::{Ctx, did_you_mean, field, http_url};
+use super::yaml::{Ctx, did_you_mean, field};
 use crate::diag::{Diagnostic, codes};
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -318,6 +318,97 @@ fn parse_catalogue(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
     cfg.catalogue = cat;
 }
 
+/// An `http` store: `url` is https (plain http only on loopback: the token would cross the
+/// network in clear) with no user info, and `token_env` names a `KEYWARD_*` variable, so a
+/// pull request cannot make CI send another secret of its environment (issue 15, item 12).
+fn parse_http_store(
+    ctx: &mut Ctx,
+    sp: &YPath,
+    path: Option<&Value>,
+    url: Option<&Value>,
+    token_env: Option<&Value>,
+) -> Option<StoreKind> {
+    if path.is_some() {
+        ctx.err(
+            codes::INVALID_STORE,
+            &sp.key("path"),
+            "`path` does not apply to an http store",
+            "remove it, or use `kind: sqlite`",
+        );
+    }
+    let url = match url {
+        None => {
+            ctx.missing(sp, "url", "add `url: \"https://keyward.example.edu\"`");
+            None
+        }
+        Some(u) => ctx
+            .string(u, &sp.key("url"))
+            .and_then(|u| http_store_url(ctx, &sp.key("url"), u)),
+    };
+    let token_env = token_env.and_then(|t| {
+        let name = ctx.string(t, &sp.key("token_env"))?;
+        if name.starts_with(TOKEN_ENV_PREFIX) {
+            return Some(name);
+        }
+        ctx.err(
+            codes::UNSAFE_ENDPOINT,
+            &sp.key("token_env"),
+            format!("`token_env: {name}` does not start with `{TOKEN_ENV_PREFIX}`"),
+            format!(
+                "rename the variable to `{TOKEN_ENV_PREFIX}{name}`: only `{TOKEN_ENV_PREFIX}*` variables are sent to a store"
+            ),
+        );
+        None
+    });
+    url.map(|url| StoreKind::Http { url, token_env })
+}
+
+/// The prefix every store `token_env` must have.
+pub const TOKEN_ENV_PREFIX: &str = "KEYWARD_";
+
+/// An http store's URL, parsed with the client's parser: http(s) with a host and no user
+/// info; plain http only on loopback.
+fn http_store_url(ctx: &mut Ctx, p: &YPath, u: String) -> Option<String> {
+    let parsed = match url::Url::parse(u.trim()) {
+        Ok(x) if matches!(x.scheme(), "http" | "https") && x.host().is_some() => x,
+        _ => {
+            ctx.err(
+                codes::INVALID_STORE,
+                p,
+                format!("`{u}` is not an http(s) URL"),
+                "write it as `https://host:port`",
+            );
+            return None;
+        }
+    };
+    let host = parsed.host().expect("checked above");
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        ctx.err(
+            codes::UNSAFE_ENDPOINT,
+            p,
+            format!(
+                "the store URL carries user info (`...@{}`)",
+                parsed.host_str().unwrap_or_default()
+            ),
+            "remove the part before `@`; the token comes from `token_env`",
+        );
+        return None;
+    }
+    if parsed.scheme() == "http" && !crate::net::is_loopback_host(&host) {
+        ctx.err(
+            codes::UNSAFE_ENDPOINT,
+            p,
+            format!(
+                "`{u}` would send the store token to {} unencrypted",
+                parsed.host_str().unwrap_or_default()
+            ),
+            "use `https://`; plain `http://` is only allowed on loopback (127.0.0.1, ::1, localhost)",
+        );
+        return None;
+    }
+    Some(u)
+}
+
 fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Config) {
     let Some(entries) = ctx.mapping(v, p, &[]) else {
         return;
@@ -356,7 +447,13 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
                 super::adapters::parse_kind(ctx, k, &fields, &sp, root)
             }
             Some("sqlite") => sqlite_store(ctx, &fields, &sp, root, &name),
-            Some("http") => http_store(ctx, &fields, &sp),
+            Some("http") => parse_http_store(
+                ctx,
+                &sp,
+                field(&fields, "path"),
+                field(&fields, "url"),
+                field(&fields, "token_env"),
+            ),
             Some("console") => {
                 super::console_store::parse(ctx, &fields, &sp, root, &name).map(StoreKind::Console)
             }
@@ -454,30 +551,6 @@ fn sqlite_store(
         }),
     };
     path.map(|path| StoreKind::Sqlite { path })
-}
-
-/// `kind: http`: a store served over HTTP(S), with its token in an environment variable.
-fn http_store(ctx: &mut Ctx, fields: &[(String, &Value)], sp: &YPath) -> Option<StoreKind> {
-    if field(fields, "path").is_some() {
-        ctx.err(
-            codes::INVALID_STORE,
-            &sp.key("path"),
-            "`path` does not apply to an http store",
-            "remove it, or use `kind: sqlite`",
-        );
-    }
-    let url = match field(fields, "url") {
-        None => {
-            ctx.missing(sp, "url", "add `url: \"http://127.0.0.1:7450\"`");
-            None
-        }
-        Some(u) => {
-            let hint = "write it as `https://host:port`";
-            http_url(ctx, u, &sp.key("url"), codes::INVALID_STORE, hint)
-        }
-    };
-    let token_env = field(fields, "token_env").and_then(|t| ctx.string(t, &sp.key("token_env")));
-    url.map(|url| StoreKind::Http { url, token_env })
 }
 
 fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {

@@ -238,6 +238,7 @@ fn unique_keys(seen: Vec<keys::Seen>, diags: &mut Diagnostics) -> Vec<DesiredKey
     }
     keys_out.sort_by(|a, b| (&a.store, &a.name).cmp(&(&b.store, &b.name)));
     keys_out
+}
 
 fn too_many_keys(n: usize) -> Option<Diagnostic> {
     (n > MAX_KEYS).then(|| {

@@ -64,6 +64,72 @@ impl StoreConfig {
     }
 }
 
+impl StoreKind {
+    /// The settings that say where keyward connects and with which credential (the kind
+    /// first). A pull request plan (`--base`) uses the base revision's values of these, so a
+    /// change cannot point CI's token at a new endpoint; every other setting may change.
+    pub fn connection(&self) -> Vec<(&'static str, String)> {
+        match self {
+            StoreKind::Sqlite { path } => vec![
+                ("kind", "sqlite".into()),
+                ("path", path.display().to_string()),
+            ],
+            StoreKind::Http { url, token_env } => vec![
+                ("kind", "http".into()),
+                ("url", url.clone()),
+                ("token_env", token_env.clone().unwrap_or_default()),
+            ],
+            StoreKind::Console(c) => vec![
+                ("kind", "console".into()),
+                ("ledger", c.ledger.display().to_string()),
+            ],
+            StoreKind::Exec {
+                command,
+                env,
+                timeout_secs: _,
+            } => vec![
+                ("kind", "exec".into()),
+                ("command", command.join(" ")),
+                ("env", env.join(", ")),
+            ],
+            StoreKind::PostgresRoles { url, .. } => {
+                let mut v = vec![("kind", "postgres-roles".into())];
+                v.push(url.connection());
+                v
+            }
+            StoreKind::RedisAcl { url, .. } => {
+                let mut v = vec![("kind", "redis-acl".into())];
+                v.push(url.connection());
+                v
+            }
+        }
+    }
+}
+
+impl ConnUrl {
+    /// `("url", the URL without its password)` or `("url_env", the variable's name)`.
+    fn connection(&self) -> (&'static str, String) {
+        match self {
+            ConnUrl::Env(var) => ("url_env", var.clone()),
+            ConnUrl::Value(u) => ("url", without_password(u)),
+        }
+    }
+}
+
+/// A URL as a plan may show it: a password in it is replaced by `***` (an unparsable URL
+/// is shown as its scheme only).
+fn without_password(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => format!("{}://...", u.split("://").next().unwrap_or("?")),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     /// Embedded SQLite file; path is absolute (resolved against the repo root).
