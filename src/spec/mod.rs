@@ -614,6 +614,23 @@ fn read_one(
 mod tests {
     use super::*;
 
+    #[test]
+    fn spec_wide_limits_are_crossed_at_the_file_that_crosses_them() {
+        let f = Path::new("keys/x.yaml");
+        assert!(over_limits(f, MAX_SPEC_FILES, MAX_SPEC_BYTES).is_none());
+        let d = over_limits(f, MAX_SPEC_FILES + 1, 10).unwrap();
+        assert!(
+            d.message.contains("more than 10000 spec files"),
+            "{}",
+            d.message
+        );
+        let d = over_limits(f, 3, MAX_SPEC_BYTES + 1).unwrap();
+        assert!(d.message.contains("larger than 64 MiB"), "{}", d.message);
+        assert_eq!(d.code, codes::TOO_LARGE);
+        assert_eq!(d.location, Some(Location::new(f, 1, 1)));
+        assert!(too_many_keys(MAX_KEYS).is_none() && too_many_keys(MAX_KEYS + 1).is_some());
+    }
+
     const JDOE: &str = "age1jh9x549yr7atdz6a5j2kf0su0u8retq8fdhg8calalddvaeux44sm6lc49";
     const SVC: &str = "age1h7e98fheh2nhjnsy4eqa9qgjvrh7mxpthszgarpdcww8r2cw7ufq3pqs6s";
 
