@@ -207,7 +207,7 @@ fn a_store_that_cannot_be_read_is_shown_with_its_error() {
     let cfg = std::fs::read_to_string(r.root().join("keyward.yaml")).unwrap();
     let cfg = cfg.replace(
         "stores:\n",
-        "stores:\n  remote: { kind: http, url: \"http://127.0.0.1:9\", token_env: KW_TEST_NO_SUCH_TOKEN, environment: production }\n",
+        "stores:\n  remote: { kind: http, url: \"http://127.0.0.1:9\", token_env: KEYWARD_TEST_NO_SUCH_TOKEN, environment: production }\n",
     );
     std::fs::write(r.root().join("keyward.yaml"), cfg).unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -216,7 +216,7 @@ fn a_store_that_cannot_be_read_is_shown_with_its_error() {
     assert_eq!(o.code, 0, "{}", o.all());
     assert!(o.stderr.contains("warning: store `remote`"), "{}", o.stderr);
     let index = &site(&dir)["index.html"];
-    assert!(index.contains("KW_TEST_NO_SUCH_TOKEN"), "{index}");
+    assert!(index.contains("KEYWARD_TEST_NO_SUCH_TOKEN"), "{index}");
     assert!(
         index.contains("alma-production"),
         "the other stores are still shown"

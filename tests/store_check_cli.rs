@@ -109,14 +109,14 @@ fn http_store_passes_store_check_through_keyward_serve() {
     let token = serve_common::make_token(&served.path().join("tokens.yaml"), "ci", "write");
     let server = serve_common::Server::start(served.path(), &[]);
     let dir = repo(&format!(
-        "  remote: {{ kind: http, url: \"{}\", token_env: KW_CHECK_TOKEN, environment: sandbox }}\n",
+        "  remote: {{ kind: http, url: \"{}\", token_env: KEYWARD_CHECK_TOKEN, environment: sandbox }}\n",
         server.url
     ));
     check(
         dir.path(),
         "remote",
         &paging(2000),
-        &[("KW_CHECK_TOKEN", &token)],
+        &[("KEYWARD_CHECK_TOKEN", &token)],
     );
     let log = server.stop();
     assert!(!log.contains(&token), "the token reached the server log");
