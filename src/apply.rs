@@ -390,19 +390,8 @@ pub(crate) async fn apply_one(
             done.key_id = Some(key_id);
             done.delivery = Some(dir);
             failpoint::hit(failpoint::REPLACE_BEFORE_REVOKE)?;
-            let old_store_name = old_store_of(c);
-            let old_store = cx
-                .stores
-                .get(&old_store_name)
-                .ok_or_else(|| ApplyError::UnknownStore(old_store_name.clone()))?;
-            revoke_recorded(
-                old_store.as_ref(),
-                &old_store_name,
-                &id(),
-                version()?,
-                actor,
-            )
-            .await?;
+            let new_id = done.key_id.clone().unwrap_or_default();
+            retire_replaced(cx, c, &new_id, &id(), version()?, actor).await?;
         }
         Action::Rotate | Action::Update | Action::Disable => {
             let mut v = version()?;
@@ -512,6 +501,49 @@ pub(crate) async fn revoke_recorded(
         .map_err(&serr)?;
     failpoint::hit(failpoint::REVOKE_AFTER_RECORD)?;
     store.revoke(id, k.version, actor).await.map_err(&serr)
+}
+
+/// The old key of a replace: kept valid through the grace the plan shows (its expiry cut to
+/// now + the key's rotation grace, labelled with the key that replaces it, so later plans
+/// revoke it once the grace is over), or revoked at once when the grace is 0.
+async fn retire_replaced(
+    cx: &Context<'_>,
+    c: &Change,
+    new_id: &str,
+    old_id: &str,
+    version: u64,
+    actor: &Actor,
+) -> Result<(), ApplyError> {
+    let old_store_name = old_store_of(c);
+    let old_store = cx
+        .stores
+        .get(&old_store_name)
+        .ok_or_else(|| ApplyError::UnknownStore(old_store_name.clone()))?;
+    let grace = desired(cx, c)?.rotation.grace;
+    if c.old_valid_until.is_none() || grace.seconds <= 0 {
+        revoke_recorded(old_store.as_ref(), &old_store_name, old_id, version, actor).await?;
+        return Ok(());
+    }
+    let serr = store_err(&old_store_name);
+    let Some(live) = old_store.get(old_id).await.map_err(&serr)? else {
+        return Err(serr(StoreError::NotFound(old_id.to_string())));
+    };
+    let until = (cx.clock.now() + grace.to_chrono()).trunc_subsecs(0);
+    let mut labels = live.labels.clone();
+    labels.insert(diff::REPLACED_BY.to_string(), new_id.to_string());
+    let patch = KeyPatch {
+        expires_at: Some(Some(live.expires_at.map_or(until, |t| t.min(until)))),
+        labels: Some(labels),
+        ..KeyPatch::default()
+    };
+    let k = old_store
+        .update(old_id, version, patch, actor)
+        .await
+        .map_err(&serr)?;
+    record_state(old_store.as_ref(), k, actor)
+        .await
+        .map_err(&serr)?;
+    Ok(())
 }
 
 /// A replace across stores names the old store in its `store` field change.

@@ -169,6 +169,10 @@ pub struct Change {
     /// Recipients of the new secret (create, replace, rotate).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliver_to: Vec<String>,
+    /// Replace: until when the old key stays valid (plan time + the key's rotation grace),
+    /// after which the next apply revokes it. None: revoked at once (`grace: 0d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_valid_until: Option<DateTime<Utc>>,
     /// Who the plan knows as the key's owner (desired, else live).
     pub owner: String,
     /// Environment of the store acted on.
@@ -429,7 +433,10 @@ pub fn diff_with_deliveries(
         .iter()
         .filter(|d| cx.desired(d, &seen, delivered))
         .collect();
-    let removed = removed_from_spec(spec, &seen.managed);
+    let removed: Vec<(&str, &LiveKey)> = removed_from_spec(spec, &seen.managed)
+        .into_iter()
+        .filter(|(store, l)| !cx.retire(l, store))
+        .collect();
     let taken = cx.pair_replacements(unmatched, &removed);
     cx.revoke_removed(removed, &taken);
     cx.finish(&seen, now)
@@ -622,6 +629,10 @@ fn expiry_warnings(
         .collect()
 }
 
+/// The label a replace puts on the old key it leaves valid through the grace: the id of the
+/// key that replaces it.
+pub const REPLACED_BY: &str = "keyward.replaced-by";
+
 /// A live key whose state differs from the one keyward recorded when it last wrote it was
 /// changed outside keyward.
 pub fn is_drifted(l: &LiveKey) -> bool {
@@ -705,7 +716,7 @@ impl<'a> Ctx<'a> {
         let (current, others) = pick_current(lives, d);
         // Duplicates left by an interrupted replace: revoke all but the current one.
         for o in others {
-            if o.status != KeyStatus::Revoked {
+            if o.status != KeyStatus::Revoked && !self.retire(o, &d.store) {
                 let of = current.map(|c| c.id.as_str()).unwrap_or("-");
                 let why = format!("duplicate of the current key {of}");
                 self.push_remove(o, &d.store, Action::Revoke, why);
@@ -854,6 +865,32 @@ impl<'a> Ctx<'a> {
         out
     }
 
+    /// A key a replace left valid through its grace (labelled `REPLACED_BY`): a note while
+    /// the grace lasts, a revoke once it is over. False for any other key.
+    fn retire(&mut self, l: &LiveKey, store: &str) -> bool {
+        let Some(by) = l.labels.get(REPLACED_BY) else {
+            return false;
+        };
+        match l.expires_at.filter(|t| *t > self.now) {
+            Some(until) => self.out.notes.push(Note {
+                store: store.to_string(),
+                name: l.name.clone(),
+                message: format!(
+                    "the old key {} (replaced by {by}) stays valid until {}; an apply after that revokes it",
+                    l.id,
+                    until.format("%Y-%m-%d %H:%M UTC")
+                ),
+            }),
+            None => self.push_remove(
+                l,
+                store,
+                Action::Revoke,
+                format!("grace over: replaced by {by}"),
+            ),
+        }
+        true
+    }
+
     fn note(&mut self, d: &DesiredKey, msg: &str) {
         self.out.notes.push(Note {
             store: d.store.clone(),
@@ -954,8 +991,18 @@ impl<'a> Ctx<'a> {
             })
             .collect();
         // The old key lives in another store when the store changed: remember where.
+        let grace = d.rotation.grace;
+        let old_valid_until = (grace.seconds > 0).then(|| self.now + grace.to_chrono());
+        reasons.push(match old_valid_until {
+            Some(t) => format!(
+                "the old key {} stays valid until {} (grace {grace}), then an apply revokes it",
+                old.id,
+                t.format("%Y-%m-%d %H:%M UTC")
+            ),
+            None => format!("the old key {} is revoked at once (grace 0)", old.id),
+        });
         if old_store != d.store {
-            reasons.push(format!("the old key is revoked in {old_store}"));
+            reasons.push(format!("the old key is in {old_store}"));
         }
         let mut fields = self.creation_fields(d);
         fields.retain(|f| !forcing.iter().any(|x| x.field == f.field));
@@ -968,6 +1015,7 @@ impl<'a> Ctx<'a> {
             escalations,
             new_generation: Some(old.generation + 1),
             deliver_to: d.recipients.iter().cloned().collect(),
+            old_valid_until,
             ..Change::of_desired(Action::Replace, d)
         });
     }
@@ -1191,6 +1239,7 @@ impl Change {
             set_status: None,
             new_generation: None,
             deliver_to: Vec::new(),
+            old_valid_until: None,
             owner: owner.to_string(),
             environment,
             protected: false,

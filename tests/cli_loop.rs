@@ -145,7 +145,8 @@ fn scopes_update_in_place_owner_replaces_removal_revokes_protected_survives() {
         serde_json::json!(["bibs:write", "users:read"])
     );
 
-    // Owner: replace; the old secret is revoked, a new one is delivered (generation 2).
+    // Owner: replace; a new secret is delivered (generation 2), the old one stays valid
+    // through the grace (create before destroy; tests/keep_keys.rs follows it to the end).
     let edited = TWO_KEYS
         .replace(
             "scopes: [bibs:read, users:read]",
@@ -156,14 +157,14 @@ fn scopes_update_in_place_owner_replaces_removal_revokes_protected_survives() {
     let p = r.run(&["plan"]);
     assert!(
         p.stdout
-            .contains("must be replaced (owner changed: jdoe -> asmith)"),
+            .contains("must be replaced (owner changed: jdoe -> asmith; the old key"),
         "{}",
         p.stdout
     );
     assert!(p.stdout.contains("# forces replacement"), "{}", p.stdout);
     apply(&r);
     assert_no_changes(&r);
-    assert_eq!(r.verify(&old, "alma-production")["reason"], "revoked");
+    assert_eq!(r.verify(&old, "alma-production")["valid"], true);
     let new = r.secret("ill-lookup", "alma-production", "asmith");
     assert_ne!(new, old);
     assert_eq!(r.verify(&new, "alma-production")["valid"], true);

@@ -224,3 +224,98 @@ fn drift_only_reports_status_drift_on_revoked_and_kept_keys_with_every_field() {
     assert_eq!(r.run(&["apply", "--auto-approve"]).code, 0);
     assert_eq!(r.run(&["plan", "--drift-only"]).code, 0);
 }
+
+/// The test clock's day 0 (`KEYWARD_NOW`).
+fn day(d: i64) -> String {
+    let t0 = chrono::DateTime::parse_from_rfc3339("2027-01-10T12:00:00Z").unwrap();
+    (t0 + chrono::Duration::days(d)).to_rfc3339()
+}
+
+fn at(r: &Repo, d: i64, args: &[&str]) -> common::Out {
+    r.run_with(args, &[("KEYWARD_NOW", &day(d))], None)
+}
+
+fn valid_at(r: &Repo, d: i64, secret: &str) -> serde_json::Value {
+    let o = r.run_with(
+        &["verify", "--store", "alma-production"],
+        &[("KEYWARD_NOW", &day(d))],
+        Some(secret),
+    );
+    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", o.all()))
+}
+
+const OWNERS: &str = "\
+keys:
+  - name: illiad-lookup
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+  - name: leaver-key
+    store: alma-production
+    owner: rkumar
+    scopes: [courses:read]
+    rotation: { grace: 0d }
+";
+
+#[test]
+fn an_owner_change_keeps_the_old_key_valid_through_the_grace_and_grace_0_cuts_at_once() {
+    let r = Repo::new(OWNERS);
+    assert_eq!(at(&r, 0, &["apply", "--auto-approve"]).code, 0);
+    let old = r.secret("illiad-lookup", "alma-production", "jdoe");
+    let leaver = r.secret("leaver-key", "alma-production", "rkumar");
+    r.write_keys(
+        &OWNERS
+            .replace("owner: jdoe", "owner: asmith")
+            .replace("owner: rkumar", "owner: jdoe"),
+    );
+    let p = at(&r, 1, &["plan"]);
+    assert!(
+        p.stdout.contains(
+            "stays valid until 2027-01-18 12:00 UTC (grace 7d), then an apply revokes it"
+        ),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.stdout.contains("is revoked at once (grace 0)"),
+        "{}",
+        p.stdout
+    );
+    let j = at(&r, 1, &["plan", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&j.stdout).expect("json");
+    let illiad = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "illiad-lookup")
+        .expect("replace")
+        .clone();
+    assert_eq!(illiad["action"], "replace");
+    assert_eq!(illiad["old_valid_until"], "2027-01-18T12:00:00Z");
+    let o = at(&r, 1, &["apply", "--auto-approve"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+
+    // The application keeps working with the old secret until the new one is deployed.
+    let new = r.secret("illiad-lookup", "alma-production", "asmith");
+    assert_ne!(new, old);
+    assert_eq!(valid_at(&r, 2, &old)["valid"], true);
+    assert_eq!(valid_at(&r, 2, &new)["valid"], true);
+    // The leaver's key was cut at once.
+    assert_eq!(valid_at(&r, 1, &leaver)["reason"], "revoked");
+    // During the grace: nothing to do, and the plan says until when.
+    let o = at(&r, 3, &["plan", "--detailed-exitcode"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stdout.contains("stays valid until 2027-01-18 12:00 UTC"),
+        "{}",
+        o.stdout
+    );
+    // After it: the old secret has expired, and the next apply revokes it.
+    assert_eq!(valid_at(&r, 9, &old)["reason"], "expired");
+    let o = at(&r, 9, &["plan"]);
+    assert!(o.stdout.contains("grace over: replaced by"), "{}", o.stdout);
+    assert_eq!(at(&r, 9, &["apply", "--auto-approve"]).code, 0);
+    assert_eq!(valid_at(&r, 9, &old)["reason"], "revoked");
+    assert_eq!(valid_at(&r, 9, &new)["valid"], true);
+    assert_eq!(at(&r, 9, &["plan", "--detailed-exitcode"]).code, 0);
+}

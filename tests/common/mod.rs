@@ -324,7 +324,8 @@ impl Repo {
     ///   manifest with an envelope for each of the key's recipients, which decrypts with
     ///   that recipient's real identity to a secret the store accepts for that key;
     /// * no manifest is `active` for a key id the store does not have, or `pending`;
-    /// * at most one non-revoked key per (store, name), and `expected_count` keys in all
+    /// * at most one non-revoked key per (store, name) besides replaced keys kept through
+    ///   their grace (which must expire), and `expected_count` keys in all
     ///   per (store, name) when given (no key created twice).
     pub fn check_invariants(
         &self,
@@ -352,7 +353,16 @@ impl Repo {
         for (store, k) in &keys {
             let e = per_name.entry((store.clone(), k.name.clone())).or_default();
             e.0 += 1;
-            if k.status != KeyStatus::Revoked {
+            // A replaced key kept valid through its grace is not current: it must expire.
+            let retiring = k.labels.contains_key(keyward::diff::REPLACED_BY);
+            if retiring {
+                assert!(
+                    k.expires_at.is_some(),
+                    "{context}: {store}/{} is kept through a grace without an expiry",
+                    k.name
+                );
+            }
+            if k.status != KeyStatus::Revoked && !retiring {
                 e.1 += 1;
             }
         }
@@ -379,7 +389,10 @@ impl Repo {
         let stores: std::collections::BTreeMap<&str, &dyn keyward::store::Store> =
             open.iter().map(|(n, s)| (n.as_str(), s.as_ref())).collect();
         for (store, k) in &keys {
-            if k.managed_by.as_deref() != Some("keyward") || k.status == KeyStatus::Revoked {
+            if k.managed_by.as_deref() != Some("keyward")
+                || k.status == KeyStatus::Revoked
+                || k.labels.contains_key(keyward::diff::REPLACED_BY)
+            {
                 continue;
             }
             let dir = self
