@@ -320,8 +320,13 @@ pub fn parse_stores(spec: &Spec, words: &[String]) -> Result<Vec<String>, String
                 add(&s.name, &mut out);
             }
         } else {
+            let names = spec
+                .stores
+                .values()
+                .flat_map(|s| [s.name.as_str(), s.environment.as_str()]);
             return Err(format!(
-                "`{w}` is neither a store nor an environment in keyward.yaml (stores: {})",
+                "`{w}` is neither a store nor an environment in keyward.yaml{} (stores: {})",
+                mean(w, names),
                 stores_list(spec)
             ));
         }
@@ -330,6 +335,13 @@ pub fn parse_stores(spec: &Spec, words: &[String]) -> Result<Vec<String>, String
         return Err("choose at least one store".into());
     }
     Ok(out)
+}
+
+/// `; did you mean `x`?` when one of `candidates` is close to `word`, else nothing.
+fn mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    crate::spec::yaml::suggest(word, candidates)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default()
 }
 
 /// `name (environment)` for every store.
@@ -356,7 +368,14 @@ pub fn check_owner(spec: &Spec, owner: &str) -> Result<(), String> {
             people_list(spec)
         )),
         None => Err(format!(
-            "`{owner}` is not a person in people.yaml (people: {})",
+            "`{owner}` is not a person in people.yaml{} (people: {})",
+            mean(
+                owner,
+                spec.principals
+                    .values()
+                    .filter(|p| p.kind == crate::spec::PrincipalKind::Person)
+                    .map(|p| p.id.as_str())
+            ),
             people_list(spec)
         )),
     }
@@ -402,14 +421,16 @@ pub fn parse_scopes(spec: &Spec, words: &[String]) -> Result<Vec<Scope>, Vec<Str
         };
         if !cat.areas.contains(&area) {
             errors.push(format!(
-                "`{area}` is not an API area in keyward.yaml (areas: {})",
+                "`{area}` is not an API area in keyward.yaml{} (areas: {})",
+                mean(&area, cat.areas.iter().map(String::as_str)),
                 cat.areas.join(", ")
             ));
             continue;
         }
         let Some(rank) = cat.level_rank(&level) else {
             errors.push(format!(
-                "`{level}` is not an access level (levels: {})",
+                "`{level}` is not an access level{} (levels: {})",
+                mean(&level, cat.levels.iter().map(String::as_str)),
                 cat.levels.join(", ")
             ));
             continue;
@@ -607,13 +628,27 @@ pub fn parse_recipients(spec: &Spec, words: &[String], owner: &str) -> Result<Ve
             None => spec.principals.contains_key(w),
         };
         if !known {
+            let teams: Vec<String> = spec.teams.keys().map(|t| format!("team:{t}")).collect();
             let hint = if spec.teams.contains_key(w) {
                 format!("; did you mean `team:{w}`?")
             } else {
-                String::new()
+                mean(
+                    w,
+                    spec.principals
+                        .keys()
+                        .map(String::as_str)
+                        .chain(teams.iter().map(String::as_str)),
+                )
             };
+            let choices: Vec<&str> = spec
+                .principals
+                .keys()
+                .map(String::as_str)
+                .chain(teams.iter().map(String::as_str))
+                .collect();
             return Err(format!(
-                "`{w}` is not a person, service or team in people.yaml{hint}"
+                "`{w}` is not a person, service or team in people.yaml{hint} (choices: {})",
+                choices.join(", ")
             ));
         }
         if w != owner && !out.contains(w) {

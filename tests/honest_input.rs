@@ -1,5 +1,6 @@
 //! Issue 15, "Honest deliveries and honest input" (items 15, 16) through the real binary on
-//! temp repositories with a test clock: superseded and revoked deliveries say so.
+//! temp repositories with a test clock: superseded and revoked deliveries say so, and bad
+//! input (a clock, an owner, a name in `request`) is an error naming the valid choices.
 
 mod common;
 use common::{Out, Repo};
@@ -140,4 +141,156 @@ fn a_bad_keyward_now_is_an_error_not_the_system_clock() {
     assert!(!r.root().join(".keyward/prod.db").exists());
     let o = at(&r, 0, &["validate"]);
     assert_eq!(o.code, 0, "{}", o.all());
+}
+
+#[test]
+fn keys_with_an_owner_nobody_has_is_an_error_with_did_you_mean() {
+    let r = Repo::new(&keys(1, false));
+    // Before any apply (the store file is absent) and after it.
+    for applied in [false, true] {
+        if applied {
+            let o = at(&r, 0, &["apply", "--auto-approve"]);
+            assert_eq!(o.code, 0, "{}", o.all());
+        }
+        let o = r.run(&["keys", "--owner", "jdeo"]);
+        assert_eq!(o.code, 1, "applied {applied}: {}", o.all());
+        assert!(
+            o.stderr.contains("did you mean `jdoe`?")
+                && o.stderr.contains("owners: asmith, jdoe, rkumar"),
+            "{}",
+            o.stderr
+        );
+        assert!(o.stdout.is_empty(), "{}", o.stdout);
+        // A far-off name gets the list without a guess.
+        let o = r.run(&["keys", "--owner", "zzzzzz", "--format", "json"]);
+        assert_eq!(o.code, 1, "{}", o.all());
+        assert!(
+            !o.stderr.contains("did you mean") && o.stderr.contains("owners: asmith"),
+            "{}",
+            o.stderr
+        );
+    }
+    // A known owner with no keys is an empty list, not an error; jdoe's key is listed.
+    let o = r.run(&["keys", "--owner", "asmith"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(o.stderr.contains("0 key(s)."), "{}", o.stderr);
+    let o = r.run(&["keys", "--owner", "jdoe"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(o.stdout.contains("rotating"), "{}", o.stdout);
+}
+
+/// `keyward request` with one bad value at a time: each is refused with the close name.
+#[test]
+fn request_suggests_the_close_name_for_stores_owners_scopes_and_recipients() {
+    let r = Repo::new(&keys(1, false));
+    let base = |flag: &str, value: &str| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "request",
+            "--no-input",
+            "--name",
+            "ill-lookup",
+            "--store",
+            "alma-production",
+            "--owner",
+            "jdoe",
+            "--scope",
+            "bibs:read",
+            "--lifetime",
+            "90d",
+        ]
+        .map(String::from)
+        .to_vec();
+        match a.iter().position(|x| x == flag) {
+            Some(i) => a[i + 1] = value.to_string(),
+            None => a.extend([flag.to_string(), value.to_string()]),
+        }
+        a
+    };
+    let cases = [
+        (
+            "--store",
+            "alma-prodution",
+            "did you mean `alma-production`?",
+        ),
+        ("--store", "sandbx", "did you mean `sandbox`?"),
+        ("--owner", "jdeo", "did you mean `jdoe`?"),
+        ("--scope", "bibz:read", "did you mean `bibs`?"),
+        ("--scope", "bibs:raed", "did you mean `read`?"),
+        ("--recipient", "asmit", "did you mean `asmith`?"),
+        (
+            "--recipient",
+            "team:ill-staf",
+            "did you mean `team:ill-staff`?",
+        ),
+    ];
+    for (flag, value, want) in cases {
+        let args = base(flag, value);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = r.run(&args);
+        assert_eq!(o.code, 1, "{flag} {value}: {}", o.all());
+        assert!(
+            o.stderr.contains(flag) && o.stderr.contains(want),
+            "{flag} {value}: {}",
+            o.stderr
+        );
+    }
+    // The recipients' choices are listed too.
+    let args = base("--recipient", "nobody-at-all");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = r.run(&args);
+    assert!(
+        o.stderr
+            .contains("choices: asmith, jdoe, rkumar, team:ill-staff"),
+        "{}",
+        o.stderr
+    );
+    assert!(!r.root().join("keys/ill-lookup.yaml").exists());
+}
+
+/// A spec error in one key and a policy violation in another: `validate` reports both in
+/// one run (before, the policy was checked only once the spec loaded cleanly).
+#[test]
+fn validate_reports_spec_and_policy_problems_in_one_pass() {
+    let r = Repo::new(
+        "keys:\n  - name: typo\n    store: alma-production\n    owner: jdeo\n    scopes: [bibs:read]\n  - name: forbidden\n    store: alma-production\n    owner: jdoe\n    scopes: [users:write]\n",
+    );
+    std::fs::write(
+        r.root().join("keyward.yaml"),
+        "version: 1\nstores:\n  alma-production: { kind: sqlite, path: .keyward/prod.db, environment: production }\npolicy:\n  default_lifetime: 365d\n  forbid:\n    - { scope: users:write, reason: \"no write access to users\" }\n",
+    )
+    .unwrap();
+    let o = at(&r, 0, &["validate"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let all = o.all();
+    assert!(all.contains("KW102") && all.contains("jdeo"), "{all}");
+    assert!(
+        all.contains("KW201") && all.contains("no write access to users"),
+        "{all}"
+    );
+    assert!(
+        all.contains("keys/keys.yaml:9"),
+        "the policy error at its line: {all}"
+    );
+    let o = at(&r, 0, &["validate", "--format", "json"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("json");
+    let codes: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .filter_map(|d| d["code"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"KW102") && codes.contains(&"KW201"),
+        "{codes:?}"
+    );
+    // A broken keyward.yaml: its policy is unknown, so no policy guess is reported.
+    std::fs::write(
+        r.root().join("keyward.yaml"),
+        "version: 1\nstores:\n  alma-production: { kind: sqlite, path: .keyward/prod.db, environment: production }\npolicy:\n  default_lifetime: banana\n  forbid:\n    - { scope: users:write, reason: \"no write access to users\" }\n",
+    )
+    .unwrap();
+    let o = at(&r, 0, &["validate"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(!o.all().contains("KW201"), "{}", o.all());
 }

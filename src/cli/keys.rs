@@ -90,11 +90,52 @@ pub async fn run(dir: &Path, args: &KeysArgs, color: bool) -> Result<Outcome> {
             rows.push((name.clone(), k));
         }
     }
+    if let Some(owner) = &args.owner
+        && rows.is_empty()
+    {
+        check_owner(&loaded.spec, &stores, owner).await?;
+    }
     match args.format {
         ListFormat::Json => print_json(&rows)?,
         ListFormat::Text => print_table(&rows),
     }
     Ok(Outcome::Ok)
+}
+
+/// `--owner` that matched nothing must at least be an owner keyward knows: a principal of
+/// people.yaml or the owner of a key in the stores (console-made keys have owners of their
+/// own). Otherwise it is a typo, and an empty list would hide it.
+async fn check_owner(
+    spec: &keyward::spec::Spec,
+    stores: &observe::Opened,
+    owner: &str,
+) -> Result<()> {
+    if spec.principals.contains_key(owner) {
+        return Ok(());
+    }
+    let mut known: std::collections::BTreeSet<String> = spec.principals.keys().cloned().collect();
+    for s in stores.values() {
+        for k in list_all(s.as_ref(), &ListFilter::default()).await? {
+            known.insert(k.owner);
+        }
+    }
+    if known.contains(owner) {
+        return Ok(());
+    }
+    let mean = keyward::spec::yaml::suggest(owner, known.iter().map(String::as_str))
+        .map(|s| format!("did you mean `{s}`? "))
+        .unwrap_or_default();
+    let shown: Vec<&str> = known.iter().take(20).map(String::as_str).collect();
+    let more = known.len().saturating_sub(shown.len());
+    Err(anyhow!(
+        "--owner {owner}: no person or service in people.yaml and no key in the stores has the owner `{owner}`\n  hint: {mean}(owners: {}{})",
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    ))
 }
 
 fn print_json(rows: &[(String, LiveKey)]) -> Result<()> {

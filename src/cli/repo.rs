@@ -42,17 +42,18 @@ pub struct SchemaArgs {
 pub fn validate(dir: &Path, args: &ValidateArgs, color: bool) -> Result<Outcome> {
     let format = args.format;
     let now = SystemClock.now();
-    let (mut all, sources, spec) = match spec::load(dir) {
-        Ok(l) => {
-            let mut d = l.warnings.clone();
-            d.extend(keyward::policy::check(&l.spec, now));
-            (d, l.sources, Some(l.spec))
-        }
-        Err(d) => {
-            let s = keyward::flow::load::read_sources(dir, &d);
-            (d, s, None)
-        }
-    };
+    // One pass: the policy is checked on the keys that read cleanly even when others
+    // have errors (a second round of fixes only for what the first could not show).
+    let checked = spec::check(dir);
+    let spec_ok = !checked.diags.has_errors();
+    let mut all = checked.diags;
+    if checked.policy_known {
+        let mut policy = keyward::policy::check(&checked.spec, now);
+        spec::cap_reported(&mut policy);
+        all.extend(policy);
+    }
+    let spec = spec_ok.then_some(checked.spec);
+    let sources = checked.sources;
     all.sort();
     match format {
         DiagFormat::Json => {

@@ -65,6 +65,25 @@ pub fn load(root: &Path) -> Result<Loaded, Diagnostics> {
     finish(root, files, diags)
 }
 
+/// What `keyward validate` checks: the spec read like [`load`], kept also when it has
+/// errors, so the policy can be checked on the part that read cleanly in the same pass.
+pub struct Checked {
+    /// The spec as far as it is valid: keys with an error of their own are left out.
+    pub spec: Spec,
+    /// Every diagnostic (errors and warnings), redacted and capped like [`load`]'s.
+    pub diags: Diagnostics,
+    pub sources: Sources,
+    /// keyward.yaml read without an error, so its `policy:` is the one written (the
+    /// policy checked on a spec whose keyward.yaml has errors would be a guess).
+    pub policy_known: bool,
+}
+
+/// Read and validate the spec under `root`, keeping what read cleanly (see [`Checked`]).
+pub fn check(root: &Path) -> Checked {
+    let (files, diags) = read_tree(root);
+    checked(root, files, diags)
+}
+
 /// Read the spec under `root` like [`load`], with one more file `rel` (relative to the root)
 /// that exists only in memory: how `keyward request` checks a key file before writing it.
 /// A file already at `rel` on disk is replaced by `bytes` in what is checked.
@@ -86,8 +105,20 @@ pub fn load_from_files(
 fn finish(
     root: &Path,
     files: BTreeMap<PathBuf, Vec<u8>>,
-    mut diags: Diagnostics,
+    diags: Diagnostics,
 ) -> Result<Loaded, Diagnostics> {
+    let c = checked(root, files, diags);
+    if c.diags.has_errors() {
+        return Err(c.diags);
+    }
+    Ok(Loaded {
+        spec: c.spec,
+        warnings: c.diags,
+        sources: c.sources,
+    })
+}
+
+fn checked(root: &Path, files: BTreeMap<PathBuf, Vec<u8>>, mut diags: Diagnostics) -> Checked {
     let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
     let reported: BTreeSet<PathBuf> = diags
         .iter()
@@ -164,9 +195,12 @@ fn finish(
         d.message = redact(&d.message);
         d.hint = d.hint.as_deref().map(redact);
     }
-    if diags.has_errors() {
-        return Err(diags);
-    }
+    let config_file = Path::new(CONFIG_FILE);
+    let policy_known = config_doc.is_some()
+        && !diags.iter().any(|d| {
+            d.severity == crate::diag::Severity::Error
+                && d.location.as_ref().is_some_and(|l| l.file == config_file)
+        });
     let spec = Spec {
         root,
         stores: config.stores,
@@ -179,11 +213,12 @@ fn finish(
         teams: people.teams,
         keys: keys_out,
     };
-    Ok(Loaded {
+    Checked {
         spec,
-        warnings: diags,
+        diags,
         sources,
-    })
+        policy_known,
+    }
 }
 
 /// An error for each required file (keyward.yaml, people.yaml) that was not read and has
@@ -253,7 +288,7 @@ fn too_many_keys(n: usize) -> Option<Diagnostic> {
 
 /// Keep the first [`MAX_REPORTED`] diagnostics (sorted: by file and line) and count the
 /// rest in one more, so a spec with a million mistakes reports in the time of a few.
-fn cap_reported(diags: &mut Diagnostics) {
+pub fn cap_reported(diags: &mut Diagnostics) {
     if diags.0.len() <= MAX_REPORTED {
         return;
     }
