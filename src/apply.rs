@@ -184,12 +184,12 @@ pub async fn lock_stores(
             .get(n)
             .ok_or_else(|| ApplyError::UnknownStore(n.clone()))?;
         let mut attempt = store.lock(holder, chrono::Duration::minutes(15)).await;
-        // A lease left by a killed apply on this machine (its process is gone) is stale:
-        // release it and try once more.
+        // A lease left by a killed apply on this host and boot (its process is gone, a
+        // zombie, or its pid reused) is stale: release it and try once more.
         if let Err(StoreError::Locked { holder: h, id, .. }) = &attempt
-            && holder_is_dead_local_process(h)
+            && let crate::holder::Liveness::Dead(why) = crate::holder::liveness(h)
         {
-            tracing::warn!(store = %n, holder = %h, "releasing a stale apply lock left by a process that is gone");
+            tracing::warn!(store = %n, holder = %h, "releasing a stale apply lock: {why}");
             store.unlock(id).await.map_err(store_err(n))?;
             attempt = store.lock(holder, chrono::Duration::minutes(15)).await;
         }
@@ -205,33 +205,6 @@ pub async fn lock_stores(
         }
     }
     Ok(taken)
-}
-
-/// The lock holder string apply uses: `who@host (pid N)`.
-pub fn holder_string(who: &str) -> String {
-    format!("{who}@{} (pid {})", local_hostname(), std::process::id())
-}
-
-pub fn local_hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// True when `holder` names a process on this host that no longer runs.
-fn holder_is_dead_local_process(holder: &str) -> bool {
-    let Some((_, rest)) = holder.rsplit_once('@') else {
-        return false;
-    };
-    let Some((host, pid)) = rest.split_once(" (pid ") else {
-        return false;
-    };
-    let Ok(pid) = pid.trim_end_matches(')').parse::<u32>() else {
-        return false;
-    };
-    host == local_hostname()
-        && pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Let every store catch up on what it cannot do itself (emulated expiry, the end of a

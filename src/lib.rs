@@ -11,6 +11,7 @@ pub mod expiry_report;
 pub mod flow;
 pub mod git;
 pub mod guard;
+pub mod holder;
 pub mod import;
 pub mod leak;
 pub mod lifecycle;

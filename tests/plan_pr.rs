@@ -552,7 +552,7 @@ fn two_applies_at_once_the_second_fails_at_once_naming_the_holder() {
     assert_eq!(o.code, 3, "{}", o.all());
     assert!(o.stderr.contains("locked by"), "{}", o.stderr);
     assert!(
-        o.stderr.contains(&format!("(pid {})", first.id())),
+        o.stderr.contains(&format!("(pid {}, start ", first.id())),
         "names the holder: {}",
         o.stderr
     );

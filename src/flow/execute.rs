@@ -84,18 +84,35 @@ pub fn recorded_commit(desired: &Desired) -> Option<String> {
 
 /// Take every store's apply lock; refused (exit 3) when another apply holds one.
 pub async fn lock(stores: &Stores, actor: &Actor) -> Step<Vec<(String, Lease)>> {
-    let holder = apply::holder_string(&actor.who);
+    let holder = crate::holder::holder_string(&actor.who);
     let names: Vec<String> = stores.keys().cloned().collect();
     match apply::lock_stores(stores, &names, &holder).await {
         Ok(l) => Ok(Ok(l)),
         Err(e) if e.is_locked() => {
-            eprintln!(
-                "error: {e}\n  hint: another apply is running; wait for it, or if it died, run `keyward force-unlock --store STORE LEASE_ID`."
-            );
+            eprintln!("error: {e}\n  hint: {}", locked_hint(&e));
             Ok(Err(Outcome::Refused))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// What to do about a lock someone else holds: wait, or release it by hand, saying why
+/// keyward did not release it itself when it cannot judge the holder.
+fn locked_hint(e: &apply::ApplyError) -> String {
+    let apply::ApplyError::Store {
+        store,
+        source: crate::store::StoreError::Locked { holder, id, .. },
+    } = e
+    else {
+        return "another apply is running; wait for it.".into();
+    };
+    let why = match crate::holder::liveness(holder) {
+        crate::holder::Liveness::Unknown(why) => format!(" (not released automatically: {why})"),
+        _ => String::new(),
+    };
+    format!(
+        "another apply is running{why}; wait for it, or if it died, run `keyward force-unlock --store {store} {id}`."
+    )
 }
 
 /// Settle any delivery an interrupted apply left pending (before planning).
