@@ -452,6 +452,62 @@ keys:
     assert!(named[0].contains("version"), "{}", o.stderr);
 }
 
+/// A saved plan made stale by an edit of the spec names the keys the edit touched (read
+/// against the commit the plan was made from), not only the files.
+#[test]
+fn a_saved_plan_stale_by_a_spec_edit_names_the_keys() {
+    let keys = "\
+keys:
+  - { name: steady, store: alma-sandbox, owner: jdoe, scopes: [bibs:read] }
+  - { name: edited, store: alma-sandbox, owner: jdoe, scopes: [bibs:read] }
+  - { name: dropped, store: alma-sandbox, owner: jdoe, scopes: [bibs:read] }
+";
+    let r = Repo::new(keys);
+    r.git_init();
+    let saved = r.root().join("plan.json");
+    let saved = saved.to_str().unwrap();
+    let o = at(&r, &["plan", "--out", saved, "--detailed-exitcode"]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    // After the review someone edits one key, removes one and adds one (the lines move too,
+    // which by itself is no change to `steady`).
+    r.write_keys(
+        "\
+# reordered
+keys:
+  - { name: added, store: alma-sandbox, owner: jdoe, scopes: [bibs:read] }
+  - { name: edited, store: alma-sandbox, owner: jdoe, scopes: [bibs:read, users:read] }
+  - { name: steady, store: alma-sandbox, owner: jdoe, scopes: [bibs:read] }
+",
+    );
+    let o = at(&r, &["apply", "--auto-approve", saved]);
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(o.stderr.contains("the saved plan is stale"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("keys that differ from the reviewed plan (3):"),
+        "{}",
+        o.stderr
+    );
+    let named: Vec<&str> = o
+        .stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("alma-sandbox/"))
+        .collect();
+    assert_eq!(named.len(), 3, "{}", o.stderr);
+    assert!(named[0].starts_with("alma-sandbox/added: added to the spec (keys/"));
+    assert_eq!(named[1], "alma-sandbox/dropped: removed from the spec");
+    assert!(
+        named[2].starts_with("alma-sandbox/edited: edited (keys/"),
+        "{}",
+        named[2]
+    );
+    assert!(named[2].ends_with(":4)"), "{}", named[2]);
+    assert!(!o.stderr.contains("steady"), "{}", o.stderr);
+    // Nothing was applied: the store holds no key yet.
+    assert!(r.live_keys().is_empty(), "{:?}", r.live_keys());
+}
+
 /// The real binary on a pseudo-terminal that is its controlling terminal.
 struct Terminal {
     master: std::fs::File,

@@ -55,10 +55,41 @@ pub fn check_spec(p: &Plan, desired: &Desired) -> Result<(), Outcome> {
     }
     if let Some(lines) = saved::spec_changed(&p.desired_revision, &desired.revision) {
         eprintln!("error: the saved plan is stale: {}", lines.join("\n"));
+        eprintln!(
+            "{}",
+            keys_that_moved(&p.desired_revision, desired).join("\n")
+        );
         eprintln!("{REPLAN_HINT}");
         return Err(Outcome::Refused);
     }
     Ok(())
+}
+
+/// Which keys the spec change touches, read against the commit the plan was made from
+/// (a plan made from committed files only: uncommitted content cannot be read back).
+fn keys_that_moved(planned: &crate::plan::Revision, desired: &Desired) -> Vec<String> {
+    let then = match (&planned.commit, planned.dirty, &desired.git) {
+        (Some(commit), false, Some(git)) => git
+            .spec_files_at(commit)
+            .ok()
+            .and_then(|files| crate::spec::load_from_files(&desired.loaded.spec.root, files).ok()),
+        _ => None,
+    };
+    let Some(then) = then else {
+        return vec![
+            "  (the plan was made from uncommitted changes, so only the files can be named)".into(),
+        ];
+    };
+    let moved = saved::key_changes(&then.spec.keys, &desired.loaded.spec.keys);
+    if moved.is_empty() {
+        return vec!["  no key definition changed: the change is in the files above".into()];
+    }
+    let mut out = vec![format!(
+        "  keys that differ from the reviewed plan ({}):",
+        moved.len()
+    )];
+    out.extend(moved.into_iter().map(|m| format!("    {m}")));
+    out
 }
 
 /// Recompute the saved plan from the same spec and the live state: refused (exit 3) when a

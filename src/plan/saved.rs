@@ -9,8 +9,10 @@
 //! something the spec does not say (an edited file is refused, like a stale one).
 
 use super::{FORMAT_VERSION, Plan, RepoIdentity, Revision, short};
+use crate::diag::Location;
 use crate::diff::Change;
 use crate::model::LiveKey;
+use crate::spec::DesiredKey;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -161,6 +163,50 @@ pub fn spec_changed(saved: &Revision, now: &Revision) -> Option<Vec<String>> {
     Some(out)
 }
 
+/// The keys whose definitions differ between the spec the plan was made from (`then`) and
+/// the spec now, as `store/name: what (file:line)`, sorted by (store, name). Where a key is
+/// defined (its location) is not part of its definition: moving a key between files or
+/// lines is no change to it.
+pub fn key_changes(then: &[DesiredKey], now: &[DesiredKey]) -> Vec<String> {
+    let index = |keys: &[DesiredKey]| -> BTreeMap<(String, String), DesiredKey> {
+        keys.iter()
+            .map(|k| {
+                let mut bare = k.clone();
+                bare.location = Location::default();
+                bare.field_locations.clear();
+                ((k.store.clone(), k.name.clone()), bare)
+            })
+            .collect()
+    };
+    let (then_i, now_i) = (index(then), index(now));
+    let at = |keys: &[DesiredKey], store: &str, name: &str| {
+        keys.iter()
+            .find(|k| k.store == store && k.name == name)
+            .map(|k| format!("{}:{}", k.location.file.display(), k.location.line))
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for ((store, name), old) in &then_i {
+        match now_i.get(&(store.clone(), name.clone())) {
+            None => out.push(format!("{store}/{name}: removed from the spec")),
+            Some(new) if new != old => {
+                out.push(format!("{store}/{name}: edited ({})", at(now, store, name)))
+            }
+            Some(_) => {}
+        }
+    }
+    for (store, name) in now_i.keys() {
+        if !then_i.contains_key(&(store.clone(), name.clone())) {
+            out.push(format!(
+                "{store}/{name}: added to the spec ({})",
+                at(now, store, name)
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Per-key differences between the live state the plan saw and what the stores hold now,
 /// for the stores the plan touches. Empty when nothing changed.
 pub fn live_changes(plan: &Plan, observed: &BTreeMap<String, Vec<LiveKey>>) -> Vec<String> {
@@ -257,6 +303,33 @@ pub fn describe(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_changes_name_edits_additions_and_removals_but_not_moves() {
+        use crate::diff::tests::key;
+        let then = vec![
+            key("prod", "a", &["bibs:read"]),
+            key("prod", "b", &["bibs:read"]),
+        ];
+        let mut moved = then.clone();
+        moved[0].location = Location::new("keys/other.yaml", 40, 3);
+        moved[0].field_locations.clear();
+        assert!(key_changes(&then, &moved).is_empty());
+        let mut now = vec![
+            key("prod", "a", &["bibs:write"]),
+            key("sbx", "c", &["bibs:read"]),
+        ];
+        now[0].location = Location::new("keys/a.yaml", 7, 5);
+        now[1].location = Location::new("keys/c.yaml", 2, 5);
+        assert_eq!(
+            key_changes(&then, &now),
+            [
+                "prod/a: edited (keys/a.yaml:7)",
+                "prod/b: removed from the spec",
+                "sbx/c: added to the spec (keys/c.yaml:2)",
+            ]
+        );
+    }
 
     #[test]
     fn garbage_and_foreign_json_are_refused_as_corrupt() {
