@@ -69,6 +69,8 @@ pub struct Process {
     lines: Receiver<Line>,
     next_id: u64,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// The stderr reader: finished once the adapter's stderr is closed.
+    stderr_reader: std::thread::JoinHandle<()>,
     timeout: Duration,
 }
 
@@ -98,7 +100,7 @@ impl Process {
             .map_err(|e| Failure::Spawn(e.to_string()))?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let (store, t) = (l.store.clone(), tail.clone());
-        std::thread::Builder::new()
+        let stderr_reader = std::thread::Builder::new()
             .name(format!("exec-{}-err", l.store))
             .spawn(move || log_stderr(&store, stderr, &t))
             .map_err(|e| Failure::Spawn(e.to_string()))?;
@@ -108,6 +110,7 @@ impl Process {
             lines,
             next_id: 1,
             tail,
+            stderr_reader,
             timeout: l.timeout,
         })
     }
@@ -169,8 +172,12 @@ impl Process {
     }
 
     fn exit_failure(&self, st: std::process::ExitStatus) -> Failure {
-        // Give the stderr reader a moment to catch the last lines.
-        std::thread::sleep(Duration::from_millis(50));
+        // Let the stderr reader catch the last lines: it ends when the closed pipe is read
+        // to its end (bounded, as a child of the adapter may still hold the pipe open).
+        let until = Instant::now() + Duration::from_secs(1);
+        while !self.stderr_reader.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Failure::Exited {
             status: st.to_string(),
             tail: self.tail_text(),
