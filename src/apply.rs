@@ -10,7 +10,7 @@ use crate::model::{Actor, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rota
 use crate::plan::Plan;
 use crate::secret;
 use crate::spec::{DesiredKey, DesiredState, Principal, Spec};
-use crate::store::{Lease, Store, StoreError};
+use crate::store::{KeyWrite, Lease, Store, StoreError};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -371,19 +371,27 @@ pub(crate) async fn apply_one(
             let mut last = None;
             if !c.patch.is_empty() {
                 let k = store
-                    .update(&id(), v, c.patch.clone(), actor)
+                    .update(KeyWrite::new(&id(), v, actor), c.patch.clone())
                     .await
                     .map_err(&serr)?;
                 v = k.version;
                 last = Some(k);
             }
             if c.set_status == Some(KeyStatus::Active) {
-                let k = store.enable(&id(), v, actor).await.map_err(&serr)?;
+                let k = store
+                    .set_status(KeyWrite::new(&id(), v, actor), KeyStatus::Active)
+                    .await
+                    .map_err(&serr)?;
                 v = k.version;
                 last = Some(k);
             }
             if c.action == Action::Disable {
-                last = Some(store.disable(&id(), v, actor).await.map_err(&serr)?);
+                last = Some(
+                    store
+                        .set_status(KeyWrite::new(&id(), v, actor), KeyStatus::Disabled)
+                        .await
+                        .map_err(&serr)?,
+                );
             }
             if c.action == Action::Rotate {
                 let (dir, k) = rotate_key(cx, store.as_ref(), c, v, actor).await?;
@@ -405,7 +413,7 @@ pub(crate) async fn apply_one(
         }
         Action::Delete => {
             store
-                .delete(&id(), version()?, actor)
+                .delete(KeyWrite::new(&id(), version()?, actor))
                 .await
                 .map_err(&serr)?;
             // Its delivery is no longer current: a later key of this name is then a plain
@@ -436,7 +444,9 @@ pub(crate) async fn record_state(
         applied_digest: Some(want),
         ..KeyPatch::default()
     };
-    store.update(&k.id, k.version, patch, actor).await
+    store
+        .update(KeyWrite::new(&k.id, k.version, actor), patch)
+        .await
 }
 
 /// Revoke, recording first that keyward is the one revoking (a revoked key cannot be
@@ -468,12 +478,13 @@ pub(crate) async fn revoke_recorded(
         ..KeyPatch::default()
     };
     let serr = store_err(store_name);
-    let k = store
-        .update(id, version, patch, actor)
-        .await
-        .map_err(&serr)?;
+    let w = KeyWrite::new(id, version, actor);
+    let k = store.update(w, patch).await.map_err(&serr)?;
     failpoint::hit(failpoint::REVOKE_AFTER_RECORD)?;
-    store.revoke(id, k.version, actor).await.map_err(&serr)
+    store
+        .set_status(w.at(k.version), KeyStatus::Revoked)
+        .await
+        .map_err(&serr)
 }
 
 /// The old key of a replace: kept valid through the grace the plan shows (its expiry cut to
@@ -510,7 +521,7 @@ async fn retire_replaced(
         ..KeyPatch::default()
     };
     let k = old_store
-        .update(old_id, version, patch, actor)
+        .update(KeyWrite::new(old_id, version, actor), patch)
         .await
         .map_err(&serr)?;
     record_state(old_store.as_ref(), k, actor)
@@ -828,7 +839,7 @@ pub(crate) async fn rotate_key_with(
         recipients: diff::recipient_map(cx.spec, d),
     };
     tracing::trace!(id = %id, rotate = ?rot, dir = %dir.display(), "rotating (hash only)");
-    let live = match store.rotate(&id, version, rot, actor).await {
+    let live = match store.rotate(KeyWrite::new(&id, version, actor), rot).await {
         Ok(k) => k,
         Err(e) => {
             return Err(settle_after_failure(cx, store, c, &dir, (&id, generation), e).await);

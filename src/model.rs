@@ -40,6 +40,14 @@ impl KeyStatus {
             KeyStatus::Revoked => "revoked",
         }
     }
+    /// The action that puts a key in this status (its audit event and API path).
+    pub fn verb(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "enable",
+            KeyStatus::Disabled => "disable",
+            KeyStatus::Revoked => "revoke",
+        }
+    }
     pub fn parse(s: &str) -> Option<KeyStatus> {
         match s {
             "active" => Some(KeyStatus::Active),

@@ -345,7 +345,9 @@ fn init_scaffolds_a_repo_that_validates() {
 
 #[test]
 fn an_edit_made_in_the_store_shows_as_drift_and_apply_restores_it() {
-    use keyward::store::{Actor, KeyPatch, ListFilter, Store, list_all, sqlite::SqliteStore};
+    use keyward::store::{
+        Actor, KeyPatch, KeyWrite, ListFilter, Store, list_all, sqlite::SqliteStore,
+    };
     let r = Repo::new(TWO_KEYS);
     apply(&r);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -366,7 +368,7 @@ fn an_edit_made_in_the_store_shows_as_drift_and_apply_restores_it() {
             ..KeyPatch::default()
         };
         store
-            .update(&k.id, k.version, patch, &console)
+            .update(KeyWrite::new(&k.id, k.version, &console), patch)
             .await
             .unwrap();
     });

@@ -4,7 +4,9 @@
 
 mod common;
 use common::{Out, Repo};
-use keyward::store::{Actor, KeyPatch, ListFilter, LiveKey, Store, list_all, sqlite::SqliteStore};
+use keyward::store::{
+    Actor, KeyPatch, KeyStatus, KeyWrite, ListFilter, LiveKey, Store, list_all, sqlite::SqliteStore,
+};
 
 /// The test clock's day 0.
 const T0: &str = "2027-01-10T12:00:00Z";
@@ -353,23 +355,44 @@ fn edits_made_in_the_store_are_drift_and_apply_restores_each() {
                         scopes: Some(vec!["bibs:write".into()]),
                         ..KeyPatch::default()
                     };
-                    store.update(&k.id, k.version, p, &console()).await.unwrap();
+                    store
+                        .update(KeyWrite::new(&k.id, k.version, &console()), p)
+                        .await
+                        .unwrap();
                 }
                 "disabled" => {
-                    store.disable(&k.id, k.version, &console()).await.unwrap();
+                    store
+                        .set_status(
+                            KeyWrite::new(&k.id, k.version, &console()),
+                            KeyStatus::Disabled,
+                        )
+                        .await
+                        .unwrap();
                 }
                 "expiry" => {
                     let p = KeyPatch {
                         expires_at: Some(Some(k.expires_at.unwrap() + chrono::Duration::days(400))),
                         ..KeyPatch::default()
                     };
-                    store.update(&k.id, k.version, p, &console()).await.unwrap();
+                    store
+                        .update(KeyWrite::new(&k.id, k.version, &console()), p)
+                        .await
+                        .unwrap();
                 }
                 "revoked" => {
-                    store.revoke(&k.id, k.version, &console()).await.unwrap();
+                    store
+                        .set_status(
+                            KeyWrite::new(&k.id, k.version, &console()),
+                            KeyStatus::Revoked,
+                        )
+                        .await
+                        .unwrap();
                 }
                 _ => {
-                    store.delete(&k.id, k.version, &console()).await.unwrap();
+                    store
+                        .delete(KeyWrite::new(&k.id, k.version, &console()))
+                        .await
+                        .unwrap();
                 }
             }
         });
@@ -520,7 +543,7 @@ fn twenty_console_keys_are_imported_and_the_next_plan_is_empty() {
             ..KeyPatch::default()
         };
         prod(&r)
-            .update(&k.id, k.version, p, &console())
+            .update(KeyWrite::new(&k.id, k.version, &console()), p)
             .await
             .unwrap();
     });

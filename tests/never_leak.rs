@@ -4,7 +4,7 @@
 
 mod common;
 use common::{Out, Repo};
-use keyward::store::{Actor, KeyPatch, ListFilter, Store, list_all, sqlite::SqliteStore};
+use keyward::store::{Actor, KeyPatch, KeyWrite, ListFilter, Store, list_all, sqlite::SqliteStore};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -122,7 +122,7 @@ fn the_store_refuses_secret_shaped_labels_and_event_actions() {
                 ..KeyPatch::default()
             };
             let e = store
-                .update(&k.id, k.version, patch, &actor)
+                .update(KeyWrite::new(&k.id, k.version, &actor), patch)
                 .await
                 .expect_err(kind);
             assert!(!e.to_string().contains(&secret[4..]), "{e}");

@@ -7,7 +7,7 @@ mod needs;
 
 use common::{Out, Repo};
 use keyward::store::sqlite::SqliteStore;
-use keyward::store::{Actor, KeyPatch, ListFilter, Store, list_all};
+use keyward::store::{Actor, KeyPatch, KeyWrite, ListFilter, Store, list_all};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -437,7 +437,9 @@ keys:
             who: "console:admin".into(),
             commit: None,
         };
-        s.update(&k.id, k.version, patch, &who).await.unwrap();
+        s.update(KeyWrite::new(&k.id, k.version, &who), patch)
+            .await
+            .unwrap();
     });
     let o = at(&r, &["apply", "--auto-approve", saved]);
     assert_eq!(o.code, 3, "{}", o.all());

@@ -4,7 +4,7 @@
 
 mod common;
 use common::Repo;
-use keyward::store::Store;
+use keyward::store::{KeyWrite, Store};
 use std::path::{Path, PathBuf};
 
 const KEYS: &str = "\
@@ -246,7 +246,7 @@ fn a_saved_plan_is_applied_exactly_and_refused_when_stale() {
             purpose: Some(Some("edited in the console".into())),
             ..Default::default()
         };
-        sbx.update(&k.id, k.version, patch, &Default::default())
+        sbx.update(KeyWrite::new(&k.id, k.version, &Default::default()), patch)
             .await
             .unwrap();
     });

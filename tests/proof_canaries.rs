@@ -278,7 +278,9 @@ fn no_secret_hash_or_identity_in_anything_keyward_writes() {
 
     // Drift: a console edit, then plan and apply restore it.
     {
-        use keyward::store::{Actor, KeyPatch, ListFilter, Store, list_all, sqlite::SqliteStore};
+        use keyward::store::{
+            Actor, KeyPatch, KeyWrite, ListFilter, Store, list_all, sqlite::SqliteStore,
+        };
         let rt = common::runtime();
         let store =
             SqliteStore::open("alma-production", &r.root().join(".keyward/prod.db")).expect("open");
@@ -297,7 +299,7 @@ fn no_secret_hash_or_identity_in_anything_keyward_writes() {
             who: "console:admin".into(),
             commit: None,
         };
-        rt.block_on(store.update(&k.id, k.version, patch, &console))
+        rt.block_on(store.update(KeyWrite::new(&k.id, k.version, &console), patch))
             .expect("console edit");
     }
     let o = run(

@@ -221,7 +221,7 @@ async fn http_store_errors_name_the_store_and_url() {
 #[tokio::test]
 async fn http_store_create_is_idempotent_and_conflicts_map() {
     use keyward::store::http::HttpStore;
-    use keyward::store::{Actor, KeyPatch, Store, StoreError};
+    use keyward::store::{Actor, KeyPatch, KeyStatus, KeyWrite, Store, StoreError};
     let sdir = tempfile::tempdir().unwrap();
     let write = make_token(&sdir.path().join("tokens.yaml"), "ci-apply", "write");
     let server = Server::start(sdir.path(), &[]);
@@ -247,7 +247,7 @@ async fn http_store_create_is_idempotent_and_conflicts_map() {
         ..Default::default()
     };
     let e = s
-        .update(&live.id, 7, patch.clone(), &actor)
+        .update(KeyWrite::new(&live.id, 7, &actor), patch.clone())
         .await
         .unwrap_err();
     assert!(
@@ -261,11 +261,15 @@ async fn http_store_create_is_idempotent_and_conflicts_map() {
         ),
         "{e}"
     );
-    let k2 = s.update(&live.id, 1, patch, &actor).await.unwrap();
+    let k2 = s
+        .update(KeyWrite::new(&live.id, 1, &actor), patch)
+        .await
+        .unwrap();
     assert_eq!(k2.version, 2);
     assert!(s.get("nope").await.unwrap().is_none());
     assert!(matches!(
-        s.disable("nope", 1, &actor).await,
+        s.set_status(KeyWrite::new("nope", 1, &actor), KeyStatus::Disabled)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     // The lease maps to Locked with the holder.

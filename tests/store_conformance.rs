@@ -16,8 +16,8 @@ use keyward::secret::{self, Secret};
 use keyward::store::postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION as PG_VERSION};
 use keyward::store::sqlite::SqliteStore;
 use keyward::store::{
-    KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY, NewKey, Rotate, SecretHash, Store,
-    StoreError, StoreResult, VerifyReason, list_all,
+    KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey, MANAGED_BY, NewKey, Rotate,
+    SecretHash, Store, StoreError, StoreResult, VerifyReason, list_all,
 };
 use store_common::{
     PgSchema, actor, assert_no_secret_in, contains, keys_with_rotated_secrets, new_key, pg_url,
@@ -408,13 +408,13 @@ async fn check_out_of_range_timestamps(b: &Backend) {
         ..KeyPatch::default()
     };
     assert!(matches!(
-        store.update(&k.id, 1, patch, &actor()).await,
+        store.update(KeyWrite::new(&k.id, 1, &actor()), patch).await,
         Err(StoreError::Invalid(_))
     ));
     let (mut rot, _) = rotation(&k.id, None);
     rot.issued_at = far;
     assert!(matches!(
-        store.rotate(&k.id, 1, rot, &actor()).await,
+        store.rotate(KeyWrite::new(&k.id, 1, &actor()), rot).await,
         Err(StoreError::Invalid(_))
     ));
     assert_eq!(
@@ -432,7 +432,10 @@ async fn check_versions(b: &Backend) {
         scopes: Some(vec!["bibs:write".into()]),
         ..KeyPatch::default()
     };
-    match store.update(&id, 7, patch.clone(), &actor()).await {
+    match store
+        .update(KeyWrite::new(&id, 7, &actor()), patch.clone())
+        .await
+    {
         Err(StoreError::Conflict {
             id: cid,
             expected,
@@ -441,7 +444,7 @@ async fn check_versions(b: &Backend) {
         other => panic!("expected conflict, got {other:?}"),
     }
     let k2 = store
-        .update(&id, 1, patch.clone(), &actor())
+        .update(KeyWrite::new(&id, 1, &actor()), patch.clone())
         .await
         .expect("update");
     assert_eq!(k2.version, 2);
@@ -460,13 +463,29 @@ async fn check_versions(b: &Backend) {
     };
     let conflict =
         |r: &StoreResult<LiveKey>| matches!(r, Err(StoreError::Conflict { found: 2, .. }));
-    assert!(conflict(&store.update(&id, 1, patch, &actor()).await));
-    assert!(conflict(&store.rotate(&id, 1, rot, &actor()).await));
-    assert!(conflict(&store.disable(&id, 1, &actor()).await));
-    assert!(conflict(&store.enable(&id, 1, &actor()).await));
-    assert!(conflict(&store.revoke(&id, 1, &actor()).await));
+    assert!(conflict(
+        &store.update(KeyWrite::new(&id, 1, &actor()), patch).await
+    ));
+    assert!(conflict(
+        &store.rotate(KeyWrite::new(&id, 1, &actor()), rot).await
+    ));
+    assert!(conflict(
+        &store
+            .set_status(KeyWrite::new(&id, 1, &actor()), KeyStatus::Disabled)
+            .await
+    ));
+    assert!(conflict(
+        &store
+            .set_status(KeyWrite::new(&id, 1, &actor()), KeyStatus::Active)
+            .await
+    ));
+    assert!(conflict(
+        &store
+            .set_status(KeyWrite::new(&id, 1, &actor()), KeyStatus::Revoked)
+            .await
+    ));
     assert!(matches!(
-        store.delete(&id, 1, &actor()).await,
+        store.delete(KeyWrite::new(&id, 1, &actor())).await,
         Err(StoreError::Conflict { found: 2, .. })
     ));
     assert_eq!(
@@ -475,15 +494,21 @@ async fn check_versions(b: &Backend) {
         "nothing changed"
     );
     assert!(
-        matches!(store.disable("missing", 1, &actor()).await, Err(StoreError::NotFound(ref m)) if m == "missing")
+        matches!(store.set_status(KeyWrite::new("missing", 1, &actor()), KeyStatus::Disabled).await, Err(StoreError::NotFound(ref m)) if m == "missing")
     );
     assert!(matches!(
-        store.delete("missing", 1, &actor()).await,
+        store.delete(KeyWrite::new("missing", 1, &actor())).await,
         Err(StoreError::NotFound(_))
     ));
-    let k3 = store.disable(&id, 2, &actor()).await.expect("disable");
+    let k3 = store
+        .set_status(KeyWrite::new(&id, 2, &actor()), KeyStatus::Disabled)
+        .await
+        .expect("disable");
     assert_eq!((k3.status, k3.version), (KeyStatus::Disabled, 3));
-    store.delete(&id, 3, &actor()).await.expect("delete");
+    store
+        .delete(KeyWrite::new(&id, 3, &actor()))
+        .await
+        .expect("delete");
     assert_eq!(store.get(&id).await.expect("get"), None);
     let actions: Vec<String> = store
         .events(None, 100)
@@ -501,31 +526,29 @@ async fn check_no_op_updates(b: &Backend) {
     let k = store.create(nk, &actor()).await.expect("create");
     let same = store
         .update(
-            &k.id,
-            1,
+            KeyWrite::new(&k.id, 1, &actor()),
             KeyPatch {
                 owner: Some("jdoe".into()),
                 scopes: Some(vec!["users:read".into(), "bibs:read".into()]),
                 ..KeyPatch::default()
             },
-            &actor(),
         )
         .await
         .expect("no-op update");
     assert_eq!(same, k, "a patch that changes nothing is not a change");
     let empty = store
-        .update(&k.id, 1, KeyPatch::default(), &actor())
+        .update(KeyWrite::new(&k.id, 1, &actor()), KeyPatch::default())
         .await
         .expect("empty patch");
     assert_eq!(empty, k);
     assert!(
         store
-            .disable(&k.id, 1, &actor())
+            .set_status(KeyWrite::new(&k.id, 1, &actor()), KeyStatus::Disabled)
             .await
             .is_ok_and(|d| d.version == 2)
     );
     let again = store
-        .disable(&k.id, 2, &actor())
+        .set_status(KeyWrite::new(&k.id, 2, &actor()), KeyStatus::Disabled)
         .await
         .expect("disable twice");
     assert_eq!(again.version, 2, "disabling a disabled key changes nothing");
@@ -539,7 +562,7 @@ async fn check_no_op_updates(b: &Backend) {
         ..KeyPatch::default()
     };
     let k2 = store
-        .update(&k.id, 2, patch, &actor())
+        .update(KeyWrite::new(&k.id, 2, &actor()), patch)
         .await
         .expect("update");
     assert_eq!(
@@ -574,20 +597,28 @@ async fn check_revoked_and_protected(b: &Backend) {
     let (nk, _) = new_key("k");
     let k = store.create(nk, &actor()).await.expect("create");
     let k = store
-        .disable(&k.id, k.version, &actor())
+        .set_status(
+            KeyWrite::new(&k.id, k.version, &actor()),
+            KeyStatus::Disabled,
+        )
         .await
         .expect("disable");
     let k = store
-        .enable(&k.id, k.version, &actor())
+        .set_status(KeyWrite::new(&k.id, k.version, &actor()), KeyStatus::Active)
         .await
         .expect("enable");
     assert_eq!(k.status, KeyStatus::Active);
     let k = store
-        .revoke(&k.id, k.version, &actor())
+        .set_status(
+            KeyWrite::new(&k.id, k.version, &actor()),
+            KeyStatus::Revoked,
+        )
         .await
         .expect("revoke");
     assert_eq!(k.status, KeyStatus::Revoked);
-    let refused = store.enable(&k.id, k.version, &actor()).await;
+    let refused = store
+        .set_status(KeyWrite::new(&k.id, k.version, &actor()), KeyStatus::Active)
+        .await;
     assert!(
         matches!(refused, Err(StoreError::Refused(ref m)) if m.contains("revoked")),
         "{refused:?}"
@@ -597,16 +628,25 @@ async fn check_revoked_and_protected(b: &Backend) {
         ..KeyPatch::default()
     };
     assert!(matches!(
-        store.update(&k.id, k.version, patch, &actor()).await,
+        store
+            .update(KeyWrite::new(&k.id, k.version, &actor()), patch)
+            .await,
         Err(StoreError::Refused(_))
     ));
     assert!(matches!(
-        store.disable(&k.id, k.version, &actor()).await,
+        store
+            .set_status(
+                KeyWrite::new(&k.id, k.version, &actor()),
+                KeyStatus::Disabled
+            )
+            .await,
         Err(StoreError::Refused(_))
     ));
     let (rot, _) = rotation(&k.id, None);
     assert!(matches!(
-        store.rotate(&k.id, k.version, rot, &actor()).await,
+        store
+            .rotate(KeyWrite::new(&k.id, k.version, &actor()), rot)
+            .await,
         Err(StoreError::Refused(_))
     ));
     assert_eq!(
@@ -618,36 +658,37 @@ async fn check_revoked_and_protected(b: &Backend) {
     p.protected = true;
     let p = store.create(p, &actor()).await.expect("create");
     assert!(matches!(
-        store.revoke(&p.id, 1, &actor()).await,
+        store.set_status(KeyWrite::new(&p.id, 1, &actor()), KeyStatus::Revoked).await,
         Err(StoreError::Refused(ref m)) if m.contains("protected")
     ));
     assert!(matches!(
-        store.delete(&p.id, 1, &actor()).await,
+        store.delete(KeyWrite::new(&p.id, 1, &actor())).await,
         Err(StoreError::Refused(ref m)) if m.contains("protected")
     ));
     // Disabling a protected key is allowed.
     let p = store
-        .disable(&p.id, 1, &actor())
+        .set_status(KeyWrite::new(&p.id, 1, &actor()), KeyStatus::Disabled)
         .await
         .expect("disable protected");
     let p = store
         .update(
-            &p.id,
-            p.version,
+            KeyWrite::new(&p.id, p.version, &actor()),
             KeyPatch {
                 protected: Some(false),
                 ..KeyPatch::default()
             },
-            &actor(),
         )
         .await
         .expect("unprotect");
     let p = store
-        .revoke(&p.id, p.version, &actor())
+        .set_status(
+            KeyWrite::new(&p.id, p.version, &actor()),
+            KeyStatus::Revoked,
+        )
         .await
         .expect("revoke after unprotect");
     store
-        .delete(&p.id, p.version, &actor())
+        .delete(KeyWrite::new(&p.id, p.version, &actor()))
         .await
         .expect("delete revoked");
 }
@@ -681,24 +722,45 @@ async fn check_unmanaged_and_adoption(b: &Backend) {
         labels: Some(BTreeMap::new()),
         ..KeyPatch::default()
     };
-    assert!(is_refused(&store.update(&k.id, 1, patch, &actor()).await));
+    assert!(is_refused(
+        &store.update(KeyWrite::new(&k.id, 1, &actor()), patch).await
+    ));
     let mixed = KeyPatch {
         managed_by: Some(Some(MANAGED_BY.into())),
         owner: Some("x".into()),
         ..KeyPatch::default()
     };
-    assert!(is_refused(&store.update(&k.id, 1, mixed, &actor()).await));
-    assert!(is_refused(&store.disable(&k.id, 1, &actor()).await));
-    assert!(is_refused(&store.enable(&k.id, 1, &actor()).await));
-    assert!(is_refused(&store.revoke(&k.id, 1, &actor()).await));
     assert!(is_refused(
-        &store.delete(&k.id, 1, &actor()).await.map(|_| k.clone())
+        &store.update(KeyWrite::new(&k.id, 1, &actor()), mixed).await
+    ));
+    assert!(is_refused(
+        &store
+            .set_status(KeyWrite::new(&k.id, 1, &actor()), KeyStatus::Disabled)
+            .await
+    ));
+    assert!(is_refused(
+        &store
+            .set_status(KeyWrite::new(&k.id, 1, &actor()), KeyStatus::Active)
+            .await
+    ));
+    assert!(is_refused(
+        &store
+            .set_status(KeyWrite::new(&k.id, 1, &actor()), KeyStatus::Revoked)
+            .await
+    ));
+    assert!(is_refused(
+        &store
+            .delete(KeyWrite::new(&k.id, 1, &actor()))
+            .await
+            .map(|_| k.clone())
     ));
     let (rot, _) = rotation(&k.id, None);
-    assert!(is_refused(&store.rotate(&k.id, 1, rot, &actor()).await));
+    assert!(is_refused(
+        &store.rotate(KeyWrite::new(&k.id, 1, &actor()), rot).await
+    ));
     assert_eq!(
         store
-            .update(&k.id, 1, KeyPatch::default(), &actor())
+            .update(KeyWrite::new(&k.id, 1, &actor()), KeyPatch::default())
             .await
             .expect("empty")
             .version,
@@ -709,13 +771,13 @@ async fn check_unmanaged_and_adoption(b: &Backend) {
         ..KeyPatch::default()
     };
     let adopted = store
-        .update(&k.id, 1, adopt, &actor())
+        .update(KeyWrite::new(&k.id, 1, &actor()), adopt)
         .await
         .expect("adopt");
     assert!(adopted.is_managed());
     assert_eq!(adopted.version, 2);
     store
-        .disable(&k.id, 2, &actor())
+        .set_status(KeyWrite::new(&k.id, 2, &actor()), KeyStatus::Disabled)
         .await
         .expect("managed now");
     assert_eq!(list_all(store, &managed).await.expect("list").len(), 1);
@@ -737,7 +799,10 @@ async fn check_events(b: &Backend) {
     let store = b.store();
     let (nk, _) = new_key("k");
     let k = store.create(nk, &actor()).await.expect("create");
-    store.disable(&k.id, 1, &actor()).await.expect("disable");
+    store
+        .set_status(KeyWrite::new(&k.id, 1, &actor()), KeyStatus::Disabled)
+        .await
+        .expect("disable");
     store
         .record(
             "apply_started",
@@ -875,7 +940,9 @@ async fn check_secrets_pasted_into_fields_are_refused(b: &Backend) {
         purpose: Some(Some(pasted.clone())),
         ..KeyPatch::default()
     };
-    let r = store.update(&k.id, k.version, patch, &actor()).await;
+    let r = store
+        .update(KeyWrite::new(&k.id, k.version, &actor()), patch)
+        .await;
     assert!(matches!(&r, Err(StoreError::Invalid(_))), "{r:?}");
     assert_eq!(store.get(&k.id).await.expect("get"), Some(k.clone()));
     let r = store.lock(&pasted, chrono::Duration::minutes(1)).await;
@@ -935,14 +1002,23 @@ async fn check_verify_reasons(b: &Backend) {
 
     let (nk, dis) = new_key("disabled");
     let d = store.create(nk, &actor()).await.expect("create");
-    store.disable(&d.id, 1, &actor()).await.expect("disable");
+    store
+        .set_status(KeyWrite::new(&d.id, 1, &actor()), KeyStatus::Disabled)
+        .await
+        .expect("disable");
     assert_eq!(reason(dis.expose().into()).await, VerifyReason::Disabled);
-    store.enable(&d.id, 2, &actor()).await.expect("enable");
+    store
+        .set_status(KeyWrite::new(&d.id, 2, &actor()), KeyStatus::Active)
+        .await
+        .expect("enable");
     assert_eq!(reason(dis.expose().into()).await, VerifyReason::Ok);
 
     let (nk, rev) = new_key("revoked");
     let r = store.create(nk, &actor()).await.expect("create");
-    store.revoke(&r.id, 1, &actor()).await.expect("revoke");
+    store
+        .set_status(KeyWrite::new(&r.id, 1, &actor()), KeyStatus::Revoked)
+        .await
+        .expect("revoke");
     assert_eq!(reason(rev.expose().into()).await, VerifyReason::Revoked);
 
     let (mut nk, exp) = new_key("expired");
@@ -991,13 +1067,11 @@ async fn check_verify_reasons(b: &Backend) {
     // Raising the quota takes effect at once; the day's count is kept.
     let q1k = store
         .update(
-            &q1k.id,
-            1,
+            KeyWrite::new(&q1k.id, 1, &actor()),
             KeyPatch {
                 quota_per_day: Some(Some(2)),
                 ..KeyPatch::default()
             },
-            &actor(),
         )
         .await
         .expect("raise quota");
@@ -1008,13 +1082,11 @@ async fn check_verify_reasons(b: &Backend) {
     );
     store
         .update(
-            &q1k.id,
-            q1k.version,
+            KeyWrite::new(&q1k.id, q1k.version, &actor()),
             KeyPatch {
                 quota_per_day: Some(None),
                 ..KeyPatch::default()
             },
-            &actor(),
         )
         .await
         .expect("no quota");
@@ -1046,7 +1118,7 @@ async fn check_rotation_grace(b: &Backend) {
     let grace_end = valid_now() + Duration::days(7);
     let (rot, new) = rotation(&k.id, Some(grace_end));
     let k2 = store
-        .rotate(&k.id, 1, rot.clone(), &actor())
+        .rotate(KeyWrite::new(&k.id, 1, &actor()), rot.clone())
         .await
         .expect("rotate");
     assert_eq!(k2.id, k.id);
@@ -1068,23 +1140,31 @@ async fn check_rotation_grace(b: &Backend) {
     assert_eq!(r(&old, grace_end).await, VerifyReason::Unknown);
     assert_eq!(r(&new, grace_end).await, VerifyReason::Ok);
     // The previous secret is judged like the key: disabled is disabled.
-    let k3 = store.disable(&k.id, 2, &actor()).await.expect("disable");
+    let k3 = store
+        .set_status(KeyWrite::new(&k.id, 2, &actor()), KeyStatus::Disabled)
+        .await
+        .expect("disable");
     assert_eq!(r(&old, during).await, VerifyReason::Disabled);
     let k3 = store
-        .enable(&k.id, k3.version, &actor())
+        .set_status(
+            KeyWrite::new(&k.id, k3.version, &actor()),
+            KeyStatus::Active,
+        )
         .await
         .expect("enable");
 
     let mut same = rot.clone();
     same.generation = 3;
     assert!(matches!(
-        store.rotate(&k.id, k3.version, same, &actor()).await,
+        store
+            .rotate(KeyWrite::new(&k.id, k3.version, &actor()), same)
+            .await,
         Err(StoreError::Invalid(_))
     ));
     let (mut rot3, newest) = rotation(&k.id, None);
     rot3.generation = 3;
     let k4 = store
-        .rotate(&k.id, k3.version, rot3, &actor())
+        .rotate(KeyWrite::new(&k.id, k3.version, &actor()), rot3)
         .await
         .expect("rotate again");
     assert_eq!(k4.previous_valid_until, None);
@@ -1110,7 +1190,10 @@ async fn check_quota_across_rotation(b: &Backend) {
     assert!(store.verify(old.expose(), now).await.expect("v").valid);
     assert!(store.verify(old.expose(), now).await.expect("v").valid);
     let (rot, new) = rotation(&k.id, Some(now + Duration::days(1)));
-    store.rotate(&k.id, 1, rot, &actor()).await.expect("rotate");
+    store
+        .rotate(KeyWrite::new(&k.id, 1, &actor()), rot)
+        .await
+        .expect("rotate");
     assert!(store.verify(new.expose(), now).await.expect("v").valid);
     assert_eq!(
         store.verify(new.expose(), now).await.expect("v").reason,
@@ -1123,11 +1206,14 @@ async fn check_quota_across_rotation(b: &Backend) {
     // Deleting the key and its counters: a verify then finds nothing.
     let k = store.get(&k.id).await.expect("get").expect("present");
     let k = store
-        .revoke(&k.id, k.version, &actor())
+        .set_status(
+            KeyWrite::new(&k.id, k.version, &actor()),
+            KeyStatus::Revoked,
+        )
         .await
         .expect("revoke");
     store
-        .delete(&k.id, k.version, &actor())
+        .delete(KeyWrite::new(&k.id, k.version, &actor()))
         .await
         .expect("delete");
     assert_eq!(
@@ -1349,7 +1435,10 @@ async fn check_list_filters_and_pages(b: &Backend) {
         } else {
             let k = store.create(nk, &actor()).await.expect("create");
             if i % 6 == 1 {
-                store.disable(&k.id, 1, &actor()).await.expect("disable")
+                store
+                    .set_status(KeyWrite::new(&k.id, 1, &actor()), KeyStatus::Disabled)
+                    .await
+                    .expect("disable")
             } else {
                 k
             }
@@ -1582,7 +1671,7 @@ async fn check_concurrent_updates(b: &Backend) {
                         labels: Some(BTreeMap::from([("writer".into(), format!("{round}-{i}"))])),
                         ..KeyPatch::default()
                     };
-                    s.update(&id, version, patch, &actor()).await
+                    s.update(KeyWrite::new(&id, version, &actor()), patch).await
                 })
             })
             .collect();

@@ -17,7 +17,7 @@ use adapters_common::ScramCluster;
 use chrono::{Duration, Utc};
 use keyward::secret::{self, Secret};
 use keyward::store::pg_roles::{MARKER, PgRolesOptions, PgRolesStore};
-use keyward::store::{KeyStatus, ListFilter, Store, list_all};
+use keyward::store::{KeyStatus, KeyWrite, ListFilter, Store, list_all};
 
 fn store(c: &ScramCluster) -> PgRolesStore {
     PgRolesStore::new(
@@ -144,7 +144,7 @@ async fn postgres_roles_logins_follow_the_key_through_its_life() {
         ..Default::default()
     };
     let k = s
-        .update(&k.id, k.version, patch, &actor())
+        .update(KeyWrite::new(&k.id, k.version, &actor()), patch)
         .await
         .expect("update scopes");
     assert_eq!(
@@ -155,7 +155,7 @@ async fn postgres_roles_logins_follow_the_key_through_its_life() {
     // rotate: no overlap, the old secret stops at once
     let (rot, sec2) = rotation(&s, "production", &k.id, Duration::days(7));
     let k = s
-        .rotate(&k.id, k.version, rot, &actor())
+        .rotate(KeyWrite::new(&k.id, k.version, &actor()), rot)
         .await
         .expect("rotate");
     assert_eq!(k.previous_valid_until, None, "no overlap");
@@ -171,7 +171,10 @@ async fn postgres_roles_logins_follow_the_key_through_its_life() {
 
     // disable / enable / revoke
     let d = s
-        .disable(&k.id, k.version, &actor())
+        .set_status(
+            KeyWrite::new(&k.id, k.version, &actor()),
+            KeyStatus::Disabled,
+        )
         .await
         .expect("disable");
     let why = can_login(&c, &role, &sec2).await.expect_err("disabled");
@@ -180,13 +183,22 @@ async fn postgres_roles_logins_follow_the_key_through_its_life() {
         memberships(&c, &role).await.is_empty(),
         "a disabled role is in no group"
     );
-    let e = s.enable(&k.id, d.version, &actor()).await.expect("enable");
+    let e = s
+        .set_status(KeyWrite::new(&k.id, d.version, &actor()), KeyStatus::Active)
+        .await
+        .expect("enable");
     can_login(&c, &role, &sec2).await.expect("enabled again");
     assert_eq!(
         memberships(&c, &role).await,
         ["bibs_reader", "users_reader"]
     );
-    let r = s.revoke(&k.id, e.version, &actor()).await.expect("revoke");
+    let r = s
+        .set_status(
+            KeyWrite::new(&k.id, e.version, &actor()),
+            KeyStatus::Revoked,
+        )
+        .await
+        .expect("revoke");
     assert_eq!(r.status, KeyStatus::Revoked);
     assert!(
         can_login(&c, &role, &sec2).await.is_err(),
@@ -231,12 +243,15 @@ async fn postgres_roles_logins_follow_the_key_through_its_life() {
     let legacy = all.iter().find(|k| k.name == "legacy").expect("listed");
     assert!(!legacy.is_managed());
     assert!(
-        s.revoke(&legacy.id, legacy.version, &actor())
-            .await
-            .is_err()
+        s.set_status(
+            KeyWrite::new(&legacy.id, legacy.version, &actor()),
+            KeyStatus::Revoked
+        )
+        .await
+        .is_err()
     );
     assert!(
-        s.delete(&legacy.id, legacy.version, &actor())
+        s.delete(KeyWrite::new(&legacy.id, legacy.version, &actor()))
             .await
             .is_err()
     );

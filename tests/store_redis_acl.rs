@@ -16,7 +16,7 @@ use adapters_common::{RedisCleanup, redis_auth, redis_url, resp, resp_all, uniqu
 use chrono::{Duration, Utc};
 use keyward::secret::{self, Secret};
 use keyward::store::redis_acl::{RedisAclOptions, RedisAclStore};
-use keyward::store::{KeyStatus, ListFilter, Store, list_all};
+use keyward::store::{KeyStatus, KeyWrite, ListFilter, Store, list_all};
 
 fn store(url: &str, prefix: &str) -> RedisAclStore {
     RedisAclStore::new(
@@ -123,7 +123,7 @@ async fn redis_logins_follow_the_key_through_its_life() {
     // rotate with a short grace: both log in; when the grace is over and enforce ran, only the new
     let (rot, second) = rotation(&s, "sandbox", &k.id, Duration::seconds(3));
     let r = s
-        .rotate(&k.id, k.version, rot, &actor())
+        .rotate(KeyWrite::new(&k.id, k.version, &actor()), rot)
         .await
         .expect("rotate");
     assert!(
@@ -152,13 +152,25 @@ async fn redis_logins_follow_the_key_through_its_life() {
 
     // disable / enable / revoke
     let d = s
-        .disable(&k.id, r.version, &actor())
+        .set_status(
+            KeyWrite::new(&k.id, r.version, &actor()),
+            KeyStatus::Disabled,
+        )
         .await
         .expect("disable");
     assert!(!logs_in(&a, &user, &second), "disabled: off");
-    let e = s.enable(&k.id, d.version, &actor()).await.expect("enable");
+    let e = s
+        .set_status(KeyWrite::new(&k.id, d.version, &actor()), KeyStatus::Active)
+        .await
+        .expect("enable");
     assert!(logs_in(&a, &user, &second), "enabled again");
-    let v = s.revoke(&k.id, e.version, &actor()).await.expect("revoke");
+    let v = s
+        .set_status(
+            KeyWrite::new(&k.id, e.version, &actor()),
+            KeyStatus::Revoked,
+        )
+        .await
+        .expect("revoke");
     assert_eq!(v.status, KeyStatus::Revoked);
     assert!(!logs_in(&a, &user, &second), "revoked: refused");
     let after = String::from_utf8_lossy(&resp_all(&a, &["ACL", "GETUSER", &user])).into_owned();
@@ -218,8 +230,19 @@ async fn acl_users_keyward_did_not_make_are_never_touched() {
     let listed = list_all(&s, &ListFilter::default()).await.expect("list");
     let k = listed.iter().find(|k| k.name == "legacy").expect("listed");
     assert!(!k.is_managed());
-    assert!(s.disable(&k.id, k.version, &actor()).await.is_err());
-    assert!(s.delete(&k.id, k.version, &actor()).await.is_err());
+    assert!(
+        s.set_status(
+            KeyWrite::new(&k.id, k.version, &actor()),
+            KeyStatus::Disabled
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        s.delete(KeyWrite::new(&k.id, k.version, &actor()))
+            .await
+            .is_err()
+    );
     let (nk, _) = new_key(&s, "sandbox", "legacy", &["bibs:read"], Duration::days(1));
     let refused = s
         .create(nk, &actor())

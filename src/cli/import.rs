@@ -12,7 +12,7 @@ use keyward::import::{Decision, plan_import, render_file};
 use keyward::outcome::Outcome;
 use keyward::spec::raw::KeyEntry;
 use keyward::spec::{self, Loaded};
-use keyward::store::{KeyPatch, ListFilter, LiveKey, MANAGED_BY, Store, list_all};
+use keyward::store::{KeyPatch, KeyWrite, ListFilter, LiveKey, MANAGED_BY, Store, list_all};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -162,7 +162,10 @@ async fn adopt_all(s: &dyn Store, adopt: &[LiveKey]) -> usize {
             managed_by: Some(Some(MANAGED_BY.to_string())),
             ..KeyPatch::default()
         };
-        let adopted = match s.update(&k.id, k.version, patch, &actor).await {
+        let adopted = match s
+            .update(KeyWrite::new(&k.id, k.version, &actor), patch)
+            .await
+        {
             Ok(a) => a,
             Err(e) => {
                 failed += 1;
@@ -174,7 +177,10 @@ async fn adopt_all(s: &dyn Store, adopt: &[LiveKey]) -> usize {
             applied_digest: Some(adopted.state_digest()),
             ..KeyPatch::default()
         };
-        if let Err(e) = s.update(&adopted.id, adopted.version, record, &actor).await {
+        if let Err(e) = s
+            .update(KeyWrite::new(&adopted.id, adopted.version, &actor), record)
+            .await
+        {
             eprintln!(
                 "warning: {} adopted, but its state was not recorded: {e}",
                 k.name

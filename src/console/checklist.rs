@@ -16,7 +16,7 @@ use crate::diff::{Action, Change};
 use crate::plan::{ConsoleStep, Plan};
 use crate::secret::{self, Secret};
 use crate::spec::{Spec, StoreKind};
-use crate::store::{Actor, KeyStatus, Store, StoreError};
+use crate::store::{Actor, KeyStatus, KeyWrite, Store, StoreError};
 use chrono::SubsecRound;
 use std::collections::BTreeMap;
 
@@ -497,14 +497,14 @@ async fn record(
         .ok_or_else(|| invalid(c, "the plan lacks the live version"))?;
     if !c.patch.is_empty() {
         version = store
-            .update(&id, version, c.patch.clone(), actor)
+            .update(KeyWrite::new(&id, version, actor), c.patch.clone())
             .await
             .map_err(&serr)?
             .version;
     }
     if c.set_status == Some(KeyStatus::Active) {
         version = store
-            .enable(&id, version, actor)
+            .set_status(KeyWrite::new(&id, version, actor), KeyStatus::Active)
             .await
             .map_err(&serr)?
             .version;

@@ -7,8 +7,8 @@ use super::ledger::{self, Confirmation, LedgerError, LedgerFile, LedgerKey, Pend
 use super::preset::{ExpiryRule, Preset, Vendor, preset};
 use crate::spec::{ConsoleStoreConfig, StoreConfig};
 use crate::store::{
-    Actor, Capabilities, Event, KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY,
-    NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict,
+    Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey,
+    MANAGED_BY, NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -245,14 +245,14 @@ fn matches(filter: &ListFilter, k: &LiveKey) -> bool {
         && (!filter.never_expires || k.expires_at.is_none())
 }
 
-fn checked<'a>(f: &'a mut LedgerFile, id: &str, version: u64) -> StoreResult<&'a mut LedgerKey> {
+fn checked<'a>(f: &'a mut LedgerFile, w: KeyWrite<'_>) -> StoreResult<&'a mut LedgerKey> {
     let k = f
-        .key_mut(id)
-        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-    if k.version != version {
+        .key_mut(w.id)
+        .ok_or_else(|| StoreError::NotFound(w.id.to_string()))?;
+    if k.version != w.version {
         return Err(StoreError::Conflict {
-            id: id.to_string(),
-            expected: version,
+            id: w.id.to_string(),
+            expected: w.version,
             found: k.version,
         });
     }
@@ -340,38 +340,26 @@ impl Store for ConsoleStore {
         self.create_with(key, None, actor)
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        patch: KeyPatch,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {
         let now = now();
         self.change(|f| {
-            let k = checked(f, id, version)?;
+            let k = checked(f, w)?;
             let console_side =
                 patch.scopes.is_some() || patch.expires_at.is_some() || patch.owner.is_some();
             patch_key(k, patch);
             k.version += 1;
             k.updated = now;
             if console_side {
-                k.confirmed.push(confirmation("update", actor, now));
+                k.confirmed.push(confirmation("update", w.actor, now));
             }
             Ok(live(k))
         })
     }
 
-    async fn rotate(
-        &self,
-        id: &str,
-        version: u64,
-        rotate: Rotate,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn rotate(&self, w: KeyWrite<'_>, rotate: Rotate) -> StoreResult<LiveKey> {
         let now = now();
         self.change(|f| {
-            let k = checked(f, id, version)?;
+            let k = checked(f, w)?;
             k.fingerprint = Some(fingerprint_of(&rotate.secret_hash));
             k.undelivered = false;
             k.previous_valid_until = rotate.previous_valid_until;
@@ -383,7 +371,7 @@ impl Store for ConsoleStore {
             k.status = KeyStatus::Active;
             k.version += 1;
             k.updated = now;
-            k.confirmed.push(confirmation("rotate", actor, now));
+            k.confirmed.push(confirmation("rotate", w.actor, now));
             let name = k.name.clone();
             let out = live(k);
             f.pending.retain(|p| p.key != name);
@@ -391,22 +379,22 @@ impl Store for ConsoleStore {
         })
     }
 
-    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.set_status(id, version, KeyStatus::Disabled, "disable", actor)
-    }
-
-    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.set_status(id, version, KeyStatus::Active, "enable", actor)
-    }
-
-    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.set_status(id, version, KeyStatus::Revoked, "revoke", actor)
-    }
-
-    async fn delete(&self, id: &str, version: u64, _actor: &Actor) -> StoreResult<()> {
+    async fn set_status(&self, w: KeyWrite<'_>, to: KeyStatus) -> StoreResult<LiveKey> {
+        let now = now();
         self.change(|f| {
-            checked(f, id, version)?;
-            f.keys.retain(|k| k.id != id);
+            let k = checked(f, w)?;
+            k.status = to;
+            k.version += 1;
+            k.updated = now;
+            k.confirmed.push(confirmation(to.verb(), w.actor, now));
+            Ok(live(k))
+        })
+    }
+
+    async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
+        self.change(|f| {
+            checked(f, w)?;
+            f.keys.retain(|k| k.id != w.id);
             Ok(())
         })
     }
@@ -545,25 +533,6 @@ impl ConsoleStore {
             let out = live(&k);
             f.keys.push(k);
             Ok(out)
-        })
-    }
-
-    fn set_status(
-        &self,
-        id: &str,
-        version: u64,
-        status: KeyStatus,
-        step: &str,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
-        let now = now();
-        self.change(|f| {
-            let k = checked(f, id, version)?;
-            k.status = status;
-            k.version += 1;
-            k.updated = now;
-            k.confirmed.push(confirmation(step, actor, now));
-            Ok(live(k))
         })
     }
 }

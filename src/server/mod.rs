@@ -23,9 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::clock::{Clock, FixedClock};
-use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{KeyStatus, Store};
 use error::ApiError;
 use idempotency::{IdempotencyLog, SqliteIdempotency};
 use idempotency_pg::PostgresIdempotency;
@@ -127,15 +127,14 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The router for `state`.
 pub fn router(state: Arc<AppState>) -> Router {
-    use routes::StatusChange;
-    let status_route = |c: StatusChange| {
+    let status_route = |to: KeyStatus| {
         post(
             move |State(s): State<Arc<AppState>>,
                   headers: axum::http::HeaderMap,
                   id: Result<
                 axum::extract::Path<String>,
                 axum::extract::rejection::PathRejection,
-            >| async move { routes::change_status(s, headers, id, c).await },
+            >| async move { routes::change_status(s, headers, id, to).await },
         )
     };
     Router::new()
@@ -149,9 +148,9 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(routes::delete_key),
         )
         .route("/v1/keys/{id}/rotate", post(routes::rotate_key))
-        .route("/v1/keys/{id}/disable", status_route(StatusChange::Disable))
-        .route("/v1/keys/{id}/enable", status_route(StatusChange::Enable))
-        .route("/v1/keys/{id}/revoke", status_route(StatusChange::Revoke))
+        .route("/v1/keys/{id}/disable", status_route(KeyStatus::Disabled))
+        .route("/v1/keys/{id}/enable", status_route(KeyStatus::Active))
+        .route("/v1/keys/{id}/revoke", status_route(KeyStatus::Revoked))
         .route("/v1/verify", post(routes::verify))
         .route("/v1/events", get(routes::events).post(routes::record_event))
         .route("/v1/locks", post(routes::lock))

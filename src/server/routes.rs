@@ -18,7 +18,7 @@ use super::error::{ApiError, json_error, scrub, shown_name};
 use super::idempotency::{Claim, STALE_CLAIM};
 use super::tokens::{Principal, Role};
 use crate::store::{
-    Actor, KeyPatch, KeyStatus, ListFilter, LiveKey, NewKey, Page, Rotate, StoreError,
+    Actor, KeyPatch, KeyStatus, KeyWrite, ListFilter, LiveKey, NewKey, Page, Rotate, StoreError,
 };
 
 /// Largest page of keys or events.
@@ -478,9 +478,7 @@ fn created(key: &LiveKey) -> Response {
 enum Change {
     Update(KeyPatch),
     Rotate(Rotate),
-    Disable,
-    Enable,
-    Revoke,
+    Status(KeyStatus),
     Delete,
 }
 
@@ -502,14 +500,13 @@ async fn change_key(
     let change = change()?;
     let actor = actor(&p, headers)?;
     let store = &state.store;
+    let w = KeyWrite::new(&id, version, &actor);
     let (key, what) = match change {
-        Change::Update(patch) => (store.update(&id, version, patch, &actor).await?, "update"),
-        Change::Rotate(rotate) => (store.rotate(&id, version, rotate, &actor).await?, "rotate"),
-        Change::Disable => (store.disable(&id, version, &actor).await?, "disable"),
-        Change::Enable => (store.enable(&id, version, &actor).await?, "enable"),
-        Change::Revoke => (store.revoke(&id, version, &actor).await?, "revoke"),
+        Change::Update(patch) => (store.update(w, patch).await?, "update"),
+        Change::Rotate(rotate) => (store.rotate(w, rotate).await?, "rotate"),
+        Change::Status(to) => (store.set_status(w, to).await?, to.verb()),
         Change::Delete => {
-            store.delete(&id, version, &actor).await?;
+            store.delete(w).await?;
             tracing::info!(token = %p.name, key = %id, "delete");
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
@@ -542,25 +539,13 @@ pub(super) async fn rotate_key(
     .await
 }
 
-#[derive(Clone, Copy)]
-pub(super) enum StatusChange {
-    Disable,
-    Enable,
-    Revoke,
-}
-
 pub(super) async fn change_status(
     state: Arc<AppState>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-    change: StatusChange,
+    to: KeyStatus,
 ) -> ApiResult {
-    let change = match change {
-        StatusChange::Disable => Change::Disable,
-        StatusChange::Enable => Change::Enable,
-        StatusChange::Revoke => Change::Revoke,
-    };
-    change_key(&state, &headers, id, || Ok(change)).await
+    change_key(&state, &headers, id, || Ok(Change::Status(to))).await
 }
 
 pub(super) async fn delete_key(

@@ -13,7 +13,8 @@ use rand::RngCore;
 use serde::Serialize;
 
 use super::{
-    Capabilities, ExpiryMode, ListFilter, Overlap, Store, StoreError, VerifyReason, list_all,
+    Capabilities, ExpiryMode, KeyWrite, ListFilter, Overlap, Store, StoreError, VerifyReason,
+    list_all,
 };
 use crate::model::{Actor, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate};
 use crate::secret::{self, Secret};
@@ -296,7 +297,7 @@ impl Kit<'_> {
         let (rot, new) = self.rotation(&k, Duration::hours(1))?;
         let r = self
             .store
-            .rotate(&k.id, k.version, rot, &self.actor)
+            .rotate(KeyWrite::new(&k.id, k.version, &self.actor), rot)
             .await
             .map_err(fail("rotate"))?;
         ensure(
@@ -315,7 +316,7 @@ impl Kit<'_> {
         // A second rotation whose grace ends almost at once: afterwards only the newest works.
         let (rot, newest) = self.rotation(&r, Duration::seconds(1))?;
         self.store
-            .rotate(&r.id, r.version, rot, &self.actor)
+            .rotate(KeyWrite::new(&r.id, r.version, &self.actor), rot)
             .await
             .map_err(fail("rotate again"))?;
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
@@ -334,7 +335,10 @@ impl Kit<'_> {
         let (k, s) = self.made("disable").await?;
         let d = self
             .store
-            .disable(&k.id, k.version, &self.actor)
+            .set_status(
+                KeyWrite::new(&k.id, k.version, &self.actor),
+                KeyStatus::Disabled,
+            )
             .await
             .map_err(fail("disable"))?;
         ensure(
@@ -345,7 +349,10 @@ impl Kit<'_> {
             .await?;
         let e = self
             .store
-            .enable(&k.id, d.version, &self.actor)
+            .set_status(
+                KeyWrite::new(&k.id, d.version, &self.actor),
+                KeyStatus::Active,
+            )
             .await
             .map_err(fail("enable"))?;
         ensure(e.status == KeyStatus::Active, "enable makes it active")?;
@@ -357,13 +364,22 @@ impl Kit<'_> {
         let (k, s) = self.made("revoke").await?;
         let r = self
             .store
-            .revoke(&k.id, k.version, &self.actor)
+            .set_status(
+                KeyWrite::new(&k.id, k.version, &self.actor),
+                KeyStatus::Revoked,
+            )
             .await
             .map_err(fail("revoke"))?;
         ensure(r.status == KeyStatus::Revoked, "revoke sets the status")?;
         self.expect_refused(&s, "revoked", Some(VerifyReason::Revoked))
             .await?;
-        let again = self.store.enable(&k.id, r.version, &self.actor).await;
+        let again = self
+            .store
+            .set_status(
+                KeyWrite::new(&k.id, r.version, &self.actor),
+                KeyStatus::Active,
+            )
+            .await;
         ensure(
             matches!(again, Err(StoreError::Refused(_))),
             "enabling a revoked key is refused",
@@ -379,7 +395,7 @@ impl Kit<'_> {
     async fn delete(&self) -> Outcome {
         let (k, s) = self.made("delete").await?;
         self.store
-            .delete(&k.id, k.version, &self.actor)
+            .delete(KeyWrite::new(&k.id, k.version, &self.actor))
             .await
             .map_err(fail("delete"))?;
         ensure(
@@ -388,7 +404,10 @@ impl Kit<'_> {
         )?;
         self.expect_refused(&s, "deleted", Some(VerifyReason::Unknown))
             .await?;
-        let again = self.store.delete(&k.id, k.version, &self.actor).await;
+        let again = self
+            .store
+            .delete(KeyWrite::new(&k.id, k.version, &self.actor))
+            .await;
         ensure(
             matches!(again, Err(StoreError::NotFound(_))),
             "deleting it again is not_found",
@@ -404,7 +423,7 @@ impl Kit<'_> {
         };
         let u = self
             .store
-            .update(&k.id, k.version, patch, &self.actor)
+            .update(KeyWrite::new(&k.id, k.version, &self.actor), patch)
             .await
             .map_err(fail("update"))?;
         ensure(u.version > k.version, "an update bumps the version")?;
@@ -414,7 +433,7 @@ impl Kit<'_> {
         };
         let r = self
             .store
-            .update(&k.id, k.version, stale, &self.actor)
+            .update(KeyWrite::new(&k.id, k.version, &self.actor), stale)
             .await;
         ensure(
             matches!(r, Err(StoreError::Conflict { .. })),
@@ -423,13 +442,22 @@ impl Kit<'_> {
                 r.map(|k| k.version)
             ),
         )?;
-        let r = self.store.disable(&k.id, k.version, &self.actor).await;
+        let r = self
+            .store
+            .set_status(
+                KeyWrite::new(&k.id, k.version, &self.actor),
+                KeyStatus::Disabled,
+            )
+            .await;
         ensure(
             matches!(r, Err(StoreError::Conflict { .. })),
             "disable with a stale version: expected a conflict",
         )?;
         let (rot, _) = self.rotation(&k, Duration::hours(1))?;
-        let r = self.store.rotate(&k.id, k.version, rot, &self.actor).await;
+        let r = self
+            .store
+            .rotate(KeyWrite::new(&k.id, k.version, &self.actor), rot)
+            .await;
         ensure(
             matches!(r, Err(StoreError::Conflict { .. })),
             "rotate with a stale version: expected a conflict",
@@ -463,12 +491,12 @@ impl Kit<'_> {
         };
         let a = self
             .store
-            .update(&k.id, k.version, patch.clone(), &self.actor)
+            .update(KeyWrite::new(&k.id, k.version, &self.actor), patch.clone())
             .await
             .map_err(fail("update"))?;
         let b = self
             .store
-            .update(&k.id, a.version, patch, &self.actor)
+            .update(KeyWrite::new(&k.id, a.version, &self.actor), patch)
             .await
             .map_err(fail("repeat update"))?;
         ensure(
@@ -477,12 +505,18 @@ impl Kit<'_> {
         )?;
         let d = self
             .store
-            .disable(&k.id, b.version, &self.actor)
+            .set_status(
+                KeyWrite::new(&k.id, b.version, &self.actor),
+                KeyStatus::Disabled,
+            )
             .await
             .map_err(fail("disable"))?;
         let d2 = self
             .store
-            .disable(&k.id, d.version, &self.actor)
+            .set_status(
+                KeyWrite::new(&k.id, d.version, &self.actor),
+                KeyStatus::Disabled,
+            )
             .await
             .map_err(fail("repeat disable"))?;
         ensure(
@@ -511,31 +545,43 @@ impl Kit<'_> {
             (
                 "update",
                 self.store
-                    .update(&k.id, k.version, patch, &self.actor)
+                    .update(KeyWrite::new(&k.id, k.version, &self.actor), patch)
                     .await
                     .err(),
             ),
             (
                 "rotate",
                 self.store
-                    .rotate(&k.id, k.version, rot, &self.actor)
+                    .rotate(KeyWrite::new(&k.id, k.version, &self.actor), rot)
                     .await
                     .err(),
             ),
             (
                 "disable",
                 self.store
-                    .disable(&k.id, k.version, &self.actor)
+                    .set_status(
+                        KeyWrite::new(&k.id, k.version, &self.actor),
+                        KeyStatus::Disabled,
+                    )
                     .await
                     .err(),
             ),
             (
                 "revoke",
-                self.store.revoke(&k.id, k.version, &self.actor).await.err(),
+                self.store
+                    .set_status(
+                        KeyWrite::new(&k.id, k.version, &self.actor),
+                        KeyStatus::Revoked,
+                    )
+                    .await
+                    .err(),
             ),
             (
                 "delete",
-                self.store.delete(&k.id, k.version, &self.actor).await.err(),
+                self.store
+                    .delete(KeyWrite::new(&k.id, k.version, &self.actor))
+                    .await
+                    .err(),
             ),
         ];
         for (what, r) in results {
@@ -675,13 +721,13 @@ impl Kit<'_> {
                 };
                 match self
                     .store
-                    .update(&k.id, k.version, adopt, &self.actor)
+                    .update(KeyWrite::new(&k.id, k.version, &self.actor), adopt)
                     .await
                 {
                     Ok(a)
                         if self
                             .store
-                            .delete(&a.id, a.version, &self.actor)
+                            .delete(KeyWrite::new(&a.id, a.version, &self.actor))
                             .await
                             .is_ok() =>
                     {
@@ -695,7 +741,7 @@ impl Kit<'_> {
             }
             if self
                 .store
-                .delete(&k.id, k.version, &self.actor)
+                .delete(KeyWrite::new(&k.id, k.version, &self.actor))
                 .await
                 .is_err()
             {

@@ -23,8 +23,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{
-    Actor, Capabilities, Event, KeyPatch, Lease, ListFilter, LiveKey, NewKey, Page, Rotate, Store,
-    StoreError, StoreResult, Verdict,
+    Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey, NewKey,
+    Page, Rotate, Store, StoreError, StoreResult, Verdict,
 };
 
 /// How long to wait for a connection.
@@ -373,39 +373,20 @@ impl HttpStore {
         }
     }
 
-    async fn status_change(
-        &self,
-        what: &str,
-        id: &str,
-        version: u64,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
-        let url = self.url_for(&["v1", "keys", id, what]);
-        self.versioned(Method::POST, url, None, id, version, actor)
-            .await
-    }
-
     /// A change to key `id` made with `If-Match: version` (update, rotate, status changes):
     /// retried only when the connection failed, a 412 names the version that was expected.
     async fn versioned(
         &self,
         method: Method,
-        url: Url,
+        path: &[&str],
         body: Option<serde_json::Value>,
-        id: &str,
-        version: u64,
-        actor: &Actor,
+        w: KeyWrite<'_>,
     ) -> StoreResult<LiveKey> {
-        self.json(
-            method,
-            url,
-            body,
-            self.change_headers(Some(version), actor),
-            Retry::ConnectOnly,
-            Some(id),
-        )
-        .await
-        .map_err(|e| Self::with_expected(e, version))
+        let url = self.url_for(path);
+        let headers = self.change_headers(Some(w.version), w.actor);
+        self.json(method, url, body, headers, Retry::ConnectOnly, Some(w.id))
+            .await
+            .map_err(|e| Self::with_expected(e, w.version))
     }
 }
 
@@ -510,58 +491,38 @@ impl Store for HttpStore {
             .await
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        patch: KeyPatch,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {
         let body = serde_json::to_value(&patch)
             .map_err(|e| StoreError::Invalid(format!("cannot encode the patch: {e}")))?;
-        let url = self.url_for(&["v1", "keys", id]);
-        self.versioned(Method::PATCH, url, Some(body), id, version, actor)
+        self.versioned(Method::PATCH, &["v1", "keys", w.id], Some(body), w)
             .await
     }
 
-    async fn rotate(
-        &self,
-        id: &str,
-        version: u64,
-        rotate: Rotate,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn rotate(&self, w: KeyWrite<'_>, rotate: Rotate) -> StoreResult<LiveKey> {
         let body = serde_json::to_value(&rotate)
             .map_err(|e| StoreError::Invalid(format!("cannot encode the rotation: {e}")))?;
-        let url = self.url_for(&["v1", "keys", id, "rotate"]);
-        self.versioned(Method::POST, url, Some(body), id, version, actor)
+        self.versioned(Method::POST, &["v1", "keys", w.id, "rotate"], Some(body), w)
             .await
     }
 
-    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.status_change("disable", id, version, actor).await
+    async fn set_status(&self, w: KeyWrite<'_>, to: KeyStatus) -> StoreResult<LiveKey> {
+        self.versioned(Method::POST, &["v1", "keys", w.id, to.verb()], None, w)
+            .await
     }
 
-    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.status_change("enable", id, version, actor).await
-    }
-
-    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.status_change("revoke", id, version, actor).await
-    }
-
-    async fn delete(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<()> {
-        let url = self.url_for(&["v1", "keys", id]);
+    async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
+        let url = self.url_for(&["v1", "keys", w.id]);
+        let headers = self.change_headers(Some(w.version), w.actor);
         self.empty(
             Method::DELETE,
             url,
             None,
-            self.change_headers(Some(version), actor),
+            headers,
             Retry::ConnectOnly,
-            Some(id),
+            Some(w.id),
         )
         .await
-        .map_err(|e| Self::with_expected(e, version))
+        .map_err(|e| Self::with_expected(e, w.version))
     }
 
     async fn lock(&self, holder: &str, ttl: chrono::Duration) -> StoreResult<Lease> {

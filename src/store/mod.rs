@@ -196,8 +196,37 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A live key store. Implementations: `sqlite::SqliteStore` (embedded).
-/// All mutating calls take the `version` the caller saw and fail with `Conflict` on mismatch.
+/// What every write to one key names: the key, the version the caller saw (a mismatch is
+/// `Conflict`), who asks (recorded in the audit event) and the apply lease it holds, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyWrite<'a> {
+    pub id: &'a str,
+    pub version: u64,
+    pub actor: &'a Actor,
+    /// The id of the apply lease the writer holds (None: it holds none).
+    pub lease: Option<&'a str>,
+}
+
+impl<'a> KeyWrite<'a> {
+    /// A write outside any apply lease.
+    pub fn new(id: &'a str, version: u64, actor: &'a Actor) -> Self {
+        KeyWrite {
+            id,
+            version,
+            actor,
+            lease: None,
+        }
+    }
+
+    /// The same write at another version (the one a previous write of a sequence returned).
+    pub fn at(self, version: u64) -> Self {
+        KeyWrite { version, ..self }
+    }
+}
+
+/// A live key store (implementations: the modules of `store/`, and `console::store`).
+/// Every write to an existing key takes a `KeyWrite` and fails with `Conflict` when the
+/// key's version is not the one it names.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The store's name in keyward.yaml.
@@ -212,24 +241,14 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Page<LiveKey>>;
     async fn get(&self, id: &str) -> StoreResult<Option<LiveKey>>;
     async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey>;
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        patch: KeyPatch,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey>;
-    async fn rotate(
-        &self,
-        id: &str,
-        version: u64,
-        rotate: Rotate,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey>;
-    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey>;
-    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey>;
-    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey>;
-    async fn delete(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<()>;
+    /// An in-place change of the fields a patch names.
+    async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey>;
+    /// A new secret (and generation) for the key.
+    async fn rotate(&self, w: KeyWrite<'_>, rotate: Rotate) -> StoreResult<LiveKey>;
+    /// Disable (`Disabled`), enable (`Active`) or revoke (`Revoked`) the key; a key already
+    /// in that status is no change (same version, no event).
+    async fn set_status(&self, w: KeyWrite<'_>, to: KeyStatus) -> StoreResult<LiveKey>;
+    async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()>;
     /// Take the apply lease; fails with `Locked` naming the holder when someone has it.
     async fn lock(&self, holder: &str, ttl: chrono::Duration) -> StoreResult<Lease>;
     async fn unlock(&self, lease_id: &str) -> StoreResult<()>;

@@ -19,8 +19,8 @@ use super::credential::{self, granted};
 use super::rules::{self, Change};
 use super::scram;
 use super::{
-    Capabilities, ExpiryMode, Lease, ListFilter, Overlap, Page, SecretMode, Store, StoreError,
-    StoreResult, Verdict, VerifyReason,
+    Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Overlap, Page, SecretMode, Store,
+    StoreError, StoreResult, Verdict, VerifyReason,
 };
 use crate::model::{Actor, Event, KeyPatch, KeyStatus, LiveKey, NewKey, Rotate, SecretHash};
 use crate::secret::{self, Secret};
@@ -309,17 +309,16 @@ impl PgRolesStore {
     /// transaction. `verifier` is a new password (rotation).
     async fn change(
         &self,
-        id: &str,
-        version: u64,
+        w: KeyWrite<'_>,
         verifier: Option<&str>,
         f: impl FnOnce(&mut LiveKey) -> StoreResult<Change>,
     ) -> StoreResult<LiveKey> {
         let mut g = self.client().await?;
         let c = g.as_mut().expect("connected by client()");
         let tx = self.locked_tx(c).await?;
-        let rows = self.roles_where(&tx, "id", Some(id)).await?;
-        let (role, mut k) = self.find(&rows, id)?;
-        rules::check_version(&k, version)?;
+        let rows = self.roles_where(&tx, "id", Some(w.id)).await?;
+        let (role, mut k) = self.find(&rows, w.id)?;
+        rules::check_version(&k, w.version)?;
         let Some(_) = f(&mut k)? else {
             return Ok(k);
         };
@@ -463,28 +462,16 @@ impl Store for PgRolesStore {
         Ok(k)
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        patch: KeyPatch,
-        _actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {
         rules::refuse_secret("a change", &patch)?;
         if let Some(s) = &patch.scopes {
             granted(&self.name, &self.opts.grants, s)?;
         }
-        self.change(id, version, None, |k| rules::update_change(k, patch))
+        self.change(w, None, |k| rules::update_change(k, patch))
             .await
     }
 
-    async fn rotate(
-        &self,
-        id: &str,
-        version: u64,
-        rotate: Rotate,
-        _actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn rotate(&self, w: KeyWrite<'_>, rotate: Rotate) -> StoreResult<LiveKey> {
         rules::check_rotate(&rotate)?;
         let verifier = rotate.secret_hash.0.clone();
         if !scram::is_verifier(&verifier) {
@@ -492,7 +479,7 @@ impl Store for PgRolesStore {
                 "a postgres-roles store takes the secret as a SCRAM-SHA-256 verifier".into(),
             ));
         }
-        self.change(id, version, Some(&verifier), |k| {
+        self.change(w, Some(&verifier), |k| {
             let mut s = rules::StoredKey {
                 key: k.clone(),
                 mac: Vec::new(),
@@ -507,34 +494,17 @@ impl Store for PgRolesStore {
         .await
     }
 
-    async fn disable(&self, id: &str, version: u64, _actor: &Actor) -> StoreResult<LiveKey> {
-        self.change(id, version, None, |k| {
-            rules::status_change(k, KeyStatus::Disabled)
-        })
-        .await
+    async fn set_status(&self, w: KeyWrite<'_>, to: KeyStatus) -> StoreResult<LiveKey> {
+        self.change(w, None, |k| rules::status_change(k, to)).await
     }
 
-    async fn enable(&self, id: &str, version: u64, _actor: &Actor) -> StoreResult<LiveKey> {
-        self.change(id, version, None, |k| {
-            rules::status_change(k, KeyStatus::Active)
-        })
-        .await
-    }
-
-    async fn revoke(&self, id: &str, version: u64, _actor: &Actor) -> StoreResult<LiveKey> {
-        self.change(id, version, None, |k| {
-            rules::status_change(k, KeyStatus::Revoked)
-        })
-        .await
-    }
-
-    async fn delete(&self, id: &str, version: u64, _actor: &Actor) -> StoreResult<()> {
+    async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
         let mut g = self.client().await?;
         let c = g.as_mut().expect("connected by client()");
         let tx = self.locked_tx(c).await?;
-        let rows = self.roles_where(&tx, "id", Some(id)).await?;
-        let (role, k) = self.find(&rows, id)?;
-        rules::check_version(&k, version)?;
+        let rows = self.roles_where(&tx, "id", Some(w.id)).await?;
+        let (role, k) = self.find(&rows, w.id)?;
+        rules::check_version(&k, w.version)?;
         rules::delete_detail(&k)?;
         self.timed(
             "drop the role",

@@ -57,8 +57,8 @@ use super::quota::Reservations;
 use super::row::{self, EVENT_COLUMNS, STORED_COLUMNS};
 use super::rules::{self, StoredKey, check_version, parse_ts, ts, verdict, who};
 use super::{
-    Actor, Capabilities, Event, KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY,
-    NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
+    Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey,
+    MANAGED_BY, NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
 };
 use crate::secret;
 
@@ -319,6 +319,15 @@ async fn load<C: GenericClient>(
     }
 }
 
+/// The key `id` locked for this transaction, at the version the caller saw.
+async fn load_checked<C: GenericClient>(c: &C, id: &str, version: u64) -> StoreResult<StoredKey> {
+    let stored = load(c, id, true)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+    check_version(&stored.key, version)?;
+    Ok(stored)
+}
+
 async fn update_row<C: GenericClient>(c: &C, s: &StoredKey) -> StoreResult<()> {
     let values = key_params(s)?;
     let st = c
@@ -487,38 +496,22 @@ impl PostgresStore {
 
     /// Lock key `id` (`FOR UPDATE`), check `version` and let `op` change it; bumps the
     /// version and appends the event in the same transaction.
-    async fn mutate<F>(&self, id: &str, version: u64, actor: &Actor, op: F) -> StoreResult<LiveKey>
+    async fn mutate<F>(&self, w: KeyWrite<'_>, op: F) -> StoreResult<LiveKey>
     where
         F: FnOnce(&mut StoredKey) -> StoreResult<rules::Change> + Send,
     {
         let mut c = self.client().await?;
         let tx = c.transaction().await.db("begin")?;
-        let mut stored = load(&tx, id, true)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        check_version(&stored.key, version)?;
+        let mut stored = load_checked(&tx, w.id, w.version).await?;
         let Some((action, detail)) = op(&mut stored)? else {
             return Ok(stored.key);
         };
         rules::bump(&mut stored.key, Utc::now())?;
         update_row(&tx, &stored).await?;
         let k = &stored.key;
-        append_event(&tx, actor, action, Some(&k.id), Some(&k.name), &detail).await?;
+        append_event(&tx, w.actor, action, Some(&k.id), Some(&k.name), &detail).await?;
         tx.commit().await.db("commit")?;
         Ok(stored.key)
-    }
-
-    async fn set_status(
-        &self,
-        id: &str,
-        version: u64,
-        to: KeyStatus,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
-        self.mutate(id, version, actor, move |s| {
-            rules::status_change(&mut s.key, to)
-        })
-        .await
     }
 
     /// Count one successful call against the key's daily quota (UTC days): one atomic
@@ -701,55 +694,28 @@ impl Store for PostgresStore {
         self.insert(key, actor, "create").await
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        patch: KeyPatch,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
-        self.mutate(id, version, actor, move |s| {
-            rules::update_change(&mut s.key, patch)
-        })
-        .await
+    async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {
+        self.mutate(w, move |s| rules::update_change(&mut s.key, patch))
+            .await
     }
 
-    async fn rotate(
-        &self,
-        id: &str,
-        version: u64,
-        rotate: Rotate,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn rotate(&self, w: KeyWrite<'_>, rotate: Rotate) -> StoreResult<LiveKey> {
         rules::check_rotate(&rotate)?;
         let mac = self.pepper.mac(&rotate.secret_hash)?;
-        self.mutate(id, version, actor, move |s| {
-            rules::rotate_change(s, rotate, mac)
-        })
-        .await
-    }
-
-    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.set_status(id, version, KeyStatus::Disabled, actor)
+        self.mutate(w, move |s| rules::rotate_change(s, rotate, mac))
             .await
     }
 
-    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.set_status(id, version, KeyStatus::Active, actor).await
-    }
-
-    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.set_status(id, version, KeyStatus::Revoked, actor)
+    async fn set_status(&self, w: KeyWrite<'_>, to: KeyStatus) -> StoreResult<LiveKey> {
+        self.mutate(w, move |s| rules::status_change(&mut s.key, to))
             .await
     }
 
-    async fn delete(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<()> {
+    async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
+        let (id, actor) = (w.id, w.actor);
         let mut c = self.client().await?;
         let tx = c.transaction().await.db("begin")?;
-        let s = load(&tx, id, true)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        check_version(&s.key, version)?;
+        let s = load_checked(&tx, id, w.version).await?;
         let detail = rules::delete_detail(&s.key)?;
         tx.execute("DELETE FROM keys WHERE id = $1", &[&id])
             .await

@@ -20,8 +20,8 @@ use super::credential::{self, granted};
 use super::resp::{self, Conn, Reply, RespError, Target};
 use super::rules::{self, Change, MAX_PAGE};
 use super::{
-    Capabilities, ExpiryMode, Lease, ListFilter, Overlap, Page, SecretMode, Store, StoreError,
-    StoreResult, Verdict, VerifyReason,
+    Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Overlap, Page, SecretMode, Store,
+    StoreError, StoreResult, Verdict, VerifyReason,
 };
 use crate::model::{Actor, Event, KeyPatch, KeyStatus, LiveKey, NewKey, Rotate};
 use crate::secret;
@@ -370,11 +370,13 @@ impl RedisAclStore {
 
     /// A versioned change to key `id`: `f` decides it (or refuses); retried when another
     /// writer got in between.
+    /// One write to one key under WATCH, retried while other writers get in between:
+    /// `f` decides the change (None: nothing to do); `delete` drops the key and its user
+    /// instead of writing the changed record back.
     async fn change(
         &self,
-        id: &str,
-        version: u64,
-        actor: &Actor,
+        w: KeyWrite<'_>,
+        delete: bool,
         f: impl Fn(&mut Record) -> StoreResult<Change> + Send + Sync,
     ) -> StoreResult<LiveKey> {
         let keys = self.ns("keys");
@@ -386,7 +388,7 @@ impl RedisAclStore {
                         .await
                         .map_err(backend(&self.name))?;
                     ok(&self.name, "WATCH", &r)?;
-                    let decided = self.decide(c, &keys, id, version, &f).await;
+                    let decided = self.decide(c, &keys, w.id, w.version, &f).await;
                     let (mut rec, (action, detail), old) = match decided {
                         Ok((rec, Some(change), old)) => (rec, change, old),
                         Ok((rec, None, _)) => {
@@ -398,15 +400,16 @@ impl RedisAclStore {
                             return Err(e);
                         }
                     };
-                    rules::bump(&mut rec.key, Utc::now())?;
-                    if self
-                        .commit(c, &rec, None, (action, detail, actor), false, Some(&old))
-                        .await?
-                    {
+                    if !delete {
+                        rules::bump(&mut rec.key, Utc::now())?;
+                    }
+                    let restore = (!delete).then_some(old.as_str());
+                    let event = (action, detail, w.actor);
+                    if self.commit(c, &rec, None, event, delete, restore).await? {
                         return Ok(rec.key);
                     }
                 }
-                Err(self.contended(id))
+                Err(self.contended(w.id))
             })
         })
         .await
@@ -696,34 +699,22 @@ impl Store for RedisAclStore {
         Ok(rec.key)
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        patch: KeyPatch,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {
         rules::refuse_secret("a change", &patch)?;
         if let Some(s) = &patch.scopes {
             granted(&self.name, &self.opts.grants, s)?;
         }
-        self.change(id, version, actor, |rec| {
+        self.change(w, false, |rec| {
             rules::update_change(&mut rec.key, patch.clone())
         })
         .await
     }
 
-    async fn rotate(
-        &self,
-        id: &str,
-        version: u64,
-        rotate: Rotate,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn rotate(&self, w: KeyWrite<'_>, rotate: Rotate) -> StoreResult<LiveKey> {
         rules::check_rotate(&rotate)?;
         let hash = rotate.secret_hash.0.clone();
         check_hash(&hash)?;
-        self.change(id, version, actor, |rec| {
+        self.change(w, false, |rec| {
             let mut s = rules::StoredKey {
                 key: rec.key.clone(),
                 mac: rec.hash.as_bytes().to_vec(),
@@ -738,64 +729,17 @@ impl Store for RedisAclStore {
         .await
     }
 
-    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.change(id, version, actor, |rec| {
-            rules::status_change(&mut rec.key, KeyStatus::Disabled)
-        })
-        .await
+    async fn set_status(&self, w: KeyWrite<'_>, to: KeyStatus) -> StoreResult<LiveKey> {
+        self.change(w, false, |rec| rules::status_change(&mut rec.key, to))
+            .await
     }
 
-    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.change(id, version, actor, |rec| {
-            rules::status_change(&mut rec.key, KeyStatus::Active)
+    async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
+        self.change(w, true, |rec| {
+            Ok(Some(("delete", rules::delete_detail(&rec.key)?)))
         })
         .await
-    }
-
-    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.change(id, version, actor, |rec| {
-            rules::status_change(&mut rec.key, KeyStatus::Revoked)
-        })
-        .await
-    }
-
-    async fn delete(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<()> {
-        let keys = self.ns("keys");
-        with!(self, |c| {
-            Box::pin(async move {
-                for _ in 0..20 {
-                    let r = c
-                        .cmd(&[b"WATCH", keys.as_bytes()])
-                        .await
-                        .map_err(backend(&self.name))?;
-                    ok(&self.name, "WATCH", &r)?;
-                    let decided = async {
-                        let rec = Self::record(c, &keys, id, &self.name)
-                            .await?
-                            .ok_or_else(|| self.missing(id))?;
-                        rules::check_version(&rec.key, version)?;
-                        let detail = rules::delete_detail(&rec.key)?;
-                        Ok::<_, StoreError>((rec, detail))
-                    }
-                    .await;
-                    let (rec, detail) = match decided {
-                        Ok(x) => x,
-                        Err(e) => {
-                            let _ = c.cmd(&[b"UNWATCH"]).await;
-                            return Err(e);
-                        }
-                    };
-                    if self
-                        .commit(c, &rec, None, ("delete", detail, actor), true, None)
-                        .await?
-                    {
-                        return Ok(());
-                    }
-                }
-                Err(self.contended(id))
-            })
-        })
-        .await
+        .map(drop)
     }
 
     async fn lock(&self, holder: &str, ttl: chrono::Duration) -> StoreResult<Lease> {

@@ -247,12 +247,7 @@ pub(crate) fn status_change(k: &mut LiveKey, to: KeyStatus) -> StoreResult<Chang
         )));
     }
     k.status = to;
-    let action = match to {
-        KeyStatus::Active => "enable",
-        KeyStatus::Disabled => "disable",
-        KeyStatus::Revoked => "revoke",
-    };
-    Ok(Some((action, json!({ "from": from, "to": to }))))
+    Ok(Some((to.verb(), json!({ "from": from, "to": to }))))
 }
 
 /// An in-place update. Unmanaged keys accept only the adoption patch (`managed_by:

@@ -58,8 +58,8 @@ use super::quota::Reservations;
 use super::row::{self, EVENT_COLUMNS, STORED_COLUMNS};
 use super::rules::{self, StoredKey, check_version, parse_ts, to_i64, ts, verdict, who};
 use super::{
-    Actor, Capabilities, Event, KeyPatch, KeyStatus, Lease, ListFilter, LiveKey, MANAGED_BY,
-    NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
+    Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey,
+    MANAGED_BY, NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
 };
 use crate::secret;
 
@@ -350,12 +350,11 @@ impl SqliteStore {
     /// Load key `id` at `version` in an IMMEDIATE transaction and let `op` change it.
     /// `op` returns `None` for "nothing to change" (no version bump, no event), or the
     /// event action and detail; the version and `updated_at` are bumped here.
-    async fn mutate<F>(&self, id: &str, version: u64, actor: &Actor, op: F) -> StoreResult<LiveKey>
+    async fn mutate<F>(&self, w: KeyWrite<'_>, op: F) -> StoreResult<LiveKey>
     where
         F: FnOnce(&mut StoredKey, &Pepper) -> StoreResult<rules::Change> + Send + 'static,
     {
-        let id = id.to_owned();
-        let actor = actor.clone();
+        let (id, version, actor) = (w.id.to_owned(), w.version, w.actor.clone());
         self.run(move |conn, pepper| {
             let tx = immediate(conn)?;
             let mut stored = load_checked(&tx, &id, version)?;
@@ -368,19 +367,6 @@ impl SqliteStore {
             append_event(&tx, &actor, action, Some(&k.id), Some(&k.name), &detail)?;
             tx.commit().db("commit")?;
             Ok(stored.key)
-        })
-        .await
-    }
-
-    async fn set_status(
-        &self,
-        id: &str,
-        version: u64,
-        to: KeyStatus,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
-        self.mutate(id, version, actor, move |s, _| {
-            rules::status_change(&mut s.key, to)
         })
         .await
     }
@@ -551,51 +537,27 @@ impl Store for SqliteStore {
         self.insert(key, actor.clone(), "create").await
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        patch: KeyPatch,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
-        self.mutate(id, version, actor, move |s, _| {
-            rules::update_change(&mut s.key, patch)
-        })
-        .await
+    async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {
+        self.mutate(w, move |s, _| rules::update_change(&mut s.key, patch))
+            .await
     }
 
-    async fn rotate(
-        &self,
-        id: &str,
-        version: u64,
-        rotate: Rotate,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn rotate(&self, w: KeyWrite<'_>, rotate: Rotate) -> StoreResult<LiveKey> {
         rules::check_rotate(&rotate)?;
-        self.mutate(id, version, actor, move |s, pepper| {
+        self.mutate(w, move |s, pepper| {
             let mac = pepper.mac(&rotate.secret_hash)?;
             rules::rotate_change(s, rotate, mac)
         })
         .await
     }
 
-    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.set_status(id, version, KeyStatus::Disabled, actor)
+    async fn set_status(&self, w: KeyWrite<'_>, to: KeyStatus) -> StoreResult<LiveKey> {
+        self.mutate(w, move |s, _| rules::status_change(&mut s.key, to))
             .await
     }
 
-    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.set_status(id, version, KeyStatus::Active, actor).await
-    }
-
-    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.set_status(id, version, KeyStatus::Revoked, actor)
-            .await
-    }
-
-    async fn delete(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<()> {
-        let id = id.to_owned();
-        let actor = actor.clone();
+    async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
+        let (id, version, actor) = (w.id.to_owned(), w.version, w.actor.clone());
         self.run(move |conn, _| {
             let tx = immediate(conn)?;
             let s = load_checked(&tx, &id, version)?;

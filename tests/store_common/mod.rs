@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use keyward::secret::{self, Secret};
 use keyward::store::postgres::{PostgresOptions, PostgresStore};
-use keyward::store::{Actor, KeyStatus, MANAGED_BY, NewKey, Rotate, Store};
+use keyward::store::{Actor, KeyStatus, KeyWrite, MANAGED_BY, NewKey, Rotate, Store};
 use rand::RngCore;
 
 pub fn actor() -> Actor {
@@ -97,7 +97,10 @@ pub async fn keys_with_rotated_secrets(store: &dyn Store, n: usize) -> Vec<Secre
         let (nk, s) = new_key(&format!("k{i}"));
         let k = store.create(nk, &actor()).await.expect("create");
         let (rot, new) = rotation(&k.id, Some(valid_now() + Duration::days(7)));
-        store.rotate(&k.id, 1, rot, &actor()).await.expect("rotate");
+        store
+            .rotate(KeyWrite::new(&k.id, 1, &actor()), rot)
+            .await
+            .expect("rotate");
         for s in [&s, &new] {
             assert!(verifies(store, s).await);
         }

@@ -17,11 +17,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::model::{Actor, Event, KeyPatch, LiveKey, NewKey, Rotate, SecretHash};
+use crate::model::{Actor, Event, KeyPatch, KeyStatus, LiveKey, NewKey, Rotate, SecretHash};
 use crate::secret::Secret;
 use crate::store::{
-    Capabilities, ExpiryMode, Lease, ListFilter, Page, SecretMode, Store, StoreError, StoreResult,
-    Verdict, VerifyReason,
+    Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Page, SecretMode, Store, StoreError,
+    StoreResult, Verdict, VerifyReason,
 };
 use process::{Failure, Launch, Process};
 use wire::{AdapterCapabilities, Describe, ErrorCode, WireError};
@@ -227,21 +227,29 @@ impl ExecStore {
     }
 
     /// A request that changes a key and answers with it.
+    /// A write to one key: `params` plus the key id, the version and the actor.
+    async fn write(
+        &self,
+        op: &'static str,
+        w: KeyWrite<'_>,
+        mut params: Value,
+    ) -> StoreResult<Value> {
+        params["key_id"] = w.id.into();
+        params["version"] = w.version.into();
+        params["actor"] = wire::actor(w.actor);
+        self.call(op, params)
+            .await?
+            .map_err(|e| typed(&self.name, op, w.id, w.version, e))
+    }
+
+    /// A write that answers with the changed key.
     async fn change(
         &self,
         op: &'static str,
-        id: &str,
-        version: u64,
-        mut params: Value,
-        actor: &Actor,
+        w: KeyWrite<'_>,
+        params: Value,
     ) -> StoreResult<LiveKey> {
-        params["key_id"] = id.into();
-        params["version"] = version.into();
-        params["actor"] = wire::actor(actor);
-        let r = self
-            .call(op, params)
-            .await?
-            .map_err(|e| typed(&self.name, op, id, version, e))?;
+        let r = self.write(op, w, params).await?;
         self.key_of(op, &r)
     }
 
@@ -356,47 +364,23 @@ impl Store for ExecStore {
         self.key_of("create", &r)
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        patch: KeyPatch,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {
         let p = json!({ "patch": wire::patch(&patch) });
-        self.change("update", id, version, p, actor).await
+        self.change("update", w, p).await
     }
 
-    async fn rotate(
-        &self,
-        id: &str,
-        version: u64,
-        rotate: Rotate,
-        actor: &Actor,
-    ) -> StoreResult<LiveKey> {
+    async fn rotate(&self, w: KeyWrite<'_>, rotate: Rotate) -> StoreResult<LiveKey> {
         let mut p = json!({ "rotate": wire::rotation(&rotate) });
         self.put_secret(&mut p, &rotate.secret_hash)?;
-        self.change("rotate", id, version, p, actor).await
+        self.change("rotate", w, p).await
     }
 
-    async fn disable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.change("disable", id, version, json!({}), actor).await
+    async fn set_status(&self, w: KeyWrite<'_>, to: KeyStatus) -> StoreResult<LiveKey> {
+        self.change(to.verb(), w, json!({})).await
     }
 
-    async fn enable(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.change("enable", id, version, json!({}), actor).await
-    }
-
-    async fn revoke(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<LiveKey> {
-        self.change("revoke", id, version, json!({}), actor).await
-    }
-
-    async fn delete(&self, id: &str, version: u64, actor: &Actor) -> StoreResult<()> {
-        let p = json!({ "key_id": id, "version": version, "actor": wire::actor(actor) });
-        self.call("delete", p)
-            .await?
-            .map_err(|e| typed(&self.name, "delete", id, version, e))?;
-        Ok(())
+    async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
+        self.write("delete", w, json!({})).await.map(drop)
     }
 
     async fn lock(&self, holder: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
