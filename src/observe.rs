@@ -46,6 +46,12 @@ pub enum ObserveError {
         var: String,
         what: &'static str,
     },
+    #[error("reading the key usage of store `{store}`: {source}")]
+    Usage {
+        store: String,
+        #[source]
+        source: StoreError,
+    },
     #[error("listing store `{store}`: {source}")]
     List {
         store: String,
@@ -254,6 +260,29 @@ pub async fn list_stores(
             })
     });
     Ok(futures::future::try_join_all(lists)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The usage every store keeps from `since` (a UTC day, YYYY-MM-DD) on; `None` for a
+/// store that keeps none (a console, a native store, an adapter without the capability).
+pub async fn usage_of(
+    stores: &BTreeMap<String, Arc<dyn Store>>,
+    since: &str,
+) -> Result<BTreeMap<String, Option<crate::store::usage::Usage>>, ObserveError> {
+    let reads = stores.iter().map(|(name, s)| async move {
+        let u = if s.capabilities().usage {
+            s.usage(since).await.map_err(|e| ObserveError::Usage {
+                store: name.clone(),
+                source: e,
+            })?
+        } else {
+            None
+        };
+        Ok::<_, ObserveError>((name.clone(), u))
+    });
+    Ok(futures::future::try_join_all(reads)
         .await?
         .into_iter()
         .collect())

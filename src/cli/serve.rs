@@ -55,6 +55,13 @@ pub struct ServeCliArgs {
     /// Benchmark only: serve a bare handler answering 200 on every path (the machine's ceiling).
     #[arg(long, hide = true)]
     pub bare: bool,
+    /// Write the verify calls counted per key (last used, calls per day) to the store this
+    /// often, and once more on stop; a process killed outright loses at most this interval.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub usage_flush: Duration,
+    /// Do not count verify calls (no last-used times, no usage report, no budget).
+    #[arg(long)]
+    pub no_usage: bool,
 }
 
 /// Run `keyward serve` until SIGINT/SIGTERM.
@@ -69,6 +76,7 @@ pub async fn run(dir: &Path, args: &ServeCliArgs) -> anyhow::Result<Outcome> {
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         bare: args.bare,
+        usage_flush: (!args.no_usage).then_some(args.usage_flush),
     };
     server::serve(dir, &opts).await?;
     Ok(Outcome::Ok)

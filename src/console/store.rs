@@ -313,6 +313,8 @@ impl Store for ConsoleStore {
             rotation_overlap: crate::store::Overlap::default(),
             disable: true,
             quota: false,
+            // A vendor's console may show last use; keyward cannot see it.
+            usage: false,
         }
     }
 

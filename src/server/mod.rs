@@ -10,6 +10,7 @@ pub mod listen;
 pub mod routes;
 pub mod tokens;
 pub mod ui;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct AppState {
     tokens: RwLock<Arc<Tokens>>,
     /// How the web view at `/ui/` is offered.
     pub ui: ui::UiOptions,
+    /// The verify calls counted since the last usage flush (`None`: usage is off).
+    pub usage: Option<Arc<usage::Tally>>,
 }
 
 impl AppState {
@@ -61,7 +64,13 @@ impl AppState {
             clock,
             tokens: RwLock::new(Arc::new(tokens)),
             ui: ui::UiOptions::default(),
+            usage: None,
         }
+    }
+    /// Count verify calls into `tally` (written to the store by `usage::spawn_flusher`).
+    pub fn with_usage(mut self, tally: Arc<usage::Tally>) -> AppState {
+        self.usage = Some(tally);
+        self
     }
     /// Serve the web view with these options (the repository it shows, TLS cookies).
     pub fn with_ui(mut self, ui: ui::UiOptions) -> AppState {
@@ -119,6 +128,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/keys/{id}/enable"),
     ("POST", "/v1/keys/{id}/revoke"),
     ("POST", "/v1/verify"),
+    ("GET", "/v1/usage"),
     ("GET", "/v1/events"),
     ("POST", "/v1/events"),
     ("POST", "/v1/locks"),
@@ -152,6 +162,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys/{id}/enable", status_route(KeyStatus::Active))
         .route("/v1/keys/{id}/revoke", status_route(KeyStatus::Revoked))
         .route("/v1/verify", post(routes::verify))
+        .route("/v1/usage", get(routes::usage))
         .route("/v1/events", get(routes::events).post(routes::record_event))
         .route("/v1/locks", post(routes::lock))
         .route("/v1/locks/{id}", axum::routing::delete(routes::unlock))
@@ -237,6 +248,9 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// Benchmark only: serve a bare handler answering 200 on every path.
     pub bare: bool,
+    /// Count verify calls per key and write them every this long (and on stop); `None`
+    /// turns usage off.
+    pub usage_flush: Option<Duration>,
 }
 
 /// `keyward token` subcommands, each with its tokens file.
@@ -452,8 +466,16 @@ pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
             .then(|| dir.to_path_buf()),
         secure_cookie: tls.is_some(),
     };
-    let state =
-        Arc::new(AppState::new(Arc::clone(&store), idem, tokens, server_clock()).with_ui(ui));
+    let mut state = AppState::new(Arc::clone(&store), idem, tokens, server_clock()).with_ui(ui);
+    let tally = args.usage_flush.map(|every| {
+        let tally = Arc::new(usage::Tally::default());
+        usage::spawn_flusher(Arc::clone(&tally), Arc::clone(&store), every);
+        tally
+    });
+    if let Some(t) = &tally {
+        state = state.with_usage(Arc::clone(t));
+    }
+    let state = Arc::new(state);
     watch_tokens(Arc::clone(&state), tokens_path);
     let (listener, addr) = bind(&args.listen).await?;
     eprintln!("keyward serve listening on {scheme}://{addr}");
@@ -461,6 +483,11 @@ pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     let served = listen::run(listener, app, limits, tls, shutdown_signal())
         .await
         .map_err(ServeError::Serve);
+    // The calls counted since the last flush.
+    if let Some(t) = &tally {
+        let calls = usage::flush(t, store.as_ref()).await;
+        tracing::info!(calls, "usage written on stop");
+    }
     // Give unused quota reservations back so a restart does not lose those calls.
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "the store was not closed cleanly");

@@ -556,6 +556,31 @@ pub(super) async fn delete_key(
     change_key(&state, &headers, id, || Ok(Change::Delete)).await
 }
 
+// ---------------------------------------------------------------- usage
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UsageParams {
+    /// The first UTC day, YYYY-MM-DD.
+    since: String,
+}
+
+/// `GET /v1/usage?since=DAY`: the usage the store keeps (written by the servers' flushes).
+pub(super) async fn usage(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<UsageParams>, QueryRejection>,
+) -> ApiResult {
+    authorize(&state, &headers, Role::Read)?;
+    let p = query(q)?;
+    if !crate::store::usage::valid_day(&p.since) {
+        return Err(ApiError::bad_request("since must be a day, YYYY-MM-DD"));
+    }
+    let usage = state.store.usage(&p.since).await?;
+    let page = crate::store::usage::UsagePage::of(usage);
+    Ok(json_response(StatusCode::OK, &page))
+}
+
 // ---------------------------------------------------------------- verify
 
 #[derive(Debug, Deserialize)]
@@ -572,6 +597,7 @@ pub(super) async fn verify(
     authorize(&state, &headers, Role::Verify)?;
     let req: VerifyRequest = parse_json(&body)?;
     let req = zeroize::Zeroizing::new(req.key);
+    let now = state.clock.now();
     let verdict = if req.len() > MAX_PRESENTED {
         crate::store::Verdict {
             valid: false,
@@ -579,8 +605,12 @@ pub(super) async fn verify(
             key: None,
         }
     } else {
-        state.store.verify(&req, state.clock.now()).await?
+        state.store.verify(&req, now).await?
     };
+    if let Some(tally) = &state.usage {
+        let id = super::usage::counted_id(&req, &verdict);
+        tally.count(&id, verdict.reason, now);
+    }
     Ok(json_response(StatusCode::OK, &verdict))
 }
 

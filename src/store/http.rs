@@ -567,6 +567,20 @@ impl Store for HttpStore {
         .await
     }
 
+    /// `GET /v1/usage?since=DAY`; a server without the route keeps no usage.
+    async fn usage(&self, since: &str) -> StoreResult<Option<super::usage::Usage>> {
+        let mut url = self.url_for(&["v1", "usage"]);
+        url.query_pairs_mut().append_pair("since", since);
+        let got: Result<super::usage::UsagePage, _> = self
+            .json(Method::GET, url, None, HeaderMap::new(), Retry::Safe, None)
+            .await;
+        match got {
+            Ok(p) => Ok(p.usage()),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>> {
         let mut url = self.url_for(&["v1", "events"]);
         {

@@ -18,6 +18,7 @@ pub(crate) mod row;
 pub(crate) mod rules;
 pub mod scram;
 pub mod sqlite;
+pub mod usage;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -73,6 +74,10 @@ pub struct Capabilities {
     /// The store counts calls against a key's `quota` when it verifies (absent: yes).
     #[serde(default = "yes")]
     pub quota: bool,
+    /// The store keeps key usage (last used, calls per day) that `Store::usage` reads
+    /// (absent: no; console stores cannot see it).
+    #[serde(default)]
+    pub usage: bool,
 }
 
 fn yes() -> bool {
@@ -149,6 +154,8 @@ pub enum VerifyReason {
     Disabled,
     Revoked,
     QuotaExceeded,
+    /// The store's shared daily budget is spent (`budget:` in keyward.yaml).
+    BudgetExceeded,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -267,6 +274,21 @@ pub trait Store: Send + Sync {
     /// reservations). Stores that hold nothing keep the default.
     async fn close(&self) -> StoreResult<()> {
         Ok(())
+    }
+    /// Add counted verify calls (summed into what is kept, never overwriting it, so
+    /// several servers on one database add up). Stores that keep no usage refuse.
+    async fn add_usage(&self, rows: &[usage::UsageRow]) -> StoreResult<()> {
+        let _ = rows;
+        Err(StoreError::Refused(format!(
+            "store `{}` does not keep key usage",
+            self.name()
+        )))
+    }
+    /// The usage kept from `since` (a UTC day, YYYY-MM-DD) on; `None` when this store
+    /// does not keep usage (say so rather than show keys as unused).
+    async fn usage(&self, since: &str) -> StoreResult<Option<usage::Usage>> {
+        let _ = since;
+        Ok(None)
     }
     /// The form in which this store takes a new secret (`NewKey::secret_hash`,
     /// `Rotate::secret_hash`): the hex SHA-256 by default; a SCRAM verifier for

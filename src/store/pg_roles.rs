@@ -71,6 +71,8 @@ fn capabilities() -> Capabilities {
     c.secret = SecretMode::ClientHash;
     // Logins are checked by PostgreSQL, which counts no calls.
     c.quota = false;
+    // Nor keeps it who used a key.
+    c.usage = false;
     c
 }
 

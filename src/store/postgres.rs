@@ -36,6 +36,7 @@
 
 mod rows;
 mod schema;
+mod usage;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -831,6 +832,16 @@ impl Store for PostgresStore {
         } else {
             verdict(VerifyReason::QuotaExceeded)
         })
+    }
+
+    async fn add_usage(&self, rows: &[super::usage::UsageRow]) -> StoreResult<()> {
+        let c = self.client().await?;
+        usage::add(&c, rows).await
+    }
+
+    async fn usage(&self, since: &str) -> StoreResult<Option<super::usage::Usage>> {
+        let c = self.client().await?;
+        usage::read(&c, since).await.map(Some)
     }
 
     async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>> {

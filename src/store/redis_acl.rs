@@ -476,6 +476,8 @@ fn capabilities() -> Capabilities {
     c.secret = SecretMode::ClientHash;
     // AUTH is checked by Redis, which counts no calls.
     c.quota = false;
+    // Nor keeps it who used a key.
+    c.usage = false;
     c
 }
 

@@ -559,6 +559,7 @@ pub(crate) fn capabilities() -> Capabilities {
         rotation_overlap: super::Overlap::Native,
         disable: true,
         quota: true,
+        usage: true,
     }
 }
 

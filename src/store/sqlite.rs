@@ -35,6 +35,7 @@
 
 mod rows;
 mod schema;
+mod usage;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -667,6 +668,17 @@ impl Store for SqliteStore {
         } else {
             verdict(VerifyReason::QuotaExceeded)
         })
+    }
+
+    async fn add_usage(&self, rows: &[super::usage::UsageRow]) -> StoreResult<()> {
+        let rows = rows.to_vec();
+        self.run(move |conn, _| usage::add(conn, &rows)).await
+    }
+
+    async fn usage(&self, since: &str) -> StoreResult<Option<super::usage::Usage>> {
+        let since = since.to_owned();
+        self.run(move |conn, _| usage::read(conn, &since).map(Some))
+            .await
     }
 
     async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>> {

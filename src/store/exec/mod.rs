@@ -315,6 +315,7 @@ impl Store for ExecStore {
             rotation_overlap: c.rotation_overlap,
             disable: c.disable,
             quota: c.quota,
+            usage: c.usage,
         }
     }
 

@@ -101,6 +101,10 @@ pub struct AdapterCapabilities {
     /// The adapter enforces per-day quotas when it verifies.
     #[serde(default)]
     pub quota: bool,
+    /// The adapter keeps key usage and answers the `usage` operation (last used, calls
+    /// per day).
+    #[serde(default)]
+    pub usage: bool,
 }
 
 fn yes() -> bool {

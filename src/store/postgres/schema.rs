@@ -109,9 +109,23 @@ CREATE TABLE serve_idempotency (
 CREATE INDEX serve_idempotency_created ON serve_idempotency (created_at);
 "#;
 
+/// Version 3: key usage counted at verify by `keyward serve` (`store::usage`), added to in
+/// batches by every instance (an upsert adding calls), so several instances add up.
+const V3: &str = r#"
+CREATE TABLE key_usage (
+    key_id  text COLLATE "C" NOT NULL,
+    day     text COLLATE "C" NOT NULL,                -- UTC date, YYYY-MM-DD
+    reason  text NOT NULL,                            -- the verify reason, `ok` when valid
+    calls   bigint NOT NULL CHECK (calls >= 0),
+    last_at text COLLATE "C" NOT NULL,                -- RFC 3339 of the last of these calls
+    PRIMARY KEY (key_id, day, reason)
+);
+CREATE INDEX key_usage_day ON key_usage (day);
+"#;
+
 /// Every migration in order; migration `i` brings the schema to version `i + 1`.
 /// Append only: never edit or reorder a migration that has been released.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

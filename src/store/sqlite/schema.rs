@@ -83,9 +83,24 @@ CREATE TABLE quota_usage (
 /// v2: the digest of the state keyward last left a key in (drift detection).
 const V2: &str = "ALTER TABLE keys ADD COLUMN applied_digest TEXT;";
 
+/// v3: key usage counted at verify by `keyward serve` (`store::usage`), added to in batches.
+/// No foreign key: the calls of a deleted key stay counted, and `''` counts the calls that
+/// named no key.
+const V3: &str = r#"
+CREATE TABLE key_usage (
+    key_id  TEXT NOT NULL,
+    day     TEXT NOT NULL,                           -- UTC date, YYYY-MM-DD
+    reason  TEXT NOT NULL,                           -- the verify reason, `ok` when valid
+    calls   INTEGER NOT NULL CHECK (calls >= 0),
+    last_at TEXT NOT NULL,                           -- RFC 3339 of the last of these calls
+    PRIMARY KEY (key_id, day, reason)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX key_usage_day ON key_usage (day);
+"#;
+
 /// Every migration in order; migration `i` brings the schema to version `i + 1`.
 /// Append only: never edit or reorder a migration that has been released.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
