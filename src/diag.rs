@@ -245,6 +245,10 @@ pub mod codes {
     /// A secret-shaped string (a keyward secret, a scanner-known token format, an Alma/Primo
     /// key) in a spec file; private keys are KW114.
     pub const SECRET_IN_SPEC: &str = "KW140";
+    /// `delivery.outbox` outside the key repository.
+    pub const OUTBOX_OUTSIDE: &str = "KW160";
+    /// `delivery.outbox` overlapping `.keyward/`, a store's database or a console ledger.
+    pub const OUTBOX_OVERLAP: &str = "KW161";
 
     // KW2xx: policy (src/policy.rs).
     pub const FORBIDDEN_SCOPE: &str = "KW201";

@@ -1,8 +1,8 @@
 //! Git, through libgit2 (no network: CI does the pushing): the spec files at a revision
 //! without checking it out, the change under review (base..revision) and its authors, the
 //! repository's identity, whether spec files or deliveries are uncommitted, committing
-//! the delivery outbox, and making a new repository for `keyward init`. Must not push,
-//! fetch, or write the working tree's files.
+//! the delivery files of the outbox (only the paths given), and making a new repository
+//! for `keyward init`. Must not push, fetch, or write the working tree's files.
 
 use crate::plan::{RepoIdentity, RepoKind, Requester};
 use std::collections::{BTreeMap, BTreeSet};
@@ -430,16 +430,19 @@ impl GitRepo {
         Ok(range)
     }
 
-    /// Commit the directory `dir` (absolute, inside the key repository); only `dir` changes
-    /// in the commit. On the checked-out branch (HEAD), `dir` is committed exactly as it is
-    /// on disk. On another `branch` (created from HEAD when missing; the working tree is not
-    /// touched), the files on disk are laid over the branch's copy of `dir` and the
-    /// files and directories in `removed` (pruned envelopes) are deleted from it, so deliveries
-    /// kept only on that branch survive. Returns the new commit id, or None when nothing
-    /// changed.
-    pub fn commit_dir(
+    /// Commit `files` (absolute paths of regular files under the directory `dir`, which is
+    /// inside the key repository), and nothing else: only paths under `dir` change in the
+    /// commit, and of those only `files` are added or updated, so a stray file in `dir`
+    /// (git-ignored or not) is never committed. On the checked-out branch (HEAD), committed
+    /// files under `dir` that are gone from disk are deleted from the commit. On another
+    /// `branch` (created from HEAD when missing; the working tree is not touched), `files`
+    /// are laid over the branch's copy of `dir` and the files and directories in `removed`
+    /// (pruned envelopes) are deleted from it, so deliveries kept only on that branch
+    /// survive. Returns the new commit id, or None when nothing changed.
+    pub fn commit_files(
         &self,
         dir: &Path,
+        files: &[PathBuf],
         branch: Option<&str>,
         message: &str,
         removed: &[PathBuf],
@@ -464,14 +467,13 @@ impl GitRepo {
                 .read_tree(&t)
                 .map_err(ctx("reading the parent tree"))?;
         }
-        if refname == "HEAD" {
-            index
-                .remove_dir(Path::new(&rel_s), 0)
-                .map_err(ctx(format!("clearing {rel_s} in the index")))?;
+        let gone = if refname == "HEAD" {
+            self.unindex_gone(&mut index, &rel_s)?
         } else {
             self.unindex(&mut index, removed)?;
-        }
-        let entries = self.index_dir(&mut index, dir, &rel_s)?;
+            Vec::new()
+        };
+        let entries = self.index_files(&mut index, dir, files, &rel_s)?;
         let tree_id = index
             .write_tree_to(&self.repo)
             .map_err(ctx("writing the tree"))?;
@@ -480,7 +482,7 @@ impl GitRepo {
         }
         let id = self.commit_tree(tree_id, parent.as_ref(), message)?;
         if refname == "HEAD" {
-            self.advance_head(id, &rel_s, &entries)?;
+            self.advance_head(id, &gone, &entries)?;
         } else {
             self.repo
                 .reference(&refname, id, true, "keyward: commit deliveries")
@@ -518,33 +520,68 @@ impl GitRepo {
         Ok(())
     }
 
-    /// Stores every file under `dir` (on disk) as a blob and adds it to `index` below
-    /// `rel_s`; returns the entries added, in file-name order.
-    fn index_dir(
+    /// Takes out of `index` the entries under `rel_s` (a directory, relative to the work
+    /// tree) whose file is gone from disk; returns their paths.
+    fn unindex_gone(&self, index: &mut git2::Index, rel_s: &str) -> Result<Vec<String>, GitError> {
+        let workdir = self.repo.workdir().unwrap_or(Path::new("."));
+        let prefix = format!("{rel_s}/");
+        let gone: Vec<String> = index
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            .filter(|p| p.starts_with(&prefix))
+            .filter(|p| std::fs::symlink_metadata(workdir.join(p)).is_err())
+            .collect();
+        for p in &gone {
+            index
+                .remove_path(Path::new(p))
+                .map_err(ctx(format!("removing {p} from the index")))?;
+        }
+        Ok(gone)
+    }
+
+    /// Stores each of `files` (on disk, under `dir`) as a blob and adds it to `index` below
+    /// `rel_s`; returns the entries added, in path order. A path outside `dir` or that is
+    /// not a regular file (a symlink, a directory) is refused.
+    fn index_files(
         &self,
         index: &mut git2::Index,
         dir: &Path,
+        files: &[PathBuf],
         rel_s: &str,
     ) -> Result<Vec<git2::IndexEntry>, GitError> {
-        let mut entries = Vec::new();
-        if !dir.exists() {
-            return Ok(entries);
-        }
         let plain = |context: String, e: &dyn std::fmt::Display| GitError::Git {
             context,
             source: git2::Error::from_str(&e.to_string()),
         };
-        for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
-            let e = e.map_err(|e| plain(format!("reading {}", dir.display()), &e))?;
-            if !e.file_type().is_file() {
-                continue;
+        let mut sorted: Vec<&PathBuf> = files.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut entries = Vec::new();
+        for f in sorted {
+            let inner = f
+                .strip_prefix(dir)
+                .ok()
+                .filter(|i| {
+                    i.components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
+                })
+                .ok_or_else(|| {
+                    plain(
+                        format!("committing {}", f.display()),
+                        &"not inside the outbox",
+                    )
+                })?;
+            let meta = std::fs::symlink_metadata(f)
+                .map_err(|io| plain(format!("reading {}", f.display()), &io))?;
+            if !meta.file_type().is_file() {
+                return Err(plain(
+                    format!("committing {}", f.display()),
+                    &"not a regular file",
+                ));
             }
-            let Ok(inner) = e.path().strip_prefix(dir) else {
-                continue;
-            };
             let path = format!("{rel_s}/{}", slash(inner));
-            let bytes = std::fs::read(e.path())
-                .map_err(|io| plain(format!("reading {}", e.path().display()), &io))?;
+            let bytes =
+                std::fs::read(f).map_err(|io| plain(format!("reading {}", f.display()), &io))?;
             let id = self
                 .repo
                 .blob(&bytes)
@@ -589,7 +626,7 @@ impl GitRepo {
     fn advance_head(
         &self,
         id: git2::Oid,
-        rel_s: &str,
+        gone: &[String],
         entries: &[git2::IndexEntry],
     ) -> Result<(), GitError> {
         match self.repo.head() {
@@ -606,8 +643,10 @@ impl GitRepo {
             }
         }
         let mut real = self.repo.index().map_err(ctx("opening the index"))?;
-        real.remove_dir(Path::new(rel_s), 0)
-            .map_err(ctx("updating the index"))?;
+        for p in gone {
+            // Absent from the real index already (never staged) is fine.
+            let _ = real.remove_path(Path::new(p));
+        }
         for e in entries {
             real.add(e).map_err(ctx("updating the index"))?;
         }

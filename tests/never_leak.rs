@@ -138,3 +138,151 @@ fn the_store_refuses_secret_shaped_labels_and_event_actions() {
             .unwrap();
     });
 }
+
+fn rotating_key(generation: u32) -> String {
+    format!(
+        "keys:\n  - name: rotating\n    store: alma-production\n    owner: jdoe\n    scopes: [bibs:read]\n    rotation: {{ every: 90d, grace: 7d, generation: {generation} }}\n"
+    )
+}
+
+/// Issue 15 item 9: `apply --commit-deliveries` commits the manifests and the envelopes they
+/// vouch for, never another file in the outbox, git-ignored or not (before, it committed
+/// every file under the outbox, ignored plaintext included).
+#[test]
+fn commit_deliveries_commits_only_the_envelopes_and_manifests_keyward_wrote() {
+    let r = Repo::new(&rotating_key(1));
+    r.git_init();
+    let root = r.root();
+    std::fs::write(
+        root.join(".gitignore"),
+        ".keyward/\nids/\nhome/\ndeliveries/*.plain\n",
+    )
+    .unwrap();
+    r.commit_all("Admin", "admin@example.edu", "ignore plaintext");
+    std::fs::create_dir_all(root.join("deliveries")).unwrap();
+    std::fs::write(
+        root.join("deliveries/ignored.plain"),
+        "plaintext secret 1\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("deliveries/notes.txt"), "plaintext secret 2\n").unwrap();
+
+    let o = r.run(&["apply", "--auto-approve", "--commit-deliveries"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let tree = r.git(&["ls-tree", "-r", "--name-only", "HEAD", "--", "deliveries"]);
+    let mut want = vec![
+        "deliveries/.gitattributes",
+        "deliveries/alma-production/rotating/g1/jdoe.age",
+        "deliveries/alma-production/rotating/g1/manifest.json",
+    ];
+    assert_eq!(tree.lines().collect::<Vec<_>>(), want, "{tree}");
+    assert!(
+        o.stderr.contains("not deliveries keyward wrote") && o.stderr.contains("notes.txt"),
+        "{}",
+        o.stderr
+    );
+    // The stray files stay where they were, uncommitted.
+    let status = r.git(&["status", "--porcelain", "--ignored", "--", "deliveries"]);
+    assert!(
+        status.contains("?? deliveries/notes.txt")
+            && status.contains("!! deliveries/ignored.plain"),
+        "{status}"
+    );
+
+    // A file named like an envelope that no manifest lists, and one in a generation
+    // directory, are not deliveries either; the rotation's new envelope and both manifests
+    // are committed.
+    let g1 = root.join("deliveries/alma-production/rotating/g1");
+    std::fs::write(g1.join("mallory.age"), "plaintext secret 3\n").unwrap();
+    std::fs::write(g1.join("jdoe.txt"), "plaintext secret 4\n").unwrap();
+    r.write_keys(&rotating_key(2));
+    r.git(&["add", "keys"]);
+    r.git(&["commit", "-q", "-m", "rotate"]);
+    let o = r.run(&["apply", "--auto-approve", "--commit-deliveries"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let tree = r.git(&["ls-tree", "-r", "--name-only", "HEAD", "--", "deliveries"]);
+    want.extend([
+        "deliveries/alma-production/rotating/g2/jdoe.age",
+        "deliveries/alma-production/rotating/g2/manifest.json",
+    ]);
+    assert_eq!(tree.lines().collect::<Vec<_>>(), want, "{tree}");
+    let g1_manifest = r.git(&[
+        "show",
+        "HEAD:deliveries/alma-production/rotating/g1/manifest.json",
+    ]);
+    assert!(g1_manifest.contains("\"superseded\""), "{g1_manifest}");
+    let log = r.git(&["log", "-p", "--all"]);
+    assert!(
+        !log.contains("plaintext secret"),
+        "a stray file was committed"
+    );
+}
+
+/// Issue 15 item 9: the outbox must be inside the repository and apart from `.keyward/`,
+/// the stores' databases and the console ledgers: a validate error at its line.
+#[test]
+fn an_outbox_outside_the_repository_or_over_keywards_own_files_is_refused() {
+    let r = Repo::new(&rotating_key(1));
+    let config = |stores: &str, delivery: &str| {
+        format!(
+            "version: 1\nstores:\n  alma-production: {{ kind: sqlite, path: .keyward/prod.db, environment: production }}\n{stores}policy:\n  default_lifetime: 365d\n{delivery}"
+        )
+    };
+    let cases = [
+        (config("", "delivery:\n  outbox: .keyward\n"), "KW161", 7),
+        (
+            config("", "delivery:\n  outbox: .keyward/out\n"),
+            "KW161",
+            7,
+        ),
+        (config("", "delivery:\n  outbox: .\n"), "KW161", 7),
+        (
+            config("", "delivery:\n  outbox: out/../.keyward\n"),
+            "KW161",
+            7,
+        ),
+        (
+            config("", "delivery:\n  outbox: ../elsewhere\n"),
+            "KW160",
+            7,
+        ),
+        (
+            config("", "delivery:\n  outbox: /tmp/keyward-outbox\n"),
+            "KW160",
+            7,
+        ),
+        // The default outbox `deliveries`, a store's database inside it: at the store's path.
+        (
+            config(
+                "  alma-sandbox: { kind: sqlite, path: deliveries/sbx.db, environment: sandbox }\n",
+                "",
+            ),
+            "KW161",
+            4,
+        ),
+    ];
+    for (yaml, code, line) in &cases {
+        std::fs::write(r.root().join("keyward.yaml"), yaml).unwrap();
+        let o = r.run(&["validate"]);
+        assert_eq!(o.code, 1, "{yaml}\n{}", o.all());
+        assert!(
+            o.stdout.contains(&format!("error[{code}]"))
+                && o.stdout.contains(&format!("keyward.yaml:{line}:"))
+                && o.stdout.contains("hint:"),
+            "{yaml}\n{}",
+            o.stdout
+        );
+        let o = r.run(&["apply", "--auto-approve"]);
+        assert_eq!(o.code, 1, "{yaml}\n{}", o.all());
+    }
+    assert!(!r.root().join(".keyward/prod.db").exists());
+    for fine in ["deliveries", "out/../deliveries", "./out/deliveries"] {
+        std::fs::write(
+            r.root().join("keyward.yaml"),
+            config("", &format!("delivery:\n  outbox: {fine}\n")),
+        )
+        .unwrap();
+        let o = r.run(&["validate"]);
+        assert_eq!(o.code, 0, "{fine}: {}", o.all());
+    }
+}

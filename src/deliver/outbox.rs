@@ -135,6 +135,10 @@ fn parse_generation_dir(name: &str) -> Option<u32> {
     name.strip_prefix('g')?.parse().ok()
 }
 
+/// The `.gitattributes` keyward writes at the outbox's root.
+const GITATTRIBUTES: &[u8] = b"# Written by keyward: deliveries are checksummed byte for byte; never convert line endings.\n\
+                     *.age -text\n*.json -text\n";
+
 /// The delivery outbox rooted at `root` (the spec's `delivery.outbox`).
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -240,9 +244,7 @@ impl Outbox {
         if path.exists() {
             return Ok(());
         }
-        let text = b"# Written by keyward: deliveries are checksummed byte for byte; never convert line endings.\n\
-                     *.age -text\n*.json -text\n";
-        match super::fsio::create_new_atomic(&path, text, MODE_PUBLIC) {
+        match super::fsio::create_new_atomic(&path, GITATTRIBUTES, MODE_PUBLIC) {
             Ok(()) | Err(DeliverError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -377,6 +379,41 @@ impl Outbox {
             m.write(dir)?;
         }
         Ok(m)
+    }
+
+    /// The files keyward wrote in the outbox, the only ones `apply --commit-deliveries`
+    /// commits: each generation's `manifest.json`, the envelopes it lists whose bytes match
+    /// its SHA-256, the older manifests kept as `superseded-<id>.json`, and the outbox's
+    /// `.gitattributes` as keyward wrote it. Anything else
+    /// under the outbox (a stray plaintext file, an editor's backup, a symlink, a file named
+    /// like an envelope that no manifest vouches for) is not a delivery.
+    pub fn delivery_files(&self) -> Result<Vec<PathBuf>, DeliverError> {
+        let regular = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file());
+        let mut out = Vec::new();
+        let attributes = self.root.join(".gitattributes");
+        if regular(&attributes) && fs::read(&attributes).is_ok_and(|b| b == GITATTRIBUTES) {
+            out.push(attributes);
+        }
+        for (dir, m) in self.list()? {
+            if !regular(&dir.join(MANIFEST_FILE)) {
+                continue;
+            }
+            out.push(dir.join(MANIFEST_FILE));
+            for r in &m.recipients {
+                let p = dir.join(&r.file);
+                if regular(&p) && verify_envelope(&m, &p).is_ok() {
+                    out.push(p);
+                }
+            }
+            for (name, path, _) in list_dir(&dir)? {
+                let kept = name.starts_with("superseded-") && name.ends_with(".json");
+                if kept && regular(&path) && Manifest::read(&path).is_ok() {
+                    out.push(path);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Every `manifest.json` in the outbox, ordered by store, key name, then generation.

@@ -325,7 +325,12 @@ pub fn commit_deliveries(
         .ok_or_else(|| anyhow!("not a git repository"))?;
     let outbox = &desired.loaded.spec.delivery.outbox;
     let msg = commit_message(desired, report);
-    match g.commit_dir(outbox, branch, &msg, &report.pruned)? {
+    // Only what keyward wrote: manifests and the envelopes they vouch for (this apply's
+    // and any an earlier apply left uncommitted), never another file in the outbox.
+    let files = crate::deliver::Outbox::new(outbox.clone()).delivery_files()?;
+    let committed = g.commit_files(outbox, &files, branch, &msg, &report.pruned)?;
+    warn_left_uncommitted(g, outbox, &desired.loaded.spec.root);
+    match committed {
         Some(id) => {
             let target = branch
                 .map(str::to_string)
@@ -339,6 +344,27 @@ pub fn commit_deliveries(
         None => eprintln!("The deliveries were already committed; nothing to commit."),
     }
     Ok(())
+}
+
+/// Files in the outbox that are not deliveries stay uncommitted: say so, once, so they
+/// are not mistaken for committed ones (nor left there by accident).
+fn warn_left_uncommitted(g: &crate::git::GitRepo, outbox: &Path, root: &Path) {
+    let Ok(dirty) = g.dirty_paths(Some(outbox)) else {
+        return;
+    };
+    let left: Vec<String> = dirty
+        .into_iter()
+        .filter(|p| !spec::is_spec_file(Path::new(p)))
+        .collect();
+    if left.is_empty() {
+        return;
+    }
+    eprintln!(
+        "warning: {} file(s) in the outbox {} are not deliveries keyward wrote and were not committed: {}",
+        left.len(),
+        display_rel(root, outbox),
+        left.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+    );
 }
 
 fn commit_message(desired: &Desired, report: &ApplyReport) -> String {

@@ -154,6 +154,10 @@ pub fn parse(ctx: &mut Ctx, root: &Path) -> Config {
     if let Some(v) = get("delivery") {
         parse_delivery(ctx, v, &top.key("delivery"), root, &mut cfg);
     }
+    let outbox_given = get("delivery")
+        .and_then(serde_yaml::Value::as_mapping)
+        .is_some_and(|m| m.contains_key("outbox"));
+    super::outbox_place::check(ctx, &cfg.stores, &cfg.delivery.outbox, root, outbox_given);
     if let Some(v) = get("guards") {
         cfg.guards = parse_guards(ctx, v, &top.key("guards"));
     }

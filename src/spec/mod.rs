@@ -8,6 +8,7 @@ pub mod console_store;
 mod envvar;
 pub mod keys;
 pub mod model;
+mod outbox_place;
 pub mod people;
 pub mod pos;
 pub mod raw;
