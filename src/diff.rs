@@ -899,6 +899,17 @@ impl<'a> Ctx<'a> {
         });
     }
 
+    /// For a console store: why the old value of a rotated or replaced key stops working at
+    /// once (the checklist removes it in the console right after the new value is
+    /// delivered), in the vendor preset's words. None for every other store.
+    fn stops_at_once(&self, store: &str) -> Option<&'static str> {
+        let crate::spec::StoreKind::Console(c) = &self.spec.stores.get(store)?.kind else {
+            return None;
+        };
+        let vendor = crate::console::preset::Vendor::parse(&c.vendor)?;
+        Some(crate::console::preset::preset(vendor).old_value.as_str())
+    }
+
     fn environment_of(&self, store: &str) -> String {
         self.spec
             .stores
@@ -992,14 +1003,19 @@ impl<'a> Ctx<'a> {
             .collect();
         // The old key lives in another store when the store changed: remember where.
         let grace = d.rotation.grace;
-        let old_valid_until = (grace.seconds > 0).then(|| self.now + grace.to_chrono());
-        reasons.push(match old_valid_until {
-            Some(t) => format!(
+        let at_once = self.stops_at_once(old_store);
+        let old_valid_until =
+            (grace.seconds > 0 && at_once.is_none()).then(|| self.now + grace.to_chrono());
+        reasons.push(match (old_valid_until, at_once) {
+            (Some(t), _) => format!(
                 "the old key {} stays valid until {} (grace {grace}), then an apply revokes it",
                 old.id,
                 t.format("%Y-%m-%d %H:%M UTC")
             ),
-            None => format!("the old key {} is revoked at once (grace 0)", old.id),
+            (None, Some(why)) => {
+                format!("the old value of {} stops working at once: {why}", old.id)
+            }
+            (None, None) => format!("the old key {} is revoked at once (grace 0)", old.id),
         });
         if old_store != d.store {
             reasons.push(format!("the old key is in {old_store}"));
@@ -1177,6 +1193,10 @@ impl<'a> Ctx<'a> {
             }
         }
         let rotating = action == Action::Rotate;
+        let at_once = self.stops_at_once(&d.store).filter(|_| rotating);
+        if let Some(why) = at_once {
+            reasons.push(format!("the old value stops working at once: {why}"));
+        }
         self.out.changes.push(Change {
             key_id: Some(l.id.clone()),
             version: Some(l.version),
@@ -1193,7 +1213,7 @@ impl<'a> Ctx<'a> {
             } else {
                 Vec::new()
             },
-            grace: rotating.then(|| Grace {
+            grace: (rotating && at_once.is_none()).then(|| Grace {
                 period: d.rotation.grace.to_string(),
                 previous_valid_until: self.now + d.rotation.grace.to_chrono(),
             }),

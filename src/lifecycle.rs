@@ -50,6 +50,10 @@ pub struct DueItem {
     pub defined_at: Option<String>,
     /// What the owner (or an admin) should do.
     pub todo: String,
+    /// A key in a console store: the steps an admin does there to renew it (the rotation
+    /// the checklist will guide, in the vendor's words).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub console_steps: Vec<String>,
 }
 
 /// Whole days from `now` to `at`, rounded towards zero (so "6 days 23 hours" is 6).
@@ -75,6 +79,9 @@ pub fn due(
             if k.is_managed() && desired.is_none() {
                 continue;
             }
+            let steps = desired
+                .map(|d| renewal_steps(spec, d, now))
+                .unwrap_or_default();
             let item = |kind: DueKind, at: DateTime<Utc>, todo: String| DueItem {
                 kind,
                 store: store.clone(),
@@ -88,6 +95,7 @@ pub fn due(
                 defined_at: desired
                     .map(|d| format!("{}:{}", d.location.file.display(), d.location.line)),
                 todo,
+                console_steps: steps.clone(),
             };
             if let Some(exp) = k.expires_at
                 && exp <= horizon
@@ -124,11 +132,13 @@ pub fn due(
                     out.push(item(
                         DueKind::RotationDue,
                         at,
-                        format!(
-                            "`keyward apply` rotates it (rotation every {every}); recipients get the new secret \
-                             and the old one keeps working for {}",
-                            d.rotation.grace
-                        ),
+                        console_rotation_todo(spec, store, every).unwrap_or_else(|| {
+                            format!(
+                                "`keyward apply` rotates it (rotation every {every}); recipients get the new secret \
+                                 and the old one keeps working for {}",
+                                d.rotation.grace
+                            )
+                        }),
                     ));
                 }
             }
@@ -139,6 +149,41 @@ pub fn due(
             .cmp(&(&b.owner, b.at, &b.store, &b.name, b.kind))
     });
     out
+}
+
+/// For a key in a console store: the steps an admin does there to renew it (a rotation,
+/// as the checklist will show it). Empty for every other store.
+fn renewal_steps(spec: &Spec, d: &crate::spec::DesiredKey, now: DateTime<Utc>) -> Vec<String> {
+    use crate::console::preset::{StepKind, Vendor, preset};
+    use crate::console::steps::{StepFacts, render};
+    let Some(crate::spec::StoreKind::Console(c)) = spec.stores.get(&d.store).map(|s| &s.kind)
+    else {
+        return Vec::new();
+    };
+    let p = preset(Vendor::parse(&c.vendor).unwrap_or(Vendor::Generic));
+    let facts = StepFacts {
+        name: &d.name,
+        environment: &d.environment,
+        owner: &d.owner,
+        scopes: crate::diff::scope_strings(&d.scopes),
+        expires: crate::diff::expires_at(&d.expiry, now),
+    };
+    render(p, c, StepKind::Rotate, &facts)
+}
+
+/// For a key in a console store whose scheduled rotation falls due: who rotates it, where,
+/// and that the old value stops at once. None for every other store.
+fn console_rotation_todo(spec: &Spec, store: &str, every: Span) -> Option<String> {
+    use crate::console::preset::{Vendor, preset};
+    let Some(crate::spec::StoreKind::Console(c)) = spec.stores.get(store).map(|s| &s.kind) else {
+        return None;
+    };
+    let p = preset(Vendor::parse(&c.vendor).unwrap_or(Vendor::Generic));
+    Some(format!(
+        "an admin rotates it (rotation every {every}) with `keyward apply --store {store}` at a terminal, in {}: \
+         recipients get the new value, and the old one stops working at once ({})",
+        p.console, p.old_value
+    ))
 }
 
 /// For a key in a console store: who does the renewal, and where.

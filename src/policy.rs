@@ -287,7 +287,15 @@ fn lifetimes(spec: &Spec, k: &DesiredKey, now: DateTime<Utc>, out: &mut Diagnost
             ),
             (None, None) => (String::new(), ""),
         };
+        let can_expire = spec
+            .stores
+            .get(&k.store)
+            .is_none_or(|s| s.kind.keys_can_expire());
         let hint = match pol.max_lifetime {
+            _ if !can_expire => format!(
+                "the console of `{}` sets no expiry (its keys stay valid until deleted): list the store in `policy.allow_never`, and rotate the key on a schedule with `rotation: {{ every: 365d }}`",
+                k.store
+            ),
             Some(max) => format!("give it `lifetime: {max}` or less, or an `expires:` date"),
             None => "give it a `lifetime:` (e.g. `365d`) or an `expires:` date".to_string(),
         };

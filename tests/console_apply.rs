@@ -285,6 +285,18 @@ fn console_input_creates_delivers_rotates_and_revokes_and_the_plan_is_empty_afte
         "    recipients: [team:ill-staff]\n",
         "    recipients: [team:ill-staff]\n    rotation: { generation: 2 }\n",
     );
+    // The console stops the old value at once, and the plan says so (no grace).
+    let o = ex.run(&["plan"], &[]);
+    assert!(
+        o.stdout.contains("the old value stops working at once: you delete the old key in the Developer Network right after pasting the new one"),
+        "{}",
+        o.all()
+    );
+    assert!(
+        !o.stdout.contains("previous secret valid until"),
+        "{}",
+        o.all()
+    );
     let o = ex.apply_with(
         "old.json",
         serde_json::json!({"alma-sandbox/illiad-barcode-lookup": {"secret": sandbox}}),
@@ -561,10 +573,35 @@ fn the_shipped_example_has_a_ledger_and_a_pending_checklist_in_every_plan_format
         "{}",
         o.all()
     );
+    // Alma keys never expire (the console sets no expiry): the example rotates this one
+    // yearly, and the report carries the console steps of that rotation.
     assert!(
-        o.stdout.contains("an admin makes the new key in the Ex Libris Developer Network with `keyward apply --store alma-production` at a terminal"),
+        o.stdout.contains("an admin rotates it (rotation every 365d) with `keyward apply --store alma-production` at a terminal, in the Ex Libris Developer Network"),
         "{}",
         o.all()
+    );
+    assert!(
+        o.stdout.contains("the old one stops working at once"),
+        "{}",
+        o.all()
+    );
+    assert!(
+        o.stdout.contains("steps in the console:\n        1. Open https://developers.exlibrisgroup.com\n        2. In the Ex Libris Developer Network, create a new API key named `illiad-barcode-lookup` for Alma production with the same areas"),
+        "{}",
+        o.all()
+    );
+    // ...and, after the keys, the steps still pending in the consoles.
+    assert!(
+        o.stdout.contains("Console steps pending (by hand, in the vendor console): 3\n  - alma-sandbox/illiad-barcode-lookup: create"),
+        "{}",
+        o.all()
+    );
+    assert!(
+        !ex.ledger("alma-production")["keys"][0]
+            .as_mapping()
+            .unwrap()
+            .contains_key("expires"),
+        "the ledger records no expiry the Alma console does not have"
     );
 
     let o = ex.run(&["apply", "--store", "nowhere", "--auto-approve"], &[]);

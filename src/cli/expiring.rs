@@ -61,11 +61,13 @@ pub async fn run(dir: &Path, args: &ExpiringArgs, color: bool) -> Result<Outcome
     let (stores, _absent) = keyward::observe::open_existing(spec, None)?;
     let observed = keyward::observe::list_stores(&stores).await?;
     let items = keyward::lifecycle::due(spec, &observed, now, within);
+    let outbox = keyward::deliver::Outbox::new(spec.delivery.outbox.clone());
+    let console = keyward::report::gather::console_steps(spec, &observed, &outbox, now);
     print!(
         "{}",
-        expiry_report::render(spec, &items, within, now, format)
+        expiry_report::render(spec, &items, &console, within, now, format)
     );
-    let mut outcome = if items.is_empty() {
+    let mut outcome = if items.is_empty() && console.is_empty() {
         Outcome::Ok
     } else {
         Outcome::Changes

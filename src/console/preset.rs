@@ -163,6 +163,10 @@ pub struct Preset {
     pub secret_example: String,
     pub client_id: bool,
     pub rotate: RotateMode,
+    /// Why the old value stops working at once when the key is rotated or replaced (the
+    /// checklist removes it in the console right after the new value is delivered), in
+    /// words the plan shows after "the old value stops working at once: ".
+    pub old_value: String,
     steps: BTreeMap<StepKind, Vec<String>>,
 }
 
@@ -182,10 +186,6 @@ impl Preset {
             .iter()
             .find(|(a, _)| a == level)
             .map(|(_, l)| l.as_str())
-    }
-    /// Whether the plan's rotation keeps the old value working for a while.
-    pub fn rotation_overlaps(&self) -> bool {
-        self.rotate == RotateMode::ReplaceInConsole
     }
     pub fn is_editable(&self, field: &str) -> bool {
         self.editable.iter().any(|f| f == field)
@@ -215,6 +215,7 @@ struct RawPreset {
     secret: RawSecret,
     client_id: bool,
     rotate: RotateMode,
+    old_value: String,
     steps: RawSteps,
 }
 
@@ -342,6 +343,7 @@ pub fn parse(vendor: Vendor, text: &str) -> Result<Preset, PresetError> {
         secret_example: raw.secret.example,
         client_id: raw.client_id,
         rotate: raw.rotate,
+        old_value: raw.old_value,
         steps,
     })
 }
@@ -408,7 +410,16 @@ mod tests {
         assert!(alm.client_id);
         assert_eq!(alm.per_owner.as_ref().map(|p| p.default), Some(10));
         assert_eq!(alm.rotate, RotateMode::RevokeThenRegenerate);
-        assert!(!alm.rotation_overlaps());
+        let without: Vec<&str> = Vendor::ALL
+            .into_iter()
+            .filter(|v| preset(*v).expiry == ExpiryRule::None)
+            .map(Vendor::as_str)
+            .collect();
+        assert_eq!(without, crate::spec::CONSOLE_VENDORS_WITHOUT_EXPIRY);
+        assert!(
+            Vendor::ALL.iter().all(|v| !preset(*v).old_value.is_empty()),
+            "every preset says why the old value stops at once"
+        );
         assert!(matches!(
             preset(Vendor::Generic).secret,
             SecretRule::FromStore

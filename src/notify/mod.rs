@@ -200,7 +200,14 @@ pub fn reminders(
             recipients: Vec::new(),
             commit: None,
             defined_at: item.defined_at.clone(),
-            todo: Some(item.todo.clone()),
+            todo: Some(if item.console_steps.is_empty() {
+                item.todo.clone()
+            } else {
+                let steps: Vec<String> = (item.console_steps.iter().enumerate())
+                    .map(|(n, s)| format!("{}. {s}", n + 1))
+                    .collect();
+                format!("{}. In the console: {}", item.todo, steps.join(" "))
+            }),
         });
     }
     out

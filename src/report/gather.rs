@@ -154,23 +154,29 @@ pub async fn repository(spec: &Spec, only: Option<&str>, now: DateTime<Utc>) -> 
     let outbox = Outbox::new(spec.delivery.outbox.clone());
     let git = GitRepo::discover(&spec.root).ok().flatten();
     read_local(spec, Some(&outbox), git.as_ref(), &mut inputs);
-    inputs.console_steps = console_steps(spec, &inputs.stores, &outbox, now);
+    let listed: BTreeMap<String, Vec<LiveKey>> = inputs
+        .stores
+        .iter()
+        .filter(|(v, _)| v.error.is_none())
+        .map(|(v, keys)| (v.name.clone(), keys.clone()))
+        .collect();
+    inputs.console_steps = console_steps(spec, &listed, &outbox, now);
     super::build(Some(spec), inputs, now)
 }
 
 /// The steps admins have to do in vendor consoles: those begun and not yet recorded (the
 /// ledger's pending steps), then those the next `keyward apply` will guide (the plan's
-/// changes to console stores). Only stores that were listed are looked at.
+/// changes to console stores). Only the stores in `observed` (those listed) are looked
+/// at; `keyward report` and the nightly `keyward expiring` both show them.
 pub fn console_steps(
     spec: &Spec,
-    stores: &[(StoreView, Vec<LiveKey>)],
+    observed: &BTreeMap<String, Vec<LiveKey>>,
     outbox: &Outbox,
     now: DateTime<Utc>,
 ) -> Vec<ConsoleStep> {
-    let consoles: Vec<(&StoreConfig, &crate::spec::ConsoleStoreConfig)> = stores
-        .iter()
-        .filter(|(v, _)| v.error.is_none())
-        .filter_map(|(v, _)| spec.stores.get(&v.name))
+    let consoles: Vec<(&StoreConfig, &crate::spec::ConsoleStoreConfig)> = observed
+        .keys()
+        .filter_map(|name| spec.stores.get(name))
         .filter_map(|c| match &c.kind {
             StoreKind::Console(console) => Some((c, console)),
             _ => None,
@@ -196,13 +202,8 @@ pub fn console_steps(
     if consoles.is_empty() {
         return out;
     }
-    let observed: BTreeMap<String, Vec<LiveKey>> = stores
-        .iter()
-        .filter(|(v, _)| v.error.is_none())
-        .map(|(v, keys)| (v.name.clone(), keys.clone()))
-        .collect();
     let delivered = crate::observe::delivered(outbox).unwrap_or_default();
-    let planned = crate::diff::diff_with_deliveries(spec, &observed, &delivered, now);
+    let planned = crate::diff::diff_with_deliveries(spec, observed, &delivered, now);
     let is_console = |s: &str| consoles.iter().any(|(c, _)| c.name == s);
     let next: Vec<ConsoleStep> = planned
         .changes

@@ -157,7 +157,7 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
     for (area, (_, sp)) in &scopes {
         field_locations.insert(format!("scope:{area}"), ctx.loc(sp));
     }
-    let expiry = key_expiry(ctx, refs, &f, p);
+    let expiry = key_expiry(ctx, refs, &f, p, store.as_deref());
     ok &= expiry.is_some();
     let recipients = key_recipients(ctx, refs, &f, p, owner.as_deref(), &mut ok);
     let rotation = match f.get("rotation") {
@@ -399,8 +399,15 @@ fn scalar_text(ctx: &mut Ctx, v: &Value, p: &YPath, expected: &str) -> Option<St
     }
 }
 
-/// `expires:` or `lifetime:` (not both), else the policy's default lifetime.
-fn key_expiry(ctx: &mut Ctx, refs: &Refs, f: &Fields, p: &YPath) -> Option<Expiry> {
+/// `expires:` or `lifetime:` (not both), else the policy's default lifetime (none in a
+/// console whose keys never expire: the key's expiry is what the console holds).
+fn key_expiry(
+    ctx: &mut Ctx,
+    refs: &Refs,
+    f: &Fields,
+    p: &YPath,
+    store: Option<&str>,
+) -> Option<Expiry> {
     match (f.given("expires"), f.given("lifetime")) {
         (Some(_), Some(_)) => {
             let d = Diagnostic::error(codes::EXPIRES_AND_LIFETIME, "both `expires` and `lifetime` are given")
@@ -430,10 +437,15 @@ fn key_expiry(ctx: &mut Ctx, refs: &Refs, f: &Fields, p: &YPath) -> Option<Expir
                 .positive_span(l, &p.key("lifetime"))
                 .map(Expiry::Lifetime),
         },
-        (None, None) => Some(match refs.config.policy.default_lifetime {
-            Some(s) => Expiry::Lifetime(s),
-            None => Expiry::Never,
-        }),
+        (None, None) => {
+            let can_expire = store
+                .and_then(|s| refs.config.stores.get(s))
+                .is_none_or(|s| s.kind.keys_can_expire());
+            Some(match refs.config.policy.default_lifetime {
+                Some(s) if can_expire => Expiry::Lifetime(s),
+                _ => Expiry::Never,
+            })
+        }
     }
 }
 

@@ -191,6 +191,19 @@ pub enum ConnUrl {
 /// The vendors `kind: console` accepts; each has a preset in `src/console/presets/`.
 pub const CONSOLE_VENDORS: [&str; 5] = ["alma", "primo", "openathens", "alm", "generic"];
 
+/// The console vendors whose keys never expire (their preset says `expiry: none`: an Alma
+/// or Primo key stays valid until it is deleted). A key in such a store without `expires:`
+/// or `lifetime:` never expires, whatever `policy.default_lifetime` says: the ledger records
+/// what the console holds. A unit test in `console/preset.rs` keeps this list in step.
+pub const CONSOLE_VENDORS_WITHOUT_EXPIRY: [&str; 2] = ["alma", "primo"];
+
+impl StoreKind {
+    /// Whether keys in this store can expire at all (false: a console with no expiry).
+    pub fn keys_can_expire(&self) -> bool {
+        !matches!(self, StoreKind::Console(c) if CONSOLE_VENDORS_WITHOUT_EXPIRY.contains(&c.vendor.as_str()))
+    }
+}
+
 /// A `kind: console` store's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleStoreConfig {
