@@ -51,7 +51,8 @@ pub struct DueItem {
     /// What the owner (or an admin) should do.
     pub todo: String,
     /// A key in a console store: the steps an admin does there to renew it (the rotation
-    /// the checklist will guide, in the vendor's words).
+    /// the checklist will guide, in the vendor's words); `console::steps::add_renewal`
+    /// fills them in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub console_steps: Vec<String>,
 }
@@ -79,9 +80,6 @@ pub fn due(
             if k.is_managed() && desired.is_none() {
                 continue;
             }
-            let steps = desired
-                .map(|d| renewal_steps(spec, d, now))
-                .unwrap_or_default();
             let item = |kind: DueKind, at: DateTime<Utc>, todo: String| DueItem {
                 kind,
                 store: store.clone(),
@@ -95,7 +93,7 @@ pub fn due(
                 defined_at: desired
                     .map(|d| format!("{}:{}", d.location.file.display(), d.location.line)),
                 todo,
-                console_steps: steps.clone(),
+                console_steps: Vec::new(),
             };
             if let Some(exp) = k.expires_at
                 && exp <= horizon
@@ -149,26 +147,6 @@ pub fn due(
             .cmp(&(&b.owner, b.at, &b.store, &b.name, b.kind))
     });
     out
-}
-
-/// For a key in a console store: the steps an admin does there to renew it (a rotation,
-/// as the checklist will show it). Empty for every other store.
-fn renewal_steps(spec: &Spec, d: &crate::spec::DesiredKey, now: DateTime<Utc>) -> Vec<String> {
-    use crate::console::preset::{StepKind, Vendor, preset};
-    use crate::console::steps::{StepFacts, render};
-    let Some(crate::spec::StoreKind::Console(c)) = spec.stores.get(&d.store).map(|s| &s.kind)
-    else {
-        return Vec::new();
-    };
-    let p = preset(Vendor::parse(&c.vendor).unwrap_or(Vendor::Generic));
-    let facts = StepFacts {
-        name: &d.name,
-        environment: &d.environment,
-        owner: &d.owner,
-        scopes: crate::diff::scope_strings(&d.scopes),
-        expires: crate::diff::expires_at(&d.expiry, now),
-    };
-    render(p, c, StepKind::Rotate, &facts)
 }
 
 /// For a key in a console store whose scheduled rotation falls due: who rotates it, where,

@@ -60,7 +60,8 @@ pub async fn run(dir: &Path, args: &ExpiringArgs, color: bool) -> Result<Outcome
     let now = SystemClock.now();
     let (stores, _absent) = keyward::observe::open_existing(spec, None)?;
     let observed = keyward::observe::list_stores(&stores).await?;
-    let items = keyward::lifecycle::due(spec, &observed, now, within);
+    let mut items = keyward::lifecycle::due(spec, &observed, now, within);
+    keyward::console::steps::add_renewal(spec, &mut items, now);
     let outbox = keyward::deliver::Outbox::new(spec.delivery.outbox.clone());
     let console = keyward::report::gather::console_steps(spec, &observed, &outbox, now);
     print!(

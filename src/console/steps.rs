@@ -117,6 +117,35 @@ pub fn render(p: &Preset, cfg: &ConsoleStoreConfig, kind: StepKind, f: &StepFact
     out
 }
 
+/// Give each due key of a console store the steps an admin does there to renew it (a
+/// rotation, as the checklist will show it): `keyward expiring` and the reminders show them.
+pub fn add_renewal(
+    spec: &crate::spec::Spec,
+    items: &mut [crate::lifecycle::DueItem],
+    now: DateTime<Utc>,
+) {
+    for i in items.iter_mut() {
+        let Some(crate::spec::StoreKind::Console(c)) = spec.stores.get(&i.store).map(|s| &s.kind)
+        else {
+            continue;
+        };
+        let Some(d) = spec.key(&i.store, &i.name).filter(|_| i.managed) else {
+            continue;
+        };
+        let p = super::preset::preset(
+            super::preset::Vendor::parse(&c.vendor).unwrap_or(super::preset::Vendor::Generic),
+        );
+        let facts = StepFacts {
+            name: &d.name,
+            environment: &d.environment,
+            owner: &d.owner,
+            scopes: crate::diff::scope_strings(&d.scopes),
+            expires: crate::diff::expires_at(&d.expiry, now),
+        };
+        i.console_steps = render(p, c, StepKind::Rotate, &facts);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,7 +169,9 @@ pub fn reminders(
     let offsets = &spec.policy.reminders;
     let window = spec.policy.reminder_window();
     let mut out = Vec::new();
-    for item in crate::lifecycle::due(spec, observed, now, window) {
+    let mut due = crate::lifecycle::due(spec, observed, now, window);
+    crate::console::steps::add_renewal(spec, &mut due, now);
+    for item in due {
         if item.kind != crate::lifecycle::DueKind::Expiring {
             continue;
         }
