@@ -79,11 +79,22 @@ pub async fn plan(dir: &Path, opts: &PlanOptions, color: Colors) -> Result<Outco
         );
     }
     let changes = (opts.detailed_exitcode || opts.drift_only) && !plan.is_empty();
+    drop_aside((desired, plan));
     Ok(if changes {
         Outcome::Changes
     } else {
         Outcome::Ok
     })
+}
+
+/// Free a large value (the loaded spec, the plan) on a thread of its own. The command
+/// usually ends right after, and freeing 10,000 keys' allocations one by one was ~2.3% of
+/// a plan's instructions, spent after the plan was printed; the process exiting ends the
+/// thread, and in a longer-lived caller it finishes the job. Inline if no thread starts.
+fn drop_aside<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("drop".into())
+        .spawn(move || drop(value));
 }
 
 /// `keyward apply` (a fresh plan) and `keyward apply FILE` (a saved plan): load → policy →

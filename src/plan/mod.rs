@@ -154,19 +154,19 @@ impl Revision {
         commit: Option<String>,
         files: &BTreeMap<std::path::PathBuf, B>,
     ) -> Revision {
+        let spec_files: Vec<(String, &[u8])> = files
+            .iter()
+            .filter(|(path, _)| crate::spec::is_spec_file(path))
+            .map(|(path, bytes)| (path.to_string_lossy().replace('\\', "/"), bytes.as_ref()))
+            .collect();
         let mut digests = BTreeMap::new();
         let mut all = Sha256::new();
-        for (path, bytes) in files {
-            if !crate::spec::is_spec_file(path) {
-                continue;
-            }
-            let p = path.to_string_lossy().replace('\\', "/");
-            let d = hex::encode(Sha256::digest(bytes.as_ref()));
+        for ((p, _), d) in spec_files.iter().zip(file_digests(&spec_files)) {
             all.update(p.as_bytes());
             all.update(b"\0");
             all.update(d.as_bytes());
             all.update(b"\n");
-            digests.insert(p, format!("sha256:{d}"));
+            digests.insert(p.clone(), format!("sha256:{d}"));
         }
         Revision {
             source,
@@ -206,6 +206,34 @@ impl Revision {
         }
         out
     }
+}
+
+/// The hex SHA-256 of each file, in order. A large spec (10,000 keys is ~4 MB) is hashed
+/// on two threads, halves of the list each: ~4% of a plan's instructions otherwise ran
+/// alone after the parallel parse.
+fn file_digests(files: &[(String, &[u8])]) -> Vec<String> {
+    let digest = |f: &[(String, &[u8])]| -> Vec<String> {
+        f.iter()
+            .map(|(_, b)| hex::encode(Sha256::digest(b)))
+            .collect()
+    };
+    let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if cores < 2 || files.len() < 2 || total < 256 * 1024 {
+        return digest(files);
+    }
+    let (first, second) = files.split_at(files.len() / 2);
+    std::thread::scope(|sc| {
+        let other = sc.spawn(|| digest(second));
+        let mut out = digest(first);
+        // Hashing does not panic; if it ever did, the panic is not lost.
+        out.extend(
+            other
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        );
+        out
+    })
 }
 
 /// The first 12 characters of a commit id.

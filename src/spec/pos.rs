@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 /// One step of a YAML path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -80,15 +80,17 @@ struct Entry {
 
 /// Path -> position index of one YAML document.
 ///
-/// Entries are keyed by a 64-bit SipHash of the path under a per-index random key, not by
+/// Entries are keyed by a 64-bit foldhash of the path under a per-index random seed, not by
 /// the path itself: no path is cloned or stored, which keeps building the index for a
 /// large spec cheap in time and memory. Two distinct paths of one file would have to
 /// collide in 64 random-keyed bits (about 1e-9 for 200,000 paths) for a diagnostic to
-/// point at the wrong place; nothing but positions depends on this index.
+/// point at the wrong place; nothing but positions depends on this index. (SipHash, the
+/// standard library's keyed hash, was 7% of all the instructions of a 10,000-key plan;
+/// foldhash is a fraction of that, and a crafted collision could only misplace a caret.)
 #[derive(Debug, Default, Clone)]
 pub struct PosIndex {
     entries: HashMap<u64, Entry, BuildHasherDefault<PassThrough>>,
-    keyed: RandomState,
+    keyed: foldhash::fast::RandomState,
 }
 
 /// The map's keys are already uniformly distributed hashes: use them as they are.
