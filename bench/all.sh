@@ -9,6 +9,8 @@
 # Steps (each skipped with a note when its script is not there):
 #   1. bench/run.sh          plan/apply at 1k/10k/100k with their floors (YAML parse alone,
 #                            store listing alone); rewrites its own block of the report.
+#   1b. bench/plan.py        issue 17's plan goals: the plan beside octoDNS 1.22 and the YAML
+#                            floor, 10k and 100k keys; rewrites its own block of the report.
 #   2. bench/verify_pg.sh    /v1/verify throughput and latency on SQLite and PostgreSQL next
 #                            to the machine's ceiling (`keyward serve --bare`), same run.
 #   2b. bench/verify.sh      listing 100,000 keys through the http store (and verify with
@@ -68,6 +70,15 @@ if [ -x bench/run.sh ]; then
     fi
 else
     echo "== bench/run.sh not found: plan/apply not measured" >&2
+fi
+
+# Issue 17's plan goals beside octoDNS 1.22 and the YAML floor (its own block of the report).
+if [ -x bench/plan.py ]; then
+    if [ "$QUICK" = 1 ]; then
+        step plan17 bench/plan.py --quick --no-build
+    else
+        step plan17 bench/plan.py --no-build
+    fi
 fi
 
 if [ -x bench/verify_pg.sh ]; then
