@@ -14,7 +14,7 @@
 //! `list` reads only keyward.yaml (for the store paths): it does not parse the keys.
 
 use keyward::store::sqlite::SqliteStore;
-use keyward::store::{Actor, KeyStatus, ListFilter, MANAGED_BY, NewKey, list_all};
+use keyward::store::{Actor, KeyStatus, ListFilter, MANAGED_BY, NewKey, Store, list_all};
 use keyward::{diff, observe, plan, policy, secret, spec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -268,7 +268,8 @@ fn populate(dir: &Path) -> Res<()> {
             .collect();
         let n = rt
             .block_on(store.create_batch(batch, &actor))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .len();
         eprintln!("{name}: registered {n} keys");
     }
     Ok(())

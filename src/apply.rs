@@ -284,19 +284,23 @@ pub async fn apply(cx: &Context<'_>, plan: &Plan, opts: &ApplyOptions) -> ApplyR
             return report;
         }
     }
-    let results: Vec<(&Change, Result<Done, ApplyError>)> =
-        futures::stream::iter(plan.actions.iter())
-            .map(|c| async move {
-                let r = apply_one(cx, c, &opts.actor).await;
-                if let Some(cb) = &opts.on_progress {
+    let results: Vec<Vec<Outcome<'_>>> = futures::stream::iter(units(plan))
+        .map(|u| async move {
+            let rs = match u {
+                Unit::One(c) => vec![(c, apply_one(cx, c, &opts.actor).await)],
+                Unit::Creates(cs) => create_batch(cx, cs, &opts.actor).await,
+            };
+            if let Some(cb) = &opts.on_progress {
+                for (c, r) in &rs {
                     cb(c, r.is_ok());
                 }
-                (c, r)
-            })
-            .buffer_unordered(opts.concurrency.max(1))
-            .collect()
-            .await;
-    for (c, r) in results {
+            }
+            rs
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    for (c, r) in results.into_iter().flatten() {
         match r {
             Ok(d) => report.done.push(d),
             Err(e) => report.failed.push((c.store.clone(), c.name.clone(), e)),
@@ -315,6 +319,396 @@ pub async fn apply(cx: &Context<'_>, plan: &Plan, opts: &ApplyOptions) -> ApplyR
         }
     }
     report
+}
+
+/// How many new keys of one store are sealed, written and registered together: one store
+/// call (one transaction), one flush of their files and one of their directories a batch.
+pub const BATCH_SIZE: usize = 250;
+
+/// What `apply` runs as one task: one change, or new keys of one store together.
+enum Unit<'p> {
+    One(&'p Change),
+    Creates(Vec<&'p Change>),
+}
+
+/// A change and what became of it.
+type Outcome<'p> = (&'p Change, Result<Done, ApplyError>);
+
+/// What became of each key of a batch so far: its id and delivery, or why not.
+type Slots = Vec<Option<Result<(String, PathBuf), ApplyError>>>;
+
+/// The plan as tasks: every create joins the open batch of its store (a new one once that
+/// holds [`BATCH_SIZE`]), everything else runs alone, in the plan's order of first changes.
+fn units(plan: &Plan) -> Vec<Unit<'_>> {
+    let mut out: Vec<Unit<'_>> = Vec::new();
+    let mut open: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &plan.actions {
+        if c.action != Action::Create {
+            out.push(Unit::One(c));
+            continue;
+        }
+        if let Some(&i) = open.get(c.store.as_str())
+            && let Unit::Creates(v) = &mut out[i]
+            && v.len() < BATCH_SIZE
+        {
+            v.push(c);
+            continue;
+        }
+        open.insert(&c.store, out.len());
+        out.push(Unit::Creates(vec![c]));
+    }
+    out
+}
+
+impl ApplyError {
+    /// The same failure for another key of a batch (errors are not `Clone`).
+    fn for_key(&self, c: &Change) -> ApplyError {
+        match self {
+            ApplyError::Injected(point) => ApplyError::Injected(point.clone()),
+            ApplyError::UnknownStore(s) => ApplyError::UnknownStore(s.clone()),
+            other => ApplyError::Invalid {
+                key: format!("{}/{}", c.store, c.name),
+                message: format!("its batch failed: {other}"),
+            },
+        }
+    }
+}
+
+/// One new key of a batch on its way to its envelopes.
+struct Sealing {
+    at: usize,
+    meta: EnvelopeMeta,
+    environment: String,
+    principals: Vec<Principal>,
+    secret: secret::Secret,
+    /// Registered once sealed; its `secret_hash` is filled in by the sealing worker.
+    new: NewKey,
+}
+
+/// Create new keys of one store together, in the order `create_key_with` keeps for one
+/// (sealed -> pending deliveries durable -> registered -> active), each step once for the
+/// batch: the secrets generated and sealed on every core, the deliveries flushed together
+/// (`Outbox::commit_pending`), the keys registered in one `Store::create_batch`, the
+/// deliveries marked active together. The failpoints are hit at the same steps, once a
+/// batch. A key that cannot be prepared or sealed fails alone; when registering the batch
+/// fails, each key is settled by asking the store, and those it does not hold are
+/// registered one by one, so one refused key does not fail the others.
+async fn create_batch<'p>(
+    cx: &Context<'_>,
+    cs: Vec<&'p Change>,
+    actor: &Actor,
+) -> Vec<Outcome<'p>> {
+    let mut slots: Slots = cs.iter().map(|_| None).collect();
+    let fail_all = |e: ApplyError, slots: &mut Slots| {
+        for (at, c) in cs.iter().enumerate() {
+            slots[at].get_or_insert_with(|| Err(e.for_key(c)));
+        }
+    };
+    let Some(store) = cx.stores.get(&cs[0].store).cloned() else {
+        fail_all(ApplyError::UnknownStore(cs[0].store.clone()), &mut slots);
+        return finish_batch(cs, slots);
+    };
+    if let Err(e) = failpoint::hit(failpoint::BETWEEN_KEYS) {
+        fail_all(e, &mut slots);
+        return finish_batch(cs, slots);
+    }
+    tracing::debug!(store = %cs[0].store, keys = cs.len(), "creating a batch of keys");
+    let now = cx.clock.now().trunc_subsecs(0);
+    let mut jobs = Vec::with_capacity(cs.len());
+    for (at, c) in cs.iter().enumerate() {
+        match sealing(cx, c, at, now) {
+            Ok(j) => jobs.push(j),
+            Err(e) => slots[at] = Some(Err(e)),
+        }
+    }
+    let mut staged = Vec::with_capacity(jobs.len());
+    for (at, r) in seal_and_stage(cx, &store, jobs, now, actor.commit.clone()).await {
+        match r {
+            Ok((new, s)) => staged.push((at, new, s)),
+            Err(e) => slots[at] = Some(Err(e)),
+        }
+    }
+    let ats: Vec<usize> = staged.iter().map(|(at, _, _)| *at).collect();
+    let pending = match commit_batch(cx, staged).await {
+        Ok(p) => p,
+        Err(e) => {
+            for at in ats {
+                slots[at] = Some(Err(e.for_key(cs[at])));
+            }
+            return finish_batch(cs, slots);
+        }
+    };
+    let registered = register_batch(cx, store.as_ref(), &cs, pending, actor, &mut slots).await;
+    activate_batch(cx, &cs, registered, &mut slots).await;
+    finish_batch(cs, slots)
+}
+
+/// Each change of a batch with its result.
+fn finish_batch(cs: Vec<&Change>, slots: Slots) -> Vec<Outcome<'_>> {
+    cs.into_iter()
+        .zip(slots)
+        .map(|(c, r)| {
+            let r = r
+                .unwrap_or_else(|| {
+                    Err(ApplyError::Invalid {
+                        key: format!("{}/{}", c.store, c.name),
+                        message: "not applied: its batch stopped first".into(),
+                    })
+                })
+                .map(|(id, dir)| Done {
+                    store: c.store.clone(),
+                    name: c.name.clone(),
+                    action: c.action,
+                    key_id: Some(id),
+                    delivery: Some(dir),
+                });
+            (c, r)
+        })
+        .collect()
+}
+
+/// Everything a new key needs before sealing: its id, secret, envelope and record.
+fn sealing(
+    cx: &Context<'_>,
+    c: &Change,
+    at: usize,
+    now: DateTime<Utc>,
+) -> Result<Sealing, ApplyError> {
+    let d = desired(cx, c)?;
+    let principals = principals(cx, c)?.into_iter().cloned().collect();
+    let id = secret::new_key_id();
+    let generation = c.new_generation.unwrap_or(1);
+    let expires_at = diff::expires_at(&d.expiry, now);
+    Ok(Sealing {
+        at,
+        meta: EnvelopeMeta {
+            key: d.name.clone(),
+            store: d.store.clone(),
+            id: id.clone(),
+            generation,
+            expires_at,
+            previous_valid_until: None,
+        },
+        environment: c.environment.clone(),
+        principals,
+        secret: secret::generate(&d.environment, &id),
+        new: new_record(
+            cx.spec,
+            d,
+            (&id, generation),
+            now,
+            crate::model::SecretHash(String::new()),
+        ),
+    })
+}
+
+/// Seal every key's envelopes and stage its pending delivery, on as many threads as there
+/// are cores (each secret is dropped as soon as it is sealed and hashed).
+async fn seal_and_stage(
+    cx: &Context<'_>,
+    store: &Arc<dyn Store>,
+    jobs: Vec<Sealing>,
+    now: DateTime<Utc>,
+    commit: Option<String>,
+) -> Vec<(usize, Result<(NewKey, deliver::Staged), ApplyError>)> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per = jobs.len().div_ceil(threads).max(1);
+    let mut chunks: Vec<Vec<Sealing>> = Vec::new();
+    let mut jobs = jobs.into_iter().peekable();
+    while jobs.peek().is_some() {
+        chunks.push(jobs.by_ref().take(per).collect());
+    }
+    let work = chunks.into_iter().map(|chunk| {
+        let (outbox, store, commit) = (cx.outbox.clone(), store.clone(), commit.clone());
+        let job = move || {
+            Ok(chunk
+                .into_iter()
+                .map(|j| (j.at, seal_one(&outbox, store.as_ref(), j, now, &commit)))
+                .collect::<Vec<_>>())
+        };
+        blocking(job, "a batch of new keys")
+    });
+    let mut out = Vec::new();
+    for r in futures::future::join_all(work).await {
+        match r {
+            Ok(done) => out.extend(done),
+            Err(e) => tracing::warn!(error = %e, "a sealing worker failed"),
+        }
+    }
+    out
+}
+
+/// One key of [`seal_and_stage`]: hash, seal, drop the secret, stage the delivery.
+fn seal_one(
+    outbox: &Outbox,
+    store: &dyn Store,
+    mut j: Sealing,
+    now: DateTime<Utc>,
+    commit: &Option<String>,
+) -> Result<(NewKey, deliver::Staged), ApplyError> {
+    let key = format!("{}/{}", j.meta.store, j.meta.key);
+    let deliver_err = |e| ApplyError::Deliver {
+        key: key.clone(),
+        source: Box::new(e),
+    };
+    j.new.secret_hash = store
+        .secret_form(&j.secret)
+        .map_err(store_err(&j.meta.store))?;
+    let refs: Vec<&Principal> = j.principals.iter().collect();
+    let sealed = deliver::seal_for_principals(&j.meta, &j.secret, &refs).map_err(deliver_err)?;
+    drop(j.secret);
+    failpoint::hit(failpoint::AFTER_SEAL)?;
+    let manifest = Manifest::pending(&j.meta, &j.environment, now, commit.clone(), &sealed);
+    let staged = outbox
+        .stage_pending(&manifest, &sealed)
+        .map_err(deliver_err)?;
+    Ok((j.new, staged))
+}
+
+/// Make the batch's pending deliveries durable together: (position, record, directory).
+async fn commit_batch(
+    cx: &Context<'_>,
+    staged: Vec<(usize, NewKey, deliver::Staged)>,
+) -> Result<Vec<(usize, NewKey, PathBuf)>, ApplyError> {
+    if staged.is_empty() {
+        return Ok(Vec::new());
+    }
+    let outbox = cx.outbox.clone();
+    let job = move || {
+        let (rest, files): (Vec<(usize, NewKey)>, Vec<deliver::Staged>) = staged
+            .into_iter()
+            .map(|(at, new, s)| ((at, new), s))
+            .unzip();
+        let dirs = outbox
+            .commit_pending(files)
+            .map_err(|e| ApplyError::Deliver {
+                key: "a batch of new keys".into(),
+                source: Box::new(e),
+            })?;
+        Ok(rest
+            .into_iter()
+            .zip(dirs)
+            .map(|((at, new), dir)| (at, new, dir))
+            .collect::<Vec<_>>())
+    };
+    let pending = blocking(job, "a batch of new keys").await?;
+    tracing::trace!(deliveries = pending.len(), "pending deliveries written");
+    failpoint::hit(failpoint::AFTER_PENDING)?;
+    Ok(pending)
+}
+
+/// Register the batch in one store call. Returns the keys the store now holds, with their
+/// delivery directories; the others' results are in `slots`.
+async fn register_batch(
+    cx: &Context<'_>,
+    store: &dyn Store,
+    cs: &[&Change],
+    pending: Vec<(usize, NewKey, PathBuf)>,
+    actor: &Actor,
+    slots: &mut Slots,
+) -> Vec<(usize, String, PathBuf)> {
+    if pending.is_empty() {
+        return Vec::new();
+    }
+    let news: Vec<NewKey> = pending.iter().map(|(_, n, _)| n.clone()).collect();
+    tracing::trace!(
+        keys = news.len(),
+        "registering a batch of new keys (hashes only)"
+    );
+    let mut registered = Vec::with_capacity(pending.len());
+    match store.create_batch(news, actor).await {
+        Ok(_) => {
+            registered.extend(pending.into_iter().map(|(at, n, dir)| (at, n.id, dir)));
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "registering the batch failed; settling each key");
+            let answered = !matches!(e, StoreError::Backend(_));
+            for (at, new, dir) in pending {
+                let c = cs[at];
+                match store.get(&new.id).await {
+                    Ok(Some(k)) if k.generation == new.generation => {
+                        registered.push((at, new.id, dir))
+                    }
+                    Ok(_) if answered => {
+                        // Not taken: register this one alone (its own answer, its own fate).
+                        let id = new.id.clone();
+                        slots[at] = Some(
+                            register_one(cx, store, c, (new, dir), actor)
+                                .await
+                                .map(|d| (id, d)),
+                        );
+                    }
+                    _ => {
+                        tracing::warn!(key = %c.name, "the store cannot say whether it took the key; its delivery stays pending for the next apply to settle");
+                        slots[at] =
+                            Some(Err(store_err(&c.store)(StoreError::Backend(e.to_string()))));
+                    }
+                }
+            }
+        }
+    }
+    if let Err(e) = failpoint::hit(failpoint::AFTER_REGISTER) {
+        for (at, _, _) in registered {
+            slots[at] = Some(Err(e.for_key(cs[at])));
+        }
+        return Vec::new();
+    }
+    registered
+}
+
+/// The tail of `create_key_with` for one key of a batch whose delivery is durable:
+/// register it, then mark its delivery active.
+async fn register_one(
+    cx: &Context<'_>,
+    store: &dyn Store,
+    c: &Change,
+    (new, dir): (NewKey, PathBuf),
+    actor: &Actor,
+) -> Result<PathBuf, ApplyError> {
+    let (id, generation) = (new.id.clone(), new.generation);
+    if let Err(e) = store.create(new, actor).await {
+        return Err(settle_after_failure(cx, store, c, &dir, (&id, generation), e).await);
+    }
+    failpoint::hit(failpoint::AFTER_REGISTER)?;
+    mark_active(cx, c, &dir).await?;
+    failpoint::hit(failpoint::AFTER_ACTIVATE)?;
+    Ok(dir)
+}
+
+/// Mark the registered keys' deliveries active together.
+async fn activate_batch(
+    cx: &Context<'_>,
+    cs: &[&Change],
+    registered: Vec<(usize, String, PathBuf)>,
+    slots: &mut Slots,
+) {
+    if registered.is_empty() {
+        return;
+    }
+    let outbox = cx.outbox.clone();
+    let dirs: Vec<PathBuf> = registered.iter().map(|(_, _, d)| d.clone()).collect();
+    let marked = blocking(move || Ok(outbox.mark_active_batch(&dirs)), "a batch").await;
+    let after = failpoint::hit(failpoint::AFTER_ACTIVATE);
+    let marked = match marked {
+        Ok(m) => m,
+        Err(e) => {
+            for (at, _, _) in &registered {
+                slots[*at] = Some(Err(e.for_key(cs[*at])));
+            }
+            return;
+        }
+    };
+    for ((at, id, dir), m) in registered.into_iter().zip(marked) {
+        let key = format!("{}/{}", cs[at].store, cs[at].name);
+        slots[at] = Some(match (m, &after) {
+            (Err(e), _) => Err(ApplyError::Deliver {
+                key,
+                source: Box::new(e),
+            }),
+            (Ok(()), Err(e)) => Err(e.for_key(cs[at])),
+            (Ok(()), Ok(())) => Ok((id, dir)),
+        });
+    }
 }
 
 pub(crate) fn store_err(store: &str) -> impl Fn(StoreError) -> ApplyError + '_ {
@@ -704,6 +1098,45 @@ async fn create_key(
     create_key_with(cx, store, c, actor, (id, secret)).await
 }
 
+/// The record a new key is registered with (by hash), its applied state recorded.
+fn new_record(
+    spec: &Spec,
+    d: &DesiredKey,
+    (id, generation): (&str, u32),
+    now: DateTime<Utc>,
+    secret_hash: crate::model::SecretHash,
+) -> NewKey {
+    let new = NewKey {
+        id: id.to_string(),
+        name: d.name.clone(),
+        environment: d.environment.clone(),
+        owner: d.owner.clone(),
+        purpose: d.purpose.clone(),
+        scopes: diff::scope_strings(&d.scopes),
+        labels: d.labels.clone(),
+        status: if d.state == DesiredState::Disabled {
+            KeyStatus::Disabled
+        } else {
+            KeyStatus::Active
+        },
+        issued_at: now,
+        expires_at: diff::expires_at(&d.expiry, now),
+        lifetime: diff::lifetime_string(&d.expiry),
+        generation,
+        spec_generation: d.rotation.generation,
+        recipients: diff::recipient_map(spec, d),
+        quota_per_day: d.quota.map(|q| q.per_day),
+        protected: d.protected,
+        managed_by: Some(MANAGED_BY.to_string()),
+        applied_digest: None,
+        secret_hash,
+    };
+    NewKey {
+        applied_digest: Some(new.state_digest()),
+        ..new
+    }
+}
+
 /// Create key `c` with a secret made elsewhere (generated here, or pasted from a vendor
 /// console): seal it, write the delivery durably as `pending`, register the key by hash,
 /// then mark the delivery active.
@@ -738,35 +1171,7 @@ pub(crate) async fn create_key_with(
         [failpoint::AFTER_SEAL, failpoint::AFTER_PENDING],
     )
     .await?;
-    let new = NewKey {
-        id: id.clone(),
-        name: d.name.clone(),
-        environment: d.environment.clone(),
-        owner: d.owner.clone(),
-        purpose: d.purpose.clone(),
-        scopes: diff::scope_strings(&d.scopes),
-        labels: d.labels.clone(),
-        status: if d.state == DesiredState::Disabled {
-            KeyStatus::Disabled
-        } else {
-            KeyStatus::Active
-        },
-        issued_at: now,
-        expires_at,
-        lifetime: diff::lifetime_string(&d.expiry),
-        generation,
-        spec_generation: d.rotation.generation,
-        recipients: diff::recipient_map(cx.spec, d),
-        quota_per_day: d.quota.map(|q| q.per_day),
-        protected: d.protected,
-        managed_by: Some(MANAGED_BY.to_string()),
-        applied_digest: None,
-        secret_hash,
-    };
-    let new = NewKey {
-        applied_digest: Some(new.state_digest()),
-        ..new
-    };
+    let new = new_record(cx.spec, d, (&id, generation), now, secret_hash);
     tracing::trace!(key = ?new, dir = %dir.display(), "registering a new key (hash only)");
     if let Err(e) = store.create(new, actor).await {
         return Err(settle_after_failure(cx, store, c, &dir, (&id, generation), e).await);

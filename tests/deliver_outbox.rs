@@ -605,3 +605,62 @@ fn the_schemas_document_every_field_written() {
     assert_eq!(keys(&schema["properties"]), keys(&envelope));
     assert_eq!(schema["properties"]["secret"]["type"], "string");
 }
+
+/// The batch path (apply's bulk creates): staged deliveries are invisible until committed,
+/// then laid out exactly as `write_pending` lays them out, and `mark_active_batch` checks
+/// every envelope as `mark` does.
+#[test]
+fn staged_batches_appear_only_when_committed_and_activate_together() {
+    let f = fixture();
+    let mut staged = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let id = secret::new_key_id();
+        let s = secret::generate("sandbox", &id);
+        let m = meta(&format!("bulk-{i}"), &id, 1);
+        let sealed = seal_for_principals(&m, &s, &[&f.jdoe, &f.svc]).expect("seal");
+        let manifest = Manifest::pending(&m, "sandbox", t(2026, 1, 1), None, &sealed);
+        staged.push(f.outbox.stage_pending(&manifest, &sealed).expect("stage"));
+        expected.push((manifest, s));
+    }
+    // Staged, not committed: no manifest, so no delivery anyone (recovery included) sees.
+    assert!(f.outbox.list().expect("list").is_empty());
+    assert!(f.outbox.pending().expect("pending").is_empty());
+
+    let dirs = f.outbox.commit_pending(staged).expect("commit");
+    assert_eq!(dirs.len(), 5);
+    let names: Vec<String> = all_files(&f.root)
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains(".tmp-")),
+        "no temp file is left: {names:?}"
+    );
+    for (dir, (manifest, _)) in dirs.iter().zip(&expected) {
+        assert_eq!(&f.outbox.read(dir).expect("manifest"), manifest);
+        assert_eq!(status(&f, dir), DeliveryStatus::Pending);
+    }
+    assert_eq!(f.outbox.pending().expect("pending").len(), 5);
+
+    // A tampered envelope keeps its delivery pending; the others become active.
+    std::fs::write(dirs[2].join("jdoe.age"), b"not what was sealed").expect("tamper");
+    let marked = f.outbox.mark_active_batch(&dirs);
+    assert!(
+        marked[2].is_err(),
+        "a tampered delivery must not become active"
+    );
+    for (i, (dir, (_, s))) in dirs.iter().zip(&expected).enumerate() {
+        if i == 2 {
+            assert_eq!(status(&f, dir), DeliveryStatus::Pending);
+            continue;
+        }
+        assert!(marked[i].is_ok(), "{:?}", marked[i]);
+        assert_eq!(status(&f, dir), DeliveryStatus::Active);
+        let opened = decrypt_file(&dir.join("illiad-server.age"), &f.svc_ids).expect("open");
+        assert_eq!(opened.secret.expose(), s.expose());
+    }
+    // Marking again is a no-op for the active ones.
+    let again = f.outbox.mark_active_batch(&dirs[..2]);
+    assert!(again.iter().all(Result::is_ok));
+}

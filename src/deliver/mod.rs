@@ -96,7 +96,7 @@ pub use manifest::{
     DeliveryStatus, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestRecipient, RecipientKind,
     manifest_schema, sha256_hex,
 };
-pub use outbox::{Outbox, check_opened, decrypt_delivery, verify_envelope};
+pub use outbox::{Outbox, Staged, check_opened, decrypt_delivery, verify_envelope};
 pub use seal::{SealedFile, decrypt_bytes, decrypt_file, seal, seal_bytes, seal_for_principals};
 
 /// Result type of this module.

@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 
 use super::DeliverError;
 use super::envelope::{EnvelopeMeta, Opened};
-use super::fsio::{MODE_PUBLIC, create_dir_durable, fsync_dir, remove_if_exists, write_replace};
+use super::fsio::{
+    MODE_PUBLIC, create_dir_durable, create_dir_unsynced, flush_dirs, flush_files, fsync_dir,
+    remove_if_exists, rename, write_replace, write_temp_unsynced, write_unsynced,
+};
 use super::identity::Identities;
 use super::manifest::{
     DeliveryStatus, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestRecipient, check_name,
@@ -139,6 +142,43 @@ fn parse_generation_dir(name: &str) -> Option<u32> {
 const GITATTRIBUTES: &[u8] = b"# Written by keyward: deliveries are checksummed byte for byte; never convert line endings.\n\
                      *.age -text\n*.json -text\n";
 
+/// A pending delivery written by [`Outbox::stage_pending`], not yet durable: give it to
+/// [`Outbox::commit_pending`] (or drop it: its files are never read as a delivery).
+#[derive(Debug)]
+pub struct Staged {
+    dir: PathBuf,
+    /// Written, not yet flushed: the envelopes and the manifest's temp file.
+    files: Vec<PathBuf>,
+    /// Renamed onto `manifest.json` once `files` are durable; None when already durable.
+    manifest_tmp: Option<PathBuf>,
+    /// Directories whose entries changed (the `g<N>` directory and the parent of every
+    /// directory created for it).
+    dirs: Vec<PathBuf>,
+}
+
+impl Staged {
+    /// A delivery `write_pending` already made durable.
+    fn durable(dir: PathBuf) -> Staged {
+        Staged {
+            dir,
+            files: Vec::new(),
+            manifest_tmp: None,
+            dirs: Vec::new(),
+        }
+    }
+
+    /// Its `g<N>` directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn discard(&self) {
+        if let Some(t) = &self.manifest_tmp {
+            let _ = fs::remove_file(t);
+        }
+    }
+}
+
 /// The delivery outbox rooted at `root` (the spec's `delivery.outbox`).
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -235,6 +275,136 @@ impl Outbox {
         write_replace(&dir.join(MANIFEST_FILE), &manifest_bytes(&m)?, MODE_PUBLIC)?;
         fsync_dir(&dir)?;
         Ok(dir)
+    }
+
+    /// The first half of [`Outbox::write_pending`] for a batch (apply's bulk creates): the
+    /// envelopes written into a new `g<N>` directory and the manifest into a temp file
+    /// beside it, nothing flushed yet, so a batch pays for its flushes once in
+    /// [`Outbox::commit_pending`]. Until that returns, no `manifest.json` exists for it, so
+    /// a crash leaves files every reader ignores. A directory that already holds a manifest
+    /// (a retry, an older key of the same name) is written by `write_pending` itself, durable
+    /// at once. Safe to call from several threads.
+    pub fn stage_pending(
+        &self,
+        manifest: &Manifest,
+        sealed: &[SealedFile],
+    ) -> Result<Staged, DeliverError> {
+        let dir = self.dir_for(&manifest.store, &manifest.name, manifest.generation)?;
+        if dir.join(MANIFEST_FILE).exists() {
+            return self.write_pending(manifest, sealed).map(Staged::durable);
+        }
+        check_name("key id", &manifest.key_id)?;
+        let mut m = manifest.clone();
+        m.manifest_version = MANIFEST_VERSION;
+        m.status = DeliveryStatus::Pending;
+        self.check_files_match(&m, sealed)?;
+        let mut staged = Staged {
+            dir: dir.clone(),
+            files: Vec::with_capacity(sealed.len() + 1),
+            manifest_tmp: None,
+            dirs: vec![dir.clone()],
+        };
+        create_dir_unsynced(&dir, &mut staged.dirs)?;
+        // Envelopes an abandoned attempt left (no manifest: never valid).
+        let new_files: BTreeSet<String> = m.recipients.iter().map(|r| r.file.clone()).collect();
+        for (name, path, is_dir) in list_dir(&dir)? {
+            if !is_dir && name.ends_with(".age") && !new_files.contains(&name) {
+                remove_if_exists(&path)?;
+            }
+        }
+        for s in sealed {
+            let path = dir.join(format!("{}.age", s.principal_id));
+            write_unsynced(&path, s.armored.as_bytes(), MODE_PUBLIC)?;
+            staged.files.push(path);
+        }
+        let tmp = write_temp_unsynced(&dir.join(MANIFEST_FILE), &manifest_bytes(&m)?, MODE_PUBLIC)?;
+        staged.files.push(tmp.clone());
+        staged.manifest_tmp = Some(tmp);
+        Ok(staged)
+    }
+
+    /// The second half: make every staged file durable, then rename each manifest into
+    /// place and make the renames (and the new directories) durable, with one flush of
+    /// each kind for the whole batch (`fsio::flush_files`, `fsio::flush_dirs`). When this
+    /// returns Ok, every delivery is as durable as `write_pending` leaves one; returns
+    /// their `g<N>` directories in order. On an error the batch's temp files are removed
+    /// and a manifest already renamed stays `pending` (never registered: the next apply
+    /// voids it).
+    pub fn commit_pending(&self, staged: Vec<Staged>) -> Result<Vec<PathBuf>, DeliverError> {
+        self.ensure_gitattributes()?;
+        let files: Vec<PathBuf> = staged.iter().flat_map(|s| s.files.clone()).collect();
+        if let Err(e) = flush_files(&self.root, &files) {
+            staged.iter().for_each(Staged::discard);
+            return Err(e);
+        }
+        let mut dirs = Vec::new();
+        for (i, s) in staged.iter().enumerate() {
+            if let Some(tmp) = &s.manifest_tmp
+                && let Err(e) = rename(tmp, &s.dir.join(MANIFEST_FILE))
+            {
+                staged[i + 1..].iter().for_each(Staged::discard);
+                return Err(e);
+            }
+            dirs.extend(s.dirs.iter().cloned());
+        }
+        flush_dirs(&self.root, &dirs)?;
+        Ok(staged.into_iter().map(|s| s.dir).collect())
+    }
+
+    /// [`Outbox::mark`] `active` for many pending deliveries at once (after their keys were
+    /// registered together): each manifest checked and its envelopes verified as `mark`
+    /// does, the new manifests written to temp files, ONE flush for all of them, then each
+    /// renamed into place. As in `mark`, the renames need no directory flush: a crash
+    /// leaves either the active manifest or the pending one, which recovery marks active
+    /// again. Answers each directory in order.
+    pub fn mark_active_batch(&self, dirs: &[PathBuf]) -> Vec<Result<(), DeliverError>> {
+        let mut out: Vec<Result<(), DeliverError>> = Vec::with_capacity(dirs.len());
+        let mut temps: Vec<(usize, PathBuf)> = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            let staged = (|| {
+                let mut m = self.read(dir)?;
+                if m.status == DeliveryStatus::Active {
+                    return Ok(None);
+                }
+                if m.status != DeliveryStatus::Pending {
+                    return Err(DeliverError::InvalidTransition {
+                        dir: dir.to_path_buf(),
+                        from: m.status.to_string(),
+                        to: DeliveryStatus::Active.to_string(),
+                    });
+                }
+                for r in &m.recipients {
+                    verify_envelope(&m, &dir.join(&r.file))?;
+                }
+                m.status = DeliveryStatus::Active;
+                let bytes = manifest_bytes(&m)?;
+                write_temp_unsynced(&dir.join(MANIFEST_FILE), &bytes, MODE_PUBLIC).map(Some)
+            })();
+            match staged {
+                Ok(Some(tmp)) => temps.push((i, tmp)),
+                Ok(None) => {}
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            }
+            out.push(Ok(()));
+        }
+        let files: Vec<PathBuf> = temps.iter().map(|(_, t)| t.clone()).collect();
+        if let Err(e) = flush_files(&self.root, &files) {
+            let msg = e.to_string();
+            for (i, t) in &temps {
+                let _ = std::fs::remove_file(t);
+                out[*i] = Err(DeliverError::Internal(format!("marking active: {msg}")));
+            }
+            return out;
+        }
+        for (i, t) in temps {
+            if let Err(e) = rename(&t, &dirs[i].join(MANIFEST_FILE)) {
+                out[i] = Err(e);
+            }
+        }
+        out
     }
 
     /// Envelopes are checked byte for byte (sha256), so git must never rewrite their line

@@ -120,6 +120,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/capabilities"),
     ("GET", "/v1/keys"),
     ("POST", "/v1/keys"),
+    ("POST", "/v1/key-batches"),
     ("GET", "/v1/keys/{id}"),
     ("PATCH", "/v1/keys/{id}"),
     ("DELETE", "/v1/keys/{id}"),
@@ -151,6 +152,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/v1/capabilities", get(routes::capabilities))
         .route("/v1/keys", get(routes::list_keys).post(routes::create_key))
+        .route("/v1/key-batches", post(routes::create_batch))
         .route(
             "/v1/keys/{id}",
             get(routes::get_key)

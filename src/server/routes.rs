@@ -17,6 +17,7 @@ use super::AppState;
 use super::error::{ApiError, json_error, scrub, shown_name};
 use super::idempotency::{Claim, STALE_CLAIM};
 use super::tokens::{Principal, Role};
+use crate::store::http::KeyBatch;
 use crate::store::{
     Actor, KeyPatch, KeyStatus, KeyWrite, ListFilter, LiveKey, NewKey, Page, Rotate, StoreError,
 };
@@ -107,8 +108,14 @@ fn parse_strict<T: DeserializeOwned + Serialize>(
 ) -> ApiResult<(T, serde_json::Value)> {
     let value: serde_json::Value = parse_json(body)?;
     let parsed: T = serde_json::from_value(value.clone()).map_err(|e| json_error(&e))?;
+    refuse_unknown(&value, &parsed)?;
+    Ok((parsed, value))
+}
+
+/// 422 when the object `given` has a field `parsed` does not serialise (an unknown field).
+fn refuse_unknown<T: Serialize>(given: &serde_json::Value, parsed: &T) -> ApiResult<()> {
     if let (Some(given), Ok(serde_json::Value::Object(known))) =
-        (value.as_object(), serde_json::to_value(&parsed))
+        (given.as_object(), serde_json::to_value(parsed))
         && let Some(unknown) = given.keys().find(|k| !known.contains_key(*k))
     {
         return Err(ApiError::new(
@@ -120,7 +127,7 @@ fn parse_strict<T: DeserializeOwned + Serialize>(
             ),
         ));
     }
-    Ok((parsed, value))
+    Ok(())
 }
 
 /// The query parameters: 400 (with the parser's message, scrubbed) when they do not parse.
@@ -456,6 +463,41 @@ pub(super) async fn create_key(
     let key = outcome?;
     tracing::info!(token = %p.name, key = %key.id, "create");
     Ok(created(&key))
+}
+
+/// Most keys one `POST /v1/key-batches` may register (the body limit bounds it too).
+pub const MAX_BATCH: usize = 1000;
+
+/// `POST /v1/key-batches`: register every key of the body in one store transaction, all or
+/// none (`Store::create_batch`), answered in order. Not replayed by `Idempotency-Key`: the
+/// ids are the client's, so a resent batch that was taken answers `already_exists`, and
+/// the client asks for the keys (`GET /v1/keys/{id}`), as keyward's apply does.
+pub(super) async fn create_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> ApiResult {
+    let p = authorize(&state, &headers, Role::Write)?;
+    let actor = actor(&p, &headers)?;
+    let (batch, value): (KeyBatch<NewKey>, _) = parse_strict(&body)?;
+    for (given, parsed) in value["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(&batch.keys)
+    {
+        refuse_unknown(given, parsed)?;
+    }
+    if batch.keys.is_empty() || batch.keys.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("a batch holds 1 to {MAX_BATCH} keys"),
+        ));
+    }
+    let keys = state.store.create_batch(batch.keys, &actor).await?;
+    tracing::info!(token = %p.name, keys = keys.len(), "create batch");
+    Ok(json_response(StatusCode::CREATED, &KeyBatch { keys }))
 }
 
 fn reused() -> ApiError {

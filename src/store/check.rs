@@ -131,6 +131,7 @@ pub async fn run(store: &dyn Store, opts: &CheckOptions) -> CheckReport {
         }};
     }
     check!("create", k.create_list_get());
+    check!("create-batch", k.create_batch());
     check!("rotate-with-grace", k.rotate_with_grace());
     check!("disable-enable", k.disable_enable());
     check!("revoke", k.revoke());
@@ -273,6 +274,63 @@ impl Kit<'_> {
         )?;
         self.expect_valid(&s, "after create").await?;
         Ok("created, got, listed as managed, secret verifies".into())
+    }
+
+    /// Several keys in one `create_batch`: answered in order, each listed and verifying;
+    /// a batch whose first key clashes with an existing id is refused as already-exists and
+    /// registers nothing (stores that register one by one stop at the clash too).
+    async fn create_batch(&self) -> Outcome {
+        let mut made = Vec::new();
+        for i in 0..3 {
+            made.push(self.new_key(&format!("batch-{i}"), true)?);
+        }
+        let ids: Vec<String> = made.iter().map(|(k, _)| k.id.clone()).collect();
+        let live = self
+            .store
+            .create_batch(made.iter().map(|(k, _)| k.clone()).collect(), &self.actor)
+            .await
+            .map_err(fail("create_batch"))?;
+        ensure(
+            live.iter()
+                .map(|k| k.id.as_str())
+                .eq(ids.iter().map(String::as_str)),
+            "create_batch answers each key, in order",
+        )?;
+        for (k, s) in &made {
+            let got = self.store.get(&k.id).await.map_err(fail("get"))?;
+            ensure(
+                got.is_some_and(|g| g.is_managed() && g.name == k.name),
+                "a batch key is not stored as sent",
+            )?;
+            self.expect_valid(s, "after create_batch").await?;
+        }
+        let (mut clash, _) = self.new_key("batch-clash", true)?;
+        clash.id = ids[0].clone();
+        let (fresh, fresh_secret) = self.new_key("batch-fresh", true)?;
+        let r = self
+            .store
+            .create_batch(vec![clash, fresh.clone()], &self.actor)
+            .await;
+        ensure(
+            matches!(r, Err(StoreError::AlreadyExists(_))),
+            "a batch with an existing id: expected already-exists",
+        )?;
+        ensure(
+            self.store
+                .get(&fresh.id)
+                .await
+                .map_err(fail("get"))?
+                .is_none(),
+            "a refused batch registered a key",
+        )?;
+        self.expect_refused(&fresh_secret, "a refused batch's key", None)
+            .await?;
+        let first = self.store.get(&ids[0]).await.map_err(fail("get"))?;
+        ensure(
+            first.is_some_and(|k| k.name == made[0].0.name),
+            "a refused batch changed the existing key",
+        )?;
+        Ok("three keys in one batch, each verifying; a clashing batch refused whole".into())
     }
 
     fn rotation(&self, k: &LiveKey, grace: Duration) -> Result<(Rotate, Secret), String> {

@@ -390,6 +390,36 @@ impl HttpStore {
     }
 }
 
+/// The body of `POST /v1/key-batches` and of its answer (`keys` in order).
+#[derive(Debug, serde::Serialize, Deserialize)]
+pub struct KeyBatch<T> {
+    pub keys: Vec<T>,
+}
+
+/// Largest request body a batch is cut to (under the server's 64 KiB body limit, with room
+/// for the envelope): about 80 keys a request.
+const BATCH_BODY: usize = 56 * 1024;
+
+/// `keys` as JSON, cut into bodies of at most [`BATCH_BODY`] bytes (at least one key each).
+fn batch_bodies(keys: &[NewKey]) -> StoreResult<Vec<Vec<serde_json::Value>>> {
+    let mut out: Vec<Vec<serde_json::Value>> = Vec::new();
+    let mut size = 0;
+    for k in keys {
+        let v = serde_json::to_value(k)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode the key: {e}")))?;
+        let len = v.to_string().len() + 1;
+        match out.last_mut() {
+            Some(part) if size + len <= BATCH_BODY => part.push(v),
+            _ => {
+                out.push(vec![v]);
+                size = 0;
+            }
+        }
+        size += len;
+    }
+    Ok(out)
+}
+
 /// A reqwest error's text without the URL's query (it holds nothing secret, but keep it short).
 fn clean(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
@@ -489,6 +519,51 @@ impl Store for HttpStore {
             .map_err(|e| StoreError::Invalid(format!("cannot encode the key: {e}")))?;
         self.json(Method::POST, url, Some(body), h, Retry::Safe, Some(&id))
             .await
+    }
+
+    /// `POST /v1/key-batches`, one request per [`BATCH_BODY`] of keys, each taken all or
+    /// none by the server (the earlier parts stay registered when a later one fails).
+    /// Retried only when a request surely never reached the server; after any other
+    /// failure the caller asks for the keys. A server without the endpoint (404/405, an
+    /// older keyward) gets the keys one `create` at a time.
+    async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<Vec<LiveKey>> {
+        let url = self.url_for(&["v1", "key-batches"]);
+        let mut out = Vec::with_capacity(keys.len());
+        for part in batch_bodies(&keys)? {
+            let n = part.len();
+            let body = json!({ "keys": part });
+            let h = self.change_headers(None, actor);
+            let ans = self
+                .call(Method::POST, url.clone(), Some(body), h, Retry::ConnectOnly)
+                .await?;
+            if matches!(
+                ans.status,
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+            ) {
+                for k in keys.into_iter().skip(out.len()) {
+                    out.push(self.create(k, actor).await?);
+                }
+                return Ok(out);
+            }
+            if !ans.status.is_success() {
+                return Err(self.error(&url, &ans, keys.get(out.len()).map(|k| k.id.as_str())));
+            }
+            let got: KeyBatch<LiveKey> = serde_json::from_slice(&ans.body).map_err(|e| {
+                StoreError::Backend(format!(
+                    "{}: the answer is not what the protocol says: {e}",
+                    self.where_(&url)
+                ))
+            })?;
+            if got.keys.len() != n {
+                return Err(StoreError::Backend(format!(
+                    "{}: {n} keys sent, {} answered",
+                    self.where_(&url),
+                    got.keys.len()
+                )));
+            }
+            out.extend(got.keys);
+        }
+        Ok(out)
     }
 
     async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {

@@ -248,6 +248,18 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Page<LiveKey>>;
     async fn get(&self, id: &str) -> StoreResult<Option<LiveKey>>;
     async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey>;
+    /// Register several new keys at once (apply's batches), answering them in order. The
+    /// SQL stores take the batch all or none, in one transaction; `http` sends it in parts
+    /// of at most the server's body limit, each all or none; this default registers them
+    /// one by one. The last two stop at the first failure with the earlier keys registered:
+    /// a caller that gets an error asks the store (`get`) which keys it holds.
+    async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<Vec<LiveKey>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.create(k, actor).await?);
+        }
+        Ok(out)
+    }
     /// An in-place change of the fields a patch names.
     async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey>;
     /// A new secret (and generation) for the key.

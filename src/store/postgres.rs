@@ -470,11 +470,24 @@ impl PostgresStore {
 
     async fn insert(&self, key: NewKey, actor: &Actor, action: &str) -> StoreResult<LiveKey> {
         let key = rules::validate_new(key)?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.db("begin")?;
+        let live = self.insert_in(&tx, key, actor, action).await?;
+        tx.commit().await.db("commit")?;
+        Ok(live)
+    }
+
+    /// Insert one validated new key and its event inside the caller's transaction.
+    async fn insert_in(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        key: NewKey,
+        actor: &Actor,
+        action: &str,
+    ) -> StoreResult<LiveKey> {
         let mac = self.pepper.mac(&key.secret_hash)?;
         let stored = rules::new_stored(key, mac, Utc::now());
         let values = key_params(&stored)?;
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.db("begin")?;
         let insert = format!(
             "{} ON CONFLICT (id) DO NOTHING RETURNING id",
             row::insert_sql(&POSTGRES)
@@ -490,8 +503,7 @@ impl PostgresStore {
         }
         let k = &stored.key;
         let detail = rules::create_detail(k);
-        append_event(&tx, actor, action, Some(&k.id), Some(&k.name), &detail).await?;
-        tx.commit().await.db("commit")?;
+        append_event(tx, actor, action, Some(&k.id), Some(&k.name), &detail).await?;
         Ok(stored.key)
     }
 
@@ -693,6 +705,23 @@ impl Store for PostgresStore {
 
     async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
         self.insert(key, actor, "create").await
+    }
+
+    /// Every key in one transaction: all or none (an invalid key or an id clash rolls the
+    /// batch back), one `create` event per key as `create` records it.
+    async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<Vec<LiveKey>> {
+        let keys = keys
+            .into_iter()
+            .map(rules::validate_new)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.db("begin")?;
+        let mut live = Vec::with_capacity(keys.len());
+        for key in keys {
+            live.push(self.insert_in(&tx, key, actor, "create").await?);
+        }
+        tx.commit().await.db("commit")?;
+        Ok(live)
     }
 
     async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {

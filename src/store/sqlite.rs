@@ -326,28 +326,6 @@ impl SqliteStore {
         .await
     }
 
-    /// Register many new keys in ONE transaction (one fsync instead of one per
-    /// key): for bulk loads such as seeding a benchmark store or an import. All or none:
-    /// any invalid key or id clash rolls the whole batch back. Each key gets its own
-    /// `create` event, exactly as `Store::create` would record it.
-    pub async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<usize> {
-        let keys = keys
-            .into_iter()
-            .map(rules::validate_new)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let actor = actor.clone();
-        self.run(move |conn, pepper| {
-            let tx = immediate(conn)?;
-            let n = keys.len();
-            for key in keys {
-                insert_new(&tx, pepper, key, &actor, "create")?;
-            }
-            tx.commit().db("commit")?;
-            Ok(n)
-        })
-        .await
-    }
-
     /// Load key `id` at `version` in an IMMEDIATE transaction and let `op` change it.
     /// `op` returns `None` for "nothing to change" (no version bump, no event), or the
     /// event action and detail; the version and `updated_at` are bumped here.
@@ -536,6 +514,27 @@ impl Store for SqliteStore {
 
     async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
         self.insert(key, actor.clone(), "create").await
+    }
+
+    /// Every key in ONE transaction (one fsync instead of one per key). All or none: an
+    /// invalid key or an id clash rolls the whole batch back. Each key gets its own `create`
+    /// event, exactly as `create` records it.
+    async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<Vec<LiveKey>> {
+        let keys = keys
+            .into_iter()
+            .map(rules::validate_new)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let actor = actor.clone();
+        self.run(move |conn, pepper| {
+            let tx = immediate(conn)?;
+            let live = keys
+                .into_iter()
+                .map(|key| insert_new(&tx, pepper, key, &actor, "create"))
+                .collect::<StoreResult<Vec<_>>>()?;
+            tx.commit().db("commit")?;
+            Ok(live)
+        })
+        .await
     }
 
     async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {
