@@ -221,7 +221,7 @@ async fn http_store_errors_name_the_store_and_url() {
 #[tokio::test]
 async fn http_store_create_is_idempotent_and_conflicts_map() {
     use keyward::store::http::HttpStore;
-    use keyward::store::{Actor, KeyPatch, KeyStatus, KeyWrite, Store, StoreError};
+    use keyward::store::{Actor, KeyPatch, KeyStatus, KeyWrite, PageAt, Store, StoreError};
     let sdir = tempfile::tempdir().unwrap();
     let write = make_token(&sdir.path().join("tokens.yaml"), "ci-apply", "write");
     let server = Server::start(sdir.path(), &[]);
@@ -239,7 +239,10 @@ async fn http_store_create_is_idempotent_and_conflicts_map() {
         s.create(key, &actor).await,
         Err(StoreError::AlreadyExists(_))
     ));
-    let page = s.list(&Default::default(), None, 10).await.unwrap();
+    let page = s
+        .list(&Default::default(), PageAt::first(10))
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 1);
     // Stale version -> Conflict; fresh -> ok.
     let patch = KeyPatch {

@@ -16,7 +16,7 @@ use keyward::secret::{self, Secret};
 use keyward::store::postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION as PG_VERSION};
 use keyward::store::sqlite::SqliteStore;
 use keyward::store::{
-    KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey, MANAGED_BY, NewKey, Rotate,
+    KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey, MANAGED_BY, NewKey, PageAt, Rotate,
     SecretHash, Store, StoreError, StoreResult, VerifyReason, list_all,
 };
 use store_common::{
@@ -291,7 +291,7 @@ async fn check_round_trip(b: &Backend) {
     assert_eq!(store.get(&nk.id).await.expect("get"), Some(created.clone()));
     assert_eq!(store.get("nosuchkey").await.expect("get"), None);
     let page = store
-        .list(&ListFilter::default(), None, 100)
+        .list(&ListFilter::default(), PageAt::first(100))
         .await
         .expect("list");
     assert_eq!(page.items, vec![created.clone()]);
@@ -1532,7 +1532,13 @@ async fn check_list_filters_and_pages(b: &Backend) {
         let mut cursor: Option<String> = None;
         loop {
             let page = store
-                .list(filter, cursor.as_deref(), 7)
+                .list(
+                    filter,
+                    PageAt {
+                        cursor: cursor.as_deref(),
+                        limit: 7,
+                    },
+                )
                 .await
                 .expect("list");
             assert!(page.items.len() <= 7);
@@ -1552,18 +1558,25 @@ async fn check_list_filters_and_pages(b: &Backend) {
                 owner: Some("nobody".into()),
                 ..Default::default()
             },
-            None,
-            10,
+            PageAt::first(10),
         )
         .await
         .expect("list");
     assert!(none.items.is_empty() && none.next.is_none());
     assert!(matches!(
-        store.list(&ListFilter::default(), Some("bogus"), 10).await,
+        store
+            .list(
+                &ListFilter::default(),
+                PageAt {
+                    cursor: Some("bogus"),
+                    limit: 10
+                }
+            )
+            .await,
         Err(StoreError::Invalid(_))
     ));
     let page = store
-        .list(&ListFilter::default(), None, 1_000_000)
+        .list(&ListFilter::default(), PageAt::first(1_000_000))
         .await
         .expect("list");
     assert_eq!(
@@ -1573,7 +1586,7 @@ async fn check_list_filters_and_pages(b: &Backend) {
     );
     assert_eq!(
         store
-            .list(&ListFilter::default(), None, 0)
+            .list(&ListFilter::default(), PageAt::first(0))
             .await
             .expect("list")
             .items

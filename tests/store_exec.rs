@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward::store::exec::{ExecOptions, ExecStore};
-use keyward::store::{ListFilter, Store};
+use keyward::store::{ListFilter, PageAt, Store};
 
 /// The start of every test adapter: answer `describe`, then run `BODY` for other requests
 /// (`req` is the request, `say(result)` answers it). Writes its pid next to itself.
@@ -90,7 +90,7 @@ impl Adapter {
 }
 
 async fn list(s: &ExecStore) -> Result<usize, String> {
-    s.list(&ListFilter::default(), None, 10)
+    s.list(&ListFilter::default(), PageAt::first(10))
         .await
         .map(|p| p.items.len())
         .map_err(|e| e.to_string())

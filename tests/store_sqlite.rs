@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::Duration;
 use keyward::store::sqlite::{SCHEMA_VERSION, SqliteStore};
-use keyward::store::{ListFilter, Store, StoreError, list_all};
+use keyward::store::{ListFilter, PageAt, Store, StoreError, list_all};
 use tempfile::TempDir;
 
 mod needs;
@@ -282,7 +282,7 @@ async fn a_corrupt_row_is_a_backend_error_not_a_panic() {
         Err(StoreError::Backend(_))
     ));
     assert!(matches!(
-        store.list(&ListFilter::default(), None, 10).await,
+        store.list(&ListFilter::default(), PageAt::first(10)).await,
         Err(StoreError::Backend(_))
     ));
 }

@@ -8,10 +8,11 @@ use super::preset::{ExpiryRule, Preset, Vendor, preset};
 use crate::spec::{ConsoleStoreConfig, StoreConfig};
 use crate::store::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey,
-    MANAGED_BY, NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict,
+    MANAGED_BY, NewKey, Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -318,12 +319,7 @@ impl Store for ConsoleStore {
         }
     }
 
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        _cursor: Option<&str>,
-        _limit: usize,
-    ) -> StoreResult<Page<LiveKey>> {
+    async fn list(&self, filter: &ListFilter, _at: PageAt<'_>) -> StoreResult<Page<LiveKey>> {
         let file = self.read().map_err(ledger_err)?;
         let items = file
             .keys
@@ -473,12 +469,7 @@ impl Store for ConsoleStore {
         Ok(Vec::new())
     }
 
-    async fn record(
-        &self,
-        _action: &str,
-        _detail: serde_json::Value,
-        _actor: &Actor,
-    ) -> StoreResult<()> {
+    async fn record(&self, _action: &str, _detail: Value, _actor: &Actor) -> StoreResult<()> {
         Ok(())
     }
 }

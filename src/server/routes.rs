@@ -19,7 +19,8 @@ use super::idempotency::{Claim, STALE_CLAIM};
 use super::tokens::{Principal, Role};
 use crate::store::http::KeyBatch;
 use crate::store::{
-    Actor, KeyPatch, KeyStatus, KeyWrite, ListFilter, LiveKey, NewKey, Page, Rotate, StoreError,
+    Actor, KeyPatch, KeyStatus, KeyWrite, ListFilter, LiveKey, NewKey, Page, PageAt, Rotate,
+    StoreError,
 };
 
 /// Largest page of keys or events.
@@ -293,7 +294,13 @@ pub(super) async fn list_keys(
     };
     let page: Page<LiveKey> = state
         .store
-        .list(&filter, p.cursor.as_deref(), limit)
+        .list(
+            &filter,
+            PageAt {
+                cursor: p.cursor.as_deref(),
+                limit,
+            },
+        )
         .await
         .map_err(|e| match e {
             StoreError::Invalid(m) => ApiError::bad_request(m),

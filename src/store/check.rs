@@ -13,8 +13,8 @@ use rand::RngCore;
 use serde::Serialize;
 
 use super::{
-    Capabilities, ExpiryMode, KeyWrite, ListFilter, Overlap, Store, StoreError, VerifyReason,
-    list_all,
+    Capabilities, ExpiryMode, KeyWrite, ListFilter, Overlap, PageAt, Store, StoreError,
+    VerifyReason, list_all,
 };
 use crate::model::{Actor, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate};
 use crate::secret::{self, Secret};
@@ -692,7 +692,13 @@ impl Kit<'_> {
         loop {
             let page = self
                 .store
-                .list(&filter, cursor.as_deref(), 97)
+                .list(
+                    &filter,
+                    PageAt {
+                        cursor: cursor.as_deref(),
+                        limit: 97,
+                    },
+                )
                 .await
                 .map_err(fail("list"))?;
             pages += 1;

@@ -20,11 +20,11 @@ use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey, NewKey,
-    Page, Rotate, Store, StoreError, StoreResult, Verdict,
+    Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict,
 };
 
 /// How long to wait for a connection.
@@ -450,12 +450,8 @@ impl Store for HttpStore {
         super::rules::capabilities()
     }
 
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Page<LiveKey>> {
+    async fn list(&self, filter: &ListFilter, at: PageAt<'_>) -> StoreResult<Page<LiveKey>> {
+        let PageAt { cursor, limit } = at;
         let mut url = self.url_for(&["v1", "keys"]);
         {
             let mut q = url.query_pairs_mut();
@@ -671,12 +667,7 @@ impl Store for HttpStore {
         Ok(page.items)
     }
 
-    async fn record(
-        &self,
-        action: &str,
-        detail: serde_json::Value,
-        actor: &Actor,
-    ) -> StoreResult<()> {
+    async fn record(&self, action: &str, detail: Value, actor: &Actor) -> StoreResult<()> {
         let url = self.url_for(&["v1", "events"]);
         let body = json!({ "action": action, "detail": detail });
         self.empty(

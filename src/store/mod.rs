@@ -23,6 +23,7 @@ pub mod usage;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub use crate::model::{
     Actor, Event, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate, SecretHash,
@@ -47,6 +48,24 @@ pub struct ListFilter {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
+}
+
+/// Which page of a listing to read: after `cursor` (None: the first page), at most `limit`
+/// items (each store clamps it to what it serves at once).
+#[derive(Debug, Clone, Copy)]
+pub struct PageAt<'a> {
+    pub cursor: Option<&'a str>,
+    pub limit: usize,
+}
+
+impl PageAt<'_> {
+    /// The first page of at most `limit` items.
+    pub fn first(limit: usize) -> Self {
+        PageAt {
+            cursor: None,
+            limit,
+        }
+    }
 }
 
 /// What a store can do, so the planner can pick the right path.
@@ -240,12 +259,7 @@ pub trait Store: Send + Sync {
     fn name(&self) -> &str;
     fn capabilities(&self) -> Capabilities;
     /// One page of keys matching `filter` (managed and unmanaged unless filtered).
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Page<LiveKey>>;
+    async fn list(&self, filter: &ListFilter, at: PageAt<'_>) -> StoreResult<Page<LiveKey>>;
     async fn get(&self, id: &str) -> StoreResult<Option<LiveKey>>;
     async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey>;
     /// Register several new keys at once (apply's batches), answering them in order. The
@@ -276,12 +290,7 @@ pub trait Store: Send + Sync {
     /// Audit events after `after` (exclusive), oldest first.
     async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>>;
     /// Record a non-key event (e.g. an apply started/finished).
-    async fn record(
-        &self,
-        action: &str,
-        detail: serde_json::Value,
-        actor: &Actor,
-    ) -> StoreResult<()>;
+    async fn record(&self, action: &str, detail: Value, actor: &Actor) -> StoreResult<()>;
     /// Give back what this process holds before it stops (a serving store's unused quota
     /// reservations). Stores that hold nothing keep the default.
     async fn close(&self) -> StoreResult<()> {
@@ -350,7 +359,11 @@ pub async fn list_all(store: &dyn Store, filter: &ListFilter) -> StoreResult<Vec
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = store.list(filter, cursor.as_deref(), 1000).await?;
+        let at = PageAt {
+            cursor: cursor.as_deref(),
+            limit: 1000,
+        };
+        let page = store.list(filter, at).await?;
         out.extend(page.items);
         match page.next {
             Some(c) => cursor = Some(c),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
@@ -19,8 +20,8 @@ use super::credential::{self, granted};
 use super::rules::{self, Change};
 use super::scram;
 use super::{
-    Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Overlap, Page, SecretMode, Store,
-    StoreError, StoreResult, Verdict, VerifyReason,
+    Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Overlap, Page, PageAt, SecretMode,
+    Store, StoreError, StoreResult, Verdict, VerifyReason,
 };
 use crate::model::{Actor, Event, KeyPatch, KeyStatus, LiveKey, NewKey, Rotate, SecretHash};
 use crate::secret::{self, Secret};
@@ -389,12 +390,8 @@ impl Store for PgRolesStore {
         Ok(SecretHash(scram::verifier(secret.expose())))
     }
 
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Page<LiveKey>> {
+    async fn list(&self, filter: &ListFilter, at: PageAt<'_>) -> StoreResult<Page<LiveKey>> {
+        let PageAt { cursor, limit } = at;
         let g = self.client().await?;
         let rows = self.roles(g.as_ref().expect("connected")).await?;
         drop(g);
@@ -625,12 +622,7 @@ impl Store for PgRolesStore {
         Ok(Vec::new())
     }
 
-    async fn record(
-        &self,
-        action: &str,
-        detail: serde_json::Value,
-        actor: &Actor,
-    ) -> StoreResult<()> {
+    async fn record(&self, action: &str, detail: Value, actor: &Actor) -> StoreResult<()> {
         rules::check_record(action, &detail)?;
         tracing::info!(store = %self.name, action, who = rules::who(actor), "event (postgres-roles keeps no audit log)");
         Ok(())

@@ -46,7 +46,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_postgres::types::Json;
@@ -59,7 +59,8 @@ use super::row::{self, EVENT_COLUMNS, STORED_COLUMNS};
 use super::rules::{self, StoredKey, check_version, parse_ts, ts, verdict, who};
 use super::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey,
-    MANAGED_BY, NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
+    MANAGED_BY, NewKey, Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict,
+    VerifyReason,
 };
 use crate::secret;
 
@@ -679,12 +680,8 @@ impl Store for PostgresStore {
         rules::capabilities()
     }
 
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Page<LiveKey>> {
+    async fn list(&self, filter: &ListFilter, at: PageAt<'_>) -> StoreResult<Page<LiveKey>> {
+        let PageAt { cursor, limit } = at;
         let limit = limit.clamp(1, MAX_PAGE);
         let (sql, args) = row::list_query(&POSTGRES, filter, cursor, limit)?;
         let args: Vec<Param> = args.into_iter().map(param).collect();
@@ -889,12 +886,7 @@ impl Store for PostgresStore {
         rows.iter().map(row::event_from).collect()
     }
 
-    async fn record(
-        &self,
-        action: &str,
-        detail: serde_json::Value,
-        actor: &Actor,
-    ) -> StoreResult<()> {
+    async fn record(&self, action: &str, detail: Value, actor: &Actor) -> StoreResult<()> {
         rules::check_record(action, &detail)?;
         let c = self.client().await?;
         append_event(&c, actor, action, None, None, &detail).await

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tokio::sync::Mutex;
 
@@ -20,8 +21,8 @@ use super::credential::{self, granted};
 use super::resp::{self, Conn, Reply, RespError, Target};
 use super::rules::{self, Change, MAX_PAGE};
 use super::{
-    Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Overlap, Page, SecretMode, Store,
-    StoreError, StoreResult, Verdict, VerifyReason,
+    Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Overlap, Page, PageAt, SecretMode,
+    Store, StoreError, StoreResult, Verdict, VerifyReason,
 };
 use crate::model::{Actor, Event, KeyPatch, KeyStatus, LiveKey, NewKey, Rotate};
 use crate::secret;
@@ -646,12 +647,8 @@ impl Store for RedisAclStore {
         capabilities()
     }
 
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Page<LiveKey>> {
+    async fn list(&self, filter: &ListFilter, at: PageAt<'_>) -> StoreResult<Page<LiveKey>> {
+        let PageAt { cursor, limit } = at;
         let keys = self.ns("keys");
         let all = with!(self, |c| {
             Box::pin(async move {
@@ -892,12 +889,7 @@ impl Store for RedisAclStore {
             .collect()
     }
 
-    async fn record(
-        &self,
-        action: &str,
-        detail: serde_json::Value,
-        actor: &Actor,
-    ) -> StoreResult<()> {
+    async fn record(&self, action: &str, detail: Value, actor: &Actor) -> StoreResult<()> {
         rules::check_record(action, &detail)?;
         with!(self, |c| Box::pin(async move {
             self.queue_event(c, actor, action, None, detail).await

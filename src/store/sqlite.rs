@@ -46,11 +46,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::types::Value;
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use self::rows::{SQLITE, sql_value};
@@ -60,7 +60,8 @@ use super::row::{self, EVENT_COLUMNS, STORED_COLUMNS};
 use super::rules::{self, StoredKey, check_version, parse_ts, to_i64, ts, verdict, who};
 use super::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey,
-    MANAGED_BY, NewKey, Page, Rotate, Store, StoreError, StoreResult, Verdict, VerifyReason,
+    MANAGED_BY, NewKey, Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict,
+    VerifyReason,
 };
 use crate::secret;
 
@@ -448,7 +449,7 @@ fn load_checked(conn: &Connection, id: &str, version: u64) -> StoreResult<Stored
     Ok(stored)
 }
 
-fn key_values(s: &StoredKey) -> StoreResult<Vec<Value>> {
+fn key_values(s: &StoredKey) -> StoreResult<Vec<SqlValue>> {
     Ok(row::key_cells(s)?.into_iter().map(sql_value).collect())
 }
 
@@ -485,15 +486,11 @@ impl Store for SqliteStore {
         rules::capabilities()
     }
 
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Page<LiveKey>> {
+    async fn list(&self, filter: &ListFilter, at: PageAt<'_>) -> StoreResult<Page<LiveKey>> {
+        let PageAt { cursor, limit } = at;
         let limit = limit.clamp(1, MAX_PAGE);
         let (sql, args) = row::list_query(&SQLITE, filter, cursor, limit)?;
-        let args: Vec<Value> = args.into_iter().map(sql_value).collect();
+        let args: Vec<SqlValue> = args.into_iter().map(sql_value).collect();
         self.run(move |conn, _| {
             let mut st = conn.prepare_cached(&sql).db("prepare list")?;
             let mut found = st.query(params_from_iter(args.iter())).db("list keys")?;
@@ -700,12 +697,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record(
-        &self,
-        action: &str,
-        detail: serde_json::Value,
-        actor: &Actor,
-    ) -> StoreResult<()> {
+    async fn record(&self, action: &str, detail: Value, actor: &Actor) -> StoreResult<()> {
         rules::check_record(action, &detail)?;
         let action = action.to_owned();
         let actor = actor.clone();

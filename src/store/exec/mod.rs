@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use crate::model::{Actor, Event, KeyPatch, KeyStatus, LiveKey, NewKey, Rotate, SecretHash};
 use crate::secret::Secret;
 use crate::store::{
-    Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Page, SecretMode, Store, StoreError,
-    StoreResult, Verdict, VerifyReason,
+    Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Page, PageAt, SecretMode, Store,
+    StoreError, StoreResult, Verdict, VerifyReason,
 };
 use process::{Failure, Launch, Process};
 use wire::{AdapterCapabilities, Describe, ErrorCode, WireError};
@@ -319,12 +319,8 @@ impl Store for ExecStore {
         }
     }
 
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Page<LiveKey>> {
+    async fn list(&self, filter: &ListFilter, at: PageAt<'_>) -> StoreResult<Page<LiveKey>> {
+        let PageAt { cursor, limit } = at;
         let limit = limit.clamp(1, MAX_PAGE);
         let r = self
             .read(
