@@ -22,6 +22,7 @@ pub mod observe;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
+pub mod private;
 pub mod recipient;
 pub mod report;
 pub mod request;

@@ -197,6 +197,15 @@ pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ObserveError> {
     }
 }
 
+/// Warnings for the store's own files whose mode lets other users read them (an embedded
+/// store's database, `-wal`, `-shm` and pepper); the command prints them.
+pub fn mode_warnings(cfg: &StoreConfig) -> Vec<String> {
+    match &cfg.kind {
+        StoreKind::Sqlite { path } => crate::private::loose(&crate::store::sqlite::files(path)),
+        _ => Vec::new(),
+    }
+}
+
 /// The opened stores, by name.
 pub type Opened = BTreeMap<String, Arc<dyn Store>>;
 

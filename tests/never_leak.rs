@@ -3,6 +3,7 @@
 //! the store refuses it in event actions and labels.
 
 mod common;
+mod serve_common;
 use common::{Out, Repo};
 use keyward::store::{Actor, KeyPatch, KeyWrite, ListFilter, Store, list_all, sqlite::SqliteStore};
 
@@ -285,4 +286,95 @@ fn an_outbox_outside_the_repository_or_over_keywards_own_files_is_refused() {
         let o = r.run(&["validate"]);
         assert_eq!(o.code, 0, "{fine}: {}", o.all());
     }
+}
+
+#[cfg(unix)]
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+fn chmod(p: &std::path::Path, m: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+/// Issue 15 item 10: the files that hold secrets or their hashes are created owner-only,
+/// and one made readable by others gets a warning naming it, on the command's stderr
+/// (before: databases 0644 in a 0755 `.keyward/`, no warning).
+#[cfg(unix)]
+#[test]
+fn databases_peppers_and_token_files_are_owner_only_and_looser_modes_warn() {
+    // apply: .keyward/ 0700, the database (and its -wal/-shm while they exist) and pepper 0600.
+    let r = Repo::new(&rotating_key(1));
+    let o = r.run(&["apply", "--auto-approve"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let db = r.root().join(".keyward/prod.db");
+    assert_eq!(mode(&r.root().join(".keyward")), 0o700);
+    for p in keyward::store::sqlite::files(&db) {
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+    assert_eq!(mode(&r.root().join(".keyward/prod.db.pepper")), 0o600);
+    assert!(!o.stderr.contains("warning: store"), "{}", o.stderr);
+    // A database made world-readable: keys and plan say so, naming the file.
+    chmod(&db, 0o644);
+    for cmd in [&["keys"][..], &["plan"]] {
+        let o = r.run(cmd);
+        assert!(
+            o.stderr.contains("warning: store `alma-production`")
+                && o.stderr.contains(".keyward/prod.db is mode 0644")
+                && o.stderr.contains("chmod 600"),
+            "{cmd:?}: {}",
+            o.stderr
+        );
+    }
+
+    // token create: a new directory 0700, the file 0600; a loose file is named, then fixed.
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("srv/tokens.yaml");
+    serve_common::make_token(&tokens, "ci", "read");
+    assert_eq!(mode(&dir.path().join("srv")), 0o700);
+    assert_eq!(mode(&tokens), 0o600);
+    chmod(&tokens, 0o644);
+    let o = std::process::Command::new(serve_common::bin())
+        .args(["token", "create", "ci2", "--role", "read", "--tokens"])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{} is mode 0644", tokens.display())),
+        "{err}"
+    );
+    assert_eq!(mode(&tokens), 0o600);
+
+    // serve: its database directory 0700, the database and its -wal/-shm 0600 while it runs;
+    // a loose tokens file and database are named at start.
+    let srv = dir.path().join("srv");
+    let s = serve_common::Server::start_with_database(&srv, "sqlite:data/serve.db", &[]);
+    let served = srv.join("data/serve.db");
+    assert_eq!(mode(&srv.join("data")), 0o700);
+    for p in keyward::store::sqlite::files(&served) {
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+    assert!(!s.log().contains("is mode 0"), "{}", s.log());
+    s.stop();
+    chmod(&served, 0o640);
+    chmod(&tokens, 0o604);
+    let s = serve_common::Server::start_with_database(&srv, "sqlite:data/serve.db", &[]);
+    let log = s.stop();
+    assert!(
+        log.contains("data/serve.db is mode 0640") && log.contains("tokens.yaml is mode 0604"),
+        "{log}"
+    );
 }

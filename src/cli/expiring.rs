@@ -59,6 +59,7 @@ pub async fn run(dir: &Path, args: &ExpiringArgs, color: bool) -> Result<Outcome
     };
     let now = SystemClock.now();
     let (stores, _absent) = keyward::observe::open_existing(spec, None)?;
+    super::common::warn_modes(spec, stores.keys());
     let observed = keyward::observe::list_stores(&stores).await?;
     let mut items = keyward::lifecycle::due(spec, &observed, now, within);
     keyward::console::steps::add_renewal(spec, &mut items, now);

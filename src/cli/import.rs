@@ -45,6 +45,7 @@ pub async fn run(dir: &Path, args: &ImportArgs, color: bool) -> Result<Outcome> 
         .ok_or_else(|| unknown_store(&loaded.spec, store))?;
     let rel = output_rel(dir, &args.output)?;
     let s = keyward::observe::open(cfg)?;
+    super::common::warn_modes(&loaded.spec, [&cfg.name]);
     let lives = list_all(s.as_ref(), &ListFilter::default()).await?;
     let (entries, adopt) = decide(&loaded, store, &lives, args.owner.as_deref());
     if adopt.is_empty() {

@@ -83,6 +83,7 @@ pub async fn run(dir: &Path, args: &KeysArgs, color: bool) -> Result<Outcome> {
         return Err(unknown_store(&loaded.spec, s));
     }
     let (stores, _absent) = observe::open_existing(&loaded.spec, args.store.as_deref())?;
+    super::common::warn_modes(&loaded.spec, stores.keys());
     let filter = args.filter()?;
     let mut rows: Vec<(String, LiveKey)> = Vec::new();
     for (name, s) in &stores {

@@ -70,6 +70,7 @@ pub async fn run(dir: &Path, args: &StoreArgs, color: bool) -> Result<Outcome> {
         return Err(unknown_store(spec, &args.store));
     };
     let store = observe::open(cfg)?;
+    super::common::warn_modes(spec, [&cfg.name]);
     let opts = CheckOptions {
         environment: cfg.environment.clone(),
         scopes: args

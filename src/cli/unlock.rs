@@ -27,7 +27,9 @@ pub async fn run(dir: &Path, args: &ForceUnlockArgs, color_err: bool) -> Result<
         .stores
         .get(store)
         .ok_or_else(|| anyhow!("store `{store}` is not in keyward.yaml"))?;
-    observe::open(cfg)?.unlock(&args.lease_id).await?;
+    let s = observe::open(cfg)?;
+    super::common::warn_modes(&loaded.spec, [&cfg.name]);
+    s.unlock(&args.lease_id).await?;
     eprintln!(
         "Released lease {} on {store} (if it was still held).",
         args.lease_id

@@ -39,6 +39,7 @@ pub async fn run(dir: &Path, args: &VerifyArgs) -> Result<Outcome> {
         .get(&store_name)
         .ok_or_else(|| anyhow!("store `{store_name}` is not in keyward.yaml"))?;
     let s = observe::open(cfg)?;
+    super::common::warn_modes(&loaded.spec, [&cfg.name]);
     let verdict = s.verify(&presented, SystemClock.now()).await?;
     println!("{}", serde_json::to_string_pretty(&verdict)?);
     Ok(Outcome::ok_if(verdict.valid))

@@ -84,6 +84,9 @@ pub fn open_configs(
             absent.push(cfg.name.clone());
         } else {
             stores.insert(cfg.name.clone(), observe::open(cfg)?);
+            for w in observe::mode_warnings(cfg) {
+                eprintln!("warning: store `{}`: {w}", cfg.name);
+            }
         }
     }
     Ok(Ok(Opened { stores, absent }))

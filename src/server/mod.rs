@@ -278,11 +278,20 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// Warn (stderr) about each of `paths` whose mode lets other users read it.
+fn warn_loose(paths: &[PathBuf]) {
+    for w in crate::private::loose(paths) {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// Run a `keyward token` command; returns the exit code.
 pub fn token_command(dir: &Path, cmd: &TokenCommand) -> Result<i32, tokens::TokenError> {
     match cmd {
         TokenCommand::Create { name, role, tokens } => {
             let path = resolve(dir, tokens);
+            // The file is rewritten 0600, but what it held was readable until now.
+            warn_loose(std::slice::from_ref(&path));
             let token = tokens::create(&path, name, *role)?;
             eprintln!(
                 "created token `{name}` with role `{role}` in {}; it is shown once, below:",
@@ -309,6 +318,7 @@ pub fn token_command(dir: &Path, cmd: &TokenCommand) -> Result<i32, tokens::Toke
         }
         TokenCommand::Revoke { name, tokens } => {
             let path = resolve(dir, tokens);
+            warn_loose(std::slice::from_ref(&path));
             let t = tokens::revoke(&path, name)?;
             eprintln!("revoked token `{}` (role {})", t.name, t.role);
             Ok(0)
@@ -328,6 +338,7 @@ pub async fn open_database(dir: &Path, database: &str) -> Result<Database, Serve
         // One reader per core: verifies look keys up inline on the runtime's workers.
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let store = SqliteStore::open("serve", &path)?.for_serving(readers)?;
+        warn_loose(&crate::store::sqlite::files(&path));
         let idem = SqliteIdempotency::open(&path)?;
         return Ok((Arc::new(store), Arc::new(idem)));
     }
@@ -457,6 +468,7 @@ pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     }
     let tokens_path = resolve(dir, &args.tokens);
     let tokens = Tokens::load(Some(&tokens_path), env_tokens().as_deref())?;
+    warn_loose(std::slice::from_ref(&tokens_path));
     if tokens.is_empty() {
         return Err(ServeError::NoTokens(tokens_path.display().to_string()));
     }

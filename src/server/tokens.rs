@@ -295,7 +295,7 @@ impl WriteLock {
     fn take(path: &Path) -> Result<WriteLock, TokenError> {
         let werr = write_err(path);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(&werr)?;
+            crate::private::create_dir_all(parent).map_err(&werr)?;
         }
         let mut opts = std::fs::OpenOptions::new();
         opts.read(true).write(true).create(true).truncate(false);

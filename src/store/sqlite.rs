@@ -6,7 +6,8 @@
 //!
 //! # Files
 //!
-//! * `<path>` — the SQLite database (WAL mode, so also `<path>-wal` and `<path>-shm`).
+//! * `<path>` — the SQLite database (WAL mode, so also `<path>-wal` and `<path>-shm`),
+//!   created 0600 (the others copy its mode) in a directory created 0700.
 //! * `<path>.pepper` — 32 random bytes, mode 0600, created atomically with the database.
 //!   Losing it makes every stored secret unverifiable, so a database whose schema exists
 //!   but whose pepper is missing is refused instead of silently getting a new pepper.
@@ -148,15 +149,35 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// The files of the embedded store at `path`: the database, its `-wal` and `-shm`, and its
+/// pepper. All are owner-only; `crate::private::loose` warns about any that is not.
+pub fn files(path: &Path) -> Vec<std::path::PathBuf> {
+    let with = |suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        std::path::PathBuf::from(s)
+    };
+    vec![
+        path.to_path_buf(),
+        with("-wal"),
+        with("-shm"),
+        pepper::path_for(path),
+    ]
+}
+
 impl SqliteStore {
     /// Open (or create) the store at `path`: creates parent directories, the database and
     /// its pepper, sets WAL / busy timeout / foreign keys, and applies pending migrations.
     pub fn open(name: &str, path: &Path) -> StoreResult<SqliteStore> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
+            crate::private::create_dir_all(parent).map_err(|e| {
                 StoreError::Backend(format!("cannot create directory {}: {e}", parent.display()))
             })?;
         }
+        // Owner-only before SQLite sees it: SQLite gives the -wal and -shm files the
+        // database file's mode.
+        crate::private::create_file(path)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
         let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).db("set busy timeout")?;
