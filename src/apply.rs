@@ -763,9 +763,12 @@ pub(crate) async fn apply_one(
         Action::Rotate | Action::Update | Action::Disable => {
             let mut v = version()?;
             let mut last = None;
-            if !c.patch.is_empty() {
+            // An adoption first marks the key managed, alone (stores accept nothing else on
+            // an unmanaged key); then the edits the spec asks for.
+            let (adoption, rest) = split_adoption(&c.patch);
+            for patch in [adoption, rest].into_iter().flatten() {
                 let k = store
-                    .update(KeyWrite::new(&id(), v, actor), c.patch.clone())
+                    .update(KeyWrite::new(&id(), v, actor), patch)
                     .await
                     .map_err(&serr)?;
                 v = k.version;
@@ -821,6 +824,16 @@ pub(crate) async fn apply_one(
         }
     }
     Ok(done)
+}
+
+/// A patch split into the adoption (`managed_by` alone) and the rest, each None when empty.
+fn split_adoption(patch: &KeyPatch) -> (Option<KeyPatch>, Option<KeyPatch>) {
+    let mut rest = patch.clone();
+    let adoption = rest.managed_by.take().map(|m| KeyPatch {
+        managed_by: Some(m),
+        ..KeyPatch::default()
+    });
+    (adoption, (!rest.is_empty()).then_some(rest))
 }
 
 /// Record the state keyward left a key in (`applied_digest`), so a later edit made outside

@@ -442,24 +442,24 @@ pub fn diff_with_deliveries(
     cx.finish(&seen, now)
 }
 
-/// What the stores list, indexed: managed live keys per (store, name), unmanaged names.
+/// What the stores list, indexed: managed and unmanaged live keys per (store, name).
 struct Observed<'o> {
     all: &'o BTreeMap<String, Vec<LiveKey>>,
     managed: BTreeMap<(&'o str, &'o str), Vec<&'o LiveKey>>,
-    unmanaged: BTreeSet<(&'o str, &'o str)>,
+    unmanaged: BTreeMap<(&'o str, &'o str), Vec<&'o LiveKey>>,
 }
 
 impl<'o> Observed<'o> {
     fn index(all: &'o BTreeMap<String, Vec<LiveKey>>) -> Self {
         let mut managed: BTreeMap<(&str, &str), Vec<&LiveKey>> = BTreeMap::new();
-        let mut unmanaged = BTreeSet::new();
+        let mut unmanaged: BTreeMap<(&str, &str), Vec<&LiveKey>> = BTreeMap::new();
         for (store, keys) in all {
             for k in keys {
                 let at = (store.as_str(), k.name.as_str());
                 if k.is_managed() {
                     managed.entry(at).or_default().push(k);
                 } else {
-                    unmanaged.insert(at);
+                    unmanaged.entry(at).or_default().push(k);
                 }
             }
         }
@@ -667,6 +667,34 @@ fn drift_reason(l: &LiveKey) -> String {
     }
 }
 
+/// The unmanaged live key `d` adopts: the one whose id its `adopt:` names, made in a
+/// console (no other tool manages it) and not revoked.
+fn adoptable<'o>(d: &DesiredKey, there: &[&'o LiveKey]) -> Option<&'o LiveKey> {
+    let id = d.adopt.as_deref()?;
+    there
+        .iter()
+        .copied()
+        .find(|l| l.id == id && l.managed_by.is_none() && l.status != KeyStatus::Revoked)
+}
+
+/// The note for a wanted key whose name an unmanaged live key already has.
+fn unmanaged_clash(d: &DesiredKey, there: &[&LiveKey]) -> String {
+    let ids: Vec<&str> = there.iter().map(|l| l.id.as_str()).collect();
+    match &d.adopt {
+        Some(id) => format!(
+            "adopt: {id} is not among the unmanaged keys named `{}` here ({}), or another tool \
+             manages it or it is revoked; nothing is adopted or created",
+            d.name,
+            ids.join(", ")
+        ),
+        None => format!(
+            "a key with this name exists in the store but is not managed by keyward ({}); \
+             adopt it with `keyward import` (or `adopt: ID` on this entry) or choose another name",
+            ids.join(", ")
+        ),
+    }
+}
+
 /// Among live managed keys of one name, the one that represents the desired key: the
 /// newest non-revoked one (else the newest revoked one). The rest are duplicates.
 fn pick_current<'a>(
@@ -769,13 +797,20 @@ impl<'a> Ctx<'a> {
         obs: &Observed,
         delivered: &Delivered,
     ) -> bool {
-        if obs.unmanaged.contains(&(d.store.as_str(), d.name.as_str())) {
-            self.note(
-                d,
-                "a key with this name exists in the store but is not managed by keyward; \
-                 adopt it with `keyward import` or choose another name",
-            );
+        if let Some(there) = obs.unmanaged.get(&(d.store.as_str(), d.name.as_str())) {
+            match adoptable(d, there) {
+                Some(l) => self.adopt(d, l),
+                None => self.note(d, &unmanaged_clash(d, there)),
+            }
             return false;
+        }
+        if let Some(id) = &d.adopt {
+            let why = format!(
+                "adopt: {id} is not an unmanaged key named `{}` in this store (adopted already, \
+                 or gone); keyward makes a new key instead",
+                d.name
+            );
+            self.note(d, &why);
         }
         match (revoked, obs.gone(d, delivered)) {
             (_, Some(dk)) => {
@@ -801,6 +836,46 @@ impl<'a> Ctx<'a> {
             (Some(_), _) => self.push_create(d, revoked, "the previous key was revoked".into()),
         }
         false
+    }
+
+    /// `adopt: ID` names this unmanaged live key: keyward takes it over (marks it managed,
+    /// recording the state it leaves it in) with the in-place edits the spec asks for, in
+    /// one update. It keeps its secret. An owner or environment the spec changes is left to
+    /// the next plan (a replace), as for any managed key.
+    fn adopt(&mut self, d: &DesiredKey, l: &LiveKey) {
+        let at = self.out.changes.len();
+        if forcing_changes(d, l).is_empty() {
+            self.compare(d, l);
+        }
+        let why = format!(
+            "adopt: the unmanaged key {} becomes managed by keyward (it keeps its secret)",
+            l.id
+        );
+        let field = FieldChange::in_place(
+            "managed_by",
+            l.managed_by.clone(),
+            Some(crate::model::MANAGED_BY.into()),
+        );
+        let Some(c) = self.out.changes.get_mut(at) else {
+            self.out.changes.push(Change {
+                key_id: Some(l.id.clone()),
+                version: Some(l.version),
+                reasons: vec![why],
+                unchanged_fields: COMPARED_FIELDS,
+                fields: vec![field],
+                patch: KeyPatch {
+                    managed_by: Some(Some(crate::model::MANAGED_BY.into())),
+                    ..KeyPatch::default()
+                },
+                ..Change::of_desired(Action::Update, d)
+            });
+            return;
+        };
+        c.reasons.retain(|r| r != "bookkeeping");
+        c.reasons.insert(0, why);
+        c.fields.insert(0, field);
+        c.unchanged_fields = c.unchanged_fields.saturating_sub(1);
+        c.patch.managed_by = Some(Some(crate::model::MANAGED_BY.into()));
     }
 
     /// Pairs each unmatched wanted key with a removed key of the same name in another store
@@ -1481,6 +1556,7 @@ pub(crate) mod tests {
             labels: BTreeMap::new(),
             state: DesiredState::Active,
             protected: false,
+            adopt: None,
             location: Location::new("keys/a.yaml", 1, 1),
             field_locations: BTreeMap::new(),
         }

@@ -1,7 +1,8 @@
-//! Import: turn unmanaged live keys (made in a console) into key entries for the spec, so
-//! `keyward import` can write them as YAML and adopt them. Pure: decides which keys can be
-//! imported and what their YAML says; must not do I/O (the CLI writes the file, then asks
-//! the store to adopt each key) and never sees a secret (an imported key keeps its own).
+//! Import: turn unmanaged live keys (made in a console) into key entries for the spec, each
+//! naming the key it adopts (`adopt: ID`), so `keyward import` can write them as YAML for
+//! review. Pure: decides which keys can be imported and what their YAML says; must not do
+//! I/O (the CLI writes the file and changes no store: the apply of the reviewed change
+//! adopts the keys) and never sees a secret (an imported key keeps its own).
 
 use crate::spec::keys::valid_key_name;
 use crate::spec::raw::{KeyEntry, KeyFile, RotationEntry, StateName};
@@ -13,11 +14,11 @@ use std::collections::BTreeSet;
 /// What import does with one live key.
 #[derive(Debug, Clone)]
 pub enum Decision {
-    /// Write this entry and adopt the key.
+    /// Write this entry (it adopts the key when applied).
     Import(Box<KeyEntry>),
-    /// The spec already defines this name in this store: adopt the key only; the next plan
-    /// reconciles it with the spec.
-    AdoptOnly { defined_at: String },
+    /// The spec already defines this name in this store; `adopts`: that entry names this
+    /// key in its `adopt:` (the apply adopts it), else it needs `adopt: ID` to.
+    InSpec { defined_at: String, adopts: bool },
     /// Left alone, with the reason.
     Skip(String),
 }
@@ -78,8 +79,9 @@ fn decide<'a>(spec: &Spec, store: &str, k: &'a LiveKey, names: &mut BTreeSet<&'a
         ));
     }
     if let Some(d) = spec.key(store, &k.name) {
-        return Decision::AdoptOnly {
+        return Decision::InSpec {
             defined_at: format!("{}:{}", d.location.file.display(), d.location.line),
+            adopts: d.adopt.as_deref() == Some(k.id.as_str()),
         };
     }
     match spec.principals.get(&k.owner).map(|p| p.kind) {
@@ -115,7 +117,8 @@ fn decide<'a>(spec: &Spec, store: &str, k: &'a LiveKey, names: &mut BTreeSet<&'a
     Decision::Import(Box::new(entry(store, k)))
 }
 
-/// The YAML entry for a live key: what it is now, so adopting it changes nothing.
+/// The YAML entry for a live key: what it is now (so adopting it changes nothing else), and
+/// which key it adopts.
 pub fn entry(store: &str, k: &LiveKey) -> KeyEntry {
     let expires = Some(match k.expires_at {
         None => "never".to_string(),
@@ -144,6 +147,7 @@ pub fn entry(store: &str, k: &LiveKey) -> KeyEntry {
         state: (k.status == KeyStatus::Disabled).then_some(StateName::Disabled),
         protected: k.protected.then_some(true),
         include_owner: None,
+        adopt: Some(k.id.clone()),
     }
 }
 
@@ -159,8 +163,10 @@ pub fn render_file(
     Ok(format!(
         "{modeline}\n\
          # Imported from store `{store}` by `keyward import` on {generated}.\n\
-         # These keys keep their secrets; the owner receives a secret through keyward at the first\n\
-         # rotation (bump `rotation.generation`). Review owners, scopes, expiry and recipients.\n{body}"
+         # Nothing in the store changed: the apply of this file, once reviewed and merged, adopts\n\
+         # each key named by `adopt:` (marks it managed by keyward); until then keyward leaves them\n\
+         # alone. These keys keep their secrets; the owner receives a secret through keyward at the\n\
+         # first rotation (bump `rotation.generation`). Review owners, scopes, expiry and recipients.\n{body}"
     ))
 }
 
@@ -197,7 +203,13 @@ mod tests {
         let get = |n: &str| c.iter().find(|c| c.key.name == n).map(|c| &c.decision);
         assert!(matches!(get("console-made"), Some(Decision::Import(_))));
         assert!(matches!(get("terraformed"), Some(Decision::Skip(r)) if r.contains("terraform")));
-        assert!(matches!(get("in-spec"), Some(Decision::AdoptOnly { .. })));
+        assert!(matches!(
+            get("in-spec"),
+            Some(Decision::InSpec { adopts: false, .. })
+        ));
+        assert!(
+            matches!(get("console-made"), Some(Decision::Import(e)) if e.adopt.as_deref() == Some("console-made"))
+        );
         assert!(matches!(get("Bad Name"), Some(Decision::Skip(_))));
         assert!(matches!(get("odd"), Some(Decision::Skip(r)) if r.contains("catalogue")));
         assert!(matches!(get("stranger"), Some(Decision::Skip(r)) if r.contains("people.yaml")));

@@ -24,7 +24,7 @@ use crate::model::LiveKey;
 use crate::spec::Loaded;
 use crate::spec::model::{DesiredKey, DesiredState, Expiry, Policy, Scope, Spec};
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// At most this many related notes on one "too many keys" diagnostic.
 const MAX_NOTES: usize = 20;
@@ -679,6 +679,12 @@ pub fn check_live(spec: &Spec, observed: &BTreeMap<String, Vec<LiveKey>>) -> Dia
     for k in spec.keys.iter().filter(|k| live(k)) {
         in_spec.entry(k.owner.as_str()).or_default().push(k);
     }
+    // A console key a spec entry adopts (`adopt: ID`) is counted once, as that entry.
+    let adopted: BTreeSet<(&str, &str)> = spec
+        .keys
+        .iter()
+        .filter_map(|k| Some((k.store.as_str(), k.adopt.as_deref()?)))
+        .collect();
     let mut outside: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (store, keys) in observed {
         for k in keys {
@@ -686,7 +692,7 @@ pub fn check_live(spec: &Spec, observed: &BTreeMap<String, Vec<LiveKey>>) -> Dia
                 k.status,
                 crate::model::KeyStatus::Active | crate::model::KeyStatus::Disabled
             );
-            if active && !k.is_managed() {
+            if active && !k.is_managed() && !adopted.contains(&(store.as_str(), k.id.as_str())) {
                 outside
                     .entry(k.owner.as_str())
                     .or_default()
@@ -751,6 +757,7 @@ mod tests {
             labels: BTreeMap::new(),
             state: DesiredState::Active,
             protected: false,
+            adopt: None,
             location: Location::new("keys/a.yaml", 2, 9),
             field_locations: BTreeMap::new(),
         }

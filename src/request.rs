@@ -73,6 +73,7 @@ pub fn entries(a: &Answers) -> Vec<KeyEntry> {
             state: None,
             protected: None,
             include_owner: None,
+            adopt: None,
         })
         .collect()
 }

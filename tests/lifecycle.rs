@@ -514,8 +514,26 @@ fn twenty_console_keys_are_imported_and_the_next_plan_is_empty() {
     );
     assert!(!yaml.contains("kw_prod_"), "a secret in the YAML");
 
+    // Import changed no store: the plan adopts each key (one update, the secret kept) and
+    // the apply of it leaves nothing to do.
+    assert!(live(&r, "console-07").unwrap().managed_by.is_none());
     let p = at(&r, 0, &["plan", "--detailed-exitcode"]);
-    assert_eq!(p.code, 0, "the plan after import is not empty: {}", p.all());
+    assert_eq!(p.code, 2, "the plan after import adopts: {}", p.all());
+    assert_eq!(
+        p.stdout.matches("adopt: the unmanaged key").count(),
+        20,
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.stdout.contains(
+            "Plan: 0 to create, 20 to update, 0 to rotate, 0 to replace, 0 to disable, 0 to revoke"
+        ),
+        "{}",
+        p.stdout
+    );
+    apply_at(&r, 0);
+    no_changes_at(&r, 0);
     // The imported keys keep their secrets.
     assert_eq!(verify_at(&r, 0, &secrets[7])["valid"], true);
     // The other tool's key was not touched.

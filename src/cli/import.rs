@@ -1,18 +1,18 @@
-//! `keyward import`: adopt keys made in a console. Writes YAML for the unmanaged keys of a
-//! store, checks the spec still loads, then adopts each key (the YAML is written first, so
-//! an interrupted import leaves keys in the spec that the next import adopts, never adopted
-//! keys missing from the spec, which the next apply would revoke). Secrets are never
-//! touched; what to import is decided in `import` (pure).
+//! `keyward import`: write YAML for the keys made in a console (the unmanaged keys of a
+//! store), each entry naming the key it adopts (`adopt: ID`), and check the spec still
+//! loads. Changes no store: the keys are adopted (marked managed by keyward) by the apply
+//! of the reviewed change, so an apply from a branch without that YAML leaves them alone.
+//! Secrets are never touched; what to import is decided in `import` (pure).
 
 use super::common::unknown_store;
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use keyward::flow::{actor, load_or_report};
+use keyward::flow::load_or_report;
 use keyward::import::{Decision, plan_import, render_file};
 use keyward::outcome::Outcome;
 use keyward::spec::raw::KeyEntry;
 use keyward::spec::{self, Loaded};
-use keyward::store::{KeyPatch, KeyWrite, ListFilter, LiveKey, MANAGED_BY, Store, list_all};
+use keyward::store::{ListFilter, LiveKey, list_all};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -47,24 +47,19 @@ pub async fn run(dir: &Path, args: &ImportArgs, color: bool) -> Result<Outcome> 
     let s = keyward::observe::open(cfg)?;
     super::common::warn_modes(&loaded.spec, [&cfg.name]);
     let lives = list_all(s.as_ref(), &ListFilter::default()).await?;
-    let (entries, adopt) = decide(&loaded, store, &lives, args.owner.as_deref());
-    if adopt.is_empty() {
+    let entries = decide(&loaded, store, &lives, args.owner.as_deref());
+    if entries.is_empty() {
         eprintln!("Nothing to import from {store}.");
         return Ok(Outcome::Ok);
     }
     let count = entries.len();
-    if !entries.is_empty() {
-        write_entries(dir, &rel, store, entries, color)?;
-        eprintln!("Wrote {count} key(s) to {}.", rel.display());
-    }
-    let failed = adopt_all(s.as_ref(), &adopt).await;
-    if failed > 0 {
-        eprintln!("{failed} key(s) could not be adopted; run `keyward import` again to retry.");
-        return Ok(Outcome::Error);
-    }
+    write_entries(dir, &rel, store, entries, color)?;
     eprintln!(
-        "Imported {count} key(s) from {store}. They keep their secrets; their owners receive a secret \
-         through keyward at the first rotation. Next: `keyward plan` shows no changes."
+        "Wrote {count} key(s) to {} (from {store}). Nothing in the store changed: the apply of this \
+         file, once reviewed and merged, adopts them (they keep their secrets; their owners \
+         receive a secret through keyward at the first rotation). Next: commit it and open a \
+         pull request; `keyward plan` shows each adoption.",
+        rel.display()
     );
     Ok(Outcome::Ok)
 }
@@ -81,33 +76,21 @@ fn output_rel(dir: &Path, output: &Path) -> Result<PathBuf> {
     Ok(rel)
 }
 
-/// The entries to write and the keys to adopt (saying why the others are skipped).
-fn decide(
-    loaded: &Loaded,
-    store: &str,
-    lives: &[LiveKey],
-    owner: Option<&str>,
-) -> (Vec<KeyEntry>, Vec<LiveKey>) {
-    let candidates = plan_import(&loaded.spec, store, lives, owner);
+/// The entries to write (saying why the other keys are left out).
+fn decide(loaded: &Loaded, store: &str, lives: &[LiveKey], owner: Option<&str>) -> Vec<KeyEntry> {
     let mut entries = Vec::new();
-    let mut adopt = Vec::new();
-    for c in candidates {
-        match &c.decision {
-            Decision::Import(e) => {
-                entries.push((**e).clone());
-                adopt.push(c.key);
-            }
-            Decision::AdoptOnly { defined_at } => {
-                eprintln!(
-                    "{}: already defined at {defined_at}; adopting it, the next plan reconciles it with the spec",
-                    c.key.name
-                );
-                adopt.push(c.key);
-            }
+    for c in plan_import(&loaded.spec, store, lives, owner) {
+        match c.decision {
+            Decision::Import(e) => entries.push(*e),
+            Decision::InSpec { adopts: true, .. } => {}
+            Decision::InSpec { defined_at, .. } => eprintln!(
+                "{} ({}): already defined at {defined_at}; to adopt this key there, add `adopt: {}` to that entry",
+                c.key.name, c.key.id, c.key.id
+            ),
             Decision::Skip(why) => eprintln!("skipped {} ({}): {why}", c.key.name, c.key.id),
         }
     }
-    (entries, adopt)
+    entries
 }
 
 /// Write the new key file; the spec must still load with it, otherwise it is removed.
@@ -138,7 +121,7 @@ fn write_entries(
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     std::fs::write(&path, text).with_context(|| format!("writing {}", rel.display()))?;
-    // The spec must still load with the new file; otherwise undo and adopt nothing.
+    // The spec must still load with the new file; otherwise undo.
     if let Err(d) = spec::load(dir) {
         let sources = keyward::diag::sources_from_files(
             &[(rel.to_path_buf(), std::fs::read(&path).unwrap_or_default())].into(),
@@ -146,48 +129,9 @@ fn write_entries(
         eprint!("{}", keyward::diag::render(&d, &sources, color));
         std::fs::remove_file(&path).ok();
         bail!(
-            "the imported keys would make the spec invalid; {} was removed and nothing was adopted",
+            "the imported keys would make the spec invalid; {} was removed",
             rel.display()
         );
     }
     Ok(())
-}
-
-/// Mark each key managed by keyward, recording the state it was adopted in (so later
-/// console edits show as drift). Returns how many could not be adopted.
-async fn adopt_all(s: &dyn Store, adopt: &[LiveKey]) -> usize {
-    let actor = actor();
-    let mut failed = 0;
-    for k in adopt {
-        let patch = KeyPatch {
-            managed_by: Some(Some(MANAGED_BY.to_string())),
-            ..KeyPatch::default()
-        };
-        let adopted = match s
-            .update(KeyWrite::new(&k.id, k.version, &actor), patch)
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: adopting {} ({}): {e}", k.name, k.id);
-                continue;
-            }
-        };
-        let record = KeyPatch {
-            applied_digest: Some(adopted.state_digest()),
-            ..KeyPatch::default()
-        };
-        if let Err(e) = s
-            .update(KeyWrite::new(&adopted.id, adopted.version, &actor), record)
-            .await
-        {
-            eprintln!(
-                "warning: {} adopted, but its state was not recorded: {e}",
-                k.name
-            );
-        }
-        eprintln!("adopted {} ({})", k.name, k.id);
-    }
-    failed
 }

@@ -179,6 +179,7 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
         }),
     };
     ok &= protected_not_removed(ctx, p, protected, state);
+    let adopt = f.given("adopt").and_then(|v| ctx.text(v, &p.key("adopt")));
 
     let (name, store) = (name?, store?);
     let key = match (ok, environment, owner, expiry, state) {
@@ -196,6 +197,7 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
             labels,
             state,
             protected,
+            adopt,
             location: location.clone(),
             field_locations,
         }),

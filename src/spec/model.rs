@@ -796,6 +796,8 @@ pub struct DesiredKey {
     pub labels: BTreeMap<String, String>,
     pub state: DesiredState,
     pub protected: bool,
+    /// `adopt:` the id of the unmanaged live key of this name the apply takes over.
+    pub adopt: Option<String>,
     /// Where the key is defined (its `name:` value).
     pub location: Location,
     /// Locations of individual fields, by field name, for policy diagnostics.

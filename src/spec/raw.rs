@@ -96,6 +96,7 @@ pub mod fields {
         "state",
         "protected",
         "include_owner",
+        "adopt",
     ];
     pub const ROTATION: &[&str] = &["every", "grace", "generation", "on_recipient_added"];
 }
@@ -556,6 +557,11 @@ pub struct KeyEntry {
     /// Deliver to the owner too (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_owner: Option<bool>,
+    /// The id of an unmanaged live key (made in a console) this entry takes over, as
+    /// `keyward import` writes it: the apply of the reviewed change marks that key managed
+    /// by keyward (it keeps its secret). Ignored once keyward manages a key of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<String>,
 }
 
 /// Rotation settings.
