@@ -8,7 +8,7 @@
 mod common;
 use common::Repo;
 use keyward::store::sqlite::SqliteStore;
-use keyward::store::{KeyStatus, ListFilter, LiveKey, NewKey, list_all};
+use keyward::store::{KeyStatus, ListFilter, LiveKey, list_all};
 
 const KEYS: &str = "\
 keys:
@@ -33,34 +33,16 @@ fn live(r: &Repo, name: &str) -> LiveKey {
 
 /// A key made in the vendor console (unmanaged), and its secret.
 fn console_key(r: &Repo, name: &str, owner: &str) -> String {
-    let id = keyward::secret::new_key_id();
-    let secret = keyward::secret::generate("production", &id);
+    let (mut key, secret) = common::console_new_key(name, owner, "users:read");
     let now = chrono::Utc::now();
-    let key = NewKey {
-        id,
-        name: name.into(),
-        environment: "production".into(),
-        owner: owner.into(),
-        purpose: Some(format!("made in the console for {owner}")),
-        scopes: vec!["users:read".into()],
-        labels: Default::default(),
-        status: KeyStatus::Active,
-        issued_at: now - chrono::Duration::days(3),
-        expires_at: Some(now + chrono::Duration::days(200)),
-        lifetime: None,
-        generation: 1,
-        spec_generation: 0,
-        recipients: Default::default(),
-        quota_per_day: None,
-        protected: false,
-        managed_by: None,
-        applied_digest: None,
-        secret_hash: secret.hash(),
-    };
+    key.purpose = Some(format!("made in the console for {owner}"));
+    key.issued_at = now - chrono::Duration::days(3);
+    key.expires_at = Some(now + chrono::Duration::days(200));
+    key.spec_generation = 0;
     common::runtime()
         .block_on(prod(r).insert_unmanaged(key))
         .expect("insert console key");
-    secret.expose().to_string()
+    secret
 }
 
 fn valid(r: &Repo, secret: &str) -> bool {

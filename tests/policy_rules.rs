@@ -6,8 +6,6 @@
 mod common;
 
 use common::Repo;
-use keyward::store::{KeyStatus, NewKey};
-use std::collections::BTreeMap;
 
 const CONFIG: &str = "\
 version: 1
@@ -228,30 +226,7 @@ async fn console_key(r: &Repo, name: &str, owner: &str) {
         &r.root().join(".keyward/prod.db"),
     )
     .unwrap();
-    let id = keyward::secret::new_key_id();
-    let s = keyward::secret::generate("production", &id);
-    let now = chrono::Utc::now();
-    let key = NewKey {
-        id,
-        name: name.into(),
-        environment: "production".into(),
-        owner: owner.into(),
-        purpose: None,
-        scopes: vec!["bibs:read".into()],
-        labels: BTreeMap::new(),
-        status: KeyStatus::Active,
-        issued_at: now,
-        expires_at: None,
-        lifetime: None,
-        generation: 1,
-        spec_generation: 1,
-        recipients: BTreeMap::new(),
-        quota_per_day: None,
-        protected: false,
-        managed_by: None,
-        applied_digest: None,
-        secret_hash: s.hash(),
-    };
+    let (key, _) = common::console_new_key(name, owner, "bibs:read");
     store.insert_unmanaged(key).await.unwrap();
 }
 

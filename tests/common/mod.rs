@@ -527,3 +527,32 @@ pub fn decrypt_file(path: &Path, identity: &Path) -> Result<serde_json::Value, S
     r.read_to_end(&mut out).map_err(|e| e.to_string())?;
     serde_json::from_slice(&out).map_err(|e| format!("envelope JSON: {e}"))
 }
+
+/// A key as a vendor console makes it in the production store (unmanaged: no `managed_by`,
+/// no recipients, active, issued now, no expiry), and its secret. Callers adjust fields.
+pub fn console_new_key(name: &str, owner: &str, scope: &str) -> (keyward::store::NewKey, String) {
+    let id = keyward::secret::new_key_id();
+    let secret = keyward::secret::generate("production", &id);
+    let key = keyward::store::NewKey {
+        id,
+        name: name.into(),
+        environment: "production".into(),
+        owner: owner.into(),
+        purpose: None,
+        scopes: vec![scope.into()],
+        labels: Default::default(),
+        status: keyward::store::KeyStatus::Active,
+        issued_at: chrono::Utc::now(),
+        expires_at: None,
+        lifetime: None,
+        generation: 1,
+        spec_generation: 1,
+        recipients: Default::default(),
+        quota_per_day: None,
+        protected: false,
+        managed_by: None,
+        applied_digest: None,
+        secret_hash: secret.hash(),
+    };
+    (key, secret.expose().to_string())
+}
