@@ -31,3 +31,4 @@ pub mod secret;
 pub mod server;
 pub mod spec;
 pub mod store;
+pub mod usage_report;

@@ -4,11 +4,21 @@
 use super::common::unknown_store;
 use anyhow::{Result, anyhow};
 use clap::{Args, ValueEnum};
+use keyward::clock::{Clock, SystemClock};
 use keyward::flow::load_or_report;
 use keyward::observe;
 use keyward::outcome::Outcome;
+use keyward::store::usage::{KeyUse, Usage, days_unused, per_key};
 use keyward::store::{KeyStatus, ListFilter, LiveKey, list_all};
+use std::collections::BTreeMap;
 use std::path::Path;
+
+/// A listed key with its store and what the store knows of its use (`None`: not visible).
+struct Row {
+    store: String,
+    key: LiveKey,
+    used: Option<KeyUse>,
+}
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {
@@ -26,6 +36,11 @@ pub struct KeysArgs {
     /// Only keys not managed by keyward (made in a console).
     #[arg(long)]
     pub unmanaged: bool,
+    /// Only keys without a valid verify for at least this long (e.g. `90d`): since their
+    /// last use, or, never used, since counting began or they were made. Keys of stores
+    /// that keep no usage are left out (said on stderr).
+    #[arg(long, value_name = "SPAN")]
+    pub unused_for: Option<String>,
     #[arg(long, value_enum, default_value_t = ListFormat::Text)]
     pub format: ListFormat,
 }
@@ -85,11 +100,24 @@ pub async fn run(dir: &Path, args: &KeysArgs, color: bool) -> Result<Outcome> {
     let (stores, _absent) = observe::open_existing(&loaded.spec, args.store.as_deref())?;
     super::common::warn_modes(&loaded.spec, stores.keys());
     let filter = args.filter()?;
-    let mut rows: Vec<(String, LiveKey)> = Vec::new();
+    let usage = observe::usage_of(&stores, "0000-01-01").await?;
+    let mut rows: Vec<Row> = Vec::new();
     for (name, s) in &stores {
+        let used = usage.get(name).cloned().flatten();
+        let by_key = used.as_ref().map(|u| per_key(&u.rows));
         for k in list_all(s.as_ref(), &filter).await? {
-            rows.push((name.clone(), k));
+            let u = by_key
+                .as_ref()
+                .map(|m| m.get(&k.id).cloned().unwrap_or_default());
+            rows.push(Row {
+                store: name.clone(),
+                key: k,
+                used: u,
+            });
         }
+    }
+    if let Some(span) = &args.unused_for {
+        rows = unused_for(rows, &usage, span)?;
     }
     if let Some(owner) = &args.owner
         && rows.is_empty()
@@ -139,13 +167,56 @@ async fn check_owner(
     ))
 }
 
-fn print_json(rows: &[(String, LiveKey)]) -> Result<()> {
+/// The rows whose key has had no valid verify for at least `span`.
+fn unused_for(
+    rows: Vec<Row>,
+    usage: &BTreeMap<String, Option<Usage>>,
+    span: &str,
+) -> Result<Vec<Row>> {
+    let days = super::usage::window_days(span)?;
+    let now = SystemClock.now();
+    for (store, u) in usage {
+        if u.is_none() {
+            eprintln!("store `{store}` keeps no usage: its keys are not listed by --unused-for");
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .filter(|r| {
+            let Some(used) = &r.used else {
+                return false;
+            };
+            let began = usage.get(&r.store).and_then(|u| u.as_ref()?.counting_since);
+            days_unused(used.last_used, r.key.created_at, began, now)
+                .is_some_and(|d| d >= i64::from(days))
+        })
+        .collect())
+}
+
+/// The LAST USED cell: the day of the last valid verify, `never`, or `not visible`.
+fn last_used(r: &Row) -> String {
+    match &r.used {
+        None => "not visible".into(),
+        Some(u) => u
+            .last_used
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_else(|| "never".into()),
+    }
+}
+
+fn print_json(rows: &[Row]) -> Result<()> {
     let v: Vec<serde_json::Value> = rows
         .iter()
-        .map(|(s, k)| {
-            let mut j = serde_json::to_value(k).unwrap_or_default();
+        .map(|r| {
+            let mut j = serde_json::to_value(&r.key).unwrap_or_default();
             if let Some(o) = j.as_object_mut() {
-                o.insert("store".into(), serde_json::Value::String(s.clone()));
+                o.insert("store".into(), serde_json::Value::String(r.store.clone()));
+                o.insert("usage_visible".into(), r.used.is_some().into());
+                o.insert(
+                    "last_used".into(),
+                    serde_json::to_value(r.used.as_ref().and_then(|u| u.last_used))
+                        .unwrap_or_default(),
+                );
             }
             j
         })
@@ -155,13 +226,22 @@ fn print_json(rows: &[(String, LiveKey)]) -> Result<()> {
 }
 
 /// The text table: each column as wide as its widest cell (names and owners can be long).
-fn print_table(rows: &[(String, LiveKey)]) {
+fn print_table(rows: &[Row]) {
     let header = [
-        "STORE", "NAME", "ID", "OWNER", "STATUS", "EXPIRES", "GEN", "SCOPES",
+        "STORE",
+        "NAME",
+        "ID",
+        "OWNER",
+        "STATUS",
+        "EXPIRES",
+        "LAST USED",
+        "GEN",
+        "SCOPES",
     ];
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
-        .map(|(s, k)| {
+        .map(|r| {
+            let (s, k) = (&r.store, &r.key);
             let name = if k.is_managed() {
                 k.name.clone()
             } else {
@@ -176,6 +256,7 @@ fn print_table(rows: &[(String, LiveKey)]) {
                 k.expires_at
                     .map(|t| t.format("%Y-%m-%d").to_string())
                     .unwrap_or_else(|| "never".into()),
+                last_used(r),
                 k.generation.to_string(),
                 k.scopes.join(","),
             ]
@@ -195,7 +276,7 @@ fn print_table(rows: &[(String, LiveKey)]) {
 }
 
 /// One line of the table: every cell but the last padded to its column's width.
-fn table_line(cells: &[String; 8], widths: &[usize; 8]) -> String {
+fn table_line(cells: &[String; 9], widths: &[usize; 9]) -> String {
     let mut line = String::new();
     for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
         if i + 1 == cells.len() {

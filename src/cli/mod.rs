@@ -18,6 +18,7 @@ mod serve;
 mod store;
 mod token;
 mod unlock;
+mod usage;
 mod verify;
 
 use anyhow::{Context as _, Result};
@@ -89,6 +90,12 @@ pub enum Command {
         after_help = "Examples:\n  keyward keys --store alma-production --status active\n  keyward keys --unmanaged --format json"
     )]
     Keys(keys::KeysArgs),
+    /// Verify calls per key, owner or store and per day, top users first (what
+    /// `keyward serve` counted).
+    #[command(
+        after_help = "Examples:\n  keyward usage --since 30d\n  keyward usage --by owner --format json\n  keyward keys --unused-for 90d    # keys nothing has used"
+    )]
+    Usage(usage::UsageArgs),
     /// Ask a store whether it accepts a secret (read from stdin when not given).
     #[command(
         after_help = "Example:\n  keyward secret ill-lookup --store alma-sandbox | keyward verify --store alma-sandbox"
@@ -193,6 +200,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
         Command::Plan(args) => plan::run(dir, args, colors).await,
         Command::Apply(args) => apply::run(dir, args, colors).await,
         Command::Keys(args) => keys::run(dir, args, colors.out).await,
+        Command::Usage(args) => usage::run(dir, args, colors.out).await,
         Command::Verify(args) => verify::run(dir, args).await,
         Command::Keygen(args) => secret::keygen(args),
         Command::Serve(args) => serve::run(dir, args).await,
