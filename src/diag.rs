@@ -271,6 +271,8 @@ pub mod codes {
     pub const LEDGER_DUPLICATE: &str = "KW402";
     /// A ledger entry does not fit the format (type, fingerprint, generation, step).
     pub const LEDGER_INVALID: &str = "KW403";
+    /// A `keyward import --store` template for a console store has problems.
+    pub const IMPORT_TEMPLATE: &str = "KW404";
     /// A scope the console does not offer.
     pub const CONSOLE_SCOPE: &str = "KW410";
     /// More than one scope where the console takes exactly one (OpenAthens).

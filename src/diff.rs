@@ -1345,7 +1345,7 @@ impl Change {
     }
 
     /// `bare`, for the desired key `d` (its store, name, owner, environment, protection).
-    fn of_desired(action: Action, d: &DesiredKey) -> Self {
+    pub fn of_desired(action: Action, d: &DesiredKey) -> Self {
         Change {
             protected: d.protected,
             ..Change::bare(action, &d.store, &d.name, &d.owner, d.environment.clone())

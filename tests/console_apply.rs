@@ -708,3 +708,86 @@ fn an_audit_records_what_the_console_still_has_and_a_gone_key_is_drift_in_the_ne
     assert_eq!(o.code, 1, "{}", o.all());
     ex.assert_no_canary(&[&prod, &sandbox]);
 }
+
+#[test]
+fn import_adopts_the_console_keys_from_a_template_delivering_pasted_values_and_the_plan_is_empty() {
+    let ex = Example::new();
+    let o = ex.run(&["import", "--store", "alma-sandbox"], &[]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let t = ex.root().join("import-alma-sandbox.yaml");
+    let text = std::fs::read_to_string(&t).unwrap();
+    assert!(
+        text.contains("scopes this console offers: acquisitions:read"),
+        "{text}"
+    );
+    std::fs::write(
+        &t,
+        text.replace(
+            "keys: []\n",
+            "keys:\n  - name: course-reserves\n    owner: jdoe\n    purpose: Course reserves sync\n    scopes: [courses:read, bibs:read]\n    recipients: [team:ill-staff]\n    created: 2025-09-01\n    value: paste\n  - name: old-report\n    owner: asmith\n    purpose: Monthly analytics export\n    scopes: [analytics:read]\n    value: undelivered\n",
+        ),
+    )
+    .unwrap();
+    let canary = alma_value();
+    let input = ex.input(
+        "import.json",
+        &serde_json::json!({"course-reserves": {"secret": canary}}),
+    );
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = ex.run(
+        &[
+            "import",
+            "--store",
+            "alma-sandbox",
+            "--console-input",
+            input.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ne!(o.code, 0, "a readable input file is refused: {}", o.all());
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = ex.run(
+        &[
+            "import",
+            "--store",
+            "alma-sandbox",
+            "--console-input",
+            input.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(!t.exists(), "the template is consumed");
+    let l = ex.ledger("alma-sandbox");
+    let keys = l["keys"].as_sequence().unwrap();
+    assert_eq!(keys.len(), 2);
+    let cr = keys
+        .iter()
+        .find(|k| k["name"] == "course-reserves")
+        .unwrap();
+    assert_eq!(cr["fingerprint"], fingerprint(&canary).as_str());
+    assert_eq!(cr["confirmed"][0]["step"], "import");
+    let old = keys.iter().find(|k| k["name"] == "old-report").unwrap();
+    assert_eq!(old["undelivered"], true);
+    assert!(old.get("fingerprint").is_none());
+    // The imported keys need no change.
+    let o = ex.run(&["plan", "--format", "json"], &[]);
+    let plan: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert!(
+        !plan["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "course-reserves" || a["name"] == "old-report"),
+        "{}",
+        o.all()
+    );
+    // The pasted value is in no byte written except the envelopes, nor printed.
+    ex.assert_no_canary(&[&canary]);
+    if needs::part(&needs::AGE, "opening the imported delivery with age -d") {
+        assert_eq!(
+            age_open(&ex, "alma-sandbox", "course-reserves", 1, "asmith"),
+            canary
+        );
+    }
+}

@@ -5,12 +5,10 @@ use anyhow::{Result, anyhow};
 use chrono::SubsecRound;
 use clap::Args;
 use keyward::clock::{Clock, SystemClock};
-use keyward::console::input::{InputFile, Operator, Terminal};
 use keyward::console::store::ConsoleStore;
 use keyward::flow::{actor, load_or_report};
 use keyward::outcome::Outcome;
 use keyward::spec::StoreKind;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -41,21 +39,11 @@ pub async fn run(dir: &Path, args: &AuditArgs, color_err: bool) -> Result<Outcom
         ));
     };
     let cs = ConsoleStore::open(cfg, console)?;
-    let mut op: Box<dyn Operator> = match &args.console_input {
-        Some(path) => Box::new(InputFile::read(path)?),
-        None => match std::io::stdin()
-            .is_terminal()
-            .then(Terminal::open)
-            .flatten()
-        {
-            Some(t) => Box::new(t),
-            None => {
-                eprintln!(
-                    "error: an audit asks the admin about each key: run `keyward audit --store {store}` at a terminal (or give --console-input FILE)"
-                );
-                return Ok(Outcome::Refused);
-            }
-        },
+    let Some(mut op) = super::common::console_operator(args.console_input.as_deref())? else {
+        eprintln!(
+            "error: an audit asks the admin about each key: run `keyward audit --store {store}` at a terminal (or give --console-input FILE)"
+        );
+        return Ok(Outcome::Refused);
     };
     let now = SystemClock.now().trunc_subsecs(0);
     let r = keyward::console::audit::run(&cs, op.as_mut(), &actor(), now)?;

@@ -1,7 +1,25 @@
 //! Small helpers more than one command uses: the message for an unknown store, the
-//! warnings about store files other users can read. Must not hold command logic.
+//! warnings about store files other users can read, who answers a console's questions.
+//! Must not hold command logic.
 
+use keyward::console::input::{InputFile, Operator, Terminal};
 use keyward::spec::Spec;
+use std::io::IsTerminal;
+use std::path::Path;
+
+/// Who answers a console command (`audit`, `import --store`): the `--console-input` file
+/// when given (refused when group or others can read it), else the admin at a terminal;
+/// None without either.
+pub fn console_operator(input: Option<&Path>) -> anyhow::Result<Option<Box<dyn Operator>>> {
+    if let Some(path) = input {
+        return Ok(Some(Box::new(InputFile::read(path)?)));
+    }
+    Ok(std::io::stdin()
+        .is_terminal()
+        .then(Terminal::open)
+        .flatten()
+        .map(|t| Box::new(t) as Box<dyn Operator>))
+}
 
 /// `store NAME is not in keyward.yaml`, listing the stores that are.
 pub fn unknown_store(spec: &Spec, name: &str) -> anyhow::Error {

@@ -30,6 +30,14 @@ pub struct ImportArgs {
         value_name = "FILE"
     )]
     pub output: PathBuf,
+    /// A console store: the template listing the console's keys (default
+    /// `import-STORE.yaml`; written on the first run, read on the next).
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+    /// A console store: the values to import, for scripts and tests: a JSON object
+    /// {"KEY": {"secret": "..."}}, mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub console_input: Option<PathBuf>,
 }
 
 /// Run `keyward import`.
@@ -43,6 +51,9 @@ pub async fn run(dir: &Path, args: &ImportArgs, color: bool) -> Result<Outcome> 
         .stores
         .get(store)
         .ok_or_else(|| unknown_store(&loaded.spec, store))?;
+    if let keyward::spec::StoreKind::Console(console) = &cfg.kind {
+        return console_import(dir, &loaded, args, (cfg, console), color).await;
+    }
     let rel = output_rel(dir, &args.output)?;
     let s = keyward::observe::open(cfg)?;
     super::common::warn_modes(&loaded.spec, [&cfg.name]);
@@ -130,6 +141,170 @@ fn write_entries(
         std::fs::remove_file(&path).ok();
         bail!(
             "the imported keys would make the spec invalid; {} was removed",
+            rel.display()
+        );
+    }
+    Ok(())
+}
+
+/// `keyward import --store X` on a console store (`console::import`): write the template,
+/// or read it, ask for each value, then write the key YAML, the deliveries and the ledger.
+async fn console_import(
+    dir: &Path,
+    loaded: &Loaded,
+    args: &ImportArgs,
+    (cfg, console): (
+        &keyward::spec::StoreConfig,
+        &keyward::spec::ConsoleStoreConfig,
+    ),
+    color: bool,
+) -> Result<Outcome> {
+    use keyward::console::import as ci;
+    let store = args.store.as_str();
+    let cs = std::sync::Arc::new(keyward::console::ConsoleStore::open(cfg, console)?);
+    let t_rel = args
+        .template
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("import-{store}.yaml")));
+    let t_path = dir.join(&t_rel);
+    if !t_path.exists() {
+        std::fs::write(&t_path, ci::template_text(&loaded.spec, store, &cs))
+            .with_context(|| format!("writing {}", t_rel.display()))?;
+        eprintln!(
+            "Wrote {}: list in it the keys {} shows, then run `keyward import --store {store}` again.",
+            t_rel.display(),
+            cs.preset().console
+        );
+        return Ok(Outcome::Ok);
+    }
+    let ledger = cs.read()?;
+    let checked = ci::read_template(&t_path, &t_rel).and_then(|(t, text)| {
+        Ok((
+            ci::check(&loaded.spec, &cs, &ledger, (&t, &text, &t_rel))?,
+            t,
+        ))
+    });
+    let (checked, template) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Outcome::Error);
+        }
+    };
+    if checked.is_empty() {
+        eprintln!(
+            "{} lists no key; add the keys the console shows.",
+            t_rel.display()
+        );
+        return Ok(Outcome::Error);
+    }
+    let Some(mut op) = super::common::console_operator(args.console_input.as_deref())? else {
+        eprintln!(
+            "error: import asks for each key's value: run `keyward import --store {store}` at a terminal (or give --console-input FILE)"
+        );
+        return Ok(Outcome::Refused);
+    };
+    let answers = ci::ask(&cs, &ledger, checked, op.as_mut())?;
+    if answers.stopped || answers.keys.is_empty() {
+        eprintln!(
+            "Stopped: nothing was imported; {} is unchanged.",
+            t_rel.display()
+        );
+        return Ok(Outcome::Refused);
+    }
+    let out_rel = if args.output == Path::new("keys/imported.yaml") {
+        PathBuf::from(format!("keys/imported-{store}.yaml"))
+    } else {
+        output_rel(dir, &args.output)?
+    };
+    let entries: Vec<KeyEntry> = answers
+        .keys
+        .iter()
+        .filter_map(|a| a.checked.entry.clone())
+        .collect();
+    let count = answers.keys.len();
+    let undelivered = answers.keys.iter().filter(|a| a.secret.is_none()).count();
+    if !entries.is_empty() {
+        write_console_entries(dir, &out_rel, store, entries, color)?;
+    }
+    let Ok(now_loaded) = spec::load(dir) else {
+        bail!("the spec does not load after writing {}", out_rel.display());
+    };
+    let delivered = ci::adopt(
+        &now_loaded.spec,
+        cs,
+        answers.keys,
+        &keyward::flow::actor(),
+        &keyward::clock::SystemClock,
+    )
+    .await?;
+    match ci::remaining(&template, answers.skipped) {
+        Some(left) => std::fs::write(&t_path, left)?,
+        None => std::fs::remove_file(&t_path)?,
+    }
+    eprintln!(
+        "Imported {count} key(s) from {store}: {} delivered (sealed to their recipients under {}), {undelivered} undelivered (their recipients get a value at the next rotation).\n\
+         Wrote {} and {}. Commit them with the deliveries and open a pull request; `keyward plan` shows no changes.",
+        delivered.len(),
+        loaded
+            .spec
+            .delivery
+            .outbox
+            .strip_prefix(&loaded.spec.root)
+            .unwrap_or(&loaded.spec.delivery.outbox)
+            .display(),
+        out_rel.display(),
+        console.ledger_rel.display()
+    );
+    Ok(Outcome::Ok)
+}
+
+/// Write the imported keys' YAML (a new file); the spec must load and pass its policy with
+/// it, otherwise it is removed and nothing is imported.
+fn write_console_entries(
+    dir: &Path,
+    rel: &Path,
+    store: &str,
+    entries: Vec<KeyEntry>,
+    color: bool,
+) -> Result<()> {
+    let path = dir.join(rel);
+    if path.exists() {
+        bail!(
+            "{} already exists; choose another file with --output",
+            rel.display()
+        );
+    }
+    let now = keyward::clock::Clock::now(&keyward::clock::SystemClock);
+    let (modeline, _) = keyward::request::modeline(dir, rel);
+    let text = keyward::console::import::render_keys(
+        &modeline,
+        store,
+        entries,
+        &now.format("%Y-%m-%d").to_string(),
+    )?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", rel.display()))?;
+    let problems = match spec::load(dir) {
+        Ok(l) => {
+            let found = keyward::policy::check(&l.spec, now);
+            found.has_errors().then_some((found, l.sources))
+        }
+        Err(d) => {
+            let sources = keyward::diag::sources_from_files(
+                &[(rel.to_path_buf(), std::fs::read(&path).unwrap_or_default())].into(),
+            );
+            Some((d, sources))
+        }
+    };
+    if let Some((d, sources)) = problems {
+        eprint!("{}", keyward::diag::render(&d, &sources, color));
+        std::fs::remove_file(&path).ok();
+        bail!(
+            "the imported keys would make the spec invalid; {} was removed and nothing was imported",
             rel.display()
         );
     }

@@ -407,27 +407,59 @@ fn read_value(
     ledger: &super::LedgerFile,
     key: &str,
 ) -> Result<Result<Secret, End>, ApplyError> {
+    match read_pasted(cs, &c.name, key, op, ledger, &[]).map_err(|e| invalid(c, e))? {
+        Read::Value(s) => Ok(Ok(s)),
+        Read::Skip => Ok(Err(End::Pending)),
+        Read::Stop => Ok(Err(End::Stop)),
+    }
+}
+
+/// A value read from the operator, or why there is none.
+pub(super) enum Read {
+    Value(Secret),
+    Skip,
+    Stop,
+}
+
+/// Ask for the value of `name` until it has the vendor's shape and is neither in the ledger
+/// nor one of `taken` (fingerprint and key name of values pasted earlier in the same run).
+/// Never shows it.
+pub(super) fn read_pasted(
+    cs: &ConsoleStore,
+    name: &str,
+    key: &str,
+    op: &mut dyn Operator,
+    ledger: &super::LedgerFile,
+    taken: &[(String, String)],
+) -> std::io::Result<Read> {
     let pattern = shape::store_pattern(cs.config().secret_pattern.as_deref());
     let q = Question {
         key,
-        name: &c.name,
-        text: &format!("  Paste the value the console showed for `{}`", c.name),
+        name,
+        text: &format!("  Paste the value the console showed for `{name}`"),
         resumed: false,
         choices: None,
     };
     loop {
-        let value = match op.paste(&q).map_err(|e| invalid(c, e))? {
+        let value = match op.paste(&q)? {
             Pasted::Value(v) => v,
-            Pasted::Skip => return Ok(Err(End::Pending)),
-            Pasted::Stop => return Ok(Err(End::Stop)),
+            Pasted::Skip => return Ok(Read::Skip),
+            Pasted::Stop => return Ok(Read::Stop),
         };
         let checked = shape::check(cs.preset(), pattern.as_ref(), &value)
-            .and_then(|v| not_recorded(ledger, v).map(|_| v));
+            .and_then(|v| not_recorded(ledger, v).map(|_| v))
+            .and_then(|v| {
+                let fp = fingerprint_of(&secret::hash_presented(v));
+                match taken.iter().find(|(f, _)| *f == fp) {
+                    Some((_, other)) => Err(shape::ShapeError::AlreadyRecorded(other.clone())),
+                    None => Ok(v),
+                }
+            });
         match checked {
-            Ok(v) => return Ok(Ok(Secret::from_string(v.to_string()))),
+            Ok(v) => return Ok(Read::Value(Secret::from_string(v.to_string()))),
             Err(why) => {
                 if !op.refused(&q, &why) {
-                    return Ok(Err(End::Pending));
+                    return Ok(Read::Skip);
                 }
             }
         }

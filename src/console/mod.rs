@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod checklist;
+pub mod import;
 pub mod input;
 pub mod ledger;
 pub mod preset;

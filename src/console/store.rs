@@ -151,6 +151,20 @@ impl ConsoleStore {
         })
     }
 
+    /// Finish a key `keyward import` recorded: `facts` writes what the console says (when it
+    /// was made, its ids, its scopes, the import confirmation), then the state it was adopted
+    /// in is recorded, so the next plan compares the spec with the console as it is.
+    pub fn imported(&self, id: &str, facts: impl FnOnce(&mut LedgerKey)) -> StoreResult<()> {
+        self.change(|f| {
+            let k = f
+                .key_mut(id)
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            facts(k);
+            k.applied_digest = Some(live(k).state_digest());
+            Ok(())
+        })
+    }
+
     /// Add keys adopted from the console (`keyward import --store`).
     pub fn adopt(&self, keys: Vec<LedgerKey>) -> StoreResult<()> {
         self.change(|f| {
