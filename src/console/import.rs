@@ -268,7 +268,7 @@ pub fn check(
     ) {
         let entry = match &c.decision {
             Decision::Import(e) => Some(entry_for(cs, k, (**e).clone())),
-            Decision::AdoptOnly { .. } => None,
+            Decision::InSpec { .. } => None,
             Decision::Skip(why) => {
                 d.push(
                     Diagnostic::error(codes::IMPORT_TEMPLATE, format!("`{}`: {why}", k.name))
