@@ -243,6 +243,9 @@ async fn ui_in_chromium_signs_in_filters_shows_events_and_signs_out() {
         ("kwt_wrong", "Unknown or revoked token"),
         (l.verify.as_str(), "role `verify`"),
     ] {
+        // A fresh sign-in page each time: the error of the previous try must not be the
+        // element found (it goes stale when the answer to this try replaces the page).
+        b.goto(&format!("{base}/ui/signin")).await;
         let input = b.find("#token").await;
         b.type_into(&input, token).await;
         b.click(&b.find("#signin button[type=submit]").await).await;
