@@ -260,9 +260,19 @@ async fn ui_in_chromium_signs_in_filters_shows_events_and_signs_out() {
     }
     b.type_into(&b.find("#token").await, &l.read).await;
     b.click(&b.find("#signin button[type=submit]").await).await;
+    // The sign-in page has a `main h1` too: read the heading only once the browser is on
+    // the overview, so the element found is never the old page's (a stale reference).
+    let started = std::time::Instant::now();
+    while b.url().await != format!("{base}/ui/") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "never reached the overview: {}",
+            b.url().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let h1 = b.wait_for("main h1").await;
     assert_eq!(b.text(&h1).await, "Overview");
-    assert_eq!(b.url().await, format!("{base}/ui/"));
     b.screenshot(&report_common::artifact("live-overview.png"))
         .await;
     let cookies = b.cookies().await;
