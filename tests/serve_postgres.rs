@@ -54,6 +54,12 @@ fn start_pair(url: &str) -> Pair {
     }
 }
 
+/// Two servers on a fresh schema and an HTTP client; None (skipped) without PostgreSQL.
+fn pair_and_client() -> Option<(Pair, reqwest::Client)> {
+    let url = pg_url()?;
+    Some((start_pair(&url), client()))
+}
+
 async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let r = req.send().await.expect("request");
     let status = r.status();
@@ -63,11 +69,9 @@ async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_postgres_schema_do_not_corrupt_each_other() {
-    let Some(url) = pg_url() else {
+    let Some((p, c)) = pair_and_client() else {
         return;
     };
-    let p = start_pair(&url);
-    let c = client();
 
     // Creates with one Idempotency-Key, through both servers at once: one key, every
     // answer is that key.
@@ -293,4 +297,217 @@ fn serve_refuses_a_postgres_database_without_a_pepper_file() {
         err.contains("pepper_file") && err.contains("KEYWARD_PEPPER_FILE"),
         "{err}"
     );
+}
+
+/// One verify through `base`: (valid, reason).
+async fn verify_on(c: &reqwest::Client, base: &str, token: &str, secret: &str) -> (bool, String) {
+    let (status, v) = send(
+        c.post(format!("{base}/v1/verify"))
+            .bearer_auth(token)
+            .json(&json!({ "key": secret })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    (
+        v["valid"] == true,
+        v["reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Verify through `base` until it refuses (at most 5 s): the time it took and the reason.
+async fn refused_after(
+    c: &reqwest::Client,
+    base: &str,
+    token: &str,
+    secret: &str,
+) -> (std::time::Duration, String) {
+    let start = std::time::Instant::now();
+    loop {
+        let (valid, reason) = verify_on(c, base, token, secret).await;
+        if !valid {
+            return (start.elapsed(), reason);
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "still valid on {base} after 5 s"
+        );
+    }
+}
+
+/// Set key `id`'s status by SQL (the trigger announces it): both servers refuse `secret`
+/// with that reason within 1 s (printed).
+async fn by_hand(db: &tokio_postgres::Client, p: &Pair, id: &str, secret: &str, status: &str) {
+    db.batch_execute(&format!(
+        "UPDATE keys SET status = '{status}' WHERE id = '{id}'"
+    ))
+    .await
+    .expect("update by hand");
+    let c = client();
+    for u in p.urls() {
+        let (took, reason) = refused_after(&c, u, &p.verify, secret).await;
+        println!(
+            "{status} by SQL: refused by {u} {} ms later",
+            took.as_millis()
+        );
+        assert_eq!(reason, status);
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "{u} took {took:?}"
+        );
+    }
+}
+
+/// The key cache of a serving PostgreSQL store (LISTEN/NOTIFY): two real instances on one
+/// schema; a revoke through A and a disable typed into the database by hand are refused by
+/// both within 1 s (measured, printed); a change the trigger does not announce (triggers off
+/// for that session) shows the cache is really answering; when the listener's connection is
+/// killed, the cache is dropped, so even that unannounced change is then seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_or_disable_anywhere_is_refused_by_every_instance_within_a_second() {
+    let Some((p, c)) = pair_and_client() else {
+        return;
+    };
+    let db = p._schema.raw().await;
+    let mut keys = Vec::new();
+    for name in ["cached-a", "cached-b"] {
+        let (body, secret) = new_key(name, "production", None);
+        let (status, k) = send(
+            c.post(format!("{}/v1/keys", p.a.url))
+                .bearer_auth(&p.write)
+                .json(&body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{k}");
+        keys.push((k["id"].as_str().expect("id").to_owned(), secret));
+    }
+    // Warm both caches (their listeners are up a moment after start).
+    let warm = |secret: String| {
+        let (c, urls, verify) = (
+            c.clone(),
+            [p.a.url.clone(), p.b.url.clone()],
+            p.verify.clone(),
+        );
+        async move {
+            for _ in 0..50 {
+                for u in &urls {
+                    assert_eq!(
+                        verify_on(&c, u, &verify, &secret).await,
+                        (true, "ok".into())
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    warm(keys[0].1.clone()).await;
+    warm(keys[1].1.clone()).await;
+
+    // Proof the cache answers: revoked in the database with triggers off for that session
+    // (no notification), both instances still say valid.
+    let quiet = |sql: String| {
+        let db = &db;
+        async move {
+            db.batch_execute(&format!(
+                "BEGIN; SET LOCAL session_replication_role = replica; {sql}; COMMIT"
+            ))
+            .await
+            .expect("quiet update");
+        }
+    };
+    let (id_a, secret_a) = &keys[0];
+    quiet(format!(
+        "UPDATE keys SET status = 'revoked' WHERE id = '{id_a}'"
+    ))
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for u in p.urls() {
+        assert_eq!(
+            verify_on(&c, u, &p.verify, secret_a).await,
+            (true, "ok".into()),
+            "{u} answered from the database, not its cache"
+        );
+    }
+    quiet(format!(
+        "UPDATE keys SET status = 'active' WHERE id = '{id_a}'"
+    ))
+    .await;
+
+    // A revoke through A: refused by B within 1 s.
+    let started = std::time::Instant::now();
+    let (status, k) = send(
+        c.post(format!("{}/v1/keys/{id_a}/revoke", p.a.url))
+            .bearer_auth(&p.write)
+            .header("If-Match", "\"1\""),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{k}");
+    let acked = started.elapsed();
+    let (on_b, reason) = refused_after(&c, &p.b.url, &p.verify, secret_a).await;
+    assert_eq!(reason, "revoked");
+    let (on_a, _) = refused_after(&c, &p.a.url, &p.verify, secret_a).await;
+    println!(
+        "revoke through A (answered in {} ms): refused by B {} ms later, by A {} ms later",
+        acked.as_millis(),
+        on_b.as_millis(),
+        on_a.as_millis()
+    );
+    assert!(on_b < std::time::Duration::from_secs(1), "B took {on_b:?}");
+    assert!(
+        on_a < std::time::Duration::from_millis(200),
+        "A took {on_a:?}"
+    );
+
+    // A disable typed into the database by hand (the trigger announces it): both refuse
+    // within 1 s.
+    let (id_b, secret_b) = &keys[1];
+    by_hand(&db, &p, id_b, secret_b, "disabled").await;
+
+    // Re-enabled quietly (no notification) and warmed again: the caches hold it as
+    // disabled, so both still refuse.
+    quiet(format!(
+        "UPDATE keys SET status = 'active' WHERE id = '{id_b}'"
+    ))
+    .await;
+    for u in p.urls() {
+        assert_eq!(
+            verify_on(&c, u, &p.verify, secret_b).await,
+            (false, "disabled".into()),
+            "{u}: the cache was not in use"
+        );
+    }
+    // The listeners lose their connections: each instance drops its whole cache (and
+    // reads the database until it listens again), so the quiet change is now seen.
+    let killed = db
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = left('keyward key cache keyward_keys_' || $1, 63)",
+            &[&p._schema.schema],
+        )
+        .await
+        .expect("terminate the listeners");
+    assert_eq!(killed.len(), 2, "one listener per instance");
+    for u in p.urls() {
+        let start = std::time::Instant::now();
+        loop {
+            if verify_on(&c, u, &p.verify, secret_b).await == (true, "ok".into()) {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(1),
+                "{u} kept its cache across a lost listener"
+            );
+        }
+    }
+    // And they listen again: a revoke by hand is refused within 1 s.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    warm(secret_b.clone()).await;
+    by_hand(&db, &p, id_b, secret_b, "revoked").await;
+    let (la, lb) = (p.a.log(), p.b.log());
+    assert!(
+        la.contains("key cache off") && lb.contains("key cache off"),
+        "{la}\n{lb}"
+    );
+    for log in [&la, &lb] {
+        assert!(!log.contains(secret_a.as_str()) && !log.contains(secret_b.as_str()));
+    }
 }

@@ -1886,6 +1886,7 @@ async fn pg_connection_urls_carry_keyward_parameters() {
                 schema: bad.into(),
                 pepper_file: dir.path().join("p"),
                 pool_size: 2,
+                key_cache: true,
             },
         )
         .await;

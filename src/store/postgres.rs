@@ -12,7 +12,8 @@
 //! (`postgres://user@host:5432/db`) with three keyward parameters that are removed before
 //! the URL reaches the driver: `schema=NAME` (default `keyward`; one schema per store),
 //! `pepper_file=PATH` (default: environment `KEYWARD_PEPPER_FILE`) and `pool_size=N`
-//! (default 16). `connect_with(name, PostgresOptions)` takes them explicitly.
+//! (default 16), and `key_cache=off` (the serving key cache, on by default; see
+//! [`cache`]). `connect_with(name, PostgresOptions)` takes them explicitly.
 //!
 //! # Migrations
 //!
@@ -34,6 +35,7 @@
 //!   judged by the database's clock.
 //! * quotas: one atomic upsert per counted verify.
 
+mod cache;
 mod rows;
 mod schema;
 mod usage;
@@ -52,6 +54,7 @@ use subtle::ConstantTimeEq;
 use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 
+use self::cache::KeyCache;
 use self::rows::{POSTGRES, Param, get, param, params};
 use super::pepper::{self, Pepper};
 use super::quota::Reservations;
@@ -86,6 +89,9 @@ pub struct PostgresOptions {
     pub pepper_file: PathBuf,
     /// Maximum number of pooled connections.
     pub pool_size: usize,
+    /// Whether a serving store (`for_serving`) keeps verified key records in memory, kept
+    /// current with LISTEN/NOTIFY ([`cache`]).
+    pub key_cache: bool,
 }
 
 impl std::fmt::Debug for PostgresOptions {
@@ -95,6 +101,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("schema", &self.schema)
             .field("pepper_file", &self.pepper_file)
             .field("pool_size", &self.pool_size)
+            .field("key_cache", &self.key_cache)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +117,7 @@ impl PostgresOptions {
         let mut schema = DEFAULT_SCHEMA.to_owned();
         let mut pepper_file = None;
         let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut key_cache = true;
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -124,6 +132,17 @@ impl PostgresOptions {
                         .ok_or_else(|| {
                             StoreError::Invalid("pool_size must be a number from 1 to 1000".into())
                         })?;
+                }
+                "key_cache" => {
+                    key_cache = match v {
+                        "on" => true,
+                        "off" => false,
+                        _ => {
+                            return Err(StoreError::Invalid(
+                                "key_cache must be `on` or `off`".into(),
+                            ));
+                        }
+                    };
                 }
                 _ => rest.push(pair),
             }
@@ -150,6 +169,7 @@ impl PostgresOptions {
             schema,
             pepper_file,
             pool_size,
+            key_cache,
         })
     }
 }
@@ -253,6 +273,11 @@ pub struct PostgresStore {
     pepper: std::sync::Arc<Pepper>,
     /// Quota reservations when serving (`for_serving`); None counts every call.
     reservations: Option<std::sync::Arc<Reservations>>,
+    /// The driver settings, for the key cache's own listening connection.
+    driver: std::sync::Arc<tokio_postgres::Config>,
+    key_cache: bool,
+    /// Serving with the key cache: the cache and its listener task.
+    cache: Option<(std::sync::Arc<KeyCache>, std::sync::Arc<cache::Listener>)>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -373,7 +398,7 @@ impl PostgresStore {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
         let manager = Manager::from_config(
-            cfg,
+            cfg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -393,15 +418,62 @@ impl PostgresStore {
             pool,
             pepper: std::sync::Arc::new(pepper),
             reservations: None,
+            driver: std::sync::Arc::new(cfg),
+            key_cache: opts.key_cache,
+            cache: None,
         })
     }
 
     /// Prepare this store for serving verifies: quota calls are reserved in blocks
     /// (`super::quota`), so a valid verify is one round trip. Call `close` before stopping
     /// to give unused calls back.
+    ///
+    /// With `key_cache` (the default), verified key records are also kept in memory and a
+    /// listener task (on its own connection) forgets each one as its row changes
+    /// ([`cache`]); must be called inside a Tokio runtime.
     pub fn for_serving(mut self) -> PostgresStore {
         self.reservations = Some(std::sync::Arc::default());
+        if self.key_cache && self.cache.is_none() {
+            let c = std::sync::Arc::new(KeyCache::new());
+            let channel = schema::keys_channel(&self.schema);
+            let listener = cache::listen(c.clone(), (*self.driver).clone(), channel);
+            self.cache = Some((c, std::sync::Arc::new(listener)));
+        }
         self
+    }
+
+    /// Whether verifies are answered from the key cache now (its listener is up), and how
+    /// many records it holds; None without a cache.
+    pub fn key_cache_state(&self) -> Option<(bool, usize)> {
+        self.cache
+            .as_ref()
+            .map(|(c, _)| (c.ticket().is_some(), c.len()))
+    }
+
+    /// The key record of `id` for a verify: from the key cache when it has it, else read
+    /// (and kept, unless a change was notified meanwhile).
+    async fn verify_record(&self, id: &str) -> StoreResult<Option<std::sync::Arc<StoredKey>>> {
+        let cache = self.cache.as_ref().map(|(c, _)| c);
+        if let Some(s) = cache.and_then(|c| c.get(id)) {
+            return Ok(Some(s));
+        }
+        let ticket = cache.and_then(|c| c.ticket());
+        let c = self.client().await?;
+        let Some(s) = load(&c, id, false).await? else {
+            return Ok(None);
+        };
+        let s = std::sync::Arc::new(s);
+        if let (Some(cache), Some(t)) = (cache, ticket) {
+            cache.put(t, s.clone());
+        }
+        Ok(Some(s))
+    }
+
+    /// This instance changed `id` (committed): forget it at once, before the notification.
+    fn changed(&self, id: &str) {
+        if let Some((c, _)) = &self.cache {
+            c.forget(id);
+        }
     }
 
     /// The PostgreSQL schema holding this store.
@@ -525,6 +597,7 @@ impl PostgresStore {
         let k = &stored.key;
         append_event(&tx, w.actor, action, Some(&k.id), Some(&k.name), &detail).await?;
         tx.commit().await.db("commit")?;
+        self.changed(&stored.key.id);
         Ok(stored.key)
     }
 
@@ -752,6 +825,7 @@ impl Store for PostgresStore {
             .db("delete quota counters")?;
         append_event(&tx, actor, "delete", Some(id), Some(&s.key.name), &detail).await?;
         tx.commit().await.db("commit")?;
+        self.changed(id);
         Ok(())
     }
 
@@ -830,31 +904,32 @@ impl Store for PostgresStore {
             return Ok(verdict(VerifyReason::Malformed));
         };
         let mac = self.pepper.mac(&secret::hash_presented(presented.trim()))?;
-        let mut c = self.client().await?;
-        let Some(s) = load(&c, &parsed.id, false).await? else {
+        let Some(s) = self.verify_record(&parsed.id).await? else {
             return Ok(verdict(VerifyReason::Unknown));
         };
         if let Err(reason) = rules::judge(&s, &mac, now) {
             return Ok(verdict(reason));
         }
         let Some(quota) = s.key.quota_per_day else {
-            return Ok(rules::ok_verdict(s.key));
+            return Ok(rules::ok_verdict(s.key.clone()));
         };
         let Some(reservations) = &self.reservations else {
+            let c = self.client().await?;
             if !PostgresStore::count_call(&c, &s.key.id, quota, now).await? {
                 return Ok(verdict(VerifyReason::QuotaExceeded));
             }
-            return Ok(rules::ok_verdict(s.key));
+            return Ok(rules::ok_verdict(s.key.clone()));
         };
         let day = rules::quota_day(&now);
-        let id = s.key.id.clone();
+        let id = s.key.id.as_str();
         let counted = reservations
-            .take_or_reserve(&id, &day, quota, |block| {
-                reserve_calls(&mut c, &id, quota, block, now)
+            .take_or_reserve(id, &day, quota, |block| async move {
+                let mut c = self.client().await?;
+                reserve_calls(&mut c, id, quota, block, now).await
             })
             .await?;
         Ok(if counted {
-            rules::ok_verdict(s.key)
+            rules::ok_verdict(s.key.clone())
         } else {
             verdict(VerifyReason::QuotaExceeded)
         })

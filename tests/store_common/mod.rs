@@ -191,6 +191,7 @@ impl PgSchema {
             schema: self.schema.clone(),
             pepper_file: self.pepper_file(),
             pool_size: 8,
+            key_cache: true,
         }
     }
 

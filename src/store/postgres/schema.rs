@@ -123,9 +123,45 @@ CREATE TABLE key_usage (
 CREATE INDEX key_usage_day ON key_usage (day);
 "#;
 
+/// Version 4: every change to a key row (insert, update, delete; truncate as `*`) notifies
+/// the channel [`keys_channel`] of this schema with the key id, at commit, whoever made it
+/// (an instance, or SQL typed by hand), so each serving instance's key cache
+/// (`super::cache`) forgets the key.
+const V4: &str = r#"
+CREATE FUNCTION keyward_keys_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    channel text := left('keyward_keys_' || TG_TABLE_SCHEMA, 63);
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_notify(channel, '*');
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM pg_notify(channel, OLD.id);
+    END IF;
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.id <> OLD.id) THEN
+        PERFORM pg_notify(channel, NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER keys_notify AFTER INSERT OR UPDATE OR DELETE ON keys
+    FOR EACH ROW EXECUTE FUNCTION keyward_keys_changed();
+CREATE TRIGGER keys_notify_truncate AFTER TRUNCATE ON keys
+    FOR EACH STATEMENT EXECUTE FUNCTION keyward_keys_changed();
+"#;
+
+/// The LISTEN/NOTIFY channel of a schema's key changes (as V4's trigger names it: at most
+/// 63 bytes, PostgreSQL's identifier length).
+pub(super) fn keys_channel(schema: &str) -> String {
+    let mut c = format!("keyward_keys_{schema}");
+    c.truncate(63);
+    c
+}
+
 /// Every migration in order; migration `i` brings the schema to version `i + 1`.
 /// Append only: never edit or reorder a migration that has been released.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
