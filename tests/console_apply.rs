@@ -297,6 +297,11 @@ fn console_input_creates_delivers_rotates_and_revokes_and_the_plan_is_empty_afte
         "{}",
         o.all()
     );
+    assert!(
+        !o.stdout.contains("no overlap on rotation"),
+        "said once, in the vendor's words: {}",
+        o.all()
+    );
     let o = ex.apply_with(
         "old.json",
         serde_json::json!({"alma-sandbox/illiad-barcode-lookup": {"secret": sandbox}}),

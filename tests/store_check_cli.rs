@@ -205,3 +205,24 @@ fn exec_store_with_the_reference_adapter_passes_store_check() {
         "the adapter's file holds a secret"
     );
 }
+
+#[test]
+fn a_console_store_is_not_checked_and_its_ledger_is_untouched() {
+    // The kit would write its kwcheck-* test keys into the committed ledger (keys no
+    // console holds) and check nothing of the console: refused, pointing at `audit`.
+    let dir = repo("  alma-sandbox: { kind: console, vendor: alma, environment: sandbox }\n");
+    let out = Command::new(serve_common::bin())
+        .arg("-C")
+        .arg(dir.path())
+        .args(["store", "check", "alma-sandbox", "--paging-keys", "20"])
+        .output()
+        .expect("run keyward store check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("store `alma-sandbox` is a console store")
+            && stderr.contains("keyward audit --store alma-sandbox"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("ledger").exists(), "no ledger is written");
+}

@@ -19,7 +19,7 @@ pub enum StoreArgs {
     /// enable, revoke, delete, version conflicts, idempotent retries, unmanaged keys
     /// untouched, paging, expiry. Exit 1 when a check fails.
     #[command(
-        after_help = "Examples:\n  keyward store check alma-sandbox\n  keyward store check gateway --format json --paging-keys 500"
+        after_help = "Examples:\n  keyward store check local\n  keyward store check gateway --format json --paging-keys 500"
     )]
     Check(CheckArgs),
 }
@@ -69,6 +69,16 @@ pub async fn run(dir: &Path, args: &StoreArgs, color: bool) -> Result<Outcome> {
     let Some(cfg) = spec.stores.get(&args.store) else {
         return Err(unknown_store(spec, &args.store));
     };
+    if matches!(cfg.kind, StoreKind::Console(_)) {
+        // The kit would write its kwcheck-* keys (2,000 for paging) into the committed
+        // ledger, keys no console holds, and check nothing of the console itself.
+        anyhow::bail!(
+            "store `{0}` is a console store: keyward has no API into the console to check, and \
+             test keys would only be written to its ledger\n  hint: `keyward audit --store {0}` \
+             checks the ledger against what the console holds",
+            cfg.name
+        );
+    }
     let store = observe::open(cfg)?;
     super::common::warn_modes(spec, [&cfg.name]);
     let opts = CheckOptions {

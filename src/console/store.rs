@@ -325,7 +325,9 @@ impl Store for ConsoleStore {
             // The console makes the secret; the admin pastes it.
             secret: crate::store::SecretMode::Server,
             expiry: None,
-            rotation_overlap: crate::store::Overlap::default(),
+            // A console's regenerate (or new key, then delete the old) keeps no previous
+            // value: the old one stops working at once (the preset's `old_value:`).
+            rotation_overlap: crate::store::Overlap::None,
             disable: true,
             quota: false,
             // A vendor's console may show last use; keyward cannot see it.
@@ -541,5 +543,34 @@ impl ConsoleStore {
             f.keys.push(k);
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_console_rotation_keeps_no_previous_value() {
+        // Every vendor of examples/consoles (Alma, Primo, OpenAthens): the old value stops
+        // working at once (the preset's `old_value:`), so no console reports an overlap.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/consoles");
+        let loaded = crate::spec::load(&root).expect("the example loads");
+        let mut seen = Vec::new();
+        for (cfg, console, _) in super::super::rules::console_stores(&loaded.spec) {
+            let s = ConsoleStore::open(cfg, console).expect("open");
+            let caps = s.capabilities();
+            assert_eq!(
+                caps.rotation_overlap,
+                crate::store::Overlap::None,
+                "{}",
+                cfg.name
+            );
+            assert_eq!(caps.secret, crate::store::SecretMode::Server);
+            seen.push(console.vendor.clone());
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, ["alma", "openathens", "primo"]);
     }
 }

@@ -1,7 +1,8 @@
 //! What the stores' capabilities mean for a plan: a key field its store cannot honour is a
-//! diagnostic at the key's line (KW430; plan refuses), and what a store does differently
-//! but still honours is said in the plan as a note (`expiry: emulated`, `no overlap on
-//! rotation`). Must not change a store or decide a change.
+//! diagnostic at the key's line (KW430; plan refuses), what a store does differently but
+//! still honours is said in the plan as a note (`expiry: emulated`, `no overlap on
+//! rotation`), and a rotation in a store with no overlap carries no grace. Must not change
+//! a store or decide a change.
 
 use crate::diag::{Diagnostic, Diagnostics, codes};
 use crate::diff::{Action, Note};
@@ -64,20 +65,42 @@ pub fn diagnostics(spec: &Spec, caps: &BTreeMap<String, Capabilities>) -> Diagno
     out
 }
 
-/// What the plan should say about how its stores carry out its changes.
-pub fn notes(plan: &Plan, caps: &BTreeMap<String, Capabilities>) -> Vec<Note> {
+/// A rotation in a store with no overlap (`rotation_overlap: none`: PostgreSQL roles, vendor
+/// consoles) keeps no previous secret, so it has no grace: the plan must not say "previous
+/// secret valid until". The key's `rotation.grace` stays in the spec (a replace, which
+/// makes a second key, still honours it).
+pub fn honour_overlap(plan: &mut Plan, caps: &BTreeMap<String, Capabilities>) {
+    for c in plan
+        .actions
+        .iter_mut()
+        .filter(|c| c.action == Action::Rotate)
+    {
+        if caps
+            .get(&c.store)
+            .is_some_and(|cap| cap.rotation_overlap == Overlap::None)
+        {
+            c.grace = None;
+        }
+    }
+}
+
+/// What the plan should say about how its stores carry out its changes. A console store's
+/// rotation says it in the vendor's words already (the change's reasons: "the old value
+/// stops working at once: ..."), so it gets no generic overlap note.
+pub fn notes(spec: &Spec, plan: &Plan, caps: &BTreeMap<String, Capabilities>) -> Vec<Note> {
     let mut out = Vec::new();
     for c in &plan.actions {
         let Some(cap) = caps.get(&c.store) else {
             continue;
         };
+        let console = crate::console::checklist::is_console(spec, &c.store);
         let note = |message: &str| Note {
             store: c.store.clone(),
             name: c.name.clone(),
             message: message.to_owned(),
         };
         let makes_secret = matches!(c.action, Action::Create | Action::Replace | Action::Rotate);
-        if c.action == Action::Rotate && cap.rotation_overlap == Overlap::None {
+        if c.action == Action::Rotate && cap.rotation_overlap == Overlap::None && !console {
             out.push(note(
                 "no overlap on rotation: the old secret stops at once (the store holds one secret per key)",
             ));

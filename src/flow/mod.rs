@@ -266,7 +266,8 @@ impl Locked<'_> {
             .await?)),
             Some(saved_plan) => {
                 let observed = observe::list_stores(self.stores).await?;
-                saved::replan(self.desired, &observed, saved_plan)
+                let caps = planning::capabilities_of(self.stores);
+                saved::replan(self.desired, &observed, &caps, saved_plan)
             }
         }
     }

@@ -30,24 +30,36 @@ fn environments(loaded: &Loaded) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What each opened store can do, by store name.
+pub fn capabilities_of(stores: &Stores) -> BTreeMap<String, Capabilities> {
+    stores
+        .iter()
+        .map(|(n, s)| (n.clone(), s.capabilities()))
+        .collect()
+}
+
 /// Diff the desired state against what the stores hold (and what the outbox delivered),
-/// as a plan (unfiltered, unmarked).
+/// as a plan (unfiltered, unmarked), as the stores `caps` carry it out (a rotation where
+/// the store keeps no previous secret has no grace).
 pub fn plan_from(
     desired: &Desired,
     observed: &Observed,
+    caps: &BTreeMap<String, Capabilities>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
     let outbox = Outbox::new(desired.loaded.spec.delivery.outbox.clone());
     let delivered = observe::delivered(&outbox)?;
     let result = diff::diff_with_deliveries(&desired.loaded.spec, observed, &delivered, now);
-    Ok(Plan::new(
+    let mut plan = Plan::new(
         result,
         observed,
         &environments(&desired.loaded),
         desired.identity.clone(),
         desired.revision.clone(),
         now,
-    ))
+    );
+    super::capabilities::honour_overlap(&mut plan, caps);
+    Ok(plan)
 }
 
 /// The policy checks that need the live keys (keys per owner, counting keys made outside
@@ -75,15 +87,12 @@ pub async fn make_plan(
         observed.entry(name.clone()).or_default();
     }
     live_policy(desired, &observed)?;
-    let caps: BTreeMap<String, Capabilities> = stores
-        .iter()
-        .map(|(n, s)| (n.clone(), s.capabilities()))
-        .collect();
+    let caps = capabilities_of(stores);
     let found = super::capabilities::diagnostics(&desired.loaded.spec, &caps);
     if found.has_errors() {
         return Err(crate::policy::Refused::new(&found, &desired.loaded.sources).into());
     }
-    let mut plan = plan_from(desired, &observed, now)?;
+    let mut plan = plan_from(desired, &observed, &caps, now)?;
     if let Some(base) = &opts.base {
         mark_base(&mut plan, desired, base)?;
     }
@@ -91,7 +100,7 @@ pub async fn make_plan(
     if opts.drift_only {
         plan.retain_drift();
     }
-    let said = super::capabilities::notes(&plan, &caps);
+    let said = super::capabilities::notes(&desired.loaded.spec, &plan, &caps);
     plan.notes.extend(said);
     plan.guards = crate::guard::check(&plan, &desired.loaded.spec.guards);
     plan.console_steps = crate::console::checklist::plan_steps(&desired.loaded.spec, &plan, now);

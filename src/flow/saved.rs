@@ -7,7 +7,9 @@ use super::options::{ApplyRunOptions, Step};
 use super::planning::{Observed, live_policy, plan_from};
 use crate::outcome::Outcome;
 use crate::plan::{Plan, RevisionSource, saved};
+use crate::store::Capabilities;
 use anyhow::bail;
+use std::collections::BTreeMap;
 
 const REPLAN_HINT: &str =
     "  nothing was changed.\n  hint: run `keyward plan --out FILE` again and review the new plan.";
@@ -95,7 +97,12 @@ fn keys_that_moved(planned: &crate::plan::Revision, desired: &Desired) -> Vec<St
 /// Recompute the saved plan from the same spec and the live state: refused (exit 3) when a
 /// live key it was made from changed or its actions differ; else the plan to apply (with
 /// the in-place patches rebuilt, the guards and the base it was made with).
-pub fn replan(desired: &Desired, observed: &Observed, saved_plan: &Plan) -> Step<Plan> {
+pub fn replan(
+    desired: &Desired,
+    observed: &Observed,
+    caps: &BTreeMap<String, Capabilities>,
+    saved_plan: &Plan,
+) -> Step<Plan> {
     live_policy(desired, observed)?;
     let stale = saved::live_changes(saved_plan, observed);
     if !stale.is_empty() {
@@ -108,7 +115,7 @@ pub fn replan(desired: &Desired, observed: &Observed, saved_plan: &Plan) -> Step
     }
     // Recompute at the plan's time from the same spec and live state: it must be the plan
     // that was reviewed (this also rebuilds the in-place patches).
-    let mut now_plan = plan_from(desired, observed, saved_plan.created_at)?;
+    let mut now_plan = plan_from(desired, observed, caps, saved_plan.created_at)?;
     now_plan.retain_only(&saved_plan.only);
     let diffs = saved::action_changes(&saved_plan.actions, &now_plan.actions);
     if !diffs.is_empty() {
