@@ -4,6 +4,7 @@
 //! untouched; a kill between paste and ledger write is resumed; the ledger fits its schema;
 //! and no pasted value appears in any byte written except the envelopes.
 
+mod common;
 mod needs;
 
 use assert_cmd::Command;
@@ -121,29 +122,7 @@ impl Example {
     /// No value appears in any file of the repository except the envelopes, nor in
     /// anything the binary printed.
     fn assert_no_canary(&self, values: &[&str]) {
-        for e in walkdir::WalkDir::new(self.root())
-            .into_iter()
-            .filter_map(Result::ok)
-        {
-            let p = e.path();
-            if !e.file_type().is_file() || p.extension().is_some_and(|x| x == "age") {
-                continue;
-            }
-            let bytes = std::fs::read(p).unwrap();
-            for v in values {
-                assert!(
-                    !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
-                    "a pasted value is in {}",
-                    p.display()
-                );
-                let tail = &v[4..];
-                assert!(
-                    !bytes.windows(tail.len()).any(|w| w == tail.as_bytes()),
-                    "part of a pasted value is in {}",
-                    p.display()
-                );
-            }
-        }
+        common::assert_only_in_envelopes(self.root(), values);
         let printed = self.printed.borrow();
         for v in values {
             assert!(!printed.contains(&v[4..]), "a pasted value was printed");

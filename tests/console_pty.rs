@@ -2,10 +2,12 @@
 //! drives the real binary through a pseudo-terminal. It checks that echo is off at the paste
 //! prompt, that wrong shapes (an age key, another vendor's value, an empty line, two lines)
 //! are refused and asked again, that Ctrl-C and a kill between "made" and "pasted" leave a
-//! step the next apply resumes, that a revoke is confirmed and an audit answered. This file then checks the
-//! ledger, opens the deliveries with `age -d`, and scans every byte written and shown for
-//! the pasted values.
+//! step the next apply resumes, that a revoke is confirmed and an audit answered, and that
+//! `keyward import --store X` reads each adopted key's value the same way. This file then
+//! checks the ledger, opens the deliveries with `age -d`, and scans every byte written and
+//! shown for the pasted values.
 
+mod common;
 mod needs;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +42,18 @@ struct Drive {
 }
 
 impl Drive {
+    /// Drive the repository `repo`, with the `values` to paste in a file outside it.
+    fn new(repo: tempfile::TempDir, values: serde_json::Value) -> Drive {
+        let outside = tempfile::tempdir().unwrap();
+        let values_path = outside.path().join("values.json");
+        std::fs::write(&values_path, values.to_string()).unwrap();
+        Drive {
+            values: values_path,
+            transcript: outside.path().join("terminal.txt"),
+            repo,
+            outside,
+        }
+    }
     fn scenario(&self, name: &str) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pty/checklist.py");
         let o = Command::new("python3")
@@ -88,7 +102,6 @@ fn the_checklist_at_a_terminal_hides_refuses_resumes_and_confirms() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/consoles"),
         repo.path(),
     );
-    let outside = tempfile::tempdir().unwrap();
     let production = alma_value();
     let sandbox = alma_value();
     let (first_half, second_half) = production.split_at(18);
@@ -99,14 +112,7 @@ fn the_checklist_at_a_terminal_hides_refuses_resumes_and_confirms() {
         "second_half": second_half,
         "openathens": "3c1f0e2a-77b9-4d1e-9a55-0f6d2b8c4e11",
     });
-    let values_path = outside.path().join("values.json");
-    std::fs::write(&values_path, values.to_string()).unwrap();
-    let d = Drive {
-        values: values_path,
-        transcript: outside.path().join("terminal.txt"),
-        repo,
-        outside,
-    };
+    let d = Drive::new(repo, values);
 
     d.scenario("create");
     let k = &d.ledger("alma-production")["keys"][0];
@@ -163,24 +169,105 @@ fn the_checklist_at_a_terminal_hides_refuses_resumes_and_confirms() {
     // terminal.
     let shown = std::fs::read_to_string(&d.transcript).unwrap();
     for v in [&production, &sandbox] {
-        let tail = &v[4..];
-        assert!(!shown.contains(tail), "a pasted value was shown:\n{shown}");
-        for e in walkdir::WalkDir::new(d.repo.path())
-            .into_iter()
-            .filter_map(Result::ok)
-        {
-            let p = e.path();
-            if !e.file_type().is_file() || p.extension().is_some_and(|x| x == "age") {
-                continue;
-            }
-            let bytes = std::fs::read(p).unwrap();
-            assert!(
-                !bytes.windows(tail.len()).any(|w| w == tail.as_bytes()),
-                "a pasted value is in {}",
-                p.display()
-            );
-        }
+        assert!(
+            !shown.contains(&v[4..]),
+            "a pasted value was shown:\n{shown}"
+        );
     }
+    common::assert_only_in_envelopes(d.repo.path(), &[&production, &sandbox]);
     assert!(shown.contains("refused: "), "{shown}");
+    let _ = &d.outside;
+}
+
+#[test]
+fn import_at_a_terminal_reads_each_value_hidden_refuses_wrong_shapes_and_delivers() {
+    if !needs::tool(&needs::PEXPECT) {
+        return;
+    }
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/consoles"),
+        root,
+    );
+    let bin = assert_cmd::cargo::cargo_bin("keyward");
+    let o = Command::new(&bin)
+        .arg("-C")
+        .arg(root)
+        .args(["import", "--store", "alma-sandbox"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = root.join("import-alma-sandbox.yaml");
+    let text = std::fs::read_to_string(&t).unwrap();
+    std::fs::write(
+        &t,
+        text.replace(
+            "keys: []\n",
+            "keys:\n  - name: course-reserves\n    owner: jdoe\n    purpose: Course reserves sync\n    scopes: [courses:read, bibs:read]\n    recipients: [team:ill-staff]\n    value: paste\n  - name: ill-requests\n    owner: asmith\n    purpose: ILL request export\n    scopes: [resource-sharing:read]\n    recipients: [illiad-server]\n    value: paste\n  - name: old-report\n    owner: asmith\n    purpose: Monthly analytics export\n    scopes: [analytics:read]\n    value: undelivered\n",
+        ),
+    )
+    .unwrap();
+    let (a, b) = (alma_value(), alma_value());
+    let d = Drive::new(
+        repo,
+        serde_json::json!({
+            "import_a": a,
+            "import_b": b,
+            "openathens": "3c1f0e2a-77b9-4d1e-9a55-0f6d2b8c4e11",
+        }),
+    );
+    d.scenario("import");
+
+    assert!(!t.exists(), "the template is consumed");
+    let ledger = d.ledger("alma-sandbox");
+    let keys = ledger["keys"].as_sequence().unwrap();
+    let by = |n: &str| keys.iter().find(|k| k["name"] == n).unwrap().clone();
+    for (name, v) in [("course-reserves", &a), ("ill-requests", &b)] {
+        let fp = format!("sha256:{}", keyward::secret::hash_presented(v).0);
+        assert_eq!(by(name)["fingerprint"], fp.as_str(), "{name}");
+        assert_eq!(by(name)["confirmed"][0]["step"], "import");
+    }
+    assert_eq!(by("old-report")["undelivered"], true);
+    if needs::part(&needs::AGE, "opening the imported deliveries with age -d") {
+        for who in ["jdoe", "asmith"] {
+            assert_eq!(d.age_open("alma-sandbox", "course-reserves", 1, who), a);
+        }
+        assert_eq!(
+            d.age_open("alma-sandbox", "ill-requests", 1, "illiad-server"),
+            b
+        );
+    }
+    // The imported keys need no change.
+    let o = Command::new(&bin)
+        .arg("-C")
+        .arg(d.repo.path())
+        .args(["plan", "--format", "json", "--only", "alma-sandbox/*"])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["illiad-barcode-lookup"],
+        "only the example's pending key"
+    );
+
+    // The canary: neither value (nor its tail) in any file but the envelopes, nor on the
+    // terminal, nor in what plan printed.
+    let shown = std::fs::read_to_string(&d.transcript).unwrap();
+    let printed = format!("{shown}{}", String::from_utf8_lossy(&o.stdout));
+    for v in [&a, &b] {
+        assert!(
+            !printed.contains(&v[4..]),
+            "a pasted value was shown:\n{shown}"
+        );
+    }
+    common::assert_only_in_envelopes(d.repo.path(), &[&a, &b]);
     let _ = &d.outside;
 }

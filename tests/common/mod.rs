@@ -178,6 +178,29 @@ pub fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// The canary of a pasted console value: no file under `root` but the sealed envelopes
+/// holds any of `values`, nor its tail after the first 4 characters (an Alma key without
+/// its `l7xx`).
+pub fn assert_only_in_envelopes(root: &Path, values: &[&str]) {
+    for e in walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let p = e.path();
+        if !e.file_type().is_file() || p.extension().is_some_and(|x| x == "age") {
+            continue;
+        }
+        let bytes = std::fs::read(p).unwrap();
+        for v in values {
+            assert!(
+                !contains(&bytes, &v[4..]),
+                "a pasted value is in {}",
+                p.display()
+            );
+        }
+    }
+}
+
 /// Validate a plan against the checked-in JSON Schema (boon, with format assertions).
 pub fn check_plan_json(plan: &serde_json::Value) -> Result<(), String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json");

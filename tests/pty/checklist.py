@@ -126,5 +126,26 @@ elif scenario == "audit":
     done(child, "Is it in the console, exactly so? [y] yes, as listed / [n] no, it is not there / [s] skip / [q] stop: ")
     expect(child, "Audit of alma-sandbox: 1 as listed, 0 not in the console, 0 skipped.")
     finish(child, 0)
+elif scenario == "import":
+    # `keyward import --store X` on a filled-in template: each `value: paste` key's current
+    # value at the hidden prompt (wrong shapes and a value already pasted for another key
+    # refused and asked again), the undelivered key only named.
+    child = spawn("import", "--store", "alma-sandbox")
+    expect(child, "[1/3] alma-sandbox/course-reserves (owner jdoe): ")
+    paste(child, values["openathens"])
+    expect(child, "refused: that is not an Alma key")
+    paste(child, "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ")
+    expect(child, "refused: that is an age private key")
+    paste(child, "")
+    expect(child, "refused: nothing was pasted")
+    paste(child, values["import_a"])
+    expect(child, "[2/3] alma-sandbox/ill-requests (owner asmith): ")
+    paste(child, values["import_a"])
+    expect(child, "refused: that value is already recorded for `course-reserves`")
+    paste(child, values["import_b"])
+    expect(child, "[3/3] alma-sandbox/old-report (owner asmith): ")
+    expect(child, "undelivered: its recipients get a value at the next rotation.")
+    expect(child, "Imported 3 key(s) from alma-sandbox: 2 delivered")
+    finish(child, 0)
 else:
     raise SystemExit(f"unknown scenario {scenario}")
