@@ -238,6 +238,8 @@ pub mod codes {
     pub const EMPTY_TEAM: &str = "KW123";
     pub const INVALID_STORE: &str = "KW124";
     pub const PROTECTED_TOMBSTONE: &str = "KW125";
+    /// `unused_after` shorter than a day.
+    pub const UNUSED_AFTER_TOO_SHORT: &str = "KW126";
     /// A place keyward would send a token or a notification that it must not: a webhook on
     /// a non-public address (without `allow_private`) or with user info in its URL, a store
     /// `token_env` outside `KEYWARD_*`.
@@ -263,6 +265,8 @@ pub mod codes {
     pub const MISSING_REQUIRED_LABEL: &str = "KW209";
     pub const NAME_PATTERN: &str = "KW210";
     pub const ENVIRONMENT_MISMATCH: &str = "KW211";
+    /// Warning: `unused_after` over keys of a store that keeps no usage.
+    pub const UNUSED_NOT_VISIBLE: &str = "KW212";
 
     // KW4xx: console stores (src/console): ledgers and the vendors' presets.
     /// A ledger names another store or vendor than keyward.yaml.

@@ -4,6 +4,7 @@
 
 use crate::model::{KeyPatch, KeyStatus, LiveKey};
 use crate::spec::{DesiredKey, DesiredState, Expiry, Scope, ScopeCatalogue, Spec};
+use crate::unused::{LastUse, Seen};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -189,6 +190,11 @@ pub struct Change {
     /// A rotation: how long the previous secret keeps working after the new one is issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace: Option<Grace>,
+    /// A revoke, replace, disable or delete: when the key acted on was last used, so a
+    /// reviewer sees whether something still depends on it (none when its store's usage
+    /// was not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<LastUse>,
 }
 
 /// How long the previous secret of a rotated key keeps working.
@@ -399,6 +405,8 @@ fn longer(before: Option<DateTime<Utc>>, after: Option<DateTime<Utc>>) -> bool {
 struct Ctx<'a> {
     spec: &'a Spec,
     now: DateTime<Utc>,
+    /// The usage the stores keep (last use per key).
+    seen: &'a Seen,
     out: DiffResult,
     /// Each principal's fingerprint, computed once per diff (not once per key).
     fingerprints: BTreeMap<&'a str, String>,
@@ -425,7 +433,21 @@ pub fn diff_with_deliveries(
     delivered: &Delivered,
     now: DateTime<Utc>,
 ) -> DiffResult {
-    let mut cx = Ctx::new(spec, now);
+    diff_seen(spec, observed, delivered, &Seen::default(), now)
+}
+
+/// `diff_with_deliveries`, also told the usage the stores keep: a revoke, replace, disable
+/// or delete carries the key's last use, and with the policy's `unused_after` a key unused
+/// that long is disabled (protected keys excepted; keys of a store that keeps no usage are
+/// never proposed, and a note says so).
+pub fn diff_seen(
+    spec: &Spec,
+    observed: &BTreeMap<String, Vec<LiveKey>>,
+    delivered: &Delivered,
+    seen: &Seen,
+    now: DateTime<Utc>,
+) -> DiffResult {
+    let mut cx = Ctx::new(spec, seen, now);
     let seen = Observed::index(observed);
     // Creates that might pair with a revoke in another store (a store change = replace).
     let unmatched: Vec<&DesiredKey> = spec
@@ -629,6 +651,28 @@ fn expiry_warnings(
         .collect()
 }
 
+/// With `unused_after` in force on a store's keys: a note for each store read that keeps
+/// no usage, since none of its keys can be seen unused (and so none is proposed).
+fn unused_blind_notes(spec: &Spec, seen: &Seen) -> Vec<Note> {
+    seen.not_kept()
+        .filter_map(|store| {
+            let n = spec
+                .keys
+                .iter()
+                .filter(|k| k.store == store && k.state == DesiredState::Active && !k.protected)
+                .filter(|k| spec.policy.unused_days(k).is_some())
+                .count();
+            (n > 0).then(|| Note {
+                store: String::new(),
+                name: String::new(),
+                message: format!(
+                    "store `{store}` keeps no usage: unused_after cannot see whether its {n} key(s) are used, so none is proposed for disabling"
+                ),
+            })
+        })
+        .collect()
+}
+
 /// The label a replace puts on the old key it leaves valid through the grace: the id of the
 /// key that replaces it.
 pub const REPLACED_BY: &str = "keyward.replaced-by";
@@ -718,10 +762,11 @@ fn pick_current<'a>(
 }
 
 impl<'a> Ctx<'a> {
-    fn new(spec: &'a Spec, now: DateTime<Utc>) -> Self {
+    fn new(spec: &'a Spec, seen: &'a Seen, now: DateTime<Utc>) -> Self {
         Ctx {
             spec,
             now,
+            seen,
             out: DiffResult::default(),
             fingerprints: spec
                 .principals
@@ -931,6 +976,16 @@ impl<'a> Ctx<'a> {
         let spec = self.spec;
         let mut out = self.out;
         out.notes.extend(pending_notes(self.pending));
+        out.notes.extend(unused_blind_notes(spec, self.seen));
+        for c in &mut out.changes {
+            let takes_away = matches!(
+                c.action,
+                Action::Revoke | Action::Replace | Action::Disable | Action::Delete
+            );
+            if let (true, Some(id)) = (takes_away, &c.key_id) {
+                c.last_used = self.seen.last_use(&c.store, id);
+            }
+        }
         out.warnings = expiry_warnings(spec, obs.all, &out.changes, now);
         out.access_removed = access_removed(spec, &obs.managed, &out.changes);
         out.changes
@@ -1134,8 +1189,52 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    /// Compare a desired key with its live, non-revoked counterpart.
+    /// Compare a desired key with its live, non-revoked counterpart; a key unused for the
+    /// policy's `unused_after` is compared as if the spec said `state: disabled`.
     fn compare(&mut self, d: &DesiredKey, l: &LiveKey) {
+        let Some(days) = self.idle_days(d, l) else {
+            return self.compare_as(d, l);
+        };
+        let held = DesiredKey {
+            state: DesiredState::Disabled,
+            ..d.clone()
+        };
+        let at = self.out.changes.len();
+        self.compare_as(&held, l);
+        let due = format!("due: unused for {days} days");
+        match self.out.changes.get_mut(at) {
+            Some(c) if c.action == Action::Disable => {
+                for r in c.reasons.iter_mut().filter(|r| *r == "state: disabled") {
+                    r.clone_from(&due);
+                }
+            }
+            _ => {
+                let why = format!(
+                    "disabled and {}: kept disabled (unused_after: {}d); to use it again, \
+                     set `unused_after: never` (or a longer span) on the key",
+                    &due[5..],
+                    self.spec.policy.unused_days(d).unwrap_or_default()
+                );
+                self.note(d, &why);
+            }
+        }
+    }
+
+    /// Whole days `l` has gone unused when that is at least the policy's `unused_after`
+    /// (None: not due, protected, not active in the spec, or its store keeps no usage).
+    fn idle_days(&self, d: &DesiredKey, l: &LiveKey) -> Option<i64> {
+        let window = self.spec.policy.unused_days(d)?;
+        if d.state != DesiredState::Active || d.protected || l.protected {
+            return None;
+        }
+        if !forcing_changes(d, l).is_empty() {
+            return None;
+        }
+        let days = self.seen.days_unused(&d.store, l, self.now)?;
+        (days >= window).then_some(days)
+    }
+
+    fn compare_as(&mut self, d: &DesiredKey, l: &LiveKey) {
         let forcing = forcing_changes(d, l);
         if !forcing.is_empty() {
             self.push_replace(d, l, &d.store.clone(), forcing);
@@ -1341,6 +1440,7 @@ impl Change {
             touched: None,
             requested_by: Vec::new(),
             grace: None,
+            last_used: None,
         }
     }
 
@@ -1557,6 +1657,7 @@ pub(crate) mod tests {
             state: DesiredState::Active,
             protected: false,
             adopt: None,
+            unused_after: None,
             location: Location::new("keys/a.yaml", 1, 1),
             field_locations: BTreeMap::new(),
         }
@@ -1991,6 +2092,160 @@ pub(crate) mod tests {
         assert_eq!(
             (c.action, c.set_status),
             (Action::Update, Some(KeyStatus::Active))
+        );
+    }
+}
+
+/// The policy's `unused_after` and the last use a plan shows (`crate::unused`).
+#[cfg(test)]
+mod unused_tests {
+    use crate::model::LiveKey;
+    use crate::store::VerifyReason;
+    use crate::store::usage::{Usage, UsageRow};
+    use crate::unused::Seen;
+    use std::collections::BTreeMap;
+
+    /// Five keys in `prod` made 200 days before `now()`, counting since then: `idle` last
+    /// used 131 days ago, `busy` 2 days ago, `guarded` (protected) 131 days ago, `never`
+    /// made 150 days ago and never used, `fresh` made 10 days ago and never used.
+    type World = (
+        crate::spec::Spec,
+        BTreeMap<String, Vec<LiveKey>>,
+        BTreeMap<String, Option<Usage>>,
+    );
+
+    fn unused_world() -> World {
+        use super::tests::{key, live_from, now, spec};
+        use crate::spec::{Expiry, Span};
+        let ago = |d: i64| now() - chrono::Duration::days(d);
+        let mut keys = Vec::new();
+        for n in ["idle", "busy", "guarded", "never", "fresh"] {
+            let mut k = key("prod", n, &["bibs:read"]);
+            k.expiry = Expiry::Never;
+            k.protected = n == "guarded";
+            keys.push(k);
+        }
+        let mut s = spec(keys.clone());
+        s.policy.unused_after = Some(Span::days(120));
+        let made = |n: &str| match n {
+            "never" => ago(150),
+            "fresh" => ago(10),
+            _ => ago(200),
+        };
+        let lives = keys
+            .iter()
+            .map(|k| live_from(&s, k, &k.name.to_uppercase(), made(&k.name)))
+            .collect();
+        let row = |key: &str, d: i64| UsageRow {
+            key_id: key.into(),
+            day: crate::store::usage::day_of(&ago(d)),
+            reason: VerifyReason::Ok,
+            calls: 1,
+            last_at: ago(d),
+        };
+        let usage = BTreeMap::from([(
+            "prod".to_owned(),
+            Some(Usage {
+                counting_since: Some(ago(200)),
+                rows: vec![row("IDLE", 131), row("BUSY", 2), row("GUARDED", 131)],
+            }),
+        )]);
+        (s, BTreeMap::from([("prod".to_owned(), lives)]), usage)
+    }
+
+    fn plan_of(
+        s: &crate::spec::Spec,
+        observed: &BTreeMap<String, Vec<LiveKey>>,
+        usage: &BTreeMap<String, Option<Usage>>,
+    ) -> super::DiffResult {
+        let delivered = super::Delivered::new();
+        let seen = Seen::new(usage);
+        super::diff_seen(s, observed, &delivered, &seen, super::tests::now())
+    }
+
+    #[test]
+    fn keys_unused_past_the_window_are_disabled_but_not_protected_or_recent_ones() {
+        use super::Action;
+        let (s, observed, usage) = unused_world();
+        let r = plan_of(&s, &observed, &usage);
+        let got: Vec<(&str, Action, &str)> = r
+            .changes
+            .iter()
+            .map(|c| (c.name.as_str(), c.action, c.reasons[0].as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("idle", Action::Disable, "due: unused for 131 days"),
+                ("never", Action::Disable, "due: unused for 150 days"),
+            ],
+            "a key never used counts from when it was made"
+        );
+        let idle = &r.changes[0];
+        assert_eq!(
+            idle.last_used.as_ref().and_then(|u| u.at),
+            Some(super::tests::now() - chrono::Duration::days(131))
+        );
+        assert_eq!(idle.fields[0].after.as_deref(), Some("disabled"));
+        // Without the policy nothing is proposed.
+        let mut off = s.clone();
+        off.policy.unused_after = None;
+        assert!(plan_of(&off, &observed, &usage).changes.is_empty());
+    }
+
+    #[test]
+    fn a_key_disabled_for_disuse_stays_disabled_until_its_file_says_otherwise() {
+        use super::Action;
+        use crate::model::KeyStatus;
+        let (mut s, mut observed, usage) = unused_world();
+        for k in observed.get_mut("prod").unwrap().iter_mut() {
+            if k.name == "idle" {
+                k.status = KeyStatus::Disabled;
+            }
+        }
+        let r = plan_of(&s, &observed, &usage);
+        assert!(
+            r.changes.iter().all(|c| c.name != "idle"),
+            "{:?}",
+            r.changes
+        );
+        let note = r.notes.iter().find(|n| n.name == "idle").expect("a note");
+        assert!(
+            note.message
+                .starts_with("disabled and unused for 131 days: kept disabled"),
+            "{}",
+            note.message
+        );
+        // `unused_after: never` on the key: it is enabled again.
+        s.keys
+            .iter_mut()
+            .find(|k| k.name == "idle")
+            .unwrap()
+            .unused_after = Some(None);
+        let r = plan_of(&s, &observed, &usage);
+        let c = r
+            .changes
+            .iter()
+            .find(|c| c.name == "idle")
+            .expect("enabled");
+        assert_eq!(
+            (c.action, c.set_status),
+            (Action::Update, Some(KeyStatus::Active))
+        );
+    }
+
+    #[test]
+    fn a_store_that_keeps_no_usage_has_nothing_proposed_and_the_plan_says_why() {
+        let (s, observed, _) = unused_world();
+        let blind = BTreeMap::from([("prod".to_owned(), None)]);
+        let r = plan_of(&s, &observed, &blind);
+        assert!(r.changes.is_empty(), "{:?}", r.changes);
+        let msgs: Vec<&str> = r.notes.iter().map(|n| n.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "store `prod` keeps no usage: unused_after cannot see whether its 4 key(s) are used, so none is proposed for disabling"
+            ]
         );
     }
 }

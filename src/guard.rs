@@ -1,6 +1,7 @@
-//! Safety thresholds (keyward.yaml `guards:`): how many keys one apply may revoke, delete or
-//! replace per store, absolutely and as a share of the store's live managed keys, stricter
-//! for production. A pure check of a plan; must not apply or decide anything else.
+//! Safety thresholds (keyward.yaml `guards:`): how many keys one apply may revoke, disable,
+//! delete or replace per store, absolutely and as a share of the store's live managed keys,
+//! stricter for production. A disable (`state: disabled`, or the policy's `unused_after`)
+//! takes a key out of service as a revoke does, so it counts with the revokes. A pure check of a plan; must not apply or decide anything else.
 
 use crate::diff::Action;
 use crate::plan::{GuardViolation, Plan};
@@ -17,7 +18,7 @@ pub fn check(plan: &Plan, guards: &Guards) -> Vec<GuardViolation> {
                 .filter(|c| &c.store == store && pred(c.action))
                 .count() as u64
         };
-        let revokes = count(|a| matches!(a, Action::Revoke | Action::Delete));
+        let revokes = count(|a| matches!(a, Action::Revoke | Action::Disable | Action::Delete));
         let replaces = count(|a| a == Action::Replace);
         let base = st.managed_live_keys as u64;
         let kind = if st.environment == "production" {
@@ -27,7 +28,7 @@ pub fn check(plan: &Plan, guards: &Guards) -> Vec<GuardViolation> {
         };
         for (what, n, max, max_pct, guard, guard_pct) in [
             (
-                "revoke or delete",
+                "revoke, disable or delete",
                 revokes,
                 limits.max_revokes,
                 limits.max_revoke_percent,
@@ -130,6 +131,27 @@ mod tests {
         let v = check(&plan_revoking("prod", 10, 8), &g);
         let names: Vec<&str> = v.iter().map(|g| g.guard.as_str()).collect();
         assert_eq!(names, ["max_revokes", "max_revoke_percent"]);
+    }
+
+    #[test]
+    fn disables_count_with_the_revokes() {
+        let mut plan = plan_revoking("prod", 10, 0);
+        assert!(check(&plan, &Guards::default()).is_empty());
+        let full = plan_revoking("prod", 10, 6);
+        // The same six keys disabled instead of revoked cross the same guards.
+        for c in full.actions.iter() {
+            let mut c = c.clone();
+            c.action = Action::Disable;
+            plan.actions.push(c);
+        }
+        let v = check(&plan, &Guards::default());
+        let names: Vec<&str> = v.iter().map(|g| g.guard.as_str()).collect();
+        assert_eq!(names, ["max_revokes", "max_revoke_percent"], "{v:?}");
+        assert!(
+            v[0].message.contains("revoke, disable or delete 6 key(s)"),
+            "{}",
+            v[0].message
+        );
     }
 
     #[test]

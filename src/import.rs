@@ -148,6 +148,7 @@ pub fn entry(store: &str, k: &LiveKey) -> KeyEntry {
         protected: k.protected.then_some(true),
         include_owner: None,
         adopt: Some(k.id.clone()),
+        unused_after: None,
     }
 }
 

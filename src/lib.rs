@@ -31,4 +31,5 @@ pub mod secret;
 pub mod server;
 pub mod spec;
 pub mod store;
+pub mod unused;
 pub mod usage_report;

@@ -138,6 +138,7 @@ pub fn check(spec: &Spec, now: DateTime<Utc>) -> Diagnostics {
         environment_mismatch(spec, k, &mut out);
     }
     keys_per_owner(spec, &mut out);
+    unused_not_visible(spec, &mut out);
     // The console stores' own rules (their vendors' presets).
     out.extend(crate::console::rules::check(spec, now));
     out.sort();
@@ -501,6 +502,46 @@ fn keys_per_owner(spec: &Spec, out: &mut Diagnostics) {
     }
 }
 
+/// `unused_after` over keys of stores that never keep usage (consoles, postgres-roles,
+/// redis-acl): one warning per store, since none of its keys can be seen unused. (An
+/// `http` or `exec` store says so in the plan, from its capabilities.)
+fn unused_not_visible(spec: &Spec, out: &mut Diagnostics) {
+    use crate::spec::StoreKind;
+    let mut blind: BTreeMap<&str, Vec<&DesiredKey>> = BTreeMap::new();
+    for k in &spec.keys {
+        if k.state != DesiredState::Active || k.protected || spec.policy.unused_days(k).is_none() {
+            continue;
+        }
+        let Some(store) = spec.stores.get(&k.store) else {
+            continue;
+        };
+        if matches!(
+            store.kind,
+            StoreKind::Console(_) | StoreKind::PostgresRoles { .. } | StoreKind::RedisAcl { .. }
+        ) {
+            blind.entry(store.name.as_str()).or_default().push(k);
+        }
+    }
+    for (store, keys) in blind {
+        let kind = spec.stores.get(store).map_or("", |s| s.kind.name());
+        let at = match spec.policy.locations.get("unused_after") {
+            Some(l) => l.clone(),
+            None => keys[0].field_location("unused_after"),
+        };
+        out.push(
+            Diagnostic::warning(
+                codes::UNUSED_NOT_VISIBLE,
+                format!(
+                    "store `{store}` ({kind}) keeps no usage: `unused_after` cannot see whether its {} key(s) are used, so none is disabled for disuse",
+                    keys.len()
+                ),
+            )
+            .at(at)
+            .hint("review these keys by hand (the vendor console may show their last use), or keep keys that must retire unused in a store `keyward serve` serves"),
+        );
+    }
+}
+
 /// The one-screen summary `keyward validate` ends with (also in its JSON as `report`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
@@ -758,6 +799,7 @@ mod tests {
             state: DesiredState::Active,
             protected: false,
             adopt: None,
+            unused_after: None,
             location: Location::new("keys/a.yaml", 2, 9),
             field_locations: BTreeMap::new(),
         }

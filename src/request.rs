@@ -74,6 +74,7 @@ pub fn entries(a: &Answers) -> Vec<KeyEntry> {
             protected: None,
             include_owner: None,
             adopt: None,
+            unused_after: None,
         })
         .collect()
 }

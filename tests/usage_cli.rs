@@ -5,8 +5,7 @@
 mod common;
 mod serve_common;
 use common::Repo;
-use serde_json::{Value, json};
-use serve_common::{Server, make_token};
+use serde_json::Value;
 
 const KEYS: &str = "\
 keys:
@@ -34,40 +33,8 @@ fn at(days: i64) -> String {
 /// Serve the repository's production file with the clock at `now`, verify `secret` `n`
 /// times, and stop gracefully (the usage is written on stop).
 async fn calls(r: &Repo, token_file: &std::path::Path, now: &str, secret: &str, n: usize) {
-    let token = make_token(token_file, &format!("app-{}", n), "verify");
-    let db = format!("sqlite:{}", r.root().join(".keyward/prod.db").display());
-    let mut s = Server::start_with(
-        token_file.parent().unwrap(),
-        &db,
-        "127.0.0.1:0",
-        &[],
-        None,
-        &[("KEYWARD_NOW", now)],
-    );
-    let c = serve_common::client();
-    for _ in 0..n {
-        let v: Value = c
-            .post(format!("{}/v1/verify", s.url))
-            .bearer_auth(&token)
-            .json(&json!({ "key": secret }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["valid"], true, "{v}");
-    }
-    let pid = s.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = s.child.wait();
-    assert!(s.log().contains("usage written on stop"), "{}", s.log());
+    let db = r.root().join(".keyward/prod.db");
+    serve_common::verify_calls(&db, token_file, now, &[(secret, n)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,6 @@ use crate::apply::Context;
 use crate::clock::{Clock, SystemClock};
 use crate::deliver::Outbox;
 use crate::notify::Notice;
-use crate::observe;
 use crate::outcome::Outcome;
 use crate::plan::{Plan, saved as saved_file};
 use crate::store::Actor;
@@ -265,9 +264,9 @@ impl Locked<'_> {
             )
             .await?)),
             Some(saved_plan) => {
-                let observed = observe::list_stores(self.stores).await?;
+                let (observed, seen) = planning::observe_stores(self.stores).await?;
                 let caps = planning::capabilities_of(self.stores);
-                saved::replan(self.desired, &observed, &caps, saved_plan)
+                saved::replan(self.desired, &observed, &caps, &seen, saved_plan)
             }
         }
     }

@@ -11,6 +11,7 @@ use crate::observe;
 use crate::plan::{Plan, render};
 use crate::spec::Loaded;
 use crate::store::{Capabilities, LiveKey, Store};
+use crate::unused::{ALL_DAYS, Seen};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,11 +46,12 @@ pub fn plan_from(
     desired: &Desired,
     observed: &Observed,
     caps: &BTreeMap<String, Capabilities>,
+    seen: &Seen,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
     let outbox = Outbox::new(desired.loaded.spec.delivery.outbox.clone());
     let delivered = observe::delivered(&outbox)?;
-    let result = diff::diff_with_deliveries(&desired.loaded.spec, observed, &delivered, now);
+    let result = diff::diff_seen(&desired.loaded.spec, observed, &delivered, seen, now);
     let mut plan = Plan::new(
         result,
         observed,
@@ -60,6 +62,18 @@ pub fn plan_from(
     );
     super::capabilities::honour_overlap(&mut plan, caps);
     Ok(plan)
+}
+
+/// Observe the stores: the keys each holds and, read once per store and only from stores
+/// whose capabilities say they keep it, the usage of their keys (every day kept: a key's
+/// last use may be older than any window). Both are read concurrently.
+pub async fn observe_stores(stores: &Stores) -> Result<(Observed, Seen)> {
+    let (observed, usage) = futures::future::try_join(
+        observe::list_stores(stores),
+        observe::usage_of(stores, ALL_DAYS),
+    )
+    .await?;
+    Ok((observed, Seen::new(&usage)))
 }
 
 /// The policy checks that need the live keys (keys per owner, counting keys made outside
@@ -82,7 +96,7 @@ pub async fn make_plan(
     opts: &PlanOptions,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
-    let mut observed = observe::list_stores(stores).await?;
+    let (mut observed, seen) = observe_stores(stores).await?;
     for name in absent {
         observed.entry(name.clone()).or_default();
     }
@@ -92,7 +106,7 @@ pub async fn make_plan(
     if found.has_errors() {
         return Err(crate::policy::Refused::new(&found, &desired.loaded.sources).into());
     }
-    let mut plan = plan_from(desired, &observed, &caps, now)?;
+    let mut plan = plan_from(desired, &observed, &caps, &seen, now)?;
     if let Some(base) = &opts.base {
         mark_base(&mut plan, desired, base)?;
     }

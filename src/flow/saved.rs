@@ -8,6 +8,7 @@ use super::planning::{Observed, live_policy, plan_from};
 use crate::outcome::Outcome;
 use crate::plan::{Plan, RevisionSource, saved};
 use crate::store::Capabilities;
+use crate::unused::Seen;
 use anyhow::bail;
 use std::collections::BTreeMap;
 
@@ -101,6 +102,7 @@ pub fn replan(
     desired: &Desired,
     observed: &Observed,
     caps: &BTreeMap<String, Capabilities>,
+    seen: &Seen,
     saved_plan: &Plan,
 ) -> Step<Plan> {
     live_policy(desired, observed)?;
@@ -115,7 +117,7 @@ pub fn replan(
     }
     // Recompute at the plan's time from the same spec and live state: it must be the plan
     // that was reviewed (this also rebuilds the in-place patches).
-    let mut now_plan = plan_from(desired, observed, caps, saved_plan.created_at)?;
+    let mut now_plan = plan_from(desired, observed, caps, seen, saved_plan.created_at)?;
     now_plan.retain_only(&saved_plan.only);
     let diffs = saved::action_changes(&saved_plan.actions, &now_plan.actions);
     if !diffs.is_empty() {

@@ -5,6 +5,7 @@
 use super::text::{clean, summary_line, verb};
 use super::{Plan, short};
 use crate::diff::{Action, Change, Note};
+use chrono::{DateTime, Utc};
 use std::fmt::Write as _;
 
 /// The hidden first line CI looks for to find (and edit) its one comment.
@@ -284,7 +285,10 @@ fn sections(plan: &Plan) -> Vec<Section> {
         (
             "revocation line(s)",
             "#### Revocations and deletions\n\n",
-            removals.iter().map(|c| removal_line(c)).collect(),
+            removals
+                .iter()
+                .map(|c| removal_line(c, plan.created_at))
+                .collect(),
         ),
         (
             "console step(s)",
@@ -299,7 +303,10 @@ fn sections(plan: &Plan) -> Vec<Section> {
         (
             "key detail(s)",
             "#### Details\n\n",
-            detailed.iter().map(|c| details(c)).collect(),
+            detailed
+                .iter()
+                .map(|c| details(c, plan.created_at))
+                .collect(),
         ),
         (
             "note(s)",
@@ -382,17 +389,26 @@ fn escalation_line(c: &Change) -> String {
     )
 }
 
-fn removal_line(c: &Change) -> String {
+/// ` · last used ...` after a change that takes a key away, when its usage was read.
+fn last_used(c: &Change, now: DateTime<Utc>) -> String {
+    c.last_used
+        .as_ref()
+        .map(|u| format!(" · {}", inline(&crate::unused::describe(u, now))))
+        .unwrap_or_default()
+}
+
+fn removal_line(c: &Change, now: DateTime<Utc>) -> String {
     format!(
-        "- {} {} — {}{}\n",
+        "- {} {} — {}{}{}\n",
         code(&format!("{} {}", c.action.symbol(), key_ref(c))),
         verb(c.action),
         inline(&c.reasons.join("; ")),
-        if c.protected { " (protected)" } else { "" }
+        if c.protected { " (protected)" } else { "" },
+        last_used(c, now)
     )
 }
 
-fn details(c: &Change) -> String {
+fn details(c: &Change, now: DateTime<Utc>) -> String {
     let mut s = String::new();
     let flag = if c.escalations.is_empty() {
         ""
@@ -408,6 +424,9 @@ fn details(c: &Change) -> String {
     );
     if let Some(id) = &c.key_id {
         let _ = writeln!(s, "- key id {}", code(id));
+    }
+    if let Some(u) = &c.last_used {
+        let _ = writeln!(s, "- {}", inline(&crate::unused::describe(u, now)));
     }
     let _ = writeln!(
         s,

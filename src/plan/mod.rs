@@ -659,8 +659,35 @@ pub(crate) fn sample_plan() -> Plan {
         &files,
     );
     rev.dirty = false;
+    // The replaced key was used three days ago; the removed sandbox key never was, and the
+    // sandbox store counts since the keys were made.
+    let used = |key: &str, days: i64| crate::store::usage::UsageRow {
+        key_id: key.into(),
+        day: crate::store::usage::day_of(&(now() - chrono::Duration::days(days))),
+        reason: crate::store::VerifyReason::Ok,
+        calls: 7,
+        last_at: now() - chrono::Duration::days(days),
+    };
+    let usage = BTreeMap::from([
+        (
+            "prod".to_string(),
+            Some(crate::store::usage::Usage {
+                counting_since: Some(t0),
+                rows: vec![used("REPID0000000003", 3)],
+            }),
+        ),
+        (
+            "sbx".to_string(),
+            Some(crate::store::usage::Usage {
+                counting_since: Some(t0),
+                rows: Vec::new(),
+            }),
+        ),
+    ]);
+    let seen = crate::unused::Seen::new(&usage);
+    let delivered = crate::diff::Delivered::new();
     let mut plan = Plan::new(
-        crate::diff::diff(&desired, &observed, now()),
+        crate::diff::diff_seen(&desired, &observed, &delivered, &seen, now()),
         &observed,
         &envs,
         RepoIdentity {

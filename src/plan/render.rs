@@ -37,7 +37,7 @@ impl Style {
     }
 }
 
-fn render_change(out: &mut String, c: &Change, st: Style) {
+fn render_change(out: &mut String, c: &Change, st: Style, now: chrono::DateTime<chrono::Utc>) {
     let sym = c.action.symbol();
     out.push_str(&format!(
         "  # {}/{} {} ({})\n",
@@ -48,6 +48,9 @@ fn render_change(out: &mut String, c: &Change, st: Style) {
     ));
     if let Some(id) = &c.key_id {
         out.push_str(&format!("  #   key id {id}\n"));
+    }
+    if let Some(u) = &c.last_used {
+        out.push_str(&format!("  #   {}\n", crate::unused::describe(u, now)));
     }
     if !c.requested_by.is_empty() {
         out.push_str(&format!(
@@ -179,7 +182,7 @@ fn text_unredacted(plan: &Plan, st: Style) -> String {
     } else {
         out.push_str("keyward will perform the following actions:\n\n");
         for c in &plan.actions {
-            render_change(&mut out, c, st);
+            render_change(&mut out, c, st, plan.created_at);
         }
         out.push_str(&st.bold(&summary_line(plan)));
         out.push('\n');

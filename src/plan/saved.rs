@@ -252,6 +252,9 @@ pub fn action_changes(saved: &[Change], now: &[Change]) -> Vec<String> {
         c.patch = Default::default();
         c.touched = None;
         c.requested_by.clear();
+        // What the reviewer was told of a key's last use: calls since do not make the plan
+        // another one (a key used again is no longer disabled for disuse, which does).
+        c.last_used = None;
         c
     };
     let saved_s: Vec<Change> = saved.iter().map(strip).collect();

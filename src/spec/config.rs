@@ -592,6 +592,7 @@ fn parse_policy(ctx: &mut Ctx, v: &Value, p: &YPath, cfg: &mut Config) {
             "required_labels" => parse_required_labels(ctx, val, &fp, &mut pol),
             "name_patterns" => parse_name_patterns(ctx, val, &fp, cfg, &mut pol),
             "reminders" => parse_reminders(ctx, val, &fp, &mut pol),
+            "unused_after" => parse_unused_after(ctx, val, &fp, &mut pol),
             _ => {
                 let Some(rules) = ctx.seq(val, &fp) else {
                     continue;
@@ -725,6 +726,27 @@ fn parse_reminders(ctx: &mut Ctx, val: &Value, fp: &YPath, pol: &mut Policy) {
     }
     spans.sort_by(|a, b| b.cmp(a));
     pol.reminders = spans;
+}
+
+/// `unused_after: 120d` (or `never`): at least a day, since a call is counted per UTC day
+/// and the usage of a running server is written every few seconds.
+fn parse_unused_after(ctx: &mut Ctx, val: &Value, fp: &YPath, pol: &mut Policy) {
+    if val.as_str() == Some("never") || val.is_null() {
+        return;
+    }
+    let Some(span) = ctx.positive_span(val, fp) else {
+        return;
+    };
+    if span < Span::days(1) {
+        ctx.err(
+            codes::UNUSED_AFTER_TOO_SHORT,
+            fp,
+            format!("unused_after {span} is shorter than a day"),
+            "keys used once a day or less would be disabled between two calls; write days, e.g. `120d`",
+        );
+        return;
+    }
+    pol.unused_after = Some(span);
 }
 
 /// `min_recipients: 2` or `min_recipients: { default: 1, production: 2 }`.

@@ -8,7 +8,7 @@
 //! diagnostics can point at the exact scope or label.
 
 use super::config::{Config, scope};
-use super::model::{DesiredKey, DesiredState, Expiry, PrincipalKind, Quota, Rotation, Scope};
+use super::model::{DesiredKey, DesiredState, Expiry, PrincipalKind, Quota, Rotation, Scope, Span};
 use super::people::People;
 use super::pos::YPath;
 use super::raw::fields;
@@ -180,6 +180,7 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
     };
     ok &= protected_not_removed(ctx, p, protected, state);
     let adopt = f.given("adopt").and_then(|v| ctx.text(v, &p.key("adopt")));
+    let unused_after = key_unused_after(ctx, &f, p, &mut ok);
 
     let (name, store) = (name?, store?);
     let key = match (ok, environment, owner, expiry, state) {
@@ -198,6 +199,7 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
             state,
             protected,
             adopt,
+            unused_after,
             location: location.clone(),
             field_locations,
         }),
@@ -209,6 +211,17 @@ fn key(ctx: &mut Ctx, refs: &Refs, v: &Value, p: &YPath) -> Option<Seen> {
         location,
         key,
     })
+}
+
+/// `unused_after:` on a key: `never`, or a span over the policy's.
+fn key_unused_after(ctx: &mut Ctx, f: &Fields, p: &YPath, ok: &mut bool) -> Option<Option<Span>> {
+    let v = f.given("unused_after")?;
+    if v.as_str() == Some("never") {
+        return Some(None);
+    }
+    let span = ctx.positive_span(v, &p.key("unused_after"));
+    *ok &= span.is_some();
+    span.map(Some)
 }
 
 /// `name:`, required and a valid key name.

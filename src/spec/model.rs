@@ -368,6 +368,9 @@ pub struct Policy {
     /// When owners are reminded before a key expires (`reminders: [30d, 14d, 7d, 1d]`),
     /// longest first. The longest is also the window of `keyward expiring` and plan warnings.
     pub reminders: Vec<Span>,
+    /// `unused_after: 120d`: the plan disables keys with no valid verify for that long
+    /// (protected keys excepted; only in stores that keep usage). None: never.
+    pub unused_after: Option<Span>,
 }
 
 /// A key-name pattern for one store (or `*`): a regular expression matched in full.
@@ -414,6 +417,15 @@ impl Policy {
     pub fn default_reminders() -> Vec<Span> {
         [30, 14, 7, 1].map(Span::days).to_vec()
     }
+    /// How long `key` may go unused before the plan disables it (its own `unused_after`,
+    /// else the policy's), in whole days (at least 1); None: never.
+    pub fn unused_days(&self, key: &DesiredKey) -> Option<i64> {
+        let span = match key.unused_after {
+            Some(own) => own,
+            None => self.unused_after,
+        };
+        span.map(|s| s.to_chrono().num_days().max(1))
+    }
     /// The widest reminder window (30 days unless configured).
     pub fn reminder_window(&self) -> Span {
         self.reminders
@@ -439,6 +451,7 @@ impl Default for Policy {
             name_patterns: Vec::new(),
             locations: BTreeMap::new(),
             reminders: Policy::default_reminders(),
+            unused_after: None,
         }
     }
 }
@@ -447,9 +460,9 @@ impl Default for Policy {
 /// switches a guard off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardLimits {
-    /// Revokes and deletes in one store.
+    /// Revokes, disables and deletes in one store.
     pub max_revokes: Option<u64>,
-    /// Revokes and deletes as a percentage of the store's live managed keys.
+    /// Revokes, disables and deletes as a percentage of the store's live managed keys.
     pub max_revoke_percent: Option<u64>,
     /// Replacements (new key, old one revoked) in one store.
     pub max_replaces: Option<u64>,
@@ -798,6 +811,9 @@ pub struct DesiredKey {
     pub protected: bool,
     /// `adopt:` the id of the unmanaged live key of this name the apply takes over.
     pub adopt: Option<String>,
+    /// `unused_after:` on the key, over the policy's: None when not written, `Some(None)`
+    /// for `never`.
+    pub unused_after: Option<Option<Span>>,
     /// Where the key is defined (its `name:` value).
     pub location: Location,
     /// Locations of individual fields, by field name, for policy diagnostics.

@@ -45,6 +45,7 @@ pub mod fields {
         "required_fields",
         "required_labels",
         "name_patterns",
+        "unused_after",
     ];
     /// Values `policy.required_fields` accepts.
     pub const REQUIRABLE: &[&str] = &["purpose", "expiry", "quota", "rotation", "recipients"];
@@ -97,6 +98,7 @@ pub mod fields {
         "protected",
         "include_owner",
         "adopt",
+        "unused_after",
     ];
     pub const ROTATION: &[&str] = &["every", "grace", "generation", "on_recipient_added"];
 }
@@ -256,6 +258,12 @@ pub struct PolicyEntry {
     /// longest is also the window of `keyward expiring` and of plan warnings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminders: Option<Vec<String>>,
+    /// Keys with no valid verify for this long (e.g. `120d`) are disabled by the plan,
+    /// protected keys excepted, and their owners reminded ahead at the `reminders` offsets.
+    /// Only keys of stores that keep usage (`keyward serve`'s SQLite or PostgreSQL) can be
+    /// seen unused. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unused_after: Option<String>,
 }
 
 /// `min_recipients`: one number for every store, or numbers per environment.
@@ -408,10 +416,10 @@ pub enum GuardValue {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardLimitsEntry {
-    /// Most revokes and deletes in one store (default 10; production 5).
+    /// Most revokes, disables and deletes in one store (default 10; production 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_revokes: Option<GuardValue>,
-    /// Most revokes and deletes as a percentage, 0-100 (default 50; production 25).
+    /// Most revokes, disables and deletes as a percentage, 0-100 (default 50; production 25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_revoke_percent: Option<GuardValue>,
     /// Most replacements in one store (default 10; production 5).
@@ -426,10 +434,10 @@ pub struct GuardLimitsEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardsEntry {
-    /// Most revokes and deletes in one store (default 10).
+    /// Most revokes, disables and deletes in one store (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_revokes: Option<GuardValue>,
-    /// Most revokes and deletes as a percentage of the store's live keys (default 50).
+    /// Most revokes, disables and deletes as a percentage of the store's live keys (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_revoke_percent: Option<GuardValue>,
     /// Most replacements in one store (default 10).
@@ -562,6 +570,10 @@ pub struct KeyEntry {
     /// by keyward (it keeps its secret). Ignored once keyward manages a key of this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<String>,
+    /// How long the key may go unused before the plan disables it, over the policy's
+    /// `unused_after`: a span such as `400d`, or `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unused_after: Option<String>,
 }
 
 /// Rotation settings.

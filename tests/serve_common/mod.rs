@@ -165,6 +165,38 @@ impl Drop for Server {
     }
 }
 
+/// Serve the SQLite file `db` (a repository's store) with the clock at `now`, verify each
+/// secret of `calls` as many times as given (each must be valid), and stop gracefully, so
+/// the usage is written on stop. A token is made in `token_file` (its directory is the
+/// server's).
+pub async fn verify_calls(db: &Path, token_file: &Path, now: &str, calls: &[(&str, usize)]) {
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let token = make_token(token_file, &format!("app-{n}"), "verify");
+    let db = format!("sqlite:{}", db.display());
+    let mut s = Server::start_with(
+        token_file.parent().unwrap(),
+        &db,
+        "127.0.0.1:0",
+        &[],
+        None,
+        &[("KEYWARD_NOW", now)],
+    );
+    let c = client();
+    for (secret, n) in calls {
+        for _ in 0..*n {
+            let call = c.post(format!("{}/v1/verify", s.url)).bearer_auth(&token);
+            let v = json_of(call.json(&serde_json::json!({ "key": secret }))).await;
+            assert_eq!(v["valid"], true, "{v}");
+        }
+    }
+    let pid = s.child.id().to_string();
+    let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term.success());
+    let _ = s.child.wait();
+    assert!(s.log().contains("usage written on stop"), "{}", s.log());
+}
+
 pub fn client() -> reqwest::Client {
     install_crypto();
     reqwest::Client::builder()
