@@ -438,11 +438,13 @@ impl GitRepo {
     /// `branch` (created from HEAD when missing; the working tree is not touched), `files`
     /// are laid over the branch's copy of `dir` and the files and directories in `removed`
     /// (pruned envelopes) are deleted from it, so deliveries kept only on that branch
-    /// survive. Returns the new commit id, or None when nothing changed.
+    /// survive. `also` are single files elsewhere in the repository committed as they are
+    /// on disk (the console ledgers apply wrote). Returns the new commit id, or None when
+    /// nothing changed.
     pub fn commit_files(
         &self,
-        dir: &Path,
-        files: &[PathBuf],
+        (dir, files): (&Path, &[PathBuf]),
+        also: &[PathBuf],
         branch: Option<&str>,
         message: &str,
         removed: &[PathBuf],
@@ -473,7 +475,20 @@ impl GitRepo {
             self.unindex(&mut index, removed)?;
             Vec::new()
         };
-        let entries = self.index_files(&mut index, dir, files, &rel_s)?;
+        let mut entries = self.index_files(&mut index, dir, files, &rel_s)?;
+        for f in also {
+            let parent = f.parent().unwrap_or(Path::new("."));
+            let rel = self
+                .rel_to_root(parent)
+                .ok_or_else(|| GitError::NotARepo(f.to_path_buf()))?;
+            let rel_parent = slash(&self.prefix.join(rel));
+            entries.extend(self.index_files(
+                &mut index,
+                parent,
+                std::slice::from_ref(f),
+                &rel_parent,
+            )?);
+        }
         let tree_id = index
             .write_tree_to(&self.repo)
             .map_err(ctx("writing the tree"))?;

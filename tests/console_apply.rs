@@ -775,3 +775,104 @@ fn import_adopts_the_console_keys_from_a_template_delivering_pasted_values_and_t
         );
     }
 }
+
+#[test]
+fn commit_deliveries_commits_the_console_ledgers_with_the_deliveries() {
+    let ex = Example::new();
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .arg("-C")
+            .arg(ex.root())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Jane Doe")
+            .env("GIT_AUTHOR_EMAIL", "jdoe@example.edu")
+            .env("GIT_COMMITTER_NAME", "Jane Doe")
+            .env("GIT_COMMITTER_EMAIL", "jdoe@example.edu")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "the example"]);
+
+    // Without --commit-deliveries: apply says which ledger to commit.
+    let prod = alma_value();
+    let o = ex.apply_with(
+        "one.json",
+        serde_json::json!({"illiad-barcode-lookup": {"secret": prod}}),
+        &["--store", "alma-production"],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr.contains("note: the console steps are recorded in ledger/alma-production.yaml; commit it with the deliveries"),
+        "{}",
+        o.all()
+    );
+    assert!(git(&["status", "--porcelain"]).contains("?? ledger/"));
+
+    // With it: this run's deliveries, the earlier run's, and every ledger changed.
+    let primo = alma_value();
+    let o = ex.apply_with(
+        "two.json",
+        serde_json::json!({
+            "alma-sandbox/illiad-barcode-lookup": {"secret": alma_value()},
+            "discovery-search": {"secret": primo},
+            "ezproxy-local-auth": {"secret": "3c1f0e2a-77b9-4d1e-9a55-0f6d2b8c4e11"},
+        }),
+        &["--commit-deliveries"],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr
+            .contains("Committed the deliveries and the console ledgers as"),
+        "{}",
+        o.all()
+    );
+    assert_eq!(
+        git(&["status", "--porcelain"]),
+        "",
+        "nothing left to commit"
+    );
+    let files = git(&["show", "--name-only", "--format=", "HEAD"]);
+    for f in [
+        "ledger/alma-production.yaml",
+        "ledger/alma-sandbox.yaml",
+        "ledger/openathens.yaml",
+        "ledger/primo-production.yaml",
+        "deliveries/alma-production/illiad-barcode-lookup/g1/manifest.json",
+        "deliveries/primo-production/discovery-search/g1/asmith.age",
+    ] {
+        assert!(files.contains(f), "{f} in the commit:\n{files}");
+    }
+
+    // A revoke delivers nothing, but its ledger change is committed.
+    ex.edit(
+        "keys/primo.yaml",
+        "    scopes: [primo-search:read]\n",
+        "    scopes: [primo-search:read]\n    state: revoked\n",
+    );
+    git(&["commit", "-qam", "revoke the Primo key"]);
+    let o = ex.apply_with(
+        "revoke.json",
+        serde_json::json!({"discovery-search": {"done": true}}),
+        &["--commit-deliveries"],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(git(&["status", "--porcelain"]), "");
+    let files = git(&["show", "--name-only", "--format=", "HEAD"]);
+    assert!(
+        files.lines().any(|l| l == "ledger/primo-production.yaml"),
+        "{files}"
+    );
+    assert!(
+        git(&["log", "-1", "--format=%B"])
+            .contains("revoke primo-production/discovery-search (console ledger)")
+    );
+    ex.assert_no_canary(&[&prod, &primo]);
+}

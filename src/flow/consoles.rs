@@ -71,6 +71,29 @@ pub fn merge(report: &mut ApplyReport, c: ChecklistReport) -> BTreeMap<String, u
     c.pending
 }
 
+/// Console steps recorded without `--commit-deliveries`: the ledger is the console's state
+/// the team shares, so say which ledger files to commit with the deliveries.
+pub fn remind_to_commit(spec: &crate::spec::Spec, report: &ApplyReport, opts: &ApplyRunOptions) {
+    if opts.commit_deliveries {
+        return;
+    }
+    let ledgers: std::collections::BTreeSet<String> = report
+        .done
+        .iter()
+        .filter_map(|d| match &spec.stores.get(&d.store)?.kind {
+            crate::spec::StoreKind::Console(c) => Some(c.ledger_rel.display().to_string()),
+            _ => None,
+        })
+        .collect();
+    if ledgers.is_empty() {
+        return;
+    }
+    eprintln!(
+        "note: the console steps are recorded in {}; commit it with the deliveries and push it, so the team shares one ledger (`keyward apply --commit-deliveries` commits both).",
+        ledgers.into_iter().collect::<Vec<_>>().join(", ")
+    );
+}
+
 /// Steps left pending refuse (exit 3), naming each store and how to finish.
 pub fn pending_outcome(pending: &BTreeMap<String, usize>) -> Outcome {
     eprintln!();

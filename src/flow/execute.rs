@@ -328,7 +328,10 @@ pub fn commit_deliveries(
     // Only what keyward wrote: manifests and the envelopes they vouch for (this apply's
     // and any an earlier apply left uncommitted), never another file in the outbox.
     let files = crate::deliver::Outbox::new(outbox.clone()).delivery_files()?;
-    let committed = g.commit_files(outbox, &files, branch, &msg, &report.pruned)?;
+    // The console ledgers go with them: what the checklist recorded is the console's state
+    // the team shares (unchanged ones change nothing in the commit).
+    let ledgers = console_ledgers(&desired.loaded.spec);
+    let committed = g.commit_files((outbox, &files), &ledgers, branch, &msg, &report.pruned)?;
     warn_left_uncommitted(g, outbox, &desired.loaded.spec.root);
     match committed {
         Some(id) => {
@@ -337,13 +340,29 @@ pub fn commit_deliveries(
                 .or_else(|| g.current_branch())
                 .unwrap_or_else(|| "HEAD".into());
             eprintln!(
-                "Committed the deliveries as {} on {target}; push it (git push origin {target}).",
+                "Committed the deliveries{} as {} on {target}; push it (git push origin {target}).",
+                if ledgers.is_empty() {
+                    ""
+                } else {
+                    " and the console ledgers"
+                },
                 short(&id)
             );
         }
         None => eprintln!("The deliveries were already committed; nothing to commit."),
     }
     Ok(())
+}
+
+/// The ledger files of the spec's console stores that exist on disk.
+fn console_ledgers(spec: &crate::spec::Spec) -> Vec<std::path::PathBuf> {
+    spec.stores
+        .values()
+        .filter_map(|s| match &s.kind {
+            crate::spec::StoreKind::Console(c) if c.ledger.is_file() => Some(c.ledger.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Files in the outbox that are not deliveries stay uncommitted: say so, once, so they
@@ -380,6 +399,13 @@ fn commit_message(desired: &Desired, report: &ApplyReport) -> String {
     for d in &report.done {
         if d.delivery.is_some() {
             msg.push_str(&format!("{} {}/{}\n", d.action.as_str(), d.store, d.name));
+        } else if crate::console::checklist::is_console(&desired.loaded.spec, &d.store) {
+            msg.push_str(&format!(
+                "{} {}/{} (console ledger)\n",
+                d.action.as_str(),
+                d.store,
+                d.name
+            ));
         }
     }
     if !report.pruned.is_empty() {

@@ -238,6 +238,7 @@ impl Locked<'_> {
             Err(stop) => return Ok((stop, None)),
         };
         execute::report_applied(&spec.root, &plan, &report);
+        consoles::remind_to_commit(spec, &report, self.opts);
         let mut outcome = self.deliver(&report);
         if outcome == Outcome::Ok && !pending.is_empty() {
             outcome = consoles::pending_outcome(&pending);
