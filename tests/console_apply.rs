@@ -2,7 +2,9 @@
 //! `--console-input` creates, rotates and revokes; every delivery opens with the age CLI;
 //! the plan is empty afterwards; without a terminal apply exits 3 and leaves the ledger
 //! untouched; a kill between paste and ledger write is resumed; the ledger fits its schema;
-//! and no pasted value appears in any byte written except the envelopes.
+//! and no pasted value appears in any byte written except the envelopes; an ALM key takes
+//! its Client ID, keeps it through a regenerate, and is disabled and deleted by
+//! confirmation; `--commit-deliveries` commits the ledgers.
 
 mod common;
 mod needs;
@@ -111,6 +113,11 @@ impl Example {
             std::fs::read_to_string(self.root().join("ledger").join(format!("{store}.yaml")))
                 .unwrap();
         serde_yaml::from_str(&text).unwrap()
+    }
+    /// Add store `line` (YAML under `stores:`) and write `keys/{file}` with `keys`.
+    fn add_store(&self, line: &str, file: &str, keys: &str) {
+        self.edit("keyward.yaml", "stores:\n", &format!("stores:\n  {line}\n"));
+        std::fs::write(self.root().join("keys").join(file), keys).unwrap();
     }
     fn edit(&self, rel: &str, from: &str, to: &str) {
         let p = self.root().join(rel);
@@ -339,16 +346,11 @@ fn console_input_creates_delivers_rotates_and_revokes_and_the_plan_is_empty_afte
 #[test]
 fn without_a_terminal_apply_applies_the_other_stores_and_exits_3_with_the_ledger_untouched() {
     let ex = Example::new();
-    ex.edit(
-        "keyward.yaml",
-        "stores:\n",
-        "stores:\n  local: { kind: sqlite, path: .keyward/local.db, environment: sandbox }\n",
-    );
-    std::fs::write(
-        ex.root().join("keys/local.yaml"),
+    ex.add_store(
+        "local: { kind: sqlite, path: .keyward/local.db, environment: sandbox }",
+        "local.yaml",
         "keys:\n  - name: local-test\n    store: local\n    owner: jdoe\n    purpose: a key keyward makes itself\n    scopes: [bibs:read]\n",
-    )
-    .unwrap();
+    );
     let o = ex.run(&["apply", "--auto-approve"], &[]);
     assert_eq!(o.code, 3, "{}", o.all());
     for store in [
@@ -875,4 +877,112 @@ fn commit_deliveries_commits_the_console_ledgers_with_the_deliveries() {
             .contains("revoke primo-production/discovery-search (console ledger)")
     );
     ex.assert_no_canary(&[&prod, &primo]);
+}
+
+#[test]
+fn an_alm_key_takes_its_client_id_regenerates_keeping_it_then_is_disabled_and_deleted() {
+    let ex = Example::new();
+    ex.add_store(
+        "alm: { kind: console, vendor: alm, environment: production, max_lifetime: 90d }",
+        "alm.yaml",
+        "keys:\n  - name: ops-bridge\n    store: alm\n    owner: jdoe\n    purpose: the ops bridge reads defects\n    scopes: [api:read]\n    lifetime: 60d\n",
+    );
+    ex.edit(
+        "keyward.yaml",
+        "authentication-api, reports-api, full-access]",
+        "authentication-api, reports-api, full-access, api, odata]",
+    );
+    let only = ["--store", "alm"];
+    // A value without the Client ID the console shows with it: the step stays pending.
+    let first = "alm-secret-0123456789abcdef".to_string();
+    let o = ex.apply_with(
+        "no-id.json",
+        serde_json::json!({"ops-bridge": {"secret": first}}),
+        &only,
+    );
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(
+        ex.ledger("alm")["keys"]
+            .as_sequence()
+            .is_none_or(Vec::is_empty)
+    );
+    let o = ex.apply_with(
+        "create.json",
+        serde_json::json!({"ops-bridge": {"secret": first, "client_id": "apikey-abcdef123"}}),
+        &only,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    let k = &ex.ledger("alm")["keys"][0];
+    assert_eq!(k["client_id"], "apikey-abcdef123");
+    assert_eq!(k["fingerprint"], fingerprint(&first).as_str());
+    assert!(k.get("expires").is_some(), "ALM keys carry their expiry");
+
+    // Rotation is ALM's revoke-then-regenerate: no grace, and the Client ID stays.
+    ex.edit(
+        "keys/alm.yaml",
+        "    lifetime: 60d\n",
+        "    lifetime: 60d\n    rotation: { generation: 2 }\n",
+    );
+    let o = ex.run(&["plan", "--only", "alm/*", "--format", "json"], &[]);
+    let plan: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(plan["actions"][0]["action"], "rotate");
+    assert!(plan["actions"][0]["grace"].is_null(), "{}", o.stdout);
+    let steps = plan["console_steps"][0]["steps"].to_string();
+    assert!(
+        steps.contains("click Revoke Key") && steps.contains("click Regenerate Key"),
+        "{steps}"
+    );
+    let second = "alm-secret-ffff456789abcdef".to_string();
+    let o = ex.apply_with(
+        "rotate.json",
+        serde_json::json!({"ops-bridge": {"secret": second}}),
+        &only,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    let k = &ex.ledger("alm")["keys"][0];
+    assert_eq!(k["generation"], 2);
+    assert_eq!(
+        k["client_id"], "apikey-abcdef123",
+        "regenerate keeps the Client ID"
+    );
+    assert_eq!(k["fingerprint"], fingerprint(&second).as_str());
+    if needs::part(
+        &needs::AGE,
+        "opening the regenerated ALM delivery with age -d",
+    ) {
+        assert_eq!(age_open(&ex, "alm", "ops-bridge", 2, "jdoe"), second);
+    }
+
+    // Disable and delete: each confirmed, then recorded; the plan is empty after each.
+    for (state, status) in [("disabled", Some("disabled")), ("deleted", None)] {
+        let keys = std::fs::read_to_string(ex.root().join("keys/alm.yaml")).unwrap();
+        let keys = keys.replace("    state: disabled\n", "");
+        std::fs::write(
+            ex.root().join("keys/alm.yaml"),
+            format!("{keys}    state: {state}\n"),
+        )
+        .unwrap();
+        let o = ex.run(&["plan", "--only", "alm/*", "--format", "json"], &[]);
+        let plan: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(
+            plan["console_steps"][0]["action"],
+            &state[..state.len() - 1]
+        );
+        let o = ex.apply_with(
+            "confirm.json",
+            serde_json::json!({"ops-bridge": {"done": true}}),
+            &only,
+        );
+        assert_eq!(o.code, 0, "{state}: {}", o.all());
+        let ledger = ex.ledger("alm");
+        let keys = ledger["keys"].as_sequence().cloned().unwrap_or_default();
+        match status {
+            Some(s) => assert_eq!(keys[0]["status"], s),
+            None => assert!(keys.is_empty(), "a deleted key leaves the ledger"),
+        }
+        check_schema(&ledger);
+        let o = ex.run(&["plan", "--detailed-exitcode", "--only", "alm/*"], &[]);
+        assert_eq!(o.code, 0, "{state}: {}", o.all());
+    }
+    ex.assert_no_canary(&[&first, &second]);
 }
