@@ -654,21 +654,14 @@ fn expiry_warnings(
 /// With `unused_after` in force on a store's keys: a note for each store read that keeps
 /// no usage, since none of its keys can be seen unused (and so none is proposed).
 fn unused_blind_notes(spec: &Spec, seen: &Seen) -> Vec<Note> {
-    seen.not_kept()
-        .filter_map(|store| {
-            let n = spec
-                .keys
-                .iter()
-                .filter(|k| k.store == store && k.state == DesiredState::Active && !k.protected)
-                .filter(|k| spec.policy.unused_days(k).is_some())
-                .count();
-            (n > 0).then(|| Note {
-                store: String::new(),
-                name: String::new(),
-                message: format!(
-                    "store `{store}` keeps no usage: unused_after cannot see whether its {n} key(s) are used, so none is proposed for disabling"
-                ),
-            })
+    crate::unused::blind(spec, seen)
+        .into_iter()
+        .map(|(store, n)| Note {
+            store: String::new(),
+            name: String::new(),
+            message: format!(
+                "store `{store}` keeps no usage: unused_after cannot see whether its {n} key(s) are used, so none is proposed for disabling"
+            ),
         })
         .collect()
 }
@@ -2231,6 +2224,45 @@ mod unused_tests {
         assert_eq!(
             (c.action, c.set_status),
             (Action::Update, Some(KeyStatus::Active))
+        );
+    }
+
+    #[test]
+    fn the_nightly_report_lists_the_unused_keys_and_names_stores_without_usage() {
+        use crate::lifecycle::{DueKind, unused};
+        use crate::spec::Span;
+        let (s, observed, usage) = unused_world();
+        let seen = Seen::new(&usage);
+        let now = super::tests::now();
+        let items = unused(&s, &observed, &seen, now, Span::days(30));
+        let got: Vec<(&str, Option<i64>, i64)> = items
+            .iter()
+            .map(|i| (i.name.as_str(), i.unused_days, i.days_left))
+            .collect();
+        assert_eq!(got, [("idle", Some(131), -11), ("never", Some(150), -30)]);
+        assert!(items.iter().all(|i| i.kind == DueKind::Unused));
+        // `fresh` (made 10 days ago) falls due in 110 days: inside a 120-day window.
+        let later = unused(&s, &observed, &seen, now, Span::days(120));
+        assert!(
+            later
+                .iter()
+                .any(|i| i.name == "fresh" && i.days_left == 110)
+        );
+        let fmt = crate::expiry_report::ReportFormat::Text;
+        let text = crate::expiry_report::render(&s, &items, &[], &[], Span::days(30), now, fmt);
+        assert!(
+            text.contains(
+                "prod/idle: unused for 131 days (last used 2026-07-13): disabled by the next apply"
+            ),
+            "{text}"
+        );
+        let blind = BTreeMap::from([("prod".to_owned(), None)]);
+        let blind = crate::unused::blind(&s, &Seen::new(&blind));
+        assert_eq!(blind, [("prod".to_owned(), 4)]);
+        let text = crate::expiry_report::render(&s, &[], &[], &blind, Span::days(30), now, fmt);
+        assert!(
+            text.contains("store `prod`: usage is not visible"),
+            "{text}"
         );
     }
 

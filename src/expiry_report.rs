@@ -2,7 +2,9 @@
 //! by owner, with what to do, as text, JSON or Markdown. Pure rendering: the decisions about
 //! what is due live in `lifecycle`, sending lives in `notify`; must not do I/O. Console
 //! stores add the steps an admin does by hand: each due console key carries the steps to
-//! renew it, and the steps pending in consoles are listed after the keys.
+//! renew it, and the steps pending in consoles are listed after the keys. Keys the plan
+//! disables for disuse (policy `unused_after`) are listed with the rest, and stores whose
+//! usage is not visible are named.
 
 use crate::lifecycle::{DueItem, DueKind};
 use crate::report::ConsoleStep;
@@ -30,6 +32,9 @@ struct JsonReport<'a> {
     due: &'a [DueItem],
     #[serde(skip_serializing_if = "<[JsonStep]>::is_empty")]
     console_steps: &'a [JsonStep],
+    /// Stores whose keys `unused_after` applies to but that keep no usage.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    usage_not_visible: Vec<String>,
 }
 
 /// A console step pending by hand, in the JSON report.
@@ -60,6 +65,20 @@ fn when(i: &DueItem) -> String {
         (DueKind::Expiring, d) => format!("expires in {d} day(s) ({date})"),
         (DueKind::RotationDue, d) if d <= 0 => format!("rotation overdue since {date}"),
         (DueKind::RotationDue, d) => format!("rotation due in {d} day(s) ({date})"),
+        (DueKind::Unused, d) => {
+            let used = match i.last_used {
+                Some(t) => format!("last used {}", t.format("%Y-%m-%d")),
+                None => "never used".to_string(),
+            };
+            let days = i.unused_days.unwrap_or_default();
+            if d <= 0 {
+                format!("unused for {days} days ({used}): disabled by the next apply")
+            } else {
+                format!(
+                    "unused for {days} days ({used}): disabled in {d} day(s) ({date}) unless used"
+                )
+            }
+        }
     }
 }
 
@@ -73,10 +92,14 @@ fn by_owner(items: &[DueItem]) -> BTreeMap<&str, Vec<&DueItem>> {
 
 /// Render the report. `console`: the steps pending in vendor consoles (begun and not
 /// recorded, or guided by the next apply), listed after the keys.
+///
+/// `blind`: the stores (with how many keys) whose keys `unused_after` applies to but that
+/// keep no usage, said after the keys.
 pub fn render(
     spec: &Spec,
     items: &[DueItem],
     console: &[ConsoleStep],
+    blind: &[(String, usize)],
     within: Span,
     now: DateTime<Utc>,
     format: ReportFormat,
@@ -98,12 +121,19 @@ pub fn render(
                 within: within.to_string(),
                 due: items,
                 console_steps: &steps,
+                usage_not_visible: blind.iter().map(|(s, _)| s.clone()).collect(),
             })
             .map(|s| s + "\n")
             .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}\n"))
         }
-        ReportFormat::Text => text(spec, items, within) + &text_console(console),
-        ReportFormat::Markdown => markdown(spec, items, within, now) + &markdown_console(console),
+        ReportFormat::Text => {
+            text(spec, items, within) + &text_console(console) + &blind_lines(blind, "")
+        }
+        ReportFormat::Markdown => {
+            markdown(spec, items, within, now)
+                + &markdown_console(console)
+                + &blind_lines(blind, "> ")
+        }
     }
 }
 
@@ -163,6 +193,18 @@ fn text_console(console: &[ConsoleStep]) -> String {
     for s in stores {
         out.push_str(&format!(
             "  run `keyward apply --store {s}` at a terminal to be guided through them\n"
+        ));
+    }
+    out
+}
+
+/// One line per store whose keys cannot be seen unused, each after `prefix`.
+fn blind_lines(blind: &[(String, usize)], prefix: &str) -> String {
+    let mut out = String::new();
+    for (store, n) in blind {
+        out.push_str(&format!(
+            "\n{prefix}store `{}`: usage is not visible (it keeps no usage), so unused_after cannot tell whether its {n} key(s) are used\n",
+            md_escape(store)
         ));
     }
     out

@@ -4,6 +4,7 @@
 
 use crate::model::{KeyStatus, LiveKey};
 use crate::spec::{Expiry, Span, Spec};
+use crate::unused::Seen;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -18,6 +19,9 @@ pub enum DueKind {
     Expiring,
     /// A scheduled rotation (`rotation.every`) is due within the window (or overdue).
     RotationDue,
+    /// Unused: the plan disables it (policy `unused_after`) within the window, or already
+    /// would.
+    Unused,
 }
 
 impl DueKind {
@@ -26,6 +30,7 @@ impl DueKind {
             DueKind::Expired => "expired",
             DueKind::Expiring => "expiring",
             DueKind::RotationDue => "rotation due",
+            DueKind::Unused => "unused",
         }
     }
 }
@@ -55,6 +60,43 @@ pub struct DueItem {
     /// fills them in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub console_steps: Vec<String>,
+    /// Unused keys: whole days without a valid verify (`at` is when the plan disables it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unused_days: Option<i64>,
+    /// Unused keys: the last valid verify (none: never used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+impl DueItem {
+    /// `k` in `store` (defined by `desired` in the spec, if it is) falling due at `at`.
+    fn of(
+        kind: DueKind,
+        store: &str,
+        k: &LiveKey,
+        desired: Option<&crate::spec::DesiredKey>,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        todo: String,
+    ) -> DueItem {
+        DueItem {
+            kind,
+            store: store.to_owned(),
+            name: k.name.clone(),
+            key_id: k.id.clone(),
+            owner: k.owner.clone(),
+            environment: k.environment.clone(),
+            at,
+            days_left: days_between(now, at),
+            managed: k.is_managed(),
+            defined_at: desired
+                .map(|d| format!("{}:{}", d.location.file.display(), d.location.line)),
+            todo,
+            console_steps: Vec::new(),
+            unused_days: None,
+            last_used: None,
+        }
+    }
 }
 
 /// Whole days from `now` to `at`, rounded towards zero (so "6 days 23 hours" is 6).
@@ -80,20 +122,8 @@ pub fn due(
             if k.is_managed() && desired.is_none() {
                 continue;
             }
-            let item = |kind: DueKind, at: DateTime<Utc>, todo: String| DueItem {
-                kind,
-                store: store.clone(),
-                name: k.name.clone(),
-                key_id: k.id.clone(),
-                owner: k.owner.clone(),
-                environment: k.environment.clone(),
-                at,
-                days_left: days_between(now, at),
-                managed: k.is_managed(),
-                defined_at: desired
-                    .map(|d| format!("{}:{}", d.location.file.display(), d.location.line)),
-                todo,
-                console_steps: Vec::new(),
+            let item = |kind: DueKind, at: DateTime<Utc>, todo: String| {
+                DueItem::of(kind, store, k, desired, at, now, todo)
             };
             if let Some(exp) = k.expires_at
                 && exp <= horizon
@@ -142,11 +172,92 @@ pub fn due(
             }
         }
     }
-    out.sort_by(|a, b| {
+    sort_items(&mut out);
+    out
+}
+
+/// By owner, then date, store, name and kind.
+fn sort_items(items: &mut [DueItem]) {
+    items.sort_by(|a, b| {
         (&a.owner, a.at, &a.store, &a.name, a.kind)
             .cmp(&(&b.owner, b.at, &b.store, &b.name, b.kind))
     });
+}
+
+/// `due` and the keys the plan disables for disuse within the window (`unused`), sorted
+/// alike.
+pub fn due_seen(
+    spec: &Spec,
+    observed: &BTreeMap<String, Vec<LiveKey>>,
+    seen: &Seen,
+    now: DateTime<Utc>,
+    within: Span,
+) -> Vec<DueItem> {
+    let mut out = due(spec, observed, now, within);
+    out.extend(unused(spec, observed, seen, now, within));
+    sort_items(&mut out);
     out
+}
+
+/// Active managed keys the plan disables for disuse (the policy's or the key's own
+/// `unused_after`) before `now + within`, or already would: `at` is the day it falls due
+/// (its last use, or when it was made or counting began, plus the window). Protected keys
+/// and keys of stores that keep no usage (or were not read) are left out.
+pub fn unused(
+    spec: &Spec,
+    observed: &BTreeMap<String, Vec<LiveKey>>,
+    seen: &Seen,
+    now: DateTime<Utc>,
+    within: Span,
+) -> Vec<DueItem> {
+    let horizon = now + within.to_chrono();
+    let mut out = Vec::new();
+    for (store, keys) in observed {
+        for k in keys
+            .iter()
+            .filter(|k| k.status == KeyStatus::Active && k.is_managed())
+        {
+            let Some(d) = spec.key(store, &k.name) else {
+                continue;
+            };
+            let Some(window) = spec.policy.unused_days(d) else {
+                continue;
+            };
+            if d.protected || k.protected || d.state != crate::spec::DesiredState::Active {
+                continue;
+            }
+            let (Some(at), Some(days)) = (
+                seen.unused_due(store, k, window),
+                seen.days_unused(store, k, now),
+            ) else {
+                continue;
+            };
+            if at > horizon {
+                continue;
+            }
+            let last = seen.last_use(store, &k.id).and_then(|u| u.at);
+            let todo = unused_todo(at <= now, window);
+            out.push(DueItem {
+                unused_days: Some(days),
+                last_used: last,
+                ..DueItem::of(DueKind::Unused, store, k, Some(d), at, now, todo)
+            });
+        }
+    }
+    out
+}
+
+/// What the owner of an unused key can do about the disable.
+fn unused_todo(due: bool, window: i64) -> String {
+    let keep = format!(
+        "if it is still needed but used rarely, set `unused_after:` longer than {window}d (or `never`) on the key; \
+         if it is not, set `state: revoked`"
+    );
+    if due {
+        format!("the next `keyward apply` disables it (unused_after {window}d); {keep}")
+    } else {
+        format!("a call with it before then keeps it; {keep}")
+    }
 }
 
 /// For a key in a console store whose scheduled rotation falls due: who rotates it, where,

@@ -5,6 +5,7 @@
 //! clock; a store that keeps no usage is said to, never shown as unused.
 
 use crate::model::LiveKey;
+use crate::spec::{DesiredState, Spec};
 use crate::store::usage::{KeyUse, Usage, days_unused, per_key};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -113,6 +114,22 @@ impl Seen {
         };
         Some(from + chrono::Duration::days(window_days))
     }
+}
+
+/// The stores read that keep no usage while `unused_after` applies to some of their keys
+/// (active in the spec, not protected), with how many: none of those can be seen unused.
+pub fn blind(spec: &Spec, seen: &Seen) -> Vec<(String, usize)> {
+    seen.not_kept()
+        .filter_map(|store| {
+            let n = spec
+                .keys
+                .iter()
+                .filter(|k| k.store == store && k.state == DesiredState::Active && !k.protected)
+                .filter(|k| spec.policy.unused_days(k).is_some())
+                .count();
+            (n > 0).then(|| (store.to_owned(), n))
+        })
+        .collect()
 }
 
 /// `last used ...` in words, as the plan shows it at `now`.

@@ -3,7 +3,8 @@
 //! std TcpListener recording each request). The clock is set with KEYWARD_NOW. Checks that
 //! reminders go out once per key and offset, that apply's notices say where the envelope is
 //! and never carry the secret, and that a down server neither fails an apply nor loses the
-//! notice (the next run delivers it).
+//! notice (the next run delivers it). With `unused_after`, a key a real `keyward serve`
+//! saw used once is named by the nightly report and its owner told ahead of the disable.
 //!
 //! Without aiosmtpd (`pip install aiosmtpd`) the tests are skipped with a visible message,
 //! except under CI=true, where they fail.
@@ -11,6 +12,7 @@
 mod certs_common;
 mod common;
 mod needs;
+mod serve_common;
 use certs_common::make_certs;
 use common::{Out, Repo};
 use hmac::{Hmac, Mac};
@@ -737,4 +739,78 @@ fn email_uses_starttls_and_refuses_an_untrusted_certificate() {
     assert_eq!(mails[0]["tls"], true);
     assert_eq!(mails[0]["login"], SMTP_USER);
     assert_eq!(mails[0]["rcpt_tos"][0], "jdoe@example.edu");
+}
+
+#[test]
+fn an_unused_key_is_reported_and_its_owner_told_ahead_of_the_disable_once() {
+    if !smtp_server_available() {
+        return;
+    }
+    let smtp = Smtp::start(0);
+    let hook_port = free_port();
+    let hook = Hook::start(hook_port);
+    let keys = "keys:\n  - name: idle\n    store: alma-production\n    owner: jdoe\n    scopes: [bibs:read]\n";
+    let r = repo_with_notify(keys, smtp.port, hook_port, &[]);
+    let cfg = r.root().join("keyward.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("policy:\n", "policy:\n  unused_after: 90d\n");
+    std::fs::write(&cfg, text).unwrap();
+    apply_at(&r, 0.0);
+    assert_eq!(settle(1, || smtp.messages()).len(), 1, "the created notice");
+    // Day 1: the key is used through a real `keyward serve` on the store's file.
+    let secret = r.secret("idle", "alma-production", "jdoe");
+    let sdir = tempfile::tempdir().unwrap();
+    let db = r.root().join(".keyward/prod.db");
+    let tokens = sdir.path().join("tokens.yaml");
+    common::runtime().block_on(serve_common::verify_calls(
+        &db,
+        &tokens,
+        &t(1.0),
+        &[(secret.as_str(), 3)],
+    ));
+
+    // Day 62: 61 days unused, disabled on day 91: inside the 30d offset.
+    let o = at(&r, 62.0, &["expiring"]);
+    assert_eq!(o.code, 2, "something is due: {}", o.all());
+    assert!(
+        o.stdout.contains("alma-production/idle: unused for 61 days (last used 2027-01-11): disabled in 29 day(s) (2027-04-11) unless used"),
+        "{}",
+        o.stdout
+    );
+    let o = at(&r, 62.0, &["expiring", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let item = &v["due"][0];
+    assert_eq!(
+        (item["kind"].as_str(), item["unused_days"].as_i64()),
+        (Some("unused"), Some(61)),
+        "{v:#}"
+    );
+    let o = at(&r, 62.0, &["expiring", "--format", "markdown"]);
+    assert!(o.stdout.contains("unused for 61 days"), "{}", o.stdout);
+
+    let o = at(&r, 62.0, &["expiring", "--notify"]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    let mails = settle(2, || smtp.messages());
+    assert_eq!(mails.len(), 2, "{mails:#?}\n{}", o.all());
+    assert_eq!(
+        kind_of_mail(&mails[1]),
+        "[keyward] alma-production/idle is unused: disabled in 29 day(s) unless used"
+    );
+    assert_eq!(mails[1]["rcpt_tos"][0], "jdoe@example.edu");
+    let body = mails[1]["body"].as_str().unwrap_or_default();
+    assert!(
+        body.contains("has not been used for 61 days (last used 2027-01-11)"),
+        "{body}"
+    );
+    assert!(body.contains("This is the 30d notice"), "{body}");
+    assert!(!body.contains(&secret), "never the secret");
+    let calls = settle(2, || hook.calls());
+    let last = calls.last().unwrap().json();
+    assert_eq!(last["kind"], "unused", "{last:#}");
+
+    // Once per key, due day and offset: the next night sends nothing new.
+    let o = at(&r, 62.5, &["expiring", "--notify"]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(smtp.messages().len(), 2, "{}", o.all());
 }

@@ -1,7 +1,8 @@
-//! `keyward expiring [--notify]`: the expiry report a nightly job runs, and with `--notify`
-//! the reminders owed now (plus retries of notices earlier runs could not send). Reads the
-//! stores; the decisions live in `lifecycle`, the rendering in `expiry_report`, sending in
-//! `notify`.
+//! `keyward expiring [--notify]`: the expiry report a nightly job runs (keys expiring, due
+//! for rotation, or unused for the policy's `unused_after`), and with `--notify` the
+//! reminders and unused-key notices owed now (plus retries of notices earlier runs could
+//! not send). Reads the stores (their usage once each, where kept); the decisions live in
+//! `lifecycle`, the rendering in `expiry_report`, sending in `notify`.
 
 use anyhow::{Result, anyhow};
 use clap::{Args, ValueEnum};
@@ -27,9 +28,9 @@ pub struct ExpiringArgs {
     pub within: Option<String>,
     #[arg(long, value_enum, default_value_t = ReportFormatArg::Text)]
     pub format: ReportFormatArg,
-    /// Also send the expiry reminders owed now (keyward.yaml `notify:`; each once per
-    /// key and offset) and retry notices earlier runs could not send. Exit 1 when a
-    /// message could not be sent.
+    /// Also send the expiry reminders and the notices ahead of a disable for disuse owed
+    /// now (keyward.yaml `notify:`; each once per key and offset) and retry notices earlier
+    /// runs could not send. Exit 1 when a message could not be sent.
     #[arg(long)]
     pub notify: bool,
 }
@@ -61,13 +62,16 @@ pub async fn run(dir: &Path, args: &ExpiringArgs, color: bool) -> Result<Outcome
     let (stores, _absent) = keyward::observe::open_existing(spec, None)?;
     super::common::warn_modes(spec, stores.keys());
     let observed = keyward::observe::list_stores(&stores).await?;
-    let mut items = keyward::lifecycle::due(spec, &observed, now, within);
+    let usage = keyward::observe::usage_of(&stores, keyward::unused::ALL_DAYS).await?;
+    let seen = keyward::unused::Seen::new(&usage);
+    let blind = keyward::unused::blind(spec, &seen);
+    let mut items = keyward::lifecycle::due_seen(spec, &observed, &seen, now, within);
     keyward::console::steps::add_renewal(spec, &mut items, now);
     let outbox = keyward::deliver::Outbox::new(spec.delivery.outbox.clone());
     let console = keyward::report::gather::console_steps(spec, &observed, &outbox, now);
     print!(
         "{}",
-        expiry_report::render(spec, &items, &console, within, now, format)
+        expiry_report::render(spec, &items, &console, &blind, within, now, format)
     );
     let mut outcome = if items.is_empty() && console.is_empty() {
         Outcome::Ok
@@ -75,7 +79,8 @@ pub async fn run(dir: &Path, args: &ExpiringArgs, color: bool) -> Result<Outcome
         Outcome::Changes
     };
     if args.notify {
-        let owed = keyward::notify::reminders(spec, &observed, now);
+        let mut owed = keyward::notify::reminders(spec, &observed, now);
+        owed.extend(keyward::notify::unused_notices(spec, &observed, &seen, now));
         if !keyward::notify::run_and_report(spec, &stores, owed, &actor(), now).await {
             outcome = Outcome::Error;
         }

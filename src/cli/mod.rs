@@ -119,7 +119,7 @@ pub enum Command {
         after_help = "Example:\n  keyward force-unlock --store alma-production 2d4b004f82b5a9f8"
     )]
     ForceUnlock(unlock::ForceUnlockArgs),
-    /// Keys that expire or are due for rotation soon, by owner, with what to do
+    /// Keys that expire, are due for rotation or go unused soon, by owner, with what to do
     /// (exit 2 when something is due).
     #[command(
         after_help = "Examples:\n  keyward expiring                       # within the policy's reminder window (30d)\n  keyward expiring --within 7d --format markdown\n  keyward expiring --notify               # the nightly job: mail/webhook reminders"

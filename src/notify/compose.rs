@@ -63,6 +63,12 @@ pub fn subject(n: &Notice) -> String {
             Some(d) => format!("[keyward] {key} expires in {d} day(s)"),
             None => format!("[keyward] {key} expires soon"),
         },
+        NoticeKind::Unused => match n.days_left {
+            Some(d) if d > 0 => {
+                format!("[keyward] {key} is unused: disabled in {d} day(s) unless used")
+            }
+            _ => format!("[keyward] {key} is unused: the next apply disables it"),
+        },
         NoticeKind::Created => format!("[keyward] New key {key}: your encrypted secret is ready"),
         NoticeKind::Rotated => format!("[keyward] {key} was rotated: fetch the new secret"),
         NoticeKind::Replaced => format!("[keyward] {key} was replaced by a new key"),
@@ -103,6 +109,7 @@ pub fn text(n: &Notice, owner_name: Option<&str>) -> String {
                 let _ = writeln!(t, "The key is defined at {at}.");
             }
         }
+        NoticeKind::Unused => unused_text(&mut t, n, &key, &id),
         NoticeKind::Created | NoticeKind::Rotated | NoticeKind::Replaced => {
             let what = match n.kind {
                 NoticeKind::Created => "created",
@@ -185,6 +192,36 @@ pub fn text(n: &Notice, owner_name: Option<&str>) -> String {
     }
     t.push_str("\n-- \nkeyward - this message never contains a secret\n");
     t
+}
+
+/// The body of a notice ahead of a disable for disuse.
+fn unused_text(t: &mut String, n: &Notice, key: &str, id: &str) {
+    let _ = writeln!(
+        t,
+        "The key {key}{id}, owned by {}, {}.",
+        n.owner,
+        n.reasons.join("; ")
+    );
+    let when = match (n.due_at, n.days_left) {
+        (Some(at), Some(d)) if d > 0 => format!("on {}, in {d} day(s),", date(&at)),
+        _ => "at the next apply".to_string(),
+    };
+    let _ = writeln!(
+        t,
+        "The policy's `unused_after` has keyward disable it {when} unless it is used before then."
+    );
+    if let Some(off) = &n.offset {
+        let _ = writeln!(
+            t,
+            "(This is the {off} notice; the policy's `reminders` set when they are sent.)"
+        );
+    }
+    if let Some(todo) = &n.todo {
+        let _ = writeln!(t, "\nWhat to do: {todo}.");
+    }
+    if let Some(at) = &n.defined_at {
+        let _ = writeln!(t, "The key is defined at {at}.");
+    }
 }
 
 /// Who gets the email for `n`: the owner's address (when `owners` and people.yaml has
@@ -330,6 +367,7 @@ mod tests {
             commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
             defined_at: Some("keys/ill.yaml:2".into()),
             todo: (kind == NoticeKind::Reminder).then(|| "bump `rotation.generation`".into()),
+            due_at: None,
         }
     }
 

@@ -139,6 +139,9 @@ pub struct Notice {
     pub defined_at: Option<String>,
     /// Reminders: what to do.
     pub todo: Option<String>,
+    /// Unused keys: when the plan disables the key unless it is used before then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn short(c: &str) -> &str {
@@ -154,6 +157,43 @@ fn kind_of(action: Action) -> Option<NoticeKind> {
         Action::Disable => Some(NoticeKind::Disabled),
         Action::Delete => Some(NoticeKind::Deleted),
         Action::Update => None,
+    }
+}
+
+/// A notice of `kind` ahead of what `item` falls due for (an expiry, a disable for
+/// disuse), at the reminder offset `slot`: id `KIND/STORE/KEY_ID/DUE/OFFSET`.
+fn ahead_of(
+    item: &crate::lifecycle::DueItem,
+    kind: NoticeKind,
+    slot: crate::spec::Span,
+    now: DateTime<Utc>,
+) -> Notice {
+    Notice {
+        id: format!(
+            "{kind}/{}/{}/{}/{slot}",
+            item.store,
+            item.key_id,
+            item.at.timestamp()
+        ),
+        kind,
+        at: now,
+        store: item.store.clone(),
+        environment: item.environment.clone(),
+        key: item.name.clone(),
+        key_id: Some(item.key_id.clone()),
+        owner: item.owner.clone(),
+        generation: None,
+        expires_at: None,
+        previous_valid_until: None,
+        days_left: Some(item.days_left),
+        offset: Some(slot.to_string()),
+        reasons: Vec::new(),
+        delivery: None,
+        recipients: Vec::new(),
+        commit: None,
+        defined_at: item.defined_at.clone(),
+        todo: None,
+        due_at: None,
     }
 }
 
@@ -178,38 +218,50 @@ pub fn reminders(
         let Some(slot) = crate::lifecycle::reminder_slot(offsets, now, item.at) else {
             continue;
         };
+        let todo = if item.console_steps.is_empty() {
+            item.todo.clone()
+        } else {
+            let steps: Vec<String> = (item.console_steps.iter().enumerate())
+                .map(|(n, s)| format!("{}. {s}", n + 1))
+                .collect();
+            format!("{}. In the console: {}", item.todo, steps.join(" "))
+        };
         out.push(Notice {
-            id: format!(
-                "reminder/{}/{}/{}/{slot}",
-                item.store,
-                item.key_id,
-                item.at.timestamp()
-            ),
-            kind: NoticeKind::Reminder,
-            at: now,
-            store: item.store.clone(),
-            environment: item.environment.clone(),
-            key: item.name.clone(),
-            key_id: Some(item.key_id.clone()),
-            owner: item.owner.clone(),
-            generation: None,
             expires_at: Some(item.at),
-            previous_valid_until: None,
-            days_left: Some(item.days_left),
-            offset: Some(slot.to_string()),
-            reasons: Vec::new(),
-            delivery: None,
-            recipients: Vec::new(),
-            commit: None,
-            defined_at: item.defined_at.clone(),
-            todo: Some(if item.console_steps.is_empty() {
-                item.todo.clone()
-            } else {
-                let steps: Vec<String> = (item.console_steps.iter().enumerate())
-                    .map(|(n, s)| format!("{}. {s}", n + 1))
-                    .collect();
-                format!("{}. In the console: {}", item.todo, steps.join(" "))
-            }),
+            todo: Some(todo),
+            ..ahead_of(&item, NoticeKind::Reminder, slot, now)
+        });
+    }
+    out
+}
+
+/// The notices owed now ahead of a disable for disuse: every key the plan will disable
+/// under `unused_after` (`lifecycle::unused`) that is inside one of the policy's `reminders`
+/// offsets before that day. Each gets the id `unused/STORE/KEY_ID/DUE/OFFSET`, so it goes
+/// out once per key, due day and offset (a call moves the due day and starts them over).
+pub fn unused_notices(
+    spec: &Spec,
+    observed: &BTreeMap<String, Vec<LiveKey>>,
+    seen: &crate::unused::Seen,
+    now: DateTime<Utc>,
+) -> Vec<Notice> {
+    let offsets = &spec.policy.reminders;
+    let window = spec.policy.reminder_window();
+    let mut out = Vec::new();
+    for item in crate::lifecycle::unused(spec, observed, seen, now, window) {
+        let Some(slot) = crate::lifecycle::reminder_slot(offsets, now, item.at) else {
+            continue;
+        };
+        let used = match item.last_used {
+            Some(t) => format!("last used {}", t.format("%Y-%m-%d")),
+            None => "never used".into(),
+        };
+        let days = item.unused_days.unwrap_or_default();
+        out.push(Notice {
+            reasons: vec![format!("has not been used for {days} days ({used})")],
+            todo: Some(item.todo.clone()),
+            due_at: Some(item.at),
+            ..ahead_of(&item, NoticeKind::Unused, slot, now)
         });
     }
     out
@@ -284,6 +336,7 @@ pub fn notice_for(
         commit: commit.map(str::to_string),
         defined_at: desired.map(|k| format!("{}:{}", k.location.file.display(), k.location.line)),
         todo: None,
+        due_at: None,
     })
 }
 
@@ -391,8 +444,7 @@ pub fn plan_work(
         if !on.contains(&n.kind) || !seen.insert(n.id.as_str()) {
             continue;
         }
-        let stale =
-            n.kind != NoticeKind::Reminder && now - n.at > chrono::Duration::days(RETRY_FOR_DAYS);
+        let stale = !n.kind.recomputed() && now - n.at > chrono::Duration::days(RETRY_FOR_DAYS);
         for c in channels {
             if log.done(&n.id, *c) {
                 continue;
@@ -520,7 +572,7 @@ pub async fn run(
     // An apply's notices are remembered as pending before the first try.
     for n in fresh
         .iter()
-        .filter(|n| n.kind != NoticeKind::Reminder && cfg.on.contains(&n.kind))
+        .filter(|n| !n.kind.recomputed() && cfg.on.contains(&n.kind))
     {
         let detail = serde_json::json!({ "notice": n });
         remember(stores, &n.store, EVENT_PENDING, detail, actor, &mut out).await;
@@ -553,7 +605,7 @@ pub async fn run(
             target: target.clone(),
             error,
         };
-        if n.kind == NoticeKind::Reminder
+        if n.kind.recomputed()
             && let Some(why) = unreadable.get(&n.store)
         {
             out.failed.push(fail(NotifyError::Log(why.clone())));
@@ -688,7 +740,7 @@ pub fn report_lines(spec: &Spec, o: &Outcome) -> Vec<String> {
     };
     const SHOWN: usize = 20;
     for f in o.failed.iter().take(SHOWN) {
-        let retry = if f.notice.kind == NoticeKind::Reminder {
+        let retry = if f.notice.kind.recomputed() {
             "the next `keyward expiring --notify` retries it".to_string()
         } else {
             format!(

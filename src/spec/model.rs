@@ -565,11 +565,15 @@ pub enum NoticeKind {
     Disabled,
     /// A key was deleted (tombstone).
     Deleted,
+    /// A key has gone unused and falls due for disabling (policy `unused_after`) at one of
+    /// the `reminders` offsets ahead.
+    Unused,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 7] = [
+    pub const ALL: [NoticeKind; 8] = [
         NoticeKind::Reminder,
+        NoticeKind::Unused,
         NoticeKind::Created,
         NoticeKind::Rotated,
         NoticeKind::Replaced,
@@ -586,7 +590,13 @@ impl NoticeKind {
             NoticeKind::Revoked => "revoked",
             NoticeKind::Disabled => "disabled",
             NoticeKind::Deleted => "deleted",
+            NoticeKind::Unused => "unused",
         }
+    }
+    /// Worked out again from the live keys on each run (`keyward expiring --notify`), never
+    /// written as pending: a reminder before expiry, a notice before a disable for disuse.
+    pub fn recomputed(self) -> bool {
+        matches!(self, NoticeKind::Reminder | NoticeKind::Unused)
     }
     pub fn parse(s: &str) -> Option<NoticeKind> {
         NoticeKind::ALL.into_iter().find(|k| k.as_str() == s)

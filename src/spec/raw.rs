@@ -336,6 +336,9 @@ pub struct NotifyEntry {
 pub enum NoticeKindName {
     /// Before expiry, at the policy's `reminders` offsets (sent by `keyward expiring --notify`).
     Reminder,
+    /// Before a key unused for the policy's `unused_after` is disabled, at the `reminders`
+    /// offsets (sent by `keyward expiring --notify`).
+    Unused,
     /// After apply created a key (where the encrypted secret is, how to decrypt it).
     Created,
     /// After apply rotated a key (and until when the previous secret works).
