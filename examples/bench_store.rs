@@ -71,7 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let store = Arc::clone(&store);
                     let actor = actor.clone();
                     tasks.push(tokio::spawn(async move {
-                        store.create(k, &actor).await.map(|_| s)
+                        store
+                            .create(k, keyward::store::Writer::new(&actor))
+                            .await
+                            .map(|_| s)
                     }));
                 }
                 for t in tasks {

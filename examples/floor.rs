@@ -267,7 +267,7 @@ fn populate(dir: &Path) -> Res<()> {
             })
             .collect();
         let n = rt
-            .block_on(store.create_batch(batch, &actor))
+            .block_on(store.create_batch(batch, keyward::store::Writer::new(&actor)))
             .map_err(|e| e.to_string())?
             .len();
         eprintln!("{name}: registered {n} keys");

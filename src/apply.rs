@@ -6,11 +6,12 @@
 use crate::clock::Clock;
 use crate::deliver::{self, DeliveryStatus, EnvelopeMeta, Manifest, Outbox};
 use crate::diff::{self, Action, Change};
+use crate::lease::Leases;
 use crate::model::{Actor, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate};
 use crate::plan::Plan;
 use crate::secret;
 use crate::spec::{DesiredKey, DesiredState, Principal, Spec};
-use crate::store::{KeyWrite, Lease, Store, StoreError};
+use crate::store::{Lease, Store, StoreError, Writer};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -170,20 +171,50 @@ pub struct Context<'a> {
     pub stores: &'a BTreeMap<String, Arc<dyn Store>>,
     pub outbox: Outbox,
     pub clock: &'a dyn Clock,
+    /// The apply lease held on each store, named by every change made to it.
+    pub leases: &'a Leases,
 }
 
-/// Take every touched store's lock (all or none). Returns the leases to release.
+impl Context<'_> {
+    /// `actor` writing to `store` under the lease this apply holds there.
+    pub fn by<'b>(&'b self, store: &str, actor: &'b Actor) -> Writer<'b> {
+        Writer::new(actor).under(self.leases.id(store))
+    }
+
+    /// Refuse to go on with a change to `store` once its lease is lost: before a change
+    /// starts and again right before its delivery is written (the outbox is shared with an
+    /// apply that took the store over; the store itself refuses the registration after).
+    async fn lease_held(&self, store: &str) -> Result<(), ApplyError> {
+        match self.leases.confirm(store).await {
+            Ok(()) => Ok(()),
+            Err(why) => Err(store_err(store)(StoreError::LeaseLost {
+                lease: self.leases.id(store).unwrap_or_default().to_owned(),
+                why,
+            })),
+        }
+    }
+
+    /// Note a change refused because `store`'s lease is gone, so no other change starts.
+    fn note_refusal(&self, store: &str, e: &StoreError) {
+        if let StoreError::LeaseLost { why, .. } = e {
+            self.leases.mark_lost(store, why);
+        }
+    }
+}
+
+/// Take every touched store's lock (all or none) for `ttl`. Returns the leases to release.
 pub async fn lock_stores(
     stores: &BTreeMap<String, Arc<dyn Store>>,
     names: &[String],
     holder: &str,
+    ttl: chrono::Duration,
 ) -> Result<Vec<(String, Lease)>, ApplyError> {
     let mut taken: Vec<(String, Lease)> = Vec::new();
     for n in names {
         let store = stores
             .get(n)
             .ok_or_else(|| ApplyError::UnknownStore(n.clone()))?;
-        let mut attempt = store.lock(holder, chrono::Duration::minutes(15)).await;
+        let mut attempt = store.lock(holder, ttl).await;
         // A lease left by a killed apply on this host and boot (its process is gone, a
         // zombie, or its pid reused) is stale: release it and try once more.
         if let Err(StoreError::Locked { holder: h, id, .. }) = &attempt
@@ -191,7 +222,7 @@ pub async fn lock_stores(
         {
             tracing::warn!(store = %n, holder = %h, "releasing a stale apply lock: {why}");
             store.unlock(id).await.map_err(store_err(n))?;
-            attempt = store.lock(holder, chrono::Duration::minutes(15)).await;
+            attempt = store.lock(holder, ttl).await;
         }
         match attempt {
             Ok(lease) => taken.push((n.clone(), lease)),
@@ -290,6 +321,11 @@ pub async fn apply(cx: &Context<'_>, plan: &Plan, opts: &ApplyOptions) -> ApplyR
                 Unit::One(c) => vec![(c, apply_one(cx, c, &opts.actor).await)],
                 Unit::Creates(cs) => create_batch(cx, cs, &opts.actor).await,
             };
+            for (c, r) in &rs {
+                if let Err(ApplyError::Store { source, .. }) = r {
+                    cx.note_refusal(&c.store, source);
+                }
+            }
             if let Some(cb) = &opts.on_progress {
                 for (c, r) in &rs {
                     cb(c, r.is_ok());
@@ -420,6 +456,11 @@ async fn create_batch<'p>(
             Ok(j) => jobs.push(j),
             Err(e) => slots[at] = Some(Err(e)),
         }
+    }
+    // The deliveries are written next: only while this apply still holds the store.
+    if let Err(e) = cx.lease_held(&cs[0].store).await {
+        fail_all(e, &mut slots);
+        return finish_batch(cs, slots);
     }
     let mut staged = Vec::with_capacity(jobs.len());
     for (at, r) in seal_and_stage(cx, &store, jobs, now, actor.commit.clone()).await {
@@ -616,7 +657,7 @@ async fn register_batch(
         "registering a batch of new keys (hashes only)"
     );
     let mut registered = Vec::with_capacity(pending.len());
-    match store.create_batch(news, actor).await {
+    match store.create_batch(news, cx.by(&cs[0].store, actor)).await {
         Ok(_) => {
             registered.extend(pending.into_iter().map(|(at, n, dir)| (at, n.id, dir)));
         }
@@ -666,7 +707,7 @@ async fn register_one(
     actor: &Actor,
 ) -> Result<PathBuf, ApplyError> {
     let (id, generation) = (new.id.clone(), new.generation);
-    if let Err(e) = store.create(new, actor).await {
+    if let Err(e) = store.create(new, cx.by(&c.store, actor)).await {
         return Err(settle_after_failure(cx, store, c, &dir, (&id, generation), e).await);
     }
     failpoint::hit(failpoint::AFTER_REGISTER)?;
@@ -724,6 +765,7 @@ pub(crate) async fn apply_one(
     actor: &Actor,
 ) -> Result<Done, ApplyError> {
     failpoint::hit(failpoint::BETWEEN_KEYS)?;
+    cx.lease_held(&c.store).await?;
     tracing::debug!(store = %c.store, key = %c.name, action = ?c.action, id = ?c.key_id, "applying");
     tracing::trace!(change = ?c, "change");
     let store = cx
@@ -731,6 +773,7 @@ pub(crate) async fn apply_one(
         .get(&c.store)
         .ok_or_else(|| ApplyError::UnknownStore(c.store.clone()))?;
     let serr = store_err(&c.store);
+    let by = cx.by(&c.store, actor);
     let mut done = Done {
         store: c.store.clone(),
         name: c.name.clone(),
@@ -767,16 +810,13 @@ pub(crate) async fn apply_one(
             // an unmanaged key); then the edits the spec asks for.
             let (adoption, rest) = split_adoption(&c.patch);
             for patch in [adoption, rest].into_iter().flatten() {
-                let k = store
-                    .update(KeyWrite::new(&id(), v, actor), patch)
-                    .await
-                    .map_err(&serr)?;
+                let k = store.update(by.key(&id(), v), patch).await.map_err(&serr)?;
                 v = k.version;
                 last = Some(k);
             }
             if c.set_status == Some(KeyStatus::Active) {
                 let k = store
-                    .set_status(KeyWrite::new(&id(), v, actor), KeyStatus::Active)
+                    .set_status(by.key(&id(), v), KeyStatus::Active)
                     .await
                     .map_err(&serr)?;
                 v = k.version;
@@ -785,7 +825,7 @@ pub(crate) async fn apply_one(
             if c.action == Action::Disable {
                 last = Some(
                     store
-                        .set_status(KeyWrite::new(&id(), v, actor), KeyStatus::Disabled)
+                        .set_status(by.key(&id(), v), KeyStatus::Disabled)
                         .await
                         .map_err(&serr)?,
                 );
@@ -796,13 +836,11 @@ pub(crate) async fn apply_one(
                 last = Some(k);
             }
             if let Some(k) = last {
-                record_state(store.as_ref(), k, actor)
-                    .await
-                    .map_err(&serr)?;
+                record_state(store.as_ref(), k, by).await.map_err(&serr)?;
             }
         }
         Action::Revoke => {
-            revoke_recorded(store.as_ref(), &c.store, &id(), version()?, actor).await?;
+            revoke_recorded(store.as_ref(), &c.store, &id(), version()?, by).await?;
             // Its deliveries must not look current to a recipient.
             if let Err(e) = cx.outbox.mark_revoked(&c.store, &c.name, &id()) {
                 tracing::warn!(error = %e, "could not mark the revoked key's deliveries revoked");
@@ -810,7 +848,7 @@ pub(crate) async fn apply_one(
         }
         Action::Delete => {
             store
-                .delete(KeyWrite::new(&id(), version()?, actor))
+                .delete(by.key(&id(), version()?))
                 .await
                 .map_err(&serr)?;
             // Its delivery is no longer current: a later key of this name is then a plain
@@ -841,7 +879,7 @@ fn split_adoption(patch: &KeyPatch) -> (Option<KeyPatch>, Option<KeyPatch>) {
 pub(crate) async fn record_state(
     store: &dyn Store,
     k: LiveKey,
-    actor: &Actor,
+    by: Writer<'_>,
 ) -> Result<LiveKey, StoreError> {
     let want = k.state_digest();
     if k.applied_digest.as_deref() == Some(want.as_str()) || k.status == KeyStatus::Revoked {
@@ -851,9 +889,7 @@ pub(crate) async fn record_state(
         applied_digest: Some(want),
         ..KeyPatch::default()
     };
-    store
-        .update(KeyWrite::new(&k.id, k.version, actor), patch)
-        .await
+    store.update(by.key(&k.id, k.version), patch).await
 }
 
 /// Revoke, recording first that keyward is the one revoking (a revoked key cannot be
@@ -863,7 +899,7 @@ pub(crate) async fn revoke_recorded(
     store_name: &str,
     id: &str,
     version: u64,
-    actor: &Actor,
+    by: Writer<'_>,
 ) -> Result<LiveKey, ApplyError> {
     let serr = store_err(store_name);
     let Some(live) = store.get(id).await.map_err(&serr)? else {
@@ -885,7 +921,7 @@ pub(crate) async fn revoke_recorded(
         ..KeyPatch::default()
     };
     let serr = store_err(store_name);
-    let w = KeyWrite::new(id, version, actor);
+    let w = by.key(id, version);
     let k = store.update(w, patch).await.map_err(&serr)?;
     failpoint::hit(failpoint::REVOKE_AFTER_RECORD)?;
     store
@@ -911,8 +947,9 @@ async fn retire_replaced(
         .get(&old_store_name)
         .ok_or_else(|| ApplyError::UnknownStore(old_store_name.clone()))?;
     let grace = desired(cx, c)?.rotation.grace;
+    let by = cx.by(&old_store_name, actor);
     if c.old_valid_until.is_none() || grace.seconds <= 0 {
-        revoke_recorded(old_store.as_ref(), &old_store_name, old_id, version, actor).await?;
+        revoke_recorded(old_store.as_ref(), &old_store_name, old_id, version, by).await?;
         return Ok(());
     }
     let serr = store_err(&old_store_name);
@@ -928,10 +965,10 @@ async fn retire_replaced(
         ..KeyPatch::default()
     };
     let k = old_store
-        .update(KeyWrite::new(old_id, version, actor), patch)
+        .update(by.key(old_id, version), patch)
         .await
         .map_err(&serr)?;
-    record_state(old_store.as_ref(), k, actor)
+    record_state(old_store.as_ref(), k, by)
         .await
         .map_err(&serr)?;
     Ok(())
@@ -983,6 +1020,8 @@ async fn deliver_pending(
     commit: Option<String>,
     points: [&'static str; 2],
 ) -> Result<PathBuf, ApplyError> {
+    // The delivery is written next: only while this apply still holds the store.
+    cx.lease_held(&c.store).await?;
     let key = format!("{}/{}", c.store, c.name);
     let ps: Vec<Principal> = principals(cx, c)?.into_iter().cloned().collect();
     let outbox = cx.outbox.clone();
@@ -1186,7 +1225,7 @@ pub(crate) async fn create_key_with(
     .await?;
     let new = new_record(cx.spec, d, (&id, generation), now, secret_hash);
     tracing::trace!(key = ?new, dir = %dir.display(), "registering a new key (hash only)");
-    if let Err(e) = store.create(new, actor).await {
+    if let Err(e) = store.create(new, cx.by(&c.store, actor)).await {
         return Err(settle_after_failure(cx, store, c, &dir, (&id, generation), e).await);
     }
     failpoint::hit(failpoint::AFTER_REGISTER)?;
@@ -1257,7 +1296,10 @@ pub(crate) async fn rotate_key_with(
         recipients: diff::recipient_map(cx.spec, d),
     };
     tracing::trace!(id = %id, rotate = ?rot, dir = %dir.display(), "rotating (hash only)");
-    let live = match store.rotate(KeyWrite::new(&id, version, actor), rot).await {
+    let live = match store
+        .rotate(cx.by(&c.store, actor).key(&id, version), rot)
+        .await
+    {
         Ok(k) => k,
         Err(e) => {
             return Err(settle_after_failure(cx, store, c, &dir, (&id, generation), e).await);

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod holder;
 pub mod import;
 pub mod leak;
+pub mod lease;
 pub mod lifecycle;
 pub mod model;
 pub mod net;

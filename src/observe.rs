@@ -364,7 +364,9 @@ mod tests {
         for (name, n) in [("a", 3usize), ("b", 0), ("c", 1205)] {
             let s = SqliteStore::open(name, &dir.path().join(format!("{name}.db"))).expect("open");
             let keys = (0..n).map(|i| new_key(&format!("{name}-{i}"))).collect();
-            s.create_batch(keys, &actor).await.expect("seed");
+            s.create_batch(keys, crate::store::Writer::new(&actor))
+                .await
+                .expect("seed");
             stores.insert(name.to_string(), Arc::new(s));
         }
         let listed = list_stores(&stores).await.expect("list");

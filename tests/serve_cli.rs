@@ -232,11 +232,14 @@ async fn http_store_create_is_idempotent_and_conflicts_map() {
         who: "me".into(),
         commit: Some("abc123".into()),
     };
-    let live = s.create(key.clone(), &actor).await.unwrap();
+    let live = s
+        .create(key.clone(), keyward::store::Writer::new(&actor))
+        .await
+        .unwrap();
     assert_eq!(live.version, 1);
     // A second create of the same id is AlreadyExists, never a second key.
     assert!(matches!(
-        s.create(key, &actor).await,
+        s.create(key, keyward::store::Writer::new(&actor)).await,
         Err(StoreError::AlreadyExists(_))
     ));
     let page = s

@@ -128,17 +128,6 @@ async fn real_answers_match_the_document() {
     ck.check("Verdict", &ok);
     ck.check("Verdict", &verify(json!("nope")).await);
 
-    let lock = |holder: &str| {
-        json_of(
-            api.post("/v1/locks", &write)
-                .json(&json!({ "holder": holder, "ttl_seconds": 30 })),
-        )
-    };
-    ck.check("Lease", &lock("me").await);
-    let locked = lock("you").await;
-    ck.check("Error", &locked);
-    assert_eq!(locked["code"], "locked");
-
     ck.check("EventPage", &json_of(api.get("/v1/events", &write)).await);
     for (req, status) in [
         (api.c.get(api.url("/v1/keys")), 401),
@@ -158,6 +147,45 @@ async fn real_answers_match_the_document() {
         assert_eq!(r.status().as_u16(), status);
         ck.check("Error", &r.json().await.unwrap());
     }
+
+    let lock = |holder: &str| {
+        json_of(
+            api.post("/v1/locks", &write)
+                .json(&json!({ "holder": holder, "ttl_seconds": 30 })),
+        )
+    };
+    let lease = lock("me").await;
+    ck.check("Lease", &lease);
+    let locked = lock("you").await;
+    ck.check("Error", &locked);
+    assert_eq!(locked["code"], "locked");
+    let lease_id = lease["id"].as_str().unwrap();
+    let renew = api
+        .post(&format!("/v1/locks/{lease_id}/renew"), &write)
+        .json(&json!({ "ttl_seconds": 60 }));
+    ck.check("Lease", &json_of(renew).await);
+    // While the lease is held: a change without it is `locked`, under another one
+    // `lease_lost`, under it a change.
+    let change = |lease: Option<&str>| {
+        let r = api
+            .patch(&key_path, &write)
+            .header("If-Match", "\"2\"")
+            .json(&json!({ "purpose": "leased" }));
+        match lease {
+            Some(l) => r.header("X-Keyward-Lease", l),
+            None => r,
+        }
+    };
+    for (lease, code) in [(None, "locked"), (Some("0123456789abcdef"), "lease_lost")] {
+        let r = send(change(lease)).await;
+        assert_eq!(r.status().as_u16(), 409);
+        let e: Value = r.json().await.unwrap();
+        ck.check("Error", &e);
+        assert_eq!(e["code"], code, "{e}");
+    }
+    let r = send(change(Some(lease_id))).await;
+    assert_eq!(r.status(), 200);
+    ck.check("LiveKey", &r.json().await.unwrap());
     // The schemas are not vacuous.
     ck.rejects("LiveKey", &json!({ "id": "x" }));
     let mut with_hash = k.clone();

@@ -247,6 +247,7 @@ conformance!(
     check_quota_under_concurrency,
     check_quota_reserved_by_servers,
     check_lease,
+    check_changes_carry_the_lease,
     check_lease_race,
     check_list_filters_and_pages,
     check_reopen,
@@ -258,7 +259,10 @@ async fn check_round_trip(b: &Backend) {
     let store = b.store();
     let (nk, _s) = new_key("illiad-barcode-lookup");
     let before = Utc::now();
-    let created = store.create(nk.clone(), &actor()).await.expect("create");
+    let created = store
+        .create(nk.clone(), keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
 
     assert_eq!(created.id, nk.id);
     assert_eq!(created.name, "illiad-barcode-lookup");
@@ -307,7 +311,10 @@ async fn check_round_trip(b: &Backend) {
     nk2.protected = true;
     nk2.status = KeyStatus::Disabled;
     nk2.applied_digest = Some(nk2.state_digest());
-    let c2 = store.create(nk2.clone(), &actor()).await.expect("create 2");
+    let c2 = store
+        .create(nk2.clone(), keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create 2");
     let g2 = store.get(&nk2.id).await.expect("get").expect("present");
     assert_eq!(g2, c2);
     assert_eq!(g2.purpose, None);
@@ -333,7 +340,10 @@ async fn check_round_trip(b: &Backend) {
     // No labels at all: an empty map comes back, not a missing one.
     let (mut nk3, _) = new_key("third");
     nk3.labels.clear();
-    let c3 = store.create(nk3.clone(), &actor()).await.expect("create 3");
+    let c3 = store
+        .create(nk3.clone(), keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create 3");
     assert!(c3.labels.is_empty());
     assert_eq!(store.get(&nk3.id).await.expect("get"), Some(c3));
 
@@ -346,8 +356,13 @@ async fn check_round_trip(b: &Backend) {
 async fn check_create_refusals(b: &Backend) {
     let store = b.store();
     let (nk, _) = new_key("a");
-    store.create(nk.clone(), &actor()).await.expect("create");
-    let again = store.create(nk.clone(), &actor()).await;
+    store
+        .create(nk.clone(), keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
+    let again = store
+        .create(nk.clone(), keyward::store::Writer::new(&actor()))
+        .await;
     assert!(
         matches!(again, Err(StoreError::AlreadyExists(ref id)) if *id == nk.id),
         "{again:?}"
@@ -355,28 +370,35 @@ async fn check_create_refusals(b: &Backend) {
     let (mut other, _) = new_key("b");
     other.id = nk.id.clone();
     assert!(matches!(
-        store.create(other, &actor()).await,
+        store
+            .create(other, keyward::store::Writer::new(&actor()))
+            .await,
         Err(StoreError::AlreadyExists(_))
     ));
     // A plaintext secret passed where the hash belongs is refused, not stored.
     let (mut wrong, s) = new_key("c");
     wrong.secret_hash = SecretHash(s.expose().to_string());
     assert!(matches!(
-        store.create(wrong, &actor()).await,
+        store
+            .create(wrong, keyward::store::Writer::new(&actor()))
+            .await,
         Err(StoreError::Invalid(_))
     ));
     for bad in ["", " ", "has space", "ctl\u{7}"] {
         let (mut k, _) = new_key("d");
         k.id = bad.into();
         assert!(
-            matches!(store.create(k, &actor()).await, Err(StoreError::Invalid(_))),
+            matches!(
+                store.create(k, keyward::store::Writer::new(&actor())).await,
+                Err(StoreError::Invalid(_))
+            ),
             "id {bad:?}"
         );
     }
     let (mut k, _) = new_key("e");
     k.owner = String::new();
     assert!(matches!(
-        store.create(k, &actor()).await,
+        store.create(k, keyward::store::Writer::new(&actor())).await,
         Err(StoreError::Invalid(_))
     ));
     assert_eq!(
@@ -398,11 +420,16 @@ async fn check_out_of_range_timestamps(b: &Backend) {
     let (mut nk, _) = new_key("far");
     nk.expires_at = Some(far);
     assert!(matches!(
-        store.create(nk, &actor()).await,
+        store
+            .create(nk, keyward::store::Writer::new(&actor()))
+            .await,
         Err(StoreError::Invalid(_))
     ));
     let (nk, _) = new_key("k");
-    let k = store.create(nk, &actor()).await.expect("create");
+    let k = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let patch = KeyPatch {
         expires_at: Some(Some(far)),
         ..KeyPatch::default()
@@ -426,7 +453,10 @@ async fn check_out_of_range_timestamps(b: &Backend) {
 async fn check_versions(b: &Backend) {
     let store = b.store();
     let (nk, _) = new_key("k");
-    let k1 = store.create(nk, &actor()).await.expect("create");
+    let k1 = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let id = k1.id.clone();
     let patch = KeyPatch {
         scopes: Some(vec!["bibs:write".into()]),
@@ -523,7 +553,10 @@ async fn check_versions(b: &Backend) {
 async fn check_no_op_updates(b: &Backend) {
     let store = b.store();
     let (nk, _) = new_key("k");
-    let k = store.create(nk, &actor()).await.expect("create");
+    let k = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let same = store
         .update(
             KeyWrite::new(&k.id, 1, &actor()),
@@ -595,7 +628,10 @@ async fn check_no_op_updates(b: &Backend) {
 async fn check_revoked_and_protected(b: &Backend) {
     let store = b.store();
     let (nk, _) = new_key("k");
-    let k = store.create(nk, &actor()).await.expect("create");
+    let k = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let k = store
         .set_status(
             KeyWrite::new(&k.id, k.version, &actor()),
@@ -656,7 +692,10 @@ async fn check_revoked_and_protected(b: &Backend) {
 
     let (mut p, _) = new_key("protected");
     p.protected = true;
-    let p = store.create(p, &actor()).await.expect("create");
+    let p = store
+        .create(p, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     assert!(matches!(
         store.set_status(KeyWrite::new(&p.id, 1, &actor()), KeyStatus::Revoked).await,
         Err(StoreError::Refused(ref m)) if m.contains("protected")
@@ -798,7 +837,10 @@ async fn check_unmanaged_and_adoption(b: &Backend) {
 async fn check_events(b: &Backend) {
     let store = b.store();
     let (nk, _) = new_key("k");
-    let k = store.create(nk, &actor()).await.expect("create");
+    let k = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     store
         .set_status(KeyWrite::new(&k.id, 1, &actor()), KeyStatus::Disabled)
         .await
@@ -928,14 +970,17 @@ async fn check_secrets_pasted_into_fields_are_refused(b: &Backend) {
         ),
     ];
     for (what, k) in variants {
-        let r = store.create(k, &actor()).await;
+        let r = store.create(k, keyward::store::Writer::new(&actor())).await;
         assert!(
             matches!(&r, Err(StoreError::Invalid(m)) if m.contains("secret")),
             "{what}: {r:?}"
         );
     }
     assert!(store.get(&nk.id).await.expect("get").is_none());
-    let k = store.create(nk, &actor()).await.expect("create");
+    let k = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let patch = KeyPatch {
         purpose: Some(Some(pasted.clone())),
         ..KeyPatch::default()
@@ -955,7 +1000,10 @@ async fn check_verify_reasons(b: &Backend) {
     let store = b.store();
     let now = valid_now();
     let (nk, ok) = new_key("ok");
-    let k = store.create(nk, &actor()).await.expect("create");
+    let k = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let v = store.verify(ok.expose(), now).await.expect("verify");
     assert!(v.valid);
     assert_eq!(v.reason, VerifyReason::Ok);
@@ -1001,7 +1049,10 @@ async fn check_verify_reasons(b: &Backend) {
     );
 
     let (nk, dis) = new_key("disabled");
-    let d = store.create(nk, &actor()).await.expect("create");
+    let d = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     store
         .set_status(KeyWrite::new(&d.id, 1, &actor()), KeyStatus::Disabled)
         .await
@@ -1014,7 +1065,10 @@ async fn check_verify_reasons(b: &Backend) {
     assert_eq!(reason(dis.expose().into()).await, VerifyReason::Ok);
 
     let (nk, rev) = new_key("revoked");
-    let r = store.create(nk, &actor()).await.expect("create");
+    let r = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     store
         .set_status(KeyWrite::new(&r.id, 1, &actor()), KeyStatus::Revoked)
         .await
@@ -1023,12 +1077,18 @@ async fn check_verify_reasons(b: &Backend) {
 
     let (mut nk, exp) = new_key("expired");
     nk.expires_at = Some(now);
-    store.create(nk, &actor()).await.expect("create");
+    store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     assert_eq!(reason(exp.expose().into()).await, VerifyReason::Expired);
 
     let (mut nk, early) = new_key("early");
     nk.issued_at = now + Duration::seconds(1);
-    store.create(nk, &actor()).await.expect("create");
+    store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     assert_eq!(
         reason(early.expose().into()).await,
         VerifyReason::NotYetValid
@@ -1036,7 +1096,10 @@ async fn check_verify_reasons(b: &Backend) {
 
     let (mut nk, q) = new_key("quota");
     nk.quota_per_day = Some(2);
-    store.create(nk, &actor()).await.expect("create");
+    store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     assert_eq!(reason(q.expose().into()).await, VerifyReason::Ok);
     assert_eq!(reason(q.expose().into()).await, VerifyReason::Ok);
     assert_eq!(reason(q.expose().into()).await, VerifyReason::QuotaExceeded);
@@ -1053,7 +1116,10 @@ async fn check_verify_reasons(b: &Backend) {
 
     let (mut nk, q1) = new_key("quota-one");
     nk.quota_per_day = Some(1);
-    let q1k = store.create(nk, &actor()).await.expect("create");
+    let q1k = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     assert_eq!(
         reason(secret::generate("production", &q1k.id).expose().into()).await,
         VerifyReason::Unknown,
@@ -1094,7 +1160,10 @@ async fn check_verify_reasons(b: &Backend) {
 
     let (mut nk, zero) = new_key("quota-zero");
     nk.quota_per_day = Some(0);
-    store.create(nk, &actor()).await.expect("create");
+    store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     assert_eq!(
         reason(zero.expose().into()).await,
         VerifyReason::QuotaExceeded
@@ -1114,7 +1183,10 @@ async fn check_verify_reasons(b: &Backend) {
 async fn check_rotation_grace(b: &Backend) {
     let store = b.store();
     let (nk, old) = new_key("k");
-    let k = store.create(nk, &actor()).await.expect("create");
+    let k = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let grace_end = valid_now() + Duration::days(7);
     let (rot, new) = rotation(&k.id, Some(grace_end));
     let k2 = store
@@ -1185,7 +1257,10 @@ async fn check_quota_across_rotation(b: &Backend) {
     let store = b.store();
     let (mut nk, old) = new_key("k");
     nk.quota_per_day = Some(3);
-    let k = store.create(nk, &actor()).await.expect("create");
+    let k = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let now = valid_now() + Duration::hours(1);
     assert!(store.verify(old.expose(), now).await.expect("v").valid);
     assert!(store.verify(old.expose(), now).await.expect("v").valid);
@@ -1227,7 +1302,9 @@ async fn check_quota_under_concurrency(b: &Backend) {
     let second = b.second().await.arc();
     let (mut nk, s) = new_key("k");
     nk.quota_per_day = Some(25);
-    a.create(nk, &actor()).await.expect("create");
+    a.create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let ok = verify_at_once(&[a, second], &s, 40).await;
     assert_eq!(ok, 25, "exactly the quota, across handles");
 }
@@ -1262,7 +1339,11 @@ async fn check_quota_reserved_by_servers(b: &Backend) {
     let servers = [b.serving().await, b.serving().await];
     let (mut nk, s) = new_key("k");
     nk.quota_per_day = Some(250);
-    let id = plain.create(nk, &actor()).await.expect("create").id;
+    let id = plain
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create")
+        .id;
     let handles = [plain.clone(), servers[0].clone(), servers[1].clone()];
     let ok = verify_at_once(&handles, &s, 300).await;
     // Block of 250 / 100 = 2 calls: each of the two servers may hold at most 1 unused.
@@ -1280,7 +1361,11 @@ async fn check_quota_reserved_by_servers(b: &Backend) {
     // One verify through a fresh server reserves a block of 10 (quota 1000) at once.
     let (mut nk, s) = new_key("k2");
     nk.quota_per_day = Some(1000);
-    let id = plain.create(nk, &actor()).await.expect("create").id;
+    let id = plain
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create")
+        .id;
     let server = b.serving().await;
     for _ in 0..2 {
         let v = server.verify(s.expose(), valid_now()).await.expect("v");
@@ -1384,6 +1469,105 @@ async fn check_lease(b: &Backend) {
     ));
 }
 
+/// Every key change is judged against the lease in its own transaction, across handles
+/// (two `keyward serve` instances on one database): the holder's id works from either
+/// handle; no id while it is live is `Locked`; a foreign id, a released or an expired lease
+/// is `LeaseLost` and changes nothing (a batch registers none of its keys); `renew`
+/// extends the live lease (seen by the other handle) and never revives an expired one.
+async fn check_changes_carry_the_lease(b: &Backend) {
+    use keyward::store::Writer;
+    let (a, other) = (b.h.store(), b.second().await);
+    let o = other.store();
+    let who = actor();
+    let lease = a
+        .lock("ci-apply", Duration::seconds(2))
+        .await
+        .expect("lock");
+    let held = Writer::new(&who).under(Some(&lease.id));
+    let (nk, _) = new_key("leased");
+    let k = o
+        .create(nk, held)
+        .await
+        .expect("create under the lease, other handle");
+    let patch = KeyPatch {
+        purpose: Some(Some("under the lease".into())),
+        ..Default::default()
+    };
+    let k = a
+        .update(held.key(&k.id, k.version), patch.clone())
+        .await
+        .expect("update under the lease");
+    match o
+        .update(KeyWrite::new(&k.id, k.version, &who), patch.clone())
+        .await
+    {
+        Err(StoreError::Locked { id, .. }) => assert_eq!(id, lease.id),
+        r => panic!("a change without the lease while it is live: {r:?}"),
+    }
+    let foreign = Writer::new(&who).under(Some("0123456789abcdef0123456789abcdef"));
+    let (n1, _) = new_key("batch-1");
+    let (n2, _) = new_key("batch-2");
+    let ids = [n1.id.clone(), n2.id.clone()];
+    match a.create_batch(vec![n1, n2], foreign).await {
+        Err(StoreError::LeaseLost { lease: l, why }) => {
+            assert_eq!(l, "0123456789abcdef0123456789abcdef");
+            assert!(why.contains("ci-apply"), "{why}");
+        }
+        r => panic!("a batch under a foreign lease: {r:?}"),
+    }
+    for id in &ids {
+        assert!(
+            a.get(id).await.expect("get").is_none(),
+            "{id} was registered"
+        );
+    }
+    // Renewed from the other handle: still live past the first ttl.
+    let r = o
+        .renew(&lease.id, Duration::seconds(3))
+        .await
+        .expect("renew");
+    assert_eq!(r.id, lease.id);
+    assert!(r.expires_at > lease.expires_at);
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    let k = a
+        .set_status(held.key(&k.id, k.version), KeyStatus::Disabled)
+        .await
+        .expect("the renewed lease outlives its first ttl");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    for r in [
+        a.set_status(held.key(&k.id, k.version), KeyStatus::Active)
+            .await
+            .map(drop),
+        o.delete(held.key(&k.id, k.version)).await,
+        o.renew(&lease.id, Duration::seconds(3)).await.map(drop),
+    ] {
+        match r {
+            Err(StoreError::LeaseLost { why, .. }) => assert!(why.contains("expired"), "{why}"),
+            r => panic!("under the expired lease: {r:?}"),
+        }
+    }
+    let now = a.get(&k.id).await.expect("get").expect("still there");
+    assert_eq!(
+        (now.version, now.status),
+        (k.version, KeyStatus::Disabled),
+        "a refused change changed nothing"
+    );
+    // Expired and unrenewed: free for changes without a lease, and for a new apply.
+    let k = a
+        .update(KeyWrite::new(&k.id, k.version, &who), patch.clone())
+        .await
+        .expect("no lease is live");
+    let next = o
+        .lock("ci-apply-2", Duration::minutes(1))
+        .await
+        .expect("lock");
+    match a.update(held.key(&k.id, k.version), patch).await {
+        Err(StoreError::LeaseLost { why, .. }) => assert!(why.contains("ci-apply-2"), "{why}"),
+        r => panic!("under the old lease once another apply holds it: {r:?}"),
+    }
+    o.unlock(&next.id).await.expect("unlock");
+}
+
 /// Many concurrent `lock` calls through two handles: exactly one lease is granted.
 async fn check_lease_race(b: &Backend) {
     let handles = [b.h.arc(), b.second().await.arc()];
@@ -1433,7 +1617,10 @@ async fn check_list_filters_and_pages(b: &Backend) {
         let k = if i % 7 == 0 {
             b.h.insert_unmanaged(nk).await.expect("insert")
         } else {
-            let k = store.create(nk, &actor()).await.expect("create");
+            let k = store
+                .create(nk, keyward::store::Writer::new(&actor()))
+                .await
+                .expect("create");
             if i % 6 == 1 {
                 store
                     .set_status(KeyWrite::new(&k.id, 1, &actor()), KeyStatus::Disabled)
@@ -1606,7 +1793,7 @@ async fn check_list_filters_and_pages(b: &Backend) {
 async fn check_reopen(b: &Backend) {
     let (nk, s) = new_key("k");
     b.store()
-        .create(nk.clone(), &actor())
+        .create(nk.clone(), keyward::store::Writer::new(&actor()))
         .await
         .expect("create");
     let again = b.second().await;
@@ -1635,7 +1822,9 @@ async fn check_concurrent_creates(b: &Backend) {
             .map(|i| {
                 let s = handles[i % 2].clone();
                 let nk = nk.clone();
-                tokio::spawn(async move { s.create(nk, &actor()).await })
+                tokio::spawn(
+                    async move { s.create(nk, keyward::store::Writer::new(&actor())).await },
+                )
             })
             .collect();
         let mut ok = 0;
@@ -1673,7 +1862,11 @@ async fn check_concurrent_creates(b: &Backend) {
 async fn check_concurrent_updates(b: &Backend) {
     let handles = [b.h.arc(), b.second().await.arc()];
     let (nk, _) = new_key("k");
-    let mut k = b.store().create(nk, &actor()).await.expect("create");
+    let mut k = b
+        .store()
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     for round in 0..5 {
         let tasks: Vec<_> = (0..4)
             .map(|i| {
@@ -1771,7 +1964,10 @@ async fn pg_a_newer_schema_or_a_wrong_pepper_is_refused() {
     let schema = PgSchema::new(&url);
     let store = schema.connect("s").await;
     let (nk, s) = new_key("k");
-    store.create(nk, &actor()).await.expect("create");
+    store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let pepper = std::fs::read(schema.pepper_file()).expect("pepper written");
     assert_eq!(pepper.len(), 32);
     #[cfg(unix)]
@@ -1848,7 +2044,10 @@ async fn pg_instances_starting_together_migrate_once() {
         stores.push(t.await.expect("join").expect("connect"));
     }
     let (nk, s) = new_key("k");
-    stores[0].create(nk, &actor()).await.expect("create");
+    stores[0]
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     for store in &stores {
         assert!(verifies(store, &s).await);
     }
@@ -1946,7 +2145,9 @@ async fn open_database_accepts_both_kinds_and_refuses_others() {
     let pg = keyward::store::open_database("team", &schema.database_url())
         .await
         .expect("postgres");
-    pg.create(nk, &actor()).await.expect("create");
+    pg.create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let again = keyward::store::open_database(
         "team",
         &schema

@@ -481,7 +481,7 @@ async fn every_message_of_a_store_check_run_matches_its_schema() {
     }
     for op in [
         "describe", "list", "get", "create", "update", "rotate", "disable", "enable", "revoke",
-        "delete", "lock", "unlock", "verify",
+        "delete", "lock", "unlock", "renew", "verify",
     ] {
         assert!(seen.contains(op), "{op} was never sent: {seen:?}");
     }

@@ -89,7 +89,10 @@ async fn postgres_roles_logins_follow_the_key_through_its_life() {
         &["bibs:read"],
         Duration::days(30),
     );
-    let k = s.create(nk, &actor()).await.expect("create");
+    let k = s
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     can_login(&c, &role, &first)
         .await
         .expect("the delivered secret logs in");
@@ -215,7 +218,9 @@ async fn postgres_roles_logins_follow_the_key_through_its_life() {
         &["bibs:read"],
         Duration::seconds(2),
     );
-    s.create(nk, &actor()).await.expect("create short-lived");
+    s.create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create short-lived");
     let short_role = s.role_for("short");
     can_login(&c, &short_role, &short)
         .await
@@ -263,7 +268,7 @@ async fn postgres_roles_logins_follow_the_key_through_its_life() {
         Duration::days(1),
     );
     let e = s
-        .create(nk, &actor())
+        .create(nk, keyward::store::Writer::new(&actor()))
         .await
         .expect_err("the role exists unmanaged");
     assert!(e.to_string().contains("not managed by keyward"), "{e}");

@@ -86,7 +86,10 @@ async fn redis_logins_follow_the_key_through_its_life() {
 
     // create: the delivered secret logs in, with exactly the granted rules
     let (nk, first) = new_key(&s, "sandbox", "reader", &["bibs:read"], Duration::days(30));
-    let k = s.create(nk, &actor()).await.expect("create");
+    let k = s
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     assert!(logs_in(&a, &user, &first), "the delivered secret logs in");
     let wrong = secret::generate("sandbox", &k.id);
     assert!(!logs_in(&a, &user, &wrong), "a wrong secret is refused");
@@ -184,7 +187,9 @@ async fn redis_logins_follow_the_key_through_its_life() {
 
     // emulated expiry: expired users are switched off by enforce (apply / nightly)
     let (nk, short) = new_key(&s, "sandbox", "short", &["bibs:read"], Duration::seconds(2));
-    s.create(nk, &actor()).await.expect("create short-lived");
+    s.create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create short-lived");
     let short_user = s.user_for("short");
     assert!(logs_in(&a, &short_user, &short));
     tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
@@ -245,7 +250,7 @@ async fn acl_users_keyward_did_not_make_are_never_touched() {
     );
     let (nk, _) = new_key(&s, "sandbox", "legacy", &["bibs:read"], Duration::days(1));
     let refused = s
-        .create(nk, &actor())
+        .create(nk, keyward::store::Writer::new(&actor()))
         .await
         .expect_err("the name is taken by a foreign user");
     assert!(

@@ -130,7 +130,10 @@ async fn opening_twice_is_idempotent_and_keeps_keys_verifiable() {
     let (nk, s) = new_key("k");
     {
         let store = SqliteStore::open("s", &path).expect("open");
-        store.create(nk.clone(), &actor()).await.expect("create");
+        store
+            .create(nk.clone(), keyward::store::Writer::new(&actor()))
+            .await
+            .expect("create");
     }
     let pepper_path = PathBuf::from(format!("{}.pepper", path.display()));
     let pepper = std::fs::read(&pepper_path).expect("pepper exists");
@@ -186,7 +189,10 @@ async fn concurrent_first_opens_agree_on_schema_and_pepper() {
         .map(|h| h.join().expect("thread").expect("open"))
         .collect();
     let (nk, s) = new_key("k");
-    stores[0].create(nk, &actor()).await.expect("create");
+    stores[0]
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     for store in &stores {
         assert!(verifies(store, &s).await);
     }
@@ -199,7 +205,10 @@ async fn an_existing_empty_file_is_initialised() {
     std::fs::write(&path, b"").expect("touch");
     let store = SqliteStore::open("s", &path).expect("open empty file");
     let (nk, _) = new_key("k");
-    store.create(nk, &actor()).await.expect("create");
+    store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let garbage = dir.path().join("garbage.db");
     std::fs::write(&garbage, vec![b'x'; 8192]).expect("write garbage");
     assert!(matches!(
@@ -268,7 +277,10 @@ async fn a_missing_or_foreign_pepper_is_an_error_not_a_new_pepper() {
 async fn a_corrupt_row_is_a_backend_error_not_a_panic() {
     let (dir, store) = open();
     let (nk, _) = new_key("k");
-    store.create(nk.clone(), &actor()).await.expect("create");
+    store
+        .create(nk.clone(), keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let raw = rusqlite::Connection::open(db_path(&dir)).expect("raw");
     raw.busy_timeout(std::time::Duration::from_secs(5))
         .expect("busy");
@@ -293,7 +305,10 @@ fn works_without_a_tokio_runtime() {
     let store = SqliteStore::open("s", &db_path(&dir)).expect("open");
     let (nk, s) = new_key("k");
     futures::executor::block_on(async {
-        store.create(nk, &actor()).await.expect("create");
+        store
+            .create(nk, keyward::store::Writer::new(&actor()))
+            .await
+            .expect("create");
         assert!(verifies(&store, &s).await);
     });
 }
@@ -305,7 +320,10 @@ fn works_without_a_tokio_runtime() {
 async fn list_all_returns_each_of_ten_thousand_keys_once() {
     let (dir, store) = open();
     let (nk, _) = new_key("template");
-    let template = store.create(nk, &actor()).await.expect("create");
+    let template = store
+        .create(nk, keyward::store::Writer::new(&actor()))
+        .await
+        .expect("create");
     let raw = rusqlite::Connection::open(db_path(&dir)).expect("raw");
     raw.busy_timeout(std::time::Duration::from_secs(5))
         .expect("busy");

@@ -56,7 +56,10 @@ async fn a_batch_registers_every_key_like_create_does() {
     let store = open(&dir);
     let made: Vec<(NewKey, Secret)> = (0..25).map(|i| new_key(&format!("k{i:02}"))).collect();
     let n = store
-        .create_batch(made.iter().map(|(k, _)| k.clone()).collect(), &actor())
+        .create_batch(
+            made.iter().map(|(k, _)| k.clone()).collect(),
+            keyward::store::Writer::new(&actor()),
+        )
         .await
         .expect("batch");
     assert_eq!(n.len(), 25);
@@ -64,7 +67,7 @@ async fn a_batch_registers_every_key_like_create_does() {
     // The same key through `create`, for comparison of every field but the clock ones.
     let (single, _) = new_key("single");
     let via_create = store
-        .create(single.clone(), &actor())
+        .create(single.clone(), keyward::store::Writer::new(&actor()))
         .await
         .expect("create");
 
@@ -106,7 +109,7 @@ async fn a_bad_batch_is_rolled_back_whole() {
     let store = open(&dir);
     let (existing, _) = new_key("existing");
     store
-        .create(existing.clone(), &actor())
+        .create(existing.clone(), keyward::store::Writer::new(&actor()))
         .await
         .expect("create");
 
@@ -115,7 +118,10 @@ async fn a_bad_batch_is_rolled_back_whole() {
     let (mut clash, _) = new_key("b");
     clash.id = existing.id.clone();
     let err = store
-        .create_batch(vec![a.clone(), clash], &actor())
+        .create_batch(
+            vec![a.clone(), clash],
+            keyward::store::Writer::new(&actor()),
+        )
         .await
         .expect_err("clash");
     assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
@@ -126,7 +132,7 @@ async fn a_bad_batch_is_rolled_back_whole() {
     let (mut bad, _) = new_key("d");
     bad.name = " ".into();
     let err = store
-        .create_batch(vec![c.clone(), bad], &actor())
+        .create_batch(vec![c.clone(), bad], keyward::store::Writer::new(&actor()))
         .await
         .expect_err("invalid");
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");

@@ -16,7 +16,7 @@ use crate::diff::{Action, Change};
 use crate::plan::{ConsoleStep, Plan};
 use crate::secret::{self, Secret};
 use crate::spec::{Spec, StoreKind};
-use crate::store::{Actor, KeyStatus, KeyWrite, Store, StoreError};
+use crate::store::{Actor, KeyStatus, Store, StoreError};
 use chrono::SubsecRound;
 use std::collections::BTreeMap;
 
@@ -275,7 +275,7 @@ async fn confirm_then(
             .version
             .ok_or_else(|| invalid(c, "the plan lacks the live version"))?;
         let id = c.key_id.clone().unwrap_or_default();
-        apply::revoke_recorded(old, store, &id, version, actor).await?;
+        apply::revoke_recorded(old, store, &id, version, cx.by(store, actor)).await?;
         return Ok(End::Done(Done {
             store: c.store.clone(),
             name: c.name.clone(),
@@ -529,21 +529,21 @@ async fn record(
         .ok_or_else(|| invalid(c, "the plan lacks the live version"))?;
     if !c.patch.is_empty() {
         version = store
-            .update(KeyWrite::new(&id, version, actor), c.patch.clone())
+            .update(cx.by(&c.store, actor).key(&id, version), c.patch.clone())
             .await
             .map_err(&serr)?
             .version;
     }
     if c.set_status == Some(KeyStatus::Active) {
         version = store
-            .set_status(KeyWrite::new(&id, version, actor), KeyStatus::Active)
+            .set_status(cx.by(&c.store, actor).key(&id, version), KeyStatus::Active)
             .await
             .map_err(&serr)?
             .version;
     }
     let (dir, live) = apply::rotate_key_with(cx, store, c, (version, actor), secret, None).await?;
     done.delivery = Some(dir);
-    apply::record_state(store, live, actor)
+    apply::record_state(store, live, cx.by(&c.store, actor))
         .await
         .map_err(|e: StoreError| serr(e))?;
     Ok(done)

@@ -508,11 +508,13 @@ pub async fn adopt(
 ) -> Result<Vec<PathBuf>, ImportError> {
     let stores: BTreeMap<String, Arc<dyn Store>> =
         [(cs.name().to_string(), cs.clone() as Arc<dyn Store>)].into();
+    let leases = crate::lease::Leases::none();
     let cx = Context {
         spec,
         stores: &stores,
         outbox: crate::deliver::Outbox::new(spec.delivery.outbox.clone()),
         clock,
+        leases: &leases,
     };
     let mut delivered = Vec::new();
     for a in answered {

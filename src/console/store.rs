@@ -8,7 +8,7 @@ use super::preset::{ExpiryRule, Preset, Vendor, preset};
 use crate::spec::{ConsoleStoreConfig, StoreConfig};
 use crate::store::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey,
-    MANAGED_BY, NewKey, Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict,
+    MANAGED_BY, NewKey, Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict, Writer,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -181,6 +181,22 @@ impl ConsoleStore {
         })
     }
 
+    /// A key change goes ahead only under the live lease, or under none while none is
+    /// live (`store::rules::check_lease`, judged on the lock file).
+    fn check_lease(&self, lease: Option<&str>) -> StoreResult<()> {
+        crate::store::rules::check_lease(
+            self.held_lease().map(|l| (l.id, l.holder, l.expires_at)),
+            lease,
+            Utc::now(),
+        )
+    }
+
+    fn held_lease(&self) -> Option<Lease> {
+        std::fs::read(self.lock_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
     fn lock_path(&self) -> PathBuf {
         let rel_depth = self.config.ledger_rel.components().count();
         let mut root: &Path = &self.config.ledger;
@@ -350,11 +366,12 @@ impl Store for ConsoleStore {
         Ok(self.read().map_err(ledger_err)?.key(id).map(live))
     }
 
-    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
-        self.create_with(key, None, actor)
+    async fn create(&self, key: NewKey, by: Writer<'_>) -> StoreResult<LiveKey> {
+        self.create_with(key, None, by)
     }
 
     async fn update(&self, w: KeyWrite<'_>, patch: KeyPatch) -> StoreResult<LiveKey> {
+        self.check_lease(w.lease)?;
         let now = now();
         self.change(|f| {
             let k = checked(f, w)?;
@@ -371,6 +388,7 @@ impl Store for ConsoleStore {
     }
 
     async fn rotate(&self, w: KeyWrite<'_>, rotate: Rotate) -> StoreResult<LiveKey> {
+        self.check_lease(w.lease)?;
         let now = now();
         self.change(|f| {
             let k = checked(f, w)?;
@@ -394,6 +412,7 @@ impl Store for ConsoleStore {
     }
 
     async fn set_status(&self, w: KeyWrite<'_>, to: KeyStatus) -> StoreResult<LiveKey> {
+        self.check_lease(w.lease)?;
         let now = now();
         self.change(|f| {
             let k = checked(f, w)?;
@@ -406,6 +425,7 @@ impl Store for ConsoleStore {
     }
 
     async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
+        self.check_lease(w.lease)?;
         self.change(|f| {
             checked(f, w)?;
             f.keys.retain(|k| k.id != w.id);
@@ -463,6 +483,19 @@ impl Store for ConsoleStore {
         )))
     }
 
+    /// Rewrites the lock file with the new expiry (an expired lease is lost).
+    async fn renew(&self, lease_id: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        let held = self.held_lease().map(|l| (l.id, l.holder, l.expires_at));
+        let lease = crate::store::rules::renewed(held, lease_id, ttl, Utc::now())?;
+        let body = serde_json::to_vec(&lease).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let path = self.lock_path();
+        let tmp = path.with_extension(format!("renew-{}", std::process::id()));
+        std::fs::write(&tmp, &body)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        Ok(lease)
+    }
+
     async fn unlock(&self, lease_id: &str) -> StoreResult<()> {
         let path = self.lock_path();
         let held: Option<Lease> = std::fs::read(&path)
@@ -496,9 +529,10 @@ impl ConsoleStore {
         &self,
         key: NewKey,
         client_id: Option<String>,
-        actor: &Actor,
+        by: Writer<'_>,
     ) -> StoreResult<LiveKey> {
-        let now = now();
+        let (now, actor) = (now(), by.actor);
+        self.check_lease(by.lease)?;
         self.change(|f| {
             if f.keys.iter().any(|k| k.id == key.id) {
                 return Err(StoreError::AlreadyExists(key.id.clone()));

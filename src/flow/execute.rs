@@ -82,11 +82,15 @@ pub fn recorded_commit(desired: &Desired) -> Option<String> {
     })
 }
 
-/// Take every store's apply lock; refused (exit 3) when another apply holds one.
-pub async fn lock(stores: &Stores, actor: &Actor) -> Step<Vec<(String, Lease)>> {
+/// Take every store's apply lock for `ttl`; refused (exit 3) when another apply holds one.
+pub async fn lock(
+    stores: &Stores,
+    actor: &Actor,
+    ttl: chrono::Duration,
+) -> Step<Vec<(String, Lease)>> {
     let holder = crate::holder::holder_string(&actor.who);
     let names: Vec<String> = stores.keys().cloned().collect();
-    match apply::lock_stores(stores, &names, &holder).await {
+    match apply::lock_stores(stores, &names, &holder, ttl).await {
         Ok(l) => Ok(Ok(l)),
         Err(e) if e.is_locked() => {
             eprintln!("error: {e}\n  hint: {}", locked_hint(&e));
@@ -194,10 +198,26 @@ pub fn guards_pass(plan: &Plan, force: bool) -> bool {
     force
 }
 
+/// Whether this apply asks for a `yes` (not with a saved plan or `--auto-approve`, which
+/// were reviewed already).
+pub fn asks_confirmation(opts: &ApplyRunOptions, saved_plan: bool) -> bool {
+    !opts.auto_approve && !saved_plan
+}
+
+/// Say loudly which stores' leases were lost while this apply ran (it stopped changing
+/// them: another apply may hold them now).
+pub fn report_lost_leases(leases: &crate::lease::Leases) {
+    for (store, why) in leases.all_lost() {
+        eprintln!(
+            "error: the apply lease on store `{store}` was lost ({why}): this apply stopped changing it; another apply may have changed it since.\n  hint: run `keyward plan` to see where the store stands, then `keyward apply` again."
+        );
+    }
+}
+
 /// Ask on a terminal (a saved plan and `--auto-approve` were reviewed already). Returns the
 /// outcome that stops the apply, if any.
 pub fn confirmation(opts: &ApplyRunOptions, saved_plan: bool) -> Result<Option<Outcome>> {
-    if opts.auto_approve || saved_plan {
+    if !asks_confirmation(opts, saved_plan) {
         return Ok(None);
     }
     if !std::io::stdin().is_terminal() {

@@ -21,7 +21,9 @@ pub use options::{ApplyRunOptions, Colors, PlanFormat, PlanOptions, Step, actor}
 use crate::apply::Context;
 use crate::clock::{Clock, SystemClock};
 use crate::deliver::Outbox;
+use crate::lease::Leases;
 use crate::notify::Notice;
+use crate::observe;
 use crate::outcome::Outcome;
 use crate::plan::{Plan, saved as saved_file};
 use crate::store::Actor;
@@ -149,25 +151,23 @@ pub async fn apply(dir: &Path, opts: &ApplyRunOptions, color: Colors) -> Result<
     };
     let mut actor = actor();
     actor.commit = execute::recorded_commit(&desired);
-    let leases = match execute::lock(&stores, &actor).await? {
-        Ok(l) => l,
-        Err(stop) => return Ok(stop),
-    };
-    // Stores with emulated expiry or a grace to end are brought up to date first, also
-    // when the plan turns out empty.
-    for line in crate::apply::enforce_stores(&stores, clock.now()).await {
-        eprintln!("{line}");
-    }
+    let ttl = crate::lease::ttl().map_err(anyhow::Error::msg)?;
     let locked = Locked {
         desired: &desired,
         stores: &stores,
         opts,
         clock: &clock,
+        ttl,
     };
-    let result = locked
-        .apply(saved_plan.as_ref(), color.out, actor.clone())
-        .await;
-    crate::apply::unlock_stores(&stores, &leases).await;
+    // At a prompt the leases are taken only once the operator says yes; without one
+    // (--auto-approve, a saved plan) before planning, as nothing waits in between.
+    let result = if execute::asks_confirmation(opts, saved_plan.is_some()) {
+        locked.apply_confirmed(color.out, actor.clone()).await
+    } else {
+        locked
+            .apply_now(saved_plan.as_ref(), color.out, actor.clone())
+            .await
+    };
     let (outcome, notices) = result?;
     notify(&desired, &stores, notices, &actor, clock.now()).await;
     Ok(outcome)
@@ -188,57 +188,144 @@ async fn notify(
     }
 }
 
-/// What an apply holding the store locks works with.
+/// What an apply works with; it holds the store leases while it changes anything.
 struct Locked<'a> {
     desired: &'a Desired,
     stores: &'a Stores,
     opts: &'a ApplyRunOptions,
     clock: &'a dyn Clock,
+    /// How long a lease lasts unless renewed (renewed every third of it while held).
+    ttl: chrono::Duration,
 }
 
+/// An apply's outcome and the notices it owes (None: it stopped before changing anything).
+type Applied = (Outcome, Option<Vec<Notice>>);
+
 impl Locked<'_> {
-    /// recover → plan → guards → confirm → apply → deliver (commit). Returns the outcome
-    /// and the notices owed (None when the apply stopped before changing anything).
-    async fn apply(
-        &self,
-        saved_plan: Option<&Plan>,
-        color: bool,
-        actor: Actor,
-    ) -> Result<(Outcome, Option<Vec<Notice>>)> {
+    fn context<'c>(&'c self, leases: &'c Leases) -> Context<'c> {
         let spec = &self.desired.loaded.spec;
-        let cx = Context {
+        Context {
             spec,
             stores: self.stores,
             outbox: Outbox::new(spec.delivery.outbox.clone()),
             clock: self.clock,
+            leases,
+        }
+    }
+
+    /// Take every store's lease (exit 3 when another apply holds one), renewed until
+    /// released.
+    async fn take(&self, actor: &Actor) -> Step<Leases> {
+        Ok(match execute::lock(self.stores, actor, self.ttl).await? {
+            Ok(taken) => Ok(Leases::hold(self.stores, taken, self.ttl)),
+            Err(stop) => Err(stop),
+        })
+    }
+
+    /// Under the leases: stores with emulated expiry or a grace to end are brought up to
+    /// date (also when the plan turns out empty), then interrupted deliveries settled.
+    async fn prepare(&self, cx: &Context<'_>) -> Result<()> {
+        for line in crate::apply::enforce_stores(self.stores, self.clock.now()).await {
+            eprintln!("{line}");
+        }
+        execute::recover(cx).await
+    }
+
+    /// lock → recover → plan → guards → apply → deliver → unlock.
+    async fn apply_now(
+        &self,
+        saved_plan: Option<&Plan>,
+        color: bool,
+        actor: Actor,
+    ) -> Result<Applied> {
+        self.leased(&actor, async |cx: &Context<'_>| {
+            let plan = match self.plan(saved_plan).await? {
+                Ok(p) => p,
+                Err(stop) => return Ok((stop, None)),
+            };
+            print_plan(&plan, self.opts.plan.format, color);
+            if !plan.is_empty() && !execute::guards_pass(&plan, self.opts.force) {
+                return Ok((Outcome::Refused, None));
+            }
+            self.run(cx, &plan, actor.clone()).await
+        })
+        .await
+    }
+
+    /// Take the leases, prepare the stores (`prepare`), run `f`, give the leases back.
+    async fn leased(
+        &self,
+        actor: &Actor,
+        f: impl AsyncFnOnce(&Context<'_>) -> Result<Applied>,
+    ) -> Result<Applied> {
+        let leases = match self.take(actor).await? {
+            Ok(l) => l,
+            Err(stop) => return Ok((stop, None)),
         };
-        execute::recover(&cx).await?;
-        let plan = match self.plan(saved_plan).await? {
+        let cx = self.context(&leases);
+        let result = match self.prepare(&cx).await {
+            Ok(()) => f(&cx).await,
+            Err(e) => Err(e),
+        };
+        drop(cx);
+        leases.release(self.stores).await;
+        result
+    }
+
+    /// At a prompt: recover (under a lease held only for that) → plan → guards → confirm
+    /// → lock → recover → the stores still hold what the plan was made from → apply →
+    /// unlock. No lease is held while the prompt waits, so another apply can run meanwhile;
+    /// if it changed a key the plan was made from, this one refuses (exit 3).
+    async fn apply_confirmed(&self, color: bool, actor: Actor) -> Result<Applied> {
+        let prepared = self
+            .leased(&actor, async |_| Ok((Outcome::Ok, None)))
+            .await?;
+        if prepared.0 != Outcome::Ok {
+            return Ok(prepared);
+        }
+        let plan = match self.plan(None).await? {
             Ok(p) => p,
             Err(stop) => return Ok((stop, None)),
         };
         print_plan(&plan, self.opts.plan.format, color);
+        if !plan.is_empty() {
+            if !execute::guards_pass(&plan, self.opts.force) {
+                return Ok((Outcome::Refused, None));
+            }
+            if let Some(stop) = execute::confirmation(self.opts, false)? {
+                return Ok((stop, None));
+            }
+        }
+        self.leased(&actor, async |cx: &Context<'_>| {
+            let observed = observe::list_stores(self.stores).await?;
+            if let Err(stop) = saved::confirmed_still_holds(&plan, &observed) {
+                return Ok((stop, None));
+            }
+            self.run(cx, &plan, actor.clone()).await
+        })
+        .await
+    }
+
+    /// Under the leases, with the plan printed and past its guards: apply → deliver
+    /// (commit). An empty plan prunes and commits what earlier applies left.
+    async fn run(&self, cx: &Context<'_>, plan: &Plan, actor: Actor) -> Result<Applied> {
+        let spec = &self.desired.loaded.spec;
         if plan.is_empty() {
             // Nothing new to tell, but notices earlier runs could not send are retried.
-            let outcome = execute::nothing_to_apply(&cx, self.desired, self.opts, &plan);
+            let outcome = execute::nothing_to_apply(cx, self.desired, self.opts, plan);
             return Ok((outcome, Some(Vec::new())));
         }
-        if !execute::guards_pass(&plan, self.opts.force) {
-            return Ok((Outcome::Refused, None));
-        }
-        if let Some(stop) = execute::confirmation(self.opts, saved_plan.is_some())? {
-            return Ok((stop, None));
-        }
         let commit = actor.commit.clone();
-        let (rest, console_changes) = crate::console::checklist::split(&plan, spec);
+        let (rest, console_changes) = crate::console::checklist::split(plan, spec);
         let mut report =
-            execute::run_changes(&cx, &rest, self.opts.concurrency, actor.clone()).await;
-        let pending = match consoles::run(&cx, &console_changes, self.opts, &actor).await? {
+            execute::run_changes(cx, &rest, self.opts.concurrency, actor.clone()).await;
+        let pending = match consoles::run(cx, &console_changes, self.opts, &actor).await? {
             Ok(c) => consoles::merge(&mut report, c),
             Err(stop) => return Ok((stop, None)),
         };
-        execute::report_applied(&spec.root, &plan, &report);
+        execute::report_applied(&spec.root, plan, &report);
         consoles::remind_to_commit(spec, &report, self.opts);
+        execute::report_lost_leases(cx.leases);
         let mut outcome = self.deliver(&report);
         if outcome == Outcome::Ok && !pending.is_empty() {
             outcome = consoles::pending_outcome(&pending);

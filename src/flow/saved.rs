@@ -133,3 +133,20 @@ pub fn replan(
     eprintln!("Applying the saved {}.", saved::describe(saved_plan));
     Ok(Ok(now_plan))
 }
+
+/// The plan confirmed at the prompt, checked once the leases are held: the stores must
+/// still hold the keys it was made from, at the versions it saw (no lease was held while
+/// the prompt waited, so another apply or a console edit may have changed them). Refused
+/// (exit 3) naming what changed; nothing is changed then.
+pub fn confirmed_still_holds(plan: &Plan, observed: &Observed) -> Result<(), Outcome> {
+    let stale = saved::live_changes(plan, observed);
+    if stale.is_empty() {
+        return Ok(());
+    }
+    eprintln!("error: the stores changed while the plan waited for confirmation:");
+    for l in &stale {
+        eprintln!("  {l}");
+    }
+    eprintln!("  nothing was changed.\n  hint: run `keyward apply` again and review the new plan.");
+    Err(Outcome::Refused)
+}

@@ -114,6 +114,14 @@ impl From<StoreError> for ApiError {
                 err.extra = Some(extra);
                 err
             }
+            StoreError::LeaseLost { lease, why } => {
+                let mut err = ApiError::new(StatusCode::CONFLICT, "lease_lost", e.to_string());
+                let mut extra = serde_json::Map::new();
+                extra.insert("lease_id".into(), lease.clone().into());
+                extra.insert("why".into(), why.clone().into());
+                err.extra = Some(extra);
+                err
+            }
             StoreError::Refused(m) => ApiError::new(StatusCode::CONFLICT, "refused", m.clone()),
             StoreError::Invalid(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m.clone())

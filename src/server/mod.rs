@@ -134,6 +134,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/events"),
     ("POST", "/v1/locks"),
     ("DELETE", "/v1/locks/{id}"),
+    ("POST", "/v1/locks/{id}/renew"),
 ];
 
 /// The router for `state`.
@@ -168,6 +169,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", get(routes::events).post(routes::record_event))
         .route("/v1/locks", post(routes::lock))
         .route("/v1/locks/{id}", axum::routing::delete(routes::unlock))
+        .route("/v1/locks/{id}/renew", post(routes::renew))
         .merge(ui::router(state.ui.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

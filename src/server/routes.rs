@@ -20,7 +20,7 @@ use super::tokens::{Principal, Role};
 use crate::store::http::KeyBatch;
 use crate::store::{
     Actor, KeyPatch, KeyStatus, KeyWrite, ListFilter, LiveKey, NewKey, Page, PageAt, Rotate,
-    StoreError,
+    StoreError, Writer,
 };
 
 /// Largest page of keys or events.
@@ -161,6 +161,12 @@ fn actor(p: &Principal, headers: &HeaderMap) -> ApiResult<Actor> {
         who: format!("token:{}", p.name),
         commit: kept_header(headers, "X-Keyward-Commit", 100)?,
     })
+}
+
+/// The apply lease a change is made under (`X-Keyward-Lease`), which the store checks
+/// against its own: absent for a change outside any apply.
+fn lease_header(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    kept_header(headers, crate::store::http::LEASE_HEADER, 64)
 }
 
 /// The version from `If-Match` (`"3"`, `W/"3"` or `3`): 428 when missing.
@@ -373,10 +379,12 @@ pub(super) async fn create_key(
 ) -> ApiResult {
     let p = authorize(&state, &headers, Role::Write)?;
     let actor = actor(&p, &headers)?;
+    let lease = lease_header(&headers)?;
+    let by = Writer::new(&actor).under(lease.as_deref());
     let idem = idempotency_key(&headers)?;
     let (new, value): (NewKey, _) = parse_strict(&body)?;
     let Some(idem) = idem else {
-        let key = state.store.create(new, &actor).await?;
+        let key = state.store.create(new, by).await?;
         tracing::info!(token = %p.name, key = %key.id, "create");
         return Ok(created(&key));
     };
@@ -452,7 +460,7 @@ pub(super) async fn create_key(
             }
         }
     }
-    let (outcome, record) = create_outcome(state.store.create(new, &actor).await);
+    let (outcome, record) = create_outcome(state.store.create(new, by).await);
     let (status, body) = match &outcome {
         Ok(k) => (
             StatusCode::CREATED,
@@ -486,6 +494,7 @@ pub(super) async fn create_batch(
 ) -> ApiResult {
     let p = authorize(&state, &headers, Role::Write)?;
     let actor = actor(&p, &headers)?;
+    let lease = lease_header(&headers)?;
     let (batch, value): (KeyBatch<NewKey>, _) = parse_strict(&body)?;
     for (given, parsed) in value["keys"]
         .as_array()
@@ -502,7 +511,8 @@ pub(super) async fn create_batch(
             format!("a batch holds 1 to {MAX_BATCH} keys"),
         ));
     }
-    let keys = state.store.create_batch(batch.keys, &actor).await?;
+    let by = Writer::new(&actor).under(lease.as_deref());
+    let keys = state.store.create_batch(batch.keys, by).await?;
     tracing::info!(token = %p.name, keys = keys.len(), "create batch");
     Ok(json_response(StatusCode::CREATED, &KeyBatch { keys }))
 }
@@ -534,8 +544,9 @@ enum Change {
 /// Every change to one key (update, rotate, disable, enable, revoke, delete) goes through
 /// here, checking in this order: a write token (401/403), the key id from the path
 /// (400/404), the version the client saw from If-Match (428/400), the change itself
-/// (`change`: the body, 400/422), the X-Keyward-Commit header (400); then the store
-/// applies it (its errors map to their statuses). The change is logged by token and key
+/// (`change`: the body, 400/422), the X-Keyward-Commit and X-Keyward-Lease headers (400);
+/// then the store checks the lease and applies it (its errors map to their statuses: a
+/// lease that is not the live one is 409 `lease_lost`, none while one is live 409 `locked`). The change is logged by token and key
 /// id only. The answer is 200 with the changed key and its new ETag, or 204 for a delete.
 async fn change_key(
     state: &AppState,
@@ -548,8 +559,9 @@ async fn change_key(
     let version = if_match(headers)?;
     let change = change()?;
     let actor = actor(&p, headers)?;
+    let lease = lease_header(headers)?;
     let store = &state.store;
-    let w = KeyWrite::new(&id, version, &actor);
+    let w = KeyWrite::new(&id, version, &actor).under(lease.as_deref());
     let (key, what) = match change {
         Change::Update(patch) => (store.update(w, patch).await?, "update"),
         Change::Rotate(rotate) => (store.rotate(w, rotate).await?, "rotate"),
@@ -727,6 +739,18 @@ struct LockRequest {
     ttl_seconds: i64,
 }
 
+/// A lease's ttl from a request: 1 second to a day (422 otherwise).
+fn lease_ttl(ttl_seconds: i64) -> ApiResult<chrono::Duration> {
+    if ttl_seconds <= 0 || ttl_seconds > 86_400 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "ttl_seconds must be 1-86400",
+        ));
+    }
+    Ok(chrono::Duration::seconds(ttl_seconds))
+}
+
 pub(super) async fn lock(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -734,16 +758,9 @@ pub(super) async fn lock(
 ) -> ApiResult {
     let p = authorize(&state, &headers, Role::Write)?;
     let req: LockRequest = parse_json(&body)?;
-    if req.ttl_seconds <= 0 || req.ttl_seconds > 86_400 {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            "ttl_seconds must be 1-86400",
-        ));
-    }
     let lease = state
         .store
-        .lock(&req.holder, chrono::Duration::seconds(req.ttl_seconds))
+        .lock(&req.holder, lease_ttl(req.ttl_seconds)?)
         .await?;
     tracing::info!(token = %p.name, lease = %lease.id, "lock");
     Ok(json_response(StatusCode::CREATED, &lease))
@@ -760,6 +777,28 @@ pub(super) async fn unlock(
     // The id comes from the request and may name no lease: logged only when plain.
     tracing::info!(token = %p.name, lease = %shown_name(&id), "unlock");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewRequest {
+    ttl_seconds: i64,
+}
+
+/// `POST /v1/locks/{id}/renew`: the live lease `id` now ends `ttl_seconds` from now; 409
+/// `lease_lost` when `id` is not the live lease (expired, released or taken over).
+pub(super) async fn renew(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: RawBody,
+) -> ApiResult {
+    authorize(&state, &headers, Role::Write)?;
+    let id = path_id(id)?;
+    let req: RenewRequest = parse_json(&body)?;
+    let lease = state.store.renew(&id, lease_ttl(req.ttl_seconds)?).await?;
+    tracing::debug!(lease = %lease.id, "renew");
+    Ok(json_response(StatusCode::OK, &lease))
 }
 
 // ---------------------------------------------------------------- capabilities

@@ -1,6 +1,7 @@
 //! The store conformance kit (`keyward store check STORE`): the behaviours every store is
 //! held to — create -> list -> rotate with grace -> disable -> enable -> revoke -> delete,
 //! version conflicts, idempotent retries, unmanaged keys untouched, paging, expiry — run
+//! the apply lease (changes only under the live lease; renewed, expired, foreign), run
 //! through the `Store` trait against any store, reported as one pass/fail row per
 //! behaviour. Works on keys of its own (named `kwcheck-<run>-...`) and removes them; must
 //! never print a secret (rows say what was expected and what was seen, never a value).
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 use super::{
     Capabilities, ExpiryMode, KeyWrite, ListFilter, Overlap, PageAt, Store, StoreError,
-    VerifyReason, list_all,
+    VerifyReason, Writer, list_all,
 };
 use crate::model::{Actor, KeyPatch, KeyStatus, LiveKey, MANAGED_BY, NewKey, Rotate};
 use crate::secret::{self, Secret};
@@ -141,6 +142,7 @@ pub async fn run(store: &dyn Store, opts: &CheckOptions) -> CheckReport {
     check!("unmanaged-untouched", k.unmanaged());
     check!("paging", k.paging());
     check!("expiry", k.expiry());
+    check!("apply-lease", k.lease());
     let left_behind = k.cleanup().await;
     CheckReport {
         store: store.name().to_owned(),
@@ -160,6 +162,14 @@ struct Kit<'a> {
 
 fn fail(step: &str) -> impl Fn(StoreError) -> String + '_ {
     move |e| format!("{step}: {e}")
+}
+
+/// What a store answered, without any value: ok, or the error's kind and message.
+fn said<T>(r: Result<T, StoreError>) -> String {
+    match r {
+        Ok(_) => "expected a refusal, it went ahead".into(),
+        Err(e) => format!("expected a lease refusal, got: {e}"),
+    }
 }
 
 fn ensure(ok: bool, what: impl Into<String>) -> Result<(), String> {
@@ -206,7 +216,7 @@ impl Kit<'_> {
         let (nk, s) = self.new_key(name, true)?;
         let k = self
             .store
-            .create(nk, &self.actor)
+            .create(nk, Writer::new(&self.actor))
             .await
             .map_err(fail("create"))?;
         Ok((k, s))
@@ -287,7 +297,10 @@ impl Kit<'_> {
         let ids: Vec<String> = made.iter().map(|(k, _)| k.id.clone()).collect();
         let live = self
             .store
-            .create_batch(made.iter().map(|(k, _)| k.clone()).collect(), &self.actor)
+            .create_batch(
+                made.iter().map(|(k, _)| k.clone()).collect(),
+                Writer::new(&self.actor),
+            )
             .await
             .map_err(fail("create_batch"))?;
         ensure(
@@ -309,7 +322,7 @@ impl Kit<'_> {
         let (fresh, fresh_secret) = self.new_key("batch-fresh", true)?;
         let r = self
             .store
-            .create_batch(vec![clash, fresh.clone()], &self.actor)
+            .create_batch(vec![clash, fresh.clone()], Writer::new(&self.actor))
             .await;
         ensure(
             matches!(r, Err(StoreError::AlreadyExists(_))),
@@ -532,10 +545,10 @@ impl Kit<'_> {
         let (nk, _) = self.new_key("retry", true)?;
         let k = self
             .store
-            .create(nk.clone(), &self.actor)
+            .create(nk.clone(), Writer::new(&self.actor))
             .await
             .map_err(fail("create"))?;
-        let r = self.store.create(nk, &self.actor).await;
+        let r = self.store.create(nk, Writer::new(&self.actor)).await;
         ensure(
             matches!(r, Err(StoreError::AlreadyExists(_))),
             "creating the same id again: expected already-exists",
@@ -586,7 +599,7 @@ impl Kit<'_> {
 
     async fn unmanaged(&self) -> Outcome {
         let (nk, _) = self.new_key("unmanaged", false)?;
-        let k = match self.store.create(nk, &self.actor).await {
+        let k = match self.store.create(nk, Writer::new(&self.actor)).await {
             Ok(k) => k,
             Err(StoreError::Refused(m)) | Err(StoreError::Invalid(m)) => {
                 return Ok(format!("the store does not create unmanaged keys ({m})"));
@@ -676,7 +689,7 @@ impl Kit<'_> {
             let (nk, _) = self.new_key(&format!("page-{i}"), true)?;
             ids.insert(
                 self.store
-                    .create(nk, &self.actor)
+                    .create(nk, Writer::new(&self.actor))
                     .await
                     .map_err(fail("create"))?
                     .id,
@@ -734,7 +747,7 @@ impl Kit<'_> {
             nk.expires_at = Some(Utc::now() + Duration::seconds(2));
             let k = self
                 .store
-                .create(nk, &self.actor)
+                .create(nk, Writer::new(&self.actor))
                 .await
                 .map_err(fail("create"))?;
             self.expect_valid(&s, "before it expires").await?;
@@ -754,7 +767,7 @@ impl Kit<'_> {
         }
         nk.expires_at = Some(now - Duration::minutes(1));
         self.store
-            .create(nk, &self.actor)
+            .create(nk, Writer::new(&self.actor))
             .await
             .map_err(fail("create"))?;
         self.store
@@ -764,6 +777,90 @@ impl Kit<'_> {
         self.expect_refused(&s, "expired", Some(VerifyReason::Expired))
             .await?;
         Ok(format!("an expired key is refused (expiry {mode:?})"))
+    }
+
+    /// Every key change carries the apply lease: under the live one it goes ahead;
+    /// without one while it is held it is `locked`; under a foreign one, or the lease once
+    /// it expired, it is `lease_lost` and changes nothing (a create registers no key); a
+    /// renewal extends the live lease and never revives an expired one. Takes the store's
+    /// lease for about three seconds (a 2 s ttl, renewed once, then left to expire).
+    async fn lease(&self) -> Outcome {
+        let ttl = Duration::seconds(2);
+        let lease = self
+            .store
+            .lock("keyward-store-check", ttl)
+            .await
+            .map_err(fail("lock"))?;
+        let r = self.under_lease(&lease.id, ttl).await;
+        let _ = self.store.unlock(&lease.id).await;
+        r
+    }
+
+    async fn under_lease(&self, lease: &str, ttl: Duration) -> Outcome {
+        let held = Writer::new(&self.actor).under(Some(lease));
+        let (nk, _) = self.new_key("lease", true)?;
+        let k = self
+            .store
+            .create(nk, held)
+            .await
+            .map_err(fail("create under the lease"))?;
+        let patch = KeyPatch {
+            purpose: Some(Some("keyward store check: lease".into())),
+            ..Default::default()
+        };
+        let none = KeyWrite::new(&k.id, k.version, &self.actor);
+        let foreign = none.under(Some("0123456789abcdef0123456789abcdef"));
+        match self.store.update(none, patch.clone()).await {
+            Err(StoreError::Locked { .. }) => {}
+            other => return Err(format!("a change without the held lease: {}", said(other))),
+        }
+        match self.store.update(foreign, patch.clone()).await {
+            Err(StoreError::LeaseLost { .. }) => {}
+            other => return Err(format!("a change under another lease: {}", said(other))),
+        }
+        let k = self
+            .store
+            .update(held.key(&k.id, k.version), patch.clone())
+            .await
+            .map_err(fail("a change under the lease"))?;
+        let renewed = self
+            .store
+            .renew(lease, ttl)
+            .await
+            .map_err(fail("renew the lease"))?;
+        ensure(renewed.id == lease, "renewing gave another lease")?;
+        tokio::time::sleep(
+            (ttl + Duration::milliseconds(400))
+                .to_std()
+                .unwrap_or_default(),
+        )
+        .await;
+        let late = KeyPatch {
+            purpose: Some(Some("keyward store check: late".into())),
+            ..Default::default()
+        };
+        match self.store.update(held.key(&k.id, k.version), late).await {
+            Err(StoreError::LeaseLost { .. }) => {}
+            other => return Err(format!("a change under the expired lease: {}", said(other))),
+        }
+        let (nk, _) = self.new_key("lease-late", true)?;
+        let late_id = nk.id.clone();
+        match self.store.create(nk, held).await {
+            Err(StoreError::LeaseLost { .. }) => {}
+            other => return Err(format!("a create under the expired lease: {}", said(other))),
+        }
+        let gone = self.store.get(&late_id).await.map_err(fail("get"))?;
+        ensure(gone.is_none(), "a refused create registered its key")?;
+        match self.store.renew(lease, ttl).await {
+            Err(StoreError::LeaseLost { .. }) => {}
+            other => return Err(format!("renewing the expired lease: {}", said(other))),
+        }
+        let now = self.store.get(&k.id).await.map_err(fail("get"))?;
+        ensure(
+            now.is_some_and(|n| n.version == k.version),
+            "a refused change changed the key",
+        )?;
+        Ok("changes only under the live lease; renewed; expired and foreign leases refused".into())
     }
 
     /// Remove every key of this run (revoked ones too); returns the ids that stayed.

@@ -24,9 +24,11 @@ use serde_json::{Value, json};
 
 use super::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey, NewKey,
-    Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict,
+    Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict, Writer,
 };
 
+/// The header a change names its apply lease in (the server checks it against the store's).
+pub const LEASE_HEADER: &str = "x-keyward-lease";
 /// How long to wait for a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take.
@@ -80,6 +82,9 @@ struct ErrorBody {
     until: Option<DateTime<Utc>>,
     #[serde(default)]
     current_version: Option<u64>,
+    /// Why a `lease_lost` lease is not held.
+    #[serde(default)]
+    why: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +298,7 @@ impl HttpStore {
                     lease_id: None,
                     until: None,
                     current_version: None,
+                    why: None,
                 });
                 StoreError::Locked {
                     holder: b.holder.unwrap_or_else(|| "unknown".into()),
@@ -301,6 +307,13 @@ impl HttpStore {
                 }
             }
             (StatusCode::CONFLICT, "already_exists") => StoreError::AlreadyExists(id),
+            (StatusCode::CONFLICT, "lease_lost") => {
+                let (lease, why) = parsed.map(|b| (b.lease_id, b.why)).unwrap_or_default();
+                StoreError::LeaseLost {
+                    lease: lease.unwrap_or_else(|| "(unknown)".into()),
+                    why: why.unwrap_or(message),
+                }
+            }
             (StatusCode::CONFLICT, "refused") => StoreError::Refused(message),
             (StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY, _) => {
                 StoreError::Invalid(said)
@@ -346,8 +359,15 @@ impl HttpStore {
         Ok(())
     }
 
-    fn change_headers(&self, version: Option<u64>, actor: &Actor) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    /// `If-Match` (the version), `X-Keyward-Commit` (the actor's commit) and
+    /// `X-Keyward-Lease` (the apply lease the change is made under, which the server checks).
+    fn change_headers(&self, version: Option<u64>, by: Writer<'_>) -> HeaderMap {
+        let (actor, mut h) = (by.actor, HeaderMap::new());
+        if let Some(l) = by.lease
+            && let Ok(v) = HeaderValue::from_str(l)
+        {
+            h.insert(LEASE_HEADER, v);
+        }
         if let Some(v) = version
             && let Ok(v) = HeaderValue::from_str(&format!("\"{v}\""))
         {
@@ -383,7 +403,7 @@ impl HttpStore {
         w: KeyWrite<'_>,
     ) -> StoreResult<LiveKey> {
         let url = self.url_for(path);
-        let headers = self.change_headers(Some(w.version), w.actor);
+        let headers = self.change_headers(Some(w.version), w.writer());
         self.json(method, url, body, headers, Retry::ConnectOnly, Some(w.id))
             .await
             .map_err(|e| Self::with_expected(e, w.version))
@@ -504,10 +524,10 @@ impl Store for HttpStore {
         }
     }
 
-    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
+    async fn create(&self, key: NewKey, by: Writer<'_>) -> StoreResult<LiveKey> {
         let url = self.url_for(&["v1", "keys"]);
         let id = key.id.clone();
-        let mut h = self.change_headers(None, actor);
+        let mut h = self.change_headers(None, by);
         if let Ok(v) = HeaderValue::from_str(&new_idempotency_key(&id)) {
             h.insert("idempotency-key", v);
         }
@@ -522,13 +542,13 @@ impl Store for HttpStore {
     /// Retried only when a request surely never reached the server; after any other
     /// failure the caller asks for the keys. A server without the endpoint (404/405, an
     /// older keyward) gets the keys one `create` at a time.
-    async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<Vec<LiveKey>> {
+    async fn create_batch(&self, keys: Vec<NewKey>, by: Writer<'_>) -> StoreResult<Vec<LiveKey>> {
         let url = self.url_for(&["v1", "key-batches"]);
         let mut out = Vec::with_capacity(keys.len());
         for part in batch_bodies(&keys)? {
             let n = part.len();
             let body = json!({ "keys": part });
-            let h = self.change_headers(None, actor);
+            let h = self.change_headers(None, by);
             let ans = self
                 .call(Method::POST, url.clone(), Some(body), h, Retry::ConnectOnly)
                 .await?;
@@ -537,7 +557,7 @@ impl Store for HttpStore {
                 StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
             ) {
                 for k in keys.into_iter().skip(out.len()) {
-                    out.push(self.create(k, actor).await?);
+                    out.push(self.create(k, by).await?);
                 }
                 return Ok(out);
             }
@@ -583,7 +603,7 @@ impl Store for HttpStore {
 
     async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
         let url = self.url_for(&["v1", "keys", w.id]);
-        let headers = self.change_headers(Some(w.version), w.actor);
+        let headers = self.change_headers(Some(w.version), w.writer());
         self.empty(
             Method::DELETE,
             url,
@@ -621,6 +641,40 @@ impl Store for HttpStore {
             None,
         )
         .await
+    }
+
+    /// `POST /v1/locks/{id}/renew` (idempotent: safe to retry). A server without the
+    /// route (an older keyward) cannot renew: `Refused`, and the lease keeps its ttl.
+    async fn renew(&self, lease_id: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        let url = self.url_for(&["v1", "locks", lease_id, "renew"]);
+        let body = json!({ "ttl_seconds": ttl.num_seconds().max(1) });
+        let ans = self
+            .call(
+                Method::POST,
+                url.clone(),
+                Some(body),
+                HeaderMap::new(),
+                Retry::Safe,
+            )
+            .await?;
+        if matches!(
+            ans.status,
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        ) {
+            return Err(StoreError::Refused(format!(
+                "{}: the server cannot renew an apply lease (an older keyward)",
+                self.where_(&url)
+            )));
+        }
+        if !ans.status.is_success() {
+            return Err(self.error(&url, &ans, None));
+        }
+        serde_json::from_slice(&ans.body).map_err(|e| {
+            StoreError::Backend(format!(
+                "{}: the answer is not what the protocol says: {e}",
+                self.where_(&url)
+            ))
+        })
     }
 
     /// Asks the server; `now` is the server's clock there, so it is not sent.
@@ -674,7 +728,7 @@ impl Store for HttpStore {
             Method::POST,
             url,
             Some(body),
-            self.change_headers(None, actor),
+            self.change_headers(None, Writer::new(actor)),
             Retry::ConnectOnly,
             None,
         )

@@ -212,6 +212,10 @@ pub enum StoreError {
         id: String,
         until: DateTime<Utc>,
     },
+    /// A change under an apply lease that is no longer held (it expired, was released, or
+    /// another apply took the store since): nothing was changed.
+    #[error("the apply lease {lease} is no longer held ({why}); nothing was changed")]
+    LeaseLost { lease: String, why: String },
     #[error("refused: {0}")]
     Refused(String),
     #[error("invalid request: {0}")]
@@ -221,6 +225,37 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Who registers new keys (`create`, `create_batch`) and under which apply lease; writes
+/// to an existing key name the same two in their `KeyWrite`.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub actor: &'a Actor,
+    /// The id of the apply lease the writer holds (None: it holds none).
+    pub lease: Option<&'a str>,
+}
+
+impl<'a> Writer<'a> {
+    /// A writer outside any apply lease.
+    pub fn new(actor: &'a Actor) -> Self {
+        Writer { actor, lease: None }
+    }
+
+    /// The same writer under the apply lease `lease` (None: none).
+    pub fn under(self, lease: Option<&'a str>) -> Self {
+        Writer { lease, ..self }
+    }
+
+    /// A write to key `id` at `version` by this writer, under its lease.
+    pub fn key(self, id: &'a str, version: u64) -> KeyWrite<'a> {
+        KeyWrite {
+            id,
+            version,
+            actor: self.actor,
+            lease: self.lease,
+        }
+    }
+}
 
 /// What every write to one key names: the key, the version the caller saw (a mismatch is
 /// `Conflict`), who asks (recorded in the audit event) and the apply lease it holds, if any.
@@ -248,11 +283,27 @@ impl<'a> KeyWrite<'a> {
     pub fn at(self, version: u64) -> Self {
         KeyWrite { version, ..self }
     }
+
+    /// The same write under the apply lease `lease` (None: none).
+    pub fn under(self, lease: Option<&'a str>) -> Self {
+        KeyWrite { lease, ..self }
+    }
+
+    /// Who writes and under which lease, without the key.
+    pub fn writer(&self) -> Writer<'a> {
+        Writer {
+            actor: self.actor,
+            lease: self.lease,
+        }
+    }
 }
 
 /// A live key store (implementations: the modules of `store/`, and `console::store`).
 /// Every write to an existing key takes a `KeyWrite` and fails with `Conflict` when the
-/// key's version is not the one it names.
+/// key's version is not the one it names. Every key change (creates included, through their
+/// `Writer`) is checked against the store's apply lease in the same transaction as the
+/// change (`rules::check_lease`): under a lease that is not the live one, `LeaseLost`;
+/// without a lease while someone holds a live one, `Locked`.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The store's name in keyward.yaml.
@@ -261,16 +312,16 @@ pub trait Store: Send + Sync {
     /// One page of keys matching `filter` (managed and unmanaged unless filtered).
     async fn list(&self, filter: &ListFilter, at: PageAt<'_>) -> StoreResult<Page<LiveKey>>;
     async fn get(&self, id: &str) -> StoreResult<Option<LiveKey>>;
-    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey>;
+    async fn create(&self, key: NewKey, by: Writer<'_>) -> StoreResult<LiveKey>;
     /// Register several new keys at once (apply's batches), answering them in order. The
     /// SQL stores take the batch all or none, in one transaction; `http` sends it in parts
     /// of at most the server's body limit, each all or none; this default registers them
     /// one by one. The last two stop at the first failure with the earlier keys registered:
     /// a caller that gets an error asks the store (`get`) which keys it holds.
-    async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<Vec<LiveKey>> {
+    async fn create_batch(&self, keys: Vec<NewKey>, by: Writer<'_>) -> StoreResult<Vec<LiveKey>> {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            out.push(self.create(k, actor).await?);
+            out.push(self.create(k, by).await?);
         }
         Ok(out)
     }
@@ -285,6 +336,11 @@ pub trait Store: Send + Sync {
     /// Take the apply lease; fails with `Locked` naming the holder when someone has it.
     async fn lock(&self, holder: &str, ttl: chrono::Duration) -> StoreResult<Lease>;
     async fn unlock(&self, lease_id: &str) -> StoreResult<()>;
+    /// Extend the live lease `lease_id` to `ttl` from now (apply renews every third of its
+    /// ttl while it runs). `LeaseLost` when that lease is not the live one any more: it
+    /// expired (an expired lease is never revived, even if nobody took the store since),
+    /// was released, or another apply holds the store.
+    async fn renew(&self, lease_id: &str, ttl: chrono::Duration) -> StoreResult<Lease>;
     /// Check a presented secret (the full `kw_...` string). Counts quota on success.
     async fn verify(&self, presented: &str, now: DateTime<Utc>) -> StoreResult<Verdict>;
     /// Audit events after `after` (exclusive), oldest first.

@@ -21,7 +21,7 @@ use super::rules::{self, Change};
 use super::scram;
 use super::{
     Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Overlap, Page, PageAt, SecretMode,
-    Store, StoreError, StoreResult, Verdict, VerifyReason,
+    Store, StoreError, StoreResult, Verdict, VerifyReason, Writer,
 };
 use crate::model::{Actor, Event, KeyPatch, KeyStatus, LiveKey, NewKey, Rotate, SecretHash};
 use crate::secret::{self, Secret};
@@ -297,6 +297,7 @@ impl PgRolesStore {
     async fn locked_tx<'c>(
         &self,
         c: &'c mut Client,
+        lease: Option<&str>,
     ) -> StoreResult<tokio_postgres::Transaction<'c>> {
         let tx = self.timed("begin", c.transaction()).await?;
         let key = format!("keyward:postgres-roles:{}", self.opts.role_prefix);
@@ -305,7 +306,52 @@ impl PgRolesStore {
             tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key]),
         )
         .await?;
+        self.check_lease(&tx, lease).await?;
         Ok(tx)
+    }
+
+    /// The apply lease is this process's session lock: a change under `lease` goes ahead
+    /// while that session holds it and its ttl has not passed (an expired lease is given
+    /// up here, its session closed); a change without one only when no session holds it
+    /// (a shared lock on the lease, held to the end of the change's transaction, so no
+    /// apply can take the lease meanwhile).
+    async fn check_lease(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        lease: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut held = self.lease.lock().await;
+        let live = held
+            .as_ref()
+            .filter(|(_, c)| !c.is_closed())
+            .map(|(l, _)| (l.id.clone(), l.holder.clone(), l.expires_at));
+        if let Some((_, _, until)) = &live
+            && *until <= Utc::now()
+        {
+            *held = None;
+        }
+        drop(held);
+        if lease.is_some() || live.is_some() {
+            return rules::check_lease(live, lease, Utc::now());
+        }
+        let key = format!("keyward:postgres-roles-lease:{}", self.opts.role_prefix);
+        let row = self
+            .timed(
+                "check the lease",
+                tx.query_one(
+                    "SELECT pg_try_advisory_xact_lock_shared(hashtext($1))",
+                    &[&key],
+                ),
+            )
+            .await?;
+        if row.get::<_, bool>(0) {
+            return Ok(());
+        }
+        Err(StoreError::Locked {
+            holder: "another session".into(),
+            id: "unknown".into(),
+            until: Utc::now(),
+        })
     }
 
     /// A versioned change to key `id`, decided by `f`; the role follows in the same
@@ -318,7 +364,7 @@ impl PgRolesStore {
     ) -> StoreResult<LiveKey> {
         let mut g = self.client().await?;
         let c = g.as_mut().expect("connected by client()");
-        let tx = self.locked_tx(c).await?;
+        let tx = self.locked_tx(c, w.lease).await?;
         let rows = self.roles_where(&tx, "id", Some(w.id)).await?;
         let (role, mut k) = self.find(&rows, w.id)?;
         rules::check_version(&k, w.version)?;
@@ -406,7 +452,7 @@ impl Store for PgRolesStore {
         Ok(self.all_keys(&rows).into_iter().find(|k| k.id == id))
     }
 
-    async fn create(&self, key: NewKey, _actor: &Actor) -> StoreResult<LiveKey> {
+    async fn create(&self, key: NewKey, by: Writer<'_>) -> StoreResult<LiveKey> {
         let verifier = key.secret_hash.0.clone();
         if !scram::is_verifier(&verifier) {
             return Err(StoreError::Invalid(
@@ -419,7 +465,7 @@ impl Store for PgRolesStore {
         granted(&self.name, &self.opts.grants, &k.scopes)?;
         let mut g = self.client().await?;
         let c = g.as_mut().expect("connected by client()");
-        let tx = self.locked_tx(c).await?;
+        let tx = self.locked_tx(c, by.lease).await?;
         let rows = self.roles_where(&tx, "id", Some(&k.id)).await?;
         if rows
             .iter()
@@ -500,7 +546,7 @@ impl Store for PgRolesStore {
     async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
         let mut g = self.client().await?;
         let c = g.as_mut().expect("connected by client()");
-        let tx = self.locked_tx(c).await?;
+        let tx = self.locked_tx(c, w.lease).await?;
         let rows = self.roles_where(&tx, "id", Some(w.id)).await?;
         let (role, k) = self.find(&rows, w.id)?;
         rules::check_version(&k, w.version)?;
@@ -586,6 +632,21 @@ impl Store for PgRolesStore {
             *held = None;
         }
         Ok(())
+    }
+
+    /// The session lock never expires while its session lives; the ttl is kept here and
+    /// judged by `check_lease` (an expired lease is lost, never revived).
+    async fn renew(&self, lease_id: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        let mut held = self.lease.lock().await;
+        let live = held
+            .as_ref()
+            .filter(|(_, c)| !c.is_closed())
+            .map(|(l, _)| (l.id.clone(), l.holder.clone(), l.expires_at));
+        let lease = rules::renewed(live, lease_id, ttl, Utc::now())?;
+        if let Some((l, _)) = held.as_mut() {
+            l.expires_at = lease.expires_at;
+        }
+        Ok(lease)
     }
 
     async fn verify(&self, presented: &str, now: DateTime<Utc>) -> StoreResult<Verdict> {

@@ -63,7 +63,7 @@ use super::rules::{self, StoredKey, check_version, parse_ts, ts, verdict, who};
 use super::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey,
     MANAGED_BY, NewKey, Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict,
-    VerifyReason,
+    VerifyReason, Writer,
 };
 use crate::secret;
 
@@ -347,6 +347,28 @@ async fn load<C: GenericClient>(
 }
 
 /// The key `id` locked for this transaction, at the version the caller saw.
+/// The lock row `FOR SHARE` (a lease taken over or renewed meanwhile waits for this
+/// transaction) and the database's clock; the caller's change then goes ahead only as
+/// `rules::check_lease` allows.
+async fn check_lease<C: GenericClient>(c: &C, lease: Option<&str>) -> StoreResult<()> {
+    let st = c
+        .prepare_cached(
+            "SELECT id, holder, expires_at, clock_timestamp() FROM locks WHERE slot = 1 FOR SHARE",
+        )
+        .await
+        .db("prepare lease check")?;
+    let Some(r) = c.query_opt(&st, &[]).await.db("read lease")? else {
+        return rules::check_lease(None, lease, Utc::now());
+    };
+    let held = (
+        get(&r, 0, "locks.id")?,
+        get(&r, 1, "locks.holder")?,
+        time(&r, 2, "locks.expires_at")?,
+    );
+    let now: DateTime<Utc> = get(&r, 3, "clock_timestamp")?;
+    rules::check_lease(Some(held), lease, now)
+}
+
 async fn load_checked<C: GenericClient>(c: &C, id: &str, version: u64) -> StoreResult<StoredKey> {
     let stored = load(c, id, true)
         .await?
@@ -505,7 +527,8 @@ impl PostgresStore {
             who: "console".into(),
             commit: None,
         };
-        self.insert(key, &actor, "console_create").await
+        self.insert(key, Writer::new(&actor), "console_create")
+            .await
     }
 
     /// Remove the apply lease whoever holds it; returns the lease that was removed.
@@ -541,11 +564,12 @@ impl PostgresStore {
         Ok(lease)
     }
 
-    async fn insert(&self, key: NewKey, actor: &Actor, action: &str) -> StoreResult<LiveKey> {
+    async fn insert(&self, key: NewKey, by: Writer<'_>, action: &str) -> StoreResult<LiveKey> {
         let key = rules::validate_new(key)?;
         let mut c = self.client().await?;
         let tx = c.transaction().await.db("begin")?;
-        let live = self.insert_in(&tx, key, actor, action).await?;
+        check_lease(&tx, by.lease).await?;
+        let live = self.insert_in(&tx, key, by.actor, action).await?;
         tx.commit().await.db("commit")?;
         Ok(live)
     }
@@ -588,6 +612,7 @@ impl PostgresStore {
     {
         let mut c = self.client().await?;
         let tx = c.transaction().await.db("begin")?;
+        check_lease(&tx, w.lease).await?;
         let mut stored = load_checked(&tx, w.id, w.version).await?;
         let Some((action, detail)) = op(&mut stored)? else {
             return Ok(stored.key);
@@ -773,22 +798,23 @@ impl Store for PostgresStore {
         Ok(load(&c, id, false).await?.map(|s| s.key))
     }
 
-    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
-        self.insert(key, actor, "create").await
+    async fn create(&self, key: NewKey, by: Writer<'_>) -> StoreResult<LiveKey> {
+        self.insert(key, by, "create").await
     }
 
     /// Every key in one transaction: all or none (an invalid key or an id clash rolls the
     /// batch back), one `create` event per key as `create` records it.
-    async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<Vec<LiveKey>> {
+    async fn create_batch(&self, keys: Vec<NewKey>, by: Writer<'_>) -> StoreResult<Vec<LiveKey>> {
         let keys = keys
             .into_iter()
             .map(rules::validate_new)
             .collect::<StoreResult<Vec<_>>>()?;
         let mut c = self.client().await?;
         let tx = c.transaction().await.db("begin")?;
+        check_lease(&tx, by.lease).await?;
         let mut live = Vec::with_capacity(keys.len());
         for key in keys {
-            live.push(self.insert_in(&tx, key, actor, "create").await?);
+            live.push(self.insert_in(&tx, key, by.actor, "create").await?);
         }
         tx.commit().await.db("commit")?;
         Ok(live)
@@ -815,6 +841,7 @@ impl Store for PostgresStore {
         let (id, actor) = (w.id, w.actor);
         let mut c = self.client().await?;
         let tx = c.transaction().await.db("begin")?;
+        check_lease(&tx, w.lease).await?;
         let s = load_checked(&tx, id, w.version).await?;
         let detail = rules::delete_detail(&s.key)?;
         tx.execute("DELETE FROM keys WHERE id = $1", &[&id])
@@ -897,6 +924,39 @@ impl Store for PostgresStore {
             .await
             .db("remove lease")?;
         Ok(())
+    }
+
+    /// Judged by the database's clock, in one transaction holding the lock row.
+    async fn renew(&self, lease_id: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.db("begin")?;
+        let r = tx
+            .query_opt(
+                "SELECT id, holder, expires_at, clock_timestamp() FROM locks WHERE slot = 1 FOR UPDATE",
+                &[],
+            )
+            .await
+            .db("read lease")?;
+        let (held, now) = match r {
+            Some(r) => (
+                Some((
+                    get(&r, 0, "locks.id")?,
+                    get(&r, 1, "locks.holder")?,
+                    time(&r, 2, "locks.expires_at")?,
+                )),
+                get(&r, 3, "clock_timestamp")?,
+            ),
+            None => (None, Utc::now()),
+        };
+        let lease = rules::renewed(held, lease_id, ttl, now)?;
+        tx.execute(
+            "UPDATE locks SET expires_at = $1 WHERE slot = 1 AND id = $2",
+            &[&ts(&lease.expires_at), &lease.id],
+        )
+        .await
+        .db("renew lease")?;
+        tx.commit().await.db("commit")?;
+        Ok(lease)
     }
 
     async fn verify(&self, presented: &str, now: DateTime<Utc>) -> StoreResult<Verdict> {

@@ -22,7 +22,7 @@ use super::resp::{self, Conn, Reply, RespError, Target};
 use super::rules::{self, Change, MAX_PAGE};
 use super::{
     Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Overlap, Page, PageAt, SecretMode,
-    Store, StoreError, StoreResult, Verdict, VerifyReason,
+    Store, StoreError, StoreResult, Verdict, VerifyReason, Writer,
 };
 use crate::model::{Actor, Event, KeyPatch, KeyStatus, LiveKey, NewKey, Rotate};
 use crate::secret;
@@ -384,11 +384,7 @@ impl RedisAclStore {
         with!(self, |c| {
             Box::pin(async move {
                 for _ in 0..20 {
-                    let r = c
-                        .cmd(&[b"WATCH", keys.as_bytes()])
-                        .await
-                        .map_err(backend(&self.name))?;
-                    ok(&self.name, "WATCH", &r)?;
+                    self.watch_and_check_lease(c, &keys, w.lease).await?;
                     let decided = self.decide(c, &keys, w.id, w.version, &f).await;
                     let (mut rec, (action, detail), old) = match decided {
                         Ok((rec, Some(change), old)) => (rec, change, old),
@@ -414,6 +410,44 @@ impl RedisAclStore {
             })
         })
         .await
+    }
+
+    /// WATCH the keys hash and the lease, then check the change's lease against the live
+    /// one (`rules::check_lease`): a lease renewed, released or taken before EXEC aborts
+    /// the transaction, which is then decided again.
+    async fn watch_and_check_lease(
+        &self,
+        c: &mut Conn,
+        keys: &str,
+        lease: Option<&str>,
+    ) -> StoreResult<()> {
+        let lock = self.ns("lock");
+        let r = c
+            .cmd(&[b"WATCH", keys.as_bytes(), lock.as_bytes()])
+            .await
+            .map_err(backend(&self.name))?;
+        ok(&self.name, "WATCH", &r)?;
+        let checked = match self.held_lease(c).await {
+            Ok(held) => rules::check_lease(held, lease, Utc::now()),
+            Err(e) => Err(e),
+        };
+        if checked.is_err() {
+            let _ = c.cmd(&[b"UNWATCH"]).await;
+        }
+        checked
+    }
+
+    /// The lease the lock key holds (it vanishes by its TTL when it expires).
+    async fn held_lease(&self, c: &mut Conn) -> StoreResult<Option<rules::HeldLease>> {
+        let lock = self.ns("lock");
+        let held = c
+            .cmd(&[b"GET", lock.as_bytes()])
+            .await
+            .map_err(backend(&self.name))?;
+        Ok(held
+            .text()
+            .and_then(|t| serde_json::from_str::<Lease>(&t).ok())
+            .map(|l| (l.id, l.holder, l.expires_at)))
     }
 
     fn contended(&self, id: &str) -> StoreError {
@@ -483,14 +517,10 @@ fn capabilities() -> Capabilities {
 }
 
 impl RedisAclStore {
-    async fn create_in(&self, c: &mut Conn, rec: &Record, actor: &Actor) -> StoreResult<()> {
-        let keys = self.ns("keys");
+    async fn create_in(&self, c: &mut Conn, rec: &Record, by: Writer<'_>) -> StoreResult<()> {
+        let (keys, actor) = (self.ns("keys"), by.actor);
         for _ in 0..20 {
-            let r = c
-                .cmd(&[b"WATCH", keys.as_bytes()])
-                .await
-                .map_err(backend(&self.name))?;
-            ok(&self.name, "WATCH", &r)?;
+            self.watch_and_check_lease(c, &keys, by.lease).await?;
             let decided = self.may_create(c, &keys, rec).await;
             let drop_record = match decided {
                 Ok(d) => d,
@@ -677,7 +707,7 @@ impl Store for RedisAclStore {
         .await
     }
 
-    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
+    async fn create(&self, key: NewKey, by: Writer<'_>) -> StoreResult<LiveKey> {
         let hash = key.secret_hash.0.clone();
         check_hash(&hash)?;
         let live = credential::new_record(key, Utc::now())?;
@@ -691,9 +721,9 @@ impl Store for RedisAclStore {
         };
         granted(&self.name, &self.opts.grants, &rec.key.scopes)?;
         let r = &rec;
-        with!(self, |c| Box::pin(async move {
-            self.create_in(c, r, actor).await
-        }))
+        with!(self, |c| Box::pin(
+            async move { self.create_in(c, r, by).await }
+        ))
         .await?;
         Ok(rec.key)
     }
@@ -815,6 +845,53 @@ impl Store for RedisAclStore {
                     .map_err(backend(&self.name))?;
                 c.cmd(&[b"EXEC"]).await.map_err(backend(&self.name))?;
                 Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn renew(&self, lease_id: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        let key = self.ns("lock");
+        let ms = ttl.num_milliseconds().max(1).to_string();
+        with!(self, |c| {
+            Box::pin(async move {
+                for _ in 0..5 {
+                    let r = c
+                        .cmd(&[b"WATCH", key.as_bytes()])
+                        .await
+                        .map_err(backend(&self.name))?;
+                    ok(&self.name, "WATCH", &r)?;
+                    let lease = match self.held_lease(c).await {
+                        Ok(held) => rules::renewed(held, lease_id, ttl, Utc::now()),
+                        Err(e) => Err(e),
+                    };
+                    let lease = match lease {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = c.cmd(&[b"UNWATCH"]).await;
+                            return Err(e);
+                        }
+                    };
+                    let json = credential::json_text(&lease)?;
+                    c.cmd(&[b"MULTI"]).await.map_err(backend(&self.name))?;
+                    c.cmd(&[
+                        b"SET",
+                        key.as_bytes(),
+                        json.as_bytes(),
+                        b"XX",
+                        b"PX",
+                        ms.as_bytes(),
+                    ])
+                    .await
+                    .map_err(backend(&self.name))?;
+                    let done = c.cmd(&[b"EXEC"]).await.map_err(backend(&self.name))?;
+                    if !done.items().is_empty() {
+                        return Ok(lease);
+                    }
+                }
+                Err(StoreError::Backend(
+                    "the lease changed while it was renewed; retry".into(),
+                ))
             })
         })
         .await

@@ -527,6 +527,73 @@ pub(crate) fn judge(s: &StoredKey, mac: &[u8], now: DateTime<Utc>) -> Result<(),
     Ok(())
 }
 
+/// The store's lease as its lock row holds it: (id, holder, expires_at).
+pub(crate) type HeldLease = (String, String, DateTime<Utc>);
+
+/// May a key change made under `lease` (None: outside any apply) go ahead, given the lease
+/// the store holds now (`held`, read in the change's own transaction) and the store's clock?
+/// Under a lease: only while it is the live one (`LeaseLost` naming why not: expired,
+/// released, or another holder's). Without one: only while no live lease is held
+/// (`Locked`): an apply owns the store for as long as its lease is live. Every store kind
+/// calls this, so they all refuse alike.
+pub(crate) fn check_lease(
+    held: Option<HeldLease>,
+    lease: Option<&str>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let live = held.filter(|(_, _, until)| *until > now);
+    match (lease, live) {
+        (None, None) => Ok(()),
+        (None, Some((id, holder, until))) => Err(StoreError::Locked { holder, id, until }),
+        (Some(l), Some((id, _, _))) if bool::from(l.as_bytes().ct_eq(id.as_bytes())) => Ok(()),
+        (Some(l), Some((_, holder, until))) => Err(StoreError::LeaseLost {
+            lease: lease_shown(l),
+            why: format!("the store is locked by {holder} until {}", ts(&until)),
+        }),
+        (Some(l), None) => Err(lost_lease(l, "it expired or was released")),
+    }
+}
+
+/// `LeaseLost` for `lease` (shown only when it looks like a lease id: it came from the
+/// caller).
+pub(crate) fn lost_lease(lease: &str, why: &str) -> StoreError {
+    StoreError::LeaseLost {
+        lease: lease_shown(lease),
+        why: why.to_owned(),
+    }
+}
+
+fn lease_shown(lease: &str) -> String {
+    if !lease.is_empty()
+        && lease.len() <= 64
+        && lease
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        lease.to_owned()
+    } else {
+        "(not a lease id)".to_owned()
+    }
+}
+
+/// The renewed lease: `lease_id` must be the live lease in `held` (an expired one is lost,
+/// never revived); its expiry becomes `now + ttl`.
+pub(crate) fn renewed(
+    held: Option<HeldLease>,
+    lease_id: &str,
+    ttl: chrono::Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<super::Lease> {
+    check_lease(held.clone(), Some(lease_id), now)?;
+    let (id, holder, _) = held.ok_or_else(|| lost_lease(lease_id, "it was released"))?;
+    let expires_at = lease_expiry(&holder, ttl, now)?;
+    Ok(super::Lease {
+        id,
+        holder,
+        expires_at,
+    })
+}
+
 /// A random lease id (128 bits, hex).
 pub(crate) fn new_lease_id() -> String {
     let mut b = [0u8; 16];
@@ -566,6 +633,49 @@ pub(crate) fn capabilities() -> Capabilities {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+
+    #[test]
+    fn a_change_goes_ahead_only_under_the_live_lease_or_none_held() {
+        use super::{StoreError, check_lease};
+        let now = chrono::Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        let held = |id: &str, secs: i64| {
+            Some((
+                id.to_string(),
+                "ci@host".to_string(),
+                now + chrono::Duration::seconds(secs),
+            ))
+        };
+        assert!(check_lease(None, None, now).is_ok());
+        assert!(
+            check_lease(held("a1", -1), None, now).is_ok(),
+            "expired: free"
+        );
+        assert!(check_lease(held("a1", 60), Some("a1"), now).is_ok());
+        assert!(matches!(
+            check_lease(held("a1", 60), None, now),
+            Err(StoreError::Locked { id, .. }) if id == "a1"
+        ));
+        for (h, why) in [
+            (held("b2", 60), "locked by ci@host"),
+            (held("a1", 0), "expired"),
+            (None, "released"),
+        ] {
+            match check_lease(h, Some("a1"), now) {
+                Err(StoreError::LeaseLost { lease, why: w }) => {
+                    assert_eq!(lease, "a1");
+                    assert!(w.contains(why), "{w}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let r = super::renewed(held("a1", 5), "a1", chrono::Duration::seconds(90), now);
+        assert_eq!(r.unwrap().expires_at, now + chrono::Duration::seconds(90));
+        assert!(super::renewed(held("a1", -5), "a1", chrono::Duration::seconds(9), now).is_err());
+        match check_lease(None, Some("kw_x y"), now) {
+            Err(StoreError::LeaseLost { lease, .. }) => assert_eq!(lease, "(not a lease id)"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn quota_day_is_the_utc_date() {

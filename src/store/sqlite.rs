@@ -62,7 +62,7 @@ use super::rules::{self, StoredKey, check_version, parse_ts, to_i64, ts, verdict
 use super::{
     Actor, Capabilities, Event, KeyPatch, KeyStatus, KeyWrite, Lease, ListFilter, LiveKey,
     MANAGED_BY, NewKey, Page, PageAt, Rotate, Store, StoreError, StoreResult, Verdict,
-    VerifyReason,
+    VerifyReason, Writer,
 };
 use crate::secret;
 
@@ -287,7 +287,8 @@ impl SqliteStore {
             who: "console".into(),
             commit: None,
         };
-        self.insert(key, actor, "console_create").await
+        self.insert(key, Writer::new(&actor), "console_create")
+            .await
     }
 
     /// Remove the apply lease whoever holds it; returns the lease that was removed.
@@ -299,13 +300,7 @@ impl SqliteStore {
                 .query_row(
                     "DELETE FROM locks WHERE slot = 1 RETURNING id, holder, expires_at",
                     [],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                        ))
-                    },
+                    lock_cells,
                 )
                 .optional()
                 .db("remove lease")?;
@@ -335,12 +330,14 @@ impl SqliteStore {
     async fn insert(
         &self,
         key: NewKey,
-        actor: Actor,
+        by: Writer<'_>,
         action: &'static str,
     ) -> StoreResult<LiveKey> {
         let key = rules::validate_new(key)?;
+        let (actor, lease) = (by.actor.clone(), by.lease.map(str::to_owned));
         self.run(move |conn, pepper| {
             let tx = immediate(conn)?;
+            check_lease(&tx, lease.as_deref())?;
             let live = insert_new(&tx, pepper, key, &actor, action)?;
             tx.commit().db("commit")?;
             Ok(live)
@@ -356,8 +353,10 @@ impl SqliteStore {
         F: FnOnce(&mut StoredKey, &Pepper) -> StoreResult<rules::Change> + Send + 'static,
     {
         let (id, version, actor) = (w.id.to_owned(), w.version, w.actor.clone());
+        let lease = w.lease.map(str::to_owned);
         self.run(move |conn, pepper| {
             let tx = immediate(conn)?;
+            check_lease(&tx, lease.as_deref())?;
             let mut stored = load_checked(&tx, &id, version)?;
             let Some((action, detail)) = op(&mut stored, pepper)? else {
                 return Ok(stored.key);
@@ -395,6 +394,31 @@ fn insert_new(
     let detail = rules::create_detail(k);
     append_event(tx, actor, action, Some(&k.id), Some(&k.name), &detail)?;
     Ok(stored.key)
+}
+
+/// A lock row's id, holder and expiry text.
+fn lock_cells(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+/// The lock row, read inside the write's own transaction.
+fn held_lease(tx: &Connection) -> StoreResult<Option<rules::HeldLease>> {
+    let row = tx
+        .query_row(
+            "SELECT id, holder, expires_at FROM locks WHERE slot = 1",
+            [],
+            lock_cells,
+        )
+        .optional()
+        .db("read lease")?;
+    row.map(|(id, holder, until)| Ok((id, holder, parse_ts(&until, "locks.expires_at")?)))
+        .transpose()
+}
+
+/// Refuse a key change under a lease that is not the live one, or without a lease while
+/// one is live (`rules::check_lease`), inside the change's IMMEDIATE transaction.
+fn check_lease(tx: &Connection, lease: Option<&str>) -> StoreResult<()> {
+    rules::check_lease(held_lease(tx)?, lease, Utc::now())
 }
 
 fn immediate(conn: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
@@ -530,21 +554,22 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
-        self.insert(key, actor.clone(), "create").await
+    async fn create(&self, key: NewKey, by: Writer<'_>) -> StoreResult<LiveKey> {
+        self.insert(key, by, "create").await
     }
 
     /// Every key in ONE transaction (one fsync instead of one per key). All or none: an
     /// invalid key or an id clash rolls the whole batch back. Each key gets its own `create`
     /// event, exactly as `create` records it.
-    async fn create_batch(&self, keys: Vec<NewKey>, actor: &Actor) -> StoreResult<Vec<LiveKey>> {
+    async fn create_batch(&self, keys: Vec<NewKey>, by: Writer<'_>) -> StoreResult<Vec<LiveKey>> {
         let keys = keys
             .into_iter()
             .map(rules::validate_new)
             .collect::<StoreResult<Vec<_>>>()?;
-        let actor = actor.clone();
+        let (actor, lease) = (by.actor.clone(), by.lease.map(str::to_owned));
         self.run(move |conn, pepper| {
             let tx = immediate(conn)?;
+            check_lease(&tx, lease.as_deref())?;
             let live = keys
                 .into_iter()
                 .map(|key| insert_new(&tx, pepper, key, &actor, "create"))
@@ -576,8 +601,10 @@ impl Store for SqliteStore {
 
     async fn delete(&self, w: KeyWrite<'_>) -> StoreResult<()> {
         let (id, version, actor) = (w.id.to_owned(), w.version, w.actor.clone());
+        let lease = w.lease.map(str::to_owned);
         self.run(move |conn, _| {
             let tx = immediate(conn)?;
+            check_lease(&tx, lease.as_deref())?;
             let s = load_checked(&tx, &id, version)?;
             let detail = rules::delete_detail(&s.key)?;
             tx.execute("DELETE FROM keys WHERE id = ?1", [&id])
@@ -596,25 +623,10 @@ impl Store for SqliteStore {
         self.run(move |conn, _| {
             let tx = immediate(conn)?;
             let now = Utc::now();
-            let current = tx
-                .query_row(
-                    "SELECT id, holder, expires_at FROM locks WHERE slot = 1",
-                    [],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                        ))
-                    },
-                )
-                .optional()
-                .db("read lease")?;
-            if let Some((id, holder, until)) = current {
-                let until = parse_ts(&until, "locks.expires_at")?;
-                if until > now {
-                    return Err(StoreError::Locked { holder, id, until });
-                }
+            if let Some((id, holder, until)) = held_lease(&tx)?
+                && until > now
+            {
+                return Err(StoreError::Locked { holder, id, until });
             }
             let expires_at = rules::lease_expiry(&holder, ttl, now)?;
             let lease = Lease {
@@ -640,6 +652,22 @@ impl Store for SqliteStore {
             conn.execute("DELETE FROM locks WHERE slot = 1 AND id = ?1", [&lease_id])
                 .db("remove lease")?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn renew(&self, lease_id: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        let lease_id = lease_id.to_owned();
+        self.run(move |conn, _| {
+            let tx = immediate(conn)?;
+            let lease = rules::renewed(held_lease(&tx)?, &lease_id, ttl, Utc::now())?;
+            tx.execute(
+                "UPDATE locks SET expires_at = ?1 WHERE slot = 1 AND id = ?2",
+                params![ts(&lease.expires_at), lease.id],
+            )
+            .db("renew lease")?;
+            tx.commit().db("commit")?;
+            Ok(lease)
         })
         .await
     }

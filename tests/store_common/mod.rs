@@ -95,7 +95,10 @@ pub async fn keys_with_rotated_secrets(store: &dyn Store, n: usize) -> Vec<Secre
     let mut secrets = Vec::new();
     for i in 0..n {
         let (nk, s) = new_key(&format!("k{i}"));
-        let k = store.create(nk, &actor()).await.expect("create");
+        let k = store
+            .create(nk, keyward::store::Writer::new(&actor()))
+            .await
+            .expect("create");
         let (rot, new) = rotation(&k.id, Some(valid_now() + Duration::days(7)));
         store
             .rotate(KeyWrite::new(&k.id, 1, &actor()), rot)

@@ -21,7 +21,7 @@ use crate::model::{Actor, Event, KeyPatch, KeyStatus, LiveKey, NewKey, Rotate, S
 use crate::secret::Secret;
 use crate::store::{
     Capabilities, ExpiryMode, KeyWrite, Lease, ListFilter, Page, PageAt, SecretMode, Store,
-    StoreError, StoreResult, Verdict, VerifyReason,
+    StoreError, StoreResult, Verdict, VerifyReason, Writer,
 };
 use process::{Failure, Launch, Process};
 use wire::{AdapterCapabilities, Describe, ErrorCode, WireError};
@@ -114,6 +114,14 @@ fn typed(store: &str, step: &str, id: &str, version: u64, e: WireError) -> Store
             holder: e.holder.unwrap_or_else(|| "another apply".into()),
             id: e.lease_id.unwrap_or_default(),
             until: e.until.unwrap_or_else(Utc::now),
+        },
+        ErrorCode::LeaseLost => StoreError::LeaseLost {
+            lease: e.lease_id.unwrap_or_else(|| "(unknown)".into()),
+            why: if msg.is_empty() {
+                "the adapter says so".into()
+            } else {
+                msg
+            },
         },
         ErrorCode::Unavailable => StoreError::Backend(say(&format!(
             "unavailable{}",
@@ -237,6 +245,7 @@ impl ExecStore {
         params["key_id"] = w.id.into();
         params["version"] = w.version.into();
         params["actor"] = wire::actor(w.actor);
+        params["lease_id"] = w.lease.into();
         self.call(op, params)
             .await?
             .map_err(|e| typed(&self.name, op, w.id, w.version, e))
@@ -350,9 +359,13 @@ impl Store for ExecStore {
         wire::field(&r, "key").map_err(|m| self.bad("get", m))
     }
 
-    async fn create(&self, key: NewKey, actor: &Actor) -> StoreResult<LiveKey> {
+    async fn create(&self, key: NewKey, by: Writer<'_>) -> StoreResult<LiveKey> {
         let id = key.id.clone();
-        let mut p = json!({ "key": wire::new_key(&key), "actor": wire::actor(actor) });
+        let mut p = json!({
+            "key": wire::new_key(&key),
+            "actor": wire::actor(by.actor),
+            "lease_id": by.lease,
+        });
         self.put_secret(&mut p, &key.secret_hash)?;
         let r = self
             .call("create", p)
@@ -394,6 +407,15 @@ impl Store for ExecStore {
             .await?
             .map_err(|e| typed(&self.name, "unlock", "", 0, e))?;
         Ok(())
+    }
+
+    async fn renew(&self, lease_id: &str, ttl: chrono::Duration) -> StoreResult<Lease> {
+        let p = json!({ "lease_id": lease_id, "ttl_seconds": ttl.num_seconds().max(1) });
+        let r = self
+            .call("renew", p)
+            .await?
+            .map_err(|e| typed(&self.name, "renew", "", 0, e))?;
+        wire::field(&r, "lease").map_err(|m| self.bad("renew", m))
     }
 
     async fn verify(&self, presented: &str, now: DateTime<Utc>) -> StoreResult<Verdict> {

@@ -125,6 +125,9 @@ pub enum ErrorCode {
     Refused,
     /// The apply lease is held (`holder`, `lease_id`, `until`).
     Locked,
+    /// The change named a lease (`lease_id`) that is not the live one: it expired, was
+    /// released or another apply holds the store.
+    LeaseLost,
     /// The backend cannot answer now (`retry_after` seconds).
     Unavailable,
     /// Anything else.
