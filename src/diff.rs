@@ -1600,6 +1600,7 @@ pub(crate) mod tests {
                     },
                     environment: env.into(),
                     location: None,
+                    budget: None,
                 },
             );
         }

@@ -1104,6 +1104,7 @@ mod tests {
                     },
                     environment: env.into(),
                     location: None,
+                    budget: None,
                 },
             );
         }

@@ -64,6 +64,66 @@ pub struct Report {
     pub days: Vec<Day>,
     /// Stores that keep no usage (consoles, native stores, adapters without the capability).
     pub not_visible: Vec<String>,
+    /// The shared daily budgets and what today spent of them, with who spent it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<BudgetLine>,
+}
+
+/// One budget scope today: its calls, how many the servers counted against it, and the keys
+/// that spent the most of it (valid calls today, as the servers' usage flushes wrote them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BudgetLine {
+    pub store: String,
+    /// `store`, or `label:name=value`.
+    pub scope: String,
+    pub day: String,
+    pub daily: u64,
+    pub spent: u64,
+    /// (key name, owner, valid calls today), most first, at most five.
+    pub top: Vec<(String, String, u64)>,
+}
+
+/// The budget lines of `store` on `day`: each scope of `budget` with its `spent` counter
+/// and its top spenders from `usage` (keys are matched to scopes by their labels).
+pub fn budget_lines(
+    store: &str,
+    budget: &crate::store::budget::Budget,
+    spent: &[crate::store::budget::Spent],
+    usage: Option<&Usage>,
+    keys: &[LiveKey],
+    day: &str,
+) -> Vec<BudgetLine> {
+    let today: Vec<_> = usage
+        .map(|u| u.rows.iter().filter(|r| r.day == day).cloned().collect())
+        .unwrap_or_default();
+    let per_key = crate::store::usage::per_key(&today);
+    budget
+        .scopes()
+        .iter()
+        .map(|s| {
+            let mut top: Vec<(String, String, u64)> = keys
+                .iter()
+                .filter(|k| budget.scopes_for(&k.labels).iter().any(|x| x.id == s.id))
+                .filter_map(|k| {
+                    let valid = per_key.get(&k.id).map_or(0, |u| u.valid);
+                    (valid > 0).then(|| (k.name.clone(), k.owner.clone(), valid))
+                })
+                .collect();
+            top.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+            top.truncate(5);
+            BudgetLine {
+                store: store.to_owned(),
+                scope: s.id.to_string(),
+                day: day.to_owned(),
+                daily: s.daily,
+                spent: spent
+                    .iter()
+                    .find(|x| x.scope == s.id)
+                    .map_or(0, |x| x.calls),
+                top,
+            }
+        })
+        .collect()
 }
 
 /// The shown name of a key id in `store`: its name, or `(no key)` for `NO_KEY`, or the id
@@ -155,6 +215,7 @@ pub fn build(
         groups,
         days: days.into_values().collect(),
         not_visible,
+        budgets: Vec::new(),
     }
 }
 
@@ -229,6 +290,20 @@ fn text(r: &Report) -> String {
             .map(|d| vec![d.day.clone(), d.valid.to_string(), d.refused.to_string()])
             .collect();
         out.push_str(&table(&["DAY", "VALID", "REFUSED"], &rows));
+    }
+    for b in &r.budgets {
+        let pct = b.spent.saturating_mul(100) / b.daily.max(1);
+        let what = match b.scope.strip_prefix("label:") {
+            Some(l) => format!("store `{}`, keys labelled {l}", b.store),
+            None => format!("store `{}`", b.store),
+        };
+        out.push_str(&format!(
+            "\nBudget of {what} on {}: {} of {} calls spent ({pct}%)\n",
+            b.day, b.spent, b.daily
+        ));
+        for (key, owner, calls) in &b.top {
+            out.push_str(&format!("  {calls:>8}  {key} (owner {owner})\n"));
+        }
     }
     for s in &r.not_visible {
         out.push_str(&format!(

@@ -10,7 +10,6 @@ mod store_common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use serve_common::{Api, Server, json_of, make_token, new_key, status_of};
 use store_common::{PgSchema, pg_url};
 
@@ -50,26 +49,9 @@ async fn create(api: &Api, t: &Tokens, name: &str, quota: Option<u64>) -> (Strin
 
 /// `n` verifies of `key` spread over `bases`, 16 at a time; returns the reasons answered.
 async fn burst(bases: &[&str], token: &str, key: &str, n: usize) -> BTreeMap<String, u64> {
-    let c = serve_common::client();
     let mut answered = BTreeMap::new();
-    let mut i = 0;
-    while i < n {
-        let batch: Vec<_> = (i..n.min(i + 16))
-            .map(|j| {
-                let req = c
-                    .post(format!("{}/v1/verify", bases[j % bases.len()]))
-                    .bearer_auth(token)
-                    .json(&json!({ "key": key }));
-                tokio::spawn(async move { req.send().await.unwrap().json::<Value>().await })
-            })
-            .collect();
-        for t in batch {
-            let v = t.await.unwrap().unwrap();
-            *answered
-                .entry(v["reason"].as_str().unwrap().to_owned())
-                .or_default() += 1;
-        }
-        i += 16;
+    for r in serve_common::burst(bases, token, &[key], n).await {
+        *answered.entry(r).or_default() += 1;
     }
     answered
 }

@@ -59,7 +59,8 @@ pub struct ServeCliArgs {
     /// often, and once more on stop; a process killed outright loses at most this interval.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub usage_flush: Duration,
-    /// Do not count verify calls (no last-used times, no usage report, no budget).
+    /// Do not count verify calls (no last-used times, no usage report; a budget written by
+    /// apply is still enforced and alerted).
     #[arg(long)]
     pub no_usage: bool,
 }

@@ -72,7 +72,19 @@ pub async fn run(dir: &Path, args: &UsageArgs, color: bool) -> Result<Outcome> {
         FormatArg::Text => UsageFormat::Text,
         FormatArg::Json => UsageFormat::Json,
     };
-    let report = usage_report::build(&usage, &keys, &since, by);
+    let mut report = usage_report::build(&usage, &keys, &since, by);
+    let today = keyward::store::usage::day_of(&SystemClock.now());
+    for (name, store) in &stores {
+        let Ok(Some(budget)) = store.budget().await else {
+            continue;
+        };
+        let spent = store.budget_spent(&today).await?;
+        let u = usage.get(name).and_then(Option::as_ref);
+        let live = keys.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        report.budgets.extend(usage_report::budget_lines(
+            name, &budget, &spent, u, live, &today,
+        ));
+    }
     print!("{}", usage_report::render(&report, format));
     Ok(Outcome::Ok)
 }

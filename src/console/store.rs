@@ -348,6 +348,8 @@ impl Store for ConsoleStore {
             quota: false,
             // A vendor's console may show last use; keyward cannot see it.
             usage: false,
+            // The console counts its own calls (Alma: a daily API budget); keyward does not.
+            budget: false,
         }
     }
 

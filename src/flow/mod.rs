@@ -13,6 +13,7 @@ pub mod options;
 mod pinned;
 mod planning;
 mod saved;
+mod settings;
 mod stores;
 
 pub use load::{Desired, load_desired, load_or_report, policy_refuses};
@@ -326,7 +327,11 @@ impl Locked<'_> {
         execute::report_applied(&spec.root, plan, &report);
         consoles::remind_to_commit(spec, &report, self.opts);
         execute::report_lost_leases(cx.leases);
+        let settings_ok = settings::apply(self.desired, self.stores, plan, &actor).await;
         let mut outcome = self.deliver(&report);
+        if !settings_ok {
+            outcome = Outcome::Error;
+        }
         if outcome == Outcome::Ok && !pending.is_empty() {
             outcome = consoles::pending_outcome(&pending);
         }

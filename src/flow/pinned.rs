@@ -96,6 +96,7 @@ mod tests {
             kind,
             environment: "production".into(),
             location: None,
+            budget: None,
         };
         (name.into(), c)
     }

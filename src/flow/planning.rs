@@ -110,6 +110,10 @@ pub async fn make_plan(
     if let Some(base) = &opts.base {
         mark_base(&mut plan, desired, base)?;
     }
+    // Store settings are not keys: `--only` and `--drift-only` leave them out.
+    if opts.only.is_empty() && !opts.drift_only {
+        plan.settings = super::settings::changes(desired, stores).await?;
+    }
     plan.retain_only(&opts.only);
     if opts.drift_only {
         plan.retain_drift();

@@ -242,7 +242,7 @@ pub fn email_recipients(n: &Notice, cfg: &EmailNotify, spec: &Spec) -> Vec<Strin
 }
 
 /// The domain of an address or mailbox (`Name <a@b.c>` -> `b.c`).
-fn domain_of(mailbox: &str) -> &str {
+pub(crate) fn domain_of(mailbox: &str) -> &str {
     mailbox
         .trim()
         .trim_end_matches('>')

@@ -16,6 +16,7 @@
 //! (`keyward expiring --notify`), and their `notify.sent` events make each one go out once per
 //! key, expiry and offset.
 
+pub mod budget;
 pub mod compose;
 pub mod transport;
 

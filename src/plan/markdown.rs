@@ -88,6 +88,12 @@ pub fn markdown_with_budget(plan: &Plan, budget: usize) -> String {
     head.push('\n');
     let _ = writeln!(head, "### keyward plan\n");
     let _ = writeln!(head, "**{}**\n", inline(&summary_line(plan)));
+    for s in &plan.settings {
+        let _ = writeln!(head, "- ⚙️ {}", inline(&s.to_string()));
+    }
+    if !plan.settings.is_empty() {
+        head.push('\n');
+    }
     callouts(plan, &mut head);
     head.push_str(&revision_line(plan));
     head.push_str("\n\n");

@@ -427,6 +427,31 @@ pub struct Plan {
     /// their steps: `keyward apply --store STORE` at a terminal guides them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub console_steps: Vec<ConsoleStep>,
+    /// Store settings apply changes (a shared daily `budget:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<StoreSetting>,
+}
+
+/// A setting of a whole store that apply writes (keyward.yaml `budget:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StoreSetting {
+    pub store: String,
+    /// The setting: `budget`.
+    pub setting: String,
+    /// What keyward.yaml says (`none`: removed).
+    pub to: String,
+    /// What the store holds now (`none`).
+    pub from: String,
+}
+
+impl std::fmt::Display for StoreSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "store {}: {}: {} (was {})",
+            self.store, self.setting, self.to, self.from
+        )
+    }
 }
 
 /// One change to do by hand in a vendor console. No secret: the steps name what to type and
@@ -498,11 +523,12 @@ impl Plan {
             skipped: Vec::new(),
             filtered_out: 0,
             console_steps: Vec::new(),
+            settings: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
+        self.actions.is_empty() && self.settings.is_empty()
     }
 
     pub fn summary(&self) -> Summary {

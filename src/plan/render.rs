@@ -176,6 +176,17 @@ fn text_unredacted(plan: &Plan, st: Style) -> String {
     let mut out = warnings(plan, st);
     out.push_str(&revision_lines(plan));
     out.push('\n');
+    if !plan.settings.is_empty() {
+        out.push_str("Store settings:\n");
+        for s in &plan.settings {
+            out.push_str(&format!(
+                "  {} {}\n",
+                st.action(Action::Update, "~"),
+                clean(&s.to_string())
+            ));
+        }
+        out.push('\n');
+    }
     if plan.actions.is_empty() {
         out.push_str(&st.bold(&summary_line(plan)));
         out.push('\n');

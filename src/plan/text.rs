@@ -48,6 +48,9 @@ pub fn clean(s: &str) -> String {
 /// The one-line summary, Terraform style.
 pub fn summary_line(plan: &Plan) -> String {
     let s = plan.summary();
+    if s.total() == 0 && !plan.settings.is_empty() {
+        return format!("Plan: {} store setting(s) to change.", plan.settings.len());
+    }
     if s.total() == 0 {
         return "No changes. The live stores match the spec.".into();
     }

@@ -3,6 +3,7 @@
 //! `keyward token` commands. Must not log or answer a secret, a secret hash or a token, and
 //! must answer every malformed request with a JSON 4xx (never a panic).
 
+pub mod alerts;
 pub mod error;
 pub mod idempotency;
 pub mod idempotency_pg;
@@ -130,6 +131,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/keys/{id}/revoke"),
     ("POST", "/v1/verify"),
     ("GET", "/v1/usage"),
+    ("GET", "/v1/budget"),
+    ("PUT", "/v1/budget"),
     ("GET", "/v1/events"),
     ("POST", "/v1/events"),
     ("POST", "/v1/locks"),
@@ -166,6 +169,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys/{id}/revoke", status_route(KeyStatus::Revoked))
         .route("/v1/verify", post(routes::verify))
         .route("/v1/usage", get(routes::usage))
+        .route("/v1/budget", get(routes::budget).put(routes::set_budget))
         .route("/v1/events", get(routes::events).post(routes::record_event))
         .route("/v1/locks", post(routes::lock))
         .route("/v1/locks/{id}", axum::routing::delete(routes::unlock))
@@ -456,6 +460,25 @@ fn connection_setup(
     Ok((limits, tls))
 }
 
+/// The spec whose `notify:` channels carry budget alerts: the repository in `dir`, when it
+/// has a keyward.yaml that loads.
+async fn alert_spec(dir: &Path) -> Option<Arc<crate::spec::Spec>> {
+    if !dir.join("keyward.yaml").is_file() {
+        return None;
+    }
+    let root = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || crate::spec::load(&root)).await {
+        Ok(Ok(loaded)) => Some(Arc::new(loaded.spec)),
+        _ => {
+            eprintln!(
+                "warning: {} does not load, so budget alerts are only recorded as events (run `keyward plan` there to see why)",
+                dir.join("keyward.yaml").display()
+            );
+            None
+        }
+    }
+}
+
 /// Run `keyward serve` until SIGINT/SIGTERM.
 pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     let (limits, tls) = connection_setup(dir, args)?;
@@ -491,6 +514,11 @@ pub async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     if let Some(t) = &tally {
         state = state.with_usage(Arc::clone(t));
     }
+    let every = args.usage_flush.unwrap_or(usage::DEFAULT_FLUSH);
+    let channels = alerts::Channels {
+        spec: alert_spec(dir).await,
+    };
+    alerts::spawn(Arc::clone(&store), channels, server_clock(), every);
     let state = Arc::new(state);
     watch_tokens(Arc::clone(&state), tokens_path);
     let (listener, addr) = bind(&args.listen).await?;

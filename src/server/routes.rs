@@ -642,6 +642,35 @@ pub(super) async fn usage(
     Ok(json_response(StatusCode::OK, &page))
 }
 
+// ---------------------------------------------------------------- budget
+
+/// `GET /v1/budget`: the shared daily budget the store enforces and today's spending.
+pub(super) async fn budget(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
+    authorize(&state, &headers, Role::Read)?;
+    let day = crate::store::usage::day_of(&state.clock.now());
+    let page = crate::store::budget::BudgetPage {
+        budget: state.store.budget().await?,
+        spent: state.store.budget_spent(&day).await?,
+        day,
+    };
+    Ok(json_response(StatusCode::OK, &page))
+}
+
+/// `PUT /v1/budget`: write (or, with `null`, remove) the budget verify enforces.
+pub(super) async fn set_budget(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> ApiResult {
+    let p = authorize(&state, &headers, Role::Write)?;
+    let req: crate::store::budget::SetBudget = parse_json(&body)?;
+    state
+        .store
+        .set_budget(req.budget.as_ref(), &actor(&p, &headers)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 // ---------------------------------------------------------------- verify
 
 #[derive(Debug, Deserialize)]

@@ -445,6 +445,7 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
         if let Some(k) = kind.as_deref() {
             super::adapters::refuse_foreign(ctx, k, &fields, &sp);
         }
+        let kind_name = kind.clone();
         let kind = match kind.as_deref() {
             None => None,
             Some(k) if super::adapters::KINDS.contains(&k) => {
@@ -483,6 +484,10 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
                 None
             }
         };
+        let budget = match (field(&fields, "budget"), kind_name.as_deref()) {
+            (Some(b), Some(k)) => super::budget::parse(ctx, &name, k, b, &sp.key("budget")),
+            _ => None,
+        };
         if let (Some(kind), Some(environment)) = (kind, environment) {
             let location = Some(ctx.key_loc(&sp));
             cfg.stores.insert(
@@ -492,6 +497,7 @@ fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Conf
                     kind,
                     environment,
                     location,
+                    budget,
                 },
             );
         }

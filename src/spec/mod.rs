@@ -3,6 +3,7 @@
 //! revision) and reporting every problem at once; must not talk to stores or apply policy.
 
 pub mod adapters;
+pub mod budget;
 pub mod config;
 pub mod console_store;
 mod envvar;

@@ -56,6 +56,8 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     pub environment: String,
     pub location: Option<Location>,
+    /// `budget:`: the shared daily budget apply writes into the store (sqlite, http).
+    pub budget: Option<crate::store::budget::Budget>,
 }
 
 impl StoreConfig {

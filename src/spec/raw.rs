@@ -32,6 +32,7 @@ pub mod fields {
         "command",
         "env",
         "timeout",
+        "budget",
     ];
     pub const SCOPES: &[&str] = &["areas", "levels"];
     pub const POLICY: &[&str] = &[
@@ -207,6 +208,36 @@ pub struct StoreEntry {
     /// console only: the console's longest lifetime (ALM: APIKEY_EXPIRE_DAYS), e.g. `90d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lifetime: Option<String>,
+    /// sqlite / http only: a shared daily budget of valid verify calls, enforced at verify
+    /// with the reason `budget_exceeded` (docs/usage.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetEntry>,
+}
+
+/// A store's shared daily budget.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetEntry {
+    /// Valid calls per UTC day for every key of the store together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u64>,
+    /// Alert thresholds, e.g. `[80%, 95%]` (100% is always alerted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_at: Option<Vec<String>>,
+    /// Budgets of the keys carrying a label, each inside the store's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<BudgetGroupEntry>>,
+}
+
+/// The budget of the keys carrying one label.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetGroupEntry {
+    /// `name=value`, e.g. `team=ill`.
+    pub label: String,
+    pub daily: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_at: Option<Vec<String>>,
 }
 
 /// API areas and ordered access levels (a later level implies the earlier ones).

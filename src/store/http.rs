@@ -107,6 +107,23 @@ struct Answer {
 }
 
 impl HttpStore {
+    /// `GET /v1/budget`: the server's budget and today's spending (a server without the
+    /// route has no budget).
+    async fn budget_page(&self) -> StoreResult<super::budget::BudgetPage> {
+        let url = self.url_for(&["v1", "budget"]);
+        let got = self
+            .json(Method::GET, url, None, HeaderMap::new(), Retry::Safe, None)
+            .await;
+        match got {
+            Err(StoreError::NotFound(_)) => Ok(super::budget::BudgetPage {
+                budget: None,
+                day: String::new(),
+                spent: Vec::new(),
+            }),
+            other => other,
+        }
+    }
+
     /// A store at `url` (e.g. `http://127.0.0.1:7450`), authenticating with `token`.
     /// `token_source` names where the token came from, for error hints.
     pub fn new(
@@ -704,6 +721,40 @@ impl Store for HttpStore {
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /v1/budget`.
+    async fn budget(&self) -> StoreResult<Option<super::budget::Budget>> {
+        Ok(self.budget_page().await?.budget)
+    }
+
+    /// `PUT /v1/budget`.
+    async fn set_budget(
+        &self,
+        budget: Option<&super::budget::Budget>,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        let url = self.url_for(&["v1", "budget"]);
+        let body = json!({ "budget": budget });
+        self.empty(
+            Method::PUT,
+            url,
+            Some(body),
+            self.change_headers(None, super::Writer::new(actor)),
+            Retry::Safe,
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/budget` (the server's today).
+    async fn budget_spent(&self, day: &str) -> StoreResult<Vec<super::budget::Spent>> {
+        let page = self.budget_page().await?;
+        Ok(if page.day == day {
+            page.spent
+        } else {
+            Vec::new()
+        })
     }
 
     async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>> {

@@ -4,6 +4,7 @@
 //! `crate::model` (re-exported here). Stores never see a plaintext secret: only `SecretHash` values.
 //! This module must not know about specs, plans or deliveries.
 
+pub mod budget;
 pub mod check;
 pub(crate) mod credential;
 pub mod exec;
@@ -97,6 +98,9 @@ pub struct Capabilities {
     /// (absent: no; console stores cannot see it).
     #[serde(default)]
     pub usage: bool,
+    /// The store enforces a shared daily budget at verify (`Store::set_budget`; absent: no).
+    #[serde(default)]
+    pub budget: bool,
 }
 
 fn yes() -> bool {
@@ -366,6 +370,33 @@ pub trait Store: Send + Sync {
     async fn usage(&self, since: &str) -> StoreResult<Option<usage::Usage>> {
         let _ = since;
         Ok(None)
+    }
+    /// The shared daily budget written into this store; `None` when it has none or keeps
+    /// no budget (`Capabilities::budget`).
+    async fn budget(&self) -> StoreResult<Option<budget::Budget>> {
+        Ok(None)
+    }
+    /// Write the budget verify enforces (`None` removes it), recorded as a `budget.set`
+    /// event. Stores that enforce no budget refuse.
+    async fn set_budget(&self, budget: Option<&budget::Budget>, actor: &Actor) -> StoreResult<()> {
+        let _ = (budget, actor);
+        Err(StoreError::Refused(format!(
+            "store `{}` does not enforce a budget",
+            self.name()
+        )))
+    }
+    /// The calls every process together reserved of each budget scope on `day` (YYYY-MM-DD):
+    /// what the budget counts as spent.
+    async fn budget_spent(&self, day: &str) -> StoreResult<Vec<budget::Spent>> {
+        let _ = day;
+        Ok(Vec::new())
+    }
+    /// Claim the alert `alert` (`claim`: true), answering true for the one caller of all
+    /// processes on this store that is to send it; `claim: false` gives a claim back (the
+    /// send failed, a later try sends it).
+    async fn claim_alert(&self, alert: &budget::Alert, claim: bool) -> StoreResult<bool> {
+        let _ = (alert, claim);
+        Ok(false)
     }
     /// The form in which this store takes a new secret (`NewKey::secret_hash`,
     /// `Rotate::secret_hash`): the hex SHA-256 by default; a SCRAM verifier for

@@ -74,6 +74,8 @@ fn capabilities() -> Capabilities {
     c.quota = false;
     // Nor keeps it who used a key.
     c.usage = false;
+    // Nor can it refuse a login for a shared budget.
+    c.budget = false;
     c
 }
 

@@ -35,6 +35,7 @@
 //!   judged by the database's clock.
 //! * quotas: one atomic upsert per counted verify.
 
+mod budget;
 mod cache;
 mod rows;
 mod schema;
@@ -278,6 +279,8 @@ pub struct PostgresStore {
     key_cache: bool,
     /// Serving with the key cache: the cache and its listener task.
     cache: Option<(std::sync::Arc<KeyCache>, std::sync::Arc<cache::Listener>)>,
+    /// The shared daily budget in force and the calls reserved from it.
+    gate: std::sync::Arc<super::budget::Gate>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -443,6 +446,7 @@ impl PostgresStore {
             driver: std::sync::Arc::new(cfg),
             key_cache: opts.key_cache,
             cache: None,
+            gate: std::sync::Arc::new(super::budget::Gate::new(false)),
         })
     }
 
@@ -461,6 +465,7 @@ impl PostgresStore {
             let listener = cache::listen(c.clone(), (*self.driver).clone(), channel);
             self.cache = Some((c, std::sync::Arc::new(listener)));
         }
+        self.gate = std::sync::Arc::new(super::budget::Gate::new(true));
         self
     }
 
@@ -970,29 +975,82 @@ impl Store for PostgresStore {
         if let Err(reason) = rules::judge(&s, &mac, now) {
             return Ok(verdict(reason));
         }
-        let Some(quota) = s.key.quota_per_day else {
-            return Ok(rules::ok_verdict(s.key.clone()));
-        };
-        let Some(reservations) = &self.reservations else {
-            let c = self.client().await?;
-            if !PostgresStore::count_call(&c, &s.key.id, quota, now).await? {
-                return Ok(verdict(VerifyReason::QuotaExceeded));
-            }
-            return Ok(rules::ok_verdict(s.key.clone()));
-        };
         let day = rules::quota_day(&now);
-        let id = s.key.id.as_str();
-        let counted = reservations
-            .take_or_reserve(id, &day, quota, |block| async move {
-                let mut c = self.client().await?;
-                reserve_calls(&mut c, id, quota, block, now).await
+        let budget = self
+            .gate
+            .current(|| async {
+                let c = self.client().await?;
+                budget::load(&c).await
             })
             .await?;
-        Ok(if counted {
-            rules::ok_verdict(s.key.clone())
-        } else {
-            verdict(VerifyReason::QuotaExceeded)
-        })
+        let scopes = budget
+            .as_deref()
+            .map(|b| b.scopes_for(&s.key.labels))
+            .unwrap_or_default();
+        let spent = self.gate.spend(&scopes, &day, |scope, daily, block| {
+            let day = day.clone();
+            async move {
+                let mut c = self.client().await?;
+                budget::reserve(&mut c, &scope, &day, daily, block).await
+            }
+        });
+        if !spent.await? {
+            return Ok(verdict(VerifyReason::BudgetExceeded));
+        }
+        let counted = match (s.key.quota_per_day, &self.reservations) {
+            (None, _) => true,
+            (Some(quota), None) => {
+                let c = self.client().await?;
+                PostgresStore::count_call(&c, &s.key.id, quota, now).await?
+            }
+            (Some(quota), Some(reservations)) => {
+                let id = s.key.id.as_str();
+                reservations
+                    .take_or_reserve(id, &day, quota, |block| async move {
+                        let mut c = self.client().await?;
+                        reserve_calls(&mut c, id, quota, block, now).await
+                    })
+                    .await?
+            }
+        };
+        if !counted {
+            self.gate.put_back(&scopes, &day);
+            return Ok(verdict(VerifyReason::QuotaExceeded));
+        }
+        Ok(rules::ok_verdict(s.key.clone()))
+    }
+
+    async fn budget(&self) -> StoreResult<Option<super::budget::Budget>> {
+        let c = self.client().await?;
+        budget::load(&c).await
+    }
+
+    async fn set_budget(
+        &self,
+        b: Option<&super::budget::Budget>,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.db("begin")?;
+        let before = budget::save(&tx, b).await?;
+        let say = |b: Option<&super::budget::Budget>| {
+            b.map_or_else(|| "none".to_owned(), super::budget::Budget::describe)
+        };
+        let detail = json!({ "from": say(before.as_ref()), "to": say(b) });
+        append_event(&tx, actor, super::budget::EVENT_SET, None, None, &detail).await?;
+        tx.commit().await.db("commit")?;
+        self.gate.forget();
+        Ok(())
+    }
+
+    async fn budget_spent(&self, day: &str) -> StoreResult<Vec<super::budget::Spent>> {
+        let c = self.client().await?;
+        budget::spent(&c, day).await
+    }
+
+    async fn claim_alert(&self, alert: &super::budget::Alert, claim: bool) -> StoreResult<bool> {
+        let c = self.client().await?;
+        budget::claim(&c, alert, claim).await
     }
 
     async fn add_usage(&self, rows: &[super::usage::UsageRow]) -> StoreResult<()> {
@@ -1028,6 +1086,11 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) -> StoreResult<()> {
+        let unused_budget = self.gate.drain();
+        if !unused_budget.is_empty() {
+            let c = self.client().await?;
+            budget::give_back(&c, &unused_budget).await?;
+        }
         let Some(reservations) = &self.reservations else {
             return Ok(());
         };

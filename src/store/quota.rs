@@ -85,6 +85,22 @@ impl Reservations {
         F: FnOnce(u64) -> Fut,
         Fut: std::future::Future<Output = Result<u64, E>>,
     {
+        self.take_or_reserve_block(id, day, Self::block(quota), reserve)
+            .await
+    }
+
+    /// [`Self::take_or_reserve`] reserving `block` calls at once.
+    pub async fn take_or_reserve_block<F, Fut, E>(
+        &self,
+        id: &str,
+        day: &str,
+        block: u64,
+        reserve: F,
+    ) -> Result<bool, E>
+    where
+        F: FnOnce(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<u64, E>>,
+    {
         if self.take(id, day) {
             return Ok(true);
         }
@@ -92,7 +108,7 @@ impl Reservations {
         if self.take(id, day) {
             return Ok(true);
         }
-        let granted = reserve(Self::block(quota)).await?;
+        let granted = reserve(block).await?;
         if granted == 0 {
             return Ok(false);
         }

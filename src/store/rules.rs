@@ -627,6 +627,7 @@ pub(crate) fn capabilities() -> Capabilities {
         disable: true,
         quota: true,
         usage: true,
+        budget: true,
     }
 }
 

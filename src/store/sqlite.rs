@@ -34,6 +34,7 @@
 //! takes microseconds; WAL readers never wait for the writer), and quota reservations
 //! (`super::quota`): a valid verify is then one read, with one write per reserved block.
 
+mod budget;
 mod rows;
 mod schema;
 mod usage;
@@ -88,6 +89,8 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     pepper: Arc<Pepper>,
     serving: Option<Arc<Serving>>,
+    /// The shared daily budget in force and the calls reserved from it.
+    gate: Arc<super::budget::Gate>,
 }
 
 /// What a serving store adds: read-only connections for `verify` and quota reservations.
@@ -97,6 +100,8 @@ struct Serving {
     reservations: Reservations,
     /// The writer, to return unused reservations when the store is dropped.
     conn: Arc<Mutex<Connection>>,
+    /// The store's budget gate, whose unused reservations go back with the quota's.
+    gate: Arc<super::budget::Gate>,
 }
 
 impl Serving {
@@ -124,6 +129,7 @@ impl Drop for Serving {
 impl Serving {
     /// Give the calls reserved but not used back to the day's counters (a graceful stop).
     fn give_back(&self, conn: &Connection) {
+        budget::give_back(conn, &self.gate.drain());
         let unused = self.reservations.drain();
         if unused.is_empty() {
             return;
@@ -219,6 +225,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             pepper: Arc::new(pepper),
             serving: None,
+            gate: Arc::new(super::budget::Gate::new(false)),
         })
     }
 
@@ -239,11 +246,13 @@ impl SqliteStore {
                 Ok(Mutex::new(c))
             })
             .collect::<StoreResult<Vec<_>>>()?;
+        self.gate = Arc::new(super::budget::Gate::new(true));
         self.serving = Some(Arc::new(Serving {
             readers,
             next: AtomicUsize::new(0),
             reservations: Reservations::default(),
             conn: Arc::clone(&self.conn),
+            gate: Arc::clone(&self.gate),
         }));
         Ok(self)
     }
@@ -274,6 +283,13 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?,
             Err(_) => job(),
         }
+    }
+
+    /// The budget in force (read again at most every `budget::REFRESH`).
+    async fn current_budget(&self) -> StoreResult<Option<Arc<super::budget::Budget>>> {
+        self.gate
+            .current(|| self.run(|conn, _| budget::load(conn)))
+            .await
     }
 
     /// Register a key as if it had been made in a vendor console: `managed_by` is taken
@@ -677,42 +693,93 @@ impl Store for SqliteStore {
             return Ok(verdict(VerifyReason::Malformed));
         };
         let hash = secret::hash_presented(presented.trim());
-        let Some(serving) = self.serving.clone() else {
-            return self
-                .run(move |conn, pepper| {
-                    let key = match judge(conn, pepper, &parsed.id, &hash, now)? {
-                        Ok(key) => key,
-                        Err(refused) => return Ok(refused),
-                    };
-                    if let Some(quota) = key.quota_per_day
-                        && !count_call(conn, &key.id, quota, now)?
-                    {
-                        return Ok(verdict(VerifyReason::QuotaExceeded));
-                    }
-                    Ok(rules::ok_verdict(key))
-                })
-                .await;
+        let serving = self.serving.clone();
+        let key = match &serving {
+            Some(serving) => {
+                serving.read(|conn| judge(conn, &self.pepper, &parsed.id, &hash, now))?
+            }
+            None => {
+                let id = parsed.id.clone();
+                self.run(move |conn, pepper| judge(conn, pepper, &id, &hash, now))
+                    .await?
+            }
         };
-        let key = match serving.read(|conn| judge(conn, &self.pepper, &parsed.id, &hash, now))? {
+        let key = match key {
             Ok(key) => key,
             Err(refused) => return Ok(refused),
         };
-        let Some(quota) = key.quota_per_day else {
-            return Ok(rules::ok_verdict(key));
-        };
         let day = rules::quota_day(&now);
-        let counted = serving
-            .reservations
-            .take_or_reserve(&key.id, &day, quota, |block| {
+        let budget = self.current_budget().await?;
+        let scopes = budget
+            .as_deref()
+            .map(|b| b.scopes_for(&key.labels))
+            .unwrap_or_default();
+        let spent = self.gate.spend(&scopes, &day, |scope, daily, block| {
+            let day = day.clone();
+            self.run(move |conn, _| budget::reserve(conn, &scope, &day, daily, block))
+        });
+        if !spent.await? {
+            return Ok(verdict(VerifyReason::BudgetExceeded));
+        }
+        let counted = match (key.quota_per_day, &serving) {
+            (None, _) => true,
+            (Some(quota), None) => {
                 let id = key.id.clone();
-                self.run(move |conn, _| reserve_calls(conn, &id, quota, block, now))
-            })
-            .await?;
-        Ok(if counted {
-            rules::ok_verdict(key)
-        } else {
-            verdict(VerifyReason::QuotaExceeded)
+                self.run(move |conn, _| count_call(conn, &id, quota, now))
+                    .await?
+            }
+            (Some(quota), Some(serving)) => {
+                serving
+                    .reservations
+                    .take_or_reserve(&key.id, &day, quota, |block| {
+                        let id = key.id.clone();
+                        self.run(move |conn, _| reserve_calls(conn, &id, quota, block, now))
+                    })
+                    .await?
+            }
+        };
+        if !counted {
+            self.gate.put_back(&scopes, &day);
+            return Ok(verdict(VerifyReason::QuotaExceeded));
+        }
+        Ok(rules::ok_verdict(key))
+    }
+
+    async fn budget(&self) -> StoreResult<Option<super::budget::Budget>> {
+        self.run(|conn, _| budget::load(conn)).await
+    }
+
+    async fn set_budget(
+        &self,
+        b: Option<&super::budget::Budget>,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        let b = b.cloned();
+        let actor = actor.clone();
+        self.run(move |conn, _| {
+            let tx = immediate(conn)?;
+            let before = budget::save(&tx, b.as_ref())?;
+            let say = |b: Option<&super::budget::Budget>| {
+                b.map_or_else(|| "none".to_owned(), super::budget::Budget::describe)
+            };
+            let detail = json!({ "from": say(before.as_ref()), "to": say(b.as_ref()) });
+            append_event(&tx, &actor, super::budget::EVENT_SET, None, None, &detail)?;
+            tx.commit().db("commit")
         })
+        .await?;
+        self.gate.forget();
+        Ok(())
+    }
+
+    async fn budget_spent(&self, day: &str) -> StoreResult<Vec<super::budget::Spent>> {
+        let day = day.to_owned();
+        self.run(move |conn, _| budget::spent(conn, &day)).await
+    }
+
+    async fn claim_alert(&self, alert: &super::budget::Alert, claim: bool) -> StoreResult<bool> {
+        let alert = alert.clone();
+        self.run(move |conn, _| budget::claim(conn, &alert, claim))
+            .await
     }
 
     async fn add_usage(&self, rows: &[super::usage::UsageRow]) -> StoreResult<()> {
@@ -756,7 +823,13 @@ impl Store for SqliteStore {
 
     async fn close(&self) -> StoreResult<()> {
         let Some(serving) = self.serving.clone() else {
-            return Ok(());
+            let gate = Arc::clone(&self.gate);
+            return self
+                .run(move |conn, _| {
+                    budget::give_back(conn, &gate.drain());
+                    Ok(())
+                })
+                .await;
         };
         self.run(move |conn, _| {
             serving.give_back(conn);
@@ -799,9 +872,7 @@ fn reserve_calls(
     if quota == 0 {
         return Ok(0);
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .db("relax synchronous")?;
-    let granted = (|| {
+    relaxed(conn, |conn| {
         let day = rules::quota_day(&now);
         let tx = immediate(conn)?;
         let used: Option<i64> = tx
@@ -831,10 +902,21 @@ fn reserve_calls(
         }
         tx.commit().db("commit reservation")?;
         Ok(grant)
-    })();
+    })
+}
+
+/// Run `f` with `synchronous = NORMAL` (counters: no fsync per write; see `count_call`),
+/// back to `FULL` after.
+fn relaxed<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .db("relax synchronous")?;
+    let done = f(conn);
     conn.pragma_update(None, "synchronous", "FULL")
         .db("restore synchronous")?;
-    granted
+    done
 }
 
 /// Count one successful call against the key's daily quota (UTC days). Returns false, and
@@ -843,16 +925,16 @@ fn reserve_calls(
 /// Counters are written with `synchronous = NORMAL` (no fsync per verify; a power loss can
 /// forget the last few counts, never corrupt the file or lose other changes, which keep
 /// `FULL`), so a verify endpoint is not limited by the disk's fsync rate.
-fn count_call(conn: &Connection, id: &str, quota: u64, now: DateTime<Utc>) -> StoreResult<bool> {
+fn count_call(
+    conn: &mut Connection,
+    id: &str,
+    quota: u64,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
     if quota == 0 {
         return Ok(false);
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .db("relax synchronous")?;
-    let counted = upsert_call(conn, id, quota, now);
-    conn.pragma_update(None, "synchronous", "FULL")
-        .db("restore synchronous")?;
-    counted
+    relaxed(conn, |conn| upsert_call(conn, id, quota, now))
 }
 
 fn upsert_call(conn: &Connection, id: &str, quota: u64, now: DateTime<Utc>) -> StoreResult<bool> {

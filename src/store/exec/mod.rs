@@ -325,6 +325,7 @@ impl Store for ExecStore {
             disable: c.disable,
             quota: c.quota,
             usage: c.usage,
+            budget: false,
         }
     }
 

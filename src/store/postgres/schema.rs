@@ -159,9 +159,26 @@ pub(super) fn keys_channel(schema: &str) -> String {
     c
 }
 
+/// Version 5: the shared daily budget's counters and alert claims (`store::budget`).
+const V5: &str = r#"
+CREATE TABLE budget_usage (
+    scope text COLLATE "C" NOT NULL,                  -- `store`, or `label:name=value`
+    day   text COLLATE "C" NOT NULL,                  -- UTC date, YYYY-MM-DD
+    calls bigint NOT NULL CHECK (calls >= 0),         -- reserved by the serving instances
+    PRIMARY KEY (scope, day)
+);
+CREATE TABLE budget_alerts (
+    scope   text COLLATE "C" NOT NULL,
+    day     text COLLATE "C" NOT NULL,
+    percent integer NOT NULL CHECK (percent BETWEEN 1 AND 100),
+    at      text COLLATE "C" NOT NULL,                -- when an instance claimed it
+    PRIMARY KEY (scope, day, percent)
+);
+"#;
+
 /// Every migration in order; migration `i` brings the schema to version `i + 1`.
 /// Append only: never edit or reorder a migration that has been released.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -100,7 +100,23 @@ CREATE INDEX key_usage_day ON key_usage (day);
 
 /// Every migration in order; migration `i` brings the schema to version `i + 1`.
 /// Append only: never edit or reorder a migration that has been released.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const V4: &str = r#"
+CREATE TABLE budget_usage (
+    scope TEXT NOT NULL,                             -- `store`, or `label:name=value`
+    day   TEXT NOT NULL,                             -- UTC date, YYYY-MM-DD
+    calls INTEGER NOT NULL CHECK (calls >= 0),       -- reserved by the serving processes
+    PRIMARY KEY (scope, day)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE budget_alerts (
+    scope   TEXT NOT NULL,
+    day     TEXT NOT NULL,
+    percent INTEGER NOT NULL CHECK (percent BETWEEN 1 AND 100),
+    at      TEXT NOT NULL,                           -- when a server claimed it
+    PRIMARY KEY (scope, day, percent)
+) STRICT, WITHOUT ROWID;
+"#;
+
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
