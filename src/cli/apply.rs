@@ -7,6 +7,13 @@ use keyward::flow::{self, ApplyRunOptions, Colors};
 use keyward::outcome::Outcome;
 use std::path::{Path, PathBuf};
 
+/// The examples under `keyward apply --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  keyward apply                 # asks for confirmation on a terminal
+  keyward apply --auto-approve --commit-deliveries   # CI, then: git push
+  keyward apply plan.json       # exactly a saved plan; exit 3 if it is stale";
+
 #[derive(Debug, Args, Clone)]
 pub struct ApplyArgs {
     /// A plan saved by `keyward plan --out FILE`: apply exactly it, after checking that the

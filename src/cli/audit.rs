@@ -11,6 +11,11 @@ use keyward::outcome::Outcome;
 use keyward::spec::StoreKind;
 use std::path::{Path, PathBuf};
 
+/// The examples under `keyward audit --help`.
+pub const AFTER_HELP: &str = "\
+Example:
+  keyward audit --store alma-production";
+
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// The console store to audit.

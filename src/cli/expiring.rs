@@ -21,6 +21,13 @@ pub enum ReportFormatArg {
     Markdown,
 }
 
+/// The examples under `keyward expiring --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  keyward expiring                       # within the policy's reminder window (30d)
+  keyward expiring --within 7d --format markdown
+  keyward expiring --notify               # the nightly job: mail/webhook reminders";
+
 #[derive(Debug, Args)]
 pub struct ExpiringArgs {
     /// Window to look ahead, e.g. `30d` (default: the policy's longest reminder offset).

@@ -15,6 +15,12 @@ use keyward::spec::{self, Loaded};
 use keyward::store::{ListFilter, LiveKey, list_all};
 use std::path::{Path, PathBuf};
 
+/// The examples under `keyward import --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  keyward import --store alma-production
+  keyward import --store alma-sandbox --owner jdoe --output keys/jdoe-sandbox.yaml";
+
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     #[arg(long)]

@@ -20,6 +20,12 @@ struct Row {
     used: Option<KeyUse>,
 }
 
+/// The examples under `keyward keys --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  keyward keys --store alma-production --status active
+  keyward keys --unmanaged --format json";
+
 #[derive(Debug, Args)]
 pub struct KeysArgs {
     #[arg(long)]

@@ -66,72 +66,48 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Scaffold a new key repository (keyward.yaml, people.yaml, keys/, schemas/, .gitignore).
-    #[command(
-        after_help = "Example:\n  keyward init my-keys && cd my-keys && keyward keygen -o me.txt"
-    )]
+    #[command(after_help = repo::INIT_AFTER_HELP)]
     Init(repo::InitArgs),
     /// Check the spec and print every problem at once (exit 1 when there are errors).
-    #[command(
-        after_help = "Example:\n  keyward -C examples/library validate\n  keyward validate --format json"
-    )]
+    #[command(after_help = repo::VALIDATE_AFTER_HELP)]
     Validate(repo::ValidateArgs),
     /// Show what apply would change in the live stores.
-    #[command(
-        after_help = "Examples:\n  keyward plan\n  keyward plan --detailed-exitcode   # 0 none, 2 changes, 1 error, 3 refused\n  keyward plan --format json > plan.json\n  keyward plan --base origin/main --format markdown   # a pull request's comment\n  keyward plan --rev v1.2 --out plan.json            # save it; then: keyward apply plan.json"
-    )]
+    #[command(after_help = plan::AFTER_HELP)]
     Plan(plan::PlanArgs),
     /// Plan, confirm, then create/update/rotate/revoke keys and deliver new secrets.
-    #[command(
-        after_help = "Examples:\n  keyward apply                 # asks for confirmation on a terminal\n  keyward apply --auto-approve --commit-deliveries   # CI, then: git push\n  keyward apply plan.json       # exactly a saved plan; exit 3 if it is stale"
-    )]
+    #[command(after_help = apply::AFTER_HELP)]
     Apply(apply::ApplyArgs),
     /// List the keys the stores hold (no secrets, no hashes).
-    #[command(
-        after_help = "Examples:\n  keyward keys --store alma-production --status active\n  keyward keys --unmanaged --format json"
-    )]
+    #[command(after_help = keys::AFTER_HELP)]
     Keys(keys::KeysArgs),
     /// Verify calls per key, owner or store and per day, top users first (what
     /// `keyward serve` counted).
-    #[command(
-        after_help = "Examples:\n  keyward usage --since 30d\n  keyward usage --by owner --format json\n  keyward keys --unused-for 90d    # keys nothing has used"
-    )]
+    #[command(after_help = usage::AFTER_HELP)]
     Usage(usage::UsageArgs),
     /// Ask a store whether it accepts a secret (read from stdin when not given).
-    #[command(
-        after_help = "Example:\n  keyward secret ill-lookup --store alma-sandbox | keyward verify --store alma-sandbox"
-    )]
+    #[command(after_help = verify::AFTER_HELP)]
     Verify(verify::VerifyArgs),
     /// Create a new age identity (mode 0600) and print its public recipient.
-    #[command(after_help = "Example:\n  keyward keygen -o ~/.config/keyward/identities.txt")]
+    #[command(after_help = secret::KEYGEN_AFTER_HELP)]
     Keygen(secret::KeygenArgs),
     /// Decrypt one delivered envelope.
-    #[command(
-        after_help = "Example:\n  keyward decrypt deliveries/alma-production/ill/g1/jdoe.age -i me.txt --format env"
-    )]
+    #[command(after_help = secret::DECRYPT_AFTER_HELP)]
     Decrypt(secret::DecryptArgs),
     /// Decrypt the newest delivery of a key by name.
-    #[command(
-        after_help = "Example:\n  keyward secret illiad-barcode-lookup --store alma-production -i me.txt --reveal"
-    )]
+    #[command(after_help = secret::SECRET_AFTER_HELP)]
     Secret(secret::SecretArgs),
     /// Release an apply lock left behind by an apply that died on another machine.
-    #[command(
-        after_help = "Example:\n  keyward force-unlock --store alma-production 2d4b004f82b5a9f8"
-    )]
+    #[command(after_help = unlock::AFTER_HELP)]
     ForceUnlock(unlock::ForceUnlockArgs),
     /// Keys that expire, are due for rotation or go unused soon, by owner, with what to do
     /// (exit 2 when something is due).
-    #[command(
-        after_help = "Examples:\n  keyward expiring                       # within the policy's reminder window (30d)\n  keyward expiring --within 7d --format markdown\n  keyward expiring --notify               # the nightly job: mail/webhook reminders"
-    )]
+    #[command(after_help = expiring::AFTER_HELP)]
     Expiring(expiring::ExpiringArgs),
     /// Walk through a console store's ledger keys in the console and record what is there.
-    #[command(after_help = "Example:\n  keyward audit --store alma-production")]
+    #[command(after_help = audit::AFTER_HELP)]
     Audit(audit::AuditArgs),
     /// Run the key store as an HTTP service (the /v1 store protocol).
-    #[command(
-        after_help = "Examples:\n  keyward token create ci-apply --role write\n  keyward serve --listen 127.0.0.1:7450 --database sqlite:.keyward/serve.db"
-    )]
+    #[command(after_help = serve::AFTER_HELP)]
     Serve(serve::ServeCliArgs),
     /// Manage the bearer tokens `keyward serve` accepts.
     #[command(subcommand)]
@@ -140,15 +116,11 @@ pub enum Command {
     #[command(subcommand)]
     Store(store::StoreArgs),
     /// Print a JSON Schema (keyward, people, keys, plan), or write them all with --write.
-    #[command(
-        after_help = "Examples:\n  keyward schema keys > keys.schema.json\n  keyward schema --write            # into ./schemas\n  keyward schema --write docs/schemas"
-    )]
+    #[command(after_help = repo::SCHEMA_AFTER_HELP)]
     Schema(repo::SchemaArgs),
     /// Adopt keys made in a console: write YAML for the store's unmanaged keys, then mark
     /// them managed, so the next plan is empty. Secrets are never touched.
-    #[command(
-        after_help = "Examples:\n  keyward import --store alma-production\n  keyward import --store alma-sandbox --owner jdoe --output keys/jdoe-sandbox.yaml"
-    )]
+    #[command(after_help = import::AFTER_HELP)]
     Import(import::ImportArgs),
     /// Ask for a new API key: write a checked key file under keys/ for a pull request, and
     /// print its description (interactive on a terminal, or all by flags).
@@ -156,9 +128,7 @@ pub enum Command {
     Request(request::RequestArgs),
     /// Write the web view as a static site: overview, keys table with filters, a page per
     /// key and per person/team/service, the expiry timeline (no secrets, hashes or keys).
-    #[command(
-        after_help = "Examples:\n  keyward -C examples/library report --html site/   # then open site/index.html\n  keyward report --html public/ --store alma-production"
-    )]
+    #[command(after_help = report::AFTER_HELP)]
     Report(report::ReportArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },

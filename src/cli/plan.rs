@@ -17,6 +17,15 @@ pub enum PlanOutput {
     Markdown,
 }
 
+/// The examples under `keyward plan --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  keyward plan
+  keyward plan --detailed-exitcode   # 0 none, 2 changes, 1 error, 3 refused
+  keyward plan --format json > plan.json
+  keyward plan --base origin/main --format markdown   # a pull request's comment
+  keyward plan --rev v1.2 --out plan.json            # save it; then: keyward apply plan.json";
+
 #[derive(Debug, Args, Clone)]
 pub struct PlanArgs {
     /// Exit 2 when there are changes, 0 when none (plan only).

@@ -10,11 +10,22 @@ use keyward::outcome::Outcome;
 use keyward::spec;
 use std::path::{Path, PathBuf};
 
+/// The examples under `keyward init --help`.
+pub const INIT_AFTER_HELP: &str = "\
+Example:
+  keyward init my-keys && cd my-keys && keyward keygen -o me.txt";
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Directory to create (default: the -C directory).
     pub dir: Option<PathBuf>,
 }
+
+/// The examples under `keyward validate --help`.
+pub const VALIDATE_AFTER_HELP: &str = "\
+Example:
+  keyward -C examples/library validate
+  keyward validate --format json";
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -27,6 +38,13 @@ pub enum DiagFormat {
     Text,
     Json,
 }
+
+/// The examples under `keyward schema --help`.
+pub const SCHEMA_AFTER_HELP: &str = "\
+Examples:
+  keyward schema keys > keys.schema.json
+  keyward schema --write            # into ./schemas
+  keyward schema --write docs/schemas";
 
 #[derive(Debug, Args)]
 pub struct SchemaArgs {

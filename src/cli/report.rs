@@ -13,6 +13,12 @@ use keyward::outcome::Outcome;
 use keyward::report::{gather, site};
 use std::path::{Path, PathBuf};
 
+/// The examples under `keyward report --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  keyward -C examples/library report --html site/   # then open site/index.html
+  keyward report --html public/ --store alma-production";
+
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Write the site into DIR (created if missing; pages of an older report are

@@ -34,12 +34,22 @@ pub enum SecretFormat {
     Json,
 }
 
+/// The examples under `keyward decrypt --help`.
+pub const DECRYPT_AFTER_HELP: &str = "\
+Example:
+  keyward decrypt deliveries/alma-production/ill/g1/jdoe.age -i me.txt --format env";
+
 #[derive(Debug, Args)]
 pub struct DecryptArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub out: SecretOut,
 }
+
+/// The examples under `keyward secret --help`.
+pub const SECRET_AFTER_HELP: &str = "\
+Example:
+  keyward secret illiad-barcode-lookup --store alma-production -i me.txt --reveal";
 
 #[derive(Debug, Args)]
 pub struct SecretArgs {
@@ -49,6 +59,11 @@ pub struct SecretArgs {
     #[command(flatten)]
     pub out: SecretOut,
 }
+
+/// The examples under `keyward keygen --help`.
+pub const KEYGEN_AFTER_HELP: &str = "\
+Example:
+  keyward keygen -o ~/.config/keyward/identities.txt";
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {

@@ -8,6 +8,12 @@ use keyward::server::{self, DEFAULT_LISTEN, DEFAULT_TOKENS, parse_duration};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The examples under `keyward serve --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  keyward token create ci-apply --role write
+  keyward serve --listen 127.0.0.1:7450 --database sqlite:.keyward/serve.db";
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeCliArgs {
     /// Address to listen on (use port 0 for any free port; the chosen one is printed).

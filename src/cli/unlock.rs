@@ -8,6 +8,11 @@ use keyward::observe;
 use keyward::outcome::Outcome;
 use std::path::Path;
 
+/// The examples under `keyward force-unlock --help`.
+pub const AFTER_HELP: &str = "\
+Example:
+  keyward force-unlock --store alma-production 2d4b004f82b5a9f8";
+
 #[derive(Debug, Args)]
 pub struct ForceUnlockArgs {
     /// The lease id from the `locked by` message.

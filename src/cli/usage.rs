@@ -14,6 +14,13 @@ use keyward::store::usage::since_day;
 use keyward::usage_report::{self, GroupBy, UsageFormat};
 use std::path::Path;
 
+/// The examples under `keyward usage --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  keyward usage --since 30d
+  keyward usage --by owner --format json
+  keyward keys --unused-for 90d    # keys nothing has used";
+
 #[derive(Debug, Args)]
 pub struct UsageArgs {
     /// One row per key, per owner or per store.

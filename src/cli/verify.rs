@@ -12,6 +12,11 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use zeroize::Zeroizing;
 
+/// The examples under `keyward verify --help`.
+pub const AFTER_HELP: &str = "\
+Example:
+  keyward secret ill-lookup --store alma-sandbox | keyward verify --store alma-sandbox";
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The key; omit it to read from stdin (keeps it out of shell history).
