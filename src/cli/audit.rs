@@ -33,11 +33,7 @@ pub async fn run(dir: &Path, args: &AuditArgs, color_err: bool) -> Result<Outcom
         return Ok(Outcome::Error);
     };
     let store = &args.store;
-    let cfg = loaded
-        .spec
-        .stores
-        .get(store)
-        .ok_or_else(|| anyhow!("--store {store}: keyward.yaml has no store `{store}`"))?;
+    let cfg = super::common::store(&loaded.spec, store)?;
     let StoreKind::Console(console) = &cfg.kind else {
         return Err(anyhow!(
             "store `{store}` is not a console store: keyward lists its keys itself (`keyward keys`)"

@@ -4,7 +4,6 @@
 //! of the reviewed change, so an apply from a branch without that YAML leaves them alone.
 //! Secrets are never touched; what to import is decided in `import` (pure).
 
-use super::common::unknown_store;
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use keyward::flow::load_or_report;
@@ -52,17 +51,12 @@ pub async fn run(dir: &Path, args: &ImportArgs, color: bool) -> Result<Outcome> 
         return Ok(Outcome::Error);
     };
     let store = args.store.as_str();
-    let cfg = loaded
-        .spec
-        .stores
-        .get(store)
-        .ok_or_else(|| unknown_store(&loaded.spec, store))?;
+    let cfg = super::common::store(&loaded.spec, store)?;
     if let keyward::spec::StoreKind::Console(console) = &cfg.kind {
         return console_import(dir, &loaded, args, (cfg, console), color).await;
     }
     let rel = output_rel(dir, &args.output)?;
-    let s = keyward::observe::open(cfg)?;
-    super::common::warn_modes(&loaded.spec, [&cfg.name]);
+    let s = super::common::open(&loaded.spec, cfg)?;
     let lives = list_all(s.as_ref(), &ListFilter::default()).await?;
     let entries = decide(&loaded, store, &lives, args.owner.as_deref());
     if entries.is_empty() {

@@ -1,7 +1,7 @@
 //! `keyward keys`: list what the stores hold (no secrets, no hashes) as a table or JSON.
 //! Reads the stores only; must not change one.
 
-use super::common::unknown_store;
+use super::common::known_store;
 use anyhow::{Result, anyhow};
 use clap::{Args, ValueEnum};
 use keyward::clock::{Clock, SystemClock};
@@ -98,11 +98,7 @@ pub async fn run(dir: &Path, args: &KeysArgs, color: bool) -> Result<Outcome> {
     let Some(loaded) = load_or_report(dir, color)? else {
         return Ok(Outcome::Error);
     };
-    if let Some(s) = &args.store
-        && !loaded.spec.stores.contains_key(s)
-    {
-        return Err(unknown_store(&loaded.spec, s));
-    }
+    known_store(&loaded.spec, args.store.as_deref())?;
     let (stores, _absent) = observe::open_existing(&loaded.spec, args.store.as_deref())?;
     super::common::warn_modes(&loaded.spec, stores.keys());
     let filter = args.filter()?;

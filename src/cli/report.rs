@@ -4,7 +4,7 @@
 //! Pages. Reads the stores, ledgers, deliveries and git history; must not change any of them
 //! and must not decide what a page shows (`report` in the library does).
 
-use super::common::unknown_store;
+use super::common::known_store;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use keyward::clock::{Clock, SystemClock};
@@ -36,11 +36,7 @@ pub async fn run(dir: &Path, args: &ReportArgs, color: bool) -> Result<Outcome> 
         return Ok(Outcome::Error);
     };
     let spec = &loaded.spec;
-    if let Some(s) = &args.store
-        && !spec.stores.contains_key(s)
-    {
-        return Err(unknown_store(spec, s));
-    }
+    known_store(spec, args.store.as_deref())?;
     let report = gather::repository(spec, args.store.as_deref(), SystemClock.now()).await;
     for s in report.stores.iter().filter(|s| s.error.is_some()) {
         eprintln!(

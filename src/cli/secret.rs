@@ -128,9 +128,7 @@ fn warn_status(m: &deliver::Manifest) {
 /// Find the store of key `name` when `--store` is not given (must be unambiguous).
 fn pick_store(loaded: &Loaded, name: &str, store: Option<&str>) -> Result<String> {
     if let Some(s) = store {
-        if !loaded.spec.stores.contains_key(s) {
-            bail!("store `{s}` is not in keyward.yaml");
-        }
+        super::common::store(&loaded.spec, s)?;
         return Ok(s.to_string());
     }
     let found: Vec<&str> = loaded

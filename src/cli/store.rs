@@ -2,11 +2,9 @@
 //! store of keyward.yaml and print its pass/fail table (or JSON). Works on keys of its own
 //! and removes them; must not touch any other key, and never prints a secret.
 
-use super::common::unknown_store;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use keyward::flow::load_or_report;
-use keyward::observe;
 use keyward::outcome::Outcome;
 use keyward::spec::{Spec, StoreConfig, StoreKind};
 use keyward::store::check::{self, CheckOptions};
@@ -66,9 +64,7 @@ pub async fn run(dir: &Path, args: &StoreArgs, color: bool) -> Result<Outcome> {
         return Ok(Outcome::Error);
     };
     let spec = &loaded.spec;
-    let Some(cfg) = spec.stores.get(&args.store) else {
-        return Err(unknown_store(spec, &args.store));
-    };
+    let cfg = super::common::store(spec, &args.store)?;
     if matches!(cfg.kind, StoreKind::Console(_)) {
         // The kit would write its kwcheck-* keys (2,000 for paging) into the committed
         // ledger, keys no console holds, and check nothing of the console itself.
@@ -79,8 +75,7 @@ pub async fn run(dir: &Path, args: &StoreArgs, color: bool) -> Result<Outcome> {
             cfg.name
         );
     }
-    let store = observe::open(cfg)?;
-    super::common::warn_modes(spec, [&cfg.name]);
+    let store = super::common::open(spec, cfg)?;
     let opts = CheckOptions {
         environment: cfg.environment.clone(),
         scopes: args

@@ -1,10 +1,9 @@
 //! `keyward force-unlock`: release an apply lock left behind by an apply that died on
 //! another machine. Touches only the named store's lock.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::Args;
 use keyward::flow::load_or_report;
-use keyward::observe;
 use keyward::outcome::Outcome;
 use std::path::Path;
 
@@ -26,18 +25,11 @@ pub async fn run(dir: &Path, args: &ForceUnlockArgs, color_err: bool) -> Result<
     let Some(loaded) = load_or_report(dir, color_err)? else {
         return Ok(Outcome::Error);
     };
-    let store = &args.store;
-    let cfg = loaded
-        .spec
-        .stores
-        .get(store)
-        .ok_or_else(|| anyhow!("store `{store}` is not in keyward.yaml"))?;
-    let s = observe::open(cfg)?;
-    super::common::warn_modes(&loaded.spec, [&cfg.name]);
+    let (_, s) = super::common::open_store(&loaded.spec, &args.store)?;
     s.unlock(&args.lease_id).await?;
     eprintln!(
-        "Released lease {} on {store} (if it was still held).",
-        args.lease_id
+        "Released lease {} on {} (if it was still held).",
+        args.lease_id, args.store
     );
     Ok(Outcome::Ok)
 }

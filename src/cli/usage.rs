@@ -2,7 +2,7 @@
 //! by key, owner or store, with calls per day, as text or JSON. Reads the stores only; the
 //! grouping and rendering live in `usage_report`.
 
-use super::common::unknown_store;
+use super::common::known_store;
 use anyhow::{Result, anyhow};
 use clap::{Args, ValueEnum};
 use keyward::clock::{Clock, SystemClock};
@@ -61,11 +61,7 @@ pub async fn run(dir: &Path, args: &UsageArgs, color: bool) -> Result<Outcome> {
     let Some(loaded) = load_or_report(dir, color)? else {
         return Ok(Outcome::Error);
     };
-    if let Some(s) = &args.store
-        && !loaded.spec.stores.contains_key(s)
-    {
-        return Err(unknown_store(&loaded.spec, s));
-    }
+    known_store(&loaded.spec, args.store.as_deref())?;
     let since = since_day(SystemClock.now(), window_days(&args.since)?);
     let (stores, _absent) = observe::open_existing(&loaded.spec, args.store.as_deref())?;
     let usage = observe::usage_of(&stores, &since).await?;

@@ -1,11 +1,10 @@
 //! `keyward verify`: ask a store whether it accepts a secret (read from stdin when not
 //! given, kept in a zeroized buffer) and print its verdict. Must not print the secret.
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use keyward::clock::{Clock, SystemClock};
 use keyward::flow::load_or_report;
-use keyward::observe;
 use keyward::outcome::Outcome;
 use keyward::spec::Loaded;
 use std::io::{IsTerminal, Read, Write};
@@ -38,13 +37,7 @@ pub async fn run(dir: &Path, args: &VerifyArgs) -> Result<Outcome> {
         Some(s) => s.clone(),
         None => store_by_tag(&loaded, &presented)?,
     };
-    let cfg = loaded
-        .spec
-        .stores
-        .get(&store_name)
-        .ok_or_else(|| anyhow!("store `{store_name}` is not in keyward.yaml"))?;
-    let s = observe::open(cfg)?;
-    super::common::warn_modes(&loaded.spec, [&cfg.name]);
+    let (_, s) = super::common::open_store(&loaded.spec, &store_name)?;
     let verdict = s.verify(&presented, SystemClock.now()).await?;
     println!("{}", serde_json::to_string_pretty(&verdict)?);
     Ok(Outcome::ok_if(verdict.valid))
