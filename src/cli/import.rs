@@ -64,7 +64,10 @@ pub async fn run(dir: &Path, args: &ImportArgs, color: bool) -> Result<Outcome> 
         return Ok(Outcome::Ok);
     }
     let count = entries.len();
-    write_entries(dir, &rel, store, entries, color)?;
+    // The spec must still load with the new file; otherwise it is removed.
+    write_key_file(dir, &rel, Check::Loads, color, |modeline, generated| {
+        render_file(modeline, store, entries, generated)
+    })?;
     eprintln!(
         "Wrote {count} key(s) to {} (from {store}). Nothing in the store changed: the apply of this \
          file, once reviewed and merged, adopts them (they keep their secrets; their owners \
@@ -104,13 +107,24 @@ fn decide(loaded: &Loaded, store: &str, lives: &[LiveKey], owner: Option<&str>) 
     entries
 }
 
-/// Write the new key file; the spec must still load with it, otherwise it is removed.
-fn write_entries(
+/// What the spec must still do once a new key file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Load.
+    Loads,
+    /// Load and pass its policy (nothing is imported otherwise).
+    LoadsAndPolicy,
+}
+
+/// Write the new key file `rel` (refused when it exists), rendered by `render` from its
+/// modeline and today's date; when the spec fails `check` with it, the problems are shown
+/// and the file is removed again.
+fn write_key_file(
     dir: &Path,
     rel: &Path,
-    store: &str,
-    entries: Vec<KeyEntry>,
+    check: Check,
     color: bool,
+    render: impl FnOnce(&str, &str) -> Result<String, serde_yaml::Error>,
 ) -> Result<()> {
     let path = dir.join(rel);
     if path.exists() {
@@ -121,27 +135,35 @@ fn write_entries(
     }
     let now = keyward::clock::Clock::now(&keyward::clock::SystemClock);
     let (modeline, _) = keyward::request::modeline(dir, rel);
-    let text = render_file(
-        &modeline,
-        store,
-        entries,
-        &now.format("%Y-%m-%d").to_string(),
-    )?;
+    let text = render(&modeline, &now.format("%Y-%m-%d").to_string())?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     std::fs::write(&path, text).with_context(|| format!("writing {}", rel.display()))?;
-    // The spec must still load with the new file; otherwise undo.
-    if let Err(d) = spec::load(dir) {
-        let sources = keyward::diag::sources_from_files(
-            &[(rel.to_path_buf(), std::fs::read(&path).unwrap_or_default())].into(),
-        );
+    let problems = match spec::load(dir) {
+        Ok(l) if check == Check::LoadsAndPolicy => {
+            let found = keyward::policy::check(&l.spec, now);
+            found.has_errors().then_some((found, l.sources))
+        }
+        Ok(_) => None,
+        Err(d) => {
+            let sources = keyward::diag::sources_from_files(
+                &[(rel.to_path_buf(), std::fs::read(&path).unwrap_or_default())].into(),
+            );
+            Some((d, sources))
+        }
+    };
+    if let Some((d, sources)) = problems {
         eprint!("{}", keyward::diag::render(&d, &sources, color));
         std::fs::remove_file(&path).ok();
         bail!(
-            "the imported keys would make the spec invalid; {} was removed",
-            rel.display()
+            "the imported keys would make the spec invalid; {} was removed{}",
+            rel.display(),
+            match check {
+                Check::Loads => "",
+                Check::LoadsAndPolicy => " and nothing was imported",
+            }
         );
     }
     Ok(())
@@ -225,7 +247,15 @@ async fn console_import(
     let count = answers.keys.len();
     let undelivered = answers.keys.iter().filter(|a| a.secret.is_none()).count();
     if !entries.is_empty() {
-        write_console_entries(dir, &out_rel, store, entries, color)?;
+        // The spec must load and pass its policy with it; otherwise it is removed and
+        // nothing is imported.
+        write_key_file(
+            dir,
+            &out_rel,
+            Check::LoadsAndPolicy,
+            color,
+            |modeline, day| keyward::console::import::render_keys(modeline, store, entries, day),
+        )?;
     }
     let Ok(now_loaded) = spec::load(dir) else {
         bail!("the spec does not load after writing {}", out_rel.display());
@@ -257,56 +287,4 @@ async fn console_import(
         console.ledger_rel.display()
     );
     Ok(Outcome::Ok)
-}
-
-/// Write the imported keys' YAML (a new file); the spec must load and pass its policy with
-/// it, otherwise it is removed and nothing is imported.
-fn write_console_entries(
-    dir: &Path,
-    rel: &Path,
-    store: &str,
-    entries: Vec<KeyEntry>,
-    color: bool,
-) -> Result<()> {
-    let path = dir.join(rel);
-    if path.exists() {
-        bail!(
-            "{} already exists; choose another file with --output",
-            rel.display()
-        );
-    }
-    let now = keyward::clock::Clock::now(&keyward::clock::SystemClock);
-    let (modeline, _) = keyward::request::modeline(dir, rel);
-    let text = keyward::console::import::render_keys(
-        &modeline,
-        store,
-        entries,
-        &now.format("%Y-%m-%d").to_string(),
-    )?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::write(&path, text).with_context(|| format!("writing {}", rel.display()))?;
-    let problems = match spec::load(dir) {
-        Ok(l) => {
-            let found = keyward::policy::check(&l.spec, now);
-            found.has_errors().then_some((found, l.sources))
-        }
-        Err(d) => {
-            let sources = keyward::diag::sources_from_files(
-                &[(rel.to_path_buf(), std::fs::read(&path).unwrap_or_default())].into(),
-            );
-            Some((d, sources))
-        }
-    };
-    if let Some((d, sources)) = problems {
-        eprint!("{}", keyward::diag::render(&d, &sources, color));
-        std::fs::remove_file(&path).ok();
-        bail!(
-            "the imported keys would make the spec invalid; {} was removed and nothing was imported",
-            rel.display()
-        );
-    }
-    Ok(())
 }
