@@ -308,81 +308,20 @@ pub fn find_identities(
     let mut ids = Identities::default();
     let mut searched = Vec::new();
     let prompt = sources.passphrase.as_ref();
-    if !explicit.is_empty() {
-        for p in explicit {
-            searched.push(format!("-i {}", p.display()));
-            load_file(
-                &mut ids,
-                prompt,
-                p,
-                &format!("-i {}", p.display()),
-                IfMissing::Fail,
-            )?;
-        }
-    } else {
-        if let Some(text) = sources.var(ENV_IDENTITY) {
-            searched.push(ENV_IDENTITY.to_string());
-            let text = Zeroizing::new(text.to_string());
-            load_text(&mut ids, prompt, &text, ENV_IDENTITY)?;
-        }
-        if let Some(p) = sources.var(ENV_IDENTITY_FILE) {
-            let p = PathBuf::from(p);
-            searched.push(format!("{ENV_IDENTITY_FILE}={}", p.display()));
-            load_file(
-                &mut ids,
-                prompt,
-                &p,
-                &p.display().to_string(),
-                IfMissing::Fail,
-            )?;
-        }
-        if let Some(p) = sources.default_identity_file() {
-            searched.push(p.display().to_string());
-            load_file(
-                &mut ids,
-                prompt,
-                &p,
-                &p.display().to_string(),
-                IfMissing::Skip,
-            )?;
-        }
-        if let Some(text) = sources.var(ENV_SOPS_KEY) {
-            searched.push(ENV_SOPS_KEY.to_string());
-            let text = Zeroizing::new(text.to_string());
-            load_text(&mut ids, prompt, &text, ENV_SOPS_KEY)?;
-        }
-        if let Some(p) = sources.var(ENV_SOPS_FILE) {
-            let p = PathBuf::from(p);
-            searched.push(format!("{ENV_SOPS_FILE}={}", p.display()));
-            load_file(
-                &mut ids,
-                prompt,
-                &p,
-                &p.display().to_string(),
-                IfMissing::Fail,
-            )?;
-        } else if let Some(c) = sources.config_dir() {
-            let p = c.join("sops").join("age").join("keys.txt");
-            searched.push(p.display().to_string());
-            load_file(
-                &mut ids,
-                prompt,
-                &p,
-                &p.display().to_string(),
-                IfMissing::Skip,
-            )?;
-        }
-        if let Some(home) = &sources.home {
-            for name in ["id_ed25519", "id_rsa"] {
-                let p = home.join(".ssh").join(name);
-                searched.push(p.display().to_string());
-                load_file(
-                    &mut ids,
-                    prompt,
-                    &p,
-                    &p.display().to_string(),
-                    IfMissing::SkipUnusable,
-                )?;
+    for source in search_order(sources, explicit) {
+        match source {
+            Source::Text { var, text } => {
+                searched.push(var.to_string());
+                load_text(&mut ids, prompt, &Zeroizing::new(text.to_string()), var)?;
+            }
+            Source::File {
+                path,
+                searched: listed,
+                origin,
+                if_missing,
+            } => {
+                searched.push(listed);
+                load_file(&mut ids, prompt, &path, &origin, if_missing)?;
             }
         }
     }
@@ -395,6 +334,87 @@ pub fn find_identities(
     Ok(ids)
 }
 
+/// One place `find_identities` reads identities from.
+enum Source<'a> {
+    /// Identity text in the environment variable `var`.
+    Text { var: &'static str, text: &'a str },
+    /// A file; `searched` is how the `NoIdentities` error lists it, `origin` how the
+    /// identities it holds are named.
+    File {
+        path: PathBuf,
+        searched: String,
+        origin: String,
+        if_missing: IfMissing,
+    },
+}
+
+impl Source<'_> {
+    /// A file listed and named as `shown`.
+    fn named(path: PathBuf, shown: String, if_missing: IfMissing) -> Self {
+        Source::File {
+            path,
+            searched: shown.clone(),
+            origin: shown,
+            if_missing,
+        }
+    }
+
+    /// A file named where it is found: `searched` and `origin` are both its path.
+    fn at(path: PathBuf, if_missing: IfMissing) -> Self {
+        let shown = path.display().to_string();
+        Self::named(path, shown, if_missing)
+    }
+
+    /// A file named by the environment variable `var` (`VAR=path` in the error).
+    fn from_var(var: &str, path: &str) -> Self {
+        let path = PathBuf::from(path);
+        let searched = format!("{var}={}", path.display());
+        let origin = path.display().to_string();
+        Source::File {
+            path,
+            searched,
+            origin,
+            if_missing: IfMissing::Fail,
+        }
+    }
+}
+
+/// The sources `find_identities` reads, in its documented order: the `-i` files alone when
+/// given, otherwise the environment, the default files and the default SSH keys.
+fn search_order<'a>(sources: &'a IdentitySources, explicit: &[PathBuf]) -> Vec<Source<'a>> {
+    if !explicit.is_empty() {
+        return explicit
+            .iter()
+            .map(|p| Source::named(p.clone(), format!("-i {}", p.display()), IfMissing::Fail))
+            .collect();
+    }
+    let text = |var: &'static str| sources.var(var).map(|text| Source::Text { var, text });
+    let file = |var: &'static str| sources.var(var).map(|p| Source::from_var(var, p));
+    let mut order: Vec<Source> = Vec::new();
+    order.extend(text(ENV_IDENTITY));
+    order.extend(file(ENV_IDENTITY_FILE));
+    order.extend(
+        sources
+            .default_identity_file()
+            .map(|p| Source::at(p, IfMissing::Skip)),
+    );
+    order.extend(text(ENV_SOPS_KEY));
+    order.extend(file(ENV_SOPS_FILE).or_else(|| {
+        sources
+            .config_dir()
+            .map(|c| Source::at(c.join("sops").join("age").join("keys.txt"), IfMissing::Skip))
+    }));
+    if let Some(home) = &sources.home {
+        for name in ["id_ed25519", "id_rsa"] {
+            order.push(Source::at(
+                home.join(".ssh").join(name),
+                IfMissing::SkipUnusable,
+            ));
+        }
+    }
+    order
+}
+
 fn load_file(
     ids: &mut Identities,
     prompt: Option<&PassphrasePrompt>,
@@ -402,7 +422,12 @@ fn load_file(
     origin: &str,
     if_missing: IfMissing,
 ) -> Result<(), DeliverError> {
-    match load_file_strict(ids, prompt, path, origin, if_missing) {
+    let loaded = match read_identity_file(path, origin, if_missing) {
+        Ok(Some(text)) => load_text(ids, prompt, &text, origin),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match loaded {
         // A default SSH key we cannot use must not stop the search: note it and go on.
         Err(e @ (DeliverError::Identity { .. } | DeliverError::Io { .. }))
             if if_missing == IfMissing::SkipUnusable =>
@@ -414,32 +439,26 @@ fn load_file(
     }
 }
 
-fn load_file_strict(
-    ids: &mut Identities,
-    prompt: Option<&PassphrasePrompt>,
+/// The text of an identity file; None when it is missing and `if_missing` allows that.
+fn read_identity_file(
     path: &Path,
     origin: &str,
     if_missing: IfMissing,
-) -> Result<(), DeliverError> {
+) -> Result<Option<Zeroizing<String>>, DeliverError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => Zeroizing::new(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && if_missing != IfMissing::Fail => {
-            return Ok(());
+            return Ok(None);
         }
         Err(e) => return Err(DeliverError::io("read identity file", path, e)),
     };
-    let text = match std::str::from_utf8(&bytes) {
-        Ok(t) => Zeroizing::new(t.to_string()),
-        Err(_) => {
-            return Err(DeliverError::Identity {
-                origin: origin.to_string(),
-                message:
-                    "not a text file (expected an age identity file or an OpenSSH private key)"
-                        .into(),
-            });
-        }
-    };
-    load_text(ids, prompt, &text, origin)
+    match std::str::from_utf8(&bytes) {
+        Ok(t) => Ok(Some(Zeroizing::new(t.to_string()))),
+        Err(_) => Err(identity_err(
+            origin,
+            "not a text file (expected an age identity file or an OpenSSH private key)",
+        )),
+    }
 }
 
 fn identity_err(origin: &str, message: impl Into<String>) -> DeliverError {
