@@ -44,6 +44,11 @@ fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
     })
 }
 
+/// The IPv4 address carried in two 16-bit segments of an IPv6 address.
+fn embedded_v4(high: u16, low: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))
+}
+
 fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let seg = ip.segments();
     Some(if ip.is_loopback() {
@@ -60,22 +65,10 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
         "a documentation address"
     } else if seg[0] == 0x0064 && seg[1] == 0xff9b {
         // NAT64: judged by the IPv4 address it carries.
-        let v4 = Ipv4Addr::new(
-            (seg[6] >> 8) as u8,
-            seg[6] as u8,
-            (seg[7] >> 8) as u8,
-            seg[7] as u8,
-        );
-        return non_public_v4(v4);
+        return non_public_v4(embedded_v4(seg[6], seg[7]));
     } else if seg[0] == 0x2002 {
         // 6to4: the IPv4 address is in the next 32 bits.
-        let v4 = Ipv4Addr::new(
-            (seg[1] >> 8) as u8,
-            seg[1] as u8,
-            (seg[2] >> 8) as u8,
-            seg[2] as u8,
-        );
-        return non_public_v4(v4);
+        return non_public_v4(embedded_v4(seg[1], seg[2]));
     } else if seg[..6] == [0, 0, 0, 0, 0, 0] {
         "an IPv4-compatible (deprecated) address"
     } else {
