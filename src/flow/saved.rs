@@ -95,6 +95,16 @@ fn keys_that_moved(planned: &crate::plan::Revision, desired: &Desired) -> Vec<St
     out
 }
 
+/// Refuse the saved plan (exit 3): print `what` and the lines that differ, then the hint.
+fn refuse(what: &str, lines: &[String]) -> Outcome {
+    eprintln!("error: {what}:");
+    for l in lines {
+        eprintln!("  {l}");
+    }
+    eprintln!("{REPLAN_HINT}");
+    Outcome::Refused
+}
+
 /// Recompute the saved plan from the same spec and the live state: refused (exit 3) when a
 /// live key it was made from changed or its actions differ; else the plan to apply (with
 /// the in-place patches rebuilt, the guards and the base it was made with).
@@ -108,12 +118,7 @@ pub fn replan(
     live_policy(desired, observed)?;
     let stale = saved::live_changes(saved_plan, observed);
     if !stale.is_empty() {
-        eprintln!("error: the saved plan is stale:");
-        for l in &stale {
-            eprintln!("  {l}");
-        }
-        eprintln!("{REPLAN_HINT}");
-        return Ok(Err(Outcome::Refused));
+        return Ok(Err(refuse("the saved plan is stale", &stale)));
     }
     // Recompute at the plan's time from the same spec and live state: it must be the plan
     // that was reviewed (this also rebuilds the in-place patches).
@@ -121,12 +126,10 @@ pub fn replan(
     now_plan.retain_only(&saved_plan.only);
     let diffs = saved::action_changes(&saved_plan.actions, &now_plan.actions);
     if !diffs.is_empty() {
-        eprintln!("error: the saved plan does not match what the spec and the stores give now:");
-        for l in &diffs {
-            eprintln!("  {l}");
-        }
-        eprintln!("{REPLAN_HINT}");
-        return Ok(Err(Outcome::Refused));
+        return Ok(Err(refuse(
+            "the saved plan does not match what the spec and the stores give now",
+            &diffs,
+        )));
     }
     now_plan.guards = crate::guard::check(&now_plan, &desired.loaded.spec.guards);
     now_plan.base = saved_plan.base.clone();
