@@ -3,7 +3,7 @@
 
 use crate::diag::Location;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
@@ -549,28 +549,8 @@ pub struct DeliveryConfig {
     pub retain: Span,
 }
 
-/// What a notification is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NoticeKind {
-    /// A key is inside one of the policy's reminder offsets before its expiry.
-    Reminder,
-    /// A new key was created and its secret delivered.
-    Created,
-    /// A key got a new secret (same id); the previous one works until the grace end.
-    Rotated,
-    /// A key was replaced by a new one (owner, store or environment changed).
-    Replaced,
-    /// A key was revoked.
-    Revoked,
-    /// A key was disabled.
-    Disabled,
-    /// A key was deleted (tombstone).
-    Deleted,
-    /// A key has gone unused and falls due for disabling (policy `unused_after`) at one of
-    /// the `reminders` offsets ahead.
-    Unused,
-}
+/// What a notification is about: the kinds keyward.yaml `notify.on` names.
+pub use super::raw::NoticeKindName as NoticeKind;
 
 impl NoticeKind {
     pub const ALL: [NoticeKind; 8] = [

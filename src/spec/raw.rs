@@ -362,7 +362,10 @@ pub struct NotifyEntry {
 }
 
 /// A kind of notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+// Also the model's `spec::NoticeKind` (a re-export), so the two cannot drift apart.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NoticeKindName {
     /// Before expiry, at the policy's `reminders` offsets (sent by `keyward expiring --notify`).
