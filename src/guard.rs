@@ -85,7 +85,6 @@ pub fn check(plan: &Plan, guards: &Guards) -> Vec<GuardViolation> {
 mod tests {
     use super::*;
     use crate::diff::tests::{key, live_from, now, spec};
-    use crate::plan::{RepoIdentity, Revision, RevisionSource};
     use std::collections::BTreeMap;
 
     fn plan_revoking(store: &str, live: usize, revoke: usize) -> Plan {
@@ -100,22 +99,10 @@ mod tests {
             .collect();
         let desired = spec(keys[revoke..].to_vec());
         let observed: BTreeMap<String, Vec<_>> = [(store.to_string(), lives)].into();
-        let envs: BTreeMap<String, String> = desired
-            .stores
-            .iter()
-            .map(|(n, s)| (n.clone(), s.environment.clone()))
-            .collect();
-        Plan::new(
+        crate::plan::test_plan(
             crate::diff::diff(&desired, &observed, now()),
             &observed,
-            &envs,
-            RepoIdentity::directory(std::path::Path::new("/tmp")),
-            Revision::of_files(
-                RevisionSource::WorkingTree,
-                None,
-                &BTreeMap::<std::path::PathBuf, Vec<u8>>::new(),
-            ),
-            now(),
+            &desired,
         )
     }
 

@@ -632,6 +632,35 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     true
 }
 
+/// The plan of `diff` over `observed` for the stores of `spec`, from a clean working tree
+/// of one file at a fixed commit of a fixed git repository, made at the diff tests' `now`:
+/// for tests of what is built on a plan.
+#[cfg(test)]
+pub(crate) fn test_plan(
+    diff: DiffResult,
+    observed: &BTreeMap<String, Vec<LiveKey>>,
+    spec: &crate::spec::Spec,
+) -> Plan {
+    let envs: BTreeMap<String, String> = spec
+        .stores
+        .iter()
+        .map(|(n, s)| (n.clone(), s.environment.clone()))
+        .collect();
+    let files: BTreeMap<std::path::PathBuf, Vec<u8>> =
+        [("keys/a.yaml".into(), b"keys: []\n".to_vec())].into();
+    let mut rev = Revision::of_files(
+        RevisionSource::WorkingTree,
+        Some("0123456789abcdef0123456789abcdef01234567".into()),
+        &files,
+    );
+    rev.dirty = false;
+    let repo = RepoIdentity {
+        kind: RepoKind::Git,
+        id: "fedcba9876543210fedcba9876543210fedcba98".into(),
+    };
+    Plan::new(diff, observed, &envs, repo, rev, crate::diff::tests::now())
+}
+
 /// A plan with one of everything (create, an escalating update, rotate, replace, revoke,
 /// a note, a change under review and a guard), fixed in time: for renderer tests.
 #[cfg(test)]
@@ -672,19 +701,6 @@ pub(crate) fn sample_plan() -> Plan {
     let mut new = key("sbx", "new-integration", &["bibs:read"]);
     new.labels.insert("ticket".into(), "LSIS-1234".into());
     let desired = spec(vec![ill, rot, rep, new]);
-    let envs: BTreeMap<String, String> = desired
-        .stores
-        .iter()
-        .map(|(n, s)| (n.clone(), s.environment.clone()))
-        .collect();
-    let files: BTreeMap<std::path::PathBuf, Vec<u8>> =
-        [("keys/a.yaml".into(), b"keys: []\n".to_vec())].into();
-    let mut rev = Revision::of_files(
-        RevisionSource::WorkingTree,
-        Some("0123456789abcdef0123456789abcdef01234567".into()),
-        &files,
-    );
-    rev.dirty = false;
     // The replaced key was used three days ago; the removed sandbox key never was, and the
     // sandbox store counts since the keys were made.
     let used = |key: &str, days: i64| crate::store::usage::UsageRow {
@@ -712,17 +728,8 @@ pub(crate) fn sample_plan() -> Plan {
     ]);
     let seen = crate::unused::Seen::new(&usage);
     let delivered = crate::diff::Delivered::new();
-    let mut plan = Plan::new(
-        crate::diff::diff_seen(&desired, &observed, &delivered, &seen, now()),
-        &observed,
-        &envs,
-        RepoIdentity {
-            kind: RepoKind::Git,
-            id: "fedcba9876543210fedcba9876543210fedcba98".into(),
-        },
-        rev,
-        now(),
-    );
+    let diff = crate::diff::diff_seen(&desired, &observed, &delivered, &seen, now());
+    let mut plan = test_plan(diff, &observed, &desired);
     for c in &mut plan.actions {
         let mine = c.name == "ill-lookup" || c.name == "new-integration";
         c.touched = Some(mine);

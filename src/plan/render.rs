@@ -310,7 +310,6 @@ mod tests {
     #[test]
     fn expiry_warnings_and_access_removed_appear_in_the_markdown() {
         use crate::diff::tests::{key, live_from, now, spec};
-        use crate::plan::{RepoIdentity, RepoKind, Revision, RevisionSource};
         use crate::spec::Expiry;
         use std::collections::BTreeMap;
         let ill = key("prod", "ill-lookup", &["bibs:read"]);
@@ -330,30 +329,7 @@ mod tests {
         let l_soon = live_from(&s, &soon, "SOONID000000003", t0);
         let observed: BTreeMap<String, Vec<crate::model::LiveKey>> =
             [("prod".to_string(), vec![l_ill, l_rep, l_soon])].into();
-        let envs: BTreeMap<String, String> = s
-            .stores
-            .iter()
-            .map(|(n, st)| (n.clone(), st.environment.clone()))
-            .collect();
-        let files: BTreeMap<std::path::PathBuf, Vec<u8>> =
-            [("keys/a.yaml".into(), b"keys: []\n".to_vec())].into();
-        let mut rev = Revision::of_files(
-            RevisionSource::WorkingTree,
-            Some("0123456789abcdef0123456789abcdef01234567".into()),
-            &files,
-        );
-        rev.dirty = false;
-        let plan = Plan::new(
-            crate::diff::diff(&s, &observed, now()),
-            &observed,
-            &envs,
-            RepoIdentity {
-                kind: RepoKind::Git,
-                id: "fedcba9876543210fedcba9876543210fedcba98".into(),
-            },
-            rev,
-            now(),
-        );
+        let plan = crate::plan::test_plan(crate::diff::diff(&s, &observed, now()), &observed, &s);
         assert_eq!(plan.access_removed.len(), 1, "{:?}", plan.access_removed);
         assert!(!plan.warnings.is_empty());
         let md = markdown(&plan);

@@ -373,44 +373,47 @@ pub const TOKEN_ENV_PREFIX: &str = "KEYWARD_";
 /// An http store's URL, parsed with the client's parser: http(s) with a host and no user
 /// info; plain http only on loopback.
 fn http_store_url(ctx: &mut Ctx, p: &YPath, u: String) -> Option<String> {
-    let parsed = match url::Url::parse(u.trim()) {
-        Ok(x) if matches!(x.scheme(), "http" | "https") && x.host().is_some() => x,
-        _ => {
-            ctx.err(
-                codes::INVALID_STORE,
-                p,
-                format!("`{u}` is not an http(s) URL"),
-                "write it as `https://host:port`",
-            );
-            return None;
+    let problem = match url::Url::parse(u.trim()) {
+        Ok(x) if matches!(x.scheme(), "http" | "https") && x.host().is_some() => {
+            token_exposure(&u, &x)
         }
+        _ => Some((
+            codes::INVALID_STORE,
+            format!("`{u}` is not an http(s) URL"),
+            "write it as `https://host:port`",
+        )),
     };
-    let host = parsed.host().expect("checked above");
+    match problem {
+        None => Some(u),
+        Some((code, msg, hint)) => {
+            ctx.err(code, p, msg, hint);
+            None
+        }
+    }
+}
+
+/// How sending the store token to `parsed` (the URL `u` as written) would expose it, if it
+/// would: user info in the URL, or plain http beyond loopback.
+fn token_exposure(u: &str, parsed: &url::Url) -> Option<(&'static str, String, &'static str)> {
+    let shown = parsed.host_str().unwrap_or_default();
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        ctx.err(
+        return Some((
             codes::UNSAFE_ENDPOINT,
-            p,
-            format!(
-                "the store URL carries user info (`...@{}`)",
-                parsed.host_str().unwrap_or_default()
-            ),
+            format!("the store URL carries user info (`...@{shown}`)"),
             "remove the part before `@`; the token comes from `token_env`",
-        );
-        return None;
+        ));
     }
-    if parsed.scheme() == "http" && !crate::net::is_loopback_host(&host) {
-        ctx.err(
+    let loopback = parsed
+        .host()
+        .is_some_and(|h| crate::net::is_loopback_host(&h));
+    if parsed.scheme() == "http" && !loopback {
+        return Some((
             codes::UNSAFE_ENDPOINT,
-            p,
-            format!(
-                "`{u}` would send the store token to {} unencrypted",
-                parsed.host_str().unwrap_or_default()
-            ),
+            format!("`{u}` would send the store token to {shown} unencrypted"),
             "use `https://`; plain `http://` is only allowed on loopback (127.0.0.1, ::1, localhost)",
-        );
-        return None;
+        ));
     }
-    Some(u)
+    None
 }
 
 fn parse_stores(ctx: &mut Ctx, v: &Value, p: &YPath, root: &Path, cfg: &mut Config) {

@@ -99,6 +99,31 @@ fn ok(store: &str, what: &str, r: &Reply) -> StoreResult<()> {
 }
 
 impl RedisAclStore {
+    /// Send one command on `c`; a connection or protocol failure names this store.
+    async fn cmd(&self, c: &mut Conn, args: &[&[u8]]) -> StoreResult<Reply> {
+        c.cmd(args).await.map_err(backend(&self.name))
+    }
+
+    /// `ACL SETUSER` with `acl`, then `HSET` of the record's JSON under `keys`: the two writes
+    /// that make the credential what `rec` says. Both replies (`QUEUED` inside a `MULTI`).
+    async fn write_user(
+        &self,
+        c: &mut Conn,
+        keys: &str,
+        rec: &Record,
+        acl: &[String],
+    ) -> StoreResult<[Reply; 2]> {
+        let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", rec.user.as_bytes()];
+        args.extend(acl.iter().map(|a| a.as_bytes()));
+        let set = self.cmd(c, &args).await?;
+        let json = credential::json_text(rec)?;
+        let id = rec.key.id.as_bytes();
+        let record = self
+            .cmd(c, &[b"HSET", keys.as_bytes(), id, json.as_bytes()])
+            .await?;
+        Ok([set, record])
+    }
+
     /// Check the settings; connects lazily on first use.
     pub fn new(name: &str, opts: RedisAclOptions) -> StoreResult<RedisAclStore> {
         let target = Target::parse(&opts.url).map_err(StoreError::Invalid)?;
@@ -214,10 +239,7 @@ impl RedisAclStore {
 
     /// Users under the prefix that keyward has no record of, as unmanaged keys.
     async fn unmanaged(&self, c: &mut Conn, known: &[Record]) -> StoreResult<Vec<LiveKey>> {
-        let r = c
-            .cmd(&[b"ACL", b"LIST"])
-            .await
-            .map_err(backend(&self.name))?;
+        let r = self.cmd(c, &[b"ACL", b"LIST"]).await?;
         ok(&self.name, "ACL LIST", &r)?;
         let mut out = Vec::new();
         for line in r.items().iter().filter_map(Reply::text) {
@@ -256,10 +278,12 @@ impl RedisAclStore {
             detail,
         };
         let json = credential::json_text(&ev)?;
-        let r = c
-            .cmd(&[b"RPUSH", self.ns("events").as_bytes(), json.as_bytes()])
-            .await
-            .map_err(backend(&self.name))?;
+        let r = self
+            .cmd(
+                c,
+                &[b"RPUSH", self.ns("events").as_bytes(), json.as_bytes()],
+            )
+            .await?;
         ok(&self.name, "RPUSH", &r)
     }
 
@@ -307,49 +331,36 @@ impl RedisAclStore {
         } else {
             self.acl_rules(rec, now)?
         };
-        let r = c.cmd(&[b"MULTI"]).await.map_err(backend(&self.name))?;
+        let r = self.cmd(c, &[b"MULTI"]).await?;
         ok(&self.name, "MULTI", &r)?;
         if delete {
-            c.cmd(&[b"ACL", b"DELUSER", rec.user.as_bytes()])
-                .await
-                .map_err(backend(&self.name))?;
-            c.cmd(&[b"HDEL", keys.as_bytes(), rec.key.id.as_bytes()])
-                .await
-                .map_err(backend(&self.name))?;
-            c.cmd(&[b"HDEL", users.as_bytes(), rec.user.as_bytes()])
-                .await
-                .map_err(backend(&self.name))?;
+            self.cmd(c, &[b"ACL", b"DELUSER", rec.user.as_bytes()])
+                .await?;
+            self.cmd(c, &[b"HDEL", keys.as_bytes(), rec.key.id.as_bytes()])
+                .await?;
+            self.cmd(c, &[b"HDEL", users.as_bytes(), rec.user.as_bytes()])
+                .await?;
         } else {
-            c.cmd(&[
-                b"HSET",
-                users.as_bytes(),
-                rec.user.as_bytes(),
-                rec.key.id.as_bytes(),
-            ])
-            .await
-            .map_err(backend(&self.name))?;
-            let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", rec.user.as_bytes()];
-            args.extend(acl.iter().map(|a| a.as_bytes()));
-            c.cmd(&args).await.map_err(backend(&self.name))?;
-            let json = credential::json_text(rec)?;
-            c.cmd(&[
-                b"HSET",
-                keys.as_bytes(),
-                rec.key.id.as_bytes(),
-                json.as_bytes(),
-            ])
-            .await
-            .map_err(backend(&self.name))?;
+            self.cmd(
+                c,
+                &[
+                    b"HSET",
+                    users.as_bytes(),
+                    rec.user.as_bytes(),
+                    rec.key.id.as_bytes(),
+                ],
+            )
+            .await?;
+            self.write_user(c, &keys, rec, &acl).await?;
         }
         if let Some(old) = drop_record {
-            c.cmd(&[b"HDEL", keys.as_bytes(), old.as_bytes()])
-                .await
-                .map_err(backend(&self.name))?;
+            self.cmd(c, &[b"HDEL", keys.as_bytes(), old.as_bytes()])
+                .await?;
         }
         let (action, detail, actor) = event;
         self.queue_event(c, actor, action, Some(&rec.key), detail)
             .await?;
-        let r = c.cmd(&[b"EXEC"]).await.map_err(backend(&self.name))?;
+        let r = self.cmd(c, &[b"EXEC"]).await?;
         if r == Reply::Array(None) {
             return Ok(false);
         }
@@ -422,10 +433,9 @@ impl RedisAclStore {
         lease: Option<&str>,
     ) -> StoreResult<()> {
         let lock = self.ns("lock");
-        let r = c
-            .cmd(&[b"WATCH", keys.as_bytes(), lock.as_bytes()])
-            .await
-            .map_err(backend(&self.name))?;
+        let r = self
+            .cmd(c, &[b"WATCH", keys.as_bytes(), lock.as_bytes()])
+            .await?;
         ok(&self.name, "WATCH", &r)?;
         let checked = match self.held_lease(c).await {
             Ok(held) => rules::check_lease(held, lease, Utc::now()),
@@ -440,10 +450,7 @@ impl RedisAclStore {
     /// The lease the lock key holds (it vanishes by its TTL when it expires).
     async fn held_lease(&self, c: &mut Conn) -> StoreResult<Option<rules::HeldLease>> {
         let lock = self.ns("lock");
-        let held = c
-            .cmd(&[b"GET", lock.as_bytes()])
-            .await
-            .map_err(backend(&self.name))?;
+        let held = self.cmd(c, &[b"GET", lock.as_bytes()]).await?;
         Ok(held
             .text()
             .and_then(|t| serde_json::from_str::<Lease>(&t).ok())
@@ -556,10 +563,9 @@ impl RedisAclStore {
             return Err(StoreError::AlreadyExists(rec.key.id.clone()));
         }
         let users = self.ns("users");
-        let r = c
-            .cmd(&[b"HGET", users.as_bytes(), rec.user.as_bytes()])
-            .await
-            .map_err(backend(&self.name))?;
+        let r = self
+            .cmd(c, &[b"HGET", users.as_bytes(), rec.user.as_bytes()])
+            .await?;
         ok(&self.name, "HGET", &r)?;
         let holder = match r.text() {
             Some(id) => Self::record(c, keys, &id, &self.name).await?,
@@ -576,10 +582,9 @@ impl RedisAclStore {
             }
             return Ok(Some(holder.key.id.clone()));
         }
-        let r = c
-            .cmd(&[b"ACL", b"GETUSER", rec.user.as_bytes()])
-            .await
-            .map_err(backend(&self.name))?;
+        let r = self
+            .cmd(c, &[b"ACL", b"GETUSER", rec.user.as_bytes()])
+            .await?;
         ok(&self.name, "ACL GETUSER", &r)?;
         if r != Reply::Array(None) && r != Reply::Bulk(None) {
             return Err(StoreError::Refused(format!(
@@ -595,10 +600,9 @@ impl RedisAclStore {
         let mut c = Conn::open(&self.target, self.opts.timeout)
             .await
             .map_err(backend(&self.name))?;
-        let r = c
-            .cmd(&[b"AUTH", user.as_bytes(), presented.as_bytes()])
-            .await
-            .map_err(backend(&self.name))?;
+        let r = self
+            .cmd(&mut c, &[b"AUTH", user.as_bytes(), presented.as_bytes()])
+            .await?;
         Ok(r == Reply::Status("OK".into()))
     }
 
@@ -625,10 +629,9 @@ impl RedisAclStore {
                 ));
             }
             if expired {
-                let r = c
-                    .cmd(&[b"ACL", b"GETUSER", rec.user.as_bytes()])
-                    .await
-                    .map_err(backend(&self.name))?;
+                let r = self
+                    .cmd(c, &[b"ACL", b"GETUSER", rec.user.as_bytes()])
+                    .await?;
                 let on = r.items().chunks(2).any(|p| {
                     p.first().and_then(Reply::text).as_deref() == Some("flags")
                         && p.get(1).is_some_and(|f| {
@@ -646,21 +649,9 @@ impl RedisAclStore {
                 }
             }
             let acl = self.acl_rules(&rec, now)?;
-            let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", rec.user.as_bytes()];
-            args.extend(acl.iter().map(|a| a.as_bytes()));
-            let r = c.cmd(&args).await.map_err(backend(&self.name))?;
-            ok(&self.name, "ACL SETUSER", &r)?;
-            let json = credential::json_text(&rec)?;
-            let r = c
-                .cmd(&[
-                    b"HSET",
-                    keys.as_bytes(),
-                    rec.key.id.as_bytes(),
-                    json.as_bytes(),
-                ])
-                .await
-                .map_err(backend(&self.name))?;
-            ok(&self.name, "HSET", &r)?;
+            let [set, record] = self.write_user(c, &keys, &rec, &acl).await?;
+            ok(&self.name, "ACL SETUSER", &set)?;
+            ok(&self.name, "HSET", &record)?;
         }
         if !done.is_empty() {
             self.save_acl(c).await;
@@ -785,25 +776,24 @@ impl Store for RedisAclStore {
         let key = self.ns("lock");
         with!(self, |c| {
             Box::pin(async move {
-                let r = c
-                    .cmd(&[
-                        b"SET",
-                        key.as_bytes(),
-                        json.as_bytes(),
-                        b"NX",
-                        b"PX",
-                        ms.as_bytes(),
-                    ])
-                    .await
-                    .map_err(backend(&self.name))?;
+                let r = self
+                    .cmd(
+                        c,
+                        &[
+                            b"SET",
+                            key.as_bytes(),
+                            json.as_bytes(),
+                            b"NX",
+                            b"PX",
+                            ms.as_bytes(),
+                        ],
+                    )
+                    .await?;
                 ok(&self.name, "SET", &r)?;
                 if r == Reply::Status("OK".into()) {
                     return Ok(lease.clone());
                 }
-                let held = c
-                    .cmd(&[b"GET", key.as_bytes()])
-                    .await
-                    .map_err(backend(&self.name))?;
+                let held = self.cmd(c, &[b"GET", key.as_bytes()]).await?;
                 let other: Option<Lease> = held.text().and_then(|t| serde_json::from_str(&t).ok());
                 Err(match other {
                     Some(l) => StoreError::Locked {
@@ -824,15 +814,9 @@ impl Store for RedisAclStore {
         let key = self.ns("lock");
         with!(self, |c| {
             Box::pin(async move {
-                let r = c
-                    .cmd(&[b"WATCH", key.as_bytes()])
-                    .await
-                    .map_err(backend(&self.name))?;
+                let r = self.cmd(c, &[b"WATCH", key.as_bytes()]).await?;
                 ok(&self.name, "WATCH", &r)?;
-                let held = c
-                    .cmd(&[b"GET", key.as_bytes()])
-                    .await
-                    .map_err(backend(&self.name))?;
+                let held = self.cmd(c, &[b"GET", key.as_bytes()]).await?;
                 let mine = held
                     .text()
                     .and_then(|t| serde_json::from_str::<Lease>(&t).ok())
@@ -841,11 +825,9 @@ impl Store for RedisAclStore {
                     let _ = c.cmd(&[b"UNWATCH"]).await;
                     return Ok(());
                 }
-                c.cmd(&[b"MULTI"]).await.map_err(backend(&self.name))?;
-                c.cmd(&[b"DEL", key.as_bytes()])
-                    .await
-                    .map_err(backend(&self.name))?;
-                c.cmd(&[b"EXEC"]).await.map_err(backend(&self.name))?;
+                self.cmd(c, &[b"MULTI"]).await?;
+                self.cmd(c, &[b"DEL", key.as_bytes()]).await?;
+                self.cmd(c, &[b"EXEC"]).await?;
                 Ok(())
             })
         })
@@ -858,10 +840,7 @@ impl Store for RedisAclStore {
         with!(self, |c| {
             Box::pin(async move {
                 for _ in 0..5 {
-                    let r = c
-                        .cmd(&[b"WATCH", key.as_bytes()])
-                        .await
-                        .map_err(backend(&self.name))?;
+                    let r = self.cmd(c, &[b"WATCH", key.as_bytes()]).await?;
                     ok(&self.name, "WATCH", &r)?;
                     let lease = match self.held_lease(c).await {
                         Ok(held) => rules::renewed(held, lease_id, ttl, Utc::now()),
@@ -875,18 +854,20 @@ impl Store for RedisAclStore {
                         }
                     };
                     let json = credential::json_text(&lease)?;
-                    c.cmd(&[b"MULTI"]).await.map_err(backend(&self.name))?;
-                    c.cmd(&[
-                        b"SET",
-                        key.as_bytes(),
-                        json.as_bytes(),
-                        b"XX",
-                        b"PX",
-                        ms.as_bytes(),
-                    ])
-                    .await
-                    .map_err(backend(&self.name))?;
-                    let done = c.cmd(&[b"EXEC"]).await.map_err(backend(&self.name))?;
+                    self.cmd(c, &[b"MULTI"]).await?;
+                    self.cmd(
+                        c,
+                        &[
+                            b"SET",
+                            key.as_bytes(),
+                            json.as_bytes(),
+                            b"XX",
+                            b"PX",
+                            ms.as_bytes(),
+                        ],
+                    )
+                    .await?;
+                    let done = self.cmd(c, &[b"EXEC"]).await?;
                     if !done.items().is_empty() {
                         return Ok(lease);
                     }
@@ -935,15 +916,17 @@ impl Store for RedisAclStore {
         let key = self.ns("events");
         let raw = with!(self, |c| {
             Box::pin(async move {
-                let r = c
-                    .cmd(&[
-                        b"LRANGE",
-                        key.as_bytes(),
-                        from.to_string().as_bytes(),
-                        to.to_string().as_bytes(),
-                    ])
-                    .await
-                    .map_err(backend(&self.name))?;
+                let r = self
+                    .cmd(
+                        c,
+                        &[
+                            b"LRANGE",
+                            key.as_bytes(),
+                            from.to_string().as_bytes(),
+                            to.to_string().as_bytes(),
+                        ],
+                    )
+                    .await?;
                 ok(&self.name, "LRANGE", &r)?;
                 Ok(r.items().iter().filter_map(Reply::text).collect::<Vec<_>>())
             })
