@@ -2142,6 +2142,7 @@ mod unused_tests {
             Some(Usage {
                 counting_since: Some(ago(200)),
                 rows: vec![row("IDLE", 131), row("BUSY", 2), row("GUARDED", 131)],
+                ..Default::default()
             }),
         )]);
         (s, BTreeMap::from([("prod".to_owned(), lives)]), usage)

@@ -28,6 +28,9 @@ pub struct LastUse {
     /// When the store began counting calls (a key with no call was unused since then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counting_since: Option<DateTime<Utc>>,
+    /// The store is a vendor console: usage is not visible there (with `visible: false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub console: bool,
 }
 
 /// One store's usage, per key id.
@@ -42,6 +45,9 @@ struct StoreUse {
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
     stores: BTreeMap<String, Option<StoreUse>>,
+    /// The console stores of the spec (their usage is said to be not visible in the
+    /// console).
+    consoles: std::collections::BTreeSet<String>,
 }
 
 impl Seen {
@@ -57,7 +63,22 @@ impl Seen {
                 (name.clone(), u)
             })
             .collect();
-        Seen { stores }
+        Seen {
+            stores,
+            consoles: Default::default(),
+        }
+    }
+
+    /// Mark the console stores of `spec`, so what is shown of their keys' use says "not
+    /// visible in the console".
+    pub fn with_consoles(mut self, spec: &Spec) -> Seen {
+        self.consoles = spec
+            .stores
+            .values()
+            .filter(|c| matches!(c.kind, crate::spec::StoreKind::Console(_)))
+            .map(|c| c.name.clone())
+            .collect();
+        self
     }
 
     /// Whether `store` keeps usage: None when it was not read.
@@ -80,11 +101,13 @@ impl Seen {
                 visible: false,
                 at: None,
                 counting_since: None,
+                console: self.consoles.contains(store),
             },
             Some(u) => LastUse {
                 visible: true,
                 at: u.keys.get(key_id).and_then(|k| k.last_used),
                 counting_since: u.counting_since,
+                console: false,
             },
         })
     }
@@ -134,6 +157,9 @@ pub fn blind(spec: &Spec, seen: &Seen) -> Vec<(String, usize)> {
 
 /// `last used ...` in words, as the plan shows it at `now`.
 pub fn describe(u: &LastUse, now: DateTime<Utc>) -> String {
+    if !u.visible && u.console {
+        return "usage not visible in the console".into();
+    }
     if !u.visible {
         return "usage not kept by this store".into();
     }
@@ -183,6 +209,7 @@ mod tests {
                         row("A", VerifyReason::Ok, t(2)),
                         row("B", VerifyReason::Revoked, t(3)),
                     ],
+                    ..Default::default()
                 }),
             ),
             ("console".to_owned(), None),
@@ -206,6 +233,11 @@ mod tests {
         );
         let c = s.last_use("console", "X").unwrap();
         assert_eq!(describe(&c, now), "usage not kept by this store");
+        let mut marked = seen();
+        marked.consoles.insert("console".into());
+        let c = marked.last_use("console", "X").unwrap();
+        assert!(c.console && !c.visible);
+        assert_eq!(describe(&c, now), "usage not visible in the console");
         assert!(s.last_use("elsewhere", "A").is_none());
         assert_eq!(s.not_kept().collect::<Vec<_>>(), ["console"]);
         assert_eq!(

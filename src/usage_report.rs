@@ -44,6 +44,10 @@ pub struct Group {
     /// Refused calls by reason.
     pub refused_by: BTreeMap<String, u64>,
     pub last_used: Option<DateTime<Utc>>,
+    /// The store reports only the last use (an exec adapter without calls per day): `valid`
+    /// and `refused` are not known, not zero.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_counted: bool,
 }
 
 /// Calls of one UTC day over every store.
@@ -64,6 +68,9 @@ pub struct Report {
     pub days: Vec<Day>,
     /// Stores that keep no usage (consoles, native stores, adapters without the capability).
     pub not_visible: Vec<String>,
+    /// Of `not_visible`, the console stores (a vendor console shows keyward no calls).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consoles: Vec<String>,
     /// The shared daily budgets and what today spent of them, with who spent it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<BudgetLine>,
@@ -124,6 +131,15 @@ pub fn budget_lines(
             }
         })
         .collect()
+}
+
+/// Why a store's usage is not visible, by its `kind:` (`None`: not known), as `keys`,
+/// `usage` and the plan say it.
+pub fn not_visible_why(kind: Option<&str>) -> &'static str {
+    match kind {
+        Some("console") => "usage not visible in the console",
+        _ => "usage not visible",
+    }
 }
 
 /// The shown name of a key id in `store`: its name, or `(no key)` for `NO_KEY`, or the id
@@ -187,11 +203,18 @@ pub fn build(
                     store: store.clone(),
                     ..g
                 });
-            let d = days.entry(r.day.clone()).or_insert_with(|| Day {
+            // A store reporting only last uses has no calls for the days table.
+            let mut no_day = Day {
                 day: r.day.clone(),
                 valid: 0,
                 refused: 0,
-            });
+            };
+            let d = if u.last_use_only {
+                &mut no_day
+            } else {
+                days.entry(r.day.clone()).or_insert_with(|| no_day.clone())
+            };
+            e.not_counted |= u.last_use_only;
             if r.reason == VerifyReason::Ok {
                 e.valid += r.calls;
                 d.valid += r.calls;
@@ -215,6 +238,7 @@ pub fn build(
         groups,
         days: days.into_values().collect(),
         not_visible,
+        consoles: Vec::new(),
         budgets: Vec::new(),
     }
 }
@@ -260,11 +284,15 @@ fn text(r: &Report) -> String {
             let mut row = vec![g.store.clone()];
             row.extend(g.key.clone());
             row.extend(g.owner.clone());
-            row.extend([
-                g.valid.to_string(),
-                short_time(g.last_used),
-                refused_text(g),
-            ]);
+            if g.not_counted {
+                row.extend(["-".into(), short_time(g.last_used), "-".into()]);
+            } else {
+                row.extend([
+                    g.valid.to_string(),
+                    short_time(g.last_used),
+                    refused_text(g),
+                ]);
+            }
             row
         })
         .collect();
@@ -305,10 +333,21 @@ fn text(r: &Report) -> String {
             out.push_str(&format!("  {calls:>8}  {key} (owner {owner})\n"));
         }
     }
+    if r.groups.iter().any(|g| g.not_counted) {
+        out.push_str(
+            "\n-: not counted (the store reports when each key was last used, not how often)\n",
+        );
+    }
     for s in &r.not_visible {
-        out.push_str(&format!(
-            "\nstore `{s}`: usage is not visible (this kind of store does not report who uses its keys)\n"
-        ));
+        if r.consoles.contains(s) {
+            out.push_str(&format!(
+                "\nstore `{s}`: usage not visible in the console (a vendor console does not tell keyward when its keys are used)\n"
+            ));
+        } else {
+            out.push_str(&format!(
+                "\nstore `{s}`: usage is not visible (this kind of store does not report who uses its keys)\n"
+            ));
+        }
     }
     out
 }
@@ -388,6 +427,7 @@ mod tests {
                         row("", "2026-12-03", VerifyReason::Malformed, 5),
                         row("a1", "2026-10-01", VerifyReason::Ok, 999),
                     ],
+                    ..Default::default()
                 }),
             ),
             ("console".to_owned(), None),
@@ -419,6 +459,50 @@ mod tests {
         assert!(t.contains("discovery"), "{t}");
         assert!(t.contains("quota_exceeded 3"), "{t}");
         assert!(t.contains("store `console`: usage is not visible"), "{t}");
+    }
+
+    #[test]
+    fn a_store_reporting_only_last_uses_shows_calls_as_not_counted_and_consoles_say_so() {
+        let (mut u, k) = sample();
+        u.insert(
+            "gateway".into(),
+            Some(Usage {
+                rows: vec![row("g1", "2026-12-03", VerifyReason::Ok, 0)],
+                last_use_only: true,
+                ..Default::default()
+            }),
+        );
+        let mut r = build(&u, &k, "2026-11-05", GroupBy::Key);
+        r.consoles = vec!["console".into()];
+        let g = r.groups.iter().find(|g| g.store == "gateway").unwrap();
+        assert!(g.not_counted && g.last_used.is_some());
+        assert_eq!(r.days.len(), 2, "no day of calls from the gateway");
+        let t = render(&r, UsageFormat::Text);
+        let line = t.lines().find(|l| l.starts_with("gateway")).unwrap();
+        assert!(
+            line.contains(" - ") && line.contains("2026-12-03 09:30"),
+            "{t}"
+        );
+        assert!(line.trim_end().ends_with('-'), "{t}");
+        assert!(t.contains("-: not counted"), "{t}");
+        assert!(
+            t.contains("store `console`: usage not visible in the console"),
+            "{t}"
+        );
+        let j: serde_json::Value = serde_json::from_str(&render(&r, UsageFormat::Json)).unwrap();
+        let g = j["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["store"] == "gateway")
+            .unwrap();
+        assert_eq!(g["not_counted"], true, "{j}");
+        assert_eq!(j["consoles"], serde_json::json!(["console"]));
+        assert_eq!(
+            not_visible_why(Some("console")),
+            "usage not visible in the console"
+        );
+        assert_eq!(not_visible_why(Some("redis-acl")), "usage not visible");
     }
 
     #[test]

@@ -126,7 +126,7 @@ async fn a_hung_request_times_out_names_the_step_and_the_next_request_restarts_i
     let err = list(&s).await.expect_err("a hung list fails");
     assert!(t.elapsed() < Duration::from_secs(8));
     assert!(
-        err.contains("store `gateway` (exec adapter), step list: no answer within 3s"),
+        err.contains("store `gateway` (exec adapter `broken`), step list: no answer within 3s"),
         "{err}"
     );
     assert!(
@@ -449,6 +449,11 @@ async fn every_message_of_a_store_check_run_matches_its_schema() {
     };
     let report = keyward::store::check::run(&s, &opts).await;
     assert!(report.passed(), "{}", report.table());
+    let used = s.usage("0000-01-01").await.unwrap().expect("kept");
+    assert!(
+        used.rows.iter().any(|r| r.calls > 0),
+        "the check's verifies were counted"
+    );
     drop(s);
 
     let (schemas, by_name) = protocol_schemas();
@@ -481,8 +486,309 @@ async fn every_message_of_a_store_check_run_matches_its_schema() {
     }
     for op in [
         "describe", "list", "get", "create", "update", "rotate", "disable", "enable", "revoke",
-        "delete", "lock", "unlock", "renew", "verify",
+        "delete", "lock", "unlock", "renew", "verify", "usage",
     ] {
         assert!(seen.contains(op), "{op} was never sent: {seen:?}");
     }
+}
+
+/// An adapter declaring `usage: true` whose `usage` answer is `RESULT` (Python), writing
+/// each `since` it was asked for to `asked`.
+fn usage_adapter(result: &str) -> Adapter {
+    Adapter::new(
+        "CAPS['usage'] = True",
+        &format!(
+            "open(os.path.join(here, 'asked'), 'a').write(req.get('since', '?') + '\\n')\n    say(req, {result})"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn an_adapter_reports_last_use_and_calls_per_day_and_keyward_drops_days_before_since() {
+    if !needs::tool(&needs::PYTHON3) {
+        return;
+    }
+    let a = usage_adapter(
+        r#"{"counting_since": "2026-06-01T00:00:00Z", "calls_counted": True, "keys": [
+            {"key_id": "aaaa", "last_used": "2026-12-07T09:30:12Z",
+             "calls_per_day": {"2026-11-01": 5, "2026-12-06": 412, "2026-12-07": 37}},
+            {"key_id": "bbbb", "last_used": None},
+            {"key_id": "cccc", "last_used": "2026-12-02T10:00:00Z", "calls_per_day": {}}]}"#,
+    );
+    let s = ExecStore::open("gateway", a.options(Duration::from_secs(5))).expect("handshake");
+    assert!(s.capabilities().usage);
+    let u = s.usage("2026-12-01").await.expect("usage").expect("kept");
+    let asked = std::fs::read_to_string(a.dir.path().join("asked")).unwrap();
+    assert_eq!(asked, "2026-12-01\n", "since is sent");
+    assert!(!u.last_use_only);
+    assert_eq!(
+        u.counting_since.unwrap().to_rfc3339(),
+        "2026-06-01T00:00:00+00:00"
+    );
+    let rows: Vec<(String, String, u64, String)> = u
+        .rows
+        .iter()
+        .map(|r| {
+            assert_eq!(r.reason, keyward::store::VerifyReason::Ok);
+            (
+                r.key_id.clone(),
+                r.day.clone(),
+                r.calls,
+                r.last_at.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "aaaa".into(),
+                "2026-12-06".into(),
+                412,
+                "2026-12-06T00:00:00".into()
+            ),
+            (
+                "aaaa".into(),
+                "2026-12-07".into(),
+                37,
+                "2026-12-07T09:30:12".into()
+            ),
+            // used on a day the adapter has no count for: the last use, no calls
+            (
+                "cccc".into(),
+                "2026-12-02".into(),
+                0,
+                "2026-12-02T10:00:00".into()
+            ),
+        ]
+    );
+    let per = keyward::store::usage::per_key(&u.rows);
+    assert_eq!(per["aaaa"].valid, 449);
+    assert_eq!(
+        per["aaaa"].last_used.unwrap().to_rfc3339(),
+        "2026-12-07T09:30:12+00:00"
+    );
+    assert!(!per.contains_key("bbbb"), "a never-used key has no row");
+}
+
+#[tokio::test]
+async fn an_adapter_reporting_only_last_use_is_marked_so() {
+    if !needs::tool(&needs::PYTHON3) {
+        return;
+    }
+    let a = usage_adapter(
+        r#"{"keys": [{"key_id": "aaaa", "last_used": "2026-12-07T09:30:12Z"},
+                     {"key_id": "old", "last_used": "2025-01-01T00:00:00Z"}]}"#,
+    );
+    let s = ExecStore::open("gateway", a.options(Duration::from_secs(5))).expect("handshake");
+    let u = s.usage("2026-01-01").await.unwrap().unwrap();
+    assert!(u.last_use_only);
+    assert_eq!(u.counting_since, None);
+    assert_eq!(u.rows.len(), 1, "{:?}", u.rows);
+    assert_eq!((u.rows[0].key_id.as_str(), u.rows[0].calls), ("aaaa", 0));
+    let all = s.usage("0000-01-01").await.unwrap().unwrap();
+    assert_eq!(all.rows.len(), 2);
+}
+
+#[tokio::test]
+async fn an_adapter_without_the_capability_is_never_asked() {
+    if !needs::tool(&needs::PYTHON3) {
+        return;
+    }
+    let a = Adapter::new(
+        "pass",
+        "open(os.path.join(here, 'asked'), 'w').write(req['op'])\n    say(req, {'keys': []})",
+    );
+    let s = ExecStore::open("gateway", a.options(Duration::from_secs(5))).expect("handshake");
+    assert!(!s.capabilities().usage);
+    assert_eq!(s.usage("0000-01-01").await.unwrap(), None);
+    assert!(
+        !a.dir.path().join("asked").exists(),
+        "the adapter was asked"
+    );
+}
+
+#[tokio::test]
+async fn bad_usage_answers_fail_naming_the_store_the_adapter_and_the_field() {
+    if !needs::tool(&needs::PYTHON3) {
+        return;
+    }
+    let secretish =
+        "kw_sbx_aaaaaaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let cases: [(String, &str); 8] = [
+        (
+            format!(r#"{{"calls_counted": True, "keys": [{{"key_id": "a", "calls_per_day": {{"{secretish}": 3}}}}]}}"#),
+            "`keys[0].calls_per_day` has a day that is not YYYY-MM-DD",
+        ),
+        (
+            r#"{"keys": [{"key_id": "a", "calls_per_day": {"2026-12-01": 3}}]}"#.into(),
+            "`keys[0]` has `calls_per_day` but the answer does not say `calls_counted: true`",
+        ),
+        (
+            r#"{"calls_counted": True, "keys": [{"key_id": "a"}, {"key_id": "b", "calls_per_day": {"2026-12-01": -4}}]}"#.into(),
+            "`keys[1].calls_per_day` has a count that is not a whole number",
+        ),
+        (
+            r#"{"keys": [{"key_id": ""}]}"#.into(),
+            "`keys[0].key_id` is not a string of 1 to 200 bytes",
+        ),
+        (
+            r#"{"keys": [{"key_id": "x" * 201}]}"#.into(),
+            "`keys[0].key_id` is not a string of 1 to 200 bytes",
+        ),
+        (
+            format!(r#"{{"keys": [{{"key_id": "a", "last_used": "{secretish}"}}]}}"#),
+            "`keys[0].last_used` is not an RFC 3339 time",
+        ),
+        (
+            format!(r#"{{"keys": "{secretish}"}}"#),
+            "`keys` is not a list",
+        ),
+        (
+            r#"{"keys": [{"key_id": "k%d" % i} for i in range(100001)]}"#.into(),
+            "100001 key entries in a usage answer, at most 100000",
+        ),
+    ];
+    for (result, want) in cases {
+        let a = usage_adapter(&result);
+        let s = ExecStore::open("gateway", a.options(Duration::from_secs(20))).expect("handshake");
+        let err = s
+            .usage("0000-01-01")
+            .await
+            .expect_err("a bad answer fails")
+            .to_string();
+        assert!(
+            err.contains("store `gateway` (exec adapter `broken`), step usage: "),
+            "{err}"
+        );
+        assert!(err.contains(want), "want {want:?} in {err}");
+        assert!(!err.contains(secretish), "the answer was quoted: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_usage_request_has_the_limits_of_every_request() {
+    if !needs::tool(&needs::PYTHON3) {
+        return;
+    }
+    let hung = Adapter::new(
+        "CAPS['usage'] = True",
+        "if req['op'] == 'usage': time.sleep(3600)",
+    );
+    let s = ExecStore::open("gateway", hung.options(Duration::from_secs(2))).expect("handshake");
+    let t = Instant::now();
+    let err = s.usage("0000-01-01").await.expect_err("hangs").to_string();
+    assert!(t.elapsed() < Duration::from_secs(7), "{:?}", t.elapsed());
+    assert!(
+        err.contains("store `gateway` (exec adapter `broken`), step usage: no answer within 2s"),
+        "{err}"
+    );
+    assert!(hung.stopped(), "the hung adapter is still running");
+
+    let big = Adapter::new(
+        "CAPS['usage'] = True",
+        "sys.stdout.write('{\"apiVersion\": \"keyward.store/v1\", \"id\": %d, \"result\": {\"keys\": [' % req['id'] + ','.join(['{\"key_id\": \"k%07d\"}' % i for i in range(300000)]) + ']}}\\n'); sys.stdout.flush(); time.sleep(3600)",
+    );
+    let s = ExecStore::open("gateway", big.options(Duration::from_secs(20))).expect("handshake");
+    let err = s
+        .usage("0000-01-01")
+        .await
+        .expect_err("too long")
+        .to_string();
+    assert!(err.contains("step usage"), "{err}");
+    assert!(err.contains("longer than"), "{err}");
+    assert!(big.stopped());
+
+    let refusing = Adapter::new(
+        "CAPS['usage'] = True",
+        "sys.stdout.write(json.dumps({'apiVersion': API, 'id': req['id'], 'error': {'code': 'invalid', 'message': 'unknown op usage'}}) + '\\n'); sys.stdout.flush()",
+    );
+    let s = ExecStore::open("gateway", refusing.options(Duration::from_secs(5))).unwrap();
+    let err = s
+        .usage("0000-01-01")
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("store `gateway` (exec adapter `broken`), step usage: the adapter refused the request: unknown op usage"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_reference_adapter_counts_each_valid_verify_and_answers_usage() {
+    if !needs::tool(&needs::PYTHON3) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let reference =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/adapters/keyward-store-jsonfile");
+    let opts = ExecOptions {
+        command: vec![
+            python(),
+            reference.display().to_string(),
+            "--file".into(),
+            dir.path().join("keys.json").display().to_string(),
+        ],
+        env: Vec::new(),
+        timeout: Duration::from_secs(20),
+    };
+    let s = ExecStore::open("gateway", opts).expect("handshake");
+    assert!(s.capabilities().usage);
+    let actor = keyward::store::Actor {
+        who: "test".into(),
+        commit: None,
+    };
+    let id = keyward::secret::new_key_id();
+    let secret = keyward::secret::generate("sandbox", &id);
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
+        .unwrap()
+        .to_utc();
+    let key = keyward::store::NewKey {
+        id: id.clone(),
+        name: "gw-lookup".into(),
+        environment: "sandbox".into(),
+        owner: "jdoe".into(),
+        purpose: None,
+        scopes: vec![],
+        labels: Default::default(),
+        status: keyward::store::KeyStatus::Active,
+        issued_at: t0,
+        expires_at: None,
+        lifetime: None,
+        generation: 1,
+        spec_generation: 1,
+        recipients: Default::default(),
+        quota_per_day: None,
+        protected: false,
+        managed_by: Some("keyward".into()),
+        applied_digest: None,
+        secret_hash: s.secret_form(&secret).unwrap(),
+    };
+    s.create(key, keyward::store::Writer::new(&actor))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.usage("0000-01-01").await.unwrap().unwrap().rows,
+        [],
+        "nothing counted before a verify"
+    );
+    let at = |h: i64| t0 + chrono::Duration::hours(h);
+    for h in [1, 2, 25, 26, 27] {
+        assert!(s.verify(secret.expose(), at(h)).await.unwrap().valid);
+    }
+    let wrong = secret.expose().replace("kw_sbx_", "kw_sbx_x");
+    assert!(!s.verify(&wrong, at(30)).await.unwrap().valid);
+    let u = s.usage("0000-01-01").await.unwrap().unwrap();
+    assert_eq!(u.counting_since, Some(at(1)));
+    let days: Vec<(&str, u64)> = u.rows.iter().map(|r| (r.day.as_str(), r.calls)).collect();
+    assert_eq!(days, [("2026-12-01", 2), ("2026-12-02", 3)]);
+    let per = keyward::store::usage::per_key(&u.rows);
+    assert_eq!(
+        per[&id].last_used,
+        Some(at(27)),
+        "the refused call is no use"
+    );
+    let later = s.usage("2026-12-02").await.unwrap().unwrap();
+    assert_eq!(later.rows.len(), 1);
 }

@@ -70,7 +70,7 @@ pub async fn run(dir: &Path, args: &ExpiringArgs, color: bool) -> Result<Outcome
     super::common::warn_modes(spec, stores.keys());
     let observed = keyward::observe::list_stores(&stores).await?;
     let usage = keyward::observe::usage_of(&stores, keyward::unused::ALL_DAYS).await?;
-    let seen = keyward::unused::Seen::new(&usage);
+    let seen = keyward::unused::Seen::new(&usage).with_consoles(spec);
     let blind = keyward::unused::blind(spec, &seen);
     let mut items = keyward::lifecycle::due_seen(spec, &observed, &seen, now, within);
     keyward::console::steps::add_renewal(spec, &mut items, now);

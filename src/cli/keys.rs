@@ -13,11 +13,13 @@ use keyward::store::{KeyStatus, ListFilter, LiveKey, list_all};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// A listed key with its store and what the store knows of its use (`None`: not visible).
+/// A listed key with its store and what the store knows of its use (`None`: not visible,
+/// `hidden` says why).
 struct Row {
     store: String,
     key: LiveKey,
     used: Option<KeyUse>,
+    hidden: &'static str,
 }
 
 /// The examples under `keyward keys --help`.
@@ -106,6 +108,7 @@ pub async fn run(dir: &Path, args: &KeysArgs, color: bool) -> Result<Outcome> {
     let mut rows: Vec<Row> = Vec::new();
     for (name, s) in &stores {
         let used = usage.get(name).cloned().flatten();
+        let hidden = not_visible(&loaded.spec, name);
         let by_key = used.as_ref().map(|u| per_key(&u.rows));
         for k in list_all(s.as_ref(), &filter).await? {
             let u = by_key
@@ -115,11 +118,12 @@ pub async fn run(dir: &Path, args: &KeysArgs, color: bool) -> Result<Outcome> {
                 store: name.clone(),
                 key: k,
                 used: u,
+                hidden,
             });
         }
     }
     if let Some(span) = &args.unused_for {
-        rows = unused_for(rows, &usage, span)?;
+        rows = unused_for(rows, &usage, span, &loaded.spec)?;
     }
     if let Some(owner) = &args.owner
         && rows.is_empty()
@@ -174,12 +178,16 @@ fn unused_for(
     rows: Vec<Row>,
     usage: &BTreeMap<String, Option<Usage>>,
     span: &str,
+    spec: &keyward::spec::Spec,
 ) -> Result<Vec<Row>> {
     let days = super::usage::window_days(span)?;
     let now = SystemClock.now();
     for (store, u) in usage {
         if u.is_none() {
-            eprintln!("store `{store}` keeps no usage: its keys are not listed by --unused-for");
+            eprintln!(
+                "store `{store}`: {}, so its keys are not listed by --unused-for",
+                not_visible(spec, store)
+            );
         }
     }
     Ok(rows
@@ -195,10 +203,16 @@ fn unused_for(
         .collect())
 }
 
-/// The LAST USED cell: the day of the last valid verify, `never`, or `not visible`.
+/// Why a store's usage is not visible, in the words `keys` and `usage` use.
+fn not_visible(spec: &keyward::spec::Spec, store: &str) -> &'static str {
+    keyward::usage_report::not_visible_why(spec.stores.get(store).map(|c| c.kind.name()))
+}
+
+/// The LAST USED cell: the day of the last valid verify, `never`, or why it is not
+/// visible (`not visible in the console`, `not visible`).
 fn last_used(r: &Row) -> String {
     match &r.used {
-        None => "not visible".into(),
+        None => r.hidden.trim_start_matches("usage ").into(),
         Some(u) => u
             .last_used
             .map(|t| t.format("%Y-%m-%d").to_string())
@@ -214,6 +228,9 @@ fn print_json(rows: &[Row]) -> Result<()> {
             if let Some(o) = j.as_object_mut() {
                 o.insert("store".into(), serde_json::Value::String(r.store.clone()));
                 o.insert("usage_visible".into(), r.used.is_some().into());
+                if r.used.is_none() {
+                    o.insert("usage_note".into(), r.hidden.into());
+                }
                 o.insert(
                     "last_used".into(),
                     serde_json::to_value(r.used.as_ref().and_then(|u| u.last_used))

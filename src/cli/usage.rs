@@ -76,6 +76,18 @@ pub async fn run(dir: &Path, args: &UsageArgs, color: bool) -> Result<Outcome> {
         FormatArg::Json => UsageFormat::Json,
     };
     let mut report = usage_report::build(&usage, &keys, &since, by);
+    report.consoles = report
+        .not_visible
+        .iter()
+        .filter(|s| {
+            loaded
+                .spec
+                .stores
+                .get(*s)
+                .is_some_and(|c| c.kind.name() == "console")
+        })
+        .cloned()
+        .collect();
     let today = keyward::store::usage::day_of(&SystemClock.now());
     for (name, store) in &stores {
         let Ok(Some(budget)) = store.budget().await else {

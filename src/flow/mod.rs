@@ -357,7 +357,8 @@ impl Locked<'_> {
             )
             .await?)),
             Some(saved_plan) => {
-                let (observed, seen) = planning::observe_stores(self.stores).await?;
+                let (observed, seen) =
+                    planning::observe_stores(self.stores, &self.desired.loaded.spec).await?;
                 let caps = planning::capabilities_of(self.stores);
                 saved::replan(self.desired, &observed, &caps, &seen, saved_plan)
             }

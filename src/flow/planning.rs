@@ -67,13 +67,13 @@ pub fn plan_from(
 /// Observe the stores: the keys each holds and, read once per store and only from stores
 /// whose capabilities say they keep it, the usage of their keys (every day kept: a key's
 /// last use may be older than any window). Both are read concurrently.
-pub async fn observe_stores(stores: &Stores) -> Result<(Observed, Seen)> {
+pub async fn observe_stores(stores: &Stores, spec: &crate::spec::Spec) -> Result<(Observed, Seen)> {
     let (observed, usage) = futures::future::try_join(
         observe::list_stores(stores),
         observe::usage_of(stores, ALL_DAYS),
     )
     .await?;
-    Ok((observed, Seen::new(&usage)))
+    Ok((observed, Seen::new(&usage).with_consoles(spec)))
 }
 
 /// The policy checks that need the live keys (keys per owner, counting keys made outside
@@ -96,7 +96,7 @@ pub async fn make_plan(
     opts: &PlanOptions,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
-    let (mut observed, seen) = observe_stores(stores).await?;
+    let (mut observed, seen) = observe_stores(stores, &desired.loaded.spec).await?;
     for name in absent {
         observed.entry(name.clone()).or_default();
     }

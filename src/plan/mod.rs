@@ -716,6 +716,7 @@ pub(crate) fn sample_plan() -> Plan {
             Some(crate::store::usage::Usage {
                 counting_since: Some(t0),
                 rows: vec![used("REPID0000000003", 3)],
+                ..Default::default()
             }),
         ),
         (
@@ -723,6 +724,7 @@ pub(crate) fn sample_plan() -> Plan {
             Some(crate::store::usage::Usage {
                 counting_since: Some(t0),
                 rows: Vec::new(),
+                ..Default::default()
             }),
         ),
     ]);

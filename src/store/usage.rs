@@ -82,6 +82,11 @@ pub struct Usage {
     pub counting_since: Option<DateTime<Utc>>,
     /// The rows asked for, sorted by key, day and reason.
     pub rows: Vec<UsageRow>,
+    /// The store reports only when each key was last used, not how often (an exec adapter
+    /// without calls per day): its rows are one per key, on the day of the last use, with
+    /// `calls` 0, and reports show its calls as not counted rather than as none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last_use_only: bool,
 }
 
 /// The meta entry holding `Usage::counting_since`.
@@ -115,6 +120,7 @@ impl UsagePage {
         self.kept.then_some(Usage {
             counting_since: self.counting_since,
             rows: self.items,
+            last_use_only: false,
         })
     }
 }

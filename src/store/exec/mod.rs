@@ -52,6 +52,8 @@ struct Inner {
 /// A store behind an adapter process.
 pub struct ExecStore {
     name: String,
+    /// ``store `NAME` (exec adapter `ADAPTER`)``: how every error names them.
+    who: String,
     inner: Arc<Mutex<Inner>>,
     describe: Describe,
     /// `client` adapters: the secrets `secret_form` was asked for, by their hash, until the
@@ -74,10 +76,11 @@ fn resolve(program: &str) -> PathBuf {
 }
 
 fn describe_in(p: &mut Process, store: &str) -> StoreResult<Describe> {
+    let who = format!("store `{store}` (exec adapter)");
     let r = p
         .call("describe", json!({}))
-        .map_err(|f| failed(store, "describe", f))?
-        .map_err(|e| typed(store, "describe", "", 0, e))?;
+        .map_err(|f| failed(&who, "describe", f))?
+        .map_err(|e| typed(&who, "describe", "", 0, e))?;
     let d: Describe = serde_json::from_value(r).map_err(|e| {
         StoreError::Backend(format!(
             "store `{store}`, step describe: the adapter's capabilities are not as the protocol has them: {e}"
@@ -92,14 +95,20 @@ fn describe_in(p: &mut Process, store: &str) -> StoreResult<Describe> {
     Ok(d)
 }
 
-fn failed(store: &str, step: &str, f: Failure) -> StoreError {
-    StoreError::Backend(format!("store `{store}` (exec adapter), step {step}: {f}"))
+/// How errors name the store and its adapter: ``store `gateway` (exec adapter `jsonfile`)``.
+fn who(store: &str, d: &Describe) -> String {
+    let name: String = process::redact(&d.name).chars().take(60).collect();
+    format!("store `{store}` (exec adapter `{name}`)")
+}
+
+fn failed(who: &str, step: &str, f: Failure) -> StoreError {
+    StoreError::Backend(format!("{who}, step {step}: {f}"))
 }
 
 /// A typed error of the adapter as a `StoreError` (its message redacted and cut short).
-fn typed(store: &str, step: &str, id: &str, version: u64, e: WireError) -> StoreError {
+fn typed(who: &str, step: &str, id: &str, version: u64, e: WireError) -> StoreError {
     let msg: String = process::redact(&e.message).chars().take(500).collect();
-    let say = |what: &str| format!("store `{store}`, step {step}: {what}{}", sep(&msg));
+    let say = |what: &str| format!("{who}, step {step}: {what}{}", sep(&msg));
     match e.code {
         ErrorCode::Conflict => StoreError::Conflict {
             id: id.into(),
@@ -156,10 +165,12 @@ impl ExecStore {
             env: opts.env,
             timeout: opts.timeout,
         };
-        let mut p = Process::start(&launch).map_err(|f| failed(name, "start", f))?;
+        let mut p = Process::start(&launch)
+            .map_err(|f| failed(&format!("store `{name}` (exec adapter)"), "start", f))?;
         let describe = describe_in(&mut p, name)?;
         Ok(ExecStore {
             name: name.to_owned(),
+            who: who(name, &describe),
             inner: Arc::new(Mutex::new(Inner {
                 launch,
                 process: Some(p),
@@ -185,10 +196,11 @@ impl ExecStore {
     async fn call(&self, op: &'static str, params: Value) -> StoreResult<Result<Value, WireError>> {
         let inner = self.inner.clone();
         let store = self.name.clone();
+        let who = self.who.clone();
         let join = tokio::task::spawn_blocking(move || {
             let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
             if g.process.is_none() {
-                let mut p = Process::start(&g.launch).map_err(|f| failed(&store, "start", f))?;
+                let mut p = Process::start(&g.launch).map_err(|f| failed(&who, "start", f))?;
                 let d = describe_in(&mut p, &store)?;
                 if g.described.as_ref().is_some_and(|first| *first != d) {
                     return Err(StoreError::Backend(format!(
@@ -202,7 +214,7 @@ impl ExecStore {
                 Ok(r) => Ok(r),
                 Err(f) => {
                     g.process = None;
-                    Err(failed(&store, op, f))
+                    Err(failed(&who, op, f))
                 }
             }
         });
@@ -225,12 +237,12 @@ impl ExecStore {
                         tokio::time::sleep(w).await;
                         self.call(op, params)
                             .await?
-                            .map_err(|e| typed(&self.name, op, id, 0, e))
+                            .map_err(|e| typed(&self.who, op, id, 0, e))
                     }
-                    None => Err(typed(&self.name, op, id, 0, e)),
+                    None => Err(typed(&self.who, op, id, 0, e)),
                 }
             }
-            Err(e) => Err(typed(&self.name, op, id, 0, e)),
+            Err(e) => Err(typed(&self.who, op, id, 0, e)),
         }
     }
 
@@ -248,7 +260,7 @@ impl ExecStore {
         params["lease_id"] = w.lease.into();
         self.call(op, params)
             .await?
-            .map_err(|e| typed(&self.name, op, w.id, w.version, e))
+            .map_err(|e| typed(&self.who, op, w.id, w.version, e))
     }
 
     /// A write that answers with the changed key.
@@ -267,10 +279,7 @@ impl ExecStore {
     }
 
     fn bad(&self, op: &str, m: String) -> StoreError {
-        StoreError::Backend(format!(
-            "store `{}` (exec adapter), step {op}: {m}",
-            self.name
-        ))
+        StoreError::Backend(format!("{}, step {op}: {m}", self.who))
     }
 
     /// Put the secret form of a new secret into `params`: its hash, or for `client`
@@ -371,7 +380,7 @@ impl Store for ExecStore {
         let r = self
             .call("create", p)
             .await?
-            .map_err(|e| typed(&self.name, "create", &id, 0, e))?;
+            .map_err(|e| typed(&self.who, "create", &id, 0, e))?;
         self.key_of("create", &r)
     }
 
@@ -399,14 +408,14 @@ impl Store for ExecStore {
         let r = self
             .call("lock", p)
             .await?
-            .map_err(|e| typed(&self.name, "lock", "", 0, e))?;
+            .map_err(|e| typed(&self.who, "lock", "", 0, e))?;
         wire::field(&r, "lease").map_err(|m| self.bad("lock", m))
     }
 
     async fn unlock(&self, lease_id: &str) -> StoreResult<()> {
         self.call("unlock", json!({ "lease_id": lease_id }))
             .await?
-            .map_err(|e| typed(&self.name, "unlock", "", 0, e))?;
+            .map_err(|e| typed(&self.who, "unlock", "", 0, e))?;
         Ok(())
     }
 
@@ -415,7 +424,7 @@ impl Store for ExecStore {
         let r = self
             .call("renew", p)
             .await?
-            .map_err(|e| typed(&self.name, "renew", "", 0, e))?;
+            .map_err(|e| typed(&self.who, "renew", "", 0, e))?;
         wire::field(&r, "lease").map_err(|m| self.bad("renew", m))
     }
 
@@ -447,6 +456,18 @@ impl Store for ExecStore {
         wire::field(&r, "events").map_err(|m| self.bad("events", m))
     }
 
+    /// `usage` (adapters with the `usage` capability; others keep none and are not asked):
+    /// the same timeout, line limit and restart as every request, the answer checked field
+    /// by field (`wire::usage`) and days before `since` dropped whatever the adapter sent.
+    async fn usage(&self, since: &str) -> StoreResult<Option<crate::store::usage::Usage>> {
+        if !self.describe.capabilities.usage {
+            return Ok(None);
+        }
+        let r = self.read("usage", json!({ "since": since }), "").await?;
+        let u = wire::usage(&r, since).map_err(|m| self.bad("usage", process::redact(&m)))?;
+        Ok(Some(u))
+    }
+
     async fn record(&self, action: &str, detail: Value, actor: &Actor) -> StoreResult<()> {
         if !self.describe.capabilities.events {
             return Ok(());
@@ -454,7 +475,7 @@ impl Store for ExecStore {
         let p = json!({ "action": action, "detail": params(detail), "actor": wire::actor(actor) });
         self.call("record", p)
             .await?
-            .map_err(|e| typed(&self.name, "record", "", 0, e))?;
+            .map_err(|e| typed(&self.who, "record", "", 0, e))?;
         Ok(())
     }
 
@@ -477,7 +498,7 @@ impl Store for ExecStore {
         let r = self
             .call("enforce", json!({ "now": now }))
             .await?
-            .map_err(|e| typed(&self.name, "enforce", "", 0, e))?;
+            .map_err(|e| typed(&self.who, "enforce", "", 0, e))?;
         let done: Vec<String> = wire::field(&r, "done").map_err(|m| self.bad("enforce", m))?;
         Ok(done.iter().map(|l| process::redact(l)).collect())
     }

@@ -3,11 +3,15 @@
 //! schemas/store-protocol/): the request lines keyward writes, the answers it accepts and
 //! the typed errors. Encoding and decoding only: no I/O, and no secret in any error text.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::model::{Actor, KeyPatch, NewKey, Rotate};
-use crate::store::{ExpiryMode, Overlap, SecretMode};
+use crate::store::usage::{Usage, UsageRow, day_of, merge};
+use crate::store::{ExpiryMode, Overlap, SecretMode, VerifyReason};
 
 /// The protocol version every message carries.
 pub const API_VERSION: &str = "keyward.store/v1";
@@ -109,6 +113,156 @@ pub struct AdapterCapabilities {
 
 fn yes() -> bool {
     true
+}
+
+/// The most key entries a `usage` answer may hold (beside the 4 MiB line limit).
+pub const MAX_USAGE_KEYS: usize = 100_000;
+/// The longest key id a `usage` answer may name.
+const MAX_KEY_ID: usize = 200;
+
+/// One key's entry of a `usage` answer.
+struct KeyUsage {
+    key_id: String,
+    /// The key's last valid use; None: never used (as far as the adapter knows).
+    last_used: Option<DateTime<Utc>>,
+    /// Valid calls per UTC day (YYYY-MM-DD), with `calls_counted`.
+    calls_per_day: Option<BTreeMap<String, u64>>,
+}
+
+/// An optional RFC 3339 time at `what`.
+fn opt_time(v: Option<&Value>, what: &str) -> Result<Option<DateTime<Utc>>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) => DateTime::parse_from_rfc3339(t)
+            .map(|t| Some(t.to_utc()))
+            .map_err(|_| format!("`{what}` is not an RFC 3339 time")),
+        Some(_) => Err(format!("`{what}` is not an RFC 3339 time")),
+    }
+}
+
+/// Entry `i` of `keys`, every field checked.
+fn key_usage(i: usize, v: &Value) -> Result<KeyUsage, String> {
+    let k = v
+        .as_object()
+        .ok_or_else(|| format!("`keys[{i}]` is not an object"))?;
+    let key_id = match k.get("key_id") {
+        Some(Value::String(id))
+            if !id.is_empty() && id.len() <= MAX_KEY_ID && !id.chars().any(char::is_control) =>
+        {
+            id.clone()
+        }
+        _ => {
+            return Err(format!(
+                "`keys[{i}].key_id` is not a string of 1 to {MAX_KEY_ID} bytes without control characters"
+            ));
+        }
+    };
+    let last_used = opt_time(k.get("last_used"), &format!("keys[{i}].last_used"))?;
+    let calls_per_day = match k.get("calls_per_day") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(days)) => {
+            let mut out = BTreeMap::new();
+            for (day, n) in days {
+                if NaiveDate::parse_from_str(day, "%Y-%m-%d").is_err() || day.len() != 10 {
+                    return Err(format!(
+                        "`keys[{i}].calls_per_day` has a day that is not YYYY-MM-DD"
+                    ));
+                }
+                let n = n.as_u64().ok_or_else(|| {
+                    format!("`keys[{i}].calls_per_day` has a count that is not a whole number of at least 0")
+                })?;
+                out.insert(day.clone(), n);
+            }
+            Some(out)
+        }
+        Some(_) => return Err(format!("`keys[{i}].calls_per_day` is not an object")),
+    };
+    Ok(KeyUsage {
+        key_id,
+        last_used,
+        calls_per_day,
+    })
+}
+
+/// Decode a `usage` result into the usage keyward keeps, from `since` (YYYY-MM-DD) on:
+/// each day's calls as a row of valid calls (its `last_at` the key's last use on that day,
+/// else the day's start), or, when the adapter counts no calls, one row per used key on
+/// the day of its last use with no calls. Every field is checked; the message says which
+/// one is wrong without quoting what the adapter wrote.
+pub fn usage(result: &Value, since: &str) -> Result<Usage, String> {
+    let r = result
+        .as_object()
+        .ok_or("the `usage` result is not an object")?;
+    let counting_since = opt_time(r.get("counting_since"), "counting_since")?;
+    let calls_counted = match r.get("calls_counted") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("`calls_counted` is not true or false".into()),
+    };
+    let keys = r
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("`keys` is not a list")?;
+    if keys.len() > MAX_USAGE_KEYS {
+        return Err(format!(
+            "{} key entries in a usage answer, at most {MAX_USAGE_KEYS}",
+            keys.len()
+        ));
+    }
+    let mut rows = Vec::new();
+    for (i, v) in keys.iter().enumerate() {
+        let k = key_usage(i, v)?;
+        match (&k.calls_per_day, calls_counted) {
+            (Some(_), false) => {
+                return Err(format!(
+                    "`keys[{i}]` has `calls_per_day` but the answer does not say `calls_counted: true`"
+                ));
+            }
+            (Some(days), true) => rows.extend(day_rows(&k, days, since)),
+            (None, _) => {}
+        }
+        if let Some(at) = k.last_used {
+            let day = day_of(&at);
+            let counted = rows
+                .iter()
+                .any(|r: &UsageRow| r.key_id == k.key_id && r.day == day);
+            if day.as_str() >= since && !counted {
+                rows.push(ok_row(&k.key_id, day, 0, at));
+            }
+        }
+    }
+    Ok(Usage {
+        counting_since,
+        rows: merge(rows),
+        last_use_only: !calls_counted,
+    })
+}
+
+/// The rows of one key's `calls_per_day` from `since` on.
+fn day_rows(k: &KeyUsage, days: &BTreeMap<String, u64>, since: &str) -> Vec<UsageRow> {
+    let mut out = Vec::new();
+    for (day, &calls) in days {
+        let Ok(d) = NaiveDate::parse_from_str(day, "%Y-%m-%d") else {
+            continue;
+        };
+        if calls == 0 || day.as_str() < since {
+            continue;
+        }
+        let start = d.and_time(NaiveTime::MIN).and_utc();
+        let last_at = k.last_used.filter(|l| day_of(l) == *day).unwrap_or(start);
+        out.push(ok_row(&k.key_id, day.clone(), calls, last_at));
+    }
+    out
+}
+
+fn ok_row(key_id: &str, day: String, calls: u64, last_at: DateTime<Utc>) -> UsageRow {
+    UsageRow {
+        key_id: key_id.to_owned(),
+        day,
+        reason: VerifyReason::Ok,
+        calls,
+        last_at,
+    }
 }
 
 /// The typed errors of the protocol.

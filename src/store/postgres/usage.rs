@@ -57,6 +57,7 @@ pub(super) async fn read(c: &tokio_postgres::Client, since: &str) -> StoreResult
     Ok(Usage {
         counting_since,
         rows: rows(c, since).await?,
+        last_use_only: false,
     })
 }
 

@@ -56,6 +56,7 @@ pub(super) fn read(conn: &Connection, since: &str) -> StoreResult<Usage> {
     Ok(Usage {
         counting_since: began.map(|b| parse_ts(&b, "meta")).transpose()?,
         rows: rows(conn, since)?,
+        last_use_only: false,
     })
 }
 
