@@ -60,6 +60,21 @@ pub async fn read_stores(stores: Vec<(StoreView, Arc<dyn Store>)>, inputs: &mut 
         {
             inputs.events.insert(view.name.clone(), events);
         }
+        if view.error.is_none() && store.capabilities().usage {
+            match store.usage(crate::unused::ALL_DAYS).await {
+                Ok(Some(u)) => {
+                    view.knows_last_use = true;
+                    let last: BTreeMap<String, DateTime<Utc>> =
+                        crate::store::usage::per_key(&u.rows)
+                            .into_iter()
+                            .filter_map(|(id, k)| Some((id, k.last_used?)))
+                            .collect();
+                    inputs.last_used.insert(view.name.clone(), last);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(store = %view.name, error = %e, "the usage was not read"),
+            }
+        }
         inputs.stores.push((view, keys));
     }
 }

@@ -578,6 +578,7 @@ pub fn keys_table(cx: &Ctx, q: &KeyQuery, rows: &[&KeyRow]) -> String {
         ("Scopes", None),
         ("Expires", Some(Sort::Expires)),
         ("Rotation due", None),
+        ("Last used", None),
         ("Labels", None),
     ] {
         match sort {
@@ -618,7 +619,7 @@ fn key_tr(cx: &Ctx, k: &KeyRow) -> String {
         "<tr data-name=\"{name}\" data-store=\"{store}\" data-owner=\"{owner}\" data-status=\"{status}\" \
          data-scopes=\"{scopes}\" data-labels=\"{labels_attr}\" data-expires=\"{expires}\">\
          <th scope=\"row\">{link}{managed}</th><td>{store}</td><td>{owner_link}</td><td>{badge}</td>\
-         <td>{scopes}</td><td>{expires_cell}</td><td>{rot}</td><td>{labels_cell}</td></tr>\n",
+         <td>{scopes}</td><td>{expires_cell}</td><td>{rot}</td><td>{last}</td><td>{labels_cell}</td></tr>\n",
         name = esc(&k.name),
         store = esc(&k.store),
         owner = esc(&k.owner),
@@ -631,6 +632,7 @@ fn key_tr(cx: &Ctx, k: &KeyRow) -> String {
         badge = status_badge(k.status),
         expires_cell = k.expires_at.map(time).unwrap_or_else(|| "never".into()),
         rot = k.rotation_due.map(time).unwrap_or_else(|| "—".into()),
+        last = last_use_text(cx, k),
         labels_cell = esc(&list_or_dash(labels)),
     )
 }
@@ -697,6 +699,18 @@ fn how_to_change_key(k: &KeyRow) -> String {
     format!("<p class=\"howto\"><strong>How to change this key:</strong> {inner}</p>\n")
 }
 
+/// A key's last valid use as the view shows it: the time, `never used` in a store that
+/// keeps usage, or why it is not known (a console says so in its own words).
+fn last_use_text(cx: &Ctx, k: &KeyRow) -> String {
+    let view = cx.report.stores.iter().find(|s| s.name == k.store);
+    match (k.last_used, view) {
+        (Some(t), _) => time(t),
+        (None, Some(v)) if v.knows_last_use => "never used".into(),
+        (None, Some(v)) if v.kind == "console" => "not visible in the console".into(),
+        _ => "not recorded by this store".into(),
+    }
+}
+
 fn key_facts(cx: &Ctx, k: &KeyRow) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("Store", esc(&k.store)),
@@ -749,12 +763,7 @@ fn key_facts(cx: &Ctx, k: &KeyRow) -> String {
             "Recipients",
             list_or_dash(k.recipients.iter().map(|r| who_link(cx, r)).collect()),
         ),
-        (
-            "Last used",
-            k.last_used
-                .map(time)
-                .unwrap_or_else(|| "not recorded by this store".into()),
-        ),
+        ("Last used", last_use_text(cx, k)),
     ];
     if let Some(t) = k.previous_valid_until {
         rows.push(("Previous secret valid until", time(t)));

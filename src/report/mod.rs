@@ -416,6 +416,8 @@ pub struct Inputs {
     /// Commits that changed each spec file (relative path), newest first.
     pub history: BTreeMap<String, Vec<CommitInfo>>,
     pub console_steps: Vec<ConsoleStep>,
+    /// Per store that keeps usage: each used key's last valid use, by key id.
+    pub last_used: BTreeMap<String, BTreeMap<String, DateTime<Utc>>>,
 }
 
 /// A spec location as a repository-relative path with `/`.
@@ -458,6 +460,12 @@ pub fn build(spec: Option<&Spec>, inputs: Inputs, now: DateTime<Utc>) -> Report 
     keys.sort_by(|a, b| (&a.store, &a.name, a.managed).cmp(&(&b.store, &b.name, b.managed)));
     for k in &mut keys {
         attach_history(k, &inputs);
+        k.last_used = inputs
+            .last_used
+            .get(&k.store)
+            .zip(k.key_id.as_ref())
+            .and_then(|(m, id)| m.get(id))
+            .copied();
     }
     Report {
         generated_at: now,

@@ -41,7 +41,8 @@ pub(crate) fn fixture() -> Report {
         environment: env.into(),
         kind: "sqlite".into(),
         error: None,
-        knows_last_use: false,
+        // prod keeps usage (what `keyward serve` counted), sbx does not.
+        knows_last_use: n == "prod",
     };
     let event = |seq: i64, action: &str, id: &str, name: &str| Event {
         seq,
@@ -100,6 +101,11 @@ pub(crate) fn fixture() -> Report {
             action: "create".into(),
             detail: "the next keyward apply guides it (new key)".into(),
         }],
+        last_used: [(
+            "prod".to_string(),
+            [("ID1".to_string(), now() - Duration::days(2))].into(),
+        )]
+        .into(),
     };
     build(Some(&s), inputs, now())
 }
@@ -248,6 +254,44 @@ fn the_live_keys_page_filters_on_the_server() {
     assert!(!html.contains("ill-lookup.html"));
     assert!(site::page(&r, Mode::Live, "nope.html", &q).is_none());
     assert!(site::page(&r, Mode::Live, "keys/../index.html", &q).is_none());
+}
+
+#[test]
+fn each_key_shows_its_last_use_or_why_it_is_not_known() {
+    let mut r = fixture();
+    let ill = r.keys.iter().find(|k| k.name == "ill-lookup").unwrap();
+    assert_eq!(ill.last_used, Some(now() - Duration::days(2)));
+    let q = KeyQuery::default();
+    let page = site::page(&r, Mode::Static, "keys/prod/ill-lookup.html", &q).unwrap();
+    let when = (now() - Duration::days(2)).format("%Y-%m-%d").to_string();
+    assert!(
+        page.contains("<dt>Last used</dt><dd><time datetime="),
+        "{page}"
+    );
+    assert!(page.contains(&when), "{page}");
+    let keys = site::page(&r, Mode::Static, "keys.html", &q).unwrap();
+    let row = |name: &str| {
+        keys.lines()
+            .find(|l| l.contains(&format!("data-name=\"{name}\"")))
+            .unwrap_or_else(|| panic!("{name} in {keys}"))
+            .to_owned()
+    };
+    assert!(row("ill-lookup").contains(&when), "{keys}");
+    assert!(row("course-feed").contains("<td>never used</td>"), "{keys}");
+    assert!(
+        row("reports").contains("<td>not recorded by this store</td>"),
+        "{keys}"
+    );
+    r.stores.iter_mut().find(|s| s.name == "sbx").unwrap().kind = "console".into();
+    let keys = site::page(&r, Mode::Static, "keys.html", &q).unwrap();
+    let line = keys
+        .lines()
+        .find(|l| l.contains("data-name=\"reports\""))
+        .unwrap();
+    assert!(
+        line.contains("<td>not visible in the console</td>"),
+        "{keys}"
+    );
 }
 
 #[test]
