@@ -57,6 +57,8 @@ class Handler:
             "from": str(msg["From"]),
             "message_id": str(msg["Message-ID"]),
             "tls": session.ssl is not None,
+            # The client's address and port: one per connection (the reuse tests count them).
+            "peer": "%s:%s" % tuple(session.peer[:2]),
             "body": body.get_content() if body is not None else "",
             "raw": raw.decode("latin-1"),
         }
