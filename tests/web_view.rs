@@ -1,7 +1,8 @@
 //! The web view, for real: `keyward serve`'s `/ui/` over loopback (sign-in with wrong, verify
 //! and read tokens, cookie attributes, Content-Security-Policy, server-side filters, sign-out,
 //! a revoked token ending its session), first over plain HTTP, then driven in headless
-//! Chromium through chromedriver (JavaScript filters, a key page's events, sign-in and out);
+//! Chromium through chromedriver (JavaScript filters, a key page's events, each key's last
+//! use as the server counted it, sign-in and out);
 //! and the static site of `keyward report --html` in Chromium, with and without JavaScript
 //! (filters, sorting, a key page's events, the timeline, keyboard focus, screenshots).
 
@@ -218,6 +219,29 @@ async fn ui_signs_in_with_a_read_token_only_and_serves_live_pages() {
     assert!(ended, "a revoked token's session must end");
 }
 
+/// Three valid verifies of ill-lookup, waited for until the server has written them (its
+/// usage flush runs every 2 s).
+async fn used_three_times(l: &Live) {
+    let api = Api::new(&l.server);
+    for _ in 0..3 {
+        let call = api.post("/v1/verify", &l.verify);
+        let v = serve_common::json_of(call.json(&serde_json::json!({ "key": l.secrets[1] }))).await;
+        assert_eq!(v["valid"], true, "{v}");
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let u = serve_common::json_of(api.get("/v1/usage?since=0000-01-01", &l.read)).await;
+        if u["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "never flushed: {u}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// The number of rows of the keys table the browser shows.
 async fn visible_rows(b: &Browser) -> u64 {
     let v = b
@@ -236,6 +260,8 @@ async fn ui_in_chromium_signs_in_filters_shows_events_and_signs_out() {
     }
     let l = live().await;
     let base = l.server.url.clone();
+    let used_on = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    used_three_times(&l).await;
     let b = Browser::start().await;
     b.goto(&format!("{base}/ui/")).await;
     assert!(b.url().await.ends_with("/ui/signin"), "{}", b.url().await);
@@ -286,6 +312,24 @@ async fn ui_in_chromium_signs_in_filters_shows_events_and_signs_out() {
     b.goto(&format!("{base}/ui/keys.html")).await;
     b.wait_for("#keys").await;
     assert_eq!(visible_rows(&b).await, 2);
+    // Each key's last use, as the server counted it: ill-lookup today, reports never.
+    let cells = b
+        .script(
+            "var h = Array.from(document.querySelectorAll('#keys thead th')).map(function (t) { return t.textContent; });\
+             var i = h.indexOf('Last used');\
+             var cell = function (n) { return document.querySelector('#keys tr[data-name=\"' + n + '\"]').children[i].textContent; };\
+             return [i, cell('ill-lookup'), cell('reports')];",
+            serde_json::json!([]),
+        )
+        .await;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(cells[0].as_i64().unwrap() > 0, "{cells}");
+    // (the day the calls were made: the one the test began on, or the next past midnight)
+    assert!(
+        cells[1] == used_on.as_str() || cells[1] == today.as_str(),
+        "{cells}"
+    );
+    assert_eq!(cells[2], "never used", "{cells}");
     b.click(&b.find("#f-owner option[value=asmith]").await)
         .await;
     assert_eq!(visible_rows(&b).await, 1);
