@@ -127,12 +127,12 @@ pub fn render(
             .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}\n"))
         }
         ReportFormat::Text => {
-            text(spec, items, within) + &text_console(console) + &blind_lines(blind, "")
+            text(spec, items, within) + &text_console(console) + &blind_lines(spec, blind, "")
         }
         ReportFormat::Markdown => {
             markdown(spec, items, within, now)
                 + &markdown_console(console)
-                + &blind_lines(blind, "> ")
+                + &blind_lines(spec, blind, "> ")
         }
     }
 }
@@ -199,11 +199,20 @@ fn text_console(console: &[ConsoleStep]) -> String {
 }
 
 /// One line per store whose keys cannot be seen unused, each after `prefix`.
-fn blind_lines(blind: &[(String, usize)], prefix: &str) -> String {
+fn blind_lines(spec: &Spec, blind: &[(String, usize)], prefix: &str) -> String {
     let mut out = String::new();
     for (store, n) in blind {
+        let console = spec
+            .stores
+            .get(store)
+            .is_some_and(|c| matches!(c.kind, crate::spec::StoreKind::Console(_)));
+        let why = if console {
+            "usage not visible in the console"
+        } else {
+            "usage is not visible (it keeps no usage)"
+        };
         out.push_str(&format!(
-            "\n{prefix}store `{}`: usage is not visible (it keeps no usage), so unused_after cannot tell whether its {n} key(s) are used\n",
+            "\n{prefix}store `{}`: {why}, so unused_after cannot tell whether its {n} key(s) are used\n",
             md_escape(store)
         ));
     }
