@@ -97,7 +97,11 @@ fn describe_in(p: &mut Process, store: &str) -> StoreResult<Describe> {
 
 /// How errors name the store and its adapter: ``store `gateway` (exec adapter `jsonfile`)``.
 fn who(store: &str, d: &Describe) -> String {
-    let name: String = process::redact(&d.name).chars().take(60).collect();
+    let name: String = process::redact(&d.name)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(60)
+        .collect();
     format!("store `{store}` (exec adapter `{name}`)")
 }
 

@@ -212,6 +212,7 @@ pub fn usage(result: &Value, since: &str) -> Result<Usage, String> {
     let mut rows = Vec::new();
     for (i, v) in keys.iter().enumerate() {
         let k = key_usage(i, v)?;
+        let first = rows.len();
         match (&k.calls_per_day, calls_counted) {
             (Some(_), false) => {
                 return Err(format!(
@@ -223,9 +224,8 @@ pub fn usage(result: &Value, since: &str) -> Result<Usage, String> {
         }
         if let Some(at) = k.last_used {
             let day = day_of(&at);
-            let counted = rows
-                .iter()
-                .any(|r: &UsageRow| r.key_id == k.key_id && r.day == day);
+            // Only this entry's rows (a scan of all of them would be quadratic).
+            let counted = rows[first..].iter().any(|r: &UsageRow| r.day == day);
             if day.as_str() >= since && !counted {
                 rows.push(ok_row(&k.key_id, day, 0, at));
             }
@@ -396,6 +396,27 @@ mod tests {
         let both =
             br#"{"apiVersion":"keyward.store/v1","id":1,"result":{},"error":{"code":"invalid"}}"#;
         assert_eq!(answer(both, 1).unwrap_err(), BadAnswer::Shape);
+    }
+
+    #[test]
+    fn a_usage_answer_of_the_most_keys_decodes_in_linear_time() {
+        let keys: Vec<Value> = (0..MAX_USAGE_KEYS)
+            .map(|i| {
+                json!({"key_id": format!("k{i:06}"), "last_used": "2026-12-07T09:30:00Z",
+                       "calls_per_day": {"2026-12-06": 3}})
+            })
+            .collect();
+        let answer = json!({"calls_counted": true, "keys": keys});
+        let t = std::time::Instant::now();
+        let u = usage(&answer, "0000-01-01").unwrap();
+        assert_eq!(u.rows.len(), 2 * MAX_USAGE_KEYS);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            t.elapsed()
+        );
+        let u = usage(&answer, "2026-12-07").unwrap();
+        assert!(u.rows.iter().all(|r| r.calls == 0 && r.day == "2026-12-07"));
     }
 
     #[test]
