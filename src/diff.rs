@@ -882,7 +882,7 @@ impl<'a> Ctx<'a> {
     /// the next plan (a replace), as for any managed key.
     fn adopt(&mut self, d: &DesiredKey, l: &LiveKey) {
         let at = self.out.changes.len();
-        if forcing_changes(d, l).is_empty() {
+        if self.forcing_changes(d, l).is_empty() {
             self.compare(d, l);
         }
         let why = format!(
@@ -1026,11 +1026,39 @@ impl<'a> Ctx<'a> {
     /// once (the checklist removes it in the console right after the new value is
     /// delivered), in the vendor preset's words. None for every other store.
     fn stops_at_once(&self, store: &str) -> Option<&'static str> {
+        Some(self.console_preset(store)?.old_value.as_str())
+    }
+
+    /// The vendor preset of a console store (data embedded in the binary; no I/O), None
+    /// for every other store.
+    fn console_preset(&self, store: &str) -> Option<&'static crate::console::preset::Preset> {
         let crate::spec::StoreKind::Console(c) = &self.spec.stores.get(store)?.kind else {
             return None;
         };
         let vendor = crate::console::preset::Vendor::parse(&c.vendor)?;
-        Some(crate::console::preset::preset(vendor).old_value.as_str())
+        Some(crate::console::preset::preset(vendor))
+    }
+
+    /// The fields that cannot change in place, any of which forces a replace: owner and
+    /// environment everywhere, and in a console store the console-side fields its preset
+    /// does not list `editable:` (OpenAthens: the expiry; ALM: the scopes and the expiry).
+    fn forcing_changes(&self, d: &DesiredKey, l: &LiveKey) -> Vec<FieldChange> {
+        let mut forcing = forcing_changes(d, l);
+        let Some(p) = self.console_preset(&d.store) else {
+            return forcing;
+        };
+        let scopes = scope_strings(&d.scopes);
+        if scopes != l.scopes && p.replaces_for("scopes").is_some() {
+            let (before, after) = (fmt_list(&l.scopes), fmt_list(&scopes));
+            forcing.push(FieldChange::forcing("scopes", &before, &after));
+        }
+        let want = expires_at(&d.expiry, l.issued_at);
+        if !same_instant(want, l.expires_at) && p.replaces_for("expires").is_some() {
+            let show = |t| fmt_time(t).unwrap_or_else(|| "never".into());
+            let (before, after) = (show(l.expires_at), show(want));
+            forcing.push(FieldChange::forcing("expires", &before, &after));
+        }
+        forcing
     }
 
     fn environment_of(&self, store: &str) -> String {
@@ -1113,17 +1141,23 @@ impl<'a> Ctx<'a> {
                 escalations.push(Escalation::NewRecipient { id: r.clone() });
             }
         }
-        let mut reasons: Vec<String> = forcing
-            .iter()
-            .map(|f| {
-                format!(
-                    "{} changed: {} -> {}",
-                    f.field,
-                    f.before.as_deref().unwrap_or("-"),
-                    f.after.as_deref().unwrap_or("-")
-                )
-            })
-            .collect();
+        let console = self.console_preset(&d.store);
+        let mut reasons = Vec::new();
+        for f in &forcing {
+            let (before, after) = (f.before.as_deref(), f.after.as_deref());
+            let (before, after) = (before.unwrap_or("-"), after.unwrap_or("-"));
+            reasons.push(format!("{} changed: {before} -> {after}", f.field));
+            if let Some(why) = console.and_then(|p| p.replaces_for(&f.field)) {
+                reasons.push(why);
+            }
+            let want = expires_at(&d.expiry, old.issued_at);
+            if f.field == "expires" && longer(old.expires_at, want) {
+                escalations.push(Escalation::LongerLifetime {
+                    from: fmt_time(old.expires_at),
+                    to: fmt_time(want),
+                });
+            }
+        }
         // The old key lives in another store when the store changed: remember where.
         let grace = d.rotation.grace;
         let at_once = self.stops_at_once(old_store);
@@ -1220,7 +1254,7 @@ impl<'a> Ctx<'a> {
         if d.state != DesiredState::Active || d.protected || l.protected {
             return None;
         }
-        if !forcing_changes(d, l).is_empty() {
+        if !self.forcing_changes(d, l).is_empty() {
             return None;
         }
         let days = self.seen.days_unused(&d.store, l, self.now)?;
@@ -1228,7 +1262,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn compare_as(&mut self, d: &DesiredKey, l: &LiveKey) {
-        let forcing = forcing_changes(d, l);
+        let forcing = self.forcing_changes(d, l);
         if !forcing.is_empty() {
             self.push_replace(d, l, &d.store.clone(), forcing);
             return;
@@ -1392,7 +1426,7 @@ impl<'a> Ctx<'a> {
 /// How many fields a comparison looks at (the plan counts the ones it does not show).
 const COMPARED_FIELDS: usize = 9;
 
-/// The fields that cannot change in place (owner, environment): any forces a replace.
+/// The fields no store changes in place (owner, environment): any forces a replace.
 fn forcing_changes(d: &DesiredKey, l: &LiveKey) -> Vec<FieldChange> {
     let mut forcing = Vec::new();
     if l.owner != d.owner {

@@ -986,3 +986,164 @@ fn an_alm_key_takes_its_client_id_regenerates_keeping_it_then_is_disabled_and_de
     }
     ex.assert_no_canary(&[&first, &second]);
 }
+
+/// The steps of the first console step in `plan --format json` for `only`, and the plan.
+fn json_plan(ex: &Example, only: &str) -> serde_json::Value {
+    let o = ex.run(&["plan", "--only", only, "--format", "json"], &[]);
+    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.all()))
+}
+
+#[test]
+fn a_field_the_console_cannot_edit_in_place_makes_the_plan_replace_the_key() {
+    let ex = Example::new();
+    let only = ["--store", "openathens"];
+    let first = "3c1f0e2a-77b9-4d1e-9a55-0f6d2b8c4e11".to_string();
+    let o = ex.apply_with(
+        "create.json",
+        serde_json::json!({"ezproxy-local-auth": {"secret": first}}),
+        &only,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    let created = ex.ledger("openathens")["keys"][0].clone();
+
+    // The permission level is editable in the OpenAthens console: an update in place.
+    ex.edit(
+        "keys/openathens.yaml",
+        "scopes: [authentication-api:read]",
+        "scopes: [reports-api:read]",
+    );
+    let plan = json_plan(&ex, "openathens/*");
+    assert_eq!(plan["actions"][0]["action"], "update", "{plan}");
+    let steps = plan["console_steps"][0]["steps"].to_string();
+    assert!(steps.contains("Set Permissions to Reports API"), "{steps}");
+    let o = ex.apply_with(
+        "edit.json",
+        serde_json::json!({"ezproxy-local-auth": {"done": true}}),
+        &only,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    let k = &ex.ledger("openathens")["keys"][0];
+    assert_eq!(k["fingerprint"], created["fingerprint"], "the same key");
+    assert_eq!(k["scopes"][0], "reports-api:read");
+
+    // Its expiry is not: a shorter lifetime is a new key replacing the old one.
+    ex.edit("keys/openathens.yaml", "lifetime: 365d", "lifetime: 180d");
+    let o = ex.run(
+        &["plan", "--detailed-exitcode", "--only", "openathens/*"],
+        &[],
+    );
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(
+        o.stdout.contains(
+            "OpenAthens admin console cannot change the expiry of a key in place: replace (003: "
+        ),
+        "the reason names the console: {}",
+        o.all()
+    );
+    let plan = json_plan(&ex, "openathens/*");
+    let a = &plan["actions"][0];
+    assert_eq!(a["action"], "replace", "{plan}");
+    let expires = a["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "expires")
+        .unwrap_or_else(|| panic!("{a}"));
+    assert_eq!(expires["forces_replacement"], true, "{a}");
+    let steps = plan["console_steps"][0]["steps"].to_string();
+    assert!(
+        steps.contains("click Create") && steps.contains("Then remove the old key"),
+        "{steps}"
+    );
+    // Without the new value nothing changes.
+    let before = std::fs::read(ex.root().join("ledger/openathens.yaml")).unwrap();
+    let o = ex.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(o.code, 3, "{}", o.all());
+    let after = std::fs::read(ex.root().join("ledger/openathens.yaml")).unwrap();
+    assert_eq!(before, after, "CI mode leaves the ledger untouched");
+
+    let second = "9d2e1f3a-88c0-4e2f-8b66-1a7e3c9d5f22".to_string();
+    let o = ex.apply_with(
+        "replace.json",
+        serde_json::json!({"ezproxy-local-auth": {"secret": second, "done": true}}),
+        &only,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    let ledger = ex.ledger("openathens");
+    check_schema(&ledger);
+    let keys = ledger["keys"].as_sequence().unwrap();
+    let active: Vec<_> = keys.iter().filter(|k| k["status"] == "active").collect();
+    assert_eq!(active.len(), 1, "{ledger:?}");
+    assert_eq!(active[0]["fingerprint"], fingerprint(&second).as_str());
+    assert_ne!(active[0]["id"], created["id"], "a new key");
+    let exp = |k: &serde_yaml::Value| {
+        k["expires"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    let days = (exp(active[0]) - chrono::Utc::now()).num_days();
+    assert!((178..=180).contains(&days), "expires in {days} days");
+    assert!(
+        keys.iter()
+            .all(|k| k["id"] != created["id"] || k["status"] == "revoked"),
+        "the old key is revoked: {ledger:?}"
+    );
+    if needs::part(
+        &needs::AGE,
+        "opening the replacing OpenAthens delivery with age -d",
+    ) {
+        assert_eq!(
+            age_open(&ex, "openathens", "ezproxy-local-auth", 2, "jdoe"),
+            second
+        );
+    }
+    let o = ex.run(
+        &["plan", "--detailed-exitcode", "--only", "openathens/*"],
+        &[],
+    );
+    assert_eq!(
+        o.code,
+        0,
+        "the plan is empty after the replace: {}",
+        o.all()
+    );
+    ex.assert_no_canary(&[&first, &second]);
+}
+
+#[test]
+fn alm_edits_no_key_in_place_so_a_scope_change_is_a_replace() {
+    let ex = Example::new();
+    ex.add_store(
+        "alm: { kind: console, vendor: alm, environment: production, max_lifetime: 90d }",
+        "alm.yaml",
+        "keys:\n  - name: ops-bridge\n    store: alm\n    owner: jdoe\n    purpose: the ops bridge reads defects\n    scopes: [api:read]\n    lifetime: 60d\n",
+    );
+    ex.edit(
+        "keyward.yaml",
+        "authentication-api, reports-api, full-access]",
+        "authentication-api, reports-api, full-access, api, odata]",
+    );
+    let o = ex.apply_with(
+        "create.json",
+        serde_json::json!({"ops-bridge": {"secret": "alm-secret-0123456789abcdef", "client_id": "apikey-1"}}),
+        &["--store", "alm"],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    ex.edit(
+        "keys/alm.yaml",
+        "scopes: [api:read]",
+        "scopes: [api:read, odata:read]",
+    );
+    let o = ex.run(&["plan", "--only", "alm/*"], &[]);
+    assert!(
+        o.stdout.contains(
+            "OpenText ALM Site Administration cannot change the scopes of a key in place: replace"
+        ),
+        "{}",
+        o.all()
+    );
+    let plan = json_plan(&ex, "alm/*");
+    assert_eq!(plan["actions"][0]["action"], "replace", "{plan}");
+}

@@ -268,8 +268,9 @@ async fn confirm_then(
             Reply::Stop => return Ok(End::Stop),
         }
     }
-    if c.action == Action::Replace && store != c.store {
-        // The old key of a replace (the new one is already delivered).
+    if c.action == Action::Replace {
+        // The old key of a replace (the new one is already delivered), in this store or
+        // the one the key moves from: only it is removed.
         let old = dyn_store(cx, store)?;
         let version = c
             .version

@@ -323,17 +323,23 @@ fn check(f: &LedgerFile, doc: &yaml::Doc, store: &str, vendor: &str, diags: &mut
             );
         }
     }
-    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    // A name is in the console once per generation: while a replace is under way (the new
+    // key made, the old one not yet removed) the old entry keeps its generation and the new
+    // one has the next.
+    let mut names: BTreeMap<(&str, u32), usize> = BTreeMap::new();
     let mut ids: BTreeSet<&str> = BTreeSet::new();
     for (i, k) in f.keys.iter().enumerate() {
         let p = YPath::root().key("keys").idx(i);
         if k.status != KeyStatus::Revoked
-            && let Some(first) = names.insert(k.name.as_str(), i)
+            && let Some(first) = names.insert((k.name.as_str(), k.generation), i)
         {
             diags.push(
                 Diagnostic::error(
                     codes::LEDGER_DUPLICATE,
-                    format!("key `{}` is in the ledger twice", k.name),
+                    format!(
+                        "key `{}` is in the ledger twice at generation {}",
+                        k.name, k.generation
+                    ),
                 )
                 .at(at(&p.key("name")))
                 .related(
@@ -441,8 +447,11 @@ pub fn render(file: &LedgerFile, rel: &Path) -> Result<String, LedgerError> {
 }
 
 /// Write `file` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
+/// A ledger that would not read back (it breaks a rule of `check`) is refused and the file
+/// left as it was: keyward never writes a ledger it cannot read.
 pub fn write(path: &Path, rel: &Path, file: &LedgerFile) -> Result<(), LedgerError> {
     let text = render(file, rel)?;
+    parse(rel, text.as_bytes(), &file.store, &file.vendor)?;
     crate::deliver::write_committed_file(path, text.as_bytes())
         .map_err(|e| LedgerError::Write(e.to_string()))
 }
@@ -547,6 +556,37 @@ mod tests {
         assert!(
             !rendered.contains("l7xx0123"),
             "a pasted value is not echoed: {rendered}"
+        );
+    }
+
+    #[test]
+    fn a_replace_under_way_holds_the_name_twice_and_a_broken_ledger_is_never_written() {
+        let rel = Path::new("ledger/alma.yaml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("alma.yaml");
+        let mut f = LedgerFile::empty("alma", "alma");
+        f.keys.push(key("a", "id1"));
+        let mut new = key("a", "id2");
+        new.generation = 2;
+        f.keys.push(new);
+        write(&path, rel, &f).expect("the old key and the one replacing it");
+        let written = std::fs::read(&path).expect("written");
+        assert_eq!(parse(rel, &written, "alma", "alma").expect("reads back"), {
+            let mut sorted = f.clone();
+            sorted.keys.sort_by(|a, b| a.id.cmp(&b.id));
+            sorted
+        });
+        f.keys.push(key("a", "id3"));
+        let e = write(&path, rel, &f).expect_err("twice at generation 1");
+        assert!(
+            e.to_string()
+                .contains("key `a` is in the ledger twice at generation 1"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(&path).expect("kept"),
+            written,
+            "left as it was"
         );
     }
 

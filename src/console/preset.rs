@@ -190,7 +190,25 @@ impl Preset {
     pub fn is_editable(&self, field: &str) -> bool {
         self.editable.iter().any(|f| f == field)
     }
+    /// Why a change of key field `field` (one of [`CONSOLE_FIELDS`]) cannot be made in
+    /// place in this console, so the plan replaces the key instead: None when the preset
+    /// lists it `editable:`, or when the field is keyward's own (purpose, labels, ...).
+    pub fn replaces_for(&self, field: &str) -> Option<String> {
+        let (_, what) = CONSOLE_FIELDS.iter().find(|(f, _)| *f == field)?;
+        if self.is_editable(field) {
+            return None;
+        }
+        Some(format!(
+            "{} cannot change the {what} of a key in place: replace ({})",
+            self.title, self.editable_source
+        ))
+    }
 }
+
+/// The key fields keyward compares that the console holds, with how a step names them; a
+/// preset's `editable:` lists those its console changes in place. A change of any other
+/// one forces a replace.
+pub const CONSOLE_FIELDS: [(&str, &str); 2] = [("scopes", "scopes"), ("expires", "expiry")];
 
 #[derive(Debug, thiserror::Error)]
 #[error("the {vendor} preset (src/console/presets/{vendor}.yaml) is broken: {message}")]
@@ -316,6 +334,17 @@ pub fn parse(vendor: Vendor, text: &str) -> Result<Preset, PresetError> {
     if let Some((k, _)) = steps.iter().find(|(_, v)| v.is_empty()) {
         return Err(err(format!("steps.{} is empty", k.as_str())));
     }
+    if let Some(f) = raw
+        .editable
+        .iter()
+        .find(|f| !CONSOLE_FIELDS.iter().any(|(c, _)| c == f))
+    {
+        let known: Vec<&str> = CONSOLE_FIELDS.iter().map(|(c, _)| *c).collect();
+        return Err(err(format!(
+            "editable: `{f}` is not a console field (one of: {})",
+            known.join(", ")
+        )));
+    }
     let environments = pairs(&raw.environments, "environments")
         .map_err(err)?
         .into_iter()
@@ -424,6 +453,36 @@ mod tests {
             preset(Vendor::Generic).secret,
             SecretRule::FromStore
         ));
+    }
+
+    #[test]
+    fn what_a_console_cannot_change_in_place_forces_a_replace() {
+        let oa = preset(Vendor::OpenAthens);
+        assert_eq!(
+            oa.replaces_for("scopes"),
+            None,
+            "a permission level is edited"
+        );
+        let why = oa
+            .replaces_for("expires")
+            .expect("OpenAthens fixes the expiry");
+        assert!(
+            why.starts_with(
+                "OpenAthens admin console cannot change the expiry of a key in place: replace"
+            ),
+            "{why}"
+        );
+        let alm = preset(Vendor::Alm);
+        assert!(alm.replaces_for("scopes").is_some() && alm.replaces_for("expires").is_some());
+        assert_eq!(alm.replaces_for("purpose"), None, "keyward's own field");
+        let text = Vendor::Alma
+            .source()
+            .replace("editable: [scopes]", "editable: [scopes, name]");
+        let e = parse(Vendor::Alma, &text).expect_err("unknown editable field");
+        assert!(
+            e.to_string().contains("`name` is not a console field"),
+            "{e}"
+        );
     }
 
     #[test]
