@@ -14,6 +14,7 @@ mod common;
 mod needs;
 mod notify_support;
 mod serve_common;
+mod terminal_common;
 use certs_common::make_certs;
 use common::{Out, Repo};
 use hmac::{Hmac, Mac};
@@ -23,6 +24,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use terminal_common::Terminal;
 
 const T0: &str = "2027-01-10T12:00:00Z";
 const SMTP_USER: &str = "keyward-test";
@@ -544,7 +546,7 @@ fn validate_reports_notify_mistakes_at_their_line() {
     let path = r.root().join("keyward.yaml");
     let mut cfg = std::fs::read_to_string(&path).unwrap();
     cfg.push_str(
-        "notify:\n  email:\n    host: smtp.example.edu\n    tls: none\n    username: kw\n    password_env: \"not a name\"\n    from: nobody\n  webhook:\n    url: http://hooks.example.edu/x\n  on: [reminders]\n",
+        "notify:\n  email:\n    host: smtp.example.edu\n    tls: none\n    username: kw\n    password_env: \"not a name\"\n    from: nobody\n    connections: 17\n  webhook:\n    url: http://hooks.example.edu/x\n  on: [reminders]\n",
     );
     std::fs::write(&path, &cfg).unwrap();
     let o = r.run(&["validate"]);
@@ -560,6 +562,7 @@ fn validate_reports_notify_mistakes_at_their_line() {
         ("from: nobody", "`nobody` is not a mail address"),
         ("url: http://hooks", "unencrypted"),
         ("on: [reminders]", "unknown message kind `reminders`"),
+        ("connections: 17", "17 SMTP connections is outside 1-16"),
     ] {
         assert!(o.all().contains(msg), "{msg}: {}", o.all());
         assert!(
@@ -570,6 +573,13 @@ fn validate_reports_notify_mistakes_at_their_line() {
         );
     }
     assert!(o.all().contains("did you mean `reminder`?"), "{}", o.all());
+    assert!(
+        o.all()
+            .contains("error[KW014]: 17 SMTP connections is outside 1-16"),
+        "{}",
+        o.all()
+    );
+    assert!(o.all().contains("use 1 to 16 (default 4)"), "{}", o.all());
     // `expiring --notify` without a notify section says what to add.
     let r = Repo::new("keys: []\n");
     let o = r.run(&["expiring", "--notify"]);
@@ -711,4 +721,201 @@ fn an_unused_key_is_reported_and_its_owner_told_ahead_of_the_disable_once() {
     assert_eq!(o.code, 2, "{}", o.all());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(smtp.messages().len(), 2, "{}", o.all());
+}
+
+/// `count` keys (at most 30: the policy allows 10 per owner) in alma-production named
+/// `PREFIX-NN`, owned in turn by jdoe, asmith and rkumar.
+fn many_keys(prefix: &str, count: usize) -> String {
+    let mut keys = String::from("keys:\n");
+    for i in 0..count {
+        let owner = ["jdoe", "asmith", "rkumar"][i % 3];
+        keys.push_str(&format!(
+            "  - name: {prefix}-{i:02}\n    store: alma-production\n    owner: {owner}\n    scopes: [bibs:read]\n"
+        ));
+    }
+    keys
+}
+
+/// A repository whose only channel is the webhook at `hook_port`.
+fn repo_with_webhook(keys: &str, hook_port: u16) -> Repo {
+    let r = Repo::new(keys);
+    let path = r.root().join("keyward.yaml");
+    let mut cfg = std::fs::read_to_string(&path).unwrap();
+    cfg.push_str(&format!(
+        "notify:\n  webhook:\n    url: http://127.0.0.1:{hook_port}/keyward\n    secret_env: KW_TEST_HOOK_SECRET\n    allow_private: true\n"
+    ));
+    std::fs::write(&path, cfg).unwrap();
+    r
+}
+
+/// A bulk apply: 30 new keys with `connections: 2` send 30 mails over at most 2 SMTP
+/// connections (reused, not one per mail) and 30 signed webhook calls, each message once;
+/// their `notify.sent` events are written in batches, and neither the nightly job nor the
+/// next apply sends any of them again.
+#[test]
+fn a_bulk_apply_sends_each_message_once_over_a_few_reused_smtp_connections() {
+    if !smtp_server_available() {
+        return;
+    }
+    let smtp = Smtp::start(0);
+    let hook_port = free_port();
+    let hook = Hook::start(hook_port);
+    let r = repo_with_notify(&many_keys("bulk", 30), smtp.port, hook_port, &[]);
+    let path = r.root().join("keyward.yaml");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace(
+        "    from: \"keyward <keyward@example.edu>\"\n",
+        "    from: \"keyward <keyward@example.edu>\"\n    connections: 2\n",
+    );
+    std::fs::write(&path, cfg).unwrap();
+    let o = apply_at(&r, 0.0);
+    assert!(
+        o.stderr.contains("Notifications: 60 sent, 0 not sent."),
+        "{}",
+        o.stderr
+    );
+    let mails = settle(30, || smtp.messages());
+    assert_eq!(mails.len(), 30);
+    let peers: std::collections::BTreeSet<&str> =
+        mails.iter().map(|m| m["peer"].as_str().unwrap()).collect();
+    assert!(
+        peers.len() <= 2,
+        "30 mails over {} connections: {peers:?}",
+        peers.len()
+    );
+    let ids: std::collections::BTreeSet<&str> = mails
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 30, "each mail once");
+    let calls = settle(30, || hook.calls());
+    assert_eq!(calls.len(), 30);
+    let deliveries: std::collections::BTreeSet<&str> = calls
+        .iter()
+        .map(|c| c.header("X-Keyward-Delivery").unwrap())
+        .collect();
+    assert_eq!(deliveries.len(), 30, "each webhook call once");
+    calls.iter().for_each(assert_signed);
+    // The lines are in a stable order (by key), whatever order the sends finished in.
+    let notified: Vec<&str> = (o.stderr.lines())
+        .filter(|l| l.starts_with("notified alma-production/bulk-") && l.contains("by email"))
+        .collect();
+    let mut sorted = notified.clone();
+    sorted.sort();
+    assert_eq!(notified.len(), 30);
+    assert_eq!(notified, sorted);
+
+    let o = at(&r, 0.1, &["expiring", "--notify"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    apply_at(&r, 0.2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(smtp.messages().len(), 30, "nothing sent twice");
+    assert_eq!(hook.calls().len(), 30, "nothing sent twice");
+}
+
+/// A webhook answering 503 is tried again (up to 3 tries, each signed afresh with the same
+/// id); one answering 400 is not; one answering 503 every time is reported after 3 tries.
+#[test]
+fn a_webhook_call_is_retried_after_a_5xx_but_not_after_a_4xx() {
+    let hook_port = free_port();
+    let tries = std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new());
+    let hook = Hook::start_with(hook_port, move |_, call| {
+        let key = call.json()["key"].as_str().unwrap_or_default().to_string();
+        let mut tries = tries.lock().unwrap();
+        let n = tries.entry(key.clone()).or_default();
+        *n += 1;
+        match key.as_str() {
+            "flaky" if *n <= 2 => 503,
+            "refused" => 400,
+            "down" => 503,
+            _ => 200,
+        }
+    });
+    let keys = "\
+keys:
+  - name: flaky
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+  - name: refused
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+  - name: down
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+";
+    let r = repo_with_webhook(keys, hook_port);
+    let o = apply_at(&r, 0.0);
+    assert!(
+        o.stderr
+            .contains("notified alma-production/flaky (created) by webhook"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("warning: webhook notification about alma-production/refused (created) not sent via webhook")
+            && o.stderr.contains("the receiver answered 400 Bad Request\n"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr
+            .contains("the receiver answered 503 Service Unavailable (3 tries)"),
+        "{}",
+        o.stderr
+    );
+    let calls = hook.calls();
+    let of = |key: &str| -> Vec<&Call> {
+        calls
+            .iter()
+            .filter(|c| c.json()["key"].as_str() == Some(key))
+            .collect()
+    };
+    assert_eq!(of("flaky").len(), 3, "503, 503, then 200");
+    assert_eq!(of("refused").len(), 1, "a 4xx is not retried");
+    assert_eq!(of("down").len(), 3, "at most 3 tries");
+    for c in of("flaky") {
+        assert_signed(c);
+        assert_eq!(
+            c.header("X-Keyward-Delivery"),
+            of("flaky")[0].header("X-Keyward-Delivery")
+        );
+    }
+}
+
+/// At a terminal the sends show a progress bar; with NO_COLOR (and off a terminal, as in
+/// every other test here) only the usual lines.
+#[test]
+fn a_progress_bar_shows_the_sends_at_a_terminal_only() {
+    let hook_port = free_port();
+    let _hook = Hook::start(hook_port);
+    let env = |r: &Repo, no_color: &str| {
+        let mut env = r.env.clone();
+        env.extend([
+            ("KEYWARD_NOW".to_string(), t(0.0)),
+            ("KW_TEST_HOOK_SECRET".to_string(), HOOK_SECRET.to_string()),
+            ("NO_COLOR".to_string(), no_color.to_string()),
+        ]);
+        env
+    };
+    let r = repo_with_webhook(&many_keys("bar", 12), hook_port);
+    let mut term = Terminal::spawn(r.root(), &["apply", "--auto-approve"], &env(&r, ""));
+    term.expect("Notifications: 12 sent, 0 not sent.");
+    assert_eq!(term.wait(), 0, "{}", term.transcript());
+    assert!(
+        term.transcript().contains("/12 notifications"),
+        "{}",
+        term.transcript()
+    );
+
+    let r = repo_with_webhook(&many_keys("plain", 12), hook_port);
+    let mut term = Terminal::spawn(r.root(), &["apply", "--auto-approve"], &env(&r, "1"));
+    term.expect("Notifications: 12 sent, 0 not sent.");
+    assert_eq!(term.wait(), 0, "{}", term.transcript());
+    assert!(
+        !term.transcript().contains("notifications"),
+        "{}",
+        term.transcript()
+    );
 }

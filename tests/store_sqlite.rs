@@ -345,3 +345,40 @@ async fn list_all_returns_each_of_ten_thousand_keys_once() {
     let ids: BTreeSet<&str> = keys.iter().map(|k| k.id.as_str()).collect();
     assert_eq!(ids.len(), 10_000);
 }
+
+/// `record_batch` (notifications' `notify.sent` events) writes its events in order in one
+/// transaction: all of them, or none when one is refused (a detail holding a secret).
+#[tokio::test]
+async fn a_batch_of_events_is_recorded_in_order_all_or_none() {
+    let (_dir, store) = open();
+    let event = |id: &str| {
+        (
+            "notify.sent".to_string(),
+            serde_json::json!({ "id": id, "channel": "email" }),
+        )
+    };
+    let sent = |store: &SqliteStore| {
+        let store = store.clone();
+        async move {
+            let events = store.events(None, 100).await.expect("events");
+            (events.iter())
+                .filter(|e| e.action == "notify.sent")
+                .map(|e| e.detail["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let batch = [event("n0"), event("n1"), event("n2")];
+    store.record_batch(&batch, &actor()).await.expect("record");
+    assert_eq!(sent(&store).await, ["n0", "n1", "n2"]);
+    let (_, secret) = new_key("leaky");
+    let bad = [
+        event("n3"),
+        (
+            "notify.sent".to_string(),
+            serde_json::json!({ "id": secret.expose() }),
+        ),
+    ];
+    let e = store.record_batch(&bad, &actor()).await.unwrap_err();
+    assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+    assert_eq!(sent(&store).await, ["n0", "n1", "n2"], "none of the batch");
+}

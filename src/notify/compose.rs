@@ -381,6 +381,7 @@ mod tests {
             from: "keyward <keyward@example.edu>".into(),
             to: to.iter().map(|s| s.to_string()).collect(),
             owners,
+            connections: EmailNotify::DEFAULT_CONNECTIONS,
             location: None,
         }
     }

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use transport::Transport;
 
 /// Pending notices of an apply are retried this many days, then dropped (and reported).
@@ -556,6 +557,15 @@ fn compose_for(spec: &Spec, n: &Notice, c: Channel) -> Option<Outgoing> {
     })
 }
 
+/// At most this many `notify.sent` events are written together (one transaction per
+/// store)...
+pub const RECORD_BATCH: usize = 64;
+/// ...and none waits longer than this for others to join it. A run killed between a send
+/// and its event sends that message again on the next run (delivery is at least once), so
+/// these bound the repeats after a crash: the messages of the last fraction of a second, at
+/// most [`RECORD_BATCH`] plus those in flight.
+pub const RECORD_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Send `fresh` notices and retry pending ones, remembering each in the key's store.
 /// Never fails: everything that went wrong is in the outcome.
 pub async fn run(
@@ -565,19 +575,44 @@ pub async fn run(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Outcome {
+    run_with(
+        spec,
+        stores,
+        fresh,
+        actor,
+        now,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+}
+
+/// [`run`], counting each message that went out (or did not) on `bar`. The channels send
+/// side by side, each with its [`Transport::concurrency`] sends in flight.
+pub async fn run_with(
+    spec: &Spec,
+    stores: &Stores,
+    fresh: Vec<Notice>,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    bar: &indicatif::ProgressBar,
+) -> Outcome {
     let mut out = Outcome::default();
     let Some(cfg) = &spec.notify else {
         return out;
     };
     let (log, unreadable) = read_logs(stores).await;
-    // An apply's notices are remembered as pending before the first try.
-    for n in fresh
+    // An apply's notices are remembered as pending before the first try (one write per
+    // store for all of them).
+    let pending: Vec<(String, (String, serde_json::Value))> = fresh
         .iter()
         .filter(|n| !n.kind.recomputed() && cfg.on.contains(&n.kind))
-    {
-        let detail = serde_json::json!({ "notice": n });
-        remember(stores, &n.store, EVENT_PENDING, detail, actor, &mut out).await;
-    }
+        .map(|n| {
+            let detail = serde_json::json!({ "notice": n });
+            (n.store.clone(), (EVENT_PENDING.to_string(), detail))
+        })
+        .collect();
+    out.unrecorded
+        .extend(remember_all(stores, pending, actor).await);
     let transports: BTreeMap<Channel, Configured> = self::transports(spec)
         .into_iter()
         .map(|t| (t.as_ref().map_or_else(|u| u.channel, |t| t.channel()), t))
@@ -585,70 +620,164 @@ pub async fn run(
     let channels: Vec<Channel> = transports.keys().copied().collect();
     let work = plan_work(&fresh, &log, &channels, &cfg.on, now);
 
-    for (n, c) in work.drop {
+    let drops = (work.drop.iter()).map(|(n, c)| {
         let detail = serde_json::json!({
             "id": n.id, "channel": c, "kind": n.kind, "store": n.store, "key": n.key,
             "why": format!("not delivered within {RETRY_FOR_DAYS} days"),
         });
-        remember(stores, &n.store, EVENT_DROPPED, detail, actor, &mut out).await;
-        out.dropped.push((n, c));
+        (n.store.clone(), (EVENT_DROPPED.to_string(), detail))
+    });
+    out.unrecorded
+        .extend(remember_all(stores, drops.collect(), actor).await);
+    out.dropped = work.drop;
+
+    let run = Sending {
+        spec,
+        transports: &transports,
+        unreadable: &unreadable,
+        in_a_row: channels.iter().map(|c| (*c, AtomicUsize::new(0))).collect(),
+    };
+    run.send_all(stores, work.send, actor, bar, &mut out).await;
+    for t in transports.values().flatten() {
+        t.close().await;
+    }
+    out
+}
+
+/// The sending part of one run: the transports, and each channel's failures in a row.
+struct Sending<'a> {
+    spec: &'a Spec,
+    transports: &'a BTreeMap<Channel, Configured>,
+    /// Stores whose events could not be read (their reminders could be repeats).
+    unreadable: &'a BTreeMap<String, String>,
+    in_a_row: BTreeMap<Channel, AtomicUsize>,
+}
+
+impl Sending<'_> {
+    /// Send every (notice, channel) of `work`, the channels side by side; each success's
+    /// `notify.sent` goes to the recorder as it happens. Sent and failed messages are kept
+    /// in `work`'s order.
+    async fn send_all(
+        &self,
+        stores: &Stores,
+        work: Vec<(Notice, Channel)>,
+        actor: &Actor,
+        bar: &indicatif::ProgressBar,
+        out: &mut Outcome,
+    ) {
+        use futures::StreamExt;
+        bar.set_length(work.len() as u64);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record_sent(stores.clone(), actor.clone(), rx));
+        let mut by_channel: BTreeMap<Channel, Vec<(usize, Notice)>> = BTreeMap::new();
+        for (i, (n, c)) in work.into_iter().enumerate() {
+            by_channel.entry(c).or_default().push((i, n));
+        }
+        let lanes = by_channel.into_iter().map(|(c, jobs)| {
+            let limit = match self.transports.get(&c) {
+                Some(Ok(t)) => t.concurrency().max(1),
+                _ => 1,
+            };
+            futures::stream::iter(jobs)
+                .map(move |(i, n)| async move { (i, self.send_one(n, c).await) })
+                .buffer_unordered(limit)
+                .boxed()
+        });
+        let mut done = Vec::new();
+        let mut all = futures::stream::select_all(lanes);
+        while let Some((i, result)) = all.next().await {
+            bar.inc(1);
+            if let Some(Ok(s)) = &result {
+                let detail = serde_json::json!({
+                    "id": s.notice.id, "channel": s.channel, "kind": s.notice.kind,
+                    "store": s.notice.store, "key": s.notice.key, "key_id": s.notice.key_id,
+                    "to": s.to,
+                });
+                // The recorder only stops once this loop drops `tx`.
+                let _ = tx.send((s.notice.store.clone(), (EVENT_SENT.to_string(), detail)));
+            }
+            done.push((i, result));
+        }
+        drop(tx);
+        match recorder.await {
+            Ok(unrecorded) => out.unrecorded.extend(unrecorded),
+            Err(e) => out
+                .unrecorded
+                .push(("?".into(), format!("the recorder stopped: {e}"))),
+        }
+        done.sort_by_key(|(i, _)| *i);
+        for (_, result) in done {
+            match result {
+                Some(Ok(s)) => out.sent.push(s),
+                Some(Err(f)) => out.failed.push(f),
+                None => {}
+            }
+        }
     }
 
-    let mut in_a_row: BTreeMap<Channel, usize> = BTreeMap::new();
-    for (n, c) in work.send {
-        let Some(t) = transports.get(&c) else {
-            continue;
-        };
+    /// One message on one channel (None: the channel has nothing to compose it with).
+    async fn send_one(&self, n: Notice, c: Channel) -> Option<Result<Sent, Failure>> {
+        let t = self.transports.get(&c)?;
         let target = t.as_ref().map_or_else(|u| u.target.clone(), |t| t.target());
-        let fail = |error: NotifyError| Failure {
-            notice: n.clone(),
+        let fail = |notice: Notice, error: NotifyError| Failure {
+            notice,
             channel: c,
             target: target.clone(),
             error,
         };
         if n.kind.recomputed()
-            && let Some(why) = unreadable.get(&n.store)
+            && let Some(why) = self.unreadable.get(&n.store)
         {
-            out.failed.push(fail(NotifyError::Log(why.clone())));
-            continue;
+            return Some(Err(fail(n, NotifyError::Log(why.clone()))));
         }
         let t = match t {
             Ok(t) => t,
-            Err(u) => {
-                out.failed
-                    .push(fail(NotifyError::Invalid(u.error.to_string())));
-                continue;
-            }
+            Err(u) => return Some(Err(fail(n, NotifyError::Invalid(u.error.to_string())))),
         };
-        let failures = in_a_row.get(&c).copied().unwrap_or(0);
+        let in_a_row = self.in_a_row.get(&c)?;
+        let failures = in_a_row.load(Ordering::Relaxed);
         if failures >= MAX_FAILURES_IN_A_ROW {
-            out.failed.push(fail(NotifyError::ChannelDown(failures)));
-            continue;
+            return Some(Err(fail(n, NotifyError::ChannelDown(failures))));
         }
-        let Some((to, result)) = deliver(spec, t.as_ref(), &n, c).await else {
-            continue;
-        };
-        match result {
+        let (to, result) = deliver(self.spec, t.as_ref(), &n, c).await?;
+        Some(match result {
             Ok(()) => {
-                in_a_row.insert(c, 0);
-                let detail = serde_json::json!({
-                    "id": n.id, "channel": c, "kind": n.kind, "store": n.store,
-                    "key": n.key, "key_id": n.key_id, "to": to,
-                });
-                remember(stores, &n.store, EVENT_SENT, detail, actor, &mut out).await;
-                out.sent.push(Sent {
+                in_a_row.store(0, Ordering::Relaxed);
+                Ok(Sent {
                     notice: n,
                     channel: c,
                     to,
-                });
+                })
             }
             Err(e) => {
-                in_a_row.insert(c, failures + 1);
-                out.failed.push(fail(e));
+                in_a_row.fetch_add(1, Ordering::Relaxed);
+                Err(fail(n, e))
+            }
+        })
+    }
+}
+
+/// Writes the `notify.sent` events that arrive on `rx`, in batches of at most
+/// [`RECORD_BATCH`], none waiting longer than [`RECORD_WITHIN`]; returns the stores whose
+/// batches could not be written, with the error and how many events were lost.
+async fn record_sent(
+    stores: Stores,
+    actor: Actor,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, (String, serde_json::Value))>,
+) -> Vec<(String, String)> {
+    let mut unrecorded = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + RECORD_WITHIN;
+        let mut batch = vec![first];
+        while batch.len() < RECORD_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(e)) => batch.push(e),
+                Ok(None) | Err(_) => break,
             }
         }
+        unrecorded.extend(remember_all(&stores, batch, &actor).await);
     }
-    out
+    unrecorded
 }
 
 /// What was sent already, over every store; a store whose events cannot be read is named
@@ -665,21 +794,27 @@ async fn read_logs(stores: &Stores) -> (Log, BTreeMap<String, String>) {
     (log, unreadable)
 }
 
-/// Writes a `notify.*` event to `store` (when it is one of `stores`); a failure to write is
-/// kept in the outcome.
-async fn remember(
+/// Writes `notify.*` events, each to its store (when it is one of `stores`), one batch per
+/// store; returns the stores a batch could not be written to, with the error.
+async fn remember_all(
     stores: &Stores,
-    store: &str,
-    event: &str,
-    detail: serde_json::Value,
+    events: Vec<(String, (String, serde_json::Value))>,
     actor: &Actor,
-    out: &mut Outcome,
-) {
-    if let Some(s) = stores.get(store)
-        && let Err(e) = s.record(event, detail, actor).await
-    {
-        out.unrecorded.push((store.to_string(), e.to_string()));
+) -> Vec<(String, String)> {
+    let mut by_store: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
+    for (store, e) in events {
+        by_store.entry(store).or_default().push(e);
     }
+    let mut failed = Vec::new();
+    for (store, events) in by_store {
+        if let Some(s) = stores.get(&store)
+            && let Err(e) = s.record_batch(&events, actor).await
+        {
+            let n = events.len();
+            failed.push((store, format!("{n} event(s): {e}")));
+        }
+    }
+    failed
 }
 
 /// Composes `n` for channel `c` and sends it through `t`: the addressees and the result.
@@ -772,10 +907,26 @@ pub fn report_lines(spec: &Spec, o: &Outcome) -> Vec<String> {
     }
     for (store, e) in &o.unrecorded {
         lines.push(format!(
-            "warning: store {store}: a notification event was not recorded ({e}); the message may be sent again next run"
+            "warning: store {store}: notification events were not recorded ({e}); those messages may be sent again next run"
         ));
     }
     lines
+}
+
+/// The progress of a run's sends: a bar on stderr when it is a terminal and NO_COLOR is not
+/// set; otherwise hidden (nothing is drawn, only the usual lines are printed).
+fn progress_bar() -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let plain = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    if plain || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} notifications")
+    {
+        b.set_style(style);
+    }
+    b
 }
 
 /// Run the notifications of a CLI command and print what happened on stderr. Returns
@@ -787,7 +938,9 @@ pub async fn run_and_report(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> bool {
-    let o = run(spec, stores, fresh, actor, now).await;
+    let bar = progress_bar();
+    let o = run_with(spec, stores, fresh, actor, now, &bar).await;
+    bar.finish_and_clear();
     for l in report_lines(spec, &o) {
         eprintln!("{l}");
     }

@@ -8,6 +8,7 @@ use super::compose::{ID_HEADER, Outgoing, SIGNATURE_HEADER, TIMESTAMP_HEADER, si
 use super::{Channel, NotifyError};
 use crate::spec::{EmailNotify, SmtpTls, WebhookNotify};
 use async_trait::async_trait;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
@@ -21,6 +22,12 @@ pub trait Transport: Send + Sync {
     /// Where messages go, for reports (no credentials, no URL path or query).
     fn target(&self) -> String;
     async fn send(&self, msg: &Outgoing) -> Result<(), NotifyError>;
+    /// How many sends of this channel may be in flight at once.
+    fn concurrency(&self) -> usize {
+        1
+    }
+    /// End the run: close what is kept open between sends (idle SMTP connections).
+    async fn close(&self) {}
 }
 
 /// An error with its causes (`error sending request: connection refused`).
@@ -45,37 +52,185 @@ fn env_secret(name: &str) -> Result<SecretString, NotifyError> {
     }
 }
 
-/// SMTP via lettre.
+/// SMTP over a bounded pool of connections, each reused for many messages: lettre's
+/// connection API (`AsyncSmtpConnection`: EHLO, STARTTLS, AUTH, MAIL/RCPT/DATA) on sockets
+/// keyward opens itself with `TCP_NODELAY`. Not lettre's `AsyncSmtpTransport` pool: its
+/// `max_size` bounds only the idle connections (not how many are open), returns a
+/// connection from a spawned task (the next send often opens another), and its sockets
+/// keep Nagle's algorithm on, which holds the `.` that ends each message until the server
+/// acknowledges the body: ~40 ms per message on a reused connection (measured with
+/// aiosmtpd on loopback: 47 ms against 1.7 ms with `TCP_NODELAY`).
 pub struct SmtpTransport {
     cfg: EmailNotify,
+    /// Connections that sent their last message fine, ready for the next.
+    idle: std::sync::Mutex<Vec<AsyncSmtpConnection>>,
+    /// One permit per connection that may be open (`notify.email.connections`).
+    slots: tokio::sync::Semaphore,
+}
+
+/// The implicit-TLS stream under an SMTP connection (lettre takes any stream it can name
+/// the peer of).
+#[derive(Debug)]
+struct TlsStream(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl AsyncTokioStream for TlsStream {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for TlsStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+fn smtp_err(e: lettre::transport::smtp::Error) -> NotifyError {
+    NotifyError::Smtp(chain(&e))
 }
 
 impl SmtpTransport {
     pub fn new(cfg: &EmailNotify) -> SmtpTransport {
-        SmtpTransport { cfg: cfg.clone() }
+        SmtpTransport {
+            cfg: cfg.clone(),
+            idle: std::sync::Mutex::new(Vec::new()),
+            slots: tokio::sync::Semaphore::new(usize::from(cfg.connections.max(1))),
+        }
     }
 
-    fn transport(&self) -> Result<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>, NotifyError> {
-        use lettre::AsyncSmtpTransport;
-        use lettre::transport::smtp::authentication::Credentials;
-        type T = AsyncSmtpTransport<lettre::Tokio1Executor>;
-        let smtp = |e: lettre::transport::smtp::Error| NotifyError::Smtp(chain(&e));
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<AsyncSmtpConnection>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new connection: TCP with `TCP_NODELAY`, TLS as configured (STARTTLS required, not
+    /// opportunistic), then AUTH when a login is configured.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, NotifyError> {
+        use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+        use lettre::transport::smtp::client::TlsParameters;
+        use lettre::transport::smtp::extension::ClientId;
         let c = &self.cfg;
-        let builder = match c.tls {
-            SmtpTls::Starttls => T::starttls_relay(&c.host).map_err(smtp)?,
-            SmtpTls::Tls => T::relay(&c.host).map_err(smtp)?,
-            SmtpTls::None => T::builder_dangerous(c.host.clone()),
+        let io = |what: &str, e: std::io::Error| {
+            NotifyError::Smtp(format!("{what} {}:{}: {e}", c.host, c.port))
         };
-        let mut builder = builder.port(c.port).timeout(Some(SEND_TIMEOUT));
+        let host = c.host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = tokio::net::TcpStream::connect((host, c.port))
+            .await
+            .map_err(|e| io("cannot connect to", e))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| io("cannot set TCP_NODELAY on", e))?;
+        let hello = ClientId::default();
+        let stream: Box<dyn AsyncTokioStream> = match c.tls {
+            SmtpTls::Tls => Box::new(TlsStream(implicit_tls(tcp, host).await?)),
+            SmtpTls::Starttls | SmtpTls::None => Box::new(tcp),
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
+            .await
+            .map_err(smtp_err)?;
+        if c.tls == SmtpTls::Starttls {
+            let params = TlsParameters::new(host.to_string()).map_err(smtp_err)?;
+            conn.starttls(params, &hello).await.map_err(smtp_err)?;
+        }
         if let (Some(user), Some(env)) = (&c.username, &c.password_env) {
             let password = env_secret(env)?;
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                password.expose_secret().to_string(),
-            ));
+            let creds = Credentials::new(user.clone(), password.expose_secret().to_string());
+            conn.auth(DEFAULT_MECHANISMS, &creds)
+                .await
+                .map_err(smtp_err)?;
         }
-        Ok(builder.build())
+        Ok(conn)
     }
+
+    /// A connection to send over: an idle one that still answers NOOP, or a new one.
+    async fn connection(&self) -> Result<AsyncSmtpConnection, NotifyError> {
+        loop {
+            let Some(mut conn) = self.idle().pop() else {
+                return self.connect().await;
+            };
+            if conn.test_connected().await {
+                return Ok(conn);
+            }
+            conn.abort().await;
+        }
+    }
+
+    /// Connect (or reuse) and send one message, within [`SEND_TIMEOUT`].
+    async fn send_over_pool(
+        &self,
+        envelope: &lettre::address::Envelope,
+        bytes: &[u8],
+    ) -> Result<(), NotifyError> {
+        let attempt = async {
+            let mut conn = self.connection().await?;
+            match conn.send(envelope, bytes).await {
+                Ok(_) => {
+                    self.idle().push(conn);
+                    Ok(())
+                }
+                Err(e) => {
+                    conn.abort().await;
+                    Err(smtp_err(e))
+                }
+            }
+        };
+        // A connection cut off by the timeout is dropped (closed) with the future.
+        tokio::time::timeout(SEND_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(NotifyError::Smtp(format!(
+                    "no answer from {}:{} within {} s",
+                    self.cfg.host,
+                    self.cfg.port,
+                    SEND_TIMEOUT.as_secs()
+                )))
+            })
+    }
+}
+
+/// Implicit TLS (port 465): rustls with the ring provider and the platform verifier (as
+/// lettre's and reqwest's own TLS), checking the certificate against `host`.
+async fn implicit_tls(
+    tcp: tokio::net::TcpStream,
+    host: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, NotifyError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let tls = |e: &dyn std::fmt::Display| NotifyError::Smtp(format!("TLS with {host}: {e}"));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_platform_verifier())
+        .map_err(|e| tls(&e))?
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| tls(&e))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| tls(&e))
 }
 
 #[async_trait]
@@ -91,8 +246,10 @@ impl Transport for SmtpTransport {
             self.cfg.tls.as_str()
         )
     }
+    fn concurrency(&self) -> usize {
+        usize::from(self.cfg.connections.max(1))
+    }
     async fn send(&self, msg: &Outgoing) -> Result<(), NotifyError> {
-        use lettre::AsyncTransport;
         use lettre::message::{Mailbox, Message, header::ContentType};
         let Outgoing::Email(e) = msg else {
             return Err(NotifyError::Invalid("not an email".into()));
@@ -115,11 +272,20 @@ impl Transport for SmtpTransport {
         let message = b
             .body(e.text.clone())
             .map_err(|err| NotifyError::Invalid(err.to_string()))?;
-        let t = self.transport()?;
-        t.send(message)
+        let _slot = self
+            .slots
+            .acquire()
             .await
-            .map_err(|err| NotifyError::Smtp(chain(&err)))?;
-        Ok(())
+            .map_err(|_| NotifyError::Invalid("the SMTP pool is closed".into()))?;
+        self.send_over_pool(message.envelope(), &message.formatted())
+            .await
+    }
+    async fn close(&self) {
+        let idle = std::mem::take(&mut *self.idle());
+        for mut conn in idle {
+            // QUIT, politely but not waiting long on a server that stopped answering.
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
+        }
     }
 }
 
@@ -226,11 +392,72 @@ impl Transport for WebhookTransport {
     fn target(&self) -> String {
         format!("webhook {}", url_origin(&self.cfg.url))
     }
+    fn concurrency(&self) -> usize {
+        WEBHOOKS_IN_FLIGHT
+    }
+    /// POST the call; a 5xx answer, a timeout or a refused connection is tried again
+    /// after [`RETRY_AFTER`] (each try signed afresh), a 4xx or a redirect is not.
     async fn send(&self, msg: &Outgoing) -> Result<(), NotifyError> {
         let Outgoing::Webhook(w) = msg else {
             return Err(NotifyError::Invalid("not a webhook call".into()));
         };
         let client = self.client().await?;
+        let mut tries = 1;
+        loop {
+            match self.post(&client, w).await {
+                Ok(()) => return Ok(()),
+                Err(Try::Again(_)) if tries <= RETRY_AFTER.len() => {
+                    tokio::time::sleep(jittered(RETRY_AFTER[tries - 1], &w.id)).await;
+                    tries += 1;
+                }
+                Err(Try::Again(NotifyError::Http(m))) => {
+                    return Err(NotifyError::Http(format!("{m} ({tries} tries)")));
+                }
+                Err(Try::Again(e) | Try::Not(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Webhook calls in flight at once.
+pub const WEBHOOKS_IN_FLIGHT: usize = 8;
+/// The waits before the second and third try of a webhook call.
+pub const RETRY_AFTER: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
+
+/// Read (and drop) up to 64 KiB of an answer's body, so that its connection can carry the
+/// next call; a longer body only costs that connection.
+async fn drain(mut resp: reqwest::Response) {
+    let mut read = 0;
+    while read < 64 * 1024 {
+        match resp.chunk().await {
+            Ok(Some(c)) => read += c.len(),
+            _ => return,
+        }
+    }
+}
+
+/// A failed try, worth another or not.
+enum Try {
+    Again(NotifyError),
+    Not(NotifyError),
+}
+
+/// `wait` give or take a quarter, by the call's id (so calls that failed together do not
+/// all come back at the same moment).
+fn jittered(wait: Duration, id: &str) -> Duration {
+    let h = id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    wait.mul_f64(0.75 + f64::from(h % 512) / 1024.0)
+}
+
+impl WebhookTransport {
+    /// One try: sign (with this try's timestamp) and POST.
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        w: &super::compose::WebhookCall,
+    ) -> Result<(), Try> {
         // The send time, not the notice's: a retry is a new attempt with a fresh timestamp.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -243,26 +470,32 @@ impl Transport for WebhookTransport {
             .header(ID_HEADER, &w.id)
             .header(TIMESTAMP_HEADER, now.to_string());
         if let Some(env) = &self.cfg.secret_env {
-            let secret = env_secret(env)?;
+            let secret = env_secret(env).map_err(Try::Not)?;
             let key = zeroize::Zeroizing::new(signing_key(secret.expose_secret()));
             req = req.header(SIGNATURE_HEADER, sign(&key, &w.id, now, &w.body));
         }
-        let resp = req
-            .body(w.body.clone())
-            .send()
-            .await
-            .map_err(|e| NotifyError::Http(chain(&e.without_url())))?;
+        let resp = req.body(w.body.clone()).send().await.map_err(|e| {
+            let again = e.is_timeout() || e.is_connect();
+            let e = NotifyError::Http(chain(&e.without_url()));
+            if again { Try::Again(e) } else { Try::Not(e) }
+        })?;
         let status = resp.status();
+        drain(resp).await;
         if status.is_success() {
             return Ok(());
         }
-        Err(NotifyError::Http(format!(
+        let e = NotifyError::Http(format!(
             "the receiver answered {status}{}",
             if status.is_redirection() {
                 " (redirects are not followed: give the final URL)"
             } else {
                 ""
             }
-        )))
+        ));
+        Err(if status.is_server_error() {
+            Try::Again(e)
+        } else {
+            Try::Not(e)
+        })
     }
 }

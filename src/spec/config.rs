@@ -1042,6 +1042,8 @@ fn parse_notify_email(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<EmailNotify
         }),
     };
     let (username, password_env) = smtp_login(ctx, &fields, p, &mut ok);
+    let connections = smtp_connections(ctx, get("connections"), p);
+    ok &= connections.is_some();
     if let (Some(SmtpTls::None), Some(h)) = (tls, &host)
         && username.is_some()
         && !is_loopback_host(h)
@@ -1081,8 +1083,33 @@ fn parse_notify_email(ctx: &mut Ctx, v: &Value, p: &YPath) -> Option<EmailNotify
         from: from?,
         to,
         owners,
+        connections: connections?,
         location: Some(ctx.key_loc(p)),
     })
+}
+
+/// `notify.email.connections`: how many SMTP connections a run keeps open at once
+/// ([`EmailNotify::DEFAULT_CONNECTIONS`] when absent), 1 to [`EmailNotify::MAX_CONNECTIONS`].
+fn smtp_connections(ctx: &mut Ctx, v: Option<&Value>, p: &YPath) -> Option<u8> {
+    let Some(v) = v else {
+        return Some(EmailNotify::DEFAULT_CONNECTIONS);
+    };
+    let cp = p.key("connections");
+    let n = ctx.uint(v, &cp)?;
+    let max = EmailNotify::MAX_CONNECTIONS;
+    let fits = u8::try_from(n).ok().filter(|n| (1..=max).contains(n));
+    if fits.is_none() {
+        ctx.err(
+            codes::INVALID_VALUE,
+            &cp,
+            format!("{n} SMTP connections is outside 1-{max}"),
+            format!(
+                "use 1 to {max} (default {}): most servers limit the connections of one login",
+                EmailNotify::DEFAULT_CONNECTIONS
+            ),
+        );
+    }
+    fits
 }
 
 /// `notify.email.host`: a host name or address alone (no port, no path).

@@ -646,7 +646,15 @@ pub struct EmailNotify {
     pub to: Vec<String>,
     /// Mail the key's owner (their `email` in people.yaml); default true.
     pub owners: bool,
+    /// SMTP connections a run keeps open and sends over at once (1 to
+    /// [`EmailNotify::MAX_CONNECTIONS`]).
+    pub connections: u8,
     pub location: Option<Location>,
+}
+
+impl EmailNotify {
+    pub const DEFAULT_CONNECTIONS: u8 = 4;
+    pub const MAX_CONNECTIONS: u8 = 16;
 }
 
 /// `notify.webhook`: a JSON POST per message, signed with HMAC-SHA256 when `secret_env` is set.

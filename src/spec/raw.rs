@@ -62,6 +62,7 @@ pub mod fields {
         "from",
         "to",
         "owners",
+        "connections",
     ];
     pub const NOTIFY_WEBHOOK: &[&str] = &["url", "secret_env", "allow_private"];
     pub const GUARD_LIMITS: &[&str] = &[
@@ -421,6 +422,10 @@ pub struct NotifyEmailEntry {
     /// Mail each key's owner (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owners: Option<bool>,
+    /// SMTP connections a run opens and reuses for its mails, 1-16 (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub connections: Option<u8>,
 }
 
 /// A JSON POST per message.

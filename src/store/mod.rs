@@ -351,6 +351,16 @@ pub trait Store: Send + Sync {
     async fn events(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<Event>>;
     /// Record a non-key event (e.g. an apply started/finished).
     async fn record(&self, action: &str, detail: Value, actor: &Actor) -> StoreResult<()>;
+    /// Record several non-key events, in order (notifications: what a run sent). SQLite
+    /// takes them in one transaction, all or none (one fsync instead of one per event);
+    /// this default records them one by one and stops at the first failure, the earlier
+    /// ones recorded.
+    async fn record_batch(&self, events: &[(String, Value)], actor: &Actor) -> StoreResult<()> {
+        for (action, detail) in events {
+            self.record(action, detail.clone(), actor).await?;
+        }
+        Ok(())
+    }
     /// Give back what this process holds before it stops (a serving store's unused quota
     /// reservations). Stores that hold nothing keep the default.
     async fn close(&self) -> StoreResult<()> {

@@ -821,6 +821,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn record_batch(&self, events: &[(String, Value)], actor: &Actor) -> StoreResult<()> {
+        for (action, detail) in events {
+            rules::check_record(action, detail)?;
+        }
+        let events = events.to_vec();
+        let actor = actor.clone();
+        self.run(move |conn, _| {
+            let tx = immediate(conn)?;
+            for (action, detail) in &events {
+                append_event(&tx, &actor, action, None, None, detail)?;
+            }
+            tx.commit().db("commit events")
+        })
+        .await
+    }
+
     async fn close(&self) -> StoreResult<()> {
         let Some(serving) = self.serving.clone() else {
             let gate = Arc::clone(&self.gate);

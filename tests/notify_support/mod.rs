@@ -66,6 +66,11 @@ fn read_request(stream: &mut TcpStream) -> Option<Call> {
 
 impl Hook {
     pub fn start(port: u16) -> Hook {
+        Hook::start_with(port, |_, _| 200)
+    }
+
+    /// A receiver answering `status(n, call)` to its n-th request (0-based) instead of 200.
+    pub fn start_with(port: u16, status: impl Fn(usize, &Call) -> u16 + Send + 'static) -> Hook {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the webhook port");
         listener.set_nonblocking(true).unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
@@ -76,11 +81,20 @@ impl Hook {
                 match listener.accept() {
                     Ok((mut stream, _)) => {
                         stream.set_nonblocking(false).ok();
-                        if let Some(call) = read_request(&mut stream) {
-                            c.lock().unwrap().push(call);
-                        }
+                        let Some(call) = read_request(&mut stream) else {
+                            continue;
+                        };
+                        let code = {
+                            let mut calls = c.lock().unwrap();
+                            let code = status(calls.len(), &call);
+                            calls.push(call);
+                            code
+                        };
                         let _ = stream.write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            format!(
+                                "HTTP/1.1 {code} Answer\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            )
+                            .as_bytes(),
                         );
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
