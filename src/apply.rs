@@ -529,6 +529,7 @@ fn sealing(
             generation,
             expires_at,
             previous_valid_until: None,
+            client_id: None,
         },
         environment: c.environment.clone(),
         principals,
@@ -1147,7 +1148,7 @@ async fn create_key(
     let d = desired(cx, c)?;
     let id = secret::new_key_id();
     let secret = secret::generate(&d.environment, &id);
-    create_key_with(cx, store, c, actor, (id, secret)).await
+    create_key_with(cx, store, c, actor, (id, secret), None).await
 }
 
 /// The record a new key is registered with (by hash), its applied state recorded.
@@ -1191,13 +1192,15 @@ fn new_record(
 
 /// Create key `c` with a secret made elsewhere (generated here, or pasted from a vendor
 /// console): seal it, write the delivery durably as `pending`, register the key by hash,
-/// then mark the delivery active.
+/// then mark the delivery active. `client_id`: what the console showed with the secret
+/// (ALM), sealed beside it.
 pub(crate) async fn create_key_with(
     cx: &Context<'_>,
     store: &dyn Store,
     c: &Change,
     actor: &Actor,
     (id, secret): (String, secret::Secret),
+    client_id: Option<String>,
 ) -> Result<(String, PathBuf), ApplyError> {
     let d = desired(cx, c)?;
     let now = cx.clock.now().trunc_subsecs(0);
@@ -1210,6 +1213,7 @@ pub(crate) async fn create_key_with(
         generation,
         expires_at,
         previous_valid_until: None,
+        client_id,
     };
     // The form the store registers (a hash, or a verifier it checks logins with).
     let secret_hash = store.secret_form(&secret).map_err(store_err(&c.store))?;
@@ -1245,11 +1249,12 @@ async fn rotate_key(
     let id = c.key_id.clone().unwrap_or_default();
     let secret = secret::generate(&d.environment, &id);
     let grace = Some(d.rotation.grace.to_chrono());
-    rotate_key_with(cx, store, c, (version, actor), secret, grace).await
+    rotate_key_with(cx, store, c, (version, actor), secret, grace, None).await
 }
 
 /// Rotate key `c` to a secret made elsewhere. `grace`: how long the previous secret keeps
-/// working (None: it stops at once, as when a console regenerates a key).
+/// working (None: it stops at once, as when a console regenerates a key). `client_id`:
+/// what the console shows with the secret (ALM keeps it through a regenerate).
 pub(crate) async fn rotate_key_with(
     cx: &Context<'_>,
     store: &dyn Store,
@@ -1257,6 +1262,7 @@ pub(crate) async fn rotate_key_with(
     (version, actor): (u64, &Actor),
     secret: secret::Secret,
     grace: Option<chrono::Duration>,
+    client_id: Option<String>,
 ) -> Result<(PathBuf, LiveKey), ApplyError> {
     let d = desired(cx, c)?;
     let now = cx.clock.now().trunc_subsecs(0);
@@ -1271,6 +1277,7 @@ pub(crate) async fn rotate_key_with(
         generation,
         expires_at,
         previous_valid_until: grace_until,
+        client_id,
     };
     let secret_hash = store.secret_form(&secret).map_err(store_err(&c.store))?;
     let dir = deliver_pending(

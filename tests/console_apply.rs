@@ -167,6 +167,14 @@ fn check_schema(ledger: &serde_yaml::Value) {
 
 /// `age -d` opens the delivery of `store/name` (generation `g`) for `who`; returns the secret.
 fn age_open(ex: &Example, store: &str, name: &str, g: u32, who: &str) -> String {
+    age_envelope(ex, store, name, g, who)["secret"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `age -d` opens the delivery of `store/name` (generation `g`) for `who`: the envelope.
+fn age_envelope(ex: &Example, store: &str, name: &str, g: u32, who: &str) -> serde_json::Value {
     let file = ex
         .root()
         .join(format!("deliveries/{store}/{name}/g{g}/{who}.age"));
@@ -187,7 +195,7 @@ fn age_open(ex: &Example, store: &str, name: &str, g: u32, who: &str) -> String 
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["key"], name);
     assert_eq!(v["store"], store);
-    v["secret"].as_str().unwrap().to_string()
+    v
 }
 
 #[test]
@@ -916,6 +924,14 @@ fn an_alm_key_takes_its_client_id_regenerates_keeping_it_then_is_disabled_and_de
     assert_eq!(k["client_id"], "apikey-abcdef123");
     assert_eq!(k["fingerprint"], fingerprint(&first).as_str());
     assert!(k.get("expires").is_some(), "ALM keys carry their expiry");
+    if needs::part(&needs::AGE, "opening the ALM delivery with age -d") {
+        let v = age_envelope(&ex, "alm", "ops-bridge", 1, "jdoe");
+        assert_eq!(v["secret"], first.as_str());
+        assert_eq!(
+            v["client_id"], "apikey-abcdef123",
+            "the Client ID comes with it"
+        );
+    }
 
     // Rotation is ALM's revoke-then-regenerate: no grace, and the Client ID stays.
     ex.edit(
@@ -950,8 +966,36 @@ fn an_alm_key_takes_its_client_id_regenerates_keeping_it_then_is_disabled_and_de
         &needs::AGE,
         "opening the regenerated ALM delivery with age -d",
     ) {
-        assert_eq!(age_open(&ex, "alm", "ops-bridge", 2, "jdoe"), second);
+        let v = age_envelope(&ex, "alm", "ops-bridge", 2, "jdoe");
+        assert_eq!(v["secret"], second.as_str());
+        assert_eq!(
+            v["client_id"], "apikey-abcdef123",
+            "the regenerated secret keeps it"
+        );
     }
+    // keyward's own reader says it too (written outside the repository, never printed).
+    let env_file = ex.outside.path().join("ops-bridge.env");
+    let id = ex.root().join("demo-identities/jdoe.txt");
+    let mut c = ex.cmd();
+    c.args([
+        "secret",
+        "ops-bridge",
+        "--store",
+        "alm",
+        "--format",
+        "env",
+        "-i",
+    ])
+    .arg(&id)
+    .arg("-o")
+    .arg(&env_file);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        env.contains("KEYWARD_OPS_BRIDGE_CLIENT_ID=apikey-abcdef123\n"),
+        "the env file names the Client ID"
+    );
 
     // Disable and delete: each confirmed, then recorded; the plan is empty after each.
     for (state, status) in [("disabled", Some("disabled")), ("deleted", None)] {

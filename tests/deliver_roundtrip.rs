@@ -35,6 +35,7 @@ proptest! {
             generation,
             expires_at: expires.and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
             previous_valid_until: None,
+            client_id: None,
         };
         let armored = seal(&meta, &Secret::from_string(secret.clone()), &[public]).expect("seal");
         prop_assert!(!armored.contains(&secret) || secret.chars().count() < 8);

@@ -380,6 +380,9 @@ async fn made(
         Ok(s) => s,
         Err(end) => return Ok(end),
     };
+    // The client id the console shows with the secret (ALM) is typed at a create and kept
+    // through a regenerate; it is sealed beside the secret.
+    let mut client_id = ledger.key(&id).and_then(|k| k.client_id.clone());
     if cs.preset().client_id && kind == StepKind::Create {
         let q = Question {
             key: &key,
@@ -393,8 +396,9 @@ async fn made(
         };
         cs.set_pending_client_id(&c.name, &cid)
             .map_err(apply::store_err(&c.store))?;
+        client_id = Some(cid);
     }
-    record(cx, c, actor, (id, secret), kind)
+    record(cx, c, actor, (id, secret, client_id), kind)
         .await
         .map(End::Done)
 }
@@ -508,7 +512,7 @@ async fn record(
     cx: &Context<'_>,
     c: &Change,
     actor: &Actor,
-    (id, secret): (String, Secret),
+    (id, secret, client_id): (String, Secret, Option<String>),
     kind: StepKind,
 ) -> Result<Done, ApplyError> {
     let store = dyn_store(cx, &c.store)?;
@@ -521,7 +525,7 @@ async fn record(
         delivery: None,
     };
     if kind == StepKind::Create {
-        let (_, dir) = apply::create_key_with(cx, store, c, actor, (id, secret)).await?;
+        let (_, dir) = apply::create_key_with(cx, store, c, actor, (id, secret), client_id).await?;
         done.delivery = Some(dir);
         return Ok(done);
     }
@@ -542,7 +546,8 @@ async fn record(
             .map_err(&serr)?
             .version;
     }
-    let (dir, live) = apply::rotate_key_with(cx, store, c, (version, actor), secret, None).await?;
+    let rotated = apply::rotate_key_with(cx, store, c, (version, actor), secret, None, client_id);
+    let (dir, live) = rotated.await?;
     done.delivery = Some(dir);
     apply::record_state(store, live, cx.by(&c.store, actor))
         .await

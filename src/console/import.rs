@@ -530,9 +530,10 @@ pub async fn adopt(
                     deliver_to: d.recipients.iter().cloned().collect(),
                     ..Change::of_desired(Action::Create, d)
                 };
+                let client_id = k.client_id.clone();
+                let made = (id.clone(), secret);
                 let (_, dir) =
-                    apply::create_key_with(&cx, cs.as_ref(), &c, actor, (id.clone(), secret))
-                        .await?;
+                    apply::create_key_with(&cx, cs.as_ref(), &c, actor, made, client_id).await?;
                 delivered.push(dir);
             }
             None => {

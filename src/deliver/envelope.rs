@@ -36,6 +36,9 @@ pub struct EnvelopeMeta {
     pub expires_at: Option<DateTime<Utc>>,
     /// Until when the previous generation's secret still verifies (rotation grace).
     pub previous_valid_until: Option<DateTime<Utc>>,
+    /// The client id a vendor console shows with the secret (OpenText ALM), which the
+    /// recipient presents with it; not secret. None for every other key.
+    pub client_id: Option<String>,
 }
 
 /// The secret inside an envelope: zeroized on drop, `Debug` prints `<redacted>`.
@@ -90,7 +93,8 @@ impl<'de> Deserialize<'de> for EnvelopeSecret {
 }
 
 /// The JSON document sealed in every delivery:
-/// `{"key","store","id","generation","secret","expires_at","previous_valid_until","envelope_version"}`.
+/// `{"key","store","id","generation","secret","expires_at","previous_valid_until","envelope_version"}`,
+/// and `"client_id"` for a key whose console shows one with the secret (OpenText ALM).
 /// `Debug` never shows the secret.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope {
@@ -104,6 +108,9 @@ pub struct Envelope {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub previous_valid_until: Option<DateTime<Utc>>,
+    /// The client id the vendor console showed with the secret (OpenText ALM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     #[serde(default = "default_version")]
     pub envelope_version: u32,
 }
@@ -118,6 +125,8 @@ pub(crate) struct EnvelopeRef<'a> {
     secret: &'a str,
     expires_at: Option<DateTime<Utc>>,
     previous_valid_until: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
     envelope_version: u32,
 }
 
@@ -131,6 +140,7 @@ impl<'a> EnvelopeRef<'a> {
             secret,
             expires_at: meta.expires_at,
             previous_valid_until: meta.previous_valid_until,
+            client_id: meta.client_id.as_deref(),
             envelope_version: ENVELOPE_VERSION,
         }
     }
@@ -156,6 +166,7 @@ impl Envelope {
                 generation: self.generation,
                 expires_at: self.expires_at,
                 previous_valid_until: self.previous_valid_until,
+                client_id: self.client_id,
             },
             secret: self.secret.into_secret(),
         }
@@ -174,7 +185,8 @@ pub struct Opened {
 pub enum OutputFormat {
     /// The secret alone, with a trailing newline.
     Raw,
-    /// `KEYWARD_<NAME>_SECRET=...` and `KEYWARD_<NAME>_ID=...` lines (dotenv style).
+    /// `KEYWARD_<NAME>_SECRET=...` and `KEYWARD_<NAME>_ID=...` lines (dotenv style), and
+    /// `KEYWARD_<NAME>_CLIENT_ID=...` where the console showed a client id.
     Env,
     /// The envelope JSON (pretty-printed), as `age -d` would show it.
     Json,
@@ -235,6 +247,12 @@ pub fn render(opened: &Opened, format: OutputFormat) -> Zeroizing<String> {
             out.push_str("_ID=");
             env_value(&mut out, &opened.meta.id);
             out.push('\n');
+            if let Some(client) = &opened.meta.client_id {
+                out.push_str(&p);
+                out.push_str("_CLIENT_ID=");
+                env_value(&mut out, client);
+                out.push('\n');
+            }
         }
         OutputFormat::Json => {
             let doc = EnvelopeRef::new(&opened.meta, secret);
@@ -265,6 +283,7 @@ mod tests {
                 generation: 2,
                 expires_at: None,
                 previous_valid_until: None,
+                client_id: None,
             },
             secret: Secret::from_string(secret.into()),
         }
@@ -283,6 +302,25 @@ mod tests {
             render(&odd, OutputFormat::Env).lines().next(),
             Some("KEYWARD_K_SECRET='it'\\''s $x'")
         );
+    }
+
+    #[test]
+    fn a_console_client_id_is_shown_with_the_secret_and_absent_otherwise() {
+        let mut o = opened("ops-bridge", "alm-secret");
+        let plain = render(&o, OutputFormat::Json);
+        assert!(!plain.contains("client_id"), "{}", plain.as_str());
+        o.meta.client_id = Some("apikey-1".into());
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&o, OutputFormat::Json)).expect("valid JSON");
+        assert_eq!(v["client_id"], "apikey-1");
+        let env = render(&o, OutputFormat::Env);
+        assert!(
+            env.ends_with("KEYWARD_OPS_BRIDGE_CLIENT_ID=apikey-1\n"),
+            "{}",
+            env.as_str()
+        );
+        let e: Envelope = serde_json::from_str(&v.to_string()).expect("parses");
+        assert_eq!(e.into_opened().meta.client_id.as_deref(), Some("apikey-1"));
     }
 
     #[test]

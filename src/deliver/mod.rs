@@ -9,7 +9,7 @@
 //! # How apply uses it ("never valid before delivered")
 //!
 //! ```text
-//! let meta = EnvelopeMeta { key, store, id, generation, expires_at, previous_valid_until };
+//! let meta = EnvelopeMeta { key, store, id, generation, expires_at, previous_valid_until, client_id };
 //! let sealed = seal_for_principals(&meta, &secret, &principals)?;      // in memory only
 //! let manifest = Manifest::pending(&meta, environment, now, commit, &sealed);
 //! let outbox = Outbox::new(spec.delivery.outbox.clone());

@@ -35,6 +35,7 @@ pub fn meta(key: &str, id: &str, generation: u32) -> EnvelopeMeta {
         generation,
         expires_at: Some(t(2027, 6, 30)),
         previous_valid_until: None,
+        client_id: None,
     }
 }
 
