@@ -56,6 +56,15 @@ impl Smtp {
 
     /// With `tls` (certificate and key files), the server requires STARTTLS.
     fn start_tls(port: u16, tls: Option<(&Path, &Path)>) -> Smtp {
+        Smtp::start_args(port, tls, &[])
+    }
+
+    /// A server speaking TLS from the first byte (port 465 style).
+    fn start_implicit_tls(cert: &Path, key: &Path) -> Smtp {
+        Smtp::start_args(0, Some((cert, key)), &["implicit"])
+    }
+
+    fn start_args(port: u16, tls: Option<(&Path, &Path)>, more: &[&str]) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/notify_support/smtp_sink.py");
@@ -66,6 +75,7 @@ impl Smtp {
             .arg(SMTP_USER)
             .arg(SMTP_PASSWORD)
             .args(tls.iter().flat_map(|(c, k)| [c.as_os_str(), k.as_os_str()]))
+            .args(more)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -918,4 +928,61 @@ fn a_progress_bar_shows_the_sends_at_a_terminal_only() {
         "{}",
         term.transcript()
     );
+}
+
+/// `tls: tls` (port 465 style): keyward opens the TLS session itself (rustls, the platform
+/// verifier: here the test CA through SSL_CERT_FILE) before the SMTP greeting; a server
+/// whose certificate another CA signed is refused, the one the trusted CA signed gets the
+/// mails, several over one connection.
+#[test]
+fn email_over_implicit_tls_is_verified_and_reuses_its_connection() {
+    if !smtp_server_available() || !needs::tool(&needs::OPENSSL) {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path(), "good");
+    let (other_ca, _, _) = make_certs(certs.path(), "other");
+    let smtp = Smtp::start_implicit_tls(&cert, &key);
+    let r = Repo::new(&many_keys("tls", 6));
+    let path = r.root().join("keyward.yaml");
+    let mut cfg = std::fs::read_to_string(&path).unwrap();
+    cfg.push_str(&format!(
+        "notify:\n  email:\n    host: localhost\n    port: {}\n    tls: tls\n    username: {SMTP_USER}\n    password_env: KW_TEST_SMTP_PASSWORD\n    from: keyward@example.edu\n    connections: 1\n",
+        smtp.port
+    ));
+    std::fs::write(&path, cfg).unwrap();
+    let run = |day: &str, trusted: &Path, args: &[&str]| {
+        r.run_with(
+            args,
+            &[
+                ("KEYWARD_NOW", day),
+                ("KW_TEST_SMTP_PASSWORD", SMTP_PASSWORD),
+                ("SSL_CERT_FILE", trusted.to_str().unwrap()),
+            ],
+            None,
+        )
+    };
+    let o = run(&t(0.0), &other_ca, &["apply", "--auto-approve"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr.contains(
+            "email notification about alma-production/tls-00 (created) not sent via smtp localhost:"
+        ) && o.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        o.stderr
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(smtp.messages().is_empty());
+    let o = run(&t(0.1), &ca, &["expiring", "--notify"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let mails = settle(6, || smtp.messages());
+    assert_eq!(mails.len(), 6, "{}", o.all());
+    assert!(
+        mails
+            .iter()
+            .all(|m| m["tls"] == true && m["login"] == SMTP_USER)
+    );
+    let peers: std::collections::BTreeSet<&str> =
+        mails.iter().map(|m| m["peer"].as_str().unwrap()).collect();
+    assert_eq!(peers.len(), 1, "6 mails over one connection: {peers:?}");
 }

@@ -1,11 +1,12 @@
 """A real SMTP server for keyward's notification tests (aiosmtpd on loopback).
 
-Usage: smtp_sink.py OUT_DIR PORT USER PASSWORD [CERT KEY]
+Usage: smtp_sink.py OUT_DIR PORT USER PASSWORD [CERT KEY [implicit]]
 Listens on 127.0.0.1:PORT (0 = any free port), prints the port on the first line of
 stdout, requires AUTH (LOGIN/PLAIN) with USER/PASSWORD, and writes each accepted message to
 OUT_DIR/NNNN.json: envelope, headers, the decoded text body and the raw message. Without
 CERT/KEY, AUTH is allowed in plain text (loopback tests); with them, the server requires
-STARTTLS before anything else (and AUTH only after it).
+STARTTLS before anything else (and AUTH only after it); with `implicit` after them, the
+listener itself speaks TLS from the first byte (port 465 style) and AUTH needs nothing more.
 """
 import asyncio
 import email
@@ -27,6 +28,7 @@ TLS = None
 if len(sys.argv) > 6:
     TLS = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     TLS.load_cert_chain(sys.argv[5], sys.argv[6])
+IMPLICIT = len(sys.argv) > 7 and sys.argv[7] == "implicit"
 COUNTER = itertools.count()
 
 
@@ -56,7 +58,7 @@ class Handler:
             "to": str(msg["To"]),
             "from": str(msg["From"]),
             "message_id": str(msg["Message-ID"]),
-            "tls": session.ssl is not None,
+            "tls": IMPLICIT or session.ssl is not None,
             # The client's address and port: one per connection (the reuse tests count them).
             "peer": "%s:%s" % tuple(session.peer[:2]),
             "body": body.get_content() if body is not None else "",
@@ -77,12 +79,13 @@ async def main():
             Handler(),
             authenticator=authenticator,
             auth_required=True,
-            auth_require_tls=TLS is not None,
-            tls_context=TLS,
-            require_starttls=TLS is not None,
+            auth_require_tls=TLS is not None and not IMPLICIT,
+            tls_context=None if IMPLICIT else TLS,
+            require_starttls=TLS is not None and not IMPLICIT,
         ),
         "127.0.0.1",
         PORT,
+        ssl=TLS if IMPLICIT else None,
     )
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
