@@ -4,7 +4,8 @@
 //! untouched; a kill between paste and ledger write is resumed; the ledger fits its schema;
 //! and no pasted value appears in any byte written except the envelopes; an ALM key takes
 //! its Client ID, keeps it through a regenerate, and is disabled and deleted by
-//! confirmation; `--commit-deliveries` commits the ledgers.
+//! confirmation; `--commit-deliveries` commits the ledgers; a field the console cannot
+//! edit is a replace; a second apply is refused while the first holds the store.
 
 mod common;
 mod needs;
@@ -1190,4 +1191,95 @@ fn alm_edits_no_key_in_place_so_a_scope_change_is_a_replace() {
     );
     let plan = json_plan(&ex, "alm/*");
     assert_eq!(plan["actions"][0]["action"], "replace", "{plan}");
+}
+
+#[test]
+fn a_second_apply_on_a_console_store_is_refused_while_the_first_holds_it() {
+    let ex = Example::new();
+    let first = alma_value();
+    let answers = ex.input(
+        "first.json",
+        &serde_json::json!({"illiad-barcode-lookup": {"secret": first}}),
+    );
+    // The first apply pauses once its delivery is written pending (the ledger holds the
+    // begun step), holding the store's lease.
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("keyward"));
+    c.arg("-C").arg(ex.root());
+    c.args([
+        "apply",
+        "--auto-approve",
+        "--store",
+        "alma-sandbox",
+        "--console-input",
+    ]);
+    c.arg(&answers);
+    c.env("HOME", ex.outside.path())
+        .env("NO_COLOR", "1")
+        .env("KEYWARD_ACTOR", "jdoe")
+        .env("KEYWARD_FAILPOINT", "after-pending:sleep=8000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let manifest = ex
+        .root()
+        .join("deliveries/alma-sandbox/illiad-barcode-lookup/g1/manifest.json");
+    let lock = ex.root().join(".keyward/console-alma-sandbox.lock");
+    let start = std::time::Instant::now();
+    while !manifest.exists() {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the first apply never paused"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(lock.exists(), "the first apply holds the lease file");
+    let ledger = || std::fs::read(ex.root().join("ledger/alma-sandbox.yaml")).unwrap();
+    let (ledger_before, manifest_before) = (ledger(), std::fs::read(&manifest).unwrap());
+
+    let other = alma_value();
+    let o = ex.apply_with(
+        "second.json",
+        serde_json::json!({"illiad-barcode-lookup": {"secret": other}}),
+        &["--store", "alma-sandbox"],
+    );
+    assert!(
+        start.elapsed().as_secs() < 8,
+        "the second apply ran while the first held the store"
+    );
+    assert_eq!(o.code, 3, "refused: {}", o.all());
+    assert!(
+        o.stderr.contains("the store is locked by jdoe@")
+            && o.stderr.contains("another apply is running"),
+        "{}",
+        o.all()
+    );
+    assert_eq!(
+        ledger(),
+        ledger_before,
+        "the second apply left the ledger untouched"
+    );
+    assert_eq!(std::fs::read(&manifest).unwrap(), manifest_before);
+
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ex.printed.borrow_mut().push_str(&said);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the first apply finishes: {said}"
+    );
+    assert!(!lock.exists(), "and releases the lease");
+    let k = &ex.ledger("alma-sandbox")["keys"][0];
+    assert_eq!(k["fingerprint"], fingerprint(&first).as_str());
+    let o = ex.run(
+        &["plan", "--detailed-exitcode", "--only", "alma-sandbox/*"],
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    ex.assert_no_canary(&[&first, &other]);
 }
