@@ -67,7 +67,7 @@ fn check(dir: &Path, store: &str, paging_keys: &str, env: &[(&str, &str)]) -> Va
             r["detail"].as_str().unwrap()
         );
     }
-    assert_eq!(rows.len(), 12, "{report:#}");
+    assert_eq!(rows.len(), 13, "{report:#}");
     assert!(
         rows.iter().all(|r| r["passed"] == true),
         "a check failed: {report:#}\nstderr: {stderr}"
@@ -92,7 +92,7 @@ fn sqlite_store_passes_store_check_and_prints_a_table() {
     let table = String::from_utf8_lossy(&out.stdout);
     println!("{table}");
     assert!(out.status.success());
-    assert!(table.contains("12 of 12 checks passed"), "{table}");
+    assert!(table.contains("13 of 13 checks passed"), "{table}");
     for row in [
         "create",
         "create-batch",

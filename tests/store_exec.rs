@@ -792,3 +792,65 @@ async fn the_reference_adapter_counts_each_valid_verify_and_answers_usage() {
     let later = s.usage("2026-12-02").await.unwrap().unwrap();
     assert_eq!(later.rows.len(), 1);
 }
+
+/// The reference adapter with a `usage` that misreports: every key it counted was last
+/// used in 2020.
+const STALE_USAGE: &str = r#"
+import importlib.machinery, importlib.util, sys
+sys.dont_write_bytecode = True
+loader = importlib.machinery.SourceFileLoader("jsonfile", sys.argv[1])
+spec = importlib.util.spec_from_loader("jsonfile", loader)
+m = importlib.util.module_from_spec(spec)
+loader.exec_module(m)
+plain = m.op_usage
+def stale(d, r):
+    out = plain(d, r)
+    for k in out["keys"]:
+        k["last_used"] = "2020-01-01T00:00:00Z"
+    return out
+m.READS["usage"] = stale
+sys.argv = [sys.argv[0], "--file", sys.argv[2]]
+m.main()
+"#;
+
+#[tokio::test]
+async fn store_check_fails_an_adapter_whose_usage_misses_the_verify_just_made() {
+    if !needs::tool(&needs::PYTHON3) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("stale.py");
+    std::fs::write(&wrapper, STALE_USAGE).unwrap();
+    let reference =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/adapters/keyward-store-jsonfile");
+    let opts = ExecOptions {
+        command: vec![
+            python(),
+            wrapper.display().to_string(),
+            reference.display().to_string(),
+            dir.path().join("keys.json").display().to_string(),
+        ],
+        env: Vec::new(),
+        timeout: Duration::from_secs(20),
+    };
+    let s = ExecStore::open("gateway", opts).expect("handshake");
+    let opts = keyward::store::check::CheckOptions {
+        environment: "sandbox".into(),
+        scopes: vec!["bibs:read".into()],
+        paging_keys: 10,
+    };
+    let report = keyward::store::check::run(&s, &opts).await;
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.check)
+        .collect();
+    assert_eq!(failed, ["usage"], "{}", report.table());
+    let row = report.checks.iter().find(|c| c.check == "usage").unwrap();
+    assert!(
+        row.detail.contains("not the verify just made"),
+        "{}",
+        row.detail
+    );
+}

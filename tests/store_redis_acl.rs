@@ -66,7 +66,7 @@ async fn redis_acl_passes_the_store_check() {
         keyward::store::check::run(&s, &adapters_common::kit("sandbox", &["bibs:read"], 2000))
             .await;
     adapters_common::assert_passed(&report);
-    assert_eq!(report.checks.len(), 12);
+    assert_eq!(report.checks.len(), 13);
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The store conformance kit (`keyward store check STORE`): the behaviours every store is
 //! held to — create -> list -> rotate with grace -> disable -> enable -> revoke -> delete,
 //! version conflicts, idempotent retries, unmanaged keys untouched, paging, expiry — run
-//! the apply lease (changes only under the live lease; renewed, expired, foreign), run
+//! the apply lease (changes only under the live lease; renewed, expired, foreign), usage
+//! (read where the store keeps it; a verify counted at the time it was made), run
 //! through the `Store` trait against any store, reported as one pass/fail row per
 //! behaviour. Works on keys of its own (named `kwcheck-<run>-...`) and removes them; must
 //! never print a secret (rows say what was expected and what was seen, never a value).
@@ -143,6 +144,7 @@ pub async fn run(store: &dyn Store, opts: &CheckOptions) -> CheckReport {
     check!("paging", k.paging());
     check!("expiry", k.expiry());
     check!("apply-lease", k.lease());
+    check!("usage", k.usage());
     let left_behind = k.cleanup().await;
     CheckReport {
         store: store.name().to_owned(),
@@ -777,6 +779,46 @@ impl Kit<'_> {
         self.expect_refused(&s, "expired", Some(VerifyReason::Expired))
             .await?;
         Ok(format!("an expired key is refused (expiry {mode:?})"))
+    }
+
+    /// A store that says it keeps usage answers it (for an adapter: the `usage` operation,
+    /// every field as the protocol has it). A store that counts at verify (an adapter) has
+    /// the kit's valid verify as the key's last use, at the time it was made; one counted
+    /// elsewhere (`keyward serve` writes the embedded stores' usage) need not.
+    async fn usage(&self) -> Outcome {
+        if !self.caps.usage {
+            return Ok("keeps no usage (capability usage: false): shown as not visible".into());
+        }
+        let (k, s) = self.made("usage").await?;
+        let before = Utc::now() - Duration::seconds(1);
+        self.expect_valid(&s, "before the usage is read").await?;
+        let after = Utc::now() + Duration::seconds(1);
+        let u = self
+            .store
+            .usage("0000-01-01") // every day kept
+            .await
+            .map_err(fail("usage"))?
+            .ok_or("the store says it keeps usage but answered none")?;
+        let last = super::usage::per_key(&u.rows)
+            .remove(&k.id)
+            .and_then(|x| x.last_used);
+        match last {
+            None => Ok(format!(
+                "answers usage ({} rows); the kit's verify is not counted here (counted elsewhere, as keyward serve does)",
+                u.rows.len()
+            )),
+            Some(t) if t >= before && t <= after => Ok(format!(
+                "answers usage; the kit's verify is the key's last use{}",
+                if u.last_use_only {
+                    " (last uses only, no calls per day)"
+                } else {
+                    ""
+                }
+            )),
+            Some(t) => Err(format!(
+                "the kit's key shows a last use at {t}, not the verify just made ({before} to {after})"
+            )),
+        }
     }
 
     /// Every key change carries the apply lease: under the live one it goes ahead;
