@@ -3,8 +3,9 @@
 //! `keyward verify` sends it under a fixed clock) feeds `keyward keys` LAST USED and
 //! `--unused-for`, `keyward usage`, the plan's "last used" beside a revoke, its
 //! `unused_after` disables and the nightly `expiring` report; an `http` store shows the
-//! last use a real `keyward serve` counted; console stores say "usage not visible in the
-//! console" in `keys` and `usage`.
+//! last use a real `keyward serve` counted, and "not visible" on a server without
+//! `/v1/usage`; console stores say "usage not visible in the console" in `keys`, `usage`,
+//! the plan and the nightly report.
 
 mod common;
 mod needs;
@@ -352,4 +353,91 @@ fn console_stores_say_usage_is_not_visible_in_the_console() {
         ),
         "{out}"
     );
+}
+
+/// A server older than usage: it lists one key and answers 404 to everything else
+/// (`/v1/usage` included). Prints its port.
+const OLD_SERVER: &str = r#"
+import http.server, json, sys
+KEY = {"id": "oldkey0000000001", "name": "legacy", "environment": "production",
+       "owner": "jdoe", "purpose": None, "scopes": ["bibs:read"], "labels": {},
+       "status": "active", "issued_at": "2026-01-01T00:00:00Z",
+       "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+       "expires_at": None, "lifetime": None, "version": 1, "generation": 1,
+       "spec_generation": 1, "previous_valid_until": None, "recipients": {},
+       "quota_per_day": None, "protected": False, "managed_by": "keyward"}
+class H(http.server.BaseHTTPRequestHandler):
+    def answer(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        with open(sys.argv[1], "a") as f:
+            f.write(self.path.split("?")[0] + "\n")
+        if self.path.startswith("/v1/keys"):
+            self.answer(200, {"items": [KEY], "next": None})
+        else:
+            self.answer(404, {"error": {"code": "not_found", "message": "no such route"}})
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// Kills its process when dropped (a failed assertion leaves no server behind).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_http_store_on_a_server_without_usage_says_not_visible() {
+    if !needs::tool(&needs::PYTHON3) {
+        return;
+    }
+    let r = Repo::new("keys: []\n");
+    let script = r.root().join("old.py");
+    std::fs::write(&script, OLD_SERVER).unwrap();
+    let asked = r.root().join("asked");
+    let mut child = Killed(
+        std::process::Command::new(python())
+            .arg(&script)
+            .arg(&asked)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    serve_at(&r, &format!("http://127.0.0.1:{}", port.trim()));
+    let run = |args: &[&str]| r.run_with(args, &[("KEYWARD_SERVED_TOKEN", "kwt_test")], None);
+    let o = run(&["keys"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        line_of(&o.stdout, "legacy").contains("not visible"),
+        "{}",
+        o.stdout
+    );
+    let o = run(&["usage"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stdout.contains("store `served`: usage is not visible"),
+        "{}",
+        o.stdout
+    );
+    drop(child);
+    let paths = std::fs::read_to_string(&asked).unwrap();
+    assert!(paths.lines().any(|p| p == "/v1/usage"), "{paths}");
 }
