@@ -1139,7 +1139,8 @@ async fn settle_after_failure(
     }
 }
 
-async fn create_key(
+/// Create key `c` with a secret generated here (sealed, delivered, then registered).
+pub(crate) async fn create_key(
     cx: &Context<'_>,
     store: &dyn Store,
     c: &Change,

@@ -1283,3 +1283,86 @@ fn a_second_apply_on_a_console_store_is_refused_while_the_first_holds_it() {
     assert_eq!(o.code, 0, "{}", o.all());
     ex.assert_no_canary(&[&first, &other]);
 }
+
+#[test]
+fn a_key_moving_out_of_a_console_is_made_and_delivered_before_the_old_one_is_removed() {
+    let ex = Example::new();
+    let value = alma_value();
+    let o = ex.apply_with(
+        "create.json",
+        serde_json::json!({"illiad-barcode-lookup": {"secret": value}}),
+        &["--store", "alma-production"],
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    // The alma-production key moves to a store keyward runs; the sandbox key of the same
+    // name is left out so the move pairs with it alone.
+    ex.edit(
+        "keyward.yaml",
+        "stores:\n",
+        "stores:\n  embedded: { kind: sqlite, path: .keyward/keys.db, environment: production }\n",
+    );
+    ex.edit("keyward.yaml", "allow_never: [", "allow_never: [embedded, ");
+    let keys = std::fs::read_to_string(ex.root().join("keys/alma.yaml")).unwrap();
+    let keys = &keys[..keys
+        .find("\n  - name: illiad-barcode-lookup\n    store: alma-sandbox")
+        .unwrap()];
+    std::fs::write(
+        ex.root().join("keys/alma.yaml"),
+        keys.replacen("store: alma-production", "store: embedded", 1),
+    )
+    .unwrap();
+    let only = ["--only", "*/illiad-barcode-lookup"];
+    let plan = json_plan(&ex, "*/illiad-barcode-lookup");
+    assert_eq!(plan["actions"][0]["action"], "replace", "{plan}");
+    assert_eq!(
+        plan["console_steps"][0]["store"], "alma-production",
+        "{plan}"
+    );
+    assert_eq!(plan["console_steps"][0]["action"], "replace", "{plan}");
+
+    // Not confirmed: the new key is made and delivered, the old one stays in the ledger.
+    let o = ex.apply_with(
+        "skip.json",
+        serde_json::json!({"illiad-barcode-lookup": {"done": false}}),
+        &only,
+    );
+    assert_eq!(o.code, 3, "{}", o.all());
+    let old = &ex.ledger("alma-production")["keys"][0];
+    assert_eq!(
+        old["status"], "active",
+        "not removed without a confirmation"
+    );
+    let g2 = ex
+        .root()
+        .join("deliveries/embedded/illiad-barcode-lookup/g2/manifest.json");
+    assert!(g2.exists(), "the new key is delivered first");
+    let plan = json_plan(&ex, "*/illiad-barcode-lookup");
+    assert_eq!(plan["actions"][0]["action"], "revoke", "{plan}");
+    assert_eq!(plan["actions"][0]["store"], "alma-production", "{plan}");
+
+    let o = ex.apply_with(
+        "done.json",
+        serde_json::json!({"illiad-barcode-lookup": {"done": true}}),
+        &only,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(ex.ledger("alma-production")["keys"][0]["status"], "revoked");
+    if needs::part(&needs::AGE, "opening the moved key's delivery with age -d") {
+        let v = age_envelope(&ex, "embedded", "illiad-barcode-lookup", 2, "jdoe");
+        assert!(
+            v["secret"].as_str().unwrap().starts_with("kw_"),
+            "a keyward secret"
+        );
+    }
+    let o = ex.run(
+        &[
+            "plan",
+            "--detailed-exitcode",
+            "--only",
+            "*/illiad-barcode-lookup",
+        ],
+        &[],
+    );
+    assert_eq!(o.code, 0, "the plan is empty after the move: {}", o.all());
+    ex.assert_no_canary(&[&value]);
+}

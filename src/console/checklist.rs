@@ -205,9 +205,19 @@ async fn step(
         return apply::apply_one(cx, c, actor).await.map(End::Done);
     };
     if !console_here {
-        // A key moving out of a console: the new store is keyward's, the old key is removed
-        // in the console once the admin confirms.
-        return confirm_then(cx, c, op, actor, &apply::old_store_of(c), StepKind::Revoke).await;
+        // A key moving out of a console into a store keyward runs: the new key is made and
+        // delivered there first; only then does the admin remove the old one in the console.
+        let store = dyn_store(cx, &c.store)?;
+        let (key_id, dir) = apply::create_key(cx, store, c, actor).await?;
+        let old = apply::old_store_of(c);
+        return match confirm_then(cx, c, op, actor, &old, StepKind::Revoke).await? {
+            End::Done(d) => Ok(End::Done(Done {
+                key_id: Some(key_id),
+                delivery: Some(dir),
+                ..d
+            })),
+            other => Ok(other),
+        };
     }
     let cs = console_store(cx, &c.store)?;
     match kind {
