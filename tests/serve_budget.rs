@@ -216,9 +216,21 @@ async fn the_budget_refuses_exactly_after_n_valid_calls_and_alerts_at_each_thres
         "{spent_alert}"
     );
 
-    // The usage report names who spent the budget (after the usage flush).
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let u = r.run(&["usage", "--by", "key", "--since", "1d"]);
+    // The usage report names who spent the budget once the server's usage flush (every
+    // 300 ms) has written the last calls: asked again until it has, for at most 15 s (a
+    // machine busy with other builds can delay one flush well past its interval).
+    let flushed = |out: &str| {
+        out.contains("     200  ill-lookup (owner jdoe)")
+            && out.contains("      95  other (owner jdoe)")
+    };
+    let started = std::time::Instant::now();
+    let u = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let u = r.run(&["usage", "--by", "key", "--since", "1d"]);
+        if flushed(&u.stdout) || started.elapsed() > Duration::from_secs(15) {
+            break u;
+        }
+    };
     assert_eq!(u.code, 0, "{}", u.all());
     assert!(
         u.stdout.contains("Budget of store `alma-production` on ")
