@@ -1272,7 +1272,14 @@ impl<'a> Ctx<'a> {
         e.limits(d, l);
         let (mut action, set_status) = e.status(d, l);
         let want = self.want_recipients(d);
-        let rotate = self.rotate_reasons(d, l, &want, &mut e.escalations);
+        let mut rotate = self.rotate_reasons(d, l, &want, &mut e.escalations);
+        if set_status == Some(KeyStatus::Active)
+            && let Some(why) = self
+                .console_preset(&d.store)
+                .and_then(|p| p.enable_regenerates())
+        {
+            rotate.push(why);
+        }
         if !rotate.is_empty() {
             if action == Action::Disable {
                 let why = format!("rotation deferred while disabled: {}", rotate.join("; "));

@@ -1366,3 +1366,87 @@ fn a_key_moving_out_of_a_console_is_made_and_delivered_before_the_old_one_is_rem
     assert_eq!(o.code, 0, "the plan is empty after the move: {}", o.all());
     ex.assert_no_canary(&[&value]);
 }
+
+#[test]
+fn enabling_a_disabled_alm_key_is_a_regenerate_with_a_new_secret_and_the_same_client_id() {
+    let ex = Example::new();
+    ex.add_store(
+        "alm: { kind: console, vendor: alm, environment: production, max_lifetime: 90d }",
+        "alm.yaml",
+        "keys:\n  - name: ops-bridge\n    store: alm\n    owner: jdoe\n    purpose: the ops bridge reads defects\n    scopes: [api:read]\n    lifetime: 60d\n",
+    );
+    ex.edit(
+        "keyward.yaml",
+        "authentication-api, reports-api, full-access]",
+        "authentication-api, reports-api, full-access, api, odata]",
+    );
+    let only = ["--store", "alm"];
+    let first = "alm-secret-0123456789abcdef".to_string();
+    let o = ex.apply_with(
+        "create.json",
+        serde_json::json!({"ops-bridge": {"secret": first, "client_id": "apikey-7"}}),
+        &only,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    ex.edit(
+        "keys/alm.yaml",
+        "    lifetime: 60d\n",
+        "    lifetime: 60d\n    state: disabled\n",
+    );
+    let o = ex.apply_with(
+        "disable.json",
+        serde_json::json!({"ops-bridge": {"done": true}}),
+        &only,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(ex.ledger("alm")["keys"][0]["status"], "disabled");
+
+    // ALM's disable is Revoke Key; only Regenerate Key brings it back, with a new secret.
+    ex.edit("keys/alm.yaml", "    state: disabled\n", "");
+    let plan = json_plan(&ex, "alm/*");
+    let a = &plan["actions"][0];
+    assert_eq!(a["action"], "rotate", "{plan}");
+    assert!(
+        a["reasons"].to_string().contains(
+            "OpenText ALM Site Administration enables a revoked key only by regenerating it: a new secret"
+        ),
+        "{a}"
+    );
+    let steps = plan["console_steps"][0]["steps"].to_string();
+    assert!(steps.contains("click Regenerate Key"), "{steps}");
+    let o = ex.apply_with(
+        "enable-done-only.json",
+        serde_json::json!({"ops-bridge": {"done": true}}),
+        &only,
+    );
+    assert_eq!(
+        o.code,
+        3,
+        "a confirmation without the new secret is not enough: {}",
+        o.all()
+    );
+    assert_eq!(ex.ledger("alm")["keys"][0]["status"], "disabled");
+    let second = "alm-secret-ffff456789abcdef".to_string();
+    let o = ex.apply_with(
+        "enable.json",
+        serde_json::json!({"ops-bridge": {"secret": second}}),
+        &only,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    let k = &ex.ledger("alm")["keys"][0];
+    assert_eq!(k["status"], "active");
+    assert_eq!(k["generation"], 2);
+    assert_eq!(k["client_id"], "apikey-7");
+    assert_eq!(k["fingerprint"], fingerprint(&second).as_str());
+    if needs::part(
+        &needs::AGE,
+        "opening the regenerated ALM delivery with age -d",
+    ) {
+        let v = age_envelope(&ex, "alm", "ops-bridge", 2, "jdoe");
+        assert_eq!(v["secret"], second.as_str());
+        assert_eq!(v["client_id"], "apikey-7");
+    }
+    let o = ex.run(&["plan", "--detailed-exitcode", "--only", "alm/*"], &[]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    ex.assert_no_canary(&[&first, &second]);
+}

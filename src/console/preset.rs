@@ -187,6 +187,17 @@ impl Preset {
             .find(|(a, _)| a == level)
             .map(|(_, l)| l.as_str())
     }
+    /// Why enabling a disabled key makes a new secret in this console (ALM: a disable is
+    /// Revoke Key, and only Regenerate Key makes a revoked key work again), so the plan
+    /// rotates it; None where a key is enabled as it was.
+    pub fn enable_regenerates(&self) -> Option<String> {
+        (self.rotate == RotateMode::RevokeThenRegenerate).then(|| {
+            format!(
+                "{} enables a revoked key only by regenerating it: a new secret",
+                self.title
+            )
+        })
+    }
     pub fn is_editable(&self, field: &str) -> bool {
         self.editable.iter().any(|f| f == field)
     }
