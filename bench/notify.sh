@@ -25,7 +25,8 @@
 # Environment: BENCH_DIR (scratch directory, default a new /tmp/keyward-notify.*),
 # CARGO_TARGET_DIR (default target), KEYWARD_BIN (a keyward binary to time instead of the
 # release build, e.g. an older commit's), CONNECTIONS (`notify.email.connections`, default 4;
-# CONNECTIONS=none leaves it out, for a binary that predates it).
+# CONNECTIONS=none leaves it out, for a binary that predates it), SINK_LIGHT=1 (the SMTP
+# server skips parsing each message: a receiver that is not itself the limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,19 +52,22 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 cat >"$WORK/hook.py" <<'PY'
-import http.server, os, threading
+import http.server, os, threading, time
 count = 0
+first = last = 0.0
 lock = threading.Lock()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0" if os.environ.get("HOOK_HTTP10") else "HTTP/1.1"
     def do_POST(self):
-        global count
+        global count, first, last
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with lock:
             count += 1
+            last = time.time()
+            first = first or last
         self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
     def do_GET(self):
-        b = str(count).encode()
+        b = (str(count) if self.path == "/" else "%f %f" % (first, last)).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(b))); self.end_headers()
         self.wfile.write(b)
     def log_message(self, *a):
@@ -73,7 +77,7 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 PY
 start() { # NAME COMMAND...: start a server that prints its port; wait for the port
-  "${@:2}" >"$WORK/$1.port" &
+  "${@:2}" >"$WORK/$1.port" 2>"$WORK/$1.log" &
   PIDS+=($!)
   for _ in $(seq 50); do [ -s "$WORK/$1.port" ] && break; sleep 0.1; done
 }
@@ -103,18 +107,24 @@ $([ "$CONNECTIONS" = none ] || echo "    connections: $CONNECTIONS")
 EOF
 
 t() { /usr/bin/time -f '%e s, %M KB peak RSS' -o "$WORK/$1.time" "${@:2}" >/dev/null 2>"$WORK/$1.err" || true; cat "$WORK/$1.time"; }
-hooks() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1]).read().decode())' "$1"; }
+hooks() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen("http://127.0.0.1:%s/%s" % (sys.argv[1], sys.argv[2])).read().decode())' "$1" "${2:-}"; }
 mails() { find "$1" -name '*.json' | wc -l; }
 echo "apply, $N new keys, no notify:                 $(t plain "$BIN" -C "$plain" apply --auto-approve)"
 echo "apply, $N new keys, + $N mails + $N webhooks:  $(t apply "$BIN" -C "$repo" apply --auto-approve)"
 sleep 1
 before=$(mails "$WORK/mail")
 echo "messages after apply: $before mails, $(hooks "$HOOK_PORT") webhook calls"
-python3 - "$WORK/mail" <<'PY'
+python3 - "$WORK/mail" "$(hooks "$HOOK_PORT" span)" <<'PY'
 import json, os, sys
 d = sys.argv[1]
-peers = {json.load(open(os.path.join(d, f))).get("peer") for f in os.listdir(d) if f.endswith(".json")}
-print("SMTP connections that carried them: %d" % len(peers))
+files = [os.path.join(d, f) for f in os.listdir(d) if f.endswith(".json")]
+peers = {json.load(open(f)).get("peer") for f in files}
+print("SMTP connections that carried them (distinct client address:port): %d" % len(peers))
+times = [os.path.getmtime(f) for f in files]
+first, last = (float(x) for x in sys.argv[2].split())
+print("received: mails over %.2f s, webhook calls over %.2f s, all of them over %.2f s"
+      " (first message received -> last)"
+      % (max(times) - min(times), last - first, max(times + [last]) - min(times + [first])))
 PY
 awk -v a="$(cut -d' ' -f1 "$WORK/apply.time")" -v p="$(cut -d' ' -f1 "$WORK/plain.time")" \
   'BEGIN { printf "notifications (apply with notify - without): %.2f s\n", a - p }'
@@ -130,7 +140,7 @@ start floor-smtp python3 "$ROOT/tests/notify_support/smtp_sink.py" "$WORK/floor-
 start floor-hook python3 "$WORK/hook.py"
 FLOOR_SMTP=$(port floor-smtp); FLOOR_HOOK=$(port floor-hook)
 FLOOR_CONNS=$CONNECTIONS; [ "$FLOOR_CONNS" = none ] && FLOOR_CONNS=1
-SAMPLE=$(find "$WORK/mail" -name '*.json' | head -1)
+SAMPLE=$(find "$WORK/mail" -name '*.json' -print -quit)
 python3 - "$FLOOR_SMTP" "$FLOOR_HOOK" "$N" "$FLOOR_CONNS" "$SAMPLE" <<'PY'
 import base64, http.client, json, socket, sys, threading, time
 smtp_port, hook_port, n, conns = (int(a) for a in sys.argv[1:5])
