@@ -5,6 +5,10 @@
 #
 #   bench/verify_pg.sh                 10 s per target, 64 connections, 1,000 keys
 #   DURATION=30s CONNS=128 KEYS=5000 bench/verify_pg.sh
+#   WARMUP=3s CONNS=32 bench/verify_pg.sh   issue 17's row: each target warmed up first
+#
+# Targets: the ceiling, SQLite, one PostgreSQL instance, then two instances on the same
+# database (the scale-out path), each under half the connections at once.
 #
 # PostgreSQL URL: KEYWARD_BENCH_POSTGRES_URL, else KEYWARD_TEST_POSTGRES_URL, else
 # postgres://postgres@127.0.0.1:5432/test. The run uses a fresh schema and drops it at the end.
@@ -20,6 +24,10 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 KEYS=${KEYS:-1000}
+# WARMUP=3s: the same load for that long first, not counted (each server's caches and quota
+# blocks are filled before the measured run; 0, the default, measures from a cold start).
+WARMUP=${WARMUP:-0}
+# SERVE_ARGS="--no-usage": extra options for every `keyward serve` of the run.
 PG_URL=${KEYWARD_BENCH_POSTGRES_URL:-${KEYWARD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}}
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -59,7 +67,8 @@ trap cleanup EXIT
 # start NAME ARGS...: starts `keyward serve` on a free port, sets URL.
 start() {
     local name=$1; shift
-    KEYWARD_LOG=warn "$BIN" -C "$WORK" serve --listen 127.0.0.1:0 --tokens tokens.yaml "$@" \
+    # shellcheck disable=SC2086 # SERVE_ARGS: extra serve options, split on spaces
+    KEYWARD_LOG=warn "$BIN" -C "$WORK" serve --listen 127.0.0.1:0 --tokens tokens.yaml "$@" ${SERVE_ARGS:-} \
         2>"$WORK/$name.log" &
     PIDS+=($!)
     for _ in $(seq 1 100); do
@@ -131,6 +140,9 @@ LUA
 # load NAME URL: runs wrk, appends "NAME rps p50 p99 non2xx" to results.
 load() {
     local out="$WORK/$1.wrk"
+    if [ "$WARMUP" != 0 ]; then
+        wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s "$WORK/verify.lua" "$2" >/dev/null
+    fi
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$WORK/verify.lua" "$2" >"$out"
     local rps p50 p99 bad
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
@@ -159,16 +171,86 @@ start postgres --database "$PG_URL${SEP}schema=$SCHEMA&pepper_file=$WORK/pg.pepp
 register "$URL"; check "$URL"
 load postgres "$URL"
 
-python3 - "$WORK/results" "$DURATION" "$CONNS" "$THREADS" "$KEYS" <<'PY'
+# Two instances on the one database (the scale-out path), each under half the load at once:
+# one wrk per instance with half the connections; requests/s summed, the higher p50/p99.
+URL_A=$URL
+start postgres-b --database "$PG_URL${SEP}schema=$SCHEMA&pepper_file=$WORK/pg.pepper"
+URL_B=$URL; check "$URL_B"
+echo "== PostgreSQL, two instances on one database" >&2
+half=$(( CONNS / 2 > 0 ? CONNS / 2 : 1 ))
+for side in a b; do
+    u=$URL_A; [ "$side" = b ] && u=$URL_B
+    if [ "$WARMUP" != 0 ]; then
+        wrk -t1 -c"$half" -d"$WARMUP" -s "$WORK/verify.lua" "$u" >/dev/null &
+    fi
+done
+wait_wrk() { for j in $(jobs -p); do case " ${PIDS[*]} " in *" $j "*) ;; *) wait "$j" ;; esac; done; }
+wait_wrk
+wrk -t1 -c"$half" -d"$DURATION" --latency -s "$WORK/verify.lua" "$URL_A" >"$WORK/two-a.wrk" &
+wrk -t1 -c"$half" -d"$DURATION" --latency -s "$WORK/verify.lua" "$URL_B" >"$WORK/two-b.wrk" &
+# A probe beside wrk: one verify every 20 ms on its own keep-alive connection to each
+# instance in turn, timed by this client (a second opinion on wrk's latency figures).
+python3 - "$URL_A" "$URL_B" "$(cat "$WORK/verify.token")" "$WORK/keys.lua" "$DURATION" \
+    >"$WORK/probe.txt" <<'PY' &
+import http.client, json, re, sys, time, urllib.parse
+a, b, token, keys_file, dur = sys.argv[1:6]
+keys = re.findall(r'"([^"]+)"', open(keys_file).read())
+secs = float(dur.rstrip("s")) - 1.0
+conns = [http.client.HTTPConnection(urllib.parse.urlsplit(u).netloc, timeout=10) for u in (a, b)]
+lat, i, end = [], 0, time.monotonic() + secs
+time.sleep(0.5)
+while time.monotonic() < end:
+    c = conns[i % 2]
+    body = json.dumps({"key": keys[i % len(keys)]})
+    t0 = time.monotonic()
+    c.request("POST", "/v1/verify", body, {"Authorization": "Bearer " + token,
+                                           "Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    lat.append((time.monotonic() - t0) * 1000)
+    assert r.status == 200, r.status
+    i += 1
+    time.sleep(0.02)
+lat.sort()
+q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))]
+print(f"{len(lat)} {q(0.5):.2f} {q(0.99):.2f} {lat[-1]:.2f}")
+PY
+wait_wrk
+read -r pn pp50 pp99 pmax <"$WORK/probe.txt"
+echo "   probe: $pn verifies, p50 ${pp50} ms, p99 ${pp99} ms, max ${pmax} ms" >&2
+python3 - "$WORK/two-a.wrk" "$WORK/two-b.wrk" >>"$WORK/results" <<'PY'
+import re, sys
+def ms(v):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s)", v)
+    return float(m[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m[2]]
+rps, p50, p99, bad = 0.0, 0.0, 0.0, 0
+for path in sys.argv[1:]:
+    text = open(path).read()
+    rps += float(re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)[1])
+    p50 = max(p50, ms(re.search(r"^\s+50%\s+(\S+)", text, re.M)[1]))
+    p99 = max(p99, ms(re.search(r"^\s+99%\s+(\S+)", text, re.M)[1]))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    bad += int(m[1]) if m else 0
+print(f"postgres2 {rps:.2f} {p50:.2f}ms {p99:.2f}ms {bad}")
+PY
+# KEEP=DIR: keep the two wrk reports and the servers' logs there for reading.
+if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$WORK"/two-*.wrk "$WORK"/postgres*.log "$KEEP"/; fi
+tail -n1 "$WORK/results" | awk '{ print "   two instances: " $2 " req/s, p50 " $3 ", p99 " $4 ", non-2xx " $5 }' >&2
+
+python3 - "$WORK/results" "$DURATION" "$CONNS" "$THREADS" "$KEYS" "$WARMUP" <<'PY'
 import sys
-path, dur, conns, threads, keys = sys.argv[1:6]
+path, dur, conns, threads, keys, warmup = sys.argv[1:7]
 rows = [l.split() for l in open(path)]
 ceiling = float(rows[0][1])
-print(f"\n/v1/verify, valid keys ({keys} keys, wrk -t{threads} -c{conns} -d{dur}, loopback, 2 cores shared)\n")
+warm = "cold start" if warmup == "0" else f"after {warmup} of the same load, not counted"
+print(f"\n/v1/verify, valid keys ({keys} keys, wrk -t{threads} -c{conns} -d{dur}, {warm}; loopback, 2 cores shared)\n")
 print("| target | requests/s | p50 | p99 | of ceiling | non-2xx |")
 print("|---|---:|---:|---:|---:|---:|")
 names = {"ceiling": "ceiling (`serve --bare`, 200 on every path)", "sqlite": "verify on SQLite",
-         "postgres": "verify on PostgreSQL"}
+         "postgres": "verify on PostgreSQL",
+         "postgres2": "verify on PostgreSQL, two instances on one database (half the connections each, summed)"}
 for name, rps, p50, p99, bad in rows:
     print(f"| {names[name]} | {float(rps):,.0f} | {p50} | {p99} | {float(rps) / ceiling:.0%} | {bad} |")
 PY
+echo
+echo "Probe during the two-instance load (one verify every 20 ms, alternating instances, timed"
+echo "by a separate client): $pn verifies, p50 ${pp50} ms, p99 ${pp99} ms, max ${pmax} ms."

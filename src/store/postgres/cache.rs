@@ -8,9 +8,10 @@
 //! every inserted, updated or deleted row, at commit, whatever wrote it: another instance, or
 //! SQL typed by hand. The listener is one dedicated connection (not from the pool) that
 //! `LISTEN`s, forgets each notified id, and checks itself with a query every
-//! [`HEARTBEAT`]; the cache is used only while the last check is younger than
-//! [`STALE_AFTER`]. On every (re)connect, and whenever the listener stops, the whole cache is
-//! dropped.
+//! [`HEARTBEAT`]; the cache is used only while the last answered check was *sent* less than
+//! [`STALE_AFTER`] ago. A slow answer only pauses the cache (verifies read the database
+//! until it comes); no answer within [`GIVE_UP`] ends the connection. On every (re)connect,
+//! and whenever the listener stops, the whole cache is dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,8 +25,12 @@ use super::super::rules::StoredKey;
 
 /// How often the listener checks its connection with a query.
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
-/// The cache is not used when the listener's last successful check is older than this.
+/// The cache is not used when the last answered check was sent longer ago than this.
 pub const STALE_AFTER: Duration = Duration::from_millis(750);
+/// A check unanswered for this long ends the listener's connection (it reconnects, and the
+/// cache starts empty). Shorter waits only pause the cache: an answer on the same
+/// connection proves every notification committed before the check was sent has arrived.
+pub const GIVE_UP: Duration = Duration::from_secs(5);
 /// At most this many records; a full cache starts over (a verify then reads the database).
 const MAX_ENTRIES: usize = 200_000;
 /// The notification payload of "forget everything" (a TRUNCATE).
@@ -114,8 +119,10 @@ impl KeyCache {
         self.listening.store(listening, Ordering::Release);
     }
 
-    fn checked(&self) {
-        self.checked_at.store(self.now_ms(), Ordering::Release);
+    /// A check sent at `sent_ms` (from [`KeyCache::now_ms`]) was answered: every change
+    /// committed before then has been notified and forgotten.
+    fn checked(&self, sent_ms: u64) {
+        self.checked_at.fetch_max(sent_ms, Ordering::AcqRel);
     }
 
     /// How many records are held (for tests and logs).
@@ -203,18 +210,34 @@ async fn listen_once(cache: &KeyCache, cfg: &tokio_postgres::Config, channel: &s
     tracing::debug!("key cache on: listening on {channel}");
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The check in flight, and when it was sent. Notifications keep being applied while it
+    // is out (the old loop stopped reading them for as long as a check took).
+    let mut check = None;
+    let mut sent = (Instant::now(), 0u64);
     loop {
         tokio::select! {
             m = rx.recv() => match m {
                 Some(id) => cache.forget(&id),
                 None => break,
             },
-            _ = tick.tick() => {
-                match tokio::time::timeout(STALE_AFTER, client.simple_query("SELECT 1")).await {
-                    Ok(Ok(_)) => cache.checked(),
-                    Ok(Err(e)) => return format!("check failed: {e}"),
-                    Err(_) => return "check timed out".to_string(),
+            _ = tick.tick(), if check.is_none() => {
+                sent = (Instant::now(), cache.now_ms());
+                check = Some(Box::pin(client.simple_query("SELECT 1")));
+            }
+            r = async { check.as_mut().expect("guarded").await }, if check.is_some() => {
+                check = None;
+                if let Err(e) = r {
+                    return format!("check failed: {e}");
                 }
+                // The driver forwarded every notification read before the answer: apply
+                // them before the cache counts as checked.
+                while let Ok(id) = rx.try_recv() {
+                    cache.forget(&id);
+                }
+                cache.checked(sent.1);
+            }
+            _ = tokio::time::sleep_until((sent.0 + GIVE_UP).into()), if check.is_some() => {
+                return format!("check unanswered for {} s", GIVE_UP.as_secs());
             }
         }
     }
@@ -280,9 +303,17 @@ mod tests {
         let t = c.ticket().unwrap();
         c.put(t, stored("a"));
         assert!(c.get("a").is_some());
+        let before = c.now_ms();
         std::thread::sleep(STALE_AFTER + Duration::from_millis(50));
         assert!(c.get("a").is_none(), "served past the last check");
-        c.checked();
+        // A late answer to a check sent before the pause does not make it fresh again ...
+        c.checked(before);
+        assert!(
+            c.get("a").is_none(),
+            "a late answer counted from its arrival"
+        );
+        // ... an answer to a check sent now does, and the records were kept meanwhile.
+        c.checked(c.now_ms());
         assert!(c.get("a").is_some());
     }
 }
