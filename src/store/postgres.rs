@@ -496,6 +496,43 @@ impl PostgresStore {
         Ok(Some(s))
     }
 
+    /// When `id`'s reserved calls run low, reserve its next block in the background, so
+    /// its verifies do not wait for a database round trip (and behind the refill lock
+    /// of its shard) when the block runs out. Under load a synchronous refill on two
+    /// saturated cores could hold verifies for hundreds of milliseconds.
+    fn refill_ahead(
+        &self,
+        reservations: &std::sync::Arc<Reservations>,
+        id: &str,
+        day: &str,
+        quota: u64,
+        now: DateTime<Utc>,
+    ) {
+        let block = Reservations::block(quota);
+        if !reservations.start_refill_ahead(id, day, block) {
+            return;
+        }
+        let (pool, r, name) = (self.pool.clone(), reservations.clone(), self.name.clone());
+        let (id, day) = (id.to_owned(), day.to_owned());
+        tokio::spawn(async move {
+            let (pool_ref, id_ref, name_ref) = (&pool, id.as_str(), name.as_str());
+            let done = r
+                .refill_ahead(id_ref, &day, block, move |block| async move {
+                    let mut c = pool_ref
+                        .get()
+                        .await
+                        .db(&format!("cannot reach PostgreSQL for store {name_ref}"))?;
+                    reserve_calls(&mut c, id_ref, quota, block, now).await
+                })
+                .await;
+            if let Err(e) = done {
+                tracing::warn!(
+                    "store {name}: reserving calls of key {id} ahead failed (its next verify reserves them itself): {e}"
+                );
+            }
+        });
+    }
+
     /// This instance changed `id` (committed): forget it at once, before the notification.
     fn changed(&self, id: &str) {
         if let Some((c, _)) = &self.cache {
@@ -1005,12 +1042,16 @@ impl Store for PostgresStore {
             }
             (Some(quota), Some(reservations)) => {
                 let id = s.key.id.as_str();
-                reservations
+                let counted = reservations
                     .take_or_reserve(id, &day, quota, |block| async move {
                         let mut c = self.client().await?;
                         reserve_calls(&mut c, id, quota, block, now).await
                     })
-                    .await?
+                    .await?;
+                if counted {
+                    self.refill_ahead(reservations, id, &day, quota, now);
+                }
+                counted
             }
         };
         if !counted {

@@ -10,7 +10,11 @@
 //! * with several processes serving one database, one may answer `quota_exceeded` while
 //!   another still holds unused calls of the same key (fewer than one block each: only
 //!   one reservation per process is in flight at a time);
-//! * a graceful stop returns the unused calls (`Reservations::drain`).
+//! * a graceful stop returns the unused calls (`Reservations::drain`);
+//! * a process may reserve a key's next block *ahead*, in the background, once a quarter of
+//!   a block is left (`start_refill_ahead` / `refill_ahead`, blocks of at least
+//!   [`AHEAD_MIN_BLOCK`]), so a busy key's verifies do not wait for the database when its
+//!   block runs out; it then holds at most a block and a quarter unused.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,6 +31,10 @@ pub struct Reservations {
 }
 
 const REFILL_SHARDS: usize = 64;
+
+/// Blocks smaller than this are never reserved ahead: small quotas stay exact, reserved
+/// only when a call needs one.
+pub const AHEAD_MIN_BLOCK: u64 = 8;
 
 impl Default for Reservations {
     fn default() -> Self {
@@ -49,6 +57,8 @@ fn shard(id: &str) -> usize {
 struct Slot {
     day: String,
     left: u64,
+    /// A reservation ahead of need is in flight for this key.
+    ahead: bool,
 }
 
 impl Reservations {
@@ -121,15 +131,58 @@ impl Reservations {
     /// over on the same day (two requests reserved at once) add up.
     pub fn add(&self, id: &str, day: &str, n: u64) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = slots.entry(id.to_owned()).or_insert_with(|| Slot {
-            day: day.to_owned(),
-            left: 0,
-        });
-        if slot.day != day {
-            slot.day = day.to_owned();
-            slot.left = 0;
+        add_to(&mut slots, id, day, n);
+    }
+
+    /// Whether a block of `id`'s calls on `day` should be reserved ahead now: a quarter of
+    /// `block` or less is left and no reservation ahead is in flight. True marks one in
+    /// flight; the caller then runs [`Self::refill_ahead`] (in the background).
+    pub fn start_refill_ahead(&self, id: &str, day: &str, block: u64) -> bool {
+        if block < AHEAD_MIN_BLOCK {
+            return false;
         }
-        slot.left += n;
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        match slots.get_mut(id) {
+            Some(slot) if slot.day == day && !slot.ahead && slot.left <= block / 4 => {
+                slot.ahead = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reserve `block` calls of `id` on `day` ahead of need (after
+    /// [`Self::start_refill_ahead`] said so), under the key's refill lock: a verify that
+    /// runs out meanwhile waits for this reservation instead of making its own.
+    pub async fn refill_ahead<F, Fut, E>(
+        &self,
+        id: &str,
+        day: &str,
+        block: u64,
+        reserve: F,
+    ) -> Result<(), E>
+    where
+        F: FnOnce(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<u64, E>>,
+    {
+        let _refilling = self.refill[shard(id)].lock().await;
+        let granted = reserve(block).await;
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // The slot moved on to the next day meanwhile: the old day's calls are of no use
+        // (and that day's counter is closed), and the new day's must not be replaced.
+        if slots.get(id).is_some_and(|slot| slot.day != day) {
+            return granted.map(|_| ());
+        }
+        if let Ok(n) = granted {
+            add_to(&mut slots, id, day, n);
+        }
+        // Nothing granted: the day's quota is reserved to the end, so no more reservations
+        // ahead that day (the flag stays up until the slot moves to another day); the last
+        // calls are reserved as needed, as for a small quota.
+        if let (Some(slot), false) = (slots.get_mut(id), matches!(granted, Ok(0))) {
+            slot.ahead = false;
+        }
+        granted.map(|_| ())
     }
 
     /// Take every unused reservation out, as `(key id, day, calls)`, for returning to the
@@ -144,9 +197,80 @@ impl Reservations {
     }
 }
 
+fn add_to(slots: &mut HashMap<String, Slot>, id: &str, day: &str, n: u64) {
+    let slot = slots.entry(id.to_owned()).or_insert_with(|| Slot {
+        day: day.to_owned(),
+        left: 0,
+        ahead: false,
+    });
+    if slot.day != day {
+        slot.day = day.to_owned();
+        slot.left = 0;
+        slot.ahead = false;
+    }
+    slot.left += n;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_is_reserved_ahead_once_a_quarter_is_left_and_only_once() {
+        let r = Reservations::default();
+        let block = 100;
+        r.add("k", "2027-01-01", 30);
+        // 30 left of 100: not yet.
+        assert!(!r.start_refill_ahead("k", "2027-01-01", block));
+        for _ in 0..5 {
+            assert!(r.take("k", "2027-01-01"));
+        }
+        // 25 left: one reservation ahead, and no second while it is in flight.
+        assert!(r.start_refill_ahead("k", "2027-01-01", block));
+        assert!(!r.start_refill_ahead("k", "2027-01-01", block));
+        // Another day's slot, a small block, an unknown key: never.
+        assert!(!r.start_refill_ahead("k", "2027-01-02", block));
+        assert!(!r.start_refill_ahead("k", "2027-01-01", AHEAD_MIN_BLOCK - 1));
+        assert!(!r.start_refill_ahead("other", "2027-01-01", block));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // The database grants 60: they add up with what was left, the flag is cleared.
+        rt.block_on(r.refill_ahead("k", "2027-01-01", block, |b| async move {
+            assert_eq!(b, block);
+            Ok::<u64, ()>(60)
+        }))
+        .unwrap();
+        let mut n = 0;
+        while r.take("k", "2027-01-01") {
+            n += 1;
+        }
+        assert_eq!(n, 25 + 60);
+        assert!(r.start_refill_ahead("k", "2027-01-01", block));
+        // A failed reservation grants nothing and clears the flag for the next try.
+        let e = rt.block_on(r.refill_ahead("k", "2027-01-01", block, |_| async {
+            Err::<u64, &str>("database down")
+        }));
+        assert_eq!(e, Err("database down"));
+        assert!(!r.take("k", "2027-01-01"));
+        assert!(r.start_refill_ahead("k", "2027-01-01", block));
+        // The quota is reserved to the end (0 granted): no more reservations ahead that
+        // day, however many verifies follow; the next day starts afresh.
+        rt.block_on(r.refill_ahead("k", "2027-01-01", block, |_| async { Ok::<u64, ()>(0) }))
+            .unwrap();
+        assert!(!r.start_refill_ahead("k", "2027-01-01", block));
+        r.add("k", "2027-01-02", 10);
+        assert!(r.start_refill_ahead("k", "2027-01-02", block));
+        // A reservation ahead for a day that ended meanwhile leaves the new day's calls be.
+        r.add("k", "2027-01-03", 5);
+        rt.block_on(r.refill_ahead("k", "2027-01-02", block, |_| async { Ok::<u64, ()>(90) }))
+            .unwrap();
+        let mut n = 0;
+        while r.take("k", "2027-01-03") {
+            n += 1;
+        }
+        assert_eq!(n, 5);
+    }
 
     #[test]
     fn block_is_a_percent_clamped() {
