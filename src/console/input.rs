@@ -270,9 +270,11 @@ impl Terminal {
         }
     }
 
-    /// One line with echo (and signals) off; a paste of several lines is drained and
-    /// reported as such. Ctrl-C / Ctrl-D stop.
-    fn hidden(&mut self) -> std::io::Result<Hidden2> {
+    /// Show `prompt` and read one line with echo (and signals) off; a paste of several
+    /// lines is drained and reported as such. Ctrl-C / Ctrl-D stop. Echo goes off *before*
+    /// the prompt is written, so a value pasted the moment the prompt shows is never echoed
+    /// (with the prompt first, a paste that beat the mode change was echoed in clear).
+    fn hidden(&mut self, prompt: &str) -> std::io::Result<Hidden2> {
         use rustix::termios::{
             LocalModes, OptionalActions, SpecialCodeIndex, tcgetattr, tcsetattr,
         };
@@ -283,6 +285,7 @@ impl Terminal {
         raw.special_codes[SpecialCodeIndex::VMIN] = 1;
         raw.special_codes[SpecialCodeIndex::VTIME] = 0;
         tcsetattr(&self.input, OptionalActions::Now, &raw)?;
+        self.write(prompt);
         let result = self.read_raw();
         tcsetattr(&self.input, OptionalActions::Now, &orig)?;
         self.write("\n");
@@ -389,11 +392,8 @@ impl Operator for Terminal {
     }
     fn paste(&mut self, q: &Question) -> std::io::Result<Pasted> {
         loop {
-            self.write(&format!(
-                "{} (input hidden; `s` skips, `q` stops): ",
-                q.text
-            ));
-            match self.hidden()? {
+            let prompt = format!("{} (input hidden; `s` skips, `q` stops): ", q.text);
+            match self.hidden(&prompt)? {
                 Hidden2::Stop => return Ok(Pasted::Stop),
                 Hidden2::Value(v) if matches!(v.trim(), "s" | "skip") => return Ok(Pasted::Skip),
                 Hidden2::Value(v) if matches!(v.trim(), "q" | "quit" | "stop") => {
