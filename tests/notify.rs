@@ -894,6 +894,75 @@ keys:
     }
 }
 
+/// A webhook answering 429 is tried again after the wait its `Retry-After` asks for (1 s,
+/// not the usual 250 ms), and a receiver asking for a day is waited on for at most 5 s
+/// (`MAX_ASKED_WAIT`): the apply does not hang on it.
+#[test]
+fn a_webhook_429_is_retried_after_its_retry_after_capped_at_five_seconds() {
+    let hook_port = free_port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        Vec<Instant>,
+    >::new()));
+    let seen_by_hook = seen.clone();
+    let hook = Hook::start_answering(hook_port, move |_, call| {
+        let key = call.json()["key"].as_str().unwrap_or_default().to_string();
+        let mut seen = seen_by_hook.lock().unwrap();
+        let times = seen.entry(key.clone()).or_default();
+        times.push(Instant::now());
+        match (key.as_str(), times.len()) {
+            ("polite", 1) => (429, Some("1".to_string())),
+            ("greedy", 1) => (429, Some("86400".to_string())),
+            _ => (200, None),
+        }
+    });
+    let keys = "\
+keys:
+  - name: polite
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+  - name: greedy
+    store: alma-production
+    owner: jdoe
+    scopes: [bibs:read]
+";
+    let r = repo_with_webhook(keys, hook_port);
+    let started = Instant::now();
+    let o = apply_at(&r, 0.0);
+    let took = started.elapsed();
+    for key in ["polite", "greedy"] {
+        assert!(
+            o.stderr.contains(&format!(
+                "notified alma-production/{key} (created) by webhook"
+            )),
+            "{}",
+            o.stderr
+        );
+    }
+    let seen = seen.lock().unwrap();
+    let gap = |key: &str| {
+        let t = &seen[key];
+        assert_eq!(t.len(), 2, "{key}: a 429, then a 200");
+        t[1] - t[0]
+    };
+    assert!(
+        gap("polite") >= Duration::from_millis(950),
+        "{:?}",
+        gap("polite")
+    );
+    assert!(
+        gap("greedy") >= Duration::from_millis(4_900),
+        "{:?}",
+        gap("greedy")
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "a Retry-After of a day held the apply for {took:?}"
+    );
+    assert_eq!(hook.calls().len(), 4);
+}
+
 /// At a terminal the sends show a progress bar; with NO_COLOR (and off a terminal, as in
 /// every other test here) only the usual lines.
 #[test]

@@ -395,8 +395,10 @@ impl Transport for WebhookTransport {
     fn concurrency(&self) -> usize {
         WEBHOOKS_IN_FLIGHT
     }
-    /// POST the call; a 5xx answer, a timeout or a refused connection is tried again
-    /// after [`RETRY_AFTER`] (each try signed afresh), a 4xx or a redirect is not.
+    /// POST the call; a 5xx answer, a 429, a timeout or a refused connection is tried
+    /// again after [`RETRY_AFTER`] (each try signed afresh), or after the wait a 429's or
+    /// 503's `Retry-After` asks for, at most [`MAX_ASKED_WAIT`]; another 4xx or a redirect
+    /// is not.
     async fn send(&self, msg: &Outgoing) -> Result<(), NotifyError> {
         let Outgoing::Webhook(w) = msg else {
             return Err(NotifyError::Invalid("not a webhook call".into()));
@@ -406,14 +408,18 @@ impl Transport for WebhookTransport {
         loop {
             match self.post(&client, w).await {
                 Ok(()) => return Ok(()),
-                Err(Try::Again(_)) if tries <= RETRY_AFTER.len() => {
-                    tokio::time::sleep(jittered(RETRY_AFTER[tries - 1], &w.id)).await;
+                Err(Try::Again(_, asked)) if tries <= RETRY_AFTER.len() => {
+                    let wait = match asked {
+                        Some(asked) => asked.min(MAX_ASKED_WAIT),
+                        None => jittered(RETRY_AFTER[tries - 1], &w.id),
+                    };
+                    tokio::time::sleep(wait).await;
                     tries += 1;
                 }
-                Err(Try::Again(NotifyError::Http(m))) => {
+                Err(Try::Again(NotifyError::Http(m), _)) => {
                     return Err(NotifyError::Http(format!("{m} ({tries} tries)")));
                 }
-                Err(Try::Again(e) | Try::Not(e)) => return Err(e),
+                Err(Try::Again(e, _) | Try::Not(e)) => return Err(e),
             }
         }
     }
@@ -423,6 +429,18 @@ impl Transport for WebhookTransport {
 pub const WEBHOOKS_IN_FLIGHT: usize = 8;
 /// The waits before the second and third try of a webhook call.
 pub const RETRY_AFTER: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
+/// The longest wait a receiver's `Retry-After` gets: a receiver (or whoever answers at its
+/// address) cannot hold an apply for longer; what is still refused then is retried by the
+/// next run.
+pub const MAX_ASKED_WAIT: Duration = Duration::from_secs(5);
+
+/// The wait a `Retry-After` header asks for, in seconds (its HTTP-date form is not read:
+/// the usual waits apply then).
+fn asked_wait(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?;
+    let secs: u64 = v.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
 
 /// Read (and drop) up to 64 KiB of an answer's body, so that its connection can carry the
 /// next call; a longer body only costs that connection.
@@ -436,9 +454,9 @@ async fn drain(mut resp: reqwest::Response) {
     }
 }
 
-/// A failed try, worth another or not.
+/// A failed try, worth another (after the wait the receiver asked for, if it did) or not.
 enum Try {
-    Again(NotifyError),
+    Again(NotifyError, Option<Duration>),
     Not(NotifyError),
 }
 
@@ -477,9 +495,14 @@ impl WebhookTransport {
         let resp = req.body(w.body.clone()).send().await.map_err(|e| {
             let again = e.is_timeout() || e.is_connect();
             let e = NotifyError::Http(chain(&e.without_url()));
-            if again { Try::Again(e) } else { Try::Not(e) }
+            if again {
+                Try::Again(e, None)
+            } else {
+                Try::Not(e)
+            }
         })?;
         let status = resp.status();
+        let asked = asked_wait(&resp);
         drain(resp).await;
         if status.is_success() {
             return Ok(());
@@ -492,10 +515,12 @@ impl WebhookTransport {
                 ""
             }
         ));
-        Err(if status.is_server_error() {
-            Try::Again(e)
-        } else {
-            Try::Not(e)
-        })
+        Err(
+            if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                Try::Again(e, asked)
+            } else {
+                Try::Not(e)
+            },
+        )
     }
 }

@@ -71,6 +71,15 @@ impl Hook {
 
     /// A receiver answering `status(n, call)` to its n-th request (0-based) instead of 200.
     pub fn start_with(port: u16, status: impl Fn(usize, &Call) -> u16 + Send + 'static) -> Hook {
+        Hook::start_answering(port, move |n, call| (status(n, call), None))
+    }
+
+    /// A receiver answering `answer(n, call)`: the status and, if any, a `Retry-After`
+    /// header's value.
+    pub fn start_answering(
+        port: u16,
+        answer: impl Fn(usize, &Call) -> (u16, Option<String>) + Send + 'static,
+    ) -> Hook {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the webhook port");
         listener.set_nonblocking(true).unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
@@ -84,15 +93,18 @@ impl Hook {
                         let Some(call) = read_request(&mut stream) else {
                             continue;
                         };
-                        let code = {
+                        let (code, retry_after) = {
                             let mut calls = c.lock().unwrap();
-                            let code = status(calls.len(), &call);
+                            let answer = answer(calls.len(), &call);
                             calls.push(call);
-                            code
+                            answer
                         };
+                        let retry_after = retry_after
+                            .map(|v| format!("Retry-After: {v}\r\n"))
+                            .unwrap_or_default();
                         let _ = stream.write_all(
                             format!(
-                                "HTTP/1.1 {code} Answer\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                                "HTTP/1.1 {code} Answer\r\n{retry_after}Content-Length: 0\r\nConnection: close\r\n\r\n"
                             )
                             .as_bytes(),
                         );
