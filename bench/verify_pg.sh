@@ -137,12 +137,46 @@ request = function()
 end
 LUA
 
+wait_wrk() { for j in $(jobs -p); do case " ${PIDS[*]} " in *" $j "*) ;; *) wait "$j" ;; esac; done; }  # every job but the servers
+
+# probe OUT URL_A URL_B: in the background, one verify every 20 ms on its own keep-alive
+# connection to each URL in turn for DURATION less a second, timed by this client (a second
+# opinion on wrk's latency figures); writes "n p50 p99 max" (ms) to OUT.
+probe() {
+    python3 - "$2" "$3" "$(cat "$WORK/verify.token")" "$WORK/keys.lua" "$DURATION" \
+        >"$1" <<'PY' &
+import http.client, json, re, sys, time, urllib.parse
+a, b, token, keys_file, dur = sys.argv[1:6]
+keys = re.findall(r'"([^"]+)"', open(keys_file).read())
+secs = float(dur.rstrip("s")) - 1.0
+conns = [http.client.HTTPConnection(urllib.parse.urlsplit(u).netloc, timeout=10) for u in (a, b)]
+lat, i, end = [], 0, time.monotonic() + secs
+time.sleep(0.5)
+while time.monotonic() < end:
+    c = conns[i % 2]
+    body = json.dumps({"key": keys[i % len(keys)]})
+    t0 = time.monotonic()
+    c.request("POST", "/v1/verify", body, {"Authorization": "Bearer " + token,
+                                           "Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    lat.append((time.monotonic() - t0) * 1000)
+    assert r.status == 200, r.status
+    i += 1
+    time.sleep(0.02)
+lat.sort()
+q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))]
+print(f"{len(lat)} {q(0.5):.2f} {q(0.99):.2f} {lat[-1]:.2f}")
+PY
+}
+
 # load NAME URL: runs wrk, appends "NAME rps p50 p99 non2xx" to results.
 load() {
     local out="$WORK/$1.wrk"
     if [ "$WARMUP" != 0 ]; then
         wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s "$WORK/verify.lua" "$2" >/dev/null
     fi
+    # PROBE=FILE: the probe beside the measured run (not the warm-up).
+    if [ -n "${PROBE:-}" ]; then probe "$PROBE" "$2" "$2"; fi
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$WORK/verify.lua" "$2" >"$out"
     local rps p50 p99 bad
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
@@ -169,7 +203,10 @@ echo "== PostgreSQL (schema $SCHEMA): registering $KEYS keys" >&2
 case "$PG_URL" in *\?*) SEP='&' ;; *) SEP='?' ;; esac
 start postgres --database "$PG_URL${SEP}schema=$SCHEMA&pepper_file=$WORK/pg.pepper"
 register "$URL"; check "$URL"
-load postgres "$URL"
+PROBE="$WORK/probe1.txt" load postgres "$URL"
+wait_wrk
+read -r p1n p1p50 p1p99 p1max <"$WORK/probe1.txt"
+echo "   probe, one instance: $p1n verifies, p50 ${p1p50} ms, p99 ${p1p99} ms, max ${p1max} ms" >&2
 
 # Two instances on the one database (the scale-out path), each under half the load at once:
 # one wrk per instance with half the connections; requests/s summed, the higher p50/p99.
@@ -184,36 +221,10 @@ for side in a b; do
         wrk -t1 -c"$half" -d"$WARMUP" -s "$WORK/verify.lua" "$u" >/dev/null &
     fi
 done
-wait_wrk() { for j in $(jobs -p); do case " ${PIDS[*]} " in *" $j "*) ;; *) wait "$j" ;; esac; done; }
 wait_wrk
 wrk -t1 -c"$half" -d"$DURATION" --latency -s "$WORK/verify.lua" "$URL_A" >"$WORK/two-a.wrk" &
 wrk -t1 -c"$half" -d"$DURATION" --latency -s "$WORK/verify.lua" "$URL_B" >"$WORK/two-b.wrk" &
-# A probe beside wrk: one verify every 20 ms on its own keep-alive connection to each
-# instance in turn, timed by this client (a second opinion on wrk's latency figures).
-python3 - "$URL_A" "$URL_B" "$(cat "$WORK/verify.token")" "$WORK/keys.lua" "$DURATION" \
-    >"$WORK/probe.txt" <<'PY' &
-import http.client, json, re, sys, time, urllib.parse
-a, b, token, keys_file, dur = sys.argv[1:6]
-keys = re.findall(r'"([^"]+)"', open(keys_file).read())
-secs = float(dur.rstrip("s")) - 1.0
-conns = [http.client.HTTPConnection(urllib.parse.urlsplit(u).netloc, timeout=10) for u in (a, b)]
-lat, i, end = [], 0, time.monotonic() + secs
-time.sleep(0.5)
-while time.monotonic() < end:
-    c = conns[i % 2]
-    body = json.dumps({"key": keys[i % len(keys)]})
-    t0 = time.monotonic()
-    c.request("POST", "/v1/verify", body, {"Authorization": "Bearer " + token,
-                                           "Content-Type": "application/json"})
-    r = c.getresponse(); r.read()
-    lat.append((time.monotonic() - t0) * 1000)
-    assert r.status == 200, r.status
-    i += 1
-    time.sleep(0.02)
-lat.sort()
-q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))]
-print(f"{len(lat)} {q(0.5):.2f} {q(0.99):.2f} {lat[-1]:.2f}")
-PY
+probe "$WORK/probe.txt" "$URL_A" "$URL_B"
 wait_wrk
 read -r pn pp50 pp99 pmax <"$WORK/probe.txt"
 echo "   probe: $pn verifies, p50 ${pp50} ms, p99 ${pp99} ms, max ${pmax} ms" >&2
@@ -252,5 +263,6 @@ for name, rps, p50, p99, bad in rows:
     print(f"| {names[name]} | {float(rps):,.0f} | {p50} | {p99} | {float(rps) / ceiling:.0%} | {bad} |")
 PY
 echo
-echo "Probe during the two-instance load (one verify every 20 ms, alternating instances, timed"
-echo "by a separate client): $pn verifies, p50 ${pp50} ms, p99 ${pp99} ms, max ${pmax} ms."
+echo "Probe beside wrk (one verify every 20 ms on its own connection, timed by a separate Python"
+echo "client): one instance $p1n verifies, p50 ${p1p50} ms, p99 ${p1p99} ms, max ${p1max} ms;"
+echo "two instances (alternating) $pn verifies, p50 ${pp50} ms, p99 ${pp99} ms, max ${pmax} ms."

@@ -27,8 +27,11 @@ pub const META_KEY: &str = "budget";
 /// The scope of the store-wide budget.
 pub const STORE_SCOPE: &str = "store";
 /// How long a process uses the budget it read before reading it again (a budget changed by
-/// apply is in force on every instance within this time).
+/// apply is in force on every instance within this time and one database read).
 pub const REFRESH: Duration = Duration::from_secs(2);
+/// A budget read longer ago than [`REFRESH`] but less than this is still used by every
+/// verify but one while that one reads it again; older (or never read), all wait for it.
+pub const STALE_LIMIT: Duration = Duration::from_secs(20);
 /// The event a store records when its budget is set or removed.
 pub const EVENT_SET: &str = "budget.set";
 /// The event the server records when a threshold is crossed.
@@ -238,12 +241,20 @@ impl Gate {
     }
 
     fn fresh(&self) -> Option<Option<Arc<Budget>>> {
+        self.read_within(REFRESH)
+    }
+
+    /// The budget read less than `within` ago, if any.
+    fn read_within(&self, within: Duration) -> Option<Option<Arc<Budget>>> {
         let c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        c.at.filter(|at| at.elapsed() < REFRESH)
+        c.at.filter(|at| at.elapsed() < within)
             .map(|_| c.budget.clone())
     }
 
     /// The budget in force: the one read less than `REFRESH` ago, or read again with `load`.
+    /// Once it is older, one verify reads it again while the others go on with the one read
+    /// before (up to [`STALE_LIMIT`]): every verify of the process waiting on that read, every
+    /// 2 s, stalled them all whenever the database was slow to answer.
     pub async fn current<F, Fut>(&self, load: F) -> StoreResult<Option<Arc<Budget>>>
     where
         F: FnOnce() -> Fut,
@@ -252,7 +263,11 @@ impl Gate {
         if let Some(b) = self.fresh() {
             return Ok(b);
         }
-        let _one = self.reloading.lock().await;
+        let _one = match (self.read_within(STALE_LIMIT), self.reloading.try_lock()) {
+            (Some(b), Err(_)) => return Ok(b),
+            (_, Ok(one)) => one,
+            (None, Err(_)) => self.reloading.lock().await,
+        };
         if let Some(b) = self.fresh() {
             return Ok(b);
         }
@@ -323,6 +338,51 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// While one verify reads a stale budget again, the others go on with the last one read
+    /// instead of waiting; with none read yet, they wait.
+    #[test]
+    fn a_stale_budget_is_read_again_by_one_verify_while_the_others_go_on() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let gate = Gate::new(true);
+            let first = gate.current(|| async { Ok(Some(budget())) }).await.unwrap();
+            assert_eq!(first.unwrap().daily, Some(1000));
+            // Make it stale, then start a reload that does not finish until told.
+            gate.cached.lock().unwrap().at = Some(Instant::now() - REFRESH);
+            let (tell, told) = tokio::sync::oneshot::channel::<()>();
+            let slow = async {
+                gate.current(|| async {
+                    told.await.ok();
+                    let mut b = budget();
+                    b.daily = Some(2000);
+                    Ok(Some(b))
+                })
+                .await
+            };
+            let others = async {
+                tokio::task::yield_now().await;
+                // The reload is in flight: the others get the last budget at once.
+                let b = gate
+                    .current(|| async { panic!("a second reload while one is in flight") })
+                    .await
+                    .unwrap();
+                assert_eq!(b.unwrap().daily, Some(1000));
+                tell.send(()).unwrap();
+            };
+            let (slow, ()) = tokio::join!(slow, others);
+            assert_eq!(slow.unwrap().unwrap().daily, Some(2000));
+            // Read again just now: fresh for everyone.
+            let b = gate
+                .current(|| async { panic!("read while fresh") })
+                .await
+                .unwrap();
+            assert_eq!(b.unwrap().daily, Some(2000));
+        });
+    }
 
     fn budget() -> Budget {
         Budget {
