@@ -679,6 +679,10 @@ struct VerifyRequest {
     key: String,
 }
 
+/// A verify whose store call takes this long is logged (at debug: under overload there
+/// would be many).
+const SLOW_VERIFY: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub(super) async fn verify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -695,7 +699,17 @@ pub(super) async fn verify(
             key: None,
         }
     } else {
-        state.store.verify(&req, now).await?
+        let started = std::time::Instant::now();
+        let verdict = state.store.verify(&req, now).await?;
+        let took = started.elapsed();
+        if took >= SLOW_VERIFY {
+            tracing::debug!(
+                "slow verify: {} ms in the store ({:?})",
+                took.as_millis(),
+                verdict.reason
+            );
+        }
+        verdict
     };
     if let Some(tally) = &state.usage {
         let id = super::usage::counted_id(&req, &verdict);

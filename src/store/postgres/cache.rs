@@ -235,6 +235,13 @@ async fn listen_once(cache: &KeyCache, cfg: &tokio_postgres::Config, channel: &s
                     cache.forget(&id);
                 }
                 cache.checked(sent.1);
+                let late = sent.0.elapsed();
+                if late >= STALE_AFTER - HEARTBEAT {
+                    tracing::debug!(
+                        "key cache paused: its check was answered after {} ms",
+                        late.as_millis()
+                    );
+                }
             }
             _ = tokio::time::sleep_until((sent.0 + GIVE_UP).into()), if check.is_some() => {
                 return format!("check unanswered for {} s", GIVE_UP.as_secs());
